@@ -1,0 +1,1 @@
+"""The Textual wizard: a client of lora_tui.core and of run directories."""
