@@ -1,0 +1,295 @@
+"""Run configuration: dataclasses with a help text on every field, presets,
+commented YAML, and ``section.key=value`` overrides.
+
+Pure Python (yaml only): the wizard imports this at start-up, so nothing heavy here.
+Values are checked by ``check_value`` so the CLI and the wizard refuse the same
+bad input with the same words.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lora_tui.core.embedded import EMBEDDED_MODEL
+
+TARGET_CHOICES = ("qv", "attention", "all-linear")
+LOAD_CHOICES = ("16bit", "8bit", "4bit")
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+SCHEDULER_CHOICES = ("cosine", "linear", "constant", "constant_with_warmup")
+TEMPLATE_CHOICES = ("auto", "chatml", "alpaca")
+
+
+def _f(default: Any, help: str, **rules: Any) -> Any:
+    """A dataclass field carrying its help text and validation rules in metadata."""
+    return field(default=default, metadata={"help": help, **rules})
+
+
+@dataclass
+class ModelSection:
+    name: str = _f(EMBEDDED_MODEL, "Base model: 'embedded' (SmolLM2-135M-Instruct, offline), a hub id, or a local model directory.")
+    load_in: str = _f("16bit", "How the frozen base weights are held: 16bit (fp32 on CPU), 8bit, or 4bit NF4 (QLoRA).", choices=LOAD_CHOICES)
+    double_quant: bool = _f(True, "4-bit only: also quantise the quantisation constants (saves ~0.4 bit/param).")
+    trust_remote_code: bool = _f(False, "Run Python code shipped with the model. Off unless you trust its author.")
+    revision: str | None = _f(None, "Hub revision (branch, tag or commit) of the base model; empty for the default.")
+
+
+@dataclass
+class DataSection:
+    train: str = _f("sample_data/train.jsonl", "Training data: JSONL, JSON, CSV, Parquet, a folder of .txt files, or a save_to_disk folder.")
+    validation: str | None = _f("sample_data/valid.jsonl", "Validation data; empty to hold out val_fraction of the training rows.")
+    val_fraction: float = _f(0.05, "Share of training rows held out for validation when no validation file is given.", min=0.0, max=0.5)
+    template: str = _f("auto", "Prompt format: the model's own chat template (auto), or ChatML / Alpaca for models without one.", choices=TEMPLATE_CHOICES)
+    train_on_prompt: bool = _f(False, "Also train on prompt tokens. Off: only the answers (and their end token) are learned.")
+    max_seq_len: int = _f(512, "Longest sequence in tokens; longer rows are truncated. Memory grows with it.", min=16, max=131072)
+
+
+@dataclass
+class LoraSection:
+    r: int = _f(16, "Rank of the adapter matrices: capacity (and size) of what the adapter can learn. 8-64 is typical.", min=1, max=1024)
+    alpha: int = _f(32, "Scaling: updates are multiplied by alpha/r. alpha = 2r is a common, strong choice.", min=1, max=4096)
+    dropout: float = _f(0.05, "Dropout on the adapter's input during training; 0.05-0.1 guards against overfitting.", min=0.0, max=0.9)
+    targets: str = _f("all-linear", "Layers that get adapters: qv (query/value), attention (q,k,v,o), all-linear (attention + MLP), or a comma list of module names.")
+    use_rslora: bool = _f(False, "Rank-stabilised LoRA: scale by alpha/sqrt(r), which keeps high ranks learning.")
+    use_dora: bool = _f(False, "DoRA: learn magnitude and direction separately; sometimes better, slower per step.")
+
+
+@dataclass
+class TrainingSection:
+    learning_rate: float = _f(1e-4, "Peak learning rate of AdamW. LoRA: ~1e-4; QLoRA: ~2e-4.", min=1e-7, max=1e-1)
+    epochs: float = _f(3.0, "Passes over the training data (ignored when max_steps > 0). 1-3 is typical.", min=0.01, max=1000)
+    max_steps: int = _f(-1, "Stop after this many optimiser steps; -1 to use epochs instead.", min=-1)
+    micro_batch: int = _f(4, "Rows per forward pass. Lower it if memory is short; accumulate to keep the effective batch.", min=1, max=4096)
+    grad_accum: int = _f(4, "Micro-batches accumulated per optimiser step (effective batch = micro_batch x grad_accum).", min=1, max=4096)
+    warmup_ratio: float = _f(0.03, "Share of steps spent ramping the learning rate up from zero.", min=0.0, max=0.5)
+    scheduler: str = _f("cosine", "Learning-rate schedule after warm-up.", choices=SCHEDULER_CHOICES)
+    weight_decay: float = _f(0.01, "AdamW weight decay on adapter weights.", min=0.0, max=1.0)
+    max_grad_norm: float = _f(1.0, "Clip gradients to this norm (0 to disable).", min=0.0)
+    precision: str = _f("auto", "Compute precision: auto = bf16 where the GPU supports it, else fp16; fp32 on CPU.", choices=PRECISION_CHOICES)
+    gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass: much less memory, ~30% slower.")
+    eval_steps: int = _f(50, "Evaluate on the validation split every N steps (0: only at the start and end).", min=0)
+    save_steps: int = _f(50, "Write a resumable checkpoint every N steps (0: only when stopping or finishing).", min=0)
+    logging_steps: int = _f(1, "Record loss, learning rate and throughput every N steps.", min=1)
+    early_stopping_patience: int = _f(0, "Stop when eval loss has not improved for N evaluations (0: off).", min=0)
+    seed: int = _f(42, "Random seed for shuffling, dropout and adapter initialisation.", min=0)
+
+
+@dataclass
+class OutputSection:
+    run_name: str = _f("", "Name of the run directory under runs_dir; empty for <model>-<date>-<time>.")
+    runs_dir: str = _f("runs", "Folder that holds run directories.")
+
+
+@dataclass
+class Config:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    lora: LoraSection = field(default_factory=LoraSection)
+    training: TrainingSection = field(default_factory=TrainingSection)
+    output: OutputSection = field(default_factory=OutputSection)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def copy(self) -> "Config":
+        return config_from_dict(self.to_dict())
+
+
+SECTION_HELP = {
+    "model": "Which base model to adapt and how to load it.",
+    "data": "Training and validation data, and how rows become tokens.",
+    "lora": "The adapter: where it attaches and how large it is.",
+    "training": "Optimiser, schedule, batch, precision, evaluation and checkpoints.",
+    "output": "Where the run directory goes.",
+}
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # From the seed guides: LoRA on a 16-bit base ...
+    "lora": {"model": {"load_in": "16bit"}, "lora": {"r": 16, "alpha": 32, "dropout": 0.05}, "training": {"learning_rate": 1e-4}},
+    # ... QLoRA on a 4-bit NF4 base with double quantisation (higher r compensates for quantisation loss).
+    "qlora": {"model": {"load_in": "4bit", "double_quant": True}, "lora": {"r": 64, "alpha": 16, "dropout": 0.1}, "training": {"learning_rate": 2e-4}},
+    "lora-8bit": {"model": {"load_in": "8bit"}, "lora": {"r": 16, "alpha": 32, "dropout": 0.05}, "training": {"learning_rate": 1e-4}},
+}
+PRESET_HELP = {
+    "lora": "LoRA: 16-bit base, r 16, alpha 32, dropout 0.05, lr 1e-4. Best quality when memory allows.",
+    "qlora": "QLoRA: 4-bit NF4 base + double quant, r 64, alpha 16, dropout 0.1, lr 2e-4. ~1/4 of the base memory.",
+    "lora-8bit": "LoRA on an 8-bit base: r 16, alpha 32, lr 1e-4. Between the two in memory and speed.",
+}
+
+
+class ConfigError(ValueError):
+    """A config file, key or value is wrong; the message says which and how to fix it."""
+
+
+def section_fields(section: str) -> dict[str, dataclasses.Field]:
+    cls = {f.name: f.type for f in fields(Config)}
+    if section not in cls:
+        raise ConfigError(f"Unknown config section '{section}'. Sections: {', '.join(SECTION_HELP)}.")
+    return {f.name: f for f in fields(getattr(Config(), section))}
+
+
+def field_help(section: str, key: str) -> str:
+    return section_fields(section)[key].metadata.get("help", "")
+
+
+def _type_name(f: dataclasses.Field) -> str:
+    return str(f.type).replace("typing.", "")
+
+
+def check_value(section: str, key: str, value: Any) -> Any:
+    """Convert ``value`` (a YAML scalar or string typed by a user) to the field's type,
+    check its rules, and return it. Raises ConfigError with a plain reason."""
+    all_fields = section_fields(section)
+    if key not in all_fields:
+        raise ConfigError(f"Unknown key '{section}.{key}'. Keys in '{section}': {', '.join(all_fields)}.")
+    f = all_fields[key]
+    kind = _type_name(f)
+    where = f"{section}.{key}"
+    if isinstance(value, str):
+        text = value.strip()
+        if "| None" in kind and text.lower() in ("", "none", "null", "~"):
+            return None
+        if kind.startswith(("int", "float")):
+            try:
+                value = float(text) if any(c in text.lower() for c in ".en") else int(text)
+            except ValueError:
+                raise ConfigError(f"{where} must be a number, not '{value}'.") from None
+        elif not kind.startswith("str"):
+            try:
+                value = yaml.safe_load(text) if text else None
+            except yaml.YAMLError:
+                raise ConfigError(f"{where}: '{value}' is not a valid value.") from None
+        else:
+            value = text
+    if value is None:
+        if "| None" in kind:
+            return None
+        raise ConfigError(f"{where} needs a value ({kind}).")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where} must be a finite number, not '{value}'.")
+    if kind.startswith("bool"):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, not '{value}'.")
+    elif kind.startswith("int"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise ConfigError(f"{where} must be a whole number, not '{value}'.")
+        value = int(value)
+    elif kind.startswith("float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, not '{value}'.")
+        value = float(value)
+    elif kind.startswith("str"):
+        value = str(value)
+    rules = f.metadata
+    if "choices" in rules and value not in rules["choices"]:
+        raise ConfigError(f"{where} must be one of {', '.join(rules['choices'])}, not '{value}'.")
+    if "min" in rules and value < rules["min"]:
+        raise ConfigError(f"{where} must be at least {rules['min']}, not {value}.")
+    if "max" in rules and value > rules["max"]:
+        raise ConfigError(f"{where} must be at most {rules['max']}, not {value}.")
+    if where == "lora.targets" and not value.strip():
+        raise ConfigError("lora.targets needs qv, attention, all-linear, or a comma list of module names.")
+    if where == "model.name" and not value.strip():
+        raise ConfigError("model.name needs a model: 'embedded', a hub id, or a local directory.")
+    return value
+
+
+def set_value(config: Config, dotted: str, value: Any) -> None:
+    if "." not in dotted:
+        raise ConfigError(f"'{dotted}' is not section.key (e.g. training.max_steps=20).")
+    section, key = dotted.split(".", 1)
+    setattr(getattr(config, section), key, check_value(section, key, value))
+
+
+def apply_overrides(config: Config, overrides: list[str]) -> Config:
+    """Apply ``section.key=value`` strings in order."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"Override '{item}' is not section.key=value (e.g. lora.r=32).")
+        dotted, value = item.split("=", 1)
+        set_value(config, dotted.strip(), value)
+    return config
+
+
+def apply_preset(config: Config, name: str) -> Config:
+    if name not in PRESETS:
+        raise ConfigError(f"Unknown preset '{name}'. Presets: {', '.join(PRESETS)}.")
+    for section, values in PRESETS[name].items():
+        for key, value in values.items():
+            setattr(getattr(config, section), key, check_value(section, key, value))
+    return config
+
+
+def config_from_dict(data: dict | None, source: str = "config") -> Config:
+    config = Config()
+    for section, values in (data or {}).items():
+        if section not in SECTION_HELP:
+            raise ConfigError(f"{source}: unknown section '{section}'. Sections: {', '.join(SECTION_HELP)}.")
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: section '{section}' must be a mapping of keys to values.")
+        for key, value in values.items():
+            try:
+                setattr(getattr(config, section), key, check_value(section, key, value))
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
+    return config
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"Cannot read config {path}: {exc.strerror}.") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)}).") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config is a mapping of sections (model, data, lora, training, output).")
+    return config_from_dict(data, source=str(path))
+
+
+def _scalar(value: Any) -> str:
+    out = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True).strip()
+    return out[:-4].strip() if out.endswith("\n...") or out.endswith(" ...") else out.replace("\n...", "")
+
+
+def config_to_yaml(config: Config, header: str | None = None) -> str:
+    """Commented YAML: every key preceded by its help text."""
+    buf = io.StringIO()
+    if header:
+        for line in header.splitlines():
+            buf.write(f"# {line}\n".replace("# \n", "#\n"))
+        buf.write("\n")
+    for section, help_text in SECTION_HELP.items():
+        buf.write(f"# {help_text}\n{section}:\n")
+        for f in fields(getattr(config, section)):
+            buf.write(f"  # {f.metadata['help']}\n")
+            buf.write(f"  {f.name}: {_scalar(getattr(getattr(config, section), f.name))}\n")
+        buf.write("\n")
+    return buf.getvalue()
+
+
+def save_config(config: Config, path: str | Path, header: str | None = None) -> None:
+    Path(path).write_text(config_to_yaml(config, header), encoding="utf-8")
+
+
+def effective_precision(config: Config, device: str, bf16_supported: bool = False) -> str:
+    """fp32 on CPU (bf16 ran ~15x slower on the CPUs we measured); bf16 where the GPU has it, else fp16."""
+    wanted = config.training.precision
+    if device == "cpu":
+        return "fp32"
+    if wanted == "auto":
+        return "bf16" if bf16_supported else "fp16"
+    return wanted
