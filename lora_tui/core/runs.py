@@ -1,0 +1,265 @@
+"""Run directories: the only shared state between the trainer process, the CLI
+and the wizard.
+
+    runs/<name>/
+      config.yaml        the config the run was started with (commented YAML)
+      events.jsonl       append-only, one JSON object a line, increasing "seq"
+      status.json        latest state, rewritten atomically
+      train.log          the trainer process's stdout/stderr (tracebacks go here)
+      trainer.lock       held (flock) by the live trainer; refuses a second one
+      stop_requested     created by `lora-tui stop`; the trainer stops gracefully
+      checkpoints/checkpoint-N/   resumable checkpoints (complete ones carry a marker)
+      adapter/           the final PEFT adapter + tokenizer + README.md model card
+
+This module never imports torch: readers (wizard, attach) must stay light.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from lora_tui.core.paths import runs_dir
+
+STATES_DONE = ("finished", "failed", "stopped")
+CHECKPOINT_MARKER = "lora_tui_complete"
+
+
+class RunError(RuntimeError):
+    """A run directory problem the user can fix; the message says how."""
+
+
+class RunLocked(RunError):
+    pass
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno == errno.EPERM
+    try:  # a zombie child counts as dead
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+@dataclass
+class RunSummary:
+    name: str
+    path: Path
+    state: str
+    step: int | None
+    max_steps: int | None
+    loss: float | None
+    eval_loss: float | None
+    updated: float | None
+    model: str | None
+
+
+class RunDirectory:
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    # --- layout ---------------------------------------------------------------
+    config_path = property(lambda self: self.path / "config.yaml")
+    events_path = property(lambda self: self.path / "events.jsonl")
+    status_path = property(lambda self: self.path / "status.json")
+    log_path = property(lambda self: self.path / "train.log")
+    lock_path = property(lambda self: self.path / "trainer.lock")
+    stop_path = property(lambda self: self.path / "stop_requested")
+    checkpoints_dir = property(lambda self: self.path / "checkpoints")
+    adapter_dir = property(lambda self: self.path / "adapter")
+    name = property(lambda self: self.path.name)
+
+    def exists(self) -> bool:
+        return self.config_path.is_file()
+
+    @classmethod
+    def find(cls, name_or_path: str | os.PathLike) -> "RunDirectory":
+        """A run by path, or by name under the default runs folder."""
+        candidates = [Path(name_or_path), runs_dir() / str(name_or_path)]
+        for candidate in candidates:
+            if (candidate / "config.yaml").is_file():
+                return cls(candidate)
+        raise RunError(f"No run at '{name_or_path}' (looked for {' and '.join(str(c / 'config.yaml') for c in candidates)}). "
+                       "Fix: `lora-tui runs` lists the runs.")
+
+    # --- events -----------------------------------------------------------------
+    def _last_seq(self) -> int:
+        last = 0
+        for event in self.read_events():
+            last = max(last, int(event.get("seq", 0)))
+        return last
+
+    def append_event(self, type: str, **fields) -> dict:
+        """Append one event. Only the lock holder (the trainer) calls this."""
+        if not hasattr(self, "_seq"):
+            self._seq = self._last_seq()
+        self._seq += 1
+        event = {"seq": self._seq, "time": round(time.time(), 3), "type": type, **fields}
+        line = json.dumps(event, ensure_ascii=False, default=_json_default) + "\n"
+        with open(self.events_path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+        return event
+
+    def read_events(self, offset: int = 0) -> list[dict]:
+        return self.read_events_from(offset)[0]
+
+    def read_events_from(self, offset: int = 0) -> tuple[list[dict], int]:
+        """Complete event lines from byte ``offset``; returns them and the next offset.
+        A half-written last line is left for the next read."""
+        try:
+            with open(self.events_path, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return [], offset
+        events, consumed = [], 0
+        for raw in data.splitlines(keepends=True):
+            if not raw.endswith(b"\n"):
+                break
+            consumed += len(raw)
+            try:
+                events.append(json.loads(raw))
+            except ValueError:
+                continue  # a line torn by a crash: skip it, keep the rest
+        return events, offset + consumed
+
+    def follow(self, poll: float = 0.5, stop_when_done: bool = True) -> Iterator[dict]:
+        """Yield every event, then new ones as they arrive, until the run is over."""
+        offset = 0
+        while True:
+            events, offset = self.read_events_from(offset)
+            yield from events
+            if stop_when_done and not events and self.state() in STATES_DONE + ("dead",):
+                events, offset = self.read_events_from(offset)
+                yield from events
+                return
+            if not events:
+                time.sleep(poll)
+
+    # --- status -----------------------------------------------------------------
+    def write_status(self, state: str, **fields) -> dict:
+        status = {**self.read_status(), **fields, "state": state, "updated": round(time.time(), 3)}
+        _write_atomic(self.status_path, json.dumps(status, indent=2, default=_json_default) + "\n")
+        return status
+
+    def read_status(self) -> dict:
+        try:
+            return json.loads(self.status_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    def state(self) -> str:
+        """created | starting | running | stopping | finished | failed | stopped | dead.
+        'dead' means status says running but no trainer holds the lock (killed, machine rebooted)."""
+        status = self.read_status()
+        state = status.get("state", "created" if self.exists() else "missing")
+        if state in ("starting", "running", "stopping") and not self.is_locked():
+            return "dead"
+        return state
+
+    # --- the trainer's lock ---------------------------------------------------------
+    def acquire_lock(self):
+        """Hold an exclusive flock for the trainer's lifetime (released by the OS on any exit, even kill -9)."""
+        import fcntl
+
+        fh = open(self.lock_path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            pid = self.read_status().get("pid")
+            raise RunLocked(f"A trainer (pid {pid}) is already running in {self.path}. "
+                            f"Fix: `lora-tui attach {self.path}` to follow it, or `lora-tui stop {self.path}`.") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._lock_handle = fh
+        return fh
+
+    def is_locked(self) -> bool:
+        import fcntl
+
+        if not self.lock_path.exists():
+            return False
+        with open(self.lock_path, "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            return False
+
+    # --- stop ----------------------------------------------------------------------
+    def request_stop(self) -> None:
+        self.stop_path.write_text(str(time.time()))
+
+    def stop_requested(self) -> bool:
+        return self.stop_path.exists()
+
+    # --- checkpoints -------------------------------------------------------------------
+    def complete_checkpoints(self) -> list[Path]:
+        """Checkpoints whose writing finished (marker present), oldest first."""
+        if not self.checkpoints_dir.is_dir():
+            return []
+        found = []
+        for child in self.checkpoints_dir.iterdir():
+            if child.name.startswith("checkpoint-") and (child / CHECKPOINT_MARKER).exists():
+                try:
+                    found.append((int(child.name.split("-", 1)[1]), child))
+                except ValueError:
+                    continue
+        return [path for _, path in sorted(found)]
+
+    def last_checkpoint(self) -> Path | None:
+        done = self.complete_checkpoints()
+        return done[-1] if done else None
+
+    # --- summary -------------------------------------------------------------------------
+    def summary(self) -> RunSummary:
+        status = self.read_status()
+        model = None
+        try:
+            import yaml
+
+            model = (yaml.safe_load(self.config_path.read_text()) or {}).get("model", {}).get("name")
+        except Exception:
+            pass
+        return RunSummary(self.name, self.path, self.state(), status.get("step"), status.get("max_steps"),
+                          status.get("loss"), status.get("eval_loss"), status.get("updated"), model)
+
+
+def list_runs(parent: str | os.PathLike | None = None) -> list[RunSummary]:
+    parent = Path(parent) if parent else runs_dir()
+    if not parent.is_dir():
+        return []
+    runs = [RunDirectory(child).summary() for child in parent.iterdir() if (child / "config.yaml").is_file()]
+    return sorted(runs, key=lambda r: r.updated or 0, reverse=True)
+
+
+def _json_default(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
