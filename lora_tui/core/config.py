@@ -226,8 +226,9 @@ def apply_preset(config: Config, name: str) -> Config:
     return config
 
 
-def config_from_dict(data: dict | None, source: str = "config") -> Config:
-    config = Config()
+def config_from_dict(data: dict | None, source: str = "config", base: Config | None = None) -> Config:
+    """Build a Config from a mapping; keys missing from it keep the values of ``base`` (defaults if None)."""
+    config = base.copy() if base is not None else Config()
     for section, values in (data or {}).items():
         if section not in SECTION_HELP:
             raise ConfigError(f"{source}: unknown section '{section}'. Sections: {', '.join(SECTION_HELP)}.")
@@ -243,7 +244,7 @@ def config_from_dict(data: dict | None, source: str = "config") -> Config:
     return config
 
 
-def load_config(path: str | Path) -> Config:
+def load_config(path: str | Path, base: Config | None = None) -> Config:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -257,7 +258,7 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)}).") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: a config is a mapping of sections (model, data, lora, training, output).")
-    return config_from_dict(data, source=str(path))
+    return config_from_dict(data, source=str(path), base=base)
 
 
 def _scalar(value: Any) -> str:

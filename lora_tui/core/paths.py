@@ -20,3 +20,22 @@ def cache_dir() -> Path:
 def runs_dir() -> Path:
     """Default parent folder of run directories: $LORA_TUI_RUNS, else ./runs."""
     return Path(os.environ.get("LORA_TUI_RUNS", "runs")).expanduser()
+
+
+def sample_data_dir() -> Path:
+    """sample_data/ of the lora_tui checkout (the package is installed editable from it)."""
+    return Path(__file__).resolve().parent.parent.parent / "sample_data"
+
+
+def resolve_data_path(path: str | os.PathLike) -> Path:
+    """A dataset path as typed; 'sample_data/...' also resolves against the checkout,
+    so the defaults work from any working directory."""
+    candidate = Path(path).expanduser()
+    if candidate.exists() or candidate.is_absolute():
+        return candidate.resolve() if candidate.exists() else candidate
+    parts = candidate.parts
+    if parts and parts[0] == "sample_data":
+        shipped = sample_data_dir().joinpath(*parts[1:])
+        if shipped.exists():
+            return shipped
+    return candidate

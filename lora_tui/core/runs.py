@@ -175,7 +175,8 @@ class RunDirectory:
         status = self.read_status()
         state = status.get("state", "created" if self.exists() else "missing")
         if state in ("starting", "running", "stopping") and not self.is_locked():
-            return "dead"
+            # Between spawn and taking the lock the trainer is alive but unlocked.
+            return state if state == "starting" and pid_alive(status.get("pid")) else "dead"
         return state
 
     # --- the trainer's lock ---------------------------------------------------------

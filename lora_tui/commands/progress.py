@@ -1,0 +1,88 @@
+"""Plain-terminal rendering of run events, shared by `train` (foreground) and `attach`."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from lora_tui.core.runs import STATES_DONE, RunDirectory
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "--"
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def bar(done: int, total: int, width: int = 24) -> str:
+    frac = 0 if not total else min(max(done / total, 0), 1)
+    filled = int(frac * width)
+    return "[" + "#" * filled + "-" * (width - filled) + f"] {frac:4.0%}"
+
+
+def describe(event: dict) -> str | None:
+    """One line for an event, or None for events not worth a line (system samples)."""
+    kind = event.get("type")
+    if kind == "started":
+        return (f"started: {event.get('method')} on {event.get('model')} ({event.get('device')}, {event.get('precision')}), "
+                f"{event.get('num_train_rows')} train / {event.get('num_eval_rows')} eval rows, "
+                f"{event.get('max_steps')} steps\n         trainable params: {event.get('trainable_params', 0):,} of "
+                f"{event.get('total_params', 0):,} ({100 * event.get('trainable_params', 0) / max(event.get('total_params', 1), 1):.3f}%)"
+                f", targets: {', '.join(event.get('target_modules') or [])}")
+    if kind == "step":
+        tps = event.get("tokens_per_s")
+        return (f"step {event['step']}/{event.get('max_steps')} {bar(event['step'], event.get('max_steps') or 0)} "
+                f"epoch {event.get('epoch', 0):.2f}  loss {event.get('loss', float('nan')):.4f}  "
+                f"lr {event.get('lr') or 0:.2e}  {f'{tps:.0f} tok/s' if tps else '-- tok/s'}  ETA {fmt_duration(event.get('eta_s'))}")
+    if kind == "eval":
+        return f"eval ({event.get('phase')}) at step {event.get('step')}: loss {event.get('eval_loss'):.4f}, perplexity {event.get('perplexity')}"
+    if kind == "checkpoint":
+        return f"checkpoint at step {event.get('step')}: {event.get('path')}"
+    if kind == "log":
+        return f"{event.get('level', 'info')}: {event.get('message')}"
+    if kind == "finished":
+        return (f"finished at step {event.get('step')} in {fmt_duration(event.get('runtime_s'))}: train loss "
+                f"{event.get('train_loss')}, eval loss {event.get('eval_loss')}\nadapter: {event.get('adapter')}")
+    if kind == "stopped":
+        return f"stopped at step {event.get('step')} ({event.get('reason')})\nadapter: {event.get('adapter')}"
+    if kind == "failed":
+        fix = f"\n  fix: {event['fix']}" if event.get("fix") else ""
+        return f"FAILED: {event.get('reason')}{fix}\n  log: {event.get('log')}"
+    return None
+
+
+def follow(run: RunDirectory, live: bool = True, out=sys.stdout) -> str:
+    """Print the run's history, then (live) new events until it ends. Returns the final state.
+    On a terminal, step lines overwrite each other; elsewhere each is printed."""
+    tty = out.isatty()
+    offset, pending_step = 0, False
+    waited = time.monotonic()
+    while True:
+        events, offset = run.read_events_from(offset)
+        for event in events:
+            line = describe(event)
+            if line is None:
+                continue
+            if event["type"] == "step" and tty:
+                out.write("\r\033[K" + line)
+                pending_step = True
+            else:
+                if pending_step:
+                    out.write("\n")
+                    pending_step = False
+                out.write(line + "\n")
+            out.flush()
+        state = run.state()
+        if not live or (not events and (state in STATES_DONE or state == "dead")):
+            if pending_step:
+                out.write("\n")
+            if state == "dead":
+                out.write(f"The trainer is no longer running (killed?). Continue with: lora-tui train --resume {run.path}\n")
+            return state
+        if not events:
+            if state == "starting" and time.monotonic() - waited > 5:
+                waited = time.monotonic()
+            time.sleep(0.5)

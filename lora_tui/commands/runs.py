@@ -1,0 +1,59 @@
+"""`lora-tui runs`, `attach` and `stop`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+
+from lora_tui.commands.progress import follow
+from lora_tui.core.runs import RunDirectory, RunError, list_runs
+
+
+def _list(args) -> int:
+    runs = list_runs(args.dir)
+    if args.json:
+        print(json.dumps([{**r.__dict__, "path": str(r.path)} for r in runs], indent=2))
+        return 0
+    if not runs:
+        print(f"No runs in {args.dir or 'runs'}/. Start one with `lora-tui train` or the wizard (`lora-tui`).")
+        return 0
+    print(f"{'RUN':32} {'STATE':9} {'STEP':>11} {'LOSS':>8} {'EVAL':>8}  {'UPDATED':16}  MODEL")
+    for r in runs:
+        step = f"{r.step or 0}/{r.max_steps or '?'}"
+        loss = f"{r.loss:.4f}" if isinstance(r.loss, (int, float)) else "-"
+        ev = f"{r.eval_loss:.4f}" if isinstance(r.eval_loss, (int, float)) else "-"
+        when = datetime.fromtimestamp(r.updated).strftime("%Y-%m-%d %H:%M") if r.updated else "-"
+        print(f"{r.name[:32]:32} {r.state:9} {step:>11} {loss:>8} {ev:>8}  {when:16}  {r.model or '-'}")
+    return 0
+
+
+def run(args) -> int:
+    from lora_tui.core.launcher import stop_run
+
+    if args.command == "runs":
+        return _list(args)
+    try:
+        run_dir = RunDirectory.find(args.run)
+    except RunError as exc:
+        print(f"lora-tui {args.command}: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "attach":
+        try:
+            state = follow(run_dir, live=not args.no_follow)
+        except KeyboardInterrupt:
+            print(f"\nDetached; the run goes on. Stop it with `lora-tui stop {run_dir.path}`.")
+            return 0
+        return 0 if state in ("finished", "stopped", "running", "starting", "stopping") else 1
+    state = run_dir.state()
+    if state in ("finished", "failed", "stopped"):
+        print(f"{run_dir.path} is already {state}.")
+        return 0
+    if state == "dead":
+        print(f"No trainer is running in {run_dir.path} (it was killed). Resume with `lora-tui train --resume {run_dir.path}`.")
+        return 0
+    print(f"Asking the trainer in {run_dir.path} to stop (checkpoint + adapter)...")
+    state = stop_run(run_dir, wait=args.wait)
+    adapter = run_dir.adapter_dir
+    print(f"State: {state}." + (f" Adapter: {adapter}" if adapter.exists() else ""))
+    return 0 if state in ("stopped", "finished") else 1

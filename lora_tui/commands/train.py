@@ -1,0 +1,76 @@
+"""`lora-tui train`: build the config, start the detached trainer, follow it in the foreground."""
+
+from __future__ import annotations
+
+import sys
+
+from lora_tui.commands.progress import follow
+from lora_tui.core.config import Config, ConfigError, apply_overrides, apply_preset, config_to_yaml, load_config
+from lora_tui.core.runs import RunError
+
+
+def build_config(args) -> Config:
+    config = Config()
+    if args.preset:
+        apply_preset(config, args.preset)
+    if args.config:
+        if "=" in args.config:  # `lora-tui train lora.r=8` : the first override landed in `config`
+            args.overrides = [args.config] + list(args.overrides)
+        else:
+            config = load_config(args.config, base=config)
+    return apply_overrides(config, list(args.overrides))
+
+
+def _ask_on_interrupt(run) -> str:
+    from lora_tui.core.launcher import stop_run
+
+    if not sys.stdin.isatty():
+        stop_run(run)
+        return "stop"
+    while True:
+        try:
+            answer = input(f"\nTraining continues in the background. [s]top it, [d]etach, or [c]ontinue watching? ").strip().lower()
+        except (EOFError, KeyboardInterrupt):
+            answer = "d"
+        if answer.startswith("s"):
+            stop_run(run)
+            print("Stopping: saving a checkpoint and the adapter...")
+            return "stop"
+        if answer.startswith("d") or not answer:
+            print(f"Detached. Follow with `lora-tui attach {run.path}`, stop with `lora-tui stop {run.path}`.")
+            return "detach"
+        if answer.startswith("c"):
+            return "continue"
+
+
+def run(args) -> int:
+    from lora_tui.core.launcher import resume_run, start_run, wait_until_started
+
+    try:
+        if args.resume:
+            run_dir = resume_run(args.resume)
+            print(f"Resuming {run_dir.path} from its last complete checkpoint.")
+        else:
+            config = build_config(args)
+            if args.print_config:
+                print(config_to_yaml(config), end="")
+                return 0
+            run_dir = start_run(config, args.run_dir, overwrite=args.overwrite)
+            print(f"Run directory: {run_dir.path}")
+    except (ConfigError, RunError) as exc:
+        print(f"lora-tui train: {exc}", file=sys.stderr)
+        return 2
+    wait_until_started(run_dir)
+    if args.detach:
+        print(f"Trainer started in the background (pid {run_dir.read_status().get('pid')}).\n"
+              f"  follow: lora-tui attach {run_dir.path}\n  stop:   lora-tui stop {run_dir.path}")
+        return 0
+    while True:
+        try:
+            state = follow(run_dir)
+            break
+        except KeyboardInterrupt:
+            choice = _ask_on_interrupt(run_dir)
+            if choice == "detach":
+                return 0
+    return 0 if state in ("finished", "stopped") else 1

@@ -1,0 +1,393 @@
+"""The training recipe: one readable function, ``run_training(run)``, executed in
+the detached trainer process (see ``lora_tui.core.worker``).
+
+setup (config, device, tokenizer, data, model + LoRA) -> eval before -> train with
+TRL's SFTTrainer -> eval after -> save adapter + model card -> final event.
+
+It talks back only through the run directory (events.jsonl, status.json) and
+reads the stop request from it. Heavy libraries are imported inside functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shlex
+import shutil
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from lora_tui.core.config import Config, effective_precision, load_config
+from lora_tui.core.runs import CHECKPOINT_MARKER, RunDirectory
+
+OOM_FIX = ("Fixes, most effective first: load the base in 4-bit (model.load_in=4bit), turn on gradient "
+           "checkpointing (training.gradient_checkpointing=true), lower training.micro_batch and raise "
+           "training.grad_accum, shorten data.max_seq_len. `lora-tui estimate` shows the effect of each.")
+
+
+class TrainingFailure(RuntimeError):
+    def __init__(self, reason: str, fix: str = "") -> None:
+        super().__init__(reason)
+        self.reason, self.fix = reason, fix
+
+
+def file_sha256(path: str | Path) -> str | None:
+    path = Path(path)
+    if not path.is_file():  # folders (txt / save_to_disk): hash the files in order
+        if not path.is_dir():
+            return None
+        digest = hashlib.sha256()
+        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(child.relative_to(path).as_posix().encode())
+            digest.update(child.read_bytes())
+        return digest.hexdigest()
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def reproduce_command(run: RunDirectory) -> str:
+    return f"lora-tui train {shlex.quote(str(run.config_path))} --run-dir {shlex.quote(str(run.path) + '-again')}"
+
+
+def pick_device() -> tuple[str, bool]:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", torch.cuda.is_bf16_supported()
+    return "cpu", False
+
+
+def build_datasets(config: Config, tokenizer):
+    """Tokenised train / eval datasets with explicit labels, plus facts for the started event."""
+    from datasets import Dataset
+
+    from lora_tui.core.data import ChatFormatter, load_examples, split_examples
+
+    max_len = config.data.max_seq_len
+    train_set = load_examples(config.data.train, tokenizer=tokenizer, max_seq_len=max_len)
+    train_rows, eval_rows = train_set.examples, []
+    if config.data.validation:
+        eval_rows = load_examples(config.data.validation, tokenizer=tokenizer, max_seq_len=max_len).examples
+    elif config.data.val_fraction > 0 and len(train_rows) >= 20:
+        train_rows, eval_rows = split_examples(train_rows, config.data.val_fraction, config.training.seed)
+    if not train_rows:
+        raise TrainingFailure(f"{config.data.train} has no valid rows.", f"Run `lora-tui validate {config.data.train}`.")
+    formatter = ChatFormatter(tokenizer, template=config.data.template, train_on_prompt=config.data.train_on_prompt)
+
+    def encode(rows):
+        cols = {"input_ids": [], "labels": [], "length": []}
+        for row in rows:
+            item = formatter.tokenize(row, max_len)
+            if any(label != -100 for label in item["labels"]):
+                cols["input_ids"].append(item["input_ids"])
+                cols["labels"].append(item["labels"])
+                cols["length"].append(len(item["input_ids"]))
+        return cols
+
+    train_cols, eval_cols = encode(train_rows), encode(eval_rows)
+    if not train_cols["input_ids"]:
+        raise TrainingFailure("Every label is masked: no row has a trained token.",
+                              "Check the rows have assistant answers, or set data.train_on_prompt=true.")
+    train_ds = Dataset.from_dict(train_cols)
+    eval_ds = Dataset.from_dict(eval_cols) if eval_cols["input_ids"] else None
+    facts = {
+        "train": {"path": str(config.data.train), "sha256": file_sha256(config.data.train), "rows": len(train_ds)},
+        "validation": ({"path": str(config.data.validation or config.data.train) + ("" if config.data.validation else f" (held out {config.data.val_fraction:.0%})"),
+                        "sha256": file_sha256(config.data.validation) if config.data.validation else None,
+                        "rows": len(eval_ds)} if eval_ds is not None else None),
+    }
+    return train_ds, eval_ds, facts
+
+
+def build_model(config: Config, device: str, precision: str):
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    from lora_tui.core.models import linear_layer_names, load_base_model, resolve_target_modules
+
+    m = config.model
+    model = load_base_model(m.name, load_in=m.load_in, precision=precision, double_quant=m.double_quant,
+                            device=device, trust_remote_code=m.trust_remote_code, revision=m.revision)
+    if m.load_in != "16bit":
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=config.training.gradient_checkpointing)
+    targets = resolve_target_modules(config.lora.targets, linear_layer_names(model))
+    lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+                      target_modules=targets, use_rslora=config.lora.use_rslora, use_dora=config.lora.use_dora,
+                      bias="none", task_type="CAUSAL_LM")
+    model = get_peft_model(model, lora)
+    return model, targets
+
+
+def sft_config(config: Config, run: RunDirectory, device: str, precision: str, has_eval: bool):
+    from trl import SFTConfig
+
+    t = config.training
+    evaluate = has_eval and t.eval_steps > 0
+    return SFTConfig(
+        output_dir=str(run.checkpoints_dir),
+        per_device_train_batch_size=t.micro_batch,
+        per_device_eval_batch_size=t.micro_batch,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.learning_rate,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio of total steps
+        lr_scheduler_type=t.scheduler,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        logging_steps=t.logging_steps,
+        eval_strategy="steps" if evaluate else "no",
+        eval_steps=t.eval_steps if evaluate else None,
+        save_strategy="steps" if t.save_steps > 0 else "no",
+        save_steps=t.save_steps if t.save_steps > 0 else 500,
+        save_total_limit=2,
+        seed=t.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=device == "cpu",
+        gradient_checkpointing=t.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        max_length=config.data.max_seq_len,
+        # Rows of similar length share a batch: less padding, more real tokens per second.
+        train_sampling_strategy="group_by_length",
+        include_num_input_tokens_seen="non_padding",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=device == "cuda",
+    )
+
+
+def _make_callback(run: RunDirectory, stop_flag: threading.Event, config: Config):
+    from transformers import TrainerCallback
+
+    class RunEvents(TrainerCallback):
+        """Turns trainer progress into run-directory events; turns a stop request into a graceful stop."""
+
+        def __init__(self) -> None:
+            self.started = time.monotonic()
+            self.last_time, self.last_tokens, self.stop_reason = None, 0, None
+            self.best_eval, self.bad_evals = math.inf, 0
+            self.eval_phase = "during"  # the recipe sets "before" / "after" around its own evaluations
+            self.first_step = 0
+
+        def on_step_end(self, args, state, control, **kw):
+            if stop_flag.is_set() or run.stop_requested():
+                self.stop_reason = self.stop_reason or "stop requested"
+                control.should_training_stop = True
+                control.should_save = True  # a resumable checkpoint at this exact step
+            return control
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = logs or {}
+            now = time.monotonic()
+            if "loss" in logs:
+                tokens = int(state.num_input_tokens_seen or 0)
+                rate = None
+                if self.last_time is not None and now > self.last_time:
+                    rate = (tokens - self.last_tokens) / (now - self.last_time)
+                self.last_time, self.last_tokens = now, tokens
+                elapsed = now - self.started
+                steps_left = max(state.max_steps - state.global_step, 0)
+                eta = elapsed / max(state.global_step - self.first_step, 1) * steps_left if state.global_step > self.first_step else None
+                fields = dict(step=state.global_step, max_steps=state.max_steps, epoch=round(state.epoch or 0, 4),
+                              loss=logs.get("loss"), lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
+                              tokens_per_s=round(rate, 2) if rate else None, tokens_seen=tokens,
+                              elapsed_s=round(elapsed, 2), eta_s=round(eta, 1) if eta is not None else None)
+                run.append_event("step", **fields)
+                run.write_status("running", **{k: fields[k] for k in ("step", "max_steps", "epoch", "loss", "tokens_per_s", "eta_s")})
+            if "eval_loss" in logs:
+                loss = logs["eval_loss"]
+                run.append_event("eval", step=state.global_step, phase=self.eval_phase, eval_loss=loss, perplexity=_ppl(loss))
+                run.write_status(run.read_status().get("state", "running"), eval_loss=loss)
+                if self.eval_phase != "during":
+                    return control
+                patience = config.training.early_stopping_patience
+                if loss < self.best_eval - 1e-4:
+                    self.best_eval, self.bad_evals = loss, 0
+                else:
+                    self.bad_evals += 1
+                    if patience and self.bad_evals >= patience:
+                        self.stop_reason = f"early stopping: eval loss has not improved for {patience} evaluations"
+                        run.append_event("log", level="info", message=self.stop_reason)
+                        control.should_training_stop = True
+            return control
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.first_step = state.global_step
+            self.last_time, self.last_tokens = time.monotonic(), int(state.num_input_tokens_seen or 0)
+            run.write_status("running", max_steps=state.max_steps, step=state.global_step)
+
+        def on_save(self, args, state, control, **kw):
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if ckpt.is_dir():  # written completely by now: mark it usable for --resume
+                (ckpt / CHECKPOINT_MARKER).write_text(str(state.global_step))
+                run.append_event("checkpoint", step=state.global_step, path=str(ckpt))
+            return control
+
+    return RunEvents()
+
+
+def _ppl(loss: float | None) -> float | None:
+    if loss is None:
+        return None
+    return round(math.exp(min(loss, 50)), 4)
+
+
+def _start_system_sampler(run: RunDirectory, stop: threading.Event, interval: float = 5.0) -> threading.Thread:
+    def loop() -> None:
+        try:
+            from lora_tui.core.hardware import SystemSampler
+        except ImportError:
+            return
+        sampler = SystemSampler(os.getpid())
+        while not stop.wait(interval):
+            try:
+                run.append_event("system", **sampler.sample())
+            except Exception:  # sampling must never take the run down
+                pass
+
+    thread = threading.Thread(target=loop, name="system-sampler", daemon=True)
+    thread.start()
+    return thread
+
+
+def save_adapter(model, tokenizer, run: RunDirectory) -> Path:
+    """Write adapter/ via a temporary folder so a crash never leaves a half adapter."""
+    tmp = run.path / f".adapter.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if run.adapter_dir.exists():
+        shutil.rmtree(run.adapter_dir)
+    tmp.rename(run.adapter_dir)
+    return run.adapter_dir
+
+
+def run_training(run: RunDirectory, resume: bool = False) -> str:
+    """The recipe. Returns the final state: finished | stopped | failed."""
+    stop_flag = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop_flag.set())
+    run.acquire_lock()
+    run.stop_path.unlink(missing_ok=True)
+    sampler_stop = threading.Event()
+    run.write_status("starting", pid=os.getpid(), message="loading")
+    try:
+        return _train(run, resume, stop_flag, sampler_stop)
+    except TrainingFailure as exc:
+        run.append_event("failed", reason=exc.reason, fix=exc.fix, log=str(run.log_path))
+        run.write_status("failed", message=exc.reason)
+    except Exception as exc:  # unforeseen: full traceback to train.log, summary to the user
+        import traceback
+
+        traceback.print_exc()
+        reason, fix = _explain(exc)
+        run.append_event("failed", reason=reason, fix=fix, log=str(run.log_path))
+        run.write_status("failed", message=reason)
+    finally:
+        sampler_stop.set()
+    return "failed"
+
+
+def _explain(exc: BaseException) -> tuple[str, str]:
+    text = f"{type(exc).__name__}: {exc}"
+    if "out of memory" in text.lower() or type(exc).__name__ == "OutOfMemoryError":
+        return "Out of memory.", OOM_FIX
+    from lora_tui.core.models import ModelSourceError
+
+    if isinstance(exc, ModelSourceError):
+        return str(exc), ""
+    first = text.splitlines()[0][:500]
+    return first, "The full traceback is in train.log in the run directory."
+
+
+def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_stop: threading.Event) -> str:
+    import torch
+    from trl import SFTTrainer
+
+    from lora_tui.core.models import load_tokenizer
+
+    config = load_config(run.config_path)
+    device, bf16_ok = pick_device()
+    precision = effective_precision(config, device, bf16_ok)
+    torch.manual_seed(config.training.seed)
+    checkpoint = run.last_checkpoint() if resume else None
+    if resume and checkpoint is None and run.checkpoints_dir.exists():
+        run.append_event("log", level="warning", message="No complete checkpoint found: starting from step 0.")
+
+    tokenizer = load_tokenizer(config.model.name, config.model.trust_remote_code, config.model.revision)
+    train_ds, eval_ds, data_facts = build_datasets(config, tokenizer)
+    model, targets = build_model(config, device, precision)
+    trainable, total = model.get_nb_trainable_parameters()
+    print(f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}", flush=True)
+
+    trainer = SFTTrainer(model=model, args=sft_config(config, run, device, precision, eval_ds is not None),
+                         train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
+                         callbacks=[_make_callback(run, stop_flag, config)])
+    method = {"16bit": "LoRA", "8bit": "LoRA-8bit", "4bit": "QLoRA"}[config.model.load_in]
+    from lora_tui.core.models import resolve_model_path
+
+    run.append_event(
+        "started", model=config.model.name, model_path=resolve_model_path(config.model.name), method=method,
+        device=device, precision=precision, target_modules=targets, trainable_params=trainable, total_params=total,
+        max_steps=_planned_steps(trainer, train_ds), epochs=config.training.epochs, num_train_rows=len(train_ds),
+        num_eval_rows=len(eval_ds) if eval_ds is not None else 0, data=data_facts,
+        command=" ".join(shlex.quote(a) for a in sys.argv) if resume else reproduce_command(run),
+        resumed_from=str(checkpoint) if checkpoint else None, pid=os.getpid())
+    _start_system_sampler(run, sampler_stop)
+    started = time.monotonic()
+    callback = next(c for c in trainer.callback_handler.callbacks if type(c).__name__ == "RunEvents")
+    if eval_ds is not None and checkpoint is None:
+        callback.eval_phase = "before"
+        trainer.evaluate()
+    callback.eval_phase = "during"
+    run.write_status("running", message="training")
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    step = trainer.state.global_step
+    stopped = stop_flag.is_set() or run.stop_requested()
+
+    final_eval = None
+    if eval_ds is not None and not stopped:
+        callback.eval_phase = "after"
+        final_eval = trainer.evaluate()["eval_loss"]
+    adapter = save_adapter(trainer.model, tokenizer, run)
+    train_loss = next((e["loss"] for e in reversed(run.read_events()) if e["type"] == "step" and e.get("loss") is not None), None)
+    if stopped:
+        run.append_event("stopped", step=step, reason=callback.stop_reason or "stop requested", adapter=str(adapter))
+        state = "stopped"
+    else:
+        run.append_event("finished", step=step, adapter=str(adapter), train_loss=train_loss, eval_loss=final_eval,
+                         perplexity=_ppl(final_eval), runtime_s=round(time.monotonic() - started, 2),
+                         mean_train_loss=getattr(result, "training_loss", None),
+                         early_stopped=bool(callback.stop_reason))
+        state = "finished"
+    _write_card(run)
+    run.write_status(state, step=step, eval_loss=final_eval, message=state)
+    return state
+
+
+def _planned_steps(trainer, train_ds) -> int:
+    args = trainer.args
+    if args.max_steps and args.max_steps > 0:
+        return args.max_steps
+    per_epoch = math.ceil(math.ceil(len(train_ds) / args.per_device_train_batch_size) / args.gradient_accumulation_steps)
+    return max(1, math.ceil(per_epoch * args.num_train_epochs))
+
+
+def _write_card(run: RunDirectory) -> None:
+    try:
+        from lora_tui.core.model_card import write_model_card
+    except ImportError:
+        return
+    try:
+        write_model_card(run)
+    except Exception as exc:  # a card problem must not lose a finished adapter
+        run.append_event("log", level="warning", message=f"Model card not written: {exc}")

@@ -1,0 +1,254 @@
+"""The training engine on a tiny random Llama (real tokenizer and chat template), on CPU.
+
+Runs go through the real path: `start_run` spawns the detached trainer process,
+which uses TRL's SFTTrainer + PEFT (+ bitsandbytes for 4-bit), and the tests read
+the run directory like any client would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from lora_tui.core.config import Config, apply_overrides, apply_preset, load_config
+from lora_tui.core.launcher import resume_run, start_run, stop_run, wait_until_started
+from lora_tui.core.runs import RunDirectory, RunError, RunLocked
+
+
+def _rows(n: int = 24) -> list[dict]:
+    rows = []
+    for i in range(n):
+        rows.append({"messages": [
+            {"role": "user", "content": f"What is {i} plus {i}?"},
+            {"role": "assistant", "content": f"Ahoy! {i} plus {i} is {2 * i}. — Cap'n LoRA"},
+        ]})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def data_files(tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("data")
+    train, valid = folder / "train.jsonl", folder / "valid.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in _rows(24)))
+    valid.write_text("".join(json.dumps(r) + "\n" for r in _rows(30)[24:]))
+    return train, valid
+
+
+def _config(model_dir: Path, data: tuple[Path, Path], *overrides: str, preset: str | None = None) -> Config:
+    config = Config()
+    if preset:
+        apply_preset(config, preset)
+    return apply_overrides(config, [
+        f"model.name={model_dir}", f"data.train={data[0]}", f"data.validation={data[1]}",
+        "data.max_seq_len=64", "training.micro_batch=4", "training.grad_accum=1", "training.learning_rate=0.01",
+        "training.max_steps=6", "training.eval_steps=3", "training.save_steps=3", "lora.r=4", "lora.alpha=8",
+        *overrides,
+    ])
+
+
+def _wait_done(run: RunDirectory, timeout: float = 240) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = run.state()
+        if state in ("finished", "failed", "stopped", "dead"):
+            return state
+        time.sleep(0.3)
+    raise AssertionError(f"run did not end in {timeout} s; log:\n{run.log_path.read_text()[-3000:]}")
+
+
+def _sha(folder: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(folder.iterdir()):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_model_dir, data_files) -> tuple[RunDirectory, str]:
+    base_hash = _sha(tiny_model_dir)
+    run = start_run(_config(tiny_model_dir, data_files), tmp_path_factory.mktemp("runs") / "lora")
+    state = _wait_done(run)
+    assert state == "finished", run.log_path.read_text()[-3000:]
+    return run, base_hash
+
+
+def test_lora_run_changes_adapter_and_not_base(finished_run, tiny_model_dir):
+    from safetensors.torch import load_file
+
+    run, base_hash = finished_run
+    weights = load_file(run.adapter_dir / "adapter_model.safetensors")
+    assert weights and all("lora_" in k for k in weights), "the adapter file holds only LoRA weights"
+    lora_b = [v for k, v in weights.items() if "lora_B" in k]
+    assert lora_b and all(float(v.abs().sum()) > 0 for v in lora_b), "lora_B starts at zero; training must move it"
+    assert _sha(tiny_model_dir) == base_hash, "the base model directory must be untouched"
+
+
+def test_training_moves_only_lora_parameters(tiny_model_dir, data_files, tmp_path):
+    """In-process, with the recipe's own building blocks: every LoRA tensor that gets a
+    gradient changes, and every base tensor stays bit-identical."""
+    import torch
+    from trl import SFTTrainer
+
+    from lora_tui.core.models import load_tokenizer
+    from lora_tui.core.training import build_datasets, build_model, sft_config
+
+    config = _config(tiny_model_dir, data_files, "training.max_steps=3", "training.save_steps=0", "training.eval_steps=0")
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    train_ds, _, _ = build_datasets(config, tokenizer)
+    model, targets = build_model(config, "cpu", "fp32")
+    assert set(targets) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    run = RunDirectory(tmp_path)
+    trainer = SFTTrainer(model=model, args=sft_config(config, run, "cpu", "fp32", False),
+                         train_dataset=train_ds, processing_class=tokenizer)
+    trainer.train()
+    after = dict(model.named_parameters())
+    lora = [k for k in before if "lora_" in k]
+    base = [k for k in before if "lora_" not in k]
+    assert lora and base
+    assert all(not after[k].requires_grad for k in base)
+    assert all(torch.equal(before[k], after[k]) for k in base), "base weights changed"
+    assert all(not torch.equal(before[k], after[k]) for k in lora if "lora_B" in k), "some LoRA weights did not train"
+
+
+def test_events_complete_and_ordered(finished_run):
+    run, _ = finished_run
+    events = run.read_events()
+    seqs = [e["seq"] for e in events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs) and seqs[0] == 1
+    kinds = [e["type"] for e in events]
+    assert kinds[-1] == "finished" and "started" in kinds
+    started = next(e for e in events if e["type"] == "started")
+    assert started["trainable_params"] < started["total_params"] and started["max_steps"] == 6
+    assert started["data"]["train"]["sha256"] and started["data"]["train"]["rows"] == 24
+    steps = [e for e in events if e["type"] == "step"]
+    assert [e["step"] for e in steps] == list(range(1, 7))
+    for e in steps:
+        assert e["loss"] > 0 and e["lr"] is not None and e["epoch"] > 0 and e["tokens_seen"] > 0
+    assert any(e.get("tokens_per_s") for e in steps)
+    evals = [e for e in events if e["type"] == "eval"]
+    assert [e["phase"] for e in evals] == ["before", "during", "during", "after"]
+    assert evals[-1]["eval_loss"] < evals[0]["eval_loss"], "eval loss should fall on this easy task"
+    assert {e["step"] for e in events if e["type"] == "checkpoint"} == {3, 6}
+    status = run.read_status()
+    assert status["state"] == "finished" and status["step"] == 6
+
+
+def test_adapter_loads_with_plain_peft(finished_run, tiny_model_dir):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run, _ = finished_run
+    config = json.loads((run.adapter_dir / "adapter_config.json").read_text())
+    assert config["r"] == 4 and config["lora_alpha"] == 8
+    tokenizer = AutoTokenizer.from_pretrained(run.adapter_dir)  # tokenizer + chat template saved beside it
+    assert tokenizer.chat_template
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    ids = tokenizer("hello", return_tensors="pt").input_ids
+    plain = base(ids).logits
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), run.adapter_dir)
+    assert not torch.allclose(model(ids).logits, plain), "the adapter must change the model's output"
+
+
+def test_existing_run_is_not_overwritten(finished_run, tiny_model_dir, data_files):
+    run, _ = finished_run
+    before = (run.adapter_dir / "adapter_model.safetensors").read_bytes()
+    with pytest.raises(RunError, match="already exists"):
+        start_run(_config(tiny_model_dir, data_files), run.path)
+    assert (run.adapter_dir / "adapter_model.safetensors").read_bytes() == before
+
+
+def test_stop_leaves_loadable_adapter_and_resume_after_kill(tiny_model_dir, data_files, tmp_path):
+    """Stop gracefully, resume, kill -9, resume again: the run ends complete."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    config = _config(tiny_model_dir, data_files, "training.max_steps=400", "training.save_steps=5",
+                     "training.eval_steps=0", "training.learning_rate=0.001")
+    run = start_run(config, tmp_path / "stoppable")
+    wait_until_started(run)
+    with pytest.raises(RunLocked):  # a second trainer on the same directory is refused
+        RunDirectory(run.path).acquire_lock()
+    _wait_for(lambda: any(e["type"] == "step" and e["step"] >= 2 for e in run.read_events()), run)
+    assert stop_run(run, wait=120) == "stopped", run.log_path.read_text()[-3000:]
+    stopped = next(e for e in run.read_events() if e["type"] == "stopped")
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), run.adapter_dir)
+    assert run.last_checkpoint() is not None and int(run.last_checkpoint().name.split("-")[1]) == stopped["step"]
+
+    # Resume, let it pass a new checkpoint, then kill -9 (no chance to clean up).
+    resume_run(run.path)
+    wait_until_started(run)
+    _wait_for(lambda: any(e["type"] == "checkpoint" and e["step"] > stopped["step"] for e in run.read_events()), run)
+    os.kill(run.read_status()["pid"], signal.SIGKILL)
+    _wait_for(lambda: run.state() == "dead", run)
+    # A half-written checkpoint (no completion marker) must be ignored.
+    last_good = run.last_checkpoint()
+    (run.checkpoints_dir / "checkpoint-9999").mkdir()
+    assert run.last_checkpoint() == last_good
+
+    resume_config = load_config(run.config_path)
+    assert resume_config.training.max_steps == 400
+    resume_run(run.path)
+    wait_until_started(run)
+    started = [e for e in run.read_events() if e["type"] == "started"]
+    _wait_for(lambda: len([e for e in run.read_events() if e["type"] == "started"]) == 3, run)
+    started = [e for e in run.read_events() if e["type"] == "started"][-1]
+    assert started["resumed_from"] == str(last_good)
+    first_step = _wait_for(lambda: next((e for e in run.read_events() if e["type"] == "step" and e["seq"] > started["seq"]), None), run)
+    assert first_step["step"] == int(last_good.name.split("-")[1]) + 1
+    assert stop_run(run, wait=120) == "stopped"
+    seqs = [e["seq"] for e in run.read_events()]
+    assert seqs == list(range(1, len(seqs) + 1)), "seq stays increasing across resumes"
+
+
+def _wait_for(predicate, run: RunDirectory, timeout: float = 180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if run.state() == "failed":
+            raise AssertionError(run.log_path.read_text()[-3000:])
+        time.sleep(0.2)
+    raise AssertionError(f"timed out; log:\n{run.log_path.read_text()[-3000:]}")
+
+
+def test_qlora_4bit_runs_on_cpu(tiny_model_dir, data_files, tmp_path):
+    pytest.importorskip("bitsandbytes")
+    config = _config(tiny_model_dir, data_files, "training.max_steps=2", "training.eval_steps=0",
+                     "training.save_steps=0", "lora.r=4", preset="qlora")
+    assert config.model.load_in == "4bit"
+    run = start_run(config, tmp_path / "qlora")
+    assert _wait_done(run) == "finished", run.log_path.read_text()[-3000:]
+    started = next(e for e in run.read_events() if e["type"] == "started")
+    assert started["method"] == "QLoRA"
+    assert "Linear4bit" in run.log_path.read_text() or (run.adapter_dir / "adapter_model.safetensors").exists()
+
+
+def test_bad_data_fails_with_reason_not_traceback(tiny_model_dir, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')  # no assistant turn
+    config = _config(tiny_model_dir, (bad, bad), "data.validation=")
+    run = start_run(config, tmp_path / "bad-run")
+    assert _wait_done(run) == "failed"
+    failed = run.read_events()[-1]
+    assert failed["type"] == "failed" and "valid rows" in failed["reason"] and "validate" in failed["fix"]
+    assert "Traceback" not in failed["reason"]
+
+
+def test_out_of_memory_is_explained():
+    import torch
+
+    from lora_tui.core.training import _explain
+
+    reason, fix = _explain(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert reason == "Out of memory."
+    for word in ("4-bit", "gradient checkpointing", "micro_batch", "max_seq_len"):
+        assert word in fix
