@@ -1,0 +1,139 @@
+"""`lora-tui validate PATH`: print what is wrong with a dataset, headless.
+
+Loads the tokenizer (default: the embedded model), calls
+``lora_tui.core.data.validate_dataset`` and prints a report or one JSON object.
+Exit status: 0 with at least one valid row, 1 with none, 2 when the file (or
+the model's tokenizer) cannot be read. Never writes to the dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+
+SHOWN_PER_GROUP = 5  # findings printed in full per kind; the rest are summarised by line number
+LINES_LISTED = 20
+BAR_WIDTH = 40
+
+
+def run(args) -> int:
+    from lora_tui.core.data import DataError, validate_dataset
+
+    tokenizer = _tokenizer(args.model)
+    if tokenizer is None:
+        return 2
+    try:
+        report = validate_dataset(args.path, tokenizer=tokenizer, max_seq_len=args.max_seq_len,
+                                  template=args.template, train_on_prompt=args.train_on_prompt)
+    except DataError as exc:
+        if args.json:
+            print(json.dumps({"path": args.path, "error": str(exc)}))
+        else:
+            print(f"Cannot read the dataset: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+    else:
+        print(format_report(report, model_name=args.model or "embedded SmolLM2-135M-Instruct"))
+    return 0 if report.valid_rows > 0 else 1
+
+
+def _tokenizer(model: str | None):
+    """The tokenizer measuring token lengths, or None after printing a one-line reason."""
+    from lora_tui.core.models import ModelSourceError, load_tokenizer
+
+    def progress(message: str, fraction: float) -> None:
+        print(f"  {message}", file=sys.stderr, flush=True)
+
+    try:
+        if model is None or model in ("embedded", "default"):
+            from lora_tui.core.embedded import ensure_embedded_model, is_converted
+
+            if not is_converted():
+                print("Preparing the embedded model (once per machine):", file=sys.stderr)
+            ensure_embedded_model(progress)
+            return load_tokenizer("embedded")
+        return load_tokenizer(model)
+    except ModelSourceError as exc:
+        print(f"Cannot load the tokenizer: {exc}", file=sys.stderr)
+    except Exception as exc:  # a broken model folder: one line, not a traceback
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"Cannot load the tokenizer of {model!r}: {first}. Fix: pass --model with a model directory "
+              "that has tokenizer files, or leave --model out to use the embedded model.", file=sys.stderr)
+    return None
+
+
+def format_report(report, model_name: str = "") -> str:
+    """The human-readable report (also usable by other front-ends)."""
+    out = [
+        f"Dataset   {report.path}",
+        f"Format    {report.format} ({report.container})",
+        f"Rows      {report.rows} read, {report.valid_rows} valid, "
+        f"{len(report.errors)} errors, {len(report.warnings)} warnings",
+    ]
+    stats = report.token_stats
+    if stats is not None:
+        out.append(f"Template  {report.template}" + (f", tokenizer of {model_name}" if model_name else ""))
+        out.append(f"Tokens    min {stats.min}  median {stats.median}  p95 {stats.p95}  max {stats.max}  "
+                   f"mean {stats.mean}")
+        cut = f"{stats.over_max} row{'s' if stats.over_max != 1 else ''} over the max length {stats.max_seq_len} " \
+              f"(truncated)"
+        out.append(f"          {cut}; {report.trained_tokens:,} trained tokens")
+        out.append("")
+        out.append("Token length histogram (tokens per row):")
+        out.extend(_histogram(stats))
+    for severity, title in (("error", "Errors (rows skipped)"), ("warning", "Warnings (rows kept)")):
+        items = [f for f in report.findings if f.severity == severity]
+        if items:
+            out.append("")
+            out.append(f"{title}: {len(items)}")
+            out.extend(_grouped(items))
+    if not report.findings:
+        out += ["", "No problems found."]
+    out.append("")
+    if report.valid_rows == 0:
+        out.append("Result: no valid rows; nothing can be trained from this file.")
+    else:
+        out.append(f"Result: {report.valid_rows} of {report.rows} rows can be trained.")
+    return "\n".join(out)
+
+
+def _histogram(stats) -> list[str]:
+    peak = max((c for _, _, c in stats.histogram), default=1) or 1
+    width = len(str(stats.histogram[-1][1] - 1)) if stats.histogram else 1
+    lines, marked = [], False
+    for start, end, count in stats.histogram:
+        if start > stats.max_seq_len and not marked:
+            lines.append(f"  {'-' * (2 * width + 3)}+ cut at {stats.max_seq_len} tokens: rows below are truncated")
+            marked = True
+        bar = "█" * max(1 if count else 0, round(count / peak * BAR_WIDTH))
+        lines.append(f"  {start:>{width}}-{end - 1:<{width}} | {bar} {count}")
+    return lines
+
+
+def _where(f) -> str:
+    if f.line is None:
+        return f.source or "file"
+    return f"{f.source} chunk {f.line}" if f.source else f"line {f.line}"
+
+
+def _grouped(findings) -> list[str]:
+    groups: dict[str, list] = defaultdict(list)
+    for f in findings:
+        groups[f.code or f.message].append(f)
+    lines = []
+    for code, items in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        lines.append(f"  {code} ({len(items)}):")
+        last_fix = None
+        for f in items[:SHOWN_PER_GROUP]:
+            lines.append(f"    {_where(f)}: {f.message}")
+            if f.fix and f.fix != last_fix:
+                lines.append(f"      fix: {f.fix}")
+                last_fix = f.fix
+        rest = items[SHOWN_PER_GROUP:]
+        if rest:
+            listed = ", ".join(str(f.line) for f in rest[:LINES_LISTED] if f.line is not None)
+            more = f" and {len(rest) - LINES_LISTED} more" if len(rest) > LINES_LISTED else ""
+            lines.append(f"    ... {len(rest)} more (lines {listed}{more})")
+    return lines

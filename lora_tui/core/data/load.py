@@ -1,0 +1,52 @@
+"""Load a dataset into normalised examples, and split off a validation set.
+
+What the training engine calls: ``load_examples`` (read + detect format +
+normalise, with row findings) and ``split_examples``. No printing, and the
+user's file is only ever read.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from .formats import normalise_rows
+from .readers import read_path
+from .records import Example, LoadedDataset
+
+
+def load_examples(path, *, tokenizer=None, max_seq_len: int = 1024) -> LoadedDataset:
+    """Read `path` (file or folder) and normalise its rows; raises DataError if it cannot be read at all.
+
+    `tokenizer` and `max_seq_len` are only used to cut a folder of .txt files into chunks.
+    """
+    read = read_path(path, tokenizer=tokenizer, max_seq_len=max_seq_len)
+    fmt, examples, findings = normalise_rows(read.rows)
+    return LoadedDataset(
+        path=str(Path(path)), format=fmt, container=read.container, rows=read.rows_total,
+        examples=examples, findings=sort_findings(read.findings + findings),
+    )
+
+
+def sort_findings(findings: list) -> list:
+    """By file (for folders), then line; findings without a line first. Stable within a line."""
+    return sorted(findings, key=lambda f: (f.source or "", f.line or 0))
+
+
+def split_examples(examples: list[Example], val_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """(train, validation): a seeded random `val_fraction` of the rows, each part kept in file order.
+
+    With any fraction > 0 and at least two rows, validation gets at least one row and train keeps at least one.
+    """
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    n = len(examples)
+    n_val = round(n * val_fraction)
+    if val_fraction > 0 and n >= 2:
+        n_val = min(max(1, n_val), n - 1)
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    held_out = set(order[:n_val])
+    train = [e for i, e in enumerate(examples) if i not in held_out]
+    val = [e for i, e in enumerate(examples) if i in held_out]
+    return train, val
