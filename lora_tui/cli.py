@@ -69,6 +69,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="run directory or run name")
     p.add_argument("--zip", action="store_true", help="write <run>/<name>-adapter.zip")
     p.add_argument("--out", default=None, help="where to write the zip")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing zip")
 
     p = sub.add_parser("merge", help="merge the adapter into the base model and save a standalone model")
     p.add_argument("run", help="run directory or run name")

@@ -1,0 +1,249 @@
+"""What a finished run hands on: the adapter as a zip, a standalone merged model, and a summary.
+
+- ``zip_adapter``: the adapter folder (weights, tokenizer, chat template, model card) as one zip.
+- ``merge_adapter``: the base model reloaded in 16/32-bit (even when training used 4-bit or
+  8-bit), the adapter merged in, saved as plain safetensors + tokenizer + chat template, with
+  an Ollama Modelfile and a note on GGUF conversion. Loads with AutoModelForCausalLM alone.
+- ``export_summary``: paths and sizes for the wizard's export screen and `lora-tui export`.
+
+Must not: overwrite anything without ``overwrite=True``, write into the run's adapter or the
+base model's folder, print, or import torch / transformers / peft at module top.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import zipfile
+from pathlib import Path
+from typing import Callable
+
+from lora_tui.core.chat import ChatError, find_adapter, prepare_tokenizer
+from lora_tui.core.modelfile import write_modelfile  # noqa: F401  (public here too, as documented)
+from lora_tui.core.runs import RunDirectory
+
+Progress = Callable[[str, float], None]
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+EXPORTS_FILE = "exports.json"  # in the run directory: merged models written from this run
+
+
+class ExportError(RuntimeError):
+    """An export cannot be written; the message says why and how to fix it."""
+
+
+def _final_adapter(run):
+    """The run's saved adapter; a checkpoint of a run still training is not something to ship."""
+    try:
+        source = find_adapter(run, allow_checkpoint=False)
+    except ChatError as exc:
+        raise ExportError(str(exc)) from None
+    return source
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+
+
+def human_size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def default_zip_path(source) -> Path:
+    if source.run is not None:
+        return source.run.path / f"{source.run.name}-adapter.zip"
+    return source.adapter_dir.with_name(f"{source.adapter_dir.name}.zip")
+
+
+def zip_adapter(run: str | Path, out: str | Path | None = None, *, overwrite: bool = False) -> Path:
+    """Zip the adapter folder; default <run>/<run-name>-adapter.zip. Returns the zip's path."""
+    source = _final_adapter(run)
+    target = Path(out).expanduser() if out else default_zip_path(source)
+    if target.is_dir():
+        target = target / default_zip_path(source).name
+    if target.exists() and not overwrite:
+        raise ExportError(f"{target} already exists. Fix: pass --overwrite to replace it, or --out to write elsewhere.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    folder = default_zip_path(source).stem  # unzips into one folder, not loose files
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(source.adapter_dir.rglob("*")):
+                if path.is_file() and not path.name.startswith("."):
+                    archive.write(path, f"{folder}/{path.relative_to(source.adapter_dir).as_posix()}")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _auto_dtype(model_path: str) -> str:
+    """The dtype the base model was published in (config.json), float32 when it does not say."""
+    try:
+        config = json.loads((Path(model_path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "float32"
+    dtype = str(config.get("dtype") or config.get("torch_dtype") or "float32")
+    return dtype if dtype in DTYPES[1:] else "float32"
+
+
+def _check_out(out: Path, protected: list[Path], overwrite: bool) -> None:
+    for keep in protected:
+        keep = keep.resolve()
+        if out == keep or out in keep.parents or keep in out.parents:
+            raise ExportError(f"{out} overlaps {keep}, which must not be touched. Fix: choose a separate folder.")
+    if out.is_file():
+        raise ExportError(f"{out} is a file. Fix: give a folder for the merged model.")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ExportError(f"{out} already exists and is not empty. Fix: choose a new folder, or pass --overwrite.")
+
+
+GGUF_NOTE = """
+## Convert to GGUF (llama.cpp, Ollama, LM Studio)
+
+```bash
+git clone https://github.com/ggml-org/llama.cpp && pip install -r llama.cpp/requirements.txt
+python llama.cpp/convert_hf_to_gguf.py {out} --outfile {out}/model.gguf --outtype q8_0   # or f16, bf16
+```
+
+For smaller files, quantise further with llama.cpp's `llama-quantize model.gguf model-Q4_K_M.gguf Q4_K_M`.
+
+## Ollama
+
+`Modelfile` holds a TEMPLATE that matches the chat template used in training, and its stop tokens.
+`FROM .` imports this safetensors folder directly; after converting, change it to `FROM ./model.gguf`.
+
+```bash
+cd {out} && ollama create {name} -f Modelfile && ollama run {name}
+```
+"""
+
+
+def _write_merged_readme(out: Path, final: Path, source, dtype: str) -> None:
+    base = source.base_model
+    text = (f"# {final.name}\n\nA standalone model: `{base}` with the LoRA adapter from "
+            f"`{source.adapter_dir}` merged into its weights ({dtype}). Load it with plain transformers:\n\n"
+            "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+            f'model = AutoModelForCausalLM.from_pretrained("{final}")\n'
+            f'tokenizer = AutoTokenizer.from_pretrained("{final}")  # with the chat template used in training\n```\n'
+            + GGUF_NOTE.format(out=final, name=final.name.lower().replace(" ", "-") or "my-model"))
+    (out / "README.md").write_text(text, encoding="utf-8")
+
+
+def merge_adapter(run: str | Path, out: str | Path, *, dtype: str = "auto", overwrite: bool = False,
+                  on_progress: Progress | None = None) -> Path:
+    """Write base + adapter as one model folder; returns it."""
+    report = on_progress or (lambda message, fraction: None)
+    if dtype not in DTYPES:
+        raise ExportError(f"dtype must be one of {', '.join(DTYPES)}, not '{dtype}'.")
+    source = _final_adapter(run)
+    from lora_tui.core.models import ModelSourceError, load_base_model, load_tokenizer, resolve_model_path
+
+    try:
+        base_path = resolve_model_path(source.base_model, on_progress)
+    except ModelSourceError as exc:
+        raise ExportError(str(exc)) from None
+    final = Path(out).expanduser().resolve()
+    protected = [source.adapter_dir] + ([source.run.path] if source.run else [])
+    protected += [Path(base_path)] if Path(base_path).is_dir() else []
+    _check_out(final, protected, overwrite)
+    dtype = _auto_dtype(base_path) if dtype == "auto" else dtype
+    precision = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}[dtype]
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        report(f"Loading {source.base_model} in {dtype} (not quantised, so the merge is exact)", 0.1)
+        try:
+            # Merging into 4-bit weights would round the update away: always a 16/32-bit base.
+            model = load_base_model(source.base_model, load_in="16bit", precision=precision, device="cpu",
+                                    trust_remote_code=source.trust_remote_code, revision=source.revision)
+            if (source.adapter_dir / "tokenizer_config.json").is_file():
+                from transformers import AutoTokenizer
+
+                tokenizer = AutoTokenizer.from_pretrained(source.adapter_dir, trust_remote_code=source.trust_remote_code)
+            else:
+                tokenizer = load_tokenizer(source.base_model, source.trust_remote_code, source.revision)
+        except ModelSourceError as exc:
+            raise ExportError(str(exc)) from None
+        report("Applying and merging the adapter", 0.5)
+        from peft import PeftModel
+
+        try:
+            model = PeftModel.from_pretrained(model, str(source.adapter_dir)).merge_and_unload(safe_merge=True)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ExportError(f"The adapter in {source.adapter_dir} cannot be merged into {source.base_model}: {first}") from None
+        report(f"Writing {final}", 0.7)
+        tmp.mkdir(parents=True)
+        model.save_pretrained(tmp, safe_serialization=True)
+        prepare_tokenizer(tokenizer, source.template)  # a fallback format travels with the model too
+        tokenizer.save_pretrained(tmp)
+        write_modelfile(tmp, tokenizer)
+        _write_merged_readme(tmp, final, source, dtype)
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp.rename(final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if source.run is not None:
+        _record_merge(source.run, final, dtype)
+    report(f"Merged model ready: {final}", 1.0)
+    return final
+
+
+def _record_merge(run: RunDirectory, out: Path, dtype: str) -> None:
+    path = run.path / EXPORTS_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = {}
+    merged = [m for m in data.get("merged", []) if m.get("path") != str(out)]
+    merged.append({"path": str(out), "dtype": dtype, "time": round(time.time(), 3)})
+    data["merged"] = merged
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def export_summary(run: str | Path) -> dict:
+    """Where this run's outputs are, with sizes. Never raises for a run without an adapter yet."""
+    try:
+        source = find_adapter(run, require_adapter=False, allow_checkpoint=False)
+    except ChatError as exc:
+        raise ExportError(str(exc)) from None
+    adapter = source.adapter_dir
+    summary: dict = {"run": str(source.run.path) if source.run else None,
+                     "name": source.run.name if source.run else (adapter.name if adapter else None),
+                     "state": source.run.state() if source.run else "finished",
+                     "base_model": source.base_model, "adapter": None, "adapter_bytes": 0, "adapter_files": [],
+                     "model_card": None, "zip": None, "zip_bytes": 0, "merged": []}
+    if adapter is not None:
+        summary.update(adapter=str(adapter), adapter_bytes=_size(adapter),
+                       adapter_files=sorted(p.name for p in adapter.iterdir() if p.is_file()))
+        card = adapter / "README.md"
+        summary["model_card"] = str(card) if card.is_file() else None
+        zip_path = default_zip_path(source)
+        if zip_path.is_file():
+            summary.update(zip=str(zip_path), zip_bytes=zip_path.stat().st_size)
+    if source.run is not None:
+        try:
+            recorded = json.loads((source.run.path / EXPORTS_FILE).read_text(encoding="utf-8")).get("merged", [])
+        except (OSError, ValueError):
+            recorded = []
+        for item in recorded:
+            path = Path(item.get("path", ""))
+            if (path / "config.json").is_file():  # deleted or moved merges are left out
+                summary["merged"].append({"path": str(path), "dtype": item.get("dtype"), "bytes": _size(path)})
+    return summary
