@@ -46,8 +46,8 @@ def tiny_model_dir(tmp_path_factory, embedded_model_dir) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=64,  # bitsandbytes 4-bit on CPU packs in blocks of 64
+        intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,

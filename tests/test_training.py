@@ -197,7 +197,6 @@ def test_stop_leaves_loadable_adapter_and_resume_after_kill(tiny_model_dir, data
     assert resume_config.training.max_steps == 400
     resume_run(run.path)
     wait_until_started(run)
-    started = [e for e in run.read_events() if e["type"] == "started"]
     _wait_for(lambda: len([e for e in run.read_events() if e["type"] == "started"]) == 3, run)
     started = [e for e in run.read_events() if e["type"] == "started"][-1]
     assert started["resumed_from"] == str(last_good)
@@ -229,7 +228,8 @@ def test_qlora_4bit_runs_on_cpu(tiny_model_dir, data_files, tmp_path):
     assert _wait_done(run) == "finished", run.log_path.read_text()[-3000:]
     started = next(e for e in run.read_events() if e["type"] == "started")
     assert started["method"] == "QLoRA"
-    assert "Linear4bit" in run.log_path.read_text() or (run.adapter_dir / "adapter_model.safetensors").exists()
+    assert started["quantized_layers"] == 2 * 7, "every targeted linear layer of the 2-layer base is 4-bit"
+    assert (run.adapter_dir / "adapter_model.safetensors").exists()
 
 
 def test_bad_data_fails_with_reason_not_traceback(tiny_model_dir, tmp_path):

@@ -103,7 +103,8 @@ def stop_run(run: RunDirectory, wait: float = 0.0) -> str:
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         state = run.state()
-        if state in STATES_DONE or state == "dead":
+        # Done means the trainer has also exited (lock released), so a resume can start at once.
+        if (state in STATES_DONE and not run.is_locked()) or state == "dead":
             return state
         time.sleep(0.25)
     return run.state()

@@ -130,6 +130,8 @@ def sft_config(config: Config, run: RunDirectory, device: str, precision: str, h
 
     t = config.training
     evaluate = has_eval and t.eval_steps > 0
+    # transformers 5.2x renamed gradient_checkpointing -> activation_checkpointing.
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in SFTConfig.__dataclass_fields__ else "gradient_checkpointing"
     return SFTConfig(
         output_dir=str(run.checkpoints_dir),
         per_device_train_batch_size=t.micro_batch,
@@ -152,8 +154,8 @@ def sft_config(config: Config, run: RunDirectory, device: str, precision: str, h
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=device == "cpu",
-        gradient_checkpointing=t.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        **{checkpointing: t.gradient_checkpointing,
+           f"{checkpointing}_kwargs": {"use_reentrant": False} if t.gradient_checkpointing else None},
         max_length=config.data.max_seq_len,
         # Rows of similar length share a batch: less padding, more real tokens per second.
         train_sampling_strategy="group_by_length",
@@ -327,6 +329,7 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     train_ds, eval_ds, data_facts = build_datasets(config, tokenizer)
     model, targets = build_model(config, device, precision)
     trainable, total = model.get_nb_trainable_parameters()
+    quantized = sum(1 for m in model.modules() if type(m).__module__.startswith("bitsandbytes"))
     print(f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}", flush=True)
 
     trainer = SFTTrainer(model=model, args=sft_config(config, run, device, precision, eval_ds is not None),
@@ -341,7 +344,8 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
         max_steps=_planned_steps(trainer, train_ds), epochs=config.training.epochs, num_train_rows=len(train_ds),
         num_eval_rows=len(eval_ds) if eval_ds is not None else 0, data=data_facts,
         command=" ".join(shlex.quote(a) for a in sys.argv) if resume else reproduce_command(run),
-        resumed_from=str(checkpoint) if checkpoint else None, pid=os.getpid())
+        resumed_from=str(checkpoint) if checkpoint else None, pid=os.getpid(), load_in=config.model.load_in,
+        quantized_layers=quantized)
     _start_system_sampler(run, sampler_stop)
     started = time.monotonic()
     callback = next(c for c in trainer.callback_handler.callbacks if type(c).__name__ == "RunEvents")
