@@ -1,24 +1,234 @@
-"""Placeholder wizard app (replaced by the full wizard)."""
+"""The wizard app: seven steps (model, hardware, dataset, parameters, training,
+chat, export), one shared ``WizardState``, and the workers whose results more
+than one screen shows (hardware probe, memory verdict, model layers).
+
+Each step is a Textual mode, so a screen keeps its widgets when the user moves
+on and comes back; the choices themselves live in ``app.state``. Nothing here
+imports torch: heavy work happens in thread workers via ``app.backend``.
+"""
 
 from __future__ import annotations
 
-from textual.app import App, ComposeResult
-from textual.widgets import Footer, Header, Static
+from textual import on, work
+from textual.app import App
+from textual.binding import Binding
+from textual.screen import ModalScreen
+
+from lora_tui.ui.backend import Backend
+from lora_tui.ui.messages import HardwareProbed, LinearLayersFound, PlanJudged
+from lora_tui.ui.state import WizardState
+
+STEPS: tuple[tuple[str, str], ...] = (
+    ("model", "Model"),
+    ("hardware", "Hardware"),
+    ("dataset", "Dataset"),
+    ("parameters", "Parameters"),
+    ("training", "Training"),
+    ("chat", "Chat"),
+    ("export", "Export"),
+)
+ACTIVE_STATES = ("created", "starting", "running", "stopping")
 
 
-class LoraTuiApp(App):
+def _screen_factories() -> dict:
+    from lora_tui.ui.screens.chat import ChatScreen
+    from lora_tui.ui.screens.dataset import DatasetScreen
+    from lora_tui.ui.screens.export import ExportScreen
+    from lora_tui.ui.screens.hardware import HardwareScreen
+    from lora_tui.ui.screens.model import ModelScreen
+    from lora_tui.ui.screens.parameters import ParametersScreen
+    from lora_tui.ui.screens.training import TrainingScreen
+
+    return {"model": ModelScreen, "hardware": HardwareScreen, "dataset": DatasetScreen,
+            "parameters": ParametersScreen, "training": TrainingScreen, "chat": ChatScreen, "export": ExportScreen}
+
+
+class LoraTuiApp(App[int]):
     TITLE = "lora-tui"
-    BINDINGS = [("q", "quit", "Quit")]
+    SUB_TITLE = "LoRA fine-tuning wizard"
+    CSS_PATH = "app.tcss"
+    BINDINGS = [
+        Binding("ctrl+n", "next_step", "Next"),
+        Binding("ctrl+b", "previous_step", "Back"),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
 
-    def __init__(self, model: str | None = None, data: str | None = None, run: str | None = None) -> None:
+    def __init__(self, model: str | None = None, data: str | None = None, run: str | None = None, *,
+                 backend: Backend | None = None, state: WizardState | None = None) -> None:
         super().__init__()
-        self.initial_model, self.initial_data, self.initial_run = model, data, run
+        self.state = state or WizardState()
+        if model:
+            self.state.config.model.name = model
+        if data:
+            self.state.config.data.train = data
+        self.backend = backend or Backend()
+        self.initial_run = run
+        self.judgement: PlanJudged | None = None
+        self._judge_timer = None
+        for name, factory in _screen_factories().items():
+            self.add_mode(name, factory)
 
-    def compose(self) -> ComposeResult:
-        yield Header()
-        yield Static("lora-tui: the wizard is coming. Use `lora-tui --help` for the headless commands.")
-        yield Footer()
+    # --- start-up --------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        first = "model"
+        if self.initial_run:
+            from lora_tui.core.runs import RunDirectory, RunError
+
+            try:
+                self.state.run = RunDirectory.find(self.initial_run)
+                first = "training"
+            except RunError as exc:
+                self.notify(str(exc), title="No such run", severity="error", timeout=10)
+        self.switch_mode(first)
+        # Probe after the first paint: the probe may import torch, which must not delay the screen.
+        self.call_after_refresh(self.probe_hardware)
+
+    # --- navigation ------------------------------------------------------------------------
+    def step_names(self) -> list[str]:
+        return [name for name, _ in STEPS]
+
+    def goto(self, step: str) -> None:
+        if isinstance(self.screen, ModalScreen) or step == self.current_mode:
+            return
+        self.switch_mode(step)
+
+    def action_goto(self, step: str) -> None:
+        self.goto(step)
+
+    def action_next_step(self) -> None:
+        from lora_tui.ui.screens.base import WizardScreen
+
+        screen = self.screen
+        if not isinstance(screen, WizardScreen):
+            return
+        reason = screen.next_refusal()
+        if reason:
+            self.notify(reason, title="Not yet", severity="warning", timeout=8)
+            return
+        screen.go_next()
+
+    def action_previous_step(self) -> None:
+        names = self.step_names()
+        if isinstance(self.screen, ModalScreen) or self.current_mode not in names:
+            return
+        index = names.index(self.current_mode)
+        if index > 0:
+            self.goto(names[index - 1])
+
+    def next_step_name(self) -> str | None:
+        names = self.step_names()
+        index = names.index(self.current_mode) if self.current_mode in names else -1
+        return names[index + 1] if 0 <= index < len(names) - 1 else None
+
+    # --- quitting: a running trainer goes on detached, after asking ------------------------
+    async def action_quit(self) -> None:
+        run = self.state.run
+        if run is not None and run.state() in ACTIVE_STATES:
+            from lora_tui.ui.screens.dialogs import QuitDuringTraining
+
+            self.push_screen(QuitDuringTraining(str(run.path)), self._quit_answered)
+            return
+        self.exit(0)
+
+    def _quit_answered(self, answer: str | None) -> None:
+        run = self.state.run
+        if answer == "detach":
+            self.detach()
+        elif answer == "stop":
+            self.backend.stop_run(run)
+            self.exit(0, message=f"Stop requested: the trainer saves a checkpoint and the adapter, then ends.\n"
+                                 f"Follow it: lora-tui attach {run.path}")
+
+    def detach(self) -> None:
+        run = self.state.run
+        self.exit(0, message=f"Training goes on in the background.\nFollow it:   lora-tui attach {run.path}\n"
+                             f"Reopen it:   lora-tui --run {run.path}\nStop it:     lora-tui stop {run.path}")
+
+    # --- shared workers ---------------------------------------------------------------------
+    def notify_screens(self, what: str) -> None:
+        """Tell the visible step that shared state changed (hidden steps re-read state when shown)."""
+        from lora_tui.ui.screens.base import WizardScreen
+
+        for screen in self.screen_stack:
+            if isinstance(screen, WizardScreen):
+                screen.state_changed(what)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="hardware")
+    def probe_hardware(self) -> None:
+        try:
+            self.post_message(HardwareProbed(self.backend.probe_hardware()))
+        except Exception as exc:  # the probe promises no exceptions; a bug must not kill the wizard
+            self.post_message(HardwareProbed(None, error=f"{type(exc).__name__}: {exc}"))
+
+    @on(HardwareProbed)
+    def _hardware_probed(self, message: HardwareProbed) -> None:
+        if message.report is not None:
+            self.state.hardware = message.report
+        self.notify_screens("hardware")
+        self.request_judgement()
+
+    def plan_key(self) -> tuple:
+        c = self.state.config
+        return (c.model.name, c.model.load_in, c.model.double_quant, c.lora.r, c.lora.targets, c.data.max_seq_len,
+                c.training.micro_batch, c.training.gradient_checkpointing, c.training.precision,
+                id(self.state.hardware))
+
+    def request_judgement(self) -> None:
+        """Re-estimate memory for the current plan, debounced so typing does not queue estimates."""
+        if self.state.hardware is None:
+            return
+        if self._judge_timer is not None:
+            self._judge_timer.stop()
+        self._judge_timer = self.set_timer(0.15, lambda: self.judge_plan(self.plan_key()))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="judge")
+    def judge_plan(self, key: tuple) -> None:
+        try:
+            estimate, verdict = self.backend.judge(self.state.config.copy(), self.state.hardware)
+            self.post_message(PlanJudged(key, verdict, estimate))
+        except Exception as exc:
+            self.post_message(PlanJudged(key, None, error=_plain_error(exc)))
+
+    @on(PlanJudged)
+    def _plan_judged(self, message: PlanJudged) -> None:
+        if message.key != self.plan_key():
+            return  # a newer plan is on its way
+        self.judgement = message
+        self.notify_screens("judgement")
+
+    def current_judgement(self) -> PlanJudged | None:
+        j = self.judgement
+        return j if j is not None and j.key == self.plan_key() else None
+
+    def request_layers(self) -> None:
+        name = self.state.config.model.name
+        if name not in self.state.linear_layers:
+            self.find_layers(name, self.state.config.model.trust_remote_code)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="layers")
+    def find_layers(self, name: str, trust_remote_code: bool) -> None:
+        try:
+            self.post_message(LinearLayersFound(name, self.backend.linear_layers(name, trust_remote_code)))
+        except Exception as exc:
+            self.post_message(LinearLayersFound(name, None, error=_plain_error(exc)))
+
+    @on(LinearLayersFound)
+    def _layers_found(self, message: LinearLayersFound) -> None:
+        if message.layers is not None:
+            self.state.linear_layers[message.name] = message.layers
+        self.notify_screens("layers")
 
 
-def make_app(model: str | None = None, data: str | None = None, run: str | None = None) -> LoraTuiApp:
-    return LoraTuiApp(model=model, data=data, run=run)
+def _plain_error(exc: Exception) -> str:
+    """A core error's own message (it names the fix); others get their type for the log reader."""
+    from lora_tui.core.config import ConfigError
+
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, (ConfigError, RuntimeError, ValueError, OSError)):
+        return text
+    return f"{type(exc).__name__}: {text}"
+
+
+def make_app(model: str | None = None, data: str | None = None, run: str | None = None, **options) -> LoraTuiApp:
+    """The one factory the CLI and the tests use. ``options`` go to LoraTuiApp (backend=, state=)."""
+    return LoraTuiApp(model=model, data=data, run=run, **options)

@@ -1,0 +1,155 @@
+"""Every call the wizard makes into the core, in one place.
+
+Screens run these methods in thread workers (never on the UI thread), because
+most of them import torch / transformers on first use. Keeping them together
+lets tests substitute fixed answers where a screen must look the same on every
+machine (a fixed HardwareReport for snapshots), while the pilot tests use the
+real thing. No widget code here, and no training logic: only core calls and the
+small glue that turns a Config into the core's inputs.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from lora_tui.core.config import Config
+
+PREVIEW_ROWS = 6
+
+Progress = Callable[[str, float], None]
+
+
+class Backend:
+    def __init__(self) -> None:
+        self._tokenizers: dict[tuple, Any] = {}
+        self._lock = threading.Lock()
+
+    # --- hardware and memory --------------------------------------------------------------
+    def probe_hardware(self):
+        from lora_tui.core.hardware import probe_hardware
+
+        return probe_hardware()
+
+    def memory_plan(self, config: Config, model: str | None = None):
+        from lora_tui.core.memory import plan_from_config
+
+        return plan_from_config(config, model=model)
+
+    def judge(self, config: Config, hardware) -> tuple[Any, Any]:
+        """(estimate, verdict) for the current plan on this hardware."""
+        from lora_tui.core.memory import judge_fit
+
+        plan = self.memory_plan(config)
+        verdict = judge_fit(plan, hardware)
+        return verdict.estimate, verdict
+
+    def catalogue(self, config: Config, hardware) -> list[tuple[str, int | None, int | None, str | None]]:
+        """(name, parameters, bytes needed with the current plan, verdict) for each catalogue model."""
+        from lora_tui.core.catalogue import CATALOGUE, model_dims
+        from lora_tui.core.memory import judge_fit
+
+        from lora_tui.core.embedded import EMBEDDED_MODEL
+
+        rows = []
+        for name in [EMBEDDED_MODEL, *CATALOGUE]:
+            try:
+                params = model_dims(name).parameters
+                verdict = judge_fit(self.memory_plan(config, model=name), hardware)
+                rows.append((name, params, verdict.estimate.total_bytes, verdict.verdict))
+            except Exception:  # one odd entry must not hide the rest of the table
+                rows.append((name, None, None, None))
+        return rows
+
+    # --- models ---------------------------------------------------------------------------
+    def check_model(self, name: str, trust_remote_code: bool = False):
+        from lora_tui.core.models import check_model_source
+
+        return check_model_source(name, trust_remote_code=trust_remote_code)
+
+    def linear_layers(self, name: str, trust_remote_code: bool = False) -> list[str]:
+        from lora_tui.core.models import linear_layer_names_from_config
+
+        return linear_layer_names_from_config(name, trust_remote_code=trust_remote_code)
+
+    def tokenizer(self, config: Config):
+        key = (config.model.name, config.model.trust_remote_code, config.model.revision)
+        with self._lock:
+            if key not in self._tokenizers:
+                from lora_tui.core.models import load_tokenizer
+
+                self._tokenizers[key] = load_tokenizer(config.model.name, trust_remote_code=key[1], revision=key[2])
+            return self._tokenizers[key]
+
+    # --- data -----------------------------------------------------------------------------
+    def validate(self, config: Config, on_progress: Progress | None = None):
+        """Validate the training file with the model's tokenizer; render a few rows as training sees them."""
+        from lora_tui.core.data import ChatFormatter, split_examples, validate_dataset
+        from lora_tui.core.paths import resolve_data_path
+        from lora_tui.ui.state import DatasetView, PreviewRow
+
+        d = config.data
+        tokenizer = self.tokenizer(config)
+        train_path = resolve_data_path(d.train)
+        report = validate_dataset(train_path, tokenizer=tokenizer, max_seq_len=d.max_seq_len, template=d.template,
+                                  train_on_prompt=d.train_on_prompt, on_progress=on_progress)
+        formatter = ChatFormatter(tokenizer, template=d.template, train_on_prompt=d.train_on_prompt)
+        preview = [PreviewRow(ex.line, formatter.segments(ex, d.max_seq_len)) for ex in report.examples[:PREVIEW_ROWS]]
+        view = DatasetView(path=d.train, report=report, preview=preview)
+        if d.validation:
+            view.validation_path = d.validation
+            try:
+                vreport = validate_dataset(resolve_data_path(d.validation), max_seq_len=d.max_seq_len)
+                view.validation_rows = vreport.valid_rows
+                view.validation_note = f"{vreport.valid_rows} valid rows in {d.validation}"
+                if vreport.errors:
+                    view.validation_note += f" ({len(vreport.errors)} rows with errors are skipped)"
+            except Exception as exc:  # DataError: unreadable validation file
+                view.validation_note = f"cannot read {d.validation}: {exc}"
+        elif report.examples:
+            _, held_out = split_examples(report.examples, d.val_fraction, config.training.seed)
+            view.validation_rows = len(held_out)
+            view.validation_note = (f"{len(held_out)} rows held out of {report.valid_rows} "
+                                    f"({d.val_fraction:.0%}, data.val_fraction)")
+        else:
+            view.validation_note = "no validation rows"
+        return view
+
+    # --- runs -----------------------------------------------------------------------------
+    def start_run(self, config: Config):
+        from lora_tui.core.launcher import start_run
+
+        return start_run(config)
+
+    def stop_run(self, run, wait: float = 0.0) -> str:
+        from lora_tui.core.launcher import stop_run
+
+        return stop_run(run, wait=wait)
+
+    # --- chat and export ------------------------------------------------------------------
+    def open_chat(self, run, on_progress: Progress | None = None):
+        from lora_tui.core.chat import ChatSession
+
+        return ChatSession.from_run(run, on_progress=on_progress)
+
+    def generation_settings(self, **values):
+        from lora_tui.core.chat import GenerationSettings
+
+        return GenerationSettings(**values)
+
+    def export_summary(self, run) -> dict:
+        from lora_tui.core.export import export_summary
+
+        return export_summary(run)
+
+    def zip_adapter(self, run) -> Path:
+        from lora_tui.core.export import zip_adapter
+
+        return zip_adapter(run)
+
+    def merge(self, run, out: str, dtype: str = "auto", overwrite: bool = False,
+              on_progress: Progress | None = None):
+        from lora_tui.core.export import merge_adapter
+
+        return merge_adapter(run, out, dtype=dtype, overwrite=overwrite, on_progress=on_progress)

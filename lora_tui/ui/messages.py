@@ -1,0 +1,151 @@
+"""Messages that thread workers post to screens.
+
+Workers call the core and post one of these; ``@on`` handlers on the UI thread
+own every widget. Each message is a small dataclass. High-rate messages (a reply
+streaming token by token) carry the whole text so far and implement
+``can_replace``, so a flood merges into the latest one instead of queueing.
+
+Nothing here imports torch or the core's heavy modules: payloads are typed
+loosely (``Any``) where their class lives in a lazily imported core module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from textual.message import Message
+
+
+@dataclass
+class ModelChecked(Message):
+    """``check_model_source`` answered for ``name``."""
+
+    name: str
+    check: Any  # lora_tui.core.models.ModelCheck
+
+
+@dataclass
+class LinearLayersFound(Message):
+    """The model's actual linear layer names (for LoRA targets), or why they are unknown."""
+
+    name: str
+    layers: list[str] | None
+    error: str | None = None
+
+
+@dataclass
+class HardwareProbed(Message):
+    report: Any  # lora_tui.core.hardware.HardwareReport
+    error: str | None = None
+
+
+@dataclass
+class PlanJudged(Message):
+    """Memory estimate and fit verdict for the current plan; ``key`` says which plan."""
+
+    key: tuple
+    verdict: Any  # lora_tui.core.memory.FitVerdict | None
+    estimate: Any = None  # lora_tui.core.memory.MemoryEstimate | None
+    error: str | None = None
+
+
+@dataclass
+class CatalogueEstimated(Message):
+    """Rows for the model table: (name, parameters, bytes needed, verdict) per catalogue model."""
+
+    key: tuple
+    rows: list[tuple[str, int | None, int | None, str | None]]
+    error: str | None = None
+
+
+@dataclass
+class DatasetChecked(Message):
+    """Validation of the training file finished (``view``) or failed (``error``)."""
+
+    key: tuple
+    view: Any  # lora_tui.ui.state.DatasetView | None
+    error: str | None = None
+
+
+@dataclass
+class RunStarted(Message):
+    run: Any  # lora_tui.core.runs.RunDirectory | None
+    error: str | None = None
+
+
+@dataclass
+class RunUpdate(Message):
+    """New events from a run directory since the last update, plus its state and log tail."""
+
+    path: str
+    events: list[dict]
+    state: str
+    log_tail: list[str] | None = None  # None: log unchanged since the last update
+
+
+@dataclass
+class ChatReady(Message):
+    session: Any  # lora_tui.core.chat.ChatSession | None
+    error: str | None = None
+
+
+@dataclass
+class ChatLoading(Message):
+    text: str
+    fraction: float | None = None
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, ChatLoading)
+
+
+@dataclass
+class ReplyProgress(Message):
+    """A streaming reply: the whole text so far (so a newer one can replace an older one)."""
+
+    reply_id: int
+    text: str
+    done: bool = False
+    error: str | None = None
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, ReplyProgress) and message.reply_id == self.reply_id and not message.done
+
+
+@dataclass
+class CompareReady(Message):
+    prompt: str
+    adapter_text: str | None
+    base_text: str | None
+    error: str | None = None
+
+
+@dataclass
+class ExportProgress(Message):
+    text: str
+    fraction: float | None = None
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, ExportProgress)
+
+
+@dataclass
+class ExportDone(Message):
+    """An export action finished: ``what`` is 'summary', 'zip', 'merge' or 'modelfile'."""
+
+    what: str
+    result: Any = None
+    error: str | None = None
+    details: dict = field(default_factory=dict)
+
+
+@dataclass
+class WorkProgress(Message):
+    """Progress of a slow worker ('dataset', 'chat', 'merge'...): newer replaces older."""
+
+    source: str
+    text: str
+    fraction: float | None = None
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, WorkProgress) and message.source == self.source

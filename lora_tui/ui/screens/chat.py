@@ -1,0 +1,313 @@
+"""Step 6, Chat: talk to the freshly trained adapter. Replies stream in as they are
+generated; the conversation is multi-turn; temperature, top-p, top-k and length
+are editable; the adapter can be switched off (base model alone); and ctrl+r puts
+the base model's and the adapter's answers to the same prompt side by side.
+
+The model loads and generates in thread workers through ``lora_tui.core.chat``;
+streaming replies arrive as ``ReplyProgress`` messages that replace each other.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Checkbox, Input, Label, Static
+
+from lora_tui.ui.messages import ChatReady, CompareReady, ReplyProgress, WorkProgress
+from lora_tui.ui.screens.base import WizardScreen
+from lora_tui.ui.widgets.tick import Tick
+
+SETTINGS = (  # (field of GenerationSettings, label, type, lowest, highest)
+    ("temperature", "temp", float, 0.0, 5.0),
+    ("top_p", "top-p", float, 0.0, 1.0),
+    ("top_k", "top-k", int, 0, 1000),
+    ("max_new_tokens", "max tokens", int, 1, 8192),
+)
+DEFAULTS = {"temperature": "0.3", "top_p": "0.9", "top_k": "40", "max_new_tokens": "256"}
+
+
+class ChatBubble(Static):
+    """One turn: who spoke, then the text (never parsed as markup: model output is arbitrary)."""
+
+    def __init__(self, who: str, text: str = "", style: str = "") -> None:
+        super().__init__(classes=f"bubble {style}")
+        self.who, self.body = who, text
+
+    def set_text(self, text: str, note: str = "") -> None:
+        self.body = text
+        self.update(self._render(note))
+
+    def on_mount(self) -> None:
+        self.update(self._render())
+
+    def _render(self, note: str = "") -> Text:
+        text = Text(self.who + "  ", style="bold")
+        text.append(self.body)
+        if note:
+            text.append(f"  {note}", style="dim italic")
+        return text
+
+
+class ChatScreen(WizardScreen):
+    STEP = "chat"
+    BINDINGS = [
+        Binding("ctrl+t", "toggle_adapter", "Adapter on/off"),
+        Binding("ctrl+r", "compare", "Compare"),
+        Binding("ctrl+l", "new_chat", "New chat"),
+        Binding("escape", "stop", "Stop reply"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.session = None
+        self._loaded_for: str | None = None
+        self.messages: list[dict] = []
+        self._reply_id = 0
+        self._busy = False
+        self._stop = threading.Event()
+        self._bubble: ChatBubble | None = None
+
+    def compose_body(self) -> ComposeResult:
+        with Vertical(id="chat-body", classes="body"):
+            yield Static(id="chat-header")
+            with Horizontal(id="chat-settings", classes="row"):
+                yield Tick("adapter", value=True, id="use-adapter", compact=True)
+                for name, label, _, _, _ in SETTINGS:
+                    yield Label(f" {label} ", classes="setting-label")
+                    yield Input(DEFAULTS[name], id=f"set-{name}", compact=True, classes="setting")
+                yield Tick("greedy", value=False, id="greedy", compact=True)
+            yield VerticalScroll(id="conversation")
+            with Horizontal(id="compare"):
+                with VerticalScroll(classes="compare-side"):
+                    yield Label("With the adapter", classes="compare-title")
+                    yield Static(id="compare-adapter")
+                with VerticalScroll(classes="compare-side"):
+                    yield Label("Base model alone", classes="compare-title")
+                    yield Static(id="compare-base")
+            yield Input(placeholder="Type a message, Enter to send (ctrl+r: base vs adapter)", id="prompt")
+
+    def on_mount(self) -> None:
+        self.query_one("#compare").display = False
+
+    # --- loading the model --------------------------------------------------------------------
+    def sync_from_state(self) -> None:
+        run = self.state.run
+        header = self.query_one("#chat-header", Static)
+        if run is None:
+            header.update("[yellow]No run yet: train an adapter first (Parameters step), or open a run with "
+                          "lora-tui --run DIR.[/]")
+            return
+        if self._loaded_for != str(run.path):
+            self._loaded_for = str(run.path)
+            self.session = None
+            self.messages.clear()
+            self.query_one("#conversation").remove_children()
+            header.update(f"Loading the model and the adapter of {run.name}…")
+            self._load(run)
+        self.query_one("#prompt", Input).focus()
+
+    def state_changed(self, what: str) -> None:
+        if what in ("run", "run-ended") and self.session is None:
+            self._loaded_for = None
+            if self.app.screen is self:
+                self.sync_from_state()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="chat-load")
+    def _load(self, run) -> None:
+        try:
+            session = self.backend.open_chat(run, on_progress=lambda text, fraction:
+                                             self.post_message(WorkProgress("chat", text, fraction)))
+            self.post_message(ChatReady(session))
+        except Exception as exc:
+            from lora_tui.ui.app import _plain_error
+
+            self.post_message(ChatReady(None, error=_plain_error(exc)))
+
+    @on(WorkProgress)
+    def _loading(self, message: WorkProgress) -> None:
+        if message.source == "chat" and self.session is None:
+            self.query_one("#chat-header", Static).update(f"Loading: {message.text}…")
+
+    @on(ChatReady)
+    def _ready(self, message: ChatReady) -> None:
+        header = self.query_one("#chat-header", Static)
+        if message.error:
+            header.update(Text(f"✗ {message.error}", style="bold red"))
+            self._loaded_for = None  # try again next time the step is shown
+            return
+        self.session = message.session
+        source = getattr(self.session, "source", None)
+        where = getattr(source, "adapter_dir", None) or "no adapter"
+        note = getattr(source, "note", "")
+        header.update(Text.assemble(("Chatting with ", ""), (f"{where}", "bold"),
+                                    (f" on {getattr(source, 'base_model', '?')} ({self.session.device})", "dim"),
+                                    (f"  {note}" if note else "", "yellow")))
+        checkbox = self.query_one("#use-adapter", Checkbox)
+        checkbox.disabled = not self.session.has_adapter
+        if not self.session.has_adapter:
+            checkbox.value = False
+
+    # --- settings -----------------------------------------------------------------------------
+    def settings(self):
+        """GenerationSettings from the inputs; a refused value is marked and None returned."""
+        values, bad = {}, None
+        for name, label, kind, low, high in SETTINGS:
+            widget = self.query_one(f"#set-{name}", Input)
+            try:
+                value = kind(widget.value.strip())
+                if not low <= value <= high:
+                    raise ValueError
+                values[name] = value
+                widget.remove_class("-invalid")
+            except ValueError:
+                widget.add_class("-invalid")
+                bad = bad or f"{label} must be a {'whole ' if kind is int else ''}number from {low} to {high}."
+        if bad:
+            self.notify(bad, severity="error", timeout=6)
+            return None
+        values["greedy"] = self.query_one("#greedy", Checkbox).value
+        return self.backend.generation_settings(**values)
+
+    def action_toggle_adapter(self) -> None:
+        checkbox = self.query_one("#use-adapter", Checkbox)
+        if not checkbox.disabled:
+            checkbox.value = not checkbox.value
+
+    # --- talking --------------------------------------------------------------------------------
+    def _can_talk(self) -> str | None:
+        if self.session is None:
+            return "The model is still loading." if self._loaded_for else "No adapter to chat with yet."
+        if self._busy:
+            return "Still answering (esc stops it)."
+        return None
+
+    @on(Input.Submitted, "#prompt")
+    def _send(self, event: Input.Submitted) -> None:
+        prompt = event.value.strip()
+        if not prompt:
+            return
+        reason = self._can_talk()
+        settings = self.settings() if reason is None else None
+        if reason or settings is None:
+            if reason:
+                self.notify(reason, timeout=4)
+            return
+        event.input.value = ""
+        self.query_one("#compare").display = False
+        use_adapter = self.query_one("#use-adapter", Checkbox).value
+        self.messages.append({"role": "user", "content": prompt})
+        conversation = self.query_one("#conversation", VerticalScroll)
+        conversation.mount(ChatBubble("You", prompt, "user"))
+        self._bubble = ChatBubble("Adapter" if use_adapter else "Base model", "…", "assistant")
+        conversation.mount(self._bubble)
+        conversation.scroll_end(animate=False)
+        self._reply_id += 1
+        self._busy = True
+        self._stop.clear()
+        self._stream(self._reply_id, list(self.messages), use_adapter, settings)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="reply")
+    def _stream(self, reply_id: int, messages: list[dict], use_adapter: bool, settings) -> None:
+        text = ""
+        try:
+            for piece in self.session.stream(messages, use_adapter=use_adapter, settings=settings,
+                                             should_stop=self._stop.is_set):
+                text += piece
+                self.post_message(ReplyProgress(reply_id, text))
+            self.post_message(ReplyProgress(reply_id, text, done=True))
+        except Exception as exc:
+            from lora_tui.ui.app import _plain_error
+
+            self.post_message(ReplyProgress(reply_id, text, done=True, error=_plain_error(exc)))
+
+    @on(ReplyProgress)
+    def _progress(self, message: ReplyProgress) -> None:
+        if message.reply_id != self._reply_id or self._bubble is None:
+            return
+        note = ""
+        if message.done:
+            self._busy = False
+            if message.error:
+                note = f"✗ {message.error}"
+            elif self._stop.is_set():
+                note = "(stopped)"
+            if message.text and not message.error:
+                self.messages.append({"role": "assistant", "content": message.text})
+            elif self.messages and self.messages[-1]["role"] == "user":
+                self.messages.pop()  # no answer: the question may be asked again
+        self._bubble.set_text(message.text or ("" if message.done else "…"), note)
+        self.query_one("#conversation", VerticalScroll).scroll_end(animate=False)
+
+    def action_stop(self) -> None:
+        if self._busy:
+            self._stop.set()
+
+    def action_new_chat(self) -> None:
+        if self._busy:
+            self.notify("Still answering (esc stops it).", timeout=4)
+            return
+        self.messages.clear()
+        self.query_one("#conversation").remove_children()
+        self.query_one("#compare").display = False
+
+    # --- base versus adapter ----------------------------------------------------------------------
+    def action_compare(self) -> None:
+        reason = self._can_talk()
+        if reason is None and not self.session.has_adapter:
+            reason = "No adapter loaded: nothing to compare with."
+        settings = self.settings() if reason is None else None
+        if reason or settings is None:
+            if reason:
+                self.notify(reason, timeout=4)
+            return
+        prompt_input = self.query_one("#prompt", Input)
+        prompt = prompt_input.value.strip()
+        history = list(self.messages)
+        if prompt:
+            history.append({"role": "user", "content": prompt})
+        elif history and history[-1]["role"] == "assistant":
+            history.pop()  # answer the last question again, both ways
+            prompt = history[-1]["content"] if history else ""
+        elif history:
+            prompt = history[-1]["content"]
+        if not prompt:
+            self.notify("Type a prompt first; ctrl+r answers it with and without the adapter.", timeout=5)
+            return
+        prompt_input.value = ""
+        self.query_one("#compare").display = True
+        self.query_one("#compare-adapter", Static).update(Text("…generating", style="dim"))
+        self.query_one("#compare-base", Static).update(Text("…waits for the adapter's answer", style="dim"))
+        self._busy = True
+        self._compare(prompt, history, settings)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="reply")
+    def _compare(self, prompt: str, history: list[dict], settings) -> None:
+        try:
+            adapter_text, base_text = self.session.compare(history, settings=settings)
+            self.post_message(CompareReady(prompt, adapter_text, base_text))
+        except Exception as exc:
+            from lora_tui.ui.app import _plain_error
+
+            self.post_message(CompareReady(prompt, None, None, error=_plain_error(exc)))
+
+    @on(CompareReady)
+    def _compared(self, message: CompareReady) -> None:
+        self._busy = False
+        if message.error:
+            self.query_one("#compare-adapter", Static).update(Text(f"✗ {message.error}", style="red"))
+            self.query_one("#compare-base", Static).update("")
+            return
+        self.query_one("#compare-adapter", Static).update(Text.assemble(("Q: ", "bold"), message.prompt, "\n\n",
+                                                                        message.adapter_text or ""))
+        self.query_one("#compare-base", Static).update(Text.assemble(("Q: ", "bold"), message.prompt, "\n\n",
+                                                                     message.base_text or ""))
+
+    def next_refusal(self) -> str | None:
+        if self.state.run is None:
+            return "No run yet: train an adapter first."
+        return None

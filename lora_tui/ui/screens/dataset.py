@@ -1,0 +1,182 @@
+"""Step 3, Dataset: pick a file, see its detected format, rows rendered exactly as
+the model will see them (trained tokens highlighted), the validation findings
+grouped with their line numbers, the token-length histogram with the truncation
+cut, and the validation split. Moving on is refused, with the reason, when no
+row is valid or every label is masked.
+
+Validation runs in a thread worker (it loads the tokenizer); the screen only draws.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Input, Label, Static, TabbedContent, TabPane, Tree
+
+from lora_tui.ui.messages import DatasetChecked, WorkProgress
+from lora_tui.ui.screens.base import WizardScreen
+from lora_tui.ui.screens.dialogs import FilePicker
+from lora_tui.ui.widgets.dataset_views import finding_label, group_findings, group_label, histogram_text, \
+    preview_text
+
+
+class DatasetScreen(WizardScreen):
+    STEP = "dataset"
+    BINDINGS = [Binding("ctrl+o", "browse", "Browse"), Binding("ctrl+r", "revalidate", "Re-check")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._checking: tuple | None = None
+        self._error: str | None = None
+
+    def compose_body(self) -> ComposeResult:
+        with Vertical(id="dataset-body", classes="body"):
+            with Horizontal(classes="row"):
+                yield Label("Training file ", classes="field-name")
+                yield Input(id="data-path", compact=True, placeholder="path to .jsonl/.json/.csv/.parquet or a folder")
+            yield Static(id="data-summary")
+            yield Static(id="data-verdict")
+            with TabbedContent(id="data-tabs"):
+                with TabPane("Preview", id="tab-preview"):
+                    with VerticalScroll():
+                        yield Static(id="preview")
+                with TabPane("Findings", id="tab-findings"):
+                    yield Tree("findings", id="findings")
+                with TabPane("Lengths", id="tab-lengths"):
+                    with VerticalScroll():
+                        yield Static(id="histogram")
+
+    def on_mount(self) -> None:
+        self.query_one("#findings", Tree).show_root = False
+
+    # --- state -------------------------------------------------------------------------------
+    def sync_from_state(self) -> None:
+        path_input = self.query_one("#data-path", Input)
+        if path_input.value != self.state.config.data.train:
+            with path_input.prevent(Input.Changed):
+                path_input.value = self.state.config.data.train
+        view = self.state.dataset_current()
+        if view is not None:
+            self._show(view)
+        elif self._checking != self.state.dataset_key():
+            self.validate()
+
+    def validate(self) -> None:
+        key = self.state.dataset_key()
+        self._checking, self._error = key, None
+        self.query_one("#data-verdict", Static).update("[yellow]Checking the dataset…[/]")
+        self._validate(self.state.config.copy(), key)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="dataset")
+    def _validate(self, config, key: tuple) -> None:
+        def progress(text: str, fraction: float) -> None:
+            self.post_message(WorkProgress("dataset", text, fraction))
+
+        try:
+            progress("Loading the tokenizer", 0.0)
+            view = self.backend.validate(config, on_progress=progress)
+            view.key = key
+            self.post_message(DatasetChecked(key, view))
+        except Exception as exc:
+            from lora_tui.ui.app import _plain_error
+
+            self.post_message(DatasetChecked(key, None, error=_plain_error(exc)))
+
+    @on(WorkProgress)
+    def _progress(self, message: WorkProgress) -> None:
+        if message.source == "dataset" and self._checking is not None:
+            pct = f" {message.fraction:.0%}" if message.fraction else ""
+            self.query_one("#data-verdict", Static).update(f"[yellow]Checking the dataset: {message.text}{pct}…[/]")
+
+    @on(DatasetChecked)
+    def _checked(self, message: DatasetChecked) -> None:
+        if message.key != self.state.dataset_key():
+            return  # the user picked another file meanwhile
+        self._checking = None
+        if message.error:
+            self._error = message.error
+            self.state.dataset = None
+            self._show_error(message.error)
+            return
+        self.state.dataset = message.view
+        self._show(message.view)
+
+    # --- drawing -----------------------------------------------------------------------------
+    def _show_error(self, error: str) -> None:
+        self.query_one("#data-summary", Static).update("")
+        self.query_one("#data-verdict", Static).update(Text(f"✗ {error}", style="bold red"))
+        self.query_one("#preview", Static).update("")
+        self.query_one("#histogram", Static).update("")
+        self.query_one("#findings", Tree).clear()
+
+    def _show(self, view) -> None:
+        report = view.report
+        errors, warnings = len(report.errors), len(report.warnings)
+        summary = Text()
+        summary.append(f"{report.format}", style="bold")
+        summary.append(f" ({report.container})  ")
+        summary.append(f"{report.valid_rows} of {report.rows} rows valid  ")
+        summary.append(f"{errors} errors  ", style="red" if errors else "dim")
+        summary.append(f"{warnings} warnings  ", style="yellow" if warnings else "dim")
+        summary.append(f"{report.trained_tokens:,} trained tokens", style="dim")
+        summary.append(f"\nTemplate: {report.template or '?'}   Validation: {view.validation_note}", style="dim")
+        self.query_one("#data-summary", Static).update(summary)
+        refusal = view.refusal()
+        verdict = self.query_one("#data-verdict", Static)
+        if refusal:
+            verdict.update(Text(f"✗ Cannot train on this: {refusal}", style="bold red"))
+        else:
+            verdict.update(Text("✓ Ready to train. ctrl+n: parameters", style="bold green"))
+        self.query_one("#preview", Static).update(preview_text(view.preview))
+        self.query_one("#histogram", Static).update(histogram_text(report.token_stats))
+        tree = self.query_one("#findings", Tree)
+        tree.clear()
+        if not report.findings:
+            tree.root.add_leaf(Text("No problems found.", style="green"))
+        for (severity, _), items in group_findings(report.findings).items():
+            node = tree.root.add(group_label(severity, items), expand=False)
+            for finding in items[:200]:
+                node.add_leaf(finding_label(finding))
+            if len(items) > 200:
+                node.add_leaf(Text(f"… {len(items) - 200} more (lora-tui validate lists them all)", style="dim"))
+        tree.root.expand()
+
+    # --- choosing a file -----------------------------------------------------------------------
+    @on(Input.Submitted, "#data-path")
+    def _typed(self, event: Input.Submitted) -> None:
+        self.use_path(event.value.strip())
+
+    def use_path(self, path: str) -> None:
+        if not path:
+            return
+        self.state.config.data.train = path
+        with self.query_one("#data-path", Input).prevent(Input.Changed):
+            self.query_one("#data-path", Input).value = path
+        self.validate()
+
+    def action_browse(self) -> None:
+        current = self.state.config.data.train
+        from lora_tui.core.paths import resolve_data_path
+
+        start = resolve_data_path(current).parent if current else Path(".")
+        self.app.push_screen(FilePicker(start if start.is_dir() else Path("."), current),
+                             lambda path: self.use_path(path) if path else None)
+
+    def action_revalidate(self) -> None:
+        self.use_path(self.query_one("#data-path", Input).value.strip() or self.state.config.data.train)
+
+    def next_refusal(self) -> str | None:
+        typed = self.query_one("#data-path", Input).value.strip()
+        if typed and typed != self.state.config.data.train:
+            return "Press Enter in the path field to check the new file first."
+        if self._error:
+            return self._error
+        view = self.state.dataset_current()
+        if view is None:
+            return "Still checking the dataset…"
+        return view.refusal()

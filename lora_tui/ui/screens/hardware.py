@@ -1,0 +1,190 @@
+"""Step 2, Hardware: each GPU (NVML) with free / total memory bars, utilisation,
+driver, CUDA and bf16 support; CPU and RAM; the memory verdict for the current
+plan with its breakdown, and the ranked fixes — Enter (or f) applies one.
+
+The probe and the estimate run in the app's workers; this screen only draws
+them and maps a chosen fix back onto the Config.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import Label, OptionList, Static
+from textual.widgets.option_list import Option
+
+from lora_tui.ui.screens.base import WizardScreen
+from lora_tui.ui.widgets.format import GIB, bar, gib, verdict_markup
+
+# MemoryPlan field -> (config section, key); a fix's changes are applied through these.
+PLAN_TO_CONFIG = {
+    "quant": ("model", "load_in"),
+    "double_quant": ("model", "double_quant"),
+    "r": ("lora", "r"),
+    "targets": ("lora", "targets"),
+    "seq_len": ("data", "max_seq_len"),
+    "batch": ("training", "micro_batch"),
+    "grad_checkpointing": ("training", "gradient_checkpointing"),
+}
+QUANT_TO_LOAD = {"none": "16bit", None: "16bit", "16bit": "16bit", "8bit": "8bit", "4bit": "4bit"}
+
+
+def apply_fix(config, changes: dict) -> list[str]:
+    """Apply a fix's MemoryPlan changes to the Config; returns what changed, in words.
+    A smaller micro-batch raises gradient accumulation so the effective batch stays the same."""
+    from lora_tui.core.config import check_value
+
+    done = []
+    for plan_key, value in changes.items():
+        if plan_key not in PLAN_TO_CONFIG:
+            continue
+        section, key = PLAN_TO_CONFIG[plan_key]
+        if plan_key == "quant":
+            value = QUANT_TO_LOAD.get(value, value)
+        if plan_key == "targets" and isinstance(value, (list, tuple)):
+            value = ",".join(value)
+        if plan_key == "batch":
+            old = config.training.micro_batch
+            effective = old * config.training.grad_accum
+            config.training.grad_accum = max(1, -(-effective // int(value)))
+        setattr(getattr(config, section), key, check_value(section, key, value))
+        done.append(f"{section}.{key}={getattr(getattr(config, section), key)}")
+    return done
+
+
+class HardwareScreen(WizardScreen):
+    STEP = "hardware"
+    BINDINGS = [Binding("f", "apply_fix", "Apply fix"), Binding("r", "reprobe", "Re-probe")]
+
+    def compose_body(self) -> ComposeResult:
+        with VerticalScroll(id="hardware-body", classes="body"):
+            yield Static("Probing GPUs, CPU and memory…", id="devices")
+            yield Static(id="plan")
+            yield Static(id="breakdown")
+            yield Label("Fixes, largest effect first (Enter or f applies the highlighted one):", id="fixes-title")
+            yield OptionList(id="fixes")
+
+    def sync_from_state(self) -> None:
+        self._show_devices()
+        self._show_plan()
+        self.app.request_judgement()
+
+    def state_changed(self, what: str) -> None:
+        if what == "hardware":
+            self._show_devices()
+        self._show_plan()
+
+    def action_reprobe(self) -> None:
+        self.query_one("#devices", Static).update("Probing GPUs, CPU and memory…")
+        self.app.probe_hardware()
+
+    # --- devices -----------------------------------------------------------------------------
+    def _show_devices(self) -> None:
+        report = self.state.hardware
+        widget = self.query_one("#devices", Static)
+        if report is None:
+            widget.update("Probing GPUs, CPU and memory…")
+            return
+        width = 24 if self.size.width < 100 else 40
+        text = Text()
+        if report.gpus:
+            for gpu in report.gpus:
+                used = gpu.memory_total - gpu.memory_free
+                text.append(f"GPU {gpu.index}  {gpu.name}", style="bold")
+                cc = ".".join(str(x) for x in gpu.compute_capability) if gpu.compute_capability else "?"
+                text.append(f"  sm {cc}  bf16 {'yes' if gpu.bf16 else 'no'}\n", style="dim")
+                text.append("  memory ")
+                text.append(bar(used / gpu.memory_total if gpu.memory_total else 0, width), style="magenta")
+                text.append(f" {gib(gpu.memory_free)} free of {gib(gpu.memory_total)}\n")
+                util = gpu.utilization
+                text.append("  util   ")
+                text.append(bar((util or 0) / 100, width), style="green")
+                extra = []
+                if gpu.temperature is not None:
+                    extra.append(f"{gpu.temperature}°C")
+                if gpu.power_draw is not None:
+                    limit = f"/{gpu.power_limit:.0f}" if gpu.power_limit else ""
+                    extra.append(f"{gpu.power_draw:.0f}{limit} W")
+                text.append(f" {util if util is not None else '?'}%  {'  '.join(extra)}\n")
+                if gpu.processes:
+                    text.append(f"  {len(gpu.processes)} other process(es) hold memory on it\n", style="yellow")
+            text.append(f"Driver {report.driver_version or '?'}  CUDA {report.cuda_version or '?'}  "
+                        f"torch {report.torch_version or '?'}\n", style="dim")
+        else:
+            reason = f" ({report.nvml_error})" if report.nvml_error else ""
+            text.append(f"No NVIDIA GPU{reason}.", style="bold yellow")
+            text.append(" Training runs on the CPU: fine for the embedded model, slow for larger ones.\n")
+            if report.torch_version:
+                text.append(f"torch {report.torch_version}\n", style="dim")
+        text.append(f"CPU    {report.cpu_count} cores\n", style="bold")
+        if report.ram_total:
+            used = report.ram_total - report.ram_available
+            text.append("RAM    ", style="bold")
+            text.append(bar(used / report.ram_total, width), style="magenta")
+            text.append(f" {gib(report.ram_available)} available of {gib(report.ram_total)}\n")
+        widget.update(text)
+
+    # --- plan and fixes -------------------------------------------------------------------------
+    def _show_plan(self) -> None:
+        c = self.state.config
+        plan = self.query_one("#plan", Static)
+        breakdown = self.query_one("#breakdown", Static)
+        fixes = self.query_one("#fixes", OptionList)
+        describe = (f"Plan: {c.model.name}, {c.model.load_in} base, r {c.lora.r} on {c.lora.targets}, "
+                    f"micro-batch {c.training.micro_batch} x {c.data.max_seq_len} tokens, gradient checkpointing "
+                    f"{'on' if c.training.gradient_checkpointing else 'off'}")
+        judgement = self.app.current_judgement()
+        if self.state.hardware is None or judgement is None:
+            plan.update(describe + "\n[dim]Estimating memory…[/]")
+            breakdown.update("")
+            self._set_fixes([])
+            return
+        if judgement.error:
+            plan.update(describe + f"\n[yellow]No estimate: {judgement.error}[/]")
+            breakdown.update("")
+            self._set_fixes([])
+            return
+        v = judgement.verdict
+        plan.update(Text.from_markup(f"{describe}\n[b]Needs {gib(v.estimate.total_bytes)}[/] of "
+                                     f"{gib(v.available_bytes)} free  {verdict_markup(v.verdict)}"))
+        parts = sorted(v.estimate.breakdown.items(), key=lambda kv: -kv[1])
+        breakdown.update(Text("  " + "   ".join(f"{name.replace('_', ' ')} {value / GIB:.2f}"
+                                                   for name, value in parts) + "  (GiB)", style="dim"))
+        self._set_fixes(v.fixes if v.verdict != "fits" else [])
+
+    def _set_fixes(self, fixes: list) -> None:
+        self._fixes = list(fixes)
+        option_list = self.query_one("#fixes", OptionList)
+        option_list.clear_options()
+        for index, fix in enumerate(self._fixes):
+            option_list.add_option(Option(Text.from_markup(
+                f"{fix.title}  → {gib(fix.new_total_bytes)} {verdict_markup(fix.verdict)}"), id=str(index)))
+        self.query_one("#fixes-title").display = bool(self._fixes)
+        option_list.display = bool(self._fixes)
+        if self._fixes:
+            option_list.highlighted = 0
+
+    @on(OptionList.OptionSelected, "#fixes")
+    def _fix_chosen(self, event: OptionList.OptionSelected) -> None:
+        self._apply(int(event.option.id))
+
+    def action_apply_fix(self) -> None:
+        option_list = self.query_one("#fixes", OptionList)
+        if not getattr(self, "_fixes", None) or option_list.highlighted is None:
+            self.notify("No fix to apply: the plan fits.", timeout=4)
+            return
+        self._apply(option_list.highlighted)
+
+    def _apply(self, index: int) -> None:
+        fix = self._fixes[index]
+        try:
+            changed = apply_fix(self.state.config, fix.changes)
+        except Exception as exc:  # ConfigError: a fix the config cannot hold
+            self.notify(str(exc), severity="error")
+            return
+        self.notify(f"Applied: {fix.title} ({', '.join(changed)})", timeout=6)
+        self.app.request_judgement()
+        self._show_plan()

@@ -1,0 +1,315 @@
+"""Step 4, Parameters: every Config field with its one-line help, presets, target
+modules from the model's actual linear layers, the memory estimate and verdict as
+values change, save / load YAML, the equivalent `lora-tui train` command, and the
+key that starts training.
+
+A typed value is checked with ``check_value`` where it is typed: a refused value
+is marked with its reason and never reaches the Config. Starting validates the
+dataset first when it changed, in a worker, then calls the launcher.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Label, Select, Static
+
+from lora_tui.core.config import PRESET_HELP, PRESETS, SECTION_HELP, TARGET_CHOICES, ConfigError, apply_preset, \
+    check_value, load_config, save_config
+from lora_tui.core.wizard_support import matching_preset, train_command
+from lora_tui.ui.messages import DatasetChecked, RunStarted
+from lora_tui.ui.screens.base import WizardScreen
+from lora_tui.ui.screens.dialogs import Confirm, PathPrompt
+from lora_tui.ui.widgets.fields import FieldRow
+from lora_tui.ui.widgets.format import gib, verdict_markup
+
+PRESET_LABELS = {"lora": "LoRA (16-bit base)", "qlora": "QLoRA (4-bit base)", "lora-8bit": "LoRA on an 8-bit base"}
+CUSTOM = "custom"
+
+
+class ParametersScreen(WizardScreen):
+    STEP = "parameters"
+    BINDINGS = [
+        Binding("ctrl+n", "start", "Start training"),
+        Binding("ctrl+s", "save", "Save YAML"),
+        Binding("ctrl+o", "load", "Load YAML"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._saved: tuple[str, dict] | None = None  # (path, config dict) of the last save/load
+        self._starting = False
+
+    def compose_body(self) -> ComposeResult:
+        config = self.state.config
+        with Vertical(id="parameters-body", classes="body"):
+            with Horizontal(id="preset-row", classes="row"):
+                yield Label("Preset ", classes="field-name")
+                yield Select([(PRESET_LABELS[p], p) for p in PRESETS] + [("custom", CUSTOM)], value=CUSTOM,
+                             allow_blank=False, compact=True, id="preset")
+                yield Static(id="preset-help", classes="field-help")
+            with VerticalScroll(id="form"):
+                for section, help_text in SECTION_HELP.items():
+                    yield Static(Text.assemble((section, "bold"), "  ", (help_text, "dim")), classes="section-title")
+                    for key, value in vars(getattr(config, section)).items():
+                        choices = TARGET_CHOICES + (CUSTOM,) if (section, key) == ("lora", "targets") else None
+                        shown = value
+                        if choices and value not in TARGET_CHOICES:
+                            shown = CUSTOM
+                        yield FieldRow(section, key, shown, choices=choices)
+                        if (section, key) == ("lora", "targets"):
+                            custom = FieldRow("lora", "targets", value if shown == CUSTOM else "", custom=True)
+                            custom.display = shown == CUSTOM
+                            yield custom
+            with Vertical(id="plan-panel"):
+                yield Static(id="memory-line")
+                yield Static(id="focus-help", classes="hint")
+                yield Static(id="command-line")
+
+    # --- showing state ------------------------------------------------------------------------
+    def sync_from_state(self) -> None:
+        config = self.state.config
+        for row in self.query(FieldRow):
+            value = getattr(getattr(config, row.section), row.key)
+            if row.dotted == "lora.targets":
+                if row.custom:
+                    row.display = value not in TARGET_CHOICES
+                    row.show_value(value if value not in TARGET_CHOICES else "")
+                else:
+                    row.show_value(value if value in TARGET_CHOICES else CUSTOM)
+            else:
+                row.show_value(value)
+        self._show_preset()
+        self._show_targets()
+        self._show_judgement()
+        self._show_command()
+        self.app.request_layers()
+        self.app.request_judgement()
+
+    def state_changed(self, what: str) -> None:
+        if what in ("judgement", "hardware"):
+            self._show_judgement()
+        elif what == "layers":
+            self._show_targets()
+
+    def _show_preset(self) -> None:
+        preset = matching_preset(self.state.config) or CUSTOM
+        select = self.query_one("#preset", Select)
+        with select.prevent(Select.Changed):
+            select.value = preset
+        help_text = PRESET_HELP.get(preset, "Your own mix of values; pick a preset to start from one.")
+        self.query_one("#preset-help", Static).update(Text(help_text, no_wrap=True, overflow="ellipsis"))
+
+    def _show_targets(self) -> None:
+        layers = self.state.layers_for_model()
+        targets = self.state.config.lora.targets
+        row = self.query_one("#field-lora-targets", FieldRow)
+        if layers is None:
+            row.set_note("Finding the model's linear layers…")
+            return
+        from lora_tui.core.models import ModelSourceError, resolve_target_modules
+
+        try:
+            chosen = resolve_target_modules(targets, layers)
+            row.set_note(f"→ {', '.join(chosen)}  (of {len(layers)}: {', '.join(layers)})")
+        except ModelSourceError as exc:
+            row.set_note(None)
+            row.set_error(str(exc))
+
+    def _show_judgement(self) -> None:
+        line = self.query_one("#memory-line", Static)
+        if self.state.hardware is None:
+            line.update("Memory: probing the hardware…")
+            return
+        judgement = self.app.current_judgement()
+        if judgement is None:
+            line.update("Memory: estimating…")
+        elif judgement.error:
+            line.update(f"[yellow]Memory: no estimate ({judgement.error})[/]")
+        else:
+            v = judgement.verdict
+            where = "GPU" if getattr(v, "device", "cpu") != "cpu" else "RAM"
+            line.update(f"Memory: needs [b]{gib(v.estimate.total_bytes)}[/] of {gib(v.available_bytes)} free "
+                        f"{where}  {verdict_markup(v.verdict)}"
+                        + ("  [dim](Hardware step lists fixes)[/]" if v.verdict != "fits" else ""))
+
+    def _show_command(self) -> None:
+        config = self.state.config
+        path = self._saved[0] if self._saved and self._saved[1] == config.to_dict() else None
+        command = train_command(config, path)
+        self.query_one("#command-line", Static).update(Text.assemble(("$ ", "dim"), (command, "bold")))
+
+    def on_descendant_focus(self, event) -> None:
+        node = event.widget
+        while node is not None and not isinstance(node, FieldRow):
+            node = node.parent
+        help_line = self.query_one("#focus-help", Static)
+        if node is None:
+            help_line.update("")
+        else:
+            help_line.update(Text.assemble((node.dotted + ": ", "bold"), node.error or node.help))
+
+    # --- editing ------------------------------------------------------------------------------
+    @on(FieldRow.Edited)
+    def _edited(self, event: FieldRow.Edited) -> None:
+        row, config = event.row, self.state.config
+        value = event.value
+        if row.dotted == "lora.targets" and not row.custom:
+            custom_row = self.query_one("#field-lora-targets-custom", FieldRow)
+            custom_row.display = value == CUSTOM
+            if value == CUSTOM:
+                custom_row.editor.focus()
+                return
+        try:
+            checked = check_value(row.section, row.key, value)
+            if row.dotted == "lora.targets" and self.state.layers_for_model() is not None:
+                from lora_tui.core.models import resolve_target_modules
+
+                resolve_target_modules(checked, self.state.layers_for_model())
+        except (ConfigError, Exception) as exc:  # ModelSourceError for unknown module names
+            row.set_error(str(exc))
+            self._focus_help(row)
+            return
+        row.set_error(None)
+        if getattr(getattr(config, row.section), row.key) != checked:
+            setattr(getattr(config, row.section), row.key, checked)
+            self.config_changed(row.dotted)
+        self._focus_help(row)
+
+    def _focus_help(self, row: FieldRow) -> None:
+        self.query_one("#focus-help", Static).update(Text.assemble((row.dotted + ": ", "bold"),
+                                                                   (row.error, "red") if row.error else row.help))
+
+    def config_changed(self, dotted: str = "") -> None:
+        if dotted.startswith("model."):
+            self.state.model_check = None  # the model step checks the new one
+            self.app.request_layers()
+        self._show_preset()
+        self._show_targets()
+        self._show_command()
+        self.app.request_judgement()
+        self._show_judgement()
+
+    @on(Select.Changed, "#preset")
+    def _preset(self, event: Select.Changed) -> None:
+        if event.value in PRESETS:
+            apply_preset(self.state.config, event.value)
+            self.sync_from_state()
+
+    def invalid_fields(self) -> list[FieldRow]:
+        return [row for row in self.query(FieldRow) if row.error and row.display]
+
+    # --- save / load ----------------------------------------------------------------------------
+    def action_save(self) -> None:
+        default = self.state.config_path or "lora-tui.yaml"
+
+        def chosen(path: str | None) -> None:
+            if not path:
+                return
+            if Path(path).expanduser().exists():
+                self.app.push_screen(Confirm("Replace the file?", f"{path} exists. Replace it with this config?",
+                                             yes="Replace", danger=True),
+                                     lambda yes: self._save(path) if yes else None)
+            else:
+                self._save(path)
+
+        self.app.push_screen(PathPrompt("Save the config as YAML", default,
+                                        "Commented YAML; train it headless with `lora-tui train PATH`."), chosen)
+
+    def _save(self, path: str) -> None:
+        try:
+            save_config(self.state.config, Path(path).expanduser())
+        except OSError as exc:
+            self.notify(f"Cannot write {path}: {exc.strerror}.", severity="error")
+            return
+        self.state.config_path = path
+        self._saved = (path, self.state.config.to_dict())
+        self._show_command()
+        self.notify(f"Saved {path}", timeout=4)
+
+    def action_load(self) -> None:
+        def chosen(path: str | None) -> None:
+            if not path:
+                return
+            try:
+                loaded = load_config(Path(path).expanduser())
+            except ConfigError as exc:
+                self.notify(str(exc), title="Config not loaded", severity="error", timeout=12)
+                return
+            self.state.config = loaded
+            self.state.config_path = path
+            self.state.model_check = None
+            self._saved = (path, loaded.to_dict())
+            self.sync_from_state()
+            self.notify(f"Loaded {path}", timeout=4)
+
+        self.app.push_screen(PathPrompt("Load a config YAML", self.state.config_path or "", must_exist=True), chosen)
+
+    # --- starting -------------------------------------------------------------------------------
+    def next_refusal(self) -> str | None:
+        run = self.state.run
+        if run is not None and run.state() in ("created", "starting", "running", "stopping"):
+            return None  # a run is going: ctrl+n just shows it
+        bad = self.invalid_fields()
+        if bad:
+            return f"{bad[0].dotted}: {bad[0].error}"
+        check = self.state.model_check
+        if check is not None and not check.ok:
+            return f"The model cannot be used: {check.message}"
+        if self._starting:
+            return "Starting…"
+        return None
+
+    def action_start(self) -> None:
+        reason = self.next_refusal()
+        if reason:
+            self.notify(reason, title="Not yet", severity="warning", timeout=8)
+            return
+        run = self.state.run
+        if run is not None and run.state() in ("created", "starting", "running", "stopping"):
+            self.app.goto("training")
+            return
+        self._starting = True
+        self.query_one("#memory-line", Static).update("Checking the dataset and starting the trainer…")
+        self._start(self.state.config.copy(), self.state.dataset_key(), self.state.dataset_current() is None)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="start")
+    def _start(self, config, key: tuple, validate: bool) -> None:
+        try:
+            if validate:
+                view = self.backend.validate(config)
+                view.key = key
+                self.post_message(DatasetChecked(key, view))
+                refusal = view.refusal()
+                if refusal:
+                    self.post_message(RunStarted(None, error=refusal))
+                    return
+            elif self.state.dataset.refusal():
+                self.post_message(RunStarted(None, error=self.state.dataset.refusal()))
+                return
+            self.post_message(RunStarted(self.backend.start_run(config)))
+        except Exception as exc:
+            from lora_tui.ui.app import _plain_error
+
+            self.post_message(RunStarted(None, error=_plain_error(exc)))
+
+    @on(DatasetChecked)
+    def _dataset_checked(self, message: DatasetChecked) -> None:
+        if message.view is not None:
+            self.state.dataset = message.view
+
+    @on(RunStarted)
+    def _run_started(self, message: RunStarted) -> None:
+        self._starting = False
+        self._show_judgement()
+        if message.error:
+            self.notify(message.error, title="Training not started", severity="error", timeout=15)
+            return
+        self.state.run = message.run
+        self.app.notify_screens("run")
+        self.app.goto("training")

@@ -1,0 +1,73 @@
+"""The wizard's state: everything the user chose, in one object owned by the app.
+
+Screens read and write this object and re-read it when they are shown again,
+so going back a screen never loses a choice. It holds plain values and core
+results; it never touches widgets and never imports torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from lora_tui.core.config import Config
+
+
+@dataclass
+class PreviewRow:
+    """One dataset row as the model sees it: (text, trained) segments."""
+
+    line: int
+    segments: list[tuple[str, bool]]
+    tokens: int | None = None
+
+
+@dataclass
+class DatasetView:
+    """What the dataset screen shows: the validation report and rendered rows."""
+
+    path: str
+    report: Any  # lora_tui.core.data.ValidationReport
+    preview: list[PreviewRow] = field(default_factory=list)
+    validation_path: str | None = None
+    validation_rows: int | None = None  # rows in the validation file, or held out from train
+    validation_note: str = ""
+    key: tuple = ()  # WizardState.dataset_key() it was computed for
+
+    def refusal(self) -> str | None:
+        """Why training cannot start on this data, or None when it can."""
+        report = self.report
+        if not report.valid_rows:
+            return (f"{self.path} has no valid row ({report.rows} rows read). "
+                    "Fix the errors listed below, or pick another file.")
+        if getattr(report, "trained_tokens", None) == 0:
+            return ("Every label is masked: no token of any row would be trained. "
+                    "Fix: check that rows have an answer (assistant/output/completion), "
+                    "or turn on data.train_on_prompt.")
+        return None
+
+
+@dataclass
+class WizardState:
+    config: Config = field(default_factory=Config)
+    model_check: Any = None  # lora_tui.core.models.ModelCheck for config.model.name
+    linear_layers: dict[str, list[str]] = field(default_factory=dict)  # model name -> layer names
+    hardware: Any = None  # lora_tui.core.hardware.HardwareReport
+    dataset: DatasetView | None = None
+    run: Any = None  # lora_tui.core.runs.RunDirectory being shown on the training screen
+    config_path: str | None = None  # last YAML saved or loaded
+
+    def layers_for_model(self) -> list[str] | None:
+        return self.linear_layers.get(self.config.model.name)
+
+    def dataset_key(self) -> tuple:
+        """What a validation depends on: a change to any of these needs a new one."""
+        d = self.config.data
+        return (self.config.model.name, d.train, d.validation, d.val_fraction, d.template, d.train_on_prompt,
+                d.max_seq_len)
+
+    def dataset_current(self) -> DatasetView | None:
+        view = self.dataset
+        if view is not None and getattr(view, "key", None) == self.dataset_key():
+            return view
+        return None

@@ -1,0 +1,1 @@
+"""Reusable widgets of the wizard (step bar, memory bars, loss plot, histogram, ...)."""

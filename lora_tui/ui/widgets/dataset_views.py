@@ -1,0 +1,105 @@
+"""Renderings of a dataset validation: rows as the model sees them (trained tokens
+highlighted), findings grouped by kind, and the token-length histogram with the
+truncation cut marked. Plain functions from core records to Rich text; no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from rich.text import Text
+
+from lora_tui.ui.widgets.format import bar
+
+TRAINED_STYLE = "bold black on green"
+PROMPT_STYLE = "dim"
+MAX_PREVIEW_CHARS = 1500
+
+
+def preview_text(rows) -> Text:
+    """Each PreviewRow: its line number, then its rendered text in trained / prompt styles."""
+    text = Text()
+    text.append("Highlighted: the tokens the adapter learns from; dim: the prompt (masked).\n", style="italic")
+    for row in rows:
+        text.append(f"── line {row.line} ", style="bold cyan")
+        text.append("─" * 20 + "\n", style="cyan")
+        shown = 0
+        for piece, trained in row.segments:
+            if shown >= MAX_PREVIEW_CHARS:
+                text.append(" …(more)", style="italic")
+                break
+            piece = piece[:MAX_PREVIEW_CHARS - shown]
+            shown += len(piece)
+            text.append(piece, style=TRAINED_STYLE if trained else PROMPT_STYLE)
+        text.append("\n")
+    if not rows:
+        text.append("No valid row to show.", style="yellow")
+    return text
+
+
+def group_findings(findings) -> "OrderedDict[tuple[str, str], list]":
+    """Findings grouped by (severity, code), errors first, in file order inside a group."""
+    groups: OrderedDict[tuple[str, str], list] = OrderedDict()
+    for f in sorted(findings, key=lambda f: (f.severity != "error",)):
+        groups.setdefault((f.severity, f.code or f.message), []).append(f)
+    return groups
+
+
+def where(finding) -> str:
+    if finding.line is None:
+        return "file"
+    return f"{finding.source + ' ' if finding.source else ''}line {finding.line}"
+
+
+def group_label(severity: str, items: list) -> Text:
+    lines = [where(f) for f in items]
+    shown = ", ".join(lines[:8]) + (f", … (+{len(lines) - 8})" if len(lines) > 8 else "")
+    mark, style = ("✗", "red") if severity == "error" else ("!", "yellow")
+    label = Text(f"{mark} {len(items)} × ", style=f"bold {style}")
+    label.append(_kind(items[0]), style="bold")
+    label.append(f" — {shown}", style="dim")
+    return label
+
+
+def _kind(finding) -> str:
+    code = (finding.code or "").replace("_", " ")
+    return code or finding.message[:40]
+
+
+def finding_label(finding) -> Text:
+    text = Text(f"{where(finding)}: ", style="bold")
+    text.append(finding.message)
+    if finding.fix:
+        text.append(f"  fix: {finding.fix}", style="green")
+    return text
+
+
+def histogram_text(stats, width: int = 40) -> Text:
+    """One bar per length bin; bins past the max length are red, with the cut marked."""
+    text = Text()
+    if stats is None:
+        text.append("No token statistics (no valid row, or no tokenizer).", style="yellow")
+        return text
+    text.append(f"Tokens per row: min {stats.min}  median {stats.median}  p95 {stats.p95}  max {stats.max}  "
+                f"mean {stats.mean:.0f}\n", style="bold")
+    if stats.over_max:
+        text.append(f"{stats.over_max} rows are longer than the max length {stats.max_seq_len} and will be "
+                    f"truncated (data.max_seq_len).\n", style="yellow")
+    else:
+        text.append(f"Every row fits in the max length {stats.max_seq_len}.\n", style="green")
+    peak = max((c for _, _, c in stats.histogram), default=0) or 1
+    digits = len(str(max((e for _, e, _ in stats.histogram), default=0)))
+    cut_drawn = False
+    for start, end, n in stats.histogram:
+        if not cut_drawn and start > stats.max_seq_len:
+            text.append(f"{'':>{2 * digits + 1}} ┄┄ max length {stats.max_seq_len}: cut here ┄┄\n", style="bold red")
+            cut_drawn = True
+        over = start > stats.max_seq_len
+        text.append(f"{start:>{digits}}-{end - 1:<{digits}} ", style="dim")
+        filled = bar(n / peak, width).rstrip("░")
+        text.append(filled or ("▏" if n else ""), style="red" if over else "green")
+        text.append(f" {n}\n")
+    if not cut_drawn:
+        text.append(f"{'':>{2 * digits + 1}} ┄┄ max length {stats.max_seq_len} (no row reaches it) ┄┄\n",
+                    style="dim")
+    return text

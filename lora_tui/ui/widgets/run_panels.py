@@ -1,0 +1,98 @@
+"""Widgets of the training screen: the loss plot and the text panels (now, system).
+
+Each takes plain data (a ``RunHistory``, a system event dict) and renders it;
+none of them reads files or runs workers.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual_plotext import PlotextPlot
+
+from lora_tui.ui.run_view import RunHistory
+from lora_tui.ui.widgets.format import GIB, bar, count, number
+
+MAX_POINTS = 400  # plotext draws a few hundred points in well under a frame
+
+
+def _thin(xs: list, ys: list) -> tuple[list, list]:
+    if len(xs) <= MAX_POINTS:
+        return xs, ys
+    stride = -(-len(xs) // MAX_POINTS)
+    return xs[::stride] + xs[-1:], ys[::stride] + ys[-1:]
+
+
+class LossPlot(PlotextPlot):
+    """Train loss per logged step, and eval loss where evaluations ran."""
+
+    def show(self, history: RunHistory) -> None:
+        plt = self.plt
+        plt.clear_figure()
+        plt.title("loss")
+        plt.xlabel("step")
+        if history.steps:
+            xs, ys = _thin(history.steps, history.losses)
+            plt.plot(xs, ys, label="train", marker="braille", color="cyan")
+        if history.eval_steps:
+            plt.plot(history.eval_steps, history.eval_losses, label="eval", marker="dot", color="orange")
+            if len(history.eval_steps) == 1:
+                plt.scatter(history.eval_steps, history.eval_losses, marker="dot", color="orange")
+        if not history.steps and not history.eval_steps:
+            plt.title("loss (waiting for the first step)")
+        self.refresh()
+
+
+def now_panel(history: RunHistory) -> Text:
+    step = history.last_step or {}
+    before = history.evals_by_phase.get("before") or {}
+    last_eval = history.last_eval or {}
+    text = Text()
+
+    def row(label: str, value: str, style: str = "") -> None:
+        text.append(f"{label:<10}", style="dim")
+        text.append(value + "\n", style=style)
+
+    row("loss", number(step.get("loss")), "bold")
+    if last_eval:
+        ppl = last_eval.get("perplexity")
+        row("eval loss", number(last_eval.get("eval_loss")) + (f"  ppl {ppl:.3g}" if ppl else ""), "bold")
+    if before and before is not last_eval:
+        row("before", number(before.get("eval_loss")))
+    row("lr", f"{step['lr']:.2e}" if step.get("lr") is not None else "–")
+    row("grad norm", number(step.get("grad_norm"), 3))
+    row("tokens/s", f"{step['tokens_per_s']:.0f}" if step.get("tokens_per_s") is not None else "–")
+    row("tokens", count(step.get("tokens_seen")))
+    return text
+
+
+def system_panel(event: dict | None, width: int = 14) -> Text:
+    text = Text()
+    if not event:
+        text.append("waiting for the first sample…", style="dim")
+        return text
+    gpus = event.get("gpus") or []
+    for gpu in gpus:
+        used, total = gpu.get("mem_used") or 0, gpu.get("mem_total") or 0
+        util = gpu.get("util")
+        text.append(f"GPU {gpu.get('index', 0)} ", style="bold")
+        text.append(f"util {util if util is not None else '?':>3}% ")
+        text.append(bar((util or 0) / 100, width) + "\n", style="green")
+        text.append(f"      mem {used / GIB:.1f}/{total / GIB:.1f}G ")
+        text.append(bar(used / total if total else 0, width) + "\n", style="magenta")
+        temp, power = gpu.get("temp"), gpu.get("power")
+        text.append(f"      {temp if temp is not None else '?'}°C  {power:.0f} W\n" if power is not None else
+                    f"      {temp if temp is not None else '?'}°C\n", style="dim")
+    if not gpus:
+        text.append("CPU ", style="bold")
+        cpu = event.get("cpu_percent")
+        text.append(f"{cpu:.0f}%\n" if cpu is not None else "?\n")
+    rss = event.get("rss")
+    if rss is not None:
+        text.append("RSS ", style="bold")
+        text.append(f"{rss / GIB:.2f} GiB\n")
+    used, total = event.get("ram_used"), event.get("ram_total")
+    if used is not None and total:
+        text.append("RAM ", style="bold")
+        text.append(f"{used / GIB:.1f}/{total / GIB:.1f}G ")
+        text.append(bar(used / total, width), style="magenta")
+    return text
