@@ -21,24 +21,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from lora_tui.core.data.template import ALPACA_PREAMBLE
 from lora_tui.core.runs import RunDirectory, RunError
 
 Progress = Callable[[str, float], None]
 
-# Fallback prompt formats for models without a chat template (config data.template).
+# Jinja versions of lora_tui.core.data.ChatFormatter's fallback formats, so a merged model carries the
+# format it was trained in (tests check they render exactly what ChatFormatter renders).
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 ALPACA_TEMPLATE = (
-    "{% for message in messages %}{% if message['role'] == 'system' %}{{ message['content'] + '\n\n' }}"
-    "{% elif message['role'] == 'user' %}{{ '### Instruction:\n' + message['content'] + '\n\n' }}"
-    "{% else %}{{ '### Response:\n' + message['content'] + eos_token + '\n\n' }}{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '### Response:\n' }}{% endif %}"
+    "{%- set system = messages | selectattr('role', 'equalto', 'system') | map(attribute='content') | join(' ') -%}"
+    "{{ (system if system else '" + ALPACA_PREAMBLE + "') + '\n\n' }}"
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'user' -%}{{ '### Instruction:\n' + message['content'] + '\n\n' }}"
+    "{%- elif message['role'] == 'assistant' -%}{{ '### Response:\n' + message['content'] }}"
+    "{%- if not loop.last %}{{ '\n\n' }}{% else %}{{ eos_token }}{% endif -%}"
+    "{%- endif -%}{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '### Response:\n' }}{%- endif -%}"
 )
 FALLBACK_TEMPLATES = {"chatml": CHATML_TEMPLATE, "alpaca": ALPACA_TEMPLATE}
-# Text that ends an answer when the end of a turn is not one special token.
-FALLBACK_STOPS = {"chatml": ["<|im_end|>", "<|im_start|>"], "alpaca": ["### Instruction:", "### Response:"]}
 # Single special tokens that end a turn in common chat formats.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>")
 
@@ -145,17 +149,27 @@ def find_adapter(run: str | Path, *, require_adapter: bool = True, allow_checkpo
                          config.model.trust_remote_code, config.model.revision, config.data.template, note)
 
 
-def prepare_tokenizer(tokenizer, template: str = "auto"):
-    """Give a tokenizer without a chat template the fallback format training used; returns the stop strings
-    needed when a turn does not end with one special token."""
-    if getattr(tokenizer, "chat_template", None):
-        return []
-    name = template if template in FALLBACK_TEMPLATES else "chatml"
-    tokenizer.chat_template = FALLBACK_TEMPLATES[name]
-    stops = list(FALLBACK_STOPS[name])
-    if name == "chatml" and "<|im_end|>" in tokenizer.get_vocab():
-        stops = []  # a real special token: generation stops on its id instead
-    return stops
+def training_formatter(tokenizer, template: str = "auto"):
+    """The ChatFormatter training used: the model's own template (auto), or the ChatML / Alpaca fallback."""
+    from lora_tui.core.data import ChatFormatter
+
+    return ChatFormatter(tokenizer, template=template if template in ("auto", "chatml", "alpaca") else "auto")
+
+
+def adds_bos(tokenizer) -> bool:
+    bos = getattr(tokenizer, "bos_token_id", None)
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return bos is not None and bool(ids) and ids[0] == bos and tokenizer("a", add_special_tokens=False)["input_ids"][:1] != [bos]
+
+
+def apply_training_template(tokenizer, template: str = "auto") -> str:
+    """Set ``tokenizer.chat_template`` to the format training used, so a saved tokenizer carries it.
+    Returns the format's name: model | chatml | alpaca."""
+    kind = training_formatter(tokenizer, template).template
+    if kind != "model":
+        # Training tokenized fallback text with the tokenizer's own BOS; chat templates must write it themselves.
+        tokenizer.chat_template = ("{{ bos_token }}" if adds_bos(tokenizer) else "") + FALLBACK_TEMPLATES[kind]
+    return kind
 
 
 def end_of_turn_ids(tokenizer, model=None) -> list[int]:
@@ -208,14 +222,20 @@ class ChatSession:
     """A loaded base model (+ adapter) that answers chat messages."""
 
     def __init__(self, model, tokenizer, *, has_adapter: bool, device: str = "cpu",
-                 source: AdapterSource | None = None, stop_strings: list[str] | None = None) -> None:
+                 source: AdapterSource | None = None, template: str | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.has_adapter = has_adapter
         self.device = device
         self.source = source
-        self.stop_strings = stop_strings or []
+        # Prompts are rendered exactly as training rendered them (same formatter, same BOS rule).
+        self.formatter = training_formatter(tokenizer, template or (source.template if source else "auto"))
         self.eos_ids = end_of_turn_ids(tokenizer, model)
+        vocab = tokenizer.get_vocab()
+        special = set(tokenizer.all_special_tokens)
+        self.eos_ids = sorted(set(self.eos_ids) | {vocab[s] for s in self.formatter.stop_strings if s in special})
+        # Stops that are not one special token (Alpaca's next "### Instruction:") are cut from the text.
+        self.stop_strings = [s for s in self.formatter.stop_strings if s not in special]
         self._lock = threading.Lock()  # one generation at a time: disable_adapter() flips shared state
 
     @classmethod
@@ -251,7 +271,6 @@ class ChatSession:
             raise ChatError(f"Cannot load the base model '{source.base_model}': {exc}") from None
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        stops = prepare_tokenizer(tokenizer, source.template)
         has_adapter = source.adapter_dir is not None
         if has_adapter:
             report(f"Loading the adapter from {source.adapter_dir}", 0.8)
@@ -265,7 +284,7 @@ class ChatSession:
                                 "Fix: chat with the run that trained it, on the same base model.") from None
         model.eval()
         report("Ready", 1.0)
-        return cls(model, tokenizer, has_adapter=has_adapter, device=device, source=source, stop_strings=stops)
+        return cls(model, tokenizer, has_adapter=has_adapter, device=device, source=source)
 
     # --- prompts -------------------------------------------------------------------
     def _max_context(self) -> int | None:
@@ -279,8 +298,8 @@ class ChatSession:
         limit = self._max_context()
         messages = list(messages)
         while True:
-            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                     return_dict=True, return_tensors="pt")
+            text = self.formatter.prompt_text(messages)
+            ids = self.tokenizer(text, add_special_tokens=self.formatter.template != "model", return_tensors="pt")
             length = ids["input_ids"].shape[-1]
             first = 1 if messages[0].get("role") == "system" else 0
             if limit is None or length + max_new_tokens <= limit or len(messages) - first <= 1:

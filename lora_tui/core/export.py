@@ -20,7 +20,7 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
-from lora_tui.core.chat import ChatError, find_adapter, prepare_tokenizer
+from lora_tui.core.chat import ChatError, apply_training_template, find_adapter
 from lora_tui.core.modelfile import write_modelfile  # noqa: F401  (public here too, as documented)
 from lora_tui.core.runs import RunDirectory
 
@@ -183,7 +183,7 @@ def merge_adapter(run: str | Path, out: str | Path, *, dtype: str = "auto", over
         report(f"Writing {final}", 0.7)
         tmp.mkdir(parents=True)
         model.save_pretrained(tmp, safe_serialization=True)
-        prepare_tokenizer(tokenizer, source.template)  # a fallback format travels with the model too
+        apply_training_template(tokenizer, source.template)  # a fallback format travels with the model too
         tokenizer.save_pretrained(tmp)
         write_modelfile(tmp, tokenizer)
         _write_merged_readme(tmp, final, source, dtype)

@@ -15,7 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-_SYS, _U1, _A1, _U2, _A2, _U3 = "SYSQXZ7", "USRQXZ1", "ASTQXZ1", "USRQXZ2", "ASTQXZ2", "USRQXZ3"
+from lora_tui.core.data.template import ALPACA_PREAMBLE
+
+# Mixed case, so a template that rewrites content (upper, lower, title) is caught rather than mistranslated.
+_SYS, _U1, _A1, _U2, _A2, _U3 = "sysQxz7", "usrQxz1", "astQxz1", "usrQxz2", "astQxz2", "usrQxz3"
 
 
 class TemplateError(ValueError):
@@ -75,9 +78,9 @@ def named_format(name: str, eos: str = "</s>") -> TurnFormat:
                           ["<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"])
     if name == "mistral":  # no system role: the system text opens the first [INST]
         return TurnFormat("mistral", "[INST] ", "\n\n", "[INST] ", " [/INST]", f"{eos}[INST] ", [eos, "[INST]", "[/INST]"])
-    if name == "alpaca":
-        return TurnFormat("alpaca", "", "\n\n### Instruction:\n", "### Instruction:\n", "\n\n### Response:\n",
-                          f"{eos}\n\n### Instruction:\n", [eos, "### Instruction:", "### Response:"])
+    if name == "alpaca":  # as lora_tui.core.data.ChatFormatter renders it: preamble unless a system text is given
+        return TurnFormat("alpaca", "", "\n\n### Instruction:\n", f"{ALPACA_PREAMBLE}\n\n### Instruction:\n",
+                          "\n\n### Response:\n", "\n\n### Instruction:\n", [eos, "### Instruction:"])
     raise TemplateError(f"Unknown chat format '{name}'. Formats: chatml, llama3, mistral, alpaca.")
 
 
@@ -137,7 +140,7 @@ def derive_format(tokenizer) -> TurnFormat:
     family = guess_family(tokenizer.chat_template)
     stops = _stop_tokens(tokenizer, separators, first_user)
     stops += [s for s in named_format(family).stops if s in separators and s not in stops]
-    fmt = TurnFormat(f"the model's own chat template ({family}-style)", system_prefix, after_system, first_user, after_user, after_answer, stops, note)
+    fmt = TurnFormat(f"the tokenizer's chat template ({family}-style)", system_prefix, after_system, first_user, after_user, after_answer, stops, note)
     check_format(fmt, tokenizer, with_system=not note)
     return fmt
 
