@@ -159,7 +159,8 @@ def check_value(section: str, key: str, value: Any) -> Any:
             try:
                 value = float(text) if any(c in text.lower() for c in ".en") else int(text)
             except ValueError:
-                raise ConfigError(f"{where} must be a number, not '{value}'.") from None
+                what = "a whole number" if kind.startswith("int") else "a number"
+                raise ConfigError(f"{where} must be {what}, not '{value}'.") from None
         elif not kind.startswith("str"):
             try:
                 value = yaml.safe_load(text) if text else None
