@@ -26,6 +26,9 @@ BOILERPLATE = re.compile(
     r"|\bi was (?:trained|created|developed) by openai\b",
     re.IGNORECASE,
 )
+# Every BOILERPLATE alternative contains one of these: a substring test first keeps 100k rows fast.
+BOILERPLATE_HINTS = ("as a", " ai", "language model", "sorry", "cannot", "can't", "can’t", "don't have", "do not have",
+                     "don’t have", "my knowledge", "my last", "my training", "openai")
 URL = re.compile(r"\bhttps?://[^\s)\]>\"']+|\bwww\.[a-z0-9-]+\.[a-z]{2,}[^\s)\]>\"']*", re.IGNORECASE)
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 NOT_WORD = re.compile(r"[\W_]+")
@@ -54,14 +57,15 @@ def hygiene_findings(examples: list[Example], special_tokens: list[str] | tuple 
                 near[folded] = ex
         answers = [c for role, c in turns if role in ("assistant", "text")]
         for content in answers:
-            hit = BOILERPLATE.search(content)
+            low = content.lower()
+            hit = BOILERPLATE.search(content) if any(h in low for h in BOILERPLATE_HINTS) else None
             if hit:
                 findings.append(_warn(ex, f"AI boilerplate in the answer: \"{hit.group(0)}\"",
                                       "rewrite the answer without the disclaimer (the model would learn it)",
                                       "ai_boilerplate"))
                 break
         for _, content in turns:
-            hit = URL.search(content)
+            hit = URL.search(content) if _maybe_url(content) else None
             if hit:
                 findings.append(_warn(ex, f"contains a URL ({_short(hit.group(0))})",
                                       "remove URLs the model should not learn to produce", "url"))
@@ -94,3 +98,7 @@ def _short(url: str) -> str:
 
 def _warn(ex: Example, message: str, fix: str, code: str) -> Finding:
     return Finding(ex.line, "warning", message, fix, code, ex.source)
+
+
+def _maybe_url(text: str) -> bool:
+    return "http" in text or "HTTP" in text or "www." in text or "WWW." in text
