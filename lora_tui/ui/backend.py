@@ -53,13 +53,14 @@ class Backend:
         from lora_tui.core.embedded import EMBEDDED_MODEL
 
         rows = []
-        for name in [EMBEDDED_MODEL, *CATALOGUE]:
+        entries = [(EMBEDDED_MODEL, model_dims(EMBEDDED_MODEL))]
+        entries += [(dims.hub_id or name, dims) for name, dims in CATALOGUE.items()]
+        for name, dims in entries:
             try:
-                params = model_dims(name).parameters
                 verdict = judge_fit(self.memory_plan(config, model=name), hardware)
-                rows.append((name, params, verdict.estimate.total_bytes, verdict.verdict))
+                rows.append((name, dims.params, verdict.estimate.total_bytes, verdict.verdict))
             except Exception:  # one odd entry must not hide the rest of the table
-                rows.append((name, None, None, None))
+                rows.append((name, dims.params, None, None))
         return rows
 
     # --- models ---------------------------------------------------------------------------
@@ -131,7 +132,7 @@ class Backend:
     def open_chat(self, run, on_progress: Progress | None = None):
         from lora_tui.core.chat import ChatSession
 
-        return ChatSession.from_run(run, on_progress=on_progress)
+        return ChatSession.from_run(run.path, on_progress=on_progress)
 
     def generation_settings(self, **values):
         from lora_tui.core.chat import GenerationSettings
@@ -141,15 +142,15 @@ class Backend:
     def export_summary(self, run) -> dict:
         from lora_tui.core.export import export_summary
 
-        return export_summary(run)
+        return export_summary(run.path)
 
-    def zip_adapter(self, run) -> Path:
+    def zip_adapter(self, run, overwrite: bool = False) -> Path:
         from lora_tui.core.export import zip_adapter
 
-        return zip_adapter(run)
+        return zip_adapter(run.path, overwrite=overwrite)
 
     def merge(self, run, out: str, dtype: str = "auto", overwrite: bool = False,
               on_progress: Progress | None = None):
         from lora_tui.core.export import merge_adapter
 
-        return merge_adapter(run, out, dtype=dtype, overwrite=overwrite, on_progress=on_progress)
+        return merge_adapter(run.path, out, dtype=dtype, overwrite=overwrite, on_progress=on_progress)

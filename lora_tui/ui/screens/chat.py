@@ -40,12 +40,12 @@ class ChatBubble(Static):
 
     def set_text(self, text: str, note: str = "") -> None:
         self.body = text
-        self.update(self._render(note))
+        self.update(self._bubble_text(note))
 
     def on_mount(self) -> None:
-        self.update(self._render())
+        self.update(self._bubble_text())
 
-    def _render(self, note: str = "") -> Text:
+    def _bubble_text(self, note: str = "") -> Text:
         text = Text(self.who + "  ", style="bold")
         text.append(self.body)
         if note:

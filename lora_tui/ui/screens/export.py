@@ -22,14 +22,7 @@ from lora_tui.ui.screens.base import WizardScreen
 from lora_tui.ui.screens.dialogs import Confirm, PathPrompt
 
 
-def _size(path: Path) -> str:
-    try:
-        if path.is_dir():
-            n = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-        else:
-            n = path.stat().st_size
-    except OSError:
-        return "?"
+def human_size(n: int) -> str:
     for unit, size in (("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
         if n >= size:
             return f"{n / size:.1f} {unit}"
@@ -45,6 +38,8 @@ class ExportScreen(WizardScreen):
         self._busy = False
         self._merged: Path | None = None
         self._shown_for: str | None = None
+        self._detail_shown = False  # the detail panel shows a Modelfile: keep it over the model card
+        self._summary_data: dict = {}
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="export-body", classes="body"):
@@ -66,7 +61,9 @@ class ExportScreen(WizardScreen):
         if self._shown_for != str(run.path):
             self._shown_for = str(run.path)
             self._merged = None
+            self._detail_shown = False
             self.query_one("#export-result", Static).update("")
+            self.query_one("#export-text", Static).update("")
         where.update("Reading the run…")
         self._summary(run)
 
@@ -81,30 +78,41 @@ class ExportScreen(WizardScreen):
 
     def _show_summary(self, summary: dict | None, error: str | None) -> None:
         run = self.state.run
+        self._summary_data = summary or {}
         text = Text()
-        adapter = Path(summary.get("adapter_dir") or run.adapter_dir) if summary else run.adapter_dir
-        if error or not (adapter / "adapter_config.json").is_file():
-            text.append(f"No adapter in {adapter} yet", style="bold yellow")
+        if error or not summary or not summary.get("adapter"):
+            text.append(f"No adapter in {run.adapter_dir} yet", style="bold yellow")
             text.append(f" ({error})" if error else ": it is written when training finishes or is stopped.")
             self.query_one("#export-where", Static).update(text)
             return
-        text.append("Adapter     ", style="bold")
-        text.append(f"{adapter}  ({_size(adapter)})\n")
-        card = adapter / "README.md"
-        text.append("Model card  ", style="bold")
-        text.append(f"{card}\n" if card.is_file() else "none\n")
-        for key, label in (("base_model", "Base model"), ("method", "Method"), ("train_loss", "Train loss"),
-                           ("eval_loss", "Eval loss")):
-            if summary.get(key) is not None:
-                text.append(f"{label:<12}", style="bold")
-                value = summary[key]
-                text.append(f"{value:.4g}\n" if isinstance(value, float) else f"{value}\n")
+        adapter = Path(summary["adapter"])
+
+        def row(label: str, value: str, style: str = "") -> None:
+            text.append(f"{label:<12}", style="bold")
+            text.append(value + "\n", style=style)
+
+        row("Adapter", f"{adapter}  ({human_size(summary.get('adapter_bytes') or 0)}, "
+                       f"{len(summary.get('adapter_files') or [])} files)")
+        row("Model card", summary.get("model_card") or "none")
+        row("Base model", str(summary.get("base_model")))
+        if summary.get("zip"):
+            row("Zip", f"{summary['zip']}  ({human_size(summary.get('zip_bytes') or 0)})")
+        else:
+            row("Zip", "not yet (z)", "dim")
+        merged = summary.get("merged") or []
+        for item in merged:
+            row("Merged", f"{item['path']}  ({item.get('dtype')}, {human_size(item.get('bytes') or 0)})")
+        if not merged:
+            row("Merged", "not yet (m)", "dim")
+        else:
+            self._merged = Path(merged[-1]["path"])
         text.append("Load it     ", style="bold")
-        text.append(f"PeftModel.from_pretrained(base, \"{adapter}\")", style="dim")
+        text.append(f'PeftModel.from_pretrained(base_model, "{adapter}")', style="dim")
         self.query_one("#export-where", Static).update(text)
-        if card.is_file() and not self.query_one("#export-result", Static).renderable:
+        card = summary.get("model_card")
+        if card and not self._detail_shown:
             try:
-                self.query_one("#export-text", Static).update(Text(card.read_text(encoding="utf-8")[:6000],
+                self.query_one("#export-text", Static).update(Text(Path(card).read_text(encoding="utf-8")[:6000],
                                                                    style="dim"))
             except OSError:
                 pass
@@ -127,14 +135,22 @@ class ExportScreen(WizardScreen):
     def action_zip(self) -> None:
         if self._refuse():
             return
+        existing = self._summary_data.get("zip")
+        if existing:
+            self.app.push_screen(Confirm("Replace the zip?", f"{existing} exists. Zip the adapter again over it?",
+                                         yes="Replace"), lambda yes: self._start_zip(True) if yes else None)
+        else:
+            self._start_zip(False)
+
+    def _start_zip(self, overwrite: bool) -> None:
         self._busy = True
         self.query_one("#export-result", Static).update("Zipping the adapter…")
-        self._zip(self.state.run)
+        self._zip(self.state.run, overwrite)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="export")
-    def _zip(self, run) -> None:
+    def _zip(self, run, overwrite: bool) -> None:
         try:
-            self.post_message(ExportDone("zip", self.backend.zip_adapter(run)))
+            self.post_message(ExportDone("zip", self.backend.zip_adapter(run, overwrite=overwrite)))
         except Exception as exc:
             from lora_tui.ui.app import _plain_error
 
@@ -194,6 +210,7 @@ class ExportScreen(WizardScreen):
         self._show_modelfile(modelfile)
 
     def _show_modelfile(self, modelfile: Path) -> None:
+        self._detail_shown = True
         try:
             body = modelfile.read_text(encoding="utf-8")
         except OSError as exc:
@@ -214,14 +231,14 @@ class ExportScreen(WizardScreen):
             return
         if message.what == "zip":
             path = Path(str(message.result))
-            result.update(Text(f"✓ Zipped: {path} ({_size(path)})", style="bold green"))
+            result.update(Text(f"✓ Zipped: {path}", style="bold green"))
         elif message.what == "merge":
-            out = Path(getattr(message.result, "path", None) or message.details.get("out"))
+            out = Path(str(message.result or message.details.get("out")))
             self._merged = out
-            result.update(Text(f"✓ Merged model: {out} ({_size(out)}). o: show its Ollama Modelfile",
-                               style="bold green"))
+            result.update(Text(f"✓ Merged model: {out}. It loads with plain transformers.", style="bold green"))
             if (out / "Modelfile").is_file():
                 self._show_modelfile(out / "Modelfile")
+        self._summary(self.state.run)  # sizes and paths of what now exists
 
     def next_refusal(self) -> str | None:
         return "This is the last step. ctrl+q quits; ctrl+b goes back."

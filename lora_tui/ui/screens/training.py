@@ -188,7 +188,7 @@ class TrainingScreen(WizardScreen):
         if h.fraction >= 1.0 and total:
             progress.update(progress=total)
         self.query_one("#now", Static).update(now_panel(h))
-        self.query_one("#system", Static).update(system_panel(h.system))
+        self.query_one("#system", Static).update(system_panel(h.system, ended=self.run_state in ENDED))
         self.query_one("#outcome", Static).update(self._outcome_text())
         if plot:
             self.query_one(LossPlot).show(h)

@@ -65,10 +65,11 @@ def now_panel(history: RunHistory) -> Text:
     return text
 
 
-def system_panel(event: dict | None, width: int = 14) -> Text:
+def system_panel(event: dict | None, width: int = 14, ended: bool = False) -> Text:
     text = Text()
     if not event:
-        text.append("waiting for the first sample…", style="dim")
+        text.append("no GPU/CPU samples recorded" if ended else "waiting for the first GPU/CPU sample…",
+                    style="dim")
         return text
     gpus = event.get("gpus") or []
     for gpu in gpus:
