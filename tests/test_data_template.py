@@ -143,3 +143,20 @@ def test_measure_agrees_with_tokenize(embedded_tokenizer):
         assert trained == sum(1 for label in cut["labels"] if label != IGNORE)
         partly += 0 < trained < sum(1 for label in full["labels"] if label != IGNORE)
     assert partly >= 1
+
+
+@pytest.mark.parametrize("answer", ["end", "assistant", "im", "You"])
+def test_short_answers_that_also_occur_in_template_text(embedded_tokenizer, answer):
+    out = ChatFormatter(embedded_tokenizer).tokenize(_example(("user", "Say it"), ("assistant", answer)), 1024)
+    assert _trained_text(embedded_tokenizer, out) == answer + "<|im_end|>"
+
+
+def test_template_that_rewrites_content_uses_prefix_renders(embedded_model_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(embedded_model_dir)
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] | trim }}<|im_end|>\n"
+                         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    example = _example(("user", "  Hi  "), ("assistant", "  Ahoy there  "))
+    out = ChatFormatter(tok).tokenize(example, 1024)
+    assert _trained_text(tok, out) == "Ahoy there<|im_end|>"
