@@ -160,3 +160,14 @@ def test_template_that_rewrites_content_uses_prefix_renders(embedded_model_dir):
     example = _example(("user", "  Hi  "), ("assistant", "  Ahoy there  "))
     out = ChatFormatter(tok).tokenize(example, 1024)
     assert _trained_text(tok, out) == "Ahoy there<|im_end|>"
+
+
+def test_tokenize_names_the_row_a_template_refuses(embedded_model_dir):
+    from transformers import AutoTokenizer
+
+    from lora_tui.core.data import DataError
+
+    tok = AutoTokenizer.from_pretrained(embedded_model_dir)
+    tok.chat_template = "{% if messages[0]['role'] == 'system' %}{{ raise_exception('no system') }}{% endif %}x"
+    with pytest.raises(DataError, match="line 7: the chat template refuses this row: no system"):
+        ChatFormatter(tok).tokenize(_example(("system", "s"), ("user", "u"), ("assistant", "a"), line=7), 64)

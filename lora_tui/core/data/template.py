@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .records import Example
+from .records import DataError, Example
 
 TEMPLATES = ("auto", "chatml", "alpaca")
 ALPACA_PREAMBLE = ("Below is an instruction that describes a task. "
@@ -202,8 +202,18 @@ class ChatFormatter:
         return self.tokenize_many([example], max_seq_len)[0]
 
     def tokenize_many(self, examples: list[Example], max_seq_len: int) -> list[dict]:
-        """``tokenize`` for many examples at once (one batched call to the fast tokenizer)."""
-        rendered = [self._render(e) for e in examples]
+        """``tokenize`` for many examples at once (one batched call to the fast tokenizer).
+
+        Raises DataError naming the row when the model's chat template refuses it
+        (``validate_dataset`` reports such rows as errors beforehand).
+        """
+        rendered = []
+        for e in examples:
+            try:
+                rendered.append(self._render(e))
+            except Exception as exc:  # jinja raise_exception() in the model's own template
+                raise DataError(f"{e.where()}: the chat template refuses this row: {exc}. Fix: reshape the "
+                                "conversation, or pick the chatml template.") from None
         out = []
         for r, (ids, ranges) in zip(rendered, self._encode(rendered)):
             labels = [IGNORE] * len(ids)
