@@ -252,3 +252,41 @@ def test_out_of_memory_is_explained():
     assert reason == "Out of memory."
     for word in ("4-bit", "gradient checkpointing", "micro_batch", "max_seq_len"):
         assert word in fix
+
+
+def test_early_stopping_on_eval_loss(tiny_model_dir, data_files, tmp_path):
+    # A learning rate too small to move the eval loss: patience 1 stops at the second evaluation.
+    config = _config(tiny_model_dir, data_files, "training.max_steps=40", "training.eval_steps=2",
+                     "training.save_steps=0", "training.learning_rate=1e-7", "training.early_stopping_patience=1")
+    run = start_run(config, tmp_path / "early")
+    assert _wait_done(run) == "finished", run.log_path.read_text()[-3000:]
+    finished = run.read_events()[-1]
+    assert finished["early_stopped"] is True and finished["step"] == 4
+    assert any("early stopping" in e.get("message", "") for e in run.read_events() if e["type"] == "log")
+
+
+def test_cli_detach_runs_attach_stop(tiny_model_dir, data_files, tmp_path):
+    """The command surface scripts rely on, through the real `lora-tui` entry point."""
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "lora_tui", *args], capture_output=True, text=True,
+                              cwd=tmp_path, timeout=300)
+
+    run_dir = tmp_path / "runs" / "cli-run"
+    started = cli("train", f"model.name={tiny_model_dir}", f"data.train={data_files[0]}", "data.validation=",
+                  "data.max_seq_len=64", "training.max_steps=500", "training.micro_batch=2", "training.grad_accum=1",
+                  "training.save_steps=0", "training.eval_steps=0", "--run-dir", str(run_dir), "--detach")
+    assert started.returncode == 0, started.stderr
+    assert f"lora-tui attach {run_dir}" in started.stdout
+    run = RunDirectory(run_dir)
+    _wait_for(lambda: any(e["type"] == "step" for e in run.read_events()), run)
+    listing = json.loads(cli("runs", "--json").stdout)
+    assert [(r["name"], r["state"]) for r in listing] == [("cli-run", "running")]
+    stopped = cli("stop", "cli-run")  # by name, under ./runs
+    assert stopped.returncode == 0 and "State: stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+    history = cli("attach", str(run_dir), "--no-follow")
+    assert history.returncode == 0 and "stopped at step" in history.stdout and "started: LoRA" in history.stdout
+    again = cli("train", f"model.name={tiny_model_dir}", "--run-dir", str(run_dir))
+    assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
