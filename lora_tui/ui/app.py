@@ -156,6 +156,8 @@ class LoraTuiApp(App[int]):
     @work(thread=True, exclusive=True, exit_on_error=False, group="hardware")
     def probe_hardware(self) -> None:
         try:
+            # GPUs and RAM first (milliseconds); then again with torch / bitsandbytes versions (seconds).
+            self.post_message(HardwareProbed(self.backend.probe_hardware(check_libraries=False)))
             self.post_message(HardwareProbed(self.backend.probe_hardware()))
         except Exception as exc:  # the probe promises no exceptions; a bug must not kill the wizard
             self.post_message(HardwareProbed(None, error=f"{type(exc).__name__}: {exc}"))

@@ -27,21 +27,21 @@ class Backend:
         self._lock = threading.Lock()
 
     # --- hardware and memory --------------------------------------------------------------
-    def probe_hardware(self):
+    def probe_hardware(self, check_libraries: bool = True):
         from lora_tui.core.hardware import probe_hardware
 
-        return probe_hardware()
+        return probe_hardware(check_libraries=check_libraries)
 
-    def memory_plan(self, config: Config, model: str | None = None):
-        from lora_tui.core.memory import plan_from_config
+    def memory_plan(self, config: Config, hardware, model: str | None = None):
+        from lora_tui.core.wizard_support import memory_plan_for
 
-        return plan_from_config(config, model=model)
+        return memory_plan_for(config, hardware, model=model)
 
     def judge(self, config: Config, hardware) -> tuple[Any, Any]:
         """(estimate, verdict) for the current plan on this hardware."""
         from lora_tui.core.memory import judge_fit
 
-        plan = self.memory_plan(config)
+        plan = self.memory_plan(config, hardware)
         verdict = judge_fit(plan, hardware)
         return verdict.estimate, verdict
 
@@ -57,7 +57,7 @@ class Backend:
         entries += [(dims.hub_id or name, dims) for name, dims in CATALOGUE.items()]
         for name, dims in entries:
             try:
-                verdict = judge_fit(self.memory_plan(config, model=name), hardware)
+                verdict = judge_fit(self.memory_plan(config, hardware, model=name), hardware)
                 rows.append((name, dims.params, verdict.estimate.total_bytes, verdict.verdict))
             except Exception:  # one odd entry must not hide the rest of the table
                 rows.append((name, dims.params, None, None))

@@ -148,8 +148,10 @@ class HardwareScreen(WizardScreen):
             self._set_fixes([])
             return
         v = judgement.verdict
+        notes = "".join(f"\n[dim]{note}[/]" for note in v.notes)
         plan.update(Text.from_markup(f"{describe}\n[b]Needs {gib(v.estimate.total_bytes)}[/] of "
-                                     f"{gib(v.available_bytes)} free  {verdict_markup(v.verdict)}"))
+                                     f"{gib(v.available_bytes)} free on {v.device_label}  "
+                                     f"{verdict_markup(v.verdict)}{notes}"))
         parts = sorted(v.estimate.breakdown.items(), key=lambda kv: -kv[1])
         breakdown.update(Text("  " + "   ".join(f"{name.replace('_', ' ')} {value / GIB:.2f}"
                                                    for name, value in parts) + "  (GiB)", style="dim"))

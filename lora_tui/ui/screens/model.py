@@ -38,6 +38,7 @@ class ModelScreen(WizardScreen):
         with Vertical(id="model-body", classes="body"):
             yield Label("Which model do you want to adapt?  Enter on a row chooses it and moves on.",
                         classes="title")
+            yield Static(id="plan-hint", classes="hint")
             table = DataTable(id="models", cursor_type="row", zebra_stripes=True)
             table.add_columns("Model", "Params", "Needs", "Fits")
             yield table
@@ -71,6 +72,11 @@ class ModelScreen(WizardScreen):
             self.refresh_catalogue()
 
     def refresh_catalogue(self) -> None:
+        c = self.state.config
+        where = "the GPU" if self.state.hardware is not None and self.state.hardware.gpus else "RAM"
+        self.query_one("#plan-hint", Static).update(
+            f"Needs: peak memory with the current plan ({c.model.load_in} base, r {c.lora.r}, micro-batch "
+            f"{c.training.micro_batch} x {c.data.max_seq_len} tokens); Fits: against free {where}.")
         key = self.app.plan_key()[1:]  # the plan without the model name
         if self.state.hardware is None or key == self._catalogue_key:
             return

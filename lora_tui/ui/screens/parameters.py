@@ -30,6 +30,8 @@ from lora_tui.ui.widgets.format import gib, verdict_markup
 
 PRESET_LABELS = {"lora": "LoRA (16-bit base)", "qlora": "QLoRA (4-bit base)", "lora-8bit": "LoRA on an 8-bit base"}
 CUSTOM = "custom"
+# What people tune here first; the model and data were chosen on the steps before.
+FORM_ORDER = ("lora", "training", "data", "output", "model")
 
 
 class ParametersScreen(WizardScreen):
@@ -54,7 +56,8 @@ class ParametersScreen(WizardScreen):
                              allow_blank=False, compact=True, id="preset")
                 yield Static(id="preset-help", classes="field-help")
             with VerticalScroll(id="form"):
-                for section, help_text in SECTION_HELP.items():
+                for section in FORM_ORDER:
+                    help_text = SECTION_HELP[section]
                     yield Static(Text.assemble((section, "bold"), "  ", (help_text, "dim")), classes="section-title")
                     for key, value in vars(getattr(config, section)).items():
                         choices = TARGET_CHOICES + (CUSTOM,) if (section, key) == ("lora", "targets") else None
@@ -133,9 +136,8 @@ class ParametersScreen(WizardScreen):
             line.update(f"[yellow]Memory: no estimate ({judgement.error})[/]")
         else:
             v = judgement.verdict
-            where = "GPU" if getattr(v, "device", "cpu") != "cpu" else "RAM"
             line.update(f"Memory: needs [b]{gib(v.estimate.total_bytes)}[/] of {gib(v.available_bytes)} free "
-                        f"{where}  {verdict_markup(v.verdict)}"
+                        f"({v.device_label})  {verdict_markup(v.verdict)}"
                         + ("  [dim](Hardware step lists fixes)[/]" if v.verdict != "fits" else ""))
 
     def _show_command(self) -> None:
