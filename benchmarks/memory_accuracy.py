@@ -1,0 +1,268 @@
+"""Estimated against measured peak memory of real LoRA / QLoRA training steps.
+
+Each point runs in a fresh Python process that trains a few steps the way
+``lora_tui.core.training`` does (transformers load, bitsandbytes for 4-bit plus
+peft's prepare_model_for_kbit_training, peft LoRA, TRL SFTTrainer, AdamW) and
+reports its peak: RSS (``ru_maxrss``) on CPU; on CUDA, ``max_memory_reserved`` and
+the NVML per-process peak. The parent never imports torch, so its own memory does
+not leak into a child's figure. Prints a table and whether the goal holds: within
+10% of measured (or 0.5 GiB, whichever is larger) and never more than 5% under.
+
+    python benchmarks/memory_accuracy.py            # CPU matrix, plus GPU points when CUDA is present
+    python benchmarks/memory_accuracy.py --quick    # 3 CPU points
+    python benchmarks/memory_accuracy.py --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lora_tui.core.memory import CUDA_CONTEXT_BYTES, GiB, MiB, MemoryPlan, estimate_memory  # noqa: E402
+
+STEPS = 3  # AdamW states exist from step 2 on, so the peak is reached by then
+CPU_MATRIX = [  # (quant, r, batch, seq_len, grad_checkpointing)
+    ("none", 8, 1, 128, False), ("none", 64, 1, 512, False), ("none", 8, 4, 128, False),
+    ("none", 64, 4, 128, False), ("none", 8, 4, 512, False), ("none", 64, 4, 512, True),
+    ("4bit", 8, 1, 128, False), ("4bit", 64, 1, 512, False), ("4bit", 8, 4, 128, False),
+    ("4bit", 64, 4, 512, False),
+]
+QUICK = [CPU_MATRIX[0], CPU_MATRIX[2], CPU_MATRIX[6]]
+GPU_MATRIX = [  # catalogue models with random weights: (model, quant, r, batch, seq_len, gc)
+    ("SmolLM2-360M", "none", 16, 4, 1024, False), ("Qwen2.5-0.5B", "none", 16, 4, 1024, False),
+    ("Qwen2.5-0.5B", "4bit", 64, 4, 1024, False), ("Llama-3.2-1B", "none", 16, 8, 1024, False),
+    ("Llama-3.2-1B", "4bit", 64, 8, 1024, False), ("Llama-3.2-1B", "none", 16, 8, 2048, True),
+    ("Qwen2.5-1.5B", "4bit", 16, 4, 2048, False),
+]
+
+
+# ---------------------------------------------------------------- child side
+def _child(spec: dict) -> None:
+    import resource
+    import threading
+
+    import psutil
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from trl import SFTConfig, SFTTrainer
+
+    result = {"rss_after_imports": psutil.Process().memory_info().rss}
+    cuda = spec["device"] == "cuda"
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[spec["dtype"]]
+    nvml_peak, stop = [0], threading.Event()
+    if cuda:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+
+        def watch():  # NVML sees the CUDA context too, which torch's counters do not
+            while not stop.is_set():
+                for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                    if proc.pid == os.getpid() and proc.usedGpuMemory:
+                        nvml_peak[0] = max(nvml_peak[0], proc.usedGpuMemory)
+                time.sleep(0.005)
+
+        threading.Thread(target=watch, daemon=True).start()
+
+    kwargs: dict = {"dtype": dtype}
+    if spec["quant"] == "4bit":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
+        kwargs["device_map"] = {"": 0} if cuda else {"": "cpu"}
+    model = AutoModelForCausalLM.from_pretrained(spec["path"], **kwargs)
+    if spec["quant"] == "none" and cuda:
+        model = model.to("cuda")
+    if spec["quant"] != "none":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=spec["gc"])
+    model = get_peft_model(model, LoraConfig(r=spec["r"], lora_alpha=2 * spec["r"], lora_dropout=0.05,
+                                             target_modules=spec["targets"], bias="none", task_type="CAUSAL_LM"))
+    # Real batches are padded: one row per micro-batch is a token shorter than the rest.
+    b, s = spec["batch"], spec["seq_len"]
+    g = torch.Generator().manual_seed(0)
+    rows = [torch.randint(10, 49000, (s - (1 if b > 1 and k % b == b - 1 else 0),), generator=g).tolist() for k in range(b * STEPS)]
+    data = Dataset.from_dict({"input_ids": rows, "labels": rows})
+    precision = spec["dtype"] if cuda else "float32"
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in SFTConfig.__dataclass_fields__ else "gradient_checkpointing"
+    args = SFTConfig(
+        output_dir=tempfile.mkdtemp(prefix="mem-bench-"), per_device_train_batch_size=b, gradient_accumulation_steps=1,
+        max_steps=STEPS, learning_rate=1e-4, logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
+        bf16=precision == "bfloat16", fp16=precision == "float16", use_cpu=not cuda, max_length=s,
+        train_sampling_strategy="sequential", dataloader_num_workers=0,
+        **{checkpointing: spec["gc"], f"{checkpointing}_kwargs": {"use_reentrant": False} if spec["gc"] else None},
+    )
+    tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer"])
+    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+    if cuda:
+        torch.cuda.synchronize()
+    started = time.monotonic()
+    trainer.train()
+    result["train_seconds"] = round(time.monotonic() - started, 1)
+    result["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if cuda:
+        torch.cuda.synchronize()
+        time.sleep(0.05)
+        stop.set()
+        result["max_reserved"] = torch.cuda.max_memory_reserved()
+        result["max_allocated"] = torch.cuda.max_memory_allocated()
+        result["nvml_peak"] = nvml_peak[0]
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def _build_random_model(name: str, out: str, tokenizer: str) -> None:
+    """Child: save a catalogue model with random weights (bf16) so a measured child can load it like a user's."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from lora_tui.core.catalogue import _raw_catalogue
+
+    cfg = dict(_raw_catalogue()[name]["config"])
+    config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tokenizer).save_pretrained(out)
+
+
+# --------------------------------------------------------------- parent side
+def _run_child(args: list[str], timeout: int = 900) -> dict:
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise RuntimeError(f"child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
+def _goal(estimated: int, measured: int) -> bool:
+    return abs(estimated - measured) <= max(0.10 * measured, 0.5 * GiB) and estimated >= 0.95 * measured
+
+
+def _cpu_points(matrix, model_dir: str) -> list[dict]:
+    from lora_tui.core.catalogue import model_dims
+
+    dims = model_dims(model_dir)
+    rows = []
+    for quant, r, batch, seq, gc in matrix:
+        plan = MemoryPlan(dims, quant=quant, r=r, batch=batch, seq_len=seq, grad_checkpointing=gc, device="cpu")
+        est = estimate_memory(plan)
+        spec = {"path": model_dir, "tokenizer": model_dir, "device": "cpu", "dtype": "float32", "quant": quant,
+                "r": r, "batch": batch, "seq_len": seq, "gc": gc, "targets": dims.target_modules("all-linear")}
+        got = _run_child(["--child", json.dumps(spec)])
+        rows.append({"device": "cpu", "model": "SmolLM2-135M (embedded, fp32)", "quant": quant, "r": r, "batch": batch,
+                     "seq_len": seq, "gc": gc, "estimated": est.total_bytes, "measured": got["peak_rss"],
+                     "rss_after_imports": got["rss_after_imports"], "seconds": got["train_seconds"],
+                     "breakdown": est.breakdown})
+        _print_row(rows[-1])
+    return rows
+
+
+def _gpu_points(matrix, tokenizer: str) -> list[dict]:
+    from lora_tui.core.catalogue import CATALOGUE
+
+    rows, built = [], {}
+    with tempfile.TemporaryDirectory(prefix="mem-bench-models-") as tmp:
+        for name, quant, r, batch, seq, gc in matrix:
+            if name not in built:
+                built[name] = os.path.join(tmp, name)
+                build = subprocess.run([sys.executable, __file__, "--build", name, built[name], tokenizer],
+                                       capture_output=True, text=True)
+                if build.returncode:
+                    raise RuntimeError(f"building {name} failed:\n{build.stderr[-3000:]}")
+            dims = CATALOGUE[name]
+            plan = MemoryPlan(dims, quant=quant, r=r, batch=batch, seq_len=seq, grad_checkpointing=gc, device="cuda")
+            est = estimate_memory(plan)
+            spec = {"path": built[name], "tokenizer": tokenizer, "device": "cuda", "dtype": "bfloat16", "quant": quant,
+                    "r": r, "batch": batch, "seq_len": seq, "gc": gc, "targets": dims.target_modules("all-linear")}
+            got = _run_child(["--child", json.dumps(spec)])
+            measured = got["nvml_peak"] or got["max_reserved"] + CUDA_CONTEXT_BYTES
+            rows.append({"device": "cuda", "model": name, "quant": quant, "r": r, "batch": batch, "seq_len": seq, "gc": gc,
+                         "estimated": est.total_bytes, "measured": measured, "max_reserved": got["max_reserved"],
+                         "estimated_without_context": est.total_bytes - est.breakdown.get("cuda_context", 0),
+                         "nvml_peak": got["nvml_peak"], "seconds": got["train_seconds"], "breakdown": est.breakdown})
+            _print_row(rows[-1])
+    return rows
+
+
+def _print_row(row: dict) -> None:
+    err = 100 * (row["estimated"] - row["measured"]) / row["measured"]
+    extra = ""
+    if row["device"] == "cuda":
+        extra = f"  reserved {row['max_reserved'] / MiB:7.0f} vs est-ctx {row['estimated_without_context'] / MiB:7.0f}"
+    print(f"{row['device']:4s} {row['model'][:28]:28s} {row['quant']:4s} r{row['r']:<3d} b{row['batch']:<2d} "
+          f"s{row['seq_len']:<5d} gc={'y' if row['gc'] else 'n'}  est {row['estimated'] / MiB:7.0f} MiB  "
+          f"measured {row['measured'] / MiB:7.0f} MiB  err {err:+6.1f}%  goal {'ok' if _goal(row['estimated'], row['measured']) else 'MISSED'}"
+          f"  ({row['seconds']:.0f} s){extra}", flush=True)
+
+
+def _anchors() -> None:
+    """Published sanity figures, printed beside our arithmetic (no measurement)."""
+    from lora_tui.core import memory
+
+    print("\nSanity anchors (published figures; our estimate for the same setting):")
+    llama = "Llama-2-7B"  # LLaMA-1-7B has the same dimensions
+    weights = estimate_memory(MemoryPlan(llama, quant="4bit", batch=1, seq_len=512)).breakdown["base_weights"]
+    saved, memory.KBIT_UPCASTS_TO_FP32 = memory.KBIT_UPCASTS_TO_FP32, False
+    weights16 = estimate_memory(MemoryPlan(llama, quant="4bit", batch=1, seq_len=512)).breakdown["base_weights"]
+    memory.KBIT_UPCASTS_TO_FP32 = saved
+    print(f"  LLaMA-7B 4-bit base weights: QLoRA paper 5,048 MB; ours {weights16 / 1e6:,.0f} MB with 16-bit embeddings, "
+          f"{weights / 1e6:,.0f} MB after prepare_model_for_kbit_training's fp32 upcast")
+    for name, billions in (("Llama-2-7B", 7), ("Llama-3.1-8B", 8), ("Qwen2.5-1.5B", 1.5)):
+        q = estimate_memory(MemoryPlan(name, quant="4bit", batch=1, seq_len=512, grad_checkpointing=True)).total_bytes
+        l16 = estimate_memory(MemoryPlan(name, quant="none", batch=1, seq_len=512, grad_checkpointing=True)).total_bytes
+        print(f"  {name}: LLaMA-Factory QLoRA-4bit ~{billions / 2:g} GB, ours {q / 1e9:.1f} GB; "
+              f"LoRA-16bit ~{2 * billions:g} GB, ours {l16 / 1e9:.1f} GB  (batch 1, 512 tokens, checkpointing)")
+
+
+def main() -> int:
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        _child(json.loads(sys.argv[2]))
+        return 0
+    if len(sys.argv) > 4 and sys.argv[1] == "--build":
+        _build_random_model(sys.argv[2], sys.argv[3], sys.argv[4])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="three CPU points only")
+    parser.add_argument("--cpu-only", action="store_true")
+    parser.add_argument("--gpu-only", action="store_true")
+    parser.add_argument("--json", default=None, help="also write every point to this file")
+    args = parser.parse_args()
+
+    from lora_tui.core.embedded import ensure_embedded_model
+    from lora_tui.core.hardware import probe_hardware
+
+    model_dir = str(ensure_embedded_model())
+    rows: list[dict] = []
+    if not args.gpu_only:
+        print(f"CPU: SmolLM2-135M fp32, {STEPS} training steps per point, peak RSS (ru_maxrss) of a fresh process")
+        rows += _cpu_points(QUICK if args.quick else CPU_MATRIX, model_dir)
+    hardware = probe_hardware(check_libraries=False)
+    if not args.cpu_only and not args.quick:
+        if hardware.gpus:
+            print(f"\nGPU: {hardware.gpus[0].name}; measured = NVML per-process peak (context included)")
+            rows += _gpu_points(GPU_MATRIX, model_dir)
+        else:
+            print(f"\nGPU points pending: no CUDA GPU here ({hardware.nvml_error or 'none found'}).")
+    _anchors()
+    if rows:
+        ok = sum(_goal(r["estimated"], r["measured"]) for r in rows)
+        print(f"\nGoal met on {ok}/{len(rows)} points (within max(10%, 0.5 GiB) and never >5% under measured).")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

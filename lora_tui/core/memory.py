@@ -1,0 +1,351 @@
+"""Peak memory of a planned LoRA / QLoRA run, from the model's config alone, and
+whether it fits the device in front of the user (with ranked fixes when not).
+
+The estimate mirrors what ``lora_tui.core.training`` actually runs: transformers
++ peft + TRL's SFTTrainer (whose fused LM head never builds the full logits),
+AdamW, bitsandbytes for 8/4-bit loads followed by peft's
+``prepare_model_for_kbit_training`` (which upcasts the 16-bit leftovers to fp32).
+Activation terms count the tensors autograd saves for backward, op by op (see
+``_layer_bytes``); that count matches autograd's own to the byte on CPU for
+Llama-like models. Constants marked "measured" come from
+``benchmarks/memory_accuracy.py``. Pure arithmetic: never imports torch, never
+loads weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from lora_tui.core.catalogue import ModelDims, model_dims
+
+MiB = 1024**2
+GiB = 1024**3
+QUANTS = ("none", "8bit", "4bit")
+TARGET_CHOICES = ("qv", "attention", "all-linear")
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+# Measured (benchmarks/memory_accuracy.py, CPU): RSS of a process that has imported
+# torch, transformers, peft, trl and datasets, before any model is loaded.
+CPU_PROCESS_BYTES = 560 * MiB
+# Measured (CPU): glibc keeps freed temporaries mapped, so peak RSS exceeds the live
+# tensors by a share of the activation-sized allocations.
+CPU_ALLOCATOR_SLACK = 0.25
+# Measured (CPU): fp32 tile-sized temporaries alive at once in TRL's chunked log-prob
+# backward without Triton (tile, scaled logits, log-probs, probs, gradient, ...).
+CPU_HEAD_TILE_COPIES = 6
+# GPU, from PyTorch / NVML behaviour, not yet measured here: the CUDA context and
+# kernels (seen by NVML, not by torch), and the caching allocator's rounding/fragmentation.
+CUDA_CONTEXT_BYTES = 512 * MiB
+GPU_ALLOCATOR_SLACK = 0.10
+# TRL's fused LM head tiles: tokens x vocabulary columns per tile.
+HEAD_TOKEN_TILE, HEAD_VOCAB_TILE = 4096, 32768
+# lora_tui.core.training calls peft.prepare_model_for_kbit_training on 8/4-bit loads,
+# which turns embeddings, lm_head and norms into fp32 on every device.
+KBIT_UPCASTS_TO_FP32 = True
+FITS_BELOW = 0.90  # estimate / available under this: "fits"; up to 1.0: "tight"
+
+
+@dataclass
+class MemoryPlan:
+    """A planned run, in the terms the estimate needs (see MemoryPlan.dims for the model)."""
+
+    model: str | ModelDims
+    quant: str = "none"  # "none" | "8bit" | "4bit"
+    double_quant: bool = True
+    r: int = 16
+    targets: str | list[str] = "all-linear"  # "qv" | "attention" | "all-linear" | module names
+    seq_len: int = 1024
+    batch: int = 4  # micro-batch
+    grad_checkpointing: bool = False
+    device: str = "cuda"  # "cpu" | "cuda"
+    dtype: str | None = None  # None: fp32 on CPU, bf16 on GPU (fp16 where bf16 is missing: same bytes)
+    dropout: float = 0.05  # LoRA dropout > 0 keeps a dropped-out copy of each adapted layer's input
+    loss_head: str = "chunked"  # "chunked": TRL's fused LM head; "full": logits materialised (plain Trainer)
+
+    def dims(self) -> ModelDims:
+        return self.model if isinstance(self.model, ModelDims) else model_dims(self.model)
+
+    def compute_dtype(self) -> str:
+        return self.dtype or ("float32" if self.device == "cpu" else "bfloat16")
+
+    def replace(self, **changes) -> "MemoryPlan":
+        return dataclasses.replace(self, **changes)
+
+    def check(self) -> None:
+        problems = []
+        if self.quant not in QUANTS:
+            problems.append(f"quant must be one of {', '.join(QUANTS)}, not {self.quant!r}")
+        if self.device not in ("cpu", "cuda"):
+            problems.append(f"device must be 'cpu' or 'cuda', not {self.device!r}")
+        if self.compute_dtype() not in DTYPE_BYTES:
+            problems.append(f"dtype must be one of {', '.join(DTYPE_BYTES)}, not {self.dtype!r}")
+        for name in ("r", "seq_len", "batch"):
+            if int(getattr(self, name)) < 1:
+                problems.append(f"{name} must be at least 1")
+        if self.loss_head not in ("chunked", "full"):
+            problems.append("loss_head must be 'chunked' or 'full'")
+        if problems:
+            raise ValueError("Memory plan: " + "; ".join(problems) + ".")
+
+
+@dataclass
+class MemoryEstimate:
+    total_bytes: int
+    breakdown: dict[str, int]  # named parts that add up to total_bytes
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"total_bytes": self.total_bytes, "breakdown": dict(self.breakdown), "notes": list(self.notes)}
+
+
+@dataclass
+class Fix:
+    title: str
+    changes: dict  # MemoryPlan field -> new value
+    new_total_bytes: int
+    verdict: str
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class FitVerdict:
+    verdict: str  # "fits" | "tight" | "wont_fit"
+    available_bytes: int
+    estimate: MemoryEstimate
+    fixes: list[Fix] = field(default_factory=list)
+    device_label: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"verdict": self.verdict, "available_bytes": self.available_bytes, "device": self.device_label,
+                **self.estimate.to_dict(), "notes": self.estimate.notes + self.notes,
+                "fixes": [f.to_dict() for f in self.fixes]}
+
+
+@dataclass
+class _Widths:
+    """Bytes per element of each kind of saved tensor on this path (see module docstring)."""
+
+    stream: int  # residual stream, MLP, norms' outputs
+    attention: int  # q, k, v, output saved by attention
+    lora_in: int  # a LoRA layer's private copy of its input (cast and/or dropped out)
+    mask: int  # dropout mask (CUDA: bool) or noise tensor (CPU: input dtype)
+    adapter: int  # LoRA weights, their gradients and each AdamW state
+    shared: bool  # adapted layers may share their input tensor instead of copying it
+
+
+def _widths(plan: MemoryPlan) -> _Widths:
+    compute = DTYPE_BYTES[plan.compute_dtype()]
+    quantized = plan.quant != "none"
+    adapter = 2 if quantized else 4  # TRL casts adapters of quantized models to bf16; peft keeps others in fp32
+    autocast = plan.device == "cuda" and compute == 2
+    stream = 4 if (quantized and KBIT_UPCASTS_TO_FP32) or not autocast else compute
+    attention = compute if autocast else stream
+    lora_in = 2 if autocast else adapter
+    mask_bytes = 0 if plan.dropout <= 0 else (1 if plan.device == "cuda" else lora_in)
+    shared = plan.dropout <= 0 and lora_in == stream
+    return _Widths(stream, attention, lora_in, mask_bytes, adapter, shared)
+
+
+def _layer_bytes(d: ModelDims, targets: list[str], w: _Widths, plan: MemoryPlan) -> int:
+    """Bytes autograd saves per token in one decoder layer (no checkpointing)."""
+    h, hq, i = d.hidden, d.q_dim, d.intermediate
+    moe = d.experts_per_token
+    total = d.norms_per_layer * (4 * h + 4)  # RMSNorm keeps an fp32 copy of its input and 1/rms
+    repeat_kv = plan.batch > 1 or d.eager_attention  # a padding mask stops sdpa's native GQA path
+    kv = hq if repeat_kv else d.kv_dim
+    if d.eager_attention:
+        softcap = w.attention  # tanh output of the capped scores
+        total += 3 * hq * w.attention + d.heads * plan.seq_len * (4 + w.attention + softcap)
+    else:
+        total += (2 * hq + 2 * kv) * w.attention + 4 * d.heads  # q, k, v, output, log-sum-exp
+        if plan.batch > 1:
+            total += plan.seq_len * w.attention  # each layer's copy of the padding mask
+    # Each adapted layer saves its input; layers reading the same tensor share it when no copy is made.
+    modules = d.linear_modules
+    inputs = {"norm1": [], "attn_out": [], "norm2": [], "mlp_mid": []}
+    for name in targets:
+        key = ("attn_out" if name == "o_proj" else "mlp_mid" if name == "down_proj"
+               else "norm2" if name in ("gate_proj", "up_proj", "gate_up_proj") else "norm1")
+        inputs[key].append(modules[name][0])
+    for key, widths in inputs.items():
+        if not widths:
+            continue
+        if w.shared:
+            already_saved = key == "attn_out" and not d.eager_attention and w.attention == w.stream
+            total += 0 if already_saved else widths[0] * w.stream
+        else:
+            total += sum(widths) * (w.lora_in + w.mask)
+    total += len(targets) * plan.r * w.lora_in  # lora_A outputs, kept for lora_B
+    total += moe * (3 * i if d.gated_mlp else i) * w.stream  # gate, act(gate), up (or the act input)
+    return total
+
+
+def _lora_params(d: ModelDims, targets: list[str], r: int) -> int:
+    per_layer = 0
+    for name in targets:
+        fan_in, fan_out = d.linear_modules[name]
+        experts = d.experts if name in d.module_groups["mlp"] else 1
+        per_layer += experts * r * (fan_in + fan_out)
+    return d.layers * per_layer
+
+
+def _base_weights(d: ModelDims, plan: MemoryPlan) -> tuple[int, int]:
+    """(bytes of the loaded base model, bytes of that which are quantized linear weights)."""
+    compute = DTYPE_BYTES[plan.compute_dtype()]
+    linear = d.layers * d.linear_params_per_layer
+    rest = d.params - linear  # embeddings, lm_head, norms, biases
+    if plan.quant == "none":
+        return d.params * compute, 0
+    kept = 4 if KBIT_UPCASTS_TO_FP32 else compute
+    if plan.quant == "8bit":
+        rows = d.layers * sum(out for _, out in d.linear_modules.values())
+        quantized = linear + 4 * rows  # int8 weights + one fp32 scale per output row
+    else:
+        per_param = 0.5 + (1 / 64 + 4 / (64 * 256) if plan.double_quant else 4 / 64)  # NF4 + absmax per 64
+        quantized = int(linear * per_param)
+    return quantized + rest * kept, quantized
+
+
+def estimate_memory(plan: MemoryPlan) -> MemoryEstimate:
+    """Peak memory of one training run with this plan: total and its named parts."""
+    plan.check()
+    d = plan.dims()
+    targets = d.target_modules(plan.targets)
+    w = _widths(plan)
+    cpu = plan.device == "cpu"
+    tokens = plan.batch * plan.seq_len
+    notes = list(d.notes)
+    parts: dict[str, int] = {}
+
+    parts["cuda_context" if not cpu else "process"] = CUDA_CONTEXT_BYTES if not cpu else CPU_PROCESS_BYTES
+    weights, quantized = _base_weights(d, plan)
+    parts["base_weights"] = weights
+    if cpu and plan.quant != "none" and d.stored_dtype == "float32":
+        # The unquantized fp32 tensors are zero-copy views of the memory-mapped checkpoint,
+        # which keeps every page the quantizer read resident.
+        parts["mapped_checkpoint"] = (d.checkpoint_bytes or d.params * 4) - (d.params - d.layers * d.linear_params_per_layer) * 4
+    lora = _lora_params(d, targets, plan.r)
+    parts["lora_weights"] = lora * w.adapter
+    parts["lora_gradients"] = lora * w.adapter
+    parts["optimizer_states"] = 2 * lora * w.adapter  # AdamW: exp_avg and exp_avg_sq
+
+    per_layer = _layer_bytes(d, targets, w, plan)
+    if plan.grad_checkpointing:
+        # Each layer keeps only its input; backward re-runs one layer at a time.
+        saved = d.layers * d.hidden * w.stream + per_layer
+    else:
+        saved = d.layers * per_layer
+    head_saved = 4 * d.hidden + 4 + d.hidden * w.stream + 16  # final norm, head input, log Z, entropy
+    compute = DTYPE_BYTES[plan.compute_dtype()]
+    if plan.loss_head == "full":
+        head_saved += d.vocab * (compute + 4)  # logits and fp32 log-softmax
+        head_temp = tokens * d.vocab * 8
+    else:
+        tile = min(tokens, HEAD_TOKEN_TILE) * min(d.vocab, HEAD_VOCAB_TILE)
+        head_temp = tile * (4 * CPU_HEAD_TILE_COPIES if cpu else compute) + tokens * d.hidden * 4
+    parts["activations"] = tokens * (saved + head_saved)
+    # Backward through a layer holds gradients of its widest intermediates.
+    layer_grads = tokens * (3 * d.intermediate * d.experts_per_token + 2 * d.hidden) * w.stream
+    dequant = 2 * max(a * b for a, b in d.linear_modules.values()) * compute if plan.quant != "none" else 0
+    parts["temporary_buffers"] = max(head_temp, layer_grads) + dequant
+    slack = CPU_ALLOCATOR_SLACK if cpu else GPU_ALLOCATOR_SLACK
+    parts["allocator_overhead"] = int(slack * (parts["activations"] + parts["temporary_buffers"]))
+
+    parts = {k: int(v) for k, v in parts.items()}
+    if cpu:
+        notes.append(f"CPU run in {plan.compute_dtype()}; RAM peak includes the Python process and its libraries.")
+        if plan.quant != "none":
+            notes.append("On CPU a 4/8-bit load saves little for small models: the loader maps the whole checkpoint.")
+    else:
+        notes.append(f"GPU run in {plan.compute_dtype()} with the CUDA context (~{CUDA_CONTEXT_BYTES // MiB} MiB).")
+    if plan.loss_head == "chunked" and d.vocab > 100_000:
+        notes.append("TRL's fused LM head scores the vocabulary in tiles, so the full logits are never built.")
+    return MemoryEstimate(total_bytes=sum(parts.values()), breakdown=parts, notes=notes)
+
+
+def _verdict(total: int, available: int) -> str:
+    if available <= 0 or total > available:
+        return "wont_fit"
+    return "fits" if total <= FITS_BELOW * available else "tight"
+
+
+def _ladder(plan: MemoryPlan, d: ModelDims) -> list[tuple[str, list[tuple[object, str]]]]:
+    """Each knob with its candidate values, mildest first, and how to describe each."""
+    knobs: list[tuple[str, list[tuple[object, str]]]] = []
+    if plan.quant != "4bit":
+        knobs.append(("quant", [("4bit", "Load the base model in 4-bit NF4 (QLoRA)")]))
+    if not plan.grad_checkpointing:
+        knobs.append(("grad_checkpointing", [(True, "Turn on gradient checkpointing (about 30% slower)")]))
+    batches, b = [], plan.batch // 2
+    while b >= 1:
+        batches.append((b, f"Micro-batch {plan.batch} -> {b}, accumulate {plan.batch // b}x more to keep the effective batch"))
+        b //= 2
+    knobs.append(("batch", batches))
+    lengths, s = [], plan.seq_len // 2
+    while s >= 128:
+        lengths.append((s, f"Max length {plan.seq_len} -> {s} tokens (longer rows are truncated)"))
+        s //= 2
+    knobs.append(("seq_len", lengths))
+    current = d.target_modules(plan.targets)
+    narrower = [("attention", "Adapt attention layers only"), ("qv", "Adapt q and v projections only")]
+    knobs.append(("targets", [(t, text) for t, text in narrower if len(d.target_modules(t)) < len(current)]))
+    ranks, r = [], plan.r // 2
+    while r >= 4:
+        ranks.append((r, f"LoRA rank {plan.r} -> {r}"))
+        r //= 2
+    knobs.append(("r", ranks))
+    return [(k, v) for k, v in knobs if v]
+
+
+def _fixes(plan: MemoryPlan, total: int, available: int) -> list[Fix]:
+    d = plan.dims()
+    fixes = []
+    for knob, values in _ladder(plan, d):
+        chosen = None
+        for value, title in values:  # mildest value that fits, else the strongest one
+            new = estimate_memory(plan.replace(**{knob: value})).total_bytes
+            chosen = Fix(title, {knob: value}, new, _verdict(new, available))
+            if chosen.verdict == "fits":
+                break
+        if chosen and chosen.new_total_bytes < total:
+            fixes.append(chosen)
+    fixes.sort(key=lambda f: f.new_total_bytes)
+    if fixes and all(f.verdict != "fits" for f in fixes):
+        changes: dict = {}
+        for fix in fixes:  # strongest first, until the run fits
+            changes.update(fix.changes)
+            new = estimate_memory(plan.replace(**changes)).total_bytes
+            if _verdict(new, available) == "fits" or fix is fixes[-1]:
+                titles = "; ".join(f.title for f in fixes if set(f.changes) <= set(changes))
+                fixes.insert(0, Fix("Combine: " + titles, dict(changes), new, _verdict(new, available)))
+                break
+    return fixes
+
+
+def judge_fit(plan: MemoryPlan, hardware=None, device_index: int = 0) -> FitVerdict:
+    """Compare the estimate with the chosen device's free memory; add ranked fixes when it does not fit."""
+    if hardware is None:
+        from lora_tui.core.hardware import probe_hardware
+
+        hardware = probe_hardware()
+    notes: list[str] = []
+    if plan.device == "cuda":
+        gpu = next((g for g in hardware.gpus if g.index == device_index), None)
+        if gpu is None:
+            estimate = estimate_memory(plan)
+            reason = hardware.nvml_error or "no NVIDIA GPU was found"
+            return FitVerdict("wont_fit", 0, estimate, [], f"cuda:{device_index}", [f"No GPU {device_index}: {reason}."])
+        if plan.dtype is None and not gpu.bf16:
+            plan = plan.replace(dtype="float16")
+            notes.append(f"{gpu.name} has no bf16: training would run in fp16 (same memory).")
+        available, label = int(gpu.memory_free), f"cuda:{gpu.index} {gpu.name}"
+    else:
+        available, label = int(hardware.ram_available), "CPU RAM"
+    estimate = estimate_memory(plan)
+    verdict = _verdict(estimate.total_bytes, available)
+    fixes = _fixes(plan, estimate.total_bytes, available) if verdict != "fits" else []
+    return FitVerdict(verdict, available, estimate, fixes, label, notes)
