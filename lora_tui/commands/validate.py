@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import defaultdict
+from pathlib import Path
 
 SHOWN_PER_GROUP = 5  # findings printed in full per kind; the rest are summarised by line number
 LINES_LISTED = 20
@@ -20,23 +21,40 @@ BAR_WIDTH = 40
 def run(args) -> int:
     from lora_tui.core.data import DataError, validate_dataset
 
+    if args.max_seq_len < 16:
+        print(f"--max-seq-len {args.max_seq_len} is too small. Fix: use at least 16 (typical: 512-4096).",
+              file=sys.stderr)
+        return 2
+    if not Path(args.path).expanduser().exists():  # answer at once, before the tokenizer loads
+        return _unreadable(args, DataError(f"{args.path}: no such file or folder. Fix: check the path."))
     tokenizer = _tokenizer(args.model)
     if tokenizer is None:
         return 2
+    show = sys.stderr.isatty() and not args.json  # progress for big files, never into pipes
+
+    def progress(message: str, fraction: float) -> None:
+        if show:
+            print(f"\r  {message:<48}", end="" if fraction < 1 else "\r" + " " * 52 + "\r", file=sys.stderr,
+                  flush=True)
+
     try:
         report = validate_dataset(args.path, tokenizer=tokenizer, max_seq_len=args.max_seq_len,
-                                  template=args.template, train_on_prompt=args.train_on_prompt)
+                                  template=args.template, train_on_prompt=args.train_on_prompt, on_progress=progress)
     except DataError as exc:
-        if args.json:
-            print(json.dumps({"path": args.path, "error": str(exc)}))
-        else:
-            print(f"Cannot read the dataset: {exc}", file=sys.stderr)
-        return 2
+        return _unreadable(args, exc)
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
     else:
         print(format_report(report, model_name=args.model or "embedded SmolLM2-135M-Instruct"))
     return 0 if report.valid_rows > 0 else 1
+
+
+def _unreadable(args, exc: Exception) -> int:
+    if args.json:
+        print(json.dumps({"path": args.path, "error": str(exc)}))
+    else:
+        print(f"Cannot read the dataset: {exc}", file=sys.stderr)
+    return 2
 
 
 def _tokenizer(model: str | None):

@@ -271,6 +271,7 @@ def read_csv(p: Path, raw: bytes, delimiter: str = ",") -> ReadResult:
                 bad_lines.add(number)
                 parts.append(chunk.decode("utf-8", errors="replace"))
         text = "\n".join(parts)
+    csv.field_size_limit(2**31 - 1)  # long answers exceed the default 128 KiB cell limit
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         header = next(reader)
