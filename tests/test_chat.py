@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from test_chat_support import make_adapter, make_fake_run
+from tests.test_chat_support import make_adapter, make_fake_run
 
 GREEDY = dict(greedy=True, max_new_tokens=12)
 

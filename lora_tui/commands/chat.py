@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from lora_tui.core.chat import ChatError, ChatSession, GenerationSettings
+from lora_tui.core.chat import ChatError, ChatSession, GenerationSettings, find_adapter
 
 HELP = """Commands:
   /adapter on|off     answer with the adapter, or with the base model alone
@@ -103,6 +103,10 @@ def run(args) -> int:
     problem = check_settings(settings)
     if problem:
         return _error(problem)
+    try:
+        find_adapter(args.run, require_adapter=not args.no_adapter)  # a wrong path fails before torch loads
+    except ChatError as exc:
+        return _error(str(exc))
     quiet_libraries()
     try:
         session = ChatSession.from_run(args.run, require_adapter=not args.no_adapter,
