@@ -258,8 +258,8 @@ def estimate_memory(plan: MemoryPlan) -> MemoryEstimate:
     parts = {k: int(v) for k, v in parts.items()}
     if cpu:
         notes.append(f"CPU run in {plan.compute_dtype()}; RAM peak includes the Python process and its libraries.")
-        if plan.quant != "none":
-            notes.append("On CPU a 4/8-bit load saves little for small models: the loader maps the whole checkpoint.")
+        if "mapped_checkpoint" in parts:
+            notes.append("On CPU a 4/8-bit load of an fp32 checkpoint keeps the mapped file resident: little is saved.")
     else:
         notes.append(f"GPU run in {plan.compute_dtype()} with the CUDA context (~{CUDA_CONTEXT_BYTES // MiB} MiB).")
     if plan.loss_head == "chunked" and d.vocab > 100_000:
@@ -301,28 +301,42 @@ def _ladder(plan: MemoryPlan, d: ModelDims) -> list[tuple[str, list[tuple[object
     return [(k, v) for k, v in knobs if v]
 
 
-def _fixes(plan: MemoryPlan, total: int, available: int) -> list[Fix]:
-    d = plan.dims()
+def _single_fixes(plan: MemoryPlan, total: int, available: int) -> list[Fix]:
+    """One fix per knob: its mildest value that fits, else its strongest; only those that lower the estimate."""
     fixes = []
-    for knob, values in _ladder(plan, d):
+    for knob, values in _ladder(plan, plan.dims()):
         chosen = None
-        for value, title in values:  # mildest value that fits, else the strongest one
+        for value, title in values:
             new = estimate_memory(plan.replace(**{knob: value})).total_bytes
             chosen = Fix(title, {knob: value}, new, _verdict(new, available))
             if chosen.verdict == "fits":
                 break
         if chosen and chosen.new_total_bytes < total:
             fixes.append(chosen)
-    fixes.sort(key=lambda f: f.new_total_bytes)
-    if fixes and all(f.verdict != "fits" for f in fixes):
-        changes: dict = {}
-        for fix in fixes:  # strongest first, until the run fits
-            changes.update(fix.changes)
-            new = estimate_memory(plan.replace(**changes)).total_bytes
-            if _verdict(new, available) == "fits" or fix is fixes[-1]:
-                titles = "; ".join(f.title for f in fixes if set(f.changes) <= set(changes))
-                fixes.insert(0, Fix("Combine: " + titles, dict(changes), new, _verdict(new, available)))
-                break
+    return sorted(fixes, key=lambda f: f.new_total_bytes)
+
+
+def _fixes(plan: MemoryPlan, total: int, available: int) -> list[Fix]:
+    fixes = _single_fixes(plan, total, available)
+    if not fixes or any(f.verdict == "fits" for f in fixes):
+        return fixes
+    # No single change is enough: take the strongest, then look again from there, until it fits.
+    changes: dict = {}
+    titles: list[str] = []
+    current, step = plan, fixes
+    for _ in range(6):
+        fitting = [f for f in step if f.verdict == "fits"]
+        pick = max(fitting, key=lambda f: f.new_total_bytes) if fitting else step[0]  # mildest that fits
+        changes.update(pick.changes)
+        titles.append(pick.title)
+        current = plan.replace(**changes)
+        if fitting:
+            break
+        step = _single_fixes(current, pick.new_total_bytes, available)
+        if not step:
+            break
+    new = estimate_memory(current).total_bytes
+    fixes.insert(0, Fix("Combine: " + "; ".join(titles), changes, new, _verdict(new, available)))
     return fixes
 
 

@@ -1,0 +1,141 @@
+"""`lora-tui doctor` (hardware report) and `lora-tui estimate` (memory estimate,
+fit verdict and ranked fixes): printing only; the work is in lora_tui.core.hardware
+and lora_tui.core.memory. Foreseeable mistakes (unknown model, bad targets) print
+one line and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from lora_tui.core.memory import GiB, MiB
+
+PART_NAMES = {
+    "process": "Python process + libraries",
+    "cuda_context": "CUDA context",
+    "base_weights": "base model weights",
+    "mapped_checkpoint": "checkpoint pages (memory-mapped)",
+    "lora_weights": "LoRA weights",
+    "lora_gradients": "LoRA gradients",
+    "optimizer_states": "AdamW states",
+    "activations": "activations kept for backward",
+    "temporary_buffers": "temporary buffers (loss head, backward)",
+    "allocator_overhead": "allocator overhead",
+}
+VERDICT_WORDS = {"fits": "FITS", "tight": "TIGHT (may run out of memory)", "wont_fit": "WON'T FIT"}
+
+
+def size(n: int | float | None) -> str:
+    if n is None:
+        return "?"
+    return f"{n / GiB:.2f} GiB" if abs(n) >= GiB else f"{n / MiB:.0f} MiB"
+
+
+def run(args) -> int:
+    if args.command == "doctor":
+        return doctor(args)
+    return estimate(args)
+
+
+# ------------------------------------------------------------------ doctor
+def doctor(args) -> int:
+    from lora_tui.core.hardware import probe_hardware
+
+    report = probe_hardware()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0
+    print("GPUs")
+    if not report.gpus:
+        print(f"  none: {report.nvml_error or 'NVML reports no NVIDIA GPU'}")
+    for g in report.gpus:
+        cc = f"compute {g.compute_capability[0]}.{g.compute_capability[1]}" if g.compute_capability else "compute ?"
+        print(f"  [{g.index}] {g.name}: {size(g.memory_free)} free of {size(g.memory_total)}, {cc}"
+              f" ({'bf16' if g.bf16 else 'no bf16: fp16'})")
+        vitals = [f"util {g.utilization}%" if g.utilization is not None else None,
+                  f"{g.temperature} C" if g.temperature is not None else None,
+                  f"power {g.power_draw:.0f}/{g.power_limit:.0f} W" if g.power_draw is not None and g.power_limit else None]
+        print("      " + ", ".join(v for v in vitals if v))
+        for p in g.processes:
+            print(f"      in use by pid {p['pid']} ({p['name']}): {size(p['used_bytes'])}")
+    if report.driver_version:
+        print(f"  driver {report.driver_version}, supports CUDA {report.cuda_driver_version or '?'}")
+    print(f"CPU   {report.cpu_count} cores")
+    print(f"RAM   {size(report.ram_available)} available of {size(report.ram_total)}")
+    torch_cuda = f"CUDA {report.cuda_version}" if report.cuda_version else "CPU build"
+    bnb = {True: "works", False: "BROKEN", None: "not checked"}[report.bitsandbytes_ok] if report.bitsandbytes_version else "not installed"
+    print(f"torch {report.torch_version or 'not importable'} ({torch_cuda}); bitsandbytes {report.bitsandbytes_version or ''} {bnb}".rstrip())
+    for note in report.notes:
+        print(f"note: {note}")
+    if report.cpu_only:
+        print("\nCPU only: training runs on the CPU, fine for small models and short runs, slow for anything else.")
+    return 0
+
+
+# ---------------------------------------------------------------- estimate
+def _device(choice: str, report) -> tuple[str, int]:
+    """('cpu' | 'cuda', GPU index) from --device auto / cpu / cuda / cuda:N / N."""
+    text = (choice or "auto").strip().lower()
+    if text == "auto":
+        return ("cuda", report.gpus[0].index) if report.gpus else ("cpu", 0)
+    if text == "cpu":
+        return "cpu", 0
+    index = text.split(":", 1)[1] if text.startswith("cuda:") else ("0" if text in ("cuda", "gpu") else text)
+    if not index.isdigit():
+        raise ValueError(f"--device {choice!r} is not understood. Fix: use auto, cpu, cuda or cuda:N.")
+    return "cuda", int(index)
+
+
+def estimate(args) -> int:
+    from lora_tui.core.catalogue import model_dims
+    from lora_tui.core.hardware import probe_hardware
+    from lora_tui.core.memory import MemoryPlan, judge_fit
+
+    report = probe_hardware(check_libraries=False)
+    try:
+        dims = model_dims(args.model)
+        device, index = _device(args.device, report)
+        plan = MemoryPlan(dims, quant=args.quant, r=args.r, targets=args.targets, seq_len=args.seq_len,
+                          batch=args.batch, grad_checkpointing=bool(args.grad_checkpointing), device=device)
+        targets = dims.target_modules(plan.targets)
+        verdict = judge_fit(plan, report, device_index=index)
+    except (LookupError, ValueError) as exc:
+        print(f"lora-tui estimate: {str(exc).strip()}", file=sys.stderr)
+        return 2
+    if args.device in (None, "auto") and device == "cpu":
+        verdict.notes.insert(0, f"No GPU ({report.nvml_error or 'none found'}): estimated against CPU RAM available.")
+    if args.json:
+        out = verdict.to_dict()
+        out["plan"] = {"model": dims.name, "params": dims.params, "quant": plan.quant, "r": plan.r, "targets": targets,
+                       "seq_len": plan.seq_len, "batch": plan.batch, "grad_checkpointing": plan.grad_checkpointing,
+                       "device": plan.device, "device_index": index}
+        print(json.dumps(out, indent=2))
+        return 0
+    _print_estimate(dims, plan, targets, verdict)
+    return 0
+
+
+def _print_estimate(dims, plan, targets, verdict) -> None:
+    load = {"none": "16-bit LoRA" if plan.device == "cuda" else "fp32 LoRA", "8bit": "8-bit base (LoRA)",
+            "4bit": "4-bit NF4 QLoRA" + (" + double quant" if plan.double_quant else "")}[plan.quant]
+    print(f"{dims.name} ({dims.params / 1e9:.2f} B parameters): {load}, r {plan.r} on {', '.join(targets)}")
+    print(f"micro-batch {plan.batch} x {plan.seq_len} tokens, gradient checkpointing {'on' if plan.grad_checkpointing else 'off'}, "
+          f"on {verdict.device_label}\n")
+    total = verdict.estimate.total_bytes
+    for key, value in verdict.estimate.breakdown.items():
+        share = 100 * value / total if total else 0
+        print(f"  {PART_NAMES.get(key, key):42s} {size(value):>11s}  {share:4.0f}%")
+    print(f"  {'-' * 42} {'-' * 11}")
+    print(f"  {'estimated peak':42s} {size(total):>11s}")
+    print(f"  {'available on ' + verdict.device_label:42s} {size(verdict.available_bytes):>11s}\n")
+    print(f"Verdict: {VERDICT_WORDS[verdict.verdict]}")
+    if verdict.fixes:
+        print("\nFixes, strongest first:")
+        for n, fix in enumerate(verdict.fixes, 1):
+            print(f"  {n}. {fix.title}: {size(fix.new_total_bytes)} ({VERDICT_WORDS[fix.verdict].split(' ')[0].lower()})")
+    notes = verdict.estimate.notes + verdict.notes
+    if notes:
+        print()
+        for note in notes:
+            print(f"note: {note}")

@@ -1,0 +1,201 @@
+"""The memory estimate: arithmetic on tiny hand-checked models, a cross-check of
+the activation count against autograd's own saved tensors, verdict thresholds and
+ranked fixes. GPU hardware here is a HardwareReport built by hand (no GPU exists
+on this machine)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from lora_tui.core.catalogue import ModelDims
+from lora_tui.core.hardware import GPUInfo, HardwareReport
+from lora_tui.core.memory import MemoryPlan, estimate_memory, judge_fit
+
+GiB = 1024**3
+
+# hidden 8, 2 layers, 2 query heads + 1 kv head of width 4, MLP 16, vocabulary 32, tied embeddings
+TINY = ModelDims(name="tiny", model_type="llama", hidden=8, layers=2, heads=2, kv_heads=1, head_dim=4,
+                 intermediate=16, vocab=32, tied_embeddings=True)
+
+
+def test_tiny_parameter_count_by_hand():
+    # embeddings 32*8=256; per layer q 64 + k 32 + v 32 + o 64 + gate/up/down 3*128 + 2 norms*8 = 592; final norm 8
+    assert TINY.params == 256 + 2 * 592 + 8 == 1448
+
+
+def test_tiny_lora_and_weights_by_hand():
+    est = estimate_memory(MemoryPlan(TINY, r=2, targets="all-linear", device="cpu", seq_len=10, batch=1))
+    # LoRA r=2 per layer: q 2*(8+8)=32, k 2*(8+4)=24, v 24, o 32, gate/up/down 3*2*(8+16)=144 -> 256; x2 layers
+    assert est.breakdown["lora_weights"] == 512 * 4  # fp32 adapters
+    assert est.breakdown["lora_gradients"] == 512 * 4
+    assert est.breakdown["optimizer_states"] == 2 * 512 * 4
+    assert est.breakdown["base_weights"] == 1448 * 4  # fp32 on CPU
+    assert sum(est.breakdown.values()) == est.total_bytes
+
+
+def test_tiny_4bit_weights_by_hand():
+    est = estimate_memory(MemoryPlan(TINY, quant="4bit", double_quant=True, device="cuda"))
+    linear = 2 * 576
+    nf4_dq = int(linear * (0.5 + 1 / 64 + 4 / (64 * 256)))  # 4 bits + 8-bit absmax per 64 + fp32 per 256 blocks
+    assert est.breakdown["base_weights"] == nf4_dq + (1448 - linear) * 4  # the rest upcast to fp32 by peft
+    plain = estimate_memory(MemoryPlan(TINY, quant="4bit", double_quant=False, device="cuda")).breakdown["base_weights"]
+    assert plain == int(linear * (0.5 + 4 / 64)) + (1448 - linear) * 4
+
+
+def test_tiny_activations_by_hand():
+    # fp32 on CPU, no dropout (inputs shared), batch 1 (no padding mask, native GQA), r=2, all-linear.
+    plan = MemoryPlan(TINY, r=2, targets="all-linear", device="cpu", seq_len=10, batch=1, dropout=0.0)
+    per_layer = (
+        2 * (4 * 8 + 4)  # two RMSNorms: fp32 input + 1/rms
+        + (2 * 8 + 2 * 4) * 4 + 4 * 2  # attention: q, out (8 each), k, v (4 each), log-sum-exp per head
+        + 8 * 4 + 8 * 4 + 16 * 4  # inputs of q/k/v, gate/up and down (o_proj's is attention's output)
+        + 7 * 2 * 4  # lora_A outputs
+        + 3 * 16 * 4  # gate, act(gate), up
+    )
+    assert per_layer == 552
+    head = (4 * 8 + 4) + 8 * 4 + 16
+    assert estimate_memory(plan).breakdown["activations"] == 10 * (2 * per_layer + head)
+
+
+def _saved_bytes_per_layer(tmp_config: dict, r: int, dropout: float, targets, batch: int, seq: int) -> float:
+    """Bytes autograd keeps per token for one more decoder layer (2-layer minus 1-layer model)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    totals = []
+    for layers in (1, 2):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(LlamaConfig(**tmp_config, num_hidden_layers=layers))
+        model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=dropout, target_modules=targets))
+        model.train()
+        params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        seen: dict[int, int] = {}
+
+        def pack(t):
+            key = t.untyped_storage().data_ptr()
+            if key not in params:
+                seen[key] = t.untyped_storage().nbytes()
+            return t
+
+        ids = torch.randint(1, tmp_config["vocab_size"], (batch, seq))
+        mask = torch.ones_like(ids)
+        if batch > 1:
+            mask[-1, -1] = 0  # a padded batch, as in training
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(input_ids=ids, attention_mask=mask)
+        totals.append(sum(seen.values()))
+    return (totals[1] - totals[0]) / (batch * seq)
+
+
+@pytest.mark.parametrize("dropout, targets, batch", [
+    (0.05, "all-linear", 2),
+    (0.0, "all-linear", 1),
+    (0.0, "qv", 2),
+    (0.1, "attention", 1),
+])
+def test_activation_count_matches_autograd(dropout, targets, batch):
+    """The per-layer activation formula against what autograd really saves (fp32, CPU)."""
+    cfg = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2,
+               max_position_embeddings=64, tie_word_embeddings=True)
+    seq, r = 16, 4
+    one, two = (ModelDims(name="t", model_type="llama", hidden=32, layers=n, heads=4, kv_heads=2, head_dim=8,
+                          intermediate=48, vocab=64, tied_embeddings=True) for n in (1, 2))
+    module_names = one.target_modules(targets)
+    measured = _saved_bytes_per_layer(cfg, r, dropout, module_names, batch, seq)
+    plans = [MemoryPlan(d, r=r, targets=targets, device="cpu", seq_len=seq, batch=batch, dropout=dropout) for d in (one, two)]
+    estimated = (estimate_memory(plans[1]).breakdown["activations"] - estimate_memory(plans[0]).breakdown["activations"]) / (batch * seq)
+    assert estimated == pytest.approx(measured, rel=0.02)
+
+
+def test_estimate_grows_with_batch_length_rank_and_shrinks_with_checkpointing():
+    base = MemoryPlan("Llama-3.2-1B", batch=4, seq_len=1024, r=16)
+    total = estimate_memory(base).total_bytes
+    assert estimate_memory(base.replace(batch=8)).total_bytes > total
+    assert estimate_memory(base.replace(seq_len=2048)).total_bytes > total
+    assert estimate_memory(base.replace(r=64)).total_bytes > total
+    assert estimate_memory(base.replace(targets="qv")).total_bytes < total
+    assert estimate_memory(base.replace(grad_checkpointing=True)).total_bytes < total
+    q4 = estimate_memory(base.replace(quant="4bit")).breakdown["base_weights"]
+    q8 = estimate_memory(base.replace(quant="8bit")).breakdown["base_weights"]
+    assert q4 < q8 < estimate_memory(base).breakdown["base_weights"]
+
+
+def test_full_logits_dominate_for_large_vocabularies():
+    plan = MemoryPlan("Qwen2.5-0.5B", batch=8, seq_len=2048, grad_checkpointing=True)
+    chunked = estimate_memory(plan)
+    full = estimate_memory(plan.replace(loss_head="full"))
+    logits = 8 * 2048 * 151936 * 2  # one bf16 copy of the logits alone
+    assert full.total_bytes - chunked.total_bytes > logits
+    assert full.breakdown["activations"] + full.breakdown["temporary_buffers"] > 0.5 * full.total_bytes
+
+
+def test_gpu_parts_and_cpu_parts():
+    gpu = estimate_memory(MemoryPlan("SmolLM2-360M", device="cuda"))
+    cpu = estimate_memory(MemoryPlan("SmolLM2-360M", device="cpu"))
+    assert "cuda_context" in gpu.breakdown and "process" not in gpu.breakdown
+    assert "process" in cpu.breakdown and "cuda_context" not in cpu.breakdown
+    assert cpu.breakdown["base_weights"] == 2 * gpu.breakdown["base_weights"]  # fp32 vs bf16
+
+
+def test_bad_plan_is_a_clear_error():
+    with pytest.raises(ValueError, match="quant"):
+        estimate_memory(MemoryPlan(TINY, quant="3bit"))
+    with pytest.raises(ValueError, match="not linear layers"):
+        estimate_memory(MemoryPlan(TINY, targets="q_proj,wq"))
+
+
+def _gpu_report(free: int, bf16: bool = True) -> HardwareReport:
+    gpu = GPUInfo(index=0, name="Fake GPU", memory_total=free + GiB, memory_free=free, memory_used=GiB,
+                  compute_capability=(8, 0) if bf16 else (7, 5), bf16=bf16)
+    return HardwareReport(gpus=[gpu], cpu_count=2, ram_total=64 * GiB, ram_available=60 * GiB)
+
+
+def test_verdict_thresholds():
+    plan = MemoryPlan("Qwen2.5-1.5B", batch=4, seq_len=1024)
+    total = estimate_memory(plan).total_bytes
+    assert judge_fit(plan, _gpu_report(int(total / 0.5))).verdict == "fits"
+    assert judge_fit(plan, _gpu_report(int(total / 0.95))).verdict == "tight"
+    wont = judge_fit(plan, _gpu_report(int(total * 0.5)))
+    assert wont.verdict == "wont_fit" and wont.available_bytes == int(total * 0.5)
+    assert judge_fit(plan, _gpu_report(int(total / 0.5))).fixes == []
+
+
+def test_fixes_lower_the_estimate_and_are_ranked():
+    plan = MemoryPlan("Llama-3.1-8B", batch=2, seq_len=1024)
+    verdict = judge_fit(plan, _gpu_report(16 * GiB))
+    assert verdict.verdict == "wont_fit" and verdict.fixes
+    singles = [f for f in verdict.fixes if not f.title.startswith("Combine")]
+    assert [f.new_total_bytes for f in singles] == sorted(f.new_total_bytes for f in singles)
+    knobs = {k for f in singles for k in f.changes}
+    assert {"quant", "grad_checkpointing", "batch", "seq_len"} <= knobs
+    for fix in verdict.fixes:
+        assert fix.new_total_bytes < verdict.estimate.total_bytes
+        assert fix.new_total_bytes == estimate_memory(plan.replace(**fix.changes)).total_bytes
+        assert set(fix.changes) <= {f.name for f in dataclasses.fields(MemoryPlan)}
+    assert any(f.verdict == "fits" for f in verdict.fixes)  # a combination at least
+
+
+def test_4bit_is_no_fix_when_fp32_activations_outweigh_the_saved_weights():
+    # peft's prepare_model_for_kbit_training upcasts norms and embeddings to fp32, so a QLoRA run's
+    # residual stream and MLP activations are fp32: at long sequences without checkpointing 4-bit costs more.
+    plan = MemoryPlan("Llama-3.1-8B", batch=8, seq_len=2048)
+    assert estimate_memory(plan.replace(quant="4bit")).total_bytes > estimate_memory(plan).total_bytes
+    verdict = judge_fit(plan, _gpu_report(24 * GiB))
+    assert all("quant" not in f.changes for f in verdict.fixes if not f.title.startswith("Combine"))
+
+
+def test_cpu_judged_against_ram_and_missing_gpu_is_named():
+    cpu_only = HardwareReport(gpus=[], cpu_count=2, ram_total=16 * GiB, ram_available=12 * GiB,
+                              nvml_error="the NVIDIA driver is not loaded")
+    on_cpu = judge_fit(MemoryPlan("embedded", device="cpu", batch=1, seq_len=256), cpu_only)
+    assert on_cpu.available_bytes == 12 * GiB and on_cpu.verdict == "fits"
+    on_gpu = judge_fit(MemoryPlan("embedded", device="cuda"), cpu_only)
+    assert on_gpu.verdict == "wont_fit" and "driver is not loaded" in " ".join(on_gpu.notes)
+
+
+def test_fp16_gpu_is_noted():
+    verdict = judge_fit(MemoryPlan("SmolLM2-135M", batch=1, seq_len=256), _gpu_report(8 * GiB, bf16=False))
+    assert any("fp16" in note for note in verdict.notes)
