@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import tempfile
@@ -58,15 +59,20 @@ def main() -> None:
               f"{time.perf_counter() - started:.1f} s")
 
         marks: list[tuple[str, float]] = []
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         report = validate_dataset(path, tokenizer=tokenizer, max_seq_len=1024,
                                   on_progress=lambda message, fraction: marks.append((message, time.perf_counter())))
-        total = time.perf_counter() - started
+        total, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        stages: dict[str, float] = {}
         for (name, t0), (_, t1) in zip(marks, marks[1:]):
-            print(f"  {name:<40} {t1 - t0:6.2f} s")
+            stage = name.split(" (")[0]  # "Counting tokens (8,192 of ...)" is one stage
+            stages[stage] = stages.get(stage, 0.0) + t1 - t0
+        for stage, seconds in stages.items():
+            print(f"  {stage:<40} {seconds:6.2f} s")
         print(f"validate_dataset: {report.rows:,} rows, {report.valid_rows:,} valid, "
               f"{len(report.findings)} findings, median {report.token_stats.median} tokens")
-        print(f"TOTAL {total:.2f} s  ({report.rows / total:,.0f} rows/s)")
+        print(f"TOTAL {total:.2f} s wall ({report.rows / total:,.0f} rows/s), {cpu:.2f} s CPU; "
+              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
         # Baseline: per-row template + tokenize, on a slice, scaled up.
         lines = path.read_text(encoding="utf-8").splitlines()[: args.baseline_rows]
@@ -75,7 +81,7 @@ def main() -> None:
         for messages in conversations:
             tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)
         per_row = (time.perf_counter() - started) / len(conversations)
-        token_stage = next((t1 - t0 for (n, t0), (_, t1) in zip(marks, marks[1:]) if n == "Counting tokens"), None)
+        token_stage = stages.get("Counting tokens")
         print(f"baseline per-row apply_chat_template(tokenize=True): {per_row * 1e6:.0f} us/row, "
               f"{per_row * args.rows:.1f} s for {args.rows:,} rows")
         if token_stage:

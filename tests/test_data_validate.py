@@ -187,3 +187,26 @@ def test_cli_unreadable_inputs_exit_two_without_traceback(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1 and "no-such-model" in result.stderr
     result = _cli(str(SAMPLE / "train.jsonl"), "--model", "someone/not-downloaded-model")
     assert result.returncode == 2 and "Traceback" not in result.stderr and "not-downloaded-model" in result.stderr
+
+
+def test_token_counting_in_chunks_keeps_row_order_and_reports_progress(tmp_path, embedded_tokenizer, monkeypatch):
+    from lora_tui.core.data import validate as validate_module
+
+    monkeypatch.setattr(validate_module, "CHUNK_ROWS", 3)
+    rows = [_chat(f"Q{i}?", "word " * i) for i in range(1, 9)]
+    rows.insert(4, {"messages": [{"role": "system", "content": "s"}, *_chat("x", "y")["messages"]]})
+    tok = embedded_tokenizer.__class__.from_pretrained(embedded_tokenizer.name_or_path)
+    tok.chat_template = embedded_tokenizer.chat_template.replace(
+        "{% for message in messages %}",
+        "{% for message in messages %}{% if message['role'] == 'system' %}{{ raise_exception('no') }}{% endif %}")
+    seen = []
+    report = validate_dataset(_jsonl(tmp_path, rows), tokenizer=tok, max_seq_len=40,
+                              on_progress=lambda message, fraction: seen.append(fraction))
+    assert _codes(report, "error") == [(5, "template_error")]
+    assert [e.line for e in report.examples] == [1, 2, 3, 4, 6, 7, 8, 9]
+    chunked = validate_dataset(_jsonl(tmp_path, rows, "b.jsonl"), tokenizer=tok, max_seq_len=40)
+    monkeypatch.setattr(validate_module, "CHUNK_ROWS", 10_000)
+    whole = validate_dataset(_jsonl(tmp_path, rows, "c.jsonl"), tokenizer=tok, max_seq_len=40)
+    assert chunked.token_stats == whole.token_stats and chunked.trained_tokens == whole.trained_tokens
+    assert _codes(chunked) == _codes(whole)
+    assert seen == sorted(seen) and len(seen) > 5 and seen[-1] == 1.0

@@ -257,8 +257,8 @@ class ChatFormatter:
         runs: list[tuple[int, bool]] = []  # (start char, trained) where the trained flag changes
         end_char = len(r.text)
         for i in range(len(ids)):
-            chars = enc.token_to_chars(0, i)
-            if chars is None:
+            chars = enc[0].offsets[i]
+            if chars[1] <= chars[0]:  # special tokens added by the tokenizer (BOS) cover no text
                 continue
             if i >= max_seq_len:
                 end_char = chars[0]
@@ -269,10 +269,17 @@ class ChatFormatter:
         return [(r.text[s:e], t) for (s, t), e in zip(runs, bounds) if e > s]
 
     def _batch(self, texts: list[str], add_special_tokens: bool):
+        """One `tokenizers.Encoding` per text (None for slow tokenizers, which have no offsets)."""
         tok = self.tokenizer
         if not getattr(tok, "is_fast", False):
             return None
-        return tok(texts, add_special_tokens=add_special_tokens)
+        backend = getattr(tok, "_tokenizer", None)
+        # The Rust backend directly saves ~20% over tok(...) on 100k rows; only when no truncation,
+        # padding or special-token splitting was left switched on by an earlier call.
+        if (backend is not None and getattr(backend, "truncation", 1) is None and getattr(backend, "padding", 1) is None
+                and not getattr(backend, "encode_special_tokens", True)):
+            return backend.encode_batch(texts, add_special_tokens=add_special_tokens)
+        return tok(texts, add_special_tokens=add_special_tokens).encodings
 
     def _encode(self, rendered: list[Rendered]) -> list[tuple[list[int], list[tuple[int, int]]]]:
         """Token ids and trained token ranges (inclusive) for each rendered example."""
@@ -286,7 +293,7 @@ class ChatFormatter:
                 if enc is None:
                     out[i] = self._encode_pieces(rendered[i])
                     continue
-                encoding = enc.encodings[j]
+                encoding = enc[j]
                 out[i] = (list(encoding.ids), _token_ranges(encoding, rendered[i].spans))
         return out
 
