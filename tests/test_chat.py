@@ -206,3 +206,17 @@ def test_stop_trimmer_cuts_at_a_stop_string_split_across_pieces():
     assert "".join(out) == "The answer is 4.\n\n" and trimmer.done
     plain = _StopTrimmer(["### Instruction:"])
     assert "".join(plain.feed(p) for p in ["no ", "stop ", "here"]) + plain.flush() == "no stop here"
+
+
+@pytest.mark.gpu
+def test_chat_on_a_gpu(fake_run):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from lora_tui.core.chat import ChatSession
+
+    gpu = ChatSession.from_run(fake_run, device="cuda")
+    assert gpu.model.device.type == "cuda"
+    answer = gpu.reply(ask("Tell me a story"), settings=settings(max_new_tokens=4))
+    assert answer and answer != gpu.reply(ask("Tell me a story"), use_adapter=False, settings=settings(max_new_tokens=4))

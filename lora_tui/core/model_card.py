@@ -162,8 +162,9 @@ def render_model_card(run: str | Path | RunDirectory) -> str:
     lines += ["## Reproduce", "", "```bash"]
     if command:
         lines.append(command)
-    lines += [f"# or, from the config saved with this run:", f"lora-tui train {run.config_path} --run-dir runs/{run.name}-again",
-              "```", ""]
+    if not command or str(run.config_path) not in command:  # e.g. a resume command: also give the plain recipe
+        lines += ["# from the config saved with this run:", f"lora-tui train {run.config_path} --run-dir runs/{run.name}-again"]
+    lines += ["```", ""]
 
     base_path = started.get("model_path") or m.name
     lines += ["## Use", "", "With plain PEFT:", "", "```python",

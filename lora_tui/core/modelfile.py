@@ -140,7 +140,8 @@ def derive_format(tokenizer) -> TurnFormat:
     family = guess_family(tokenizer.chat_template)
     stops = _stop_tokens(tokenizer, separators, first_user)
     stops += [s for s in named_format(family).stops if s in separators and s not in stops]
-    fmt = TurnFormat(f"the tokenizer's chat template ({family}-style)", system_prefix, after_system, first_user, after_user, after_answer, stops, note)
+    fmt = TurnFormat(f"the tokenizer's chat template ({family}-style)", system_prefix, after_system, first_user,
+                     after_user, after_answer, stops, note)
     check_format(fmt, tokenizer, with_system=not note)
     return fmt
 
