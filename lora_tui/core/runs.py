@@ -95,7 +95,7 @@ class RunDirectory:
     @classmethod
     def find(cls, name_or_path: str | os.PathLike) -> "RunDirectory":
         """A run by path, or by name under the default runs folder."""
-        candidates = [Path(name_or_path), runs_dir() / str(name_or_path)]
+        candidates = list(dict.fromkeys([Path(name_or_path), runs_dir() / str(name_or_path)]))
         for candidate in candidates:
             if (candidate / "config.yaml").is_file():
                 return cls(candidate)
