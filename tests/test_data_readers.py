@@ -157,3 +157,22 @@ def test_unreadable_inputs_raise_data_error_naming_the_file(tmp_path, make, need
     with pytest.raises(DataError) as info:
         load_examples(path)
     assert needle in str(info.value) and str(path.name) in str(info.value) and "Fix" in str(info.value)
+
+
+def test_undecodable_txt_file_is_reported_and_skipped(tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    _write(folder / "good.txt", "Plain text.\n")
+    _write(folder / "bad.txt", b"line one\nline \xff two\n")
+    loaded = load_examples(folder)
+    assert [(f.source, f.line, f.code) for f in loaded.findings] == [("bad.txt", 2, "undecodable_bytes")]
+    assert [e.source for e in loaded.examples] == ["good.txt"]
+    single = load_examples(folder / "good.txt")
+    assert single.container == "txt" and single.examples[0].text == "Plain text.\n"
+
+
+def test_undecodable_bytes_in_a_json_array_skip_only_that_element(tmp_path):
+    raw = b'[\n{"text": "fine"},\n{"text": "caf\xe9"},\n{"text": "also fine"}\n]\n'
+    loaded = load_examples(_write(tmp_path / "a.json", raw))
+    assert _codes(loaded) == [(3, "undecodable_bytes")]
+    assert [e.text for e in loaded.examples] == ["fine", "also fine"]

@@ -1,0 +1,92 @@
+"""Raw rows as read from a file, and the helpers every reader shares.
+
+A raw row is a plain dict tied to its line; what it means is decided in
+``formats``. Helpers here turn decoding and JSON faults into findings with a
+line and a fix. No I/O beyond reading bytes, no printing.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .records import DataError, Finding
+
+
+@dataclass
+class RawRow:
+    line: int
+    value: Any  # a dict for structured rows
+    source: str | None = None
+
+
+@dataclass
+class ReadResult:
+    container: str
+    rows: list[RawRow] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    rows_total: int = 0  # rows seen, readable or not
+
+
+def read_bytes(p: Path) -> bytes:
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{p}: cannot be read ({exc.strerror or exc}). Fix: check the file's permissions.") from None
+    if not raw.strip(b" \t\r\n\xef\xbb\xbf"):
+        raise DataError(f"{p}: the file is empty. Fix: add at least one example row.")
+    return raw
+
+
+def decode_whole(raw: bytes) -> str | None:
+    """The file as text when it decodes cleanly (BOM dropped), else None."""
+    if raw.startswith(codecs.BOM_UTF16_LE) or raw.startswith(codecs.BOM_UTF16_BE):
+        try:
+            return raw.decode("utf-16")
+        except UnicodeDecodeError:
+            return None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return None
+
+
+def undecodable(raw: bytes, pos: int, line: int | None = None, source: str | None = None) -> Finding:
+    """Finding for the bad byte at `pos` of `raw` (a whole file, or one line when `line` is given)."""
+    line_start = 0 if line is not None else raw.rfind(b"\n", 0, pos) + 1
+    if line is None:
+        line = raw.count(b"\n", 0, pos) + 1
+    bad = raw[pos:pos + 4]
+    return Finding(line, "error", f"undecodable bytes {bad!r} at column {pos - line_start + 1} (not valid UTF-8)",
+                   "re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)", "undecodable_bytes", source)
+
+
+def malformed(line: int, exc: json.JSONDecodeError, what: str = "line") -> Finding:
+    hint = "fix the JSON on this line (each line must be one complete JSON object)"
+    if what == "element":
+        hint = "fix the JSON of this array element"
+    if "Unterminated string" in exc.msg or "Expecting" in exc.msg and exc.pos >= len(exc.doc) - 1:
+        hint += "; the line may have been cut short"
+    return Finding(line, "error", f"malformed JSON: {exc.msg} (column {exc.colno})", hint, "malformed_json")
+
+
+def not_an_object(line: int, value: Any) -> Finding:
+    kind = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true/false"}.get(
+        type(value), "null")
+    return Finding(line, "error", f"row is {kind}, not a JSON object",
+                   'write each row as an object, e.g. {"instruction": ..., "output": ...}', "wrong_type")
+
+
+def skip_ws(text: str, i: int) -> int:
+    n = len(text)
+    while i < n and text[i] in " \t\r\n":
+        i += 1
+    return i
+
+
+def rows_from_records(container: str, records: list[dict]) -> ReadResult:
+    rows = [RawRow(i, r) for i, r in enumerate(records, 1)]
+    return ReadResult(container, rows=rows, rows_total=len(rows))
