@@ -9,6 +9,7 @@ the model's tokenizer) cannot be read. Never writes to the dataset.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -43,10 +44,18 @@ def run(args) -> int:
     except DataError as exc:
         return _unreadable(args, exc)
     if args.json:
-        print(json.dumps(report.to_dict(), ensure_ascii=False))
+        _emit(json.dumps(report.to_dict(), ensure_ascii=False))
     else:
-        print(format_report(report, model_name=args.model or "embedded SmolLM2-135M-Instruct"))
+        _emit(format_report(report, model_name=args.model or "embedded SmolLM2-135M-Instruct"))
     return 0 if report.valid_rows > 0 else 1
+
+
+def _emit(text: str) -> None:
+    """Print, staying quiet when the reader went away (`lora-tui validate big.jsonl | head`)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
 
 
 def _unreadable(args, exc: Exception) -> int:
