@@ -171,3 +171,17 @@ def test_tokenize_names_the_row_a_template_refuses(embedded_model_dir):
     tok.chat_template = "{% if messages[0]['role'] == 'system' %}{{ raise_exception('no system') }}{% endif %}x"
     with pytest.raises(DataError, match="line 7: the chat template refuses this row: no system"):
         ChatFormatter(tok).tokenize(_example(("system", "s"), ("user", "u"), ("assistant", "a"), line=7), 64)
+
+
+def test_chatml_fallback_appends_the_tokenizers_own_eos_when_it_differs(embedded_model_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(embedded_model_dir)
+    tok.chat_template = None
+    tok.eos_token = "<|endoftext|>"
+    formatter = ChatFormatter(tok, template="chatml")
+    example = _example(("user", "Hi"), ("assistant", "Ahoy"))
+    assert formatter.render(example).endswith("<|im_end|>\n<|endoftext|>")
+    out = formatter.tokenize(example, 1024)
+    assert _trained_text(tok, out) == "Ahoy<|im_end|><|endoftext|>"
+    assert out["labels"][-1] == tok.eos_token_id and set(formatter.stop_strings) == {"<|endoftext|>", "<|im_end|>"}
