@@ -66,6 +66,15 @@ def pick_device() -> tuple[str, bool]:
 
 def build_datasets(config: Config, tokenizer):
     """Tokenised train / eval datasets with explicit labels, plus facts for the started event."""
+    from lora_tui.core.data import DataError
+
+    try:
+        return _build_datasets(config, tokenizer)
+    except DataError as exc:
+        raise TrainingFailure(str(exc), f"Run `lora-tui validate {config.data.train}` to see every problem.") from None
+
+
+def _build_datasets(config: Config, tokenizer):
     from datasets import Dataset
 
     from lora_tui.core.data import ChatFormatter, load_examples, split_examples
@@ -83,8 +92,7 @@ def build_datasets(config: Config, tokenizer):
 
     def encode(rows):
         cols = {"input_ids": [], "labels": [], "length": []}
-        for row in rows:
-            item = formatter.tokenize(row, max_len)
+        for item in formatter.tokenize_many(rows, max_len) if rows else []:
             if any(label != -100 for label in item["labels"]):
                 cols["input_ids"].append(item["input_ids"])
                 cols["labels"].append(item["labels"])
