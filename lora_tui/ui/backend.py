@@ -111,7 +111,8 @@ class Backend:
         elif report.examples:
             _, held_out = split_examples(report.examples, d.val_fraction, config.training.seed)
             view.validation_rows = len(held_out)
-            view.validation_note = (f"{len(held_out)} rows held out of {report.valid_rows} "
+            view.validation_note = (f"{len(held_out)} row{'s' if len(held_out) != 1 else ''} held out of "
+                                    f"{report.valid_rows} "
                                     f"({d.val_fraction:.0%}, data.val_fraction)")
         else:
             view.validation_note = "no validation rows"

@@ -18,7 +18,7 @@ class WizardScreen(Screen):
     def compose(self) -> ComposeResult:
         yield StepBar(self.STEP)
         yield from self.compose_body()
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def compose_body(self) -> ComposeResult:
         yield from ()

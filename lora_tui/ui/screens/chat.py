@@ -26,7 +26,7 @@ SETTINGS = (  # (field of GenerationSettings, label, type, lowest, highest)
     ("temperature", "temp", float, 0.0, 5.0),
     ("top_p", "top-p", float, 0.0, 1.0),
     ("top_k", "top-k", int, 0, 1000),
-    ("max_new_tokens", "max tokens", int, 1, 8192),
+    ("max_new_tokens", "max", int, 1, 8192),
 )
 DEFAULTS = {"temperature": "0.3", "top_p": "0.9", "top_k": "40", "max_new_tokens": "256"}
 
@@ -56,10 +56,10 @@ class ChatBubble(Static):
 class ChatScreen(WizardScreen):
     STEP = "chat"
     BINDINGS = [
-        Binding("ctrl+t", "toggle_adapter", "Adapter on/off"),
+        Binding("ctrl+t", "toggle_adapter", "Adapter"),
         Binding("ctrl+r", "compare", "Compare"),
         Binding("ctrl+l", "new_chat", "New chat"),
-        Binding("escape", "stop", "Stop reply"),
+        Binding("escape", "stop", "Stop"),
     ]
 
     def __init__(self) -> None:
@@ -199,6 +199,7 @@ class ChatScreen(WizardScreen):
             return
         event.input.value = ""
         self.query_one("#compare").display = False
+        self.query_one("#conversation").display = True
         use_adapter = self.query_one("#use-adapter", Checkbox).value
         self.messages.append({"role": "user", "content": prompt})
         conversation = self.query_one("#conversation", VerticalScroll)
@@ -279,6 +280,7 @@ class ChatScreen(WizardScreen):
             self.notify("Type a prompt first; ctrl+r answers it with and without the adapter.", timeout=5)
             return
         prompt_input.value = ""
+        self.query_one("#conversation").display = bool(self.messages)  # room for the answers
         self.query_one("#compare").display = True
         self.query_one("#compare-adapter", Static).update(Text("…generating", style="dim"))
         self.query_one("#compare-base", Static).update(Text("…waits for the adapter's answer", style="dim"))

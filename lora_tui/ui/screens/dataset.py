@@ -138,8 +138,9 @@ class DatasetScreen(WizardScreen):
         tree.clear()
         if not report.findings:
             tree.root.add_leaf(Text("No problems found.", style="green"))
+        expand = len(report.findings) <= 30  # few findings: show every message at once
         for (severity, _), items in group_findings(report.findings).items():
-            node = tree.root.add(group_label(severity, items), expand=False)
+            node = tree.root.add(group_label(severity, items), expand=expand)
             for finding in items[:200]:
                 node.add_leaf(finding_label(finding))
             if len(items) > 200:

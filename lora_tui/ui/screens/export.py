@@ -15,11 +15,20 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, Static
+from textual.widgets import Button, Markdown, Static
 
 from lora_tui.ui.messages import ExportDone, WorkProgress
 from lora_tui.ui.screens.base import WizardScreen
 from lora_tui.ui.screens.dialogs import Confirm, PathPrompt
+
+
+def _without_front_matter(card: str) -> str:
+    """The model card without its YAML header (metadata for the hub, noise on screen)."""
+    if card.startswith("---\n"):
+        end = card.find("\n---", 4)
+        if end != -1:
+            return card[end + 4:].lstrip()
+    return card
 
 
 def human_size(n: int) -> str:
@@ -50,6 +59,7 @@ class ExportScreen(WizardScreen):
                 yield Button("Ollama Modelfile (o)", id="modelfile", compact=True)
             yield Static(id="export-result")
             with VerticalScroll(id="export-detail"):
+                yield Markdown(id="export-card")
                 yield Static(id="export-text")
 
     def sync_from_state(self) -> None:
@@ -64,6 +74,7 @@ class ExportScreen(WizardScreen):
             self._detail_shown = False
             self.query_one("#export-result", Static).update("")
             self.query_one("#export-text", Static).update("")
+            self.query_one("#export-card", Markdown).update("")
         where.update("Reading the run…")
         self._summary(run)
 
@@ -112,8 +123,8 @@ class ExportScreen(WizardScreen):
         card = summary.get("model_card")
         if card and not self._detail_shown:
             try:
-                self.query_one("#export-text", Static).update(Text(Path(card).read_text(encoding="utf-8")[:6000],
-                                                                   style="dim"))
+                self.query_one("#export-card", Markdown).update(_without_front_matter(
+                    Path(card).read_text(encoding="utf-8")[:20000]))
             except OSError:
                 pass
 
@@ -211,6 +222,7 @@ class ExportScreen(WizardScreen):
 
     def _show_modelfile(self, modelfile: Path) -> None:
         self._detail_shown = True
+        self.query_one("#export-card", Markdown).display = False
         try:
             body = modelfile.read_text(encoding="utf-8")
         except OSError as exc:

@@ -8,6 +8,7 @@ them and maps a chosen fix back onto the Config.
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -119,12 +120,12 @@ class HardwareScreen(WizardScreen):
             text.append(" Training runs on the CPU: fine for the embedded model, slow for larger ones.\n")
             if report.torch_version:
                 text.append(f"torch {report.torch_version}\n", style="dim")
-        text.append(f"CPU    {report.cpu_count} cores\n", style="bold")
+        text.append(f"CPU    {report.cpu_count} cores", style="bold")
         if report.ram_total:
             used = report.ram_total - report.ram_available
             text.append("RAM    ", style="bold")
             text.append(bar(used / report.ram_total, width), style="magenta")
-            text.append(f" {gib(report.ram_available)} available of {gib(report.ram_total)}\n")
+            text.append(f" {gib(report.ram_available)} available of {gib(report.ram_total)}")
         widget.update(text)
 
     # --- plan and fixes -------------------------------------------------------------------------
@@ -133,9 +134,9 @@ class HardwareScreen(WizardScreen):
         plan = self.query_one("#plan", Static)
         breakdown = self.query_one("#breakdown", Static)
         fixes = self.query_one("#fixes", OptionList)
-        describe = (f"Plan: {c.model.name}, {c.model.load_in} base, r {c.lora.r} on {c.lora.targets}, "
-                    f"micro-batch {c.training.micro_batch} x {c.data.max_seq_len} tokens, gradient checkpointing "
-                    f"{'on' if c.training.gradient_checkpointing else 'off'}")
+        describe = escape(f"Plan: {c.model.load_in} base · r {c.lora.r} on {c.lora.targets} · micro-batch "
+                          f"{c.training.micro_batch} x {c.data.max_seq_len} tokens · gradient checkpointing "
+                          f"{'on' if c.training.gradient_checkpointing else 'off'}")
         judgement = self.app.current_judgement()
         if self.state.hardware is None or judgement is None:
             plan.update(describe + "\n[dim]Estimating memory…[/]")
@@ -153,8 +154,8 @@ class HardwareScreen(WizardScreen):
                                      f"{gib(v.available_bytes)} free on {v.device_label}  "
                                      f"{verdict_markup(v.verdict)}{notes}"))
         parts = sorted(v.estimate.breakdown.items(), key=lambda kv: -kv[1])
-        breakdown.update(Text("  " + "   ".join(f"{name.replace('_', ' ')} {value / GIB:.2f}"
-                                                   for name, value in parts) + "  (GiB)", style="dim"))
+        breakdown.update(Text("GiB: " + " · ".join(f"{name.replace('_', ' ')} {value / GIB:.2f}"
+                                                    for name, value in parts), style="dim"))
         self._set_fixes(v.fixes if v.verdict != "fits" else [])
 
     def _set_fixes(self, fixes: list) -> None:

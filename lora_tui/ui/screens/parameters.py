@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.markup import escape
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -58,7 +59,8 @@ class ParametersScreen(WizardScreen):
             with VerticalScroll(id="form"):
                 for section in FORM_ORDER:
                     help_text = SECTION_HELP[section]
-                    yield Static(Text.assemble((section, "bold"), "  ", (help_text, "dim")), classes="section-title")
+                    yield Static(Text.assemble((section, "bold"), "  ", (help_text, "dim")),
+                                 classes="section-title" + (" first" if section == FORM_ORDER[0] else ""))
                     for key, value in vars(getattr(config, section)).items():
                         choices = TARGET_CHOICES + (CUSTOM,) if (section, key) == ("lora", "targets") else None
                         shown = value
@@ -136,9 +138,9 @@ class ParametersScreen(WizardScreen):
             line.update(f"[yellow]Memory: no estimate ({judgement.error})[/]")
         else:
             v = judgement.verdict
-            line.update(f"Memory: needs [b]{gib(v.estimate.total_bytes)}[/] of {gib(v.available_bytes)} free "
-                        f"({v.device_label})  {verdict_markup(v.verdict)}"
-                        + ("  [dim](Hardware step lists fixes)[/]" if v.verdict != "fits" else ""))
+            line.update(f"{verdict_markup(v.verdict)}  needs [b]{gib(v.estimate.total_bytes)}[/] of "
+                        f"{gib(v.available_bytes)} free on {escape(v.device_label)}"
+                        + ("  [dim](fixes: Hardware step)[/]" if v.verdict != "fits" else ""))
 
     def _show_command(self) -> None:
         config = self.state.config

@@ -205,11 +205,10 @@ class TrainingScreen(WizardScreen):
             return Text("")
         kind = outcome.get("type")
         if kind == "finished":
-            text = Text("✓ Finished. ", style="bold green")
-            text.append(f"Adapter: {outcome.get('adapter') or run.adapter_dir}  ")
-            text.append(f"train loss {number(outcome.get('train_loss'))}  eval {number(outcome.get('eval_loss'))}  ")
-            text.append(f"in {duration(outcome.get('runtime_s'))}.  ", style="dim")
+            text = Text(f"✓ Finished in {duration(outcome.get('runtime_s'))}: ", style="bold green")
+            text.append(f"train loss {number(outcome.get('train_loss'))}, eval {number(outcome.get('eval_loss'))}. ")
             text.append("ctrl+n: chat with it", style="bold")
+            text.append(f"\nAdapter: {outcome.get('adapter') or run.adapter_dir}", style="dim")
             return text
         if kind == "stopped":
             text = Text(f"Stopped at step {outcome.get('step')} ({outcome.get('reason', '')}). ", style="bold yellow")

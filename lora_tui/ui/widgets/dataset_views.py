@@ -83,8 +83,9 @@ def histogram_text(stats, width: int = 40) -> Text:
     text.append(f"Tokens per row: min {stats.min}  median {stats.median}  p95 {stats.p95}  max {stats.max}  "
                 f"mean {stats.mean:.0f}\n", style="bold")
     if stats.over_max:
-        text.append(f"{stats.over_max} rows are longer than the max length {stats.max_seq_len} and will be "
-                    f"truncated (data.max_seq_len).\n", style="yellow")
+        rows = "1 row is" if stats.over_max == 1 else f"{stats.over_max} rows are"
+        text.append(f"{rows} longer than the max length {stats.max_seq_len} and will be truncated "
+                    f"(data.max_seq_len).\n", style="yellow")
     else:
         text.append(f"Every row fits in the max length {stats.max_seq_len}.\n", style="green")
     peak = max((c for _, _, c in stats.histogram), default=0) or 1

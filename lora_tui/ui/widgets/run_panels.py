@@ -32,11 +32,10 @@ class LossPlot(PlotextPlot):
         plt.xlabel("step")
         if history.steps:
             xs, ys = _thin(history.steps, history.losses)
-            plt.plot(xs, ys, label="train", marker="braille", color="cyan")
+            plt.plot(xs, ys, label="train", marker="hd", color="cyan")
         if history.eval_steps:
-            plt.plot(history.eval_steps, history.eval_losses, label="eval", marker="dot", color="orange")
-            if len(history.eval_steps) == 1:
-                plt.scatter(history.eval_steps, history.eval_losses, marker="dot", color="orange")
+            # Points, not a line: evaluations are few and far apart.
+            plt.scatter(history.eval_steps, history.eval_losses, label="eval", marker="o", color="orange")
         if not history.steps and not history.eval_steps:
             plt.title("loss (waiting for the first step)")
         self.refresh()
@@ -57,43 +56,48 @@ def now_panel(history: RunHistory) -> Text:
         ppl = last_eval.get("perplexity")
         row("eval loss", number(last_eval.get("eval_loss")) + (f"  ppl {ppl:.3g}" if ppl else ""), "bold")
     if before and before is not last_eval:
-        row("before", number(before.get("eval_loss")))
+        row("  before", number(before.get("eval_loss")))
     row("lr", f"{step['lr']:.2e}" if step.get("lr") is not None else "–")
     row("grad norm", number(step.get("grad_norm"), 3))
-    row("tokens/s", f"{step['tokens_per_s']:.0f}" if step.get("tokens_per_s") is not None else "–")
-    row("tokens", count(step.get("tokens_seen")))
+    speed = f"{step['tokens_per_s']:.0f}" if step.get("tokens_per_s") is not None else "–"
+    row("tokens/s", speed + (f"  ({count(step['tokens_seen'])} seen)" if step.get("tokens_seen") else ""))
+    text.rstrip()
     return text
 
 
-def system_panel(event: dict | None, width: int = 14, ended: bool = False) -> Text:
+def system_panel(event: dict | None, width: int = 16, ended: bool = False) -> Text:
+    """GPU utilisation, memory, temperature and power from the latest "system" event;
+    CPU %, RSS and RAM when there is no GPU. Rows fit the 33-cell side panel."""
     text = Text()
     if not event:
         text.append("no GPU/CPU samples recorded" if ended else "waiting for the first GPU/CPU sample…",
                     style="dim")
         return text
-    gpus = event.get("gpus") or []
-    for gpu in gpus:
+
+    def row(label: str, value: str, fraction: float | None = None, style: str = "green") -> None:
+        text.append(f"{label:<5}", style="bold")
+        text.append(f"{value:>11} ")
+        if fraction is not None:
+            text.append(bar(fraction, width), style=style)
+        text.append("\n")
+
+    for gpu in event.get("gpus") or []:
         used, total = gpu.get("mem_used") or 0, gpu.get("mem_total") or 0
         util = gpu.get("util")
-        text.append(f"GPU {gpu.get('index', 0)} ", style="bold")
-        text.append(f"util {util if util is not None else '?':>3}% ")
-        text.append(bar((util or 0) / 100, width) + "\n", style="green")
-        text.append(f"      mem {used / GIB:.1f}/{total / GIB:.1f}G ")
-        text.append(bar(used / total if total else 0, width) + "\n", style="magenta")
+        text.append(f"GPU {gpu.get('index', 0)}\n", style="bold underline")
+        row("util", f"{util}%" if util is not None else "?", (util or 0) / 100)
+        row("mem", f"{used / GIB:.1f}/{total / GIB:.0f}G", used / total if total else 0, "magenta")
         temp, power = gpu.get("temp"), gpu.get("power")
-        text.append(f"      {temp if temp is not None else '?'}°C  {power:.0f} W\n" if power is not None else
-                    f"      {temp if temp is not None else '?'}°C\n", style="dim")
-    if not gpus:
-        text.append("CPU ", style="bold")
+        heat = f"{temp}°C" if temp is not None else "?°C"
+        row("temp", heat + (f" {power:.0f} W" if power is not None else ""))
+    if not event.get("gpus"):
         cpu = event.get("cpu_percent")
-        text.append(f"{cpu:.0f}%\n" if cpu is not None else "?\n")
+        row("CPU", f"{cpu:.0f}%" if cpu is not None else "?")
     rss = event.get("rss")
     if rss is not None:
-        text.append("RSS ", style="bold")
-        text.append(f"{rss / GIB:.2f} GiB\n")
+        row("RSS", f"{rss / GIB:.2f} GiB")
     used, total = event.get("ram_used"), event.get("ram_total")
     if used is not None and total:
-        text.append("RAM ", style="bold")
-        text.append(f"{used / GIB:.1f}/{total / GIB:.1f}G ")
-        text.append(bar(used / total, width), style="magenta")
+        row("RAM", f"{used / GIB:.1f}/{total / GIB:.0f}G", used / total, "magenta")
+    text.rstrip()
     return text
