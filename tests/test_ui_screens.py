@@ -1,0 +1,298 @@
+"""Pilot tests of what each screen promises: live following of a run (and quitting
+while it trains), refusals on bad data, YAML save/load, presets, trust_remote_code
+behind a warning, and memory fixes.
+
+The training-screen tests write events.jsonl themselves, holding the run's lock as
+a trainer would, so the screen's live following is tested without a training run
+(the real run is covered by tests/test_ui_flow.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from tests.conftest import REPO
+from tests.snapshot_apps.fixed import DATA, FixedBackend, snapshot_state
+from tests.snapshot_apps.make_demo_run import MAX_STEPS, demo_events, write_demo_run
+
+pytestmark = pytest.mark.timeout(300)
+
+
+async def until(pilot, condition, timeout: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _run(coro):
+    return asyncio.run(coro)
+
+
+# --- training screen ---------------------------------------------------------------------------------
+@pytest.fixture
+def live_run(tmp_path):
+    """A run 'in progress': 10 steps written, the trainer's lock held by this test."""
+    from lora_tui.core.runs import RunDirectory
+
+    path = write_demo_run(tmp_path / "live-run", last_step=10, finished=False)
+    run = RunDirectory(path)
+    lock = run.acquire_lock()
+    yield run
+    lock.close()
+
+
+def test_training_screen_follows_a_live_run_and_quit_asks(live_run):
+    from lora_tui.ui.app import make_app
+
+    async def go():
+        app = make_app(run=str(live_run.path), backend=FixedBackend())
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: app.current_mode == "training" and app.screen.history.step == 10,
+                        what="the history so far")
+            screen = app.screen
+            assert screen.run_state == "running"
+            assert "step 10/60" in str(screen.query_one("#run-header").render())
+            # The trainer writes more: the screen picks it up without any key press.
+            for event in demo_events(last_step=20, finished=False):
+                if event["type"] == "step" and event["step"] > 10:
+                    fields = {k: v for k, v in event.items() if k not in ("seq", "time", "type")}
+                    live_run.append_event("step", **fields)
+            await until(pilot, lambda: screen.history.step == 20, what="new steps")
+            assert len(screen.history.steps) == 20
+            # Quitting while it trains asks first; Escape keeps the wizard open.
+            await pilot.press("ctrl+q")
+            await until(pilot, lambda: type(app.screen).__name__ == "QuitDuringTraining", what="the question")
+            await pilot.press("escape")
+            await until(pilot, lambda: app.screen is screen, what="back to training")
+            assert app.is_running
+            # Detach: the wizard ends, the trainer is left alone (no stop request).
+            await pilot.press("ctrl+q")
+            await until(pilot, lambda: type(app.screen).__name__ == "QuitDuringTraining", what="the question")
+            await pilot.press("d")
+        assert app.return_code == 0
+        assert not live_run.stop_requested()
+
+    _run(go())
+
+
+def test_stop_key_asks_then_requests_a_graceful_stop(live_run):
+    from lora_tui.ui.app import make_app
+
+    async def go():
+        app = make_app(run=str(live_run.path), backend=FixedBackend())
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: app.current_mode == "training" and app.screen.history.step == 10)
+            await pilot.press("s")
+            await until(pilot, lambda: type(app.screen).__name__ == "Confirm", what="the confirmation")
+            await pilot.press("n")
+            assert not live_run.stop_requested()
+            await pilot.press("s")
+            await until(pilot, lambda: type(app.screen).__name__ == "Confirm", what="the confirmation")
+            await pilot.press("y")
+            await until(pilot, live_run.stop_requested, what="the stop request")
+            assert live_run.read_status()["state"] == "stopping"
+
+    _run(go())
+
+
+def test_finished_run_shows_its_whole_history(tmp_path):
+    from lora_tui.ui.app import make_app
+
+    path = write_demo_run(tmp_path / "done-run")
+
+    async def go():
+        app = make_app(run=str(path), backend=FixedBackend())
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: app.current_mode == "training" and app.screen.history.outcome is not None)
+            screen = app.screen
+            assert screen.run_state == "finished"
+            assert len(screen.history.steps) == MAX_STEPS
+            assert screen.history.eval_steps == [0, 20, 40, 60]
+            assert "Finished" in str(screen.query_one("#outcome").render())
+            assert "Adapter saved" in str(screen.query_one("#log-tail").render())
+            await pilot.press("ctrl+q")  # nothing trains: no question
+        assert app.return_code == 0
+
+    _run(go())
+
+
+def test_unknown_run_is_reported_not_raised(tmp_path):
+    from lora_tui.ui.app import make_app
+
+    async def go():
+        app = make_app(run=str(tmp_path / "nope"), backend=FixedBackend())
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause(0.2)
+            assert app.current_mode == "model"
+            assert any("No run at" in n.message for n in app._notifications)
+
+    _run(go())
+
+
+# --- dataset refusals ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, reason", [("no_valid_rows.jsonl", "has no valid row"),
+                                          ("all_masked.jsonl", "Every label is masked")])
+def test_dataset_refuses_data_that_cannot_train(monkeypatch, embedded_model_dir, name, reason):
+    from lora_tui.ui.app import make_app
+
+    monkeypatch.chdir(REPO)
+    state = snapshot_state(data__train=str(DATA / name))
+
+    async def go():
+        app = make_app(state=state, backend=FixedBackend())
+        async with app.run_test(size=(80, 24)) as pilot:
+            app.goto("dataset")
+            await until(pilot, lambda: state.dataset_current() is not None, what="validation")
+            assert reason in str(app.screen.query_one("#data-verdict").render())
+            await pilot.press("ctrl+n")
+            assert app.current_mode == "dataset"  # refused
+            assert any(reason in n.message for n in app._notifications)
+
+    _run(go())
+
+
+def test_dataset_unreadable_path_is_a_message(monkeypatch, embedded_model_dir, tmp_path):
+    from lora_tui.ui.app import make_app
+
+    monkeypatch.chdir(REPO)
+    state = snapshot_state()
+
+    async def go():
+        app = make_app(state=state, backend=FixedBackend())
+        async with app.run_test(size=(80, 24)) as pilot:
+            app.goto("dataset")
+            await until(pilot, lambda: state.dataset_current() is not None)
+            screen = app.screen
+            screen.query_one("#data-path").focus()
+            await pilot.press("end", *["backspace"] * 60, *str(tmp_path / "missing.jsonl"), "enter")
+            await until(pilot, lambda: screen._checking is None, what="the check")
+            assert "missing.jsonl" in str(screen.query_one("#data-verdict").render())
+            await pilot.press("ctrl+n")
+            assert app.current_mode == "dataset"
+
+    _run(go())
+
+
+# --- parameters --------------------------------------------------------------------------------------------
+def test_parameters_save_and_load_yaml(monkeypatch, embedded_model_dir, tmp_path):
+    from lora_tui.core.config import load_config
+    from lora_tui.ui.app import make_app
+
+    monkeypatch.chdir(REPO)
+    state = snapshot_state()
+    target = tmp_path / "my-run.yaml"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lora:\n  r: lots\n")
+    other = tmp_path / "other.yaml"
+    other.write_text("lora:\n  r: 64\n")
+
+    async def type_path(pilot, path):
+        await until(pilot, lambda: type(pilot.app.screen).__name__ == "PathPrompt", what="the path prompt")
+        await pilot.press("ctrl+a", "ctrl+k", *str(path), "enter")
+
+    async def go():
+        app = make_app(state=state, backend=FixedBackend())
+        async with app.run_test(size=(80, 24)) as pilot:
+            app.goto("parameters")
+            await pilot.pause(0.2)
+            screen = app.screen
+            await pilot.press("ctrl+s")
+            await type_path(pilot, target)
+            await until(pilot, target.is_file, what="the saved file")
+            assert load_config(target) == state.config
+            assert f"lora-tui train {target}" in str(screen.query_one("#command-line").render())
+            # Saving over an existing file asks first.
+            await pilot.press("ctrl+s")
+            await type_path(pilot, target)
+            await until(pilot, lambda: type(app.screen).__name__ == "Confirm", what="the overwrite question")
+            await pilot.press("n")
+            # A broken file is refused with its reason; nothing changes.
+            await pilot.press("ctrl+o")
+            await type_path(pilot, bad)
+            await until(pilot, lambda: any("lora.r" in n.message for n in app._notifications), what="the error")
+            assert state.config.lora.r == 16
+            # A good one replaces the config and every field shows it.
+            await pilot.press("ctrl+o")
+            await type_path(pilot, other)
+            await until(pilot, lambda: state.config.lora.r == 64, what="the loaded config")
+            assert screen.query_one("#field-lora-r Input").value == "64"
+            assert f"lora-tui train {other}" in str(screen.query_one("#command-line").render())
+
+    _run(go())
+
+
+def test_preset_by_keyboard(monkeypatch, embedded_model_dir):
+    from lora_tui.ui.app import make_app
+
+    monkeypatch.chdir(REPO)
+    state = snapshot_state()
+
+    async def go():
+        app = make_app(state=state, backend=FixedBackend())
+        async with app.run_test(size=(80, 24)) as pilot:
+            app.goto("parameters")
+            await pilot.pause(0.2)
+            app.screen.query_one("#preset").focus()
+            await pilot.press("enter", "down", "enter")  # LoRA -> QLoRA
+            await until(pilot, lambda: state.config.model.load_in == "4bit", what="the preset")
+            assert (state.config.lora.r, state.config.lora.alpha, state.config.training.learning_rate) == (64, 16, 2e-4)
+            assert app.screen.query_one("#field-model-load_in Select").value == "4bit"
+            assert app.screen.query_one("#field-lora-r Input").value == "64"
+
+    _run(go())
+
+
+# --- model and hardware ----------------------------------------------------------------------------------------
+def test_trust_remote_code_needs_a_confirmed_warning(monkeypatch, embedded_model_dir):
+    from lora_tui.ui.app import make_app
+
+    monkeypatch.chdir(REPO)
+    state = snapshot_state()
+
+    async def go():
+        app = make_app(state=state, backend=FixedBackend())
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause(0.2)
+            app.screen.query_one("#trust").focus()
+            await pilot.press("space")
+            await until(pilot, lambda: type(app.screen).__name__ == "Confirm", what="the warning")
+            await pilot.press("n")
+            await pilot.pause(0.1)
+            assert state.config.model.trust_remote_code is False
+            assert app.screen.query_one("#trust").value is False
+            await pilot.press("space")
+            await until(pilot, lambda: type(app.screen).__name__ == "Confirm", what="the warning")
+            await pilot.press("y")
+            await until(pilot, lambda: state.config.model.trust_remote_code is True)
+
+    _run(go())
+
+
+def test_hardware_fix_is_applied_with_a_key(monkeypatch, embedded_model_dir):
+    from lora_tui.ui.app import make_app
+
+    monkeypatch.chdir(REPO)
+    state = snapshot_state(data__max_seq_len=4096, training__micro_batch=16)
+
+    async def go():
+        app = make_app(state=state, backend=FixedBackend())
+        async with app.run_test(size=(80, 24)) as pilot:
+            app.goto("hardware")
+            await until(pilot, lambda: app.current_judgement() is not None, what="the verdict")
+            assert app.current_judgement().verdict.verdict == "wont_fit"
+            first = app.screen._fixes[0]
+            await pilot.press("f")
+            for plan_key, value in first.changes.items():
+                if plan_key == "grad_checkpointing":
+                    assert state.config.training.gradient_checkpointing is value
+            await until(pilot, lambda: app.current_judgement() is not None, what="the new verdict")
+            assert app.current_judgement().verdict.estimate.total_bytes == first.new_total_bytes
+            assert app.current_judgement().verdict.verdict == first.verdict
+
+    _run(go())
