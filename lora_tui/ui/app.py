@@ -51,6 +51,8 @@ class LoraTuiApp(App[int]):
         Binding("ctrl+n", "next_step", "Next"),
         Binding("ctrl+b", "previous_step", "Back"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
+        # Plain q too, where no text field has the focus (fields take it as a letter).
+        Binding("q", "quit", "Quit", show=False),
     ]
 
     def __init__(self, model: str | None = None, data: str | None = None, run: str | None = None, *,

@@ -40,7 +40,7 @@ class ModelScreen(WizardScreen):
                         classes="title")
             yield Static(id="plan-hint", classes="hint")
             table = DataTable(id="models", cursor_type="row", zebra_stripes=True)
-            table.add_columns("Model", "Params", "Needs", "Fits")
+            self._columns = table.add_columns("Model", "Params", "Needs", "Fits")
             yield table
             with Horizontal(id="model-entry", classes="row"):
                 yield Label("Hub id or path ", classes="field-label")
@@ -97,12 +97,18 @@ class ModelScreen(WizardScreen):
         if message.error:
             self.query_one("#model-status", Static).update(f"[yellow]Catalogue unavailable: {message.error}[/]")
             return
+        rows = {EMBEDDED_MODEL if is_embedded(name) else name: (EMBEDDED_LABEL if is_embedded(name) else name,
+                                                                count(params), gib(needed), verdict_markup(verdict))
+                for name, params, needed, verdict in message.rows}
+        if [key.value for key in table.rows] == list(rows):  # same models: update in place, no flicker
+            for key, cells in rows.items():
+                for column, cell in zip(self._columns, cells):
+                    table.update_cell(key, column, cell)
+            return
         cursor = table.cursor_row
         table.clear()
-        for name, params, needed, verdict in message.rows:
-            label = EMBEDDED_LABEL if is_embedded(name) else name
-            table.add_row(label, count(params), gib(needed), verdict_markup(verdict),
-                          key=EMBEDDED_MODEL if is_embedded(name) else name)
+        for key, cells in rows.items():
+            table.add_row(*cells, key=key)
         table.move_cursor(row=min(cursor, table.row_count - 1))
 
     # --- choosing -----------------------------------------------------------------------------
