@@ -61,17 +61,19 @@ def _child(spec: dict) -> None:
     result = {"rss_after_imports": psutil.Process().memory_info().rss}
     cuda = spec["device"] == "cuda"
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[spec["dtype"]]
-    nvml_peak, stop = [0], threading.Event()
+    nvml_peak, device_peak, stop = [0], [0], threading.Event()
     if cuda:
         import pynvml
 
         pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        before = pynvml.nvmlDeviceGetMemoryInfo(handle).used  # before this process touches CUDA
 
         def watch():  # NVML sees the CUDA context too, which torch's counters do not
             while not stop.is_set():
+                device_peak[0] = max(device_peak[0], pynvml.nvmlDeviceGetMemoryInfo(handle).used - before)
                 for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
-                    if proc.pid == os.getpid() and proc.usedGpuMemory:
+                    if proc.pid == os.getpid() and proc.usedGpuMemory:  # pids differ inside some containers
                         nvml_peak[0] = max(nvml_peak[0], proc.usedGpuMemory)
                 time.sleep(0.005)
 
@@ -117,7 +119,7 @@ def _child(spec: dict) -> None:
         stop.set()
         result["max_reserved"] = torch.cuda.max_memory_reserved()
         result["max_allocated"] = torch.cuda.max_memory_allocated()
-        result["nvml_peak"] = nvml_peak[0]
+        result["nvml_peak"] = nvml_peak[0] or device_peak[0]
     print("RESULT " + json.dumps(result), flush=True)
 
 
