@@ -169,7 +169,8 @@ def _layer_bytes(d: ModelDims, targets: list[str], w: _Widths, plan: MemoryPlan)
     for name in targets:
         key = ("attn_out" if name == "o_proj" else "mlp_mid" if name == "down_proj"
                else "norm2" if name in ("gate_proj", "up_proj", "gate_up_proj") else "norm1")
-        inputs[key].append(modules[name][0])
+        experts = moe if key in ("norm2", "mlp_mid") else 1  # a token passes through its top-k experts
+        inputs[key].extend([modules[name][0]] * experts)
     for key, widths in inputs.items():
         if not widths:
             continue
@@ -192,13 +193,13 @@ def _lora_params(d: ModelDims, targets: list[str], r: int) -> int:
     return d.layers * per_layer
 
 
-def _base_weights(d: ModelDims, plan: MemoryPlan) -> tuple[int, int]:
-    """(bytes of the loaded base model, bytes of that which are quantized linear weights)."""
+def _base_weights(d: ModelDims, plan: MemoryPlan) -> int:
+    """Bytes of the loaded base model: quantized linear layers plus what stays unquantized."""
     compute = DTYPE_BYTES[plan.compute_dtype()]
     linear = d.layers * d.linear_params_per_layer
     rest = d.params - linear  # embeddings, lm_head, norms, biases
     if plan.quant == "none":
-        return d.params * compute, 0
+        return d.params * compute
     kept = 4 if KBIT_UPCASTS_TO_FP32 else compute
     if plan.quant == "8bit":
         rows = d.layers * sum(out for _, out in d.linear_modules.values())
@@ -206,7 +207,7 @@ def _base_weights(d: ModelDims, plan: MemoryPlan) -> tuple[int, int]:
     else:
         per_param = 0.5 + (1 / 64 + 4 / (64 * 256) if plan.double_quant else 4 / 64)  # NF4 + absmax per 64
         quantized = int(linear * per_param)
-    return quantized + rest * kept, quantized
+    return int(quantized + rest * kept)
 
 
 def estimate_memory(plan: MemoryPlan) -> MemoryEstimate:
@@ -221,8 +222,7 @@ def estimate_memory(plan: MemoryPlan) -> MemoryEstimate:
     parts: dict[str, int] = {}
 
     parts["cuda_context" if not cpu else "process"] = CUDA_CONTEXT_BYTES if not cpu else CPU_PROCESS_BYTES
-    weights, quantized = _base_weights(d, plan)
-    parts["base_weights"] = weights
+    parts["base_weights"] = _base_weights(d, plan)
     if cpu and plan.quant != "none" and d.stored_dtype == "float32":
         # The unquantized fp32 tensors are zero-copy views of the memory-mapped checkpoint,
         # which keeps every page the quantizer read resident.
@@ -246,6 +246,8 @@ def estimate_memory(plan: MemoryPlan) -> MemoryEstimate:
     else:
         tile = min(tokens, HEAD_TOKEN_TILE) * min(d.vocab, HEAD_VOCAB_TILE)
         head_temp = tile * (4 * CPU_HEAD_TILE_COPIES if cpu else compute) + tokens * d.hidden * 4
+        if not cpu and plan.quant != "none" and KBIT_UPCASTS_TO_FP32:
+            head_temp += min(d.vocab, HEAD_VOCAB_TILE) * d.hidden * compute  # fp32 lm_head cast per tile
     parts["activations"] = tokens * (saved + head_saved)
     # Backward through a layer holds gradients of its widest intermediates.
     layer_grads = tokens * (3 * d.intermediate * d.experts_per_token + 2 * d.hidden) * w.stream
