@@ -65,6 +65,9 @@ LOG = """\
 lora-tui trainer: run capn-lora-demo
 Loading embedded:SmolLM2-135M-Instruct (16bit, bf16) on cuda
 trainable params: 4,884,480 || all params: 139,399,488 || trainable%: 3.5040
+{'loss': '0.9318', 'grad_norm': '0.415', 'learning_rate': '3.71e-05', 'epoch': '1.75'}
+"""
+LOG_END = """\
 {'loss': '0.6871', 'grad_norm': '0.3214', 'learning_rate': '2.4e-06', 'epoch': '2.95'}
 {'train_runtime': '97.0', 'train_samples_per_second': '9.37', 'epoch': '3.0'}
 Adapter saved to runs/capn-lora-demo/adapter
@@ -102,7 +105,7 @@ def write_demo_run(target: Path = DEMO, last_step: int = MAX_STEPS, finished: bo
               "max_steps": MAX_STEPS, "epoch": last["epoch"], "loss": last["loss"], "eval_loss": None,
               "tokens_per_s": last["tokens_per_s"], "eta_s": last["eta_s"], "message": "", "updated": T0}
     (target / "status.json").write_text(json.dumps(status, indent=2) + "\n")
-    (target / "train.log").write_text(LOG)
+    (target / "train.log").write_text(LOG + (LOG_END if finished else ""))
     (target / "adapter" / "README.md").write_text(CARD)
     (target / "adapter" / "adapter_config.json").write_text(json.dumps({
         "base_model_name_or_path": "embedded:SmolLM2-135M-Instruct", "peft_type": "LORA", "r": 16,

@@ -26,7 +26,9 @@ async def settle(pilot, condition: Callable[[], bool] = lambda: True, timeout: f
         busy = [w for w in app.workers if w.is_running and w.group != "follow"]
         if condition() and not busy:
             break
-    await app.workers.wait_for_complete([w for w in app.workers if w.group != "follow"])
+    others = [w for w in app.workers if w.group != "follow"]  # a live run's follower never completes
+    if others:  # (an empty list would mean "wait for all of them")
+        await app.workers.wait_for_complete(others)
     await pilot.pause(0.2)
     await pilot.pause()
 

@@ -22,6 +22,16 @@ def _thin(xs: list, ys: list) -> tuple[list, list]:
     return xs[::stride] + xs[-1:], ys[::stride] + ys[-1:]
 
 
+def _tick_step(last: int, wanted: int = 5) -> int:
+    """A round step (1, 2, 5, 10, 20, 50...) giving at most ``wanted`` ticks up to ``last``."""
+    magnitude = 1
+    while True:
+        for multiple in (1, 2, 5):
+            if last / (multiple * magnitude) <= wanted:
+                return multiple * magnitude
+        magnitude *= 10
+
+
 class LossPlot(PlotextPlot):
     """Train loss per logged step, and eval loss where evaluations ran."""
 
@@ -38,6 +48,10 @@ class LossPlot(PlotextPlot):
             plt.scatter(history.eval_steps, history.eval_losses, label="eval", marker="o", color="orange")
         if not history.steps and not history.eval_steps:
             plt.title("loss (waiting for the first step)")
+        last = max(history.steps[-1:] + history.eval_steps[-1:] or [0])
+        if last >= 1:
+            ticks = list(range(0, last + 1, _tick_step(last)))
+            plt.xticks(ticks, [str(t) for t in ticks])
         self.refresh()
 
 
