@@ -36,6 +36,9 @@ CPU_MATRIX = [  # (quant, r, batch, seq_len, grad_checkpointing)
     ("4bit", 64, 4, 512, False),
 ]
 QUICK = [CPU_MATRIX[0], CPU_MATRIX[2], CPU_MATRIX[6]]
+# The same model cut to 6 layers (random weights): the head's share stays, the layers' shrinks,
+# which separates the two CPU allocator terms the estimate calibrates.
+SHALLOW_MATRIX = [("none", 8, 4, 512, False), ("none", 8, 4, 512, True), ("4bit", 8, 4, 512, False)]
 GPU_MATRIX = [  # catalogue models with random weights: (model, quant, r, batch, seq_len, gc)
     ("SmolLM2-360M", "none", 16, 4, 1024, False), ("Qwen2.5-0.5B", "none", 16, 4, 1024, False),
     ("Qwen2.5-0.5B", "4bit", 64, 4, 1024, False), ("Llama-3.2-1B", "none", 16, 8, 1024, False),
@@ -124,12 +127,23 @@ def _child(spec: dict) -> None:
 
 
 def _build_random_model(name: str, out: str, tokenizer: str) -> None:
-    """Child: save a catalogue model with random weights (bf16) so a measured child can load it like a user's."""
+    """Child: save a model with random weights so a measured child can load it like a user's.
+
+    name: a catalogue model (built in bf16 on the GPU), or "shallow" (the embedded model's
+    config with 6 layers, fp32 on the CPU).
+    """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from lora_tui.core.catalogue import _raw_catalogue
 
+    if name == "shallow":
+        config = AutoConfig.from_pretrained(tokenizer)
+        config.num_hidden_layers = 6
+        torch.manual_seed(0)
+        AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(out)
+        AutoTokenizer.from_pretrained(tokenizer).save_pretrained(out)
+        return
     cfg = dict(_raw_catalogue()[name]["config"])
     config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
     with torch.device("cuda"):
@@ -152,7 +166,13 @@ def _goal(estimated: int, measured: int) -> bool:
     return abs(estimated - measured) <= max(0.10 * measured, 0.5 * GiB) and estimated >= 0.95 * measured
 
 
-def _cpu_points(matrix, model_dir: str) -> list[dict]:
+def _build(name: str, out: str, tokenizer: str) -> None:
+    build = subprocess.run([sys.executable, __file__, "--build", name, out, tokenizer], capture_output=True, text=True)
+    if build.returncode:
+        raise RuntimeError(f"building {name} failed:\n{build.stderr[-3000:]}")
+
+
+def _cpu_points(matrix, model_dir: str, label: str = "SmolLM2-135M (embedded, fp32)") -> list[dict]:
     from lora_tui.core.catalogue import model_dims
 
     dims = model_dims(model_dir)
@@ -163,7 +183,7 @@ def _cpu_points(matrix, model_dir: str) -> list[dict]:
         spec = {"path": model_dir, "tokenizer": model_dir, "device": "cpu", "dtype": "float32", "quant": quant,
                 "r": r, "batch": batch, "seq_len": seq, "gc": gc, "targets": dims.target_modules("all-linear")}
         got = _run_child(["--child", json.dumps(spec)])
-        rows.append({"device": "cpu", "model": "SmolLM2-135M (embedded, fp32)", "quant": quant, "r": r, "batch": batch,
+        rows.append({"device": "cpu", "model": label, "quant": quant, "r": r, "batch": batch,
                      "seq_len": seq, "gc": gc, "estimated": est.total_bytes, "measured": got["peak_rss"],
                      "rss_after_imports": got["rss_after_imports"], "seconds": got["train_seconds"],
                      "breakdown": est.breakdown})
@@ -179,10 +199,7 @@ def _gpu_points(matrix, tokenizer: str) -> list[dict]:
         for name, quant, r, batch, seq, gc in matrix:
             if name not in built:
                 built[name] = os.path.join(tmp, name)
-                build = subprocess.run([sys.executable, __file__, "--build", name, built[name], tokenizer],
-                                       capture_output=True, text=True)
-                if build.returncode:
-                    raise RuntimeError(f"building {name} failed:\n{build.stderr[-3000:]}")
+                _build(name, built[name], tokenizer)
             dims = CATALOGUE[name]
             plan = MemoryPlan(dims, quant=quant, r=r, batch=batch, seq_len=seq, grad_checkpointing=gc, device="cuda")
             est = estimate_memory(plan)
@@ -250,6 +267,10 @@ def main() -> int:
     if not args.gpu_only:
         print(f"CPU: SmolLM2-135M fp32, {STEPS} training steps per point, peak RSS (ru_maxrss) of a fresh process")
         rows += _cpu_points(QUICK if args.quick else CPU_MATRIX, model_dir)
+        if not args.quick:
+            with tempfile.TemporaryDirectory(prefix="mem-bench-shallow-") as tmp:
+                _build("shallow", tmp, model_dir)
+                rows += _cpu_points(SHALLOW_MATRIX, tmp, label="SmolLM2-135M cut to 6 layers")
     hardware = probe_hardware(check_libraries=False)
     if not args.cpu_only and not args.quick:
         if hardware.gpus:

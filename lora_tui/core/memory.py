@@ -25,14 +25,18 @@ QUANTS = ("none", "8bit", "4bit")
 TARGET_CHOICES = ("qv", "attention", "all-linear")
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
-# Measured (benchmarks/memory_accuracy.py, CPU, fit once on 10 points then re-measured):
-# RSS of a process that has imported torch, transformers, peft, trl and datasets (530 MiB)
-# plus the trainer, tokenizer and dataset objects (160 MiB).
-CPU_PROCESS_BYTES = 690 * MiB
-# Measured (CPU): without Triton, TRL's chunked log-prob runs each [tokens x 32768] tile
-# through a dozen fp32 temporaries, and glibc keeps the forward's freed tiles resident;
-# together they cost about this many tile-sized buffers at the peak.
-CPU_HEAD_TILE_COPIES = 14.5
+# CPU constants, fitted once on 14 measured points (benchmarks/memory_accuracy.py: the
+# embedded model's matrix twice, plus a 6-layer variant that separates the two terms
+# below), then re-measured. Process: torch, transformers, peft, trl, datasets imported
+# (530 MiB measured) plus trainer, tokenizer and data.
+CPU_PROCESS_BYTES = 610 * MiB
+# Without Triton, TRL's chunked log-prob runs each [tokens x 32768] fp32 tile through a
+# dozen temporaries: this many tile-sized buffers at the peak.
+CPU_HEAD_TILE_COPIES = 7.5
+# glibc keeps much of what the forward pass allocated and freed (its arenas rarely shrink),
+# so peak RSS carries this share of the full, uncheckpointed activation volume, even when
+# gradient checkpointing frees it.
+CPU_FORWARD_RETAINED = 0.6
 # GPU, from PyTorch / NVML behaviour, not yet measured here: the CUDA context and
 # kernels (seen by NVML, not by torch), and the caching allocator's rounding/fragmentation.
 CUDA_CONTEXT_BYTES = 512 * MiB
@@ -233,11 +237,6 @@ def estimate_memory(plan: MemoryPlan) -> MemoryEstimate:
     parts["optimizer_states"] = 2 * lora * w.adapter  # AdamW: exp_avg and exp_avg_sq
 
     per_layer = _layer_bytes(d, targets, w, plan)
-    if plan.grad_checkpointing:
-        # Each layer keeps only its input; backward re-runs one layer at a time.
-        saved = d.layers * d.hidden * w.stream + per_layer
-    else:
-        saved = d.layers * per_layer
     head_saved = 4 * d.hidden + 4 + d.hidden * w.stream + 16  # final norm, head input, log Z, entropy
     compute = DTYPE_BYTES[plan.compute_dtype()]
     if plan.loss_head == "full":
@@ -248,17 +247,26 @@ def estimate_memory(plan: MemoryPlan) -> MemoryEstimate:
         head_temp = tile * (4 * CPU_HEAD_TILE_COPIES if cpu else compute) + tokens * d.hidden * 4
         if not cpu and plan.quant != "none" and KBIT_UPCASTS_TO_FP32:
             head_temp += min(d.vocab, HEAD_VOCAB_TILE) * d.hidden * compute  # fp32 lm_head cast per tile
-    parts["activations"] = tokens * (saved + head_saved)
+    full_activations = tokens * (d.layers * per_layer + head_saved)
+    if plan.grad_checkpointing:
+        # Each layer keeps only its input; backward re-runs one layer at a time.
+        parts["activations"] = tokens * (d.layers * d.hidden * w.stream + per_layer + head_saved)
+    else:
+        parts["activations"] = full_activations
     # Backward through a layer holds gradients of its widest intermediates.
     layer_grads = tokens * (3 * d.intermediate * d.experts_per_token + 2 * d.hidden) * w.stream
     dequant = 2 * max(a * b for a, b in d.linear_modules.values()) * compute if plan.quant != "none" else 0
     parts["temporary_buffers"] = max(head_temp, layer_grads) + dequant
-    if not cpu:  # on CPU the allocator's share is measured inside CPU_HEAD_TILE_COPIES
+    if cpu:
+        parts["allocator_overhead"] = int(CPU_FORWARD_RETAINED * full_activations)
+    else:
         parts["allocator_overhead"] = int(GPU_ALLOCATOR_SLACK * (parts["activations"] + parts["temporary_buffers"]))
 
     parts = {k: int(v) for k, v in parts.items()}
     if cpu:
         notes.append(f"CPU run in {plan.compute_dtype()}; RAM peak includes the Python process and its libraries.")
+        if plan.grad_checkpointing:
+            notes.append("On CPU checkpointing saves less than on a GPU: the allocator keeps much of the forward's memory.")
         if "mapped_checkpoint" in parts:
             notes.append("On CPU a 4/8-bit load of an fp32 checkpoint keeps the mapped file resident: little is saved.")
     else:
