@@ -229,6 +229,7 @@ def test_qlora_4bit_runs_on_cpu(tiny_model_dir, data_files, tmp_path):
     started = next(e for e in run.read_events() if e["type"] == "started")
     assert started["method"] == "QLoRA"
     assert started["quantized_layers"] == 2 * 7, "every targeted linear layer of the 2-layer base is 4-bit"
+    assert started["adapter_dtypes"] == ["torch.float32"], "CPU trains adapters in fp32 (bf16 is ~15x slower there)"
     assert (run.adapter_dir / "adapter_model.safetensors").exists()
 
 
