@@ -34,6 +34,15 @@ def _run(coro):
     return asyncio.run(coro)
 
 
+async def goto(pilot, step: str) -> None:
+    """Switch to a step and wait until its screen is mounted and shown."""
+    app = pilot.app
+    app.goto(step)
+    await until(pilot, lambda: getattr(app.screen, "STEP", None) == step and app.screen.is_mounted,
+                what=f"the {step} step")
+    await pilot.pause()
+
+
 # --- training screen ---------------------------------------------------------------------------------
 @pytest.fixture
 def live_run(tmp_path):
@@ -147,7 +156,7 @@ def test_dataset_refuses_data_that_cannot_train(monkeypatch, embedded_model_dir,
     async def go():
         app = make_app(state=state, backend=FixedBackend())
         async with app.run_test(size=(80, 24)) as pilot:
-            app.goto("dataset")
+            await goto(pilot, "dataset")
             await until(pilot, lambda: state.dataset_current() is not None, what="validation")
             assert reason in str(app.screen.query_one("#data-verdict").render())
             await pilot.press("ctrl+n")
@@ -166,7 +175,7 @@ def test_dataset_unreadable_path_is_a_message(monkeypatch, embedded_model_dir, t
     async def go():
         app = make_app(state=state, backend=FixedBackend())
         async with app.run_test(size=(80, 24)) as pilot:
-            app.goto("dataset")
+            await goto(pilot, "dataset")
             await until(pilot, lambda: state.dataset_current() is not None)
             screen = app.screen
             screen.query_one("#data-path").focus()
@@ -199,8 +208,7 @@ def test_parameters_save_and_load_yaml(monkeypatch, embedded_model_dir, tmp_path
     async def go():
         app = make_app(state=state, backend=FixedBackend())
         async with app.run_test(size=(80, 24)) as pilot:
-            app.goto("parameters")
-            await pilot.pause(0.2)
+            await goto(pilot, "parameters")
             screen = app.screen
             await pilot.press("ctrl+s")
             await type_path(pilot, target)
@@ -236,8 +244,7 @@ def test_preset_by_keyboard(monkeypatch, embedded_model_dir):
     async def go():
         app = make_app(state=state, backend=FixedBackend())
         async with app.run_test(size=(80, 24)) as pilot:
-            app.goto("parameters")
-            await pilot.pause(0.2)
+            await goto(pilot, "parameters")
             app.screen.query_one("#preset").focus()
             await pilot.press("enter", "down", "enter")  # LoRA -> QLoRA
             await until(pilot, lambda: state.config.model.load_in == "4bit", what="the preset")
@@ -258,7 +265,8 @@ def test_trust_remote_code_needs_a_confirmed_warning(monkeypatch, embedded_model
     async def go():
         app = make_app(state=state, backend=FixedBackend())
         async with app.run_test(size=(80, 24)) as pilot:
-            await pilot.pause(0.2)
+            await until(pilot, lambda: getattr(app.screen, "STEP", None) == "model" and app.screen.is_mounted)
+            await pilot.pause()
             app.screen.query_one("#trust").focus()
             await pilot.press("space")
             await until(pilot, lambda: type(app.screen).__name__ == "Confirm", what="the warning")
@@ -283,7 +291,7 @@ def test_hardware_fix_is_applied_with_a_key(monkeypatch, embedded_model_dir):
     async def go():
         app = make_app(state=state, backend=FixedBackend())
         async with app.run_test(size=(80, 24)) as pilot:
-            app.goto("hardware")
+            await goto(pilot, "hardware")
             await until(pilot, lambda: app.current_judgement() is not None, what="the verdict")
             assert app.current_judgement().verdict.verdict == "wont_fit"
             first = app.screen._fixes[0]
@@ -294,5 +302,34 @@ def test_hardware_fix_is_applied_with_a_key(monkeypatch, embedded_model_dir):
             await until(pilot, lambda: app.current_judgement() is not None, what="the new verdict")
             assert app.current_judgement().verdict.estimate.total_bytes == first.new_total_bytes
             assert app.current_judgement().verdict.verdict == first.verdict
+
+    _run(go())
+
+
+def test_custom_target_modules_checked_against_the_models_layers(monkeypatch, embedded_model_dir):
+    from lora_tui.ui.app import make_app
+
+    monkeypatch.chdir(REPO)
+    state = snapshot_state()
+
+    async def go():
+        app = make_app(state=state, backend=FixedBackend())
+        async with app.run_test(size=(80, 24)) as pilot:
+            await goto(pilot, "parameters")
+            await until(pilot, lambda: state.layers_for_model() is not None, what="the model's layers")
+            screen = app.screen
+            custom = screen.query_one("#field-lora-targets-custom")
+            assert not custom.display
+            screen.query_one("#field-lora-targets Select").focus()
+            await pilot.press("enter", "down", "enter")  # all-linear -> custom
+            await until(pilot, lambda: custom.display, what="the custom row")
+            await pilot.press(*"q_proj,v_proj")
+            assert state.config.lora.targets == "q_proj,v_proj"
+            assert not custom.error
+            await pilot.press(*",wq_nope")
+            assert state.config.lora.targets == "q_proj,v_proj"  # refused: the model has no such layer
+            assert "wq_nope" in custom.error
+            await pilot.press("ctrl+n")
+            assert state.run is None  # starting refused while a value is refused
 
     _run(go())

@@ -156,11 +156,12 @@ class LoraTuiApp(App[int]):
                 screen.state_changed(what)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="hardware")
-    def probe_hardware(self) -> None:
+    def probe_hardware(self, check_libraries: bool = False) -> None:
+        """GPUs and RAM take milliseconds and are all a memory verdict needs. The library check
+        (torch, CUDA, a bitsandbytes round trip) takes seconds of CPU, so it runs only for the
+        Hardware step, never while the wizard merely watches a run train."""
         try:
-            # GPUs and RAM first (milliseconds); then again with torch / bitsandbytes versions (seconds).
-            self.post_message(HardwareProbed(self.backend.probe_hardware(check_libraries=False)))
-            self.post_message(HardwareProbed(self.backend.probe_hardware()))
+            self.post_message(HardwareProbed(self.backend.probe_hardware(check_libraries=check_libraries)))
         except Exception as exc:  # the probe promises no exceptions; a bug must not kill the wizard
             self.post_message(HardwareProbed(None, error=f"{type(exc).__name__}: {exc}"))
 

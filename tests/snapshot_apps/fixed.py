@@ -27,6 +27,7 @@ def fixed_hardware(gpu: bool = True):
                     compute_capability=(8, 9), bf16=True)] if gpu else []
     return HardwareReport(gpus=gpus, cpu_count=16, ram_total=int(62.7 * GIB), ram_available=int(51.5 * GIB),
                           torch_version="2.13.0", cuda_version="12.4" if gpu else None,
+                          bitsandbytes_version="0.50.2", bitsandbytes_ok=True,
                           driver_version="550.54.14" if gpu else None,
                           nvml_error=None if gpu else "the NVIDIA driver is not loaded")
 

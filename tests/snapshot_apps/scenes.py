@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from typing import Awaitable, Callable
 
+from textual.widgets import Input
+
 from tests.snapshot_apps.fixed import FixedBackend, snapshot_state
 
 DEMO_RUN = "tests/snapshot_apps/runs/capn-lora-demo"
@@ -26,6 +28,8 @@ async def settle(pilot, condition: Callable[[], bool] = lambda: True, timeout: f
         busy = [w for w in app.workers if w.is_running and w.group != "follow"]
         if condition() and not busy:
             break
+    for field in app.screen.query(Input):
+        field.cursor_blink = False  # a blinking cursor would make snapshots differ by timing
     others = [w for w in app.workers if w.group != "follow"]  # a live run's follower never completes
     if others:  # (an empty list would mean "wait for all of them")
         await app.workers.wait_for_complete(others)

@@ -56,9 +56,25 @@ def apply_fix(config, changes: dict) -> list[str]:
     return done
 
 
+def _libraries(report) -> str:
+    if report.torch_version is None:
+        return "checking torch and bitsandbytes…"
+    text = f"torch {report.torch_version}"
+    if report.bitsandbytes_version:
+        works = {True: "4-bit works", False: "4-bit fails here", None: "not checked"}[report.bitsandbytes_ok]
+        text += f"  bitsandbytes {report.bitsandbytes_version} ({works})"
+    else:
+        text += "  bitsandbytes not installed (no 4/8-bit loads)"
+    return text
+
+
 class HardwareScreen(WizardScreen):
     STEP = "hardware"
     BINDINGS = [Binding("f", "apply_fix", "Apply fix"), Binding("r", "reprobe", "Re-probe")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._library_probe_asked = False
 
     def compose_body(self) -> ComposeResult:
         with VerticalScroll(id="hardware-body", classes="body"):
@@ -72,15 +88,23 @@ class HardwareScreen(WizardScreen):
         self._show_devices()
         self._show_plan()
         self.app.request_judgement()
+        self._probe_libraries_once()
+
+    def _probe_libraries_once(self) -> None:
+        report = self.state.hardware
+        if report is not None and report.torch_version is None and not self._library_probe_asked:
+            self._library_probe_asked = True  # versions and the bitsandbytes check: once, on first visit
+            self.app.probe_hardware(check_libraries=True)
 
     def state_changed(self, what: str) -> None:
         if what == "hardware":
             self._show_devices()
+            self._probe_libraries_once()
         self._show_plan()
 
     def action_reprobe(self) -> None:
         self.query_one("#devices", Static).update("Probing GPUs, CPU and memory…")
-        self.app.probe_hardware()
+        self.app.probe_hardware(check_libraries=True)
 
     # --- devices -----------------------------------------------------------------------------
     def _show_devices(self) -> None:
@@ -113,13 +137,12 @@ class HardwareScreen(WizardScreen):
                 if gpu.processes:
                     text.append(f"  {len(gpu.processes)} other process(es) hold memory on it\n", style="yellow")
             text.append(f"Driver {report.driver_version or '?'}  CUDA {report.cuda_version or '?'}  "
-                        f"torch {report.torch_version or '?'}\n", style="dim")
+                        f"{_libraries(report)}\n", style="dim")
         else:
             reason = f" ({report.nvml_error})" if report.nvml_error else ""
             text.append(f"No NVIDIA GPU{reason}.", style="bold yellow")
             text.append(" Training runs on the CPU: fine for the embedded model, slow for larger ones.\n")
-            if report.torch_version:
-                text.append(f"torch {report.torch_version}\n", style="dim")
+            text.append(f"{_libraries(report)}\n", style="dim")
         text.append(f"CPU    {report.cpu_count} cores", style="bold")
         if report.ram_total:
             used = report.ram_total - report.ram_available

@@ -40,7 +40,9 @@ class ModelScreen(WizardScreen):
                         classes="title")
             yield Static(id="plan-hint", classes="hint")
             table = DataTable(id="models", cursor_type="row", zebra_stripes=True)
-            self._columns = table.add_columns("Model", "Params", "Needs", "Fits")
+            # Fixed widths for the numbers: auto widths only grow, so they would depend on update order.
+            self._columns = [table.add_column("Model"), table.add_column("Params", width=6),
+                             table.add_column("Needs", width=9), table.add_column("Fits", width=11)]
             yield table
             with Horizontal(id="model-entry", classes="row"):
                 yield Label("Hub id or path ", classes="field-label")
