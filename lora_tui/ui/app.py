@@ -152,7 +152,8 @@ class LoraTuiApp(App[int]):
         from lora_tui.ui.screens.base import WizardScreen
 
         for screen in self.screen_stack:
-            if isinstance(screen, WizardScreen):
+            # A screen still composing will read the state when it is shown.
+            if isinstance(screen, WizardScreen) and screen.composed:
                 screen.state_changed(what)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="hardware")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from textual import events, on
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer
@@ -14,6 +15,11 @@ from lora_tui.ui.widgets.steps import StepBar
 
 class WizardScreen(Screen):
     STEP: ClassVar[str] = ""
+    composed = False  # True once Mount ran, i.e. every child of compose() exists
+
+    @on(events.Mount)
+    def _composed(self) -> None:
+        self.composed = True
 
     def compose(self) -> ComposeResult:
         yield StepBar(self.STEP)
@@ -32,13 +38,17 @@ class WizardScreen(Screen):
         return self.app.backend
 
     def on_screen_resume(self) -> None:
+        if not self.composed:  # shown before its widgets exist: read the state once they do
+            self.call_later(self.on_screen_resume)
+            return
         self.sync_from_state()
 
     def sync_from_state(self) -> None:
         """Show what ``app.state`` holds now (called each time the step is shown)."""
 
     def state_changed(self, what: str) -> None:
-        """Shared state changed while this step is shown: 'hardware', 'judgement', 'layers', 'run'."""
+        """Shared state changed while this step is shown: 'hardware', 'judgement', 'layers', 'run'.
+        Only called once the screen is composed (see LoraTuiApp.notify_screens)."""
 
     def next_refusal(self) -> str | None:
         """Why the user may not move on yet, in words; None when they may."""

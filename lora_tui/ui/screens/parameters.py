@@ -171,6 +171,10 @@ class ParametersScreen(WizardScreen):
                 return
         try:
             checked = check_value(row.section, row.key, value)
+            if row.dotted == "lora.targets" and checked not in TARGET_CHOICES:
+                # A list being typed: "q_proj," is q_proj, not a new module named "".
+                checked = check_value(row.section, row.key,
+                                      ",".join(part.strip() for part in checked.split(",") if part.strip()))
             if row.dotted == "lora.targets" and self.state.layers_for_model() is not None:
                 from lora_tui.core.models import resolve_target_modules
 
