@@ -37,4 +37,4 @@ trainer = SFTTrainer(
 )
 trainer.train()
 (t0, n0), (t1, n1) = clock.marks[0], clock.marks[-1]
-print(json.dumps({"tokens": int(n1 - n0), "seconds": t1 - t0, "tokens_per_s": (n1 - n0) / (t1 - t0)}))
+print("RESULT", json.dumps({"tokens": int(n1 - n0), "seconds": t1 - t0, "tokens_per_s": (n1 - n0) / (t1 - t0)}))

@@ -54,7 +54,7 @@ def ours(model_dir: str, data: Path, steps: int, batch: int, max_len: int, tmp: 
 def plain(model_dir: str, data: Path, steps: int, batch: int, max_len: int, tmp: Path) -> dict:
     out, rss = measured([sys.executable, str(REPO / "benchmarks" / "_plain_trl.py"), model_dir, str(data),
                          str(steps), str(batch), str(max_len), str(tmp / "plain")])
-    figures = json.loads(next(l for l in out.splitlines() if l.startswith("{")))
+    figures = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:])
     return {**figures, "peak_rss": rss}
 
 
