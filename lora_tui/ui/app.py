@@ -208,7 +208,7 @@ class LoraTuiApp(App[int]):
 
     def request_layers(self) -> None:
         name = self.state.config.model.name
-        if name not in self.state.linear_layers:
+        if name not in self.state.linear_layers and name not in self.state.layer_errors:
             self.find_layers(name, self.state.config.model.trust_remote_code)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="layers")
@@ -222,6 +222,8 @@ class LoraTuiApp(App[int]):
     def _layers_found(self, message: LinearLayersFound) -> None:
         if message.layers is not None:
             self.state.linear_layers[message.name] = message.layers
+        else:
+            self.state.layer_errors[message.name] = message.error or "unknown error"
         self.notify_screens("layers")
 
 

@@ -52,6 +52,7 @@ class WizardState:
     config: Config = field(default_factory=Config)
     model_check: Any = None  # lora_tui.core.models.ModelCheck for config.model.name
     linear_layers: dict[str, list[str]] = field(default_factory=dict)  # model name -> layer names
+    layer_errors: dict[str, str] = field(default_factory=dict)  # model name -> why its layers are unknown
     hardware: Any = None  # lora_tui.core.hardware.HardwareReport
     dataset: DatasetView | None = None
     run: Any = None  # lora_tui.core.runs.RunDirectory being shown on the training screen

@@ -152,6 +152,7 @@ class ModelScreen(WizardScreen):
 
     def check_model(self, name: str) -> None:
         self._checking = name
+        self.state.layer_errors.pop(name, None)  # a re-check may fix it (trust_remote_code, a new download)
         self.query_one("#model-status", Static).update(f"Checking {name} …")
         self._run_check(name, self.state.config.model.trust_remote_code)
 

@@ -115,7 +115,9 @@ class ParametersScreen(WizardScreen):
         targets = self.state.config.lora.targets
         row = self.query_one("#field-lora-targets", FieldRow)
         if layers is None:
-            row.set_note("Finding the model's linear layers…")
+            error = self.state.layer_errors.get(self.state.config.model.name)
+            row.set_note(f"layers unknown ({error}); checked when training starts" if error
+                         else "Finding the model's linear layers…")
             return
         from lora_tui.core.models import ModelSourceError, resolve_target_modules
 
