@@ -10,7 +10,6 @@ Must not: import torch / transformers / peft, print, or write anywhere but adapt
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -43,17 +42,10 @@ def _num(value, digits: int = 4) -> str:
 
 
 def _sha256(path: str | None) -> str | None:
-    """Hash the data file when the trainer did not record it and it is still where the config says."""
-    if not path:
-        return None
-    candidate = Path(path).expanduser()
-    if not candidate.is_file():
-        return None
-    digest = hashlib.sha256()
-    with open(candidate, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """Hash the data (file or folder) when the trainer did not record it and it is still where the config says."""
+    from lora_tui.core.training import file_sha256
+
+    return file_sha256(Path(path).expanduser()) if path else None
 
 
 def _adapter_config(run: RunDirectory) -> dict:
