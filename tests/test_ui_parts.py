@@ -139,3 +139,40 @@ def test_log_tail_keeps_the_last_redraw_of_progress_bars(tmp_path):
     log.write_text("loading\n 10%|#   |\r 50%|##  |\r100%|####|\nsaved\n\n")
     assert read_log_tail(log, lines=2) == ["100%|####|", "saved"]
     assert read_log_tail(tmp_path / "missing.log") == []
+
+
+RACE = """
+import sys, threading
+from lora_tui.core.config import Config
+from lora_tui.ui.backend import Backend
+
+config = Config()
+config.model.name = sys.argv[1]
+backend, errors = Backend(), []
+barrier = threading.Barrier(2)
+
+def run(call):
+    barrier.wait()
+    try:
+        call()
+    except Exception as exc:
+        errors.append(repr(exc))
+
+threads = [threading.Thread(target=run, args=(lambda: backend.tokenizer(config),)),
+           threading.Thread(target=run, args=(lambda: backend.linear_layers(config.model.name),))]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(errors)
+sys.exit(1 if errors else 0)
+"""
+
+
+def test_workers_can_reach_transformers_at_the_same_time(tiny_model_dir):
+    """Two wizard workers touching transformers at once (the dataset's tokenizer, the model's
+    layers) once failed with "cannot import name 'AutoTokenizer'" about one time in five."""
+    import subprocess
+    import sys
+
+    for _ in range(2):  # fresh interpreters: the race is on the first import only
+        result = subprocess.run([sys.executable, "-c", RACE, str(tiny_model_dir)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr[-2000:]

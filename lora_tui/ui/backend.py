@@ -17,6 +17,32 @@ from typing import Any, Callable
 from lora_tui.core.config import Config
 
 PREVIEW_ROWS = 6
+_IMPORT_LOCK = threading.Lock()
+_imported = False
+
+
+def warm_imports() -> None:
+    """Import transformers (and what the core takes from it) once, from one thread at a time.
+
+    transformers resolves its names lazily on first access; two workers doing that at the same
+    moment can see a half-initialised module ("cannot import name 'AutoTokenizer'"). Every
+    Backend method that reaches transformers calls this first.
+    """
+    global _imported
+    if _imported:
+        return
+    with _IMPORT_LOCK:
+        if _imported:
+            return
+        import transformers
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES  # noqa: F401
+
+        try:
+            import accelerate  # noqa: F401  (linear_layer_names_from_config)
+        except ImportError:
+            pass
+        _imported = bool(transformers)
 
 Progress = Callable[[str, float], None]
 
@@ -65,17 +91,23 @@ class Backend:
 
     # --- models ---------------------------------------------------------------------------
     def check_model(self, name: str, trust_remote_code: bool = False):
+        from lora_tui.core.embedded import is_embedded
         from lora_tui.core.models import check_model_source
+
+        if not is_embedded(name):  # the embedded check reads no config: no need to wait for transformers
+            warm_imports()
 
         return check_model_source(name, trust_remote_code=trust_remote_code)
 
     def linear_layers(self, name: str, trust_remote_code: bool = False) -> list[str]:
         from lora_tui.core.models import linear_layer_names_from_config
 
+        warm_imports()
         return linear_layer_names_from_config(name, trust_remote_code=trust_remote_code)
 
     def tokenizer(self, config: Config):
         key = (config.model.name, config.model.trust_remote_code, config.model.revision)
+        warm_imports()
         with self._lock:
             if key not in self._tokenizers:
                 from lora_tui.core.models import load_tokenizer
@@ -90,7 +122,10 @@ class Backend:
         from lora_tui.core.paths import resolve_data_path
         from lora_tui.ui.state import DatasetView, PreviewRow
 
+        from lora_tui.core.models import resolve_model_path
+
         d = config.data
+        resolve_model_path(config.model.name, on_progress)  # the embedded model converts once, with progress
         tokenizer = self.tokenizer(config)
         train_path = resolve_data_path(d.train)
         report = validate_dataset(train_path, tokenizer=tokenizer, max_seq_len=d.max_seq_len, template=d.template,
@@ -133,6 +168,7 @@ class Backend:
     def open_chat(self, run, on_progress: Progress | None = None):
         from lora_tui.core.chat import ChatSession
 
+        warm_imports()
         return ChatSession.from_run(run.path, on_progress=on_progress)
 
     def generation_settings(self, **values):
@@ -154,4 +190,5 @@ class Backend:
               on_progress: Progress | None = None):
         from lora_tui.core.export import merge_adapter
 
+        warm_imports()
         return merge_adapter(run.path, out, dtype=dtype, overwrite=overwrite, on_progress=on_progress)
