@@ -4,12 +4,14 @@ tmux runs `python3 -m lora_tui` (the README's command) in a 100x30 pane; this sc
 sends only keys, exactly what a person would press, and reads the pane:
 
     Enter (embedded model) -> ctrl+n (hardware) -> ctrl+n (dataset, validated)
-    -> Tab to training.max_steps / grad_accum, type values -> ctrl+n (start training)
+    -> Tab to the learning rate, max_steps, micro-batch and gradient accumulation fields,
+       type values -> ctrl+n (start training)
     -> wait for "Finished" -> ctrl+n (chat) -> type a prompt, Enter -> the adapter's reply
 
 It prints how long each stage took and the final chat pane.
 
-    python3 benchmarks/ui_walkthrough.py [--steps 8]
+    python3 benchmarks/ui_walkthrough.py [--steps 8] [--lr 1e-4] [--micro-batch 4]
+    python3 benchmarks/ui_walkthrough.py --steps 24 --lr 1e-3 --micro-batch 8   # the taught behaviour shows
 """
 
 from __future__ import annotations
@@ -54,10 +56,12 @@ def wait_for(text: str, timeout: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--lr", default="1e-4", help="learning rate to type in (1e-3 teaches the sample task fast)")
+    parser.add_argument("--micro-batch", default="4")
     args = parser.parse_args()
-    runs = tempfile.mkdtemp(prefix="walkthrough-runs-")
-    command = (f"cd {shlex.quote(str(REPO))} && LORA_TUI_RUNS={runs} {shlex.quote(sys.executable)} -m lora_tui; "
-               "sleep 600")
+    workdir = tempfile.mkdtemp(prefix="walkthrough-")  # the run lands in its runs/; sample data still resolves
+    command = (f"cd {shlex.quote(workdir)} && PYTHONPATH={shlex.quote(str(REPO))} "
+               f"{shlex.quote(sys.executable)} -m lora_tui; sleep 600")
     started = time.monotonic()
     subprocess.run(["tmux", "new-session", "-d", "-s", SESSION, "-x", "100", "-y", "30", command], check=True)
     try:
@@ -73,10 +77,14 @@ def main() -> None:
         time.sleep(1.0)
         # Focus starts on the preset; the form order is r, alpha, dropout, targets, use_rslora,
         # use_dora, learning_rate, epochs, max_steps, micro_batch, grad_accum.
-        keys(*["Tab"] * 9, "End", *["BSpace"] * 6)
-        type_text(str(args.steps))
-        keys("Tab", "Tab", "End", *["BSpace"] * 6)
-        type_text("1")
+        def field(tabs: int, value: str) -> None:
+            keys(*["Tab"] * tabs, "End", *["BSpace"] * 8)
+            type_text(value)
+
+        field(7, args.lr)  # learning_rate
+        field(2, str(args.steps))  # max_steps
+        field(1, args.micro_batch)  # micro_batch
+        field(1, "1")  # grad_accum
         time.sleep(0.5)
         assert f"training.max_steps={args.steps}" in pane().replace("\n", ""), pane()
         keys("C-n")

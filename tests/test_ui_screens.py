@@ -333,3 +333,37 @@ def test_custom_target_modules_checked_against_the_models_layers(monkeypatch, em
             assert state.run is None  # starting refused while a value is refused
 
     _run(go())
+
+
+def test_chat_loads_the_model_once_even_when_the_run_ends_meanwhile(tmp_path):
+    """Two loads at once once left the chat model with meta tensors: one load per run."""
+    from lora_tui.core.runs import RunDirectory
+    from lora_tui.ui.app import make_app
+
+    class CountingBackend(FixedBackend):
+        loads = 0
+
+        def open_chat(self, run, on_progress=None):
+            CountingBackend.loads += 1
+            time.sleep(0.5)  # a load takes a while: the run ends meanwhile
+            return super().open_chat(run, on_progress)
+
+    path = write_demo_run(tmp_path / "ending-run", last_step=59, finished=False)
+    run = RunDirectory(path)
+    lock = run.acquire_lock()
+
+    async def go():
+        app = make_app(run=str(path), backend=CountingBackend())
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: app.current_mode == "training" and app.screen.history.step == 59)
+            await goto(pilot, "chat")
+            chat = app.screen
+            finished = demo_events(finished=True)[-1]
+            run.append_event("finished", **{k: v for k, v in finished.items() if k not in ("seq", "time", "type")})
+            run.write_status("finished")
+            lock.close()
+            await until(pilot, lambda: chat.session is not None, what="the chat model")
+            await pilot.pause(1.5)  # the follower's last update ("run-ended") arrives
+            assert CountingBackend.loads == 1
+
+    _run(go())

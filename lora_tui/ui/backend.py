@@ -18,6 +18,10 @@ from lora_tui.core.config import Config
 
 PREVIEW_ROWS = 6
 _IMPORT_LOCK = threading.Lock()
+# Building a model is not thread-safe here: accelerate's init_empty_weights (model layers) patches
+# torch.nn.Module for the whole process, and a model loading meanwhile in another thread ends up
+# with meta tensors. One model construction at a time.
+_MODEL_LOCK = threading.Lock()
 _imported = False
 
 
@@ -103,7 +107,8 @@ class Backend:
         from lora_tui.core.models import linear_layer_names_from_config
 
         warm_imports()
-        return linear_layer_names_from_config(name, trust_remote_code=trust_remote_code)
+        with _MODEL_LOCK:
+            return linear_layer_names_from_config(name, trust_remote_code=trust_remote_code)
 
     def tokenizer(self, config: Config):
         key = (config.model.name, config.model.trust_remote_code, config.model.revision)
@@ -169,7 +174,8 @@ class Backend:
         from lora_tui.core.chat import ChatSession
 
         warm_imports()
-        return ChatSession.from_run(run.path, on_progress=on_progress)
+        with _MODEL_LOCK:
+            return ChatSession.from_run(run.path, on_progress=on_progress)
 
     def generation_settings(self, **values):
         from lora_tui.core.chat import GenerationSettings
@@ -191,4 +197,5 @@ class Backend:
         from lora_tui.core.export import merge_adapter
 
         warm_imports()
-        return merge_adapter(run.path, out, dtype=dtype, overwrite=overwrite, on_progress=on_progress)
+        with _MODEL_LOCK:
+            return merge_adapter(run.path, out, dtype=dtype, overwrite=overwrite, on_progress=on_progress)

@@ -88,6 +88,7 @@ class RunUpdate(Message):
 class ChatReady(Message):
     session: Any  # lora_tui.core.chat.ChatSession | None
     error: str | None = None
+    path: str = ""  # the run it was loaded for
 
 
 @dataclass

@@ -112,8 +112,8 @@ class ChatScreen(WizardScreen):
         self.query_one("#prompt", Input).focus()
 
     def state_changed(self, what: str) -> None:
-        if what in ("run", "run-ended") and self.session is None:
-            self._loaded_for = None
+        # A load still running will answer; only a failed one (no adapter yet) is worth retrying.
+        if what in ("run", "run-ended") and self.session is None and self._loaded_for is None:
             if self.app.screen is self:
                 self.sync_from_state()
 
@@ -122,11 +122,11 @@ class ChatScreen(WizardScreen):
         try:
             session = self.backend.open_chat(run, on_progress=lambda text, fraction:
                                              self.post_message(WorkProgress("chat", text, fraction)))
-            self.post_message(ChatReady(session))
+            self.post_message(ChatReady(session, path=str(run.path)))
         except Exception as exc:
             from lora_tui.ui.app import _plain_error
 
-            self.post_message(ChatReady(None, error=_plain_error(exc)))
+            self.post_message(ChatReady(None, error=_plain_error(exc), path=str(run.path)))
 
     @on(WorkProgress)
     def _loading(self, message: WorkProgress) -> None:
@@ -135,6 +135,8 @@ class ChatScreen(WizardScreen):
 
     @on(ChatReady)
     def _ready(self, message: ChatReady) -> None:
+        if message.path != self._loaded_for:
+            return  # loaded for a run no longer shown
         header = self.query_one("#chat-header", Static)
         if message.error:
             header.update(Text(f"✗ {message.error}", style="bold red"))

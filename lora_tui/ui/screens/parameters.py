@@ -56,7 +56,8 @@ class ParametersScreen(WizardScreen):
                 yield Select([(PRESET_LABELS[p], p) for p in PRESETS] + [("custom", CUSTOM)], value=CUSTOM,
                              allow_blank=False, compact=True, id="preset")
                 yield Static(id="preset-help", classes="field-help")
-            with VerticalScroll(id="form"):
+            # Not a Tab stop itself: Tab goes field to field, and the focused field scrolls into view.
+            with VerticalScroll(id="form", can_focus=False):
                 for section in FORM_ORDER:
                     help_text = SECTION_HELP[section]
                     yield Static(Text.assemble((section, "bold"), "  ", (help_text, "dim")),
