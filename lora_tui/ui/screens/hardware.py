@@ -143,7 +143,7 @@ class HardwareScreen(WizardScreen):
             text.append(f"No NVIDIA GPU{reason}.", style="bold yellow")
             text.append(" Training runs on the CPU: fine for the embedded model, slow for larger ones.\n")
             text.append(f"{_libraries(report)}\n", style="dim")
-        text.append(f"CPU    {report.cpu_count} cores", style="bold")
+        text.append(f"CPU    {report.cpu_count} cores\n", style="bold")
         if report.ram_total:
             used = report.ram_total - report.ram_available
             text.append("RAM    ", style="bold")
