@@ -367,3 +367,25 @@ def test_chat_loads_the_model_once_even_when_the_run_ends_meanwhile(tmp_path):
             assert CountingBackend.loads == 1
 
     _run(go())
+
+
+def test_reopening_the_wizard_mentions_a_run_in_progress(live_run):
+    """A run trains in the runs folder: the wizard says so at start, and its Training step opens it."""
+    from lora_tui.ui.app import make_app
+
+    state = snapshot_state(output__runs_dir=str(live_run.path.parent))
+
+    async def go():
+        app = make_app(state=state, backend=FixedBackend())
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: any("live-run" in n.message for n in app._notifications),
+                        what="the notice")
+            await goto(pilot, "training")
+            table = app.screen.query_one("#runs")
+            assert table.row_count == 1
+            table.focus()
+            await pilot.press("enter")
+            await until(pilot, lambda: app.screen.history.step == 10, what="the run's history")
+            assert app.state.run.path == live_run.path
+
+    _run(go())

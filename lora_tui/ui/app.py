@@ -15,7 +15,7 @@ from textual.binding import Binding
 from textual.screen import ModalScreen
 
 from lora_tui.ui.backend import Backend
-from lora_tui.ui.messages import HardwareProbed, LinearLayersFound, PlanJudged
+from lora_tui.ui.messages import ActiveRuns, HardwareProbed, LinearLayersFound, PlanJudged
 from lora_tui.ui.state import WizardState
 
 STEPS: tuple[tuple[str, str], ...] = (
@@ -82,8 +82,10 @@ class LoraTuiApp(App[int]):
             except RunError as exc:
                 self.notify(str(exc), title="No such run", severity="error", timeout=10)
         self.switch_mode(first)
-        # Probe after the first paint: the probe may import torch, which must not delay the screen.
+        # After the first paint: nothing here may delay the screen.
         self.call_after_refresh(self.probe_hardware)
+        if not self.initial_run:
+            self.call_after_refresh(self.find_active_runs, self.state.config.output.runs_dir)
 
     # --- navigation ------------------------------------------------------------------------
     def step_names(self) -> list[str]:
@@ -172,6 +174,18 @@ class LoraTuiApp(App[int]):
             self.state.hardware = message.report
         self.notify_screens("hardware")
         self.request_judgement()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="runs")
+    def find_active_runs(self, runs_dir: str) -> None:
+        """Reopening the wizard while a run trains: say so, and where to watch it."""
+        active = self.backend.active_runs(runs_dir)
+        if active:
+            self.post_message(ActiveRuns([f"{r.name} (step {r.step or 0}/{r.max_steps or '?'})" for r in active]))
+
+    @on(ActiveRuns)
+    def _active_runs(self, message: ActiveRuns) -> None:
+        self.notify(f"Training now: {', '.join(message.lines[:3])}. The Training step lists it (Enter opens it); "
+                    "or: lora-tui --run runs/NAME", title="A run is training", timeout=12)
 
     def plan_key(self) -> tuple:
         c = self.state.config

@@ -159,6 +159,12 @@ class Backend:
         return view
 
     # --- runs -----------------------------------------------------------------------------
+    def active_runs(self, runs_dir: str) -> list:
+        """Runs in ``runs_dir`` whose trainer is starting, running or stopping."""
+        from lora_tui.core.runs import list_runs
+
+        return [r for r in list_runs(runs_dir) if r.state in ("created", "starting", "running", "stopping")]
+
     def start_run(self, config: Config):
         from lora_tui.core.launcher import start_run
 

@@ -150,3 +150,10 @@ class WorkProgress(Message):
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, WorkProgress) and message.source == self.source
+
+
+@dataclass
+class ActiveRuns(Message):
+    """Runs found training when the wizard opened: one line each."""
+
+    lines: list[str]
