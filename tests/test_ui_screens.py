@@ -389,3 +389,24 @@ def test_reopening_the_wizard_mentions_a_run_in_progress(live_run):
             assert app.state.run.path == live_run.path
 
     _run(go())
+
+
+def test_q_in_a_text_field_is_a_letter_not_quit(monkeypatch, embedded_model_dir):
+    from lora_tui.ui.app import make_app
+
+    monkeypatch.chdir(REPO)
+    state = snapshot_state()
+
+    async def go():
+        app = make_app(state=state, backend=FixedBackend())
+        async with app.run_test(size=(80, 24)) as pilot:
+            await goto(pilot, "parameters")
+            app.screen.query_one("#field-output-run_name Input").focus()
+            await pilot.press(*"quick-q")
+            assert app.is_running and state.config.output.run_name == "quick-q"
+            app.screen.query_one("#form").scroll_home()
+            app.screen.query_one("#preset").focus()
+            await pilot.press("q")  # outside a text field, q quits
+            await until(pilot, lambda: not app.is_running, what="quit")
+
+    _run(go())
