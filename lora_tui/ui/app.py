@@ -30,17 +30,21 @@ STEPS: tuple[tuple[str, str], ...] = (
 ACTIVE_STATES = ("created", "starting", "running", "stopping")
 
 
-def _screen_factories() -> dict:
-    from lora_tui.ui.screens.chat import ChatScreen
-    from lora_tui.ui.screens.dataset import DatasetScreen
-    from lora_tui.ui.screens.export import ExportScreen
-    from lora_tui.ui.screens.hardware import HardwareScreen
-    from lora_tui.ui.screens.model import ModelScreen
-    from lora_tui.ui.screens.parameters import ParametersScreen
-    from lora_tui.ui.screens.training import TrainingScreen
+SCREENS = {  # step -> (module, class); a step's module is imported when the step is first shown
+    "model": ("model", "ModelScreen"), "hardware": ("hardware", "HardwareScreen"),
+    "dataset": ("dataset", "DatasetScreen"), "parameters": ("parameters", "ParametersScreen"),
+    "training": ("training", "TrainingScreen"), "chat": ("chat", "ChatScreen"), "export": ("export", "ExportScreen"),
+}
 
-    return {"model": ModelScreen, "hardware": HardwareScreen, "dataset": DatasetScreen,
-            "parameters": ParametersScreen, "training": TrainingScreen, "chat": ChatScreen, "export": ExportScreen}
+
+def _screen_factory(step: str):
+    def make():
+        import importlib
+
+        module, name = SCREENS[step]
+        return getattr(importlib.import_module(f"lora_tui.ui.screens.{module}"), name)()
+
+    return make
 
 
 class LoraTuiApp(App[int]):
@@ -67,8 +71,8 @@ class LoraTuiApp(App[int]):
         self.initial_run = run
         self.judgement: PlanJudged | None = None
         self._judge_timer = None
-        for name, factory in _screen_factories().items():
-            self.add_mode(name, factory)
+        for name in SCREENS:
+            self.add_mode(name, _screen_factory(name))
 
     # --- start-up --------------------------------------------------------------------------
     def on_mount(self) -> None:
