@@ -44,7 +44,7 @@ def ours(model_dir: str, data: Path, steps: int, batch: int, max_len: int, tmp: 
     run.path.mkdir()
     save_config(config, run.config_path)
     # The same worker `lora-tui train` spawns, run as a direct child so its peak RSS can be read.
-    _, rss = measured([sys.executable, "-m", "lora_tui.core.worker", str(run.path)])
+    _, rss = measured([sys.executable, "-m", "lora_tui.core.trainer_main", str(run.path)])
     steps_ev = [e for e in run.read_events() if e["type"] == "step"]
     first, last = steps_ev[0], steps_ev[-1]
     tokens, seconds = last["tokens_seen"] - first["tokens_seen"], last["elapsed_s"] - first["elapsed_s"]

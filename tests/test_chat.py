@@ -112,17 +112,19 @@ def test_adapter_loads_with_plain_peft_and_matches_the_session(session, fake_run
 
 
 def test_missing_run_is_a_clear_error(tmp_path):
-    from lora_tui.core.chat import ChatError, ChatSession
+    from lora_tui.core.adapters import AdapterError
+    from lora_tui.core.chat import ChatSession
 
-    with pytest.raises(ChatError, match="No run at"):
+    with pytest.raises(AdapterError, match="No run at"):
         ChatSession.from_run(tmp_path / "nope")
 
 
 def test_run_without_adapter(tmp_path, tiny_model_dir):
+    from lora_tui.core.adapters import AdapterError
     from lora_tui.core.chat import ChatError, ChatSession
 
     run = make_fake_run(tmp_path, tiny_model_dir, with_adapter=False)
-    with pytest.raises(ChatError, match="no adapter yet"):
+    with pytest.raises(AdapterError, match="no adapter yet"):
         ChatSession.from_run(run)
     base_only = ChatSession.from_run(run, require_adapter=False)
     assert not base_only.has_adapter

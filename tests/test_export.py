@@ -156,12 +156,13 @@ def test_alpaca_run_merges_with_an_alpaca_template(tmp_path, tiny_model_dir):
 
 
 def test_run_without_adapter(tmp_path, tiny_model_dir):
-    from lora_tui.core.export import ExportError, export_summary, merge_adapter, zip_adapter
+    from lora_tui.core.adapters import AdapterError
+    from lora_tui.core.export import export_summary, merge_adapter, zip_adapter
 
     run = make_fake_run(tmp_path, tiny_model_dir, with_adapter=False)
-    with pytest.raises(ExportError, match="no adapter yet"):
+    with pytest.raises(AdapterError, match="no adapter yet"):
         zip_adapter(run)
-    with pytest.raises(ExportError, match="no adapter yet"):
+    with pytest.raises(AdapterError, match="no adapter yet"):
         merge_adapter(run, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     summary = export_summary(run)

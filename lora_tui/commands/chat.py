@@ -8,7 +8,8 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from lora_tui.core.chat import ChatError, ChatSession, GenerationSettings, find_adapter
+from lora_tui.core.adapters import AdapterError, find_adapter
+from lora_tui.core.chat import ChatError, ChatSession, GenerationSettings
 
 HELP = """Commands:
   /adapter on|off     answer with the adapter, or with the base model alone
@@ -105,13 +106,13 @@ def run(args) -> int:
         return _error(problem)
     try:
         find_adapter(args.run, require_adapter=not args.no_adapter)  # a wrong path fails before torch loads
-    except ChatError as exc:
+    except AdapterError as exc:
         return _error(str(exc))
     quiet_libraries()
     try:
         session = ChatSession.from_run(args.run, require_adapter=not args.no_adapter,
                                        on_progress=lambda message, fraction: print(f"  {message}", file=sys.stderr))
-    except ChatError as exc:
+    except AdapterError as exc:
         return _error(str(exc))
     system = [{"role": "system", "content": args.system}] if args.system else []
     if args.prompt is not None:

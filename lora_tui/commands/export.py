@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from lora_tui.core.export import ExportError, export_summary, human_size, merge_adapter, zip_adapter
+from lora_tui.core.adapters import AdapterError
+from lora_tui.core.export import export_summary, human_size, merge_adapter, zip_adapter
 
 
 def _error(command: str, message: str) -> int:
@@ -26,7 +27,7 @@ def _export(args) -> int:
     try:
         zip_path = zip_adapter(args.run, args.out, overwrite=args.overwrite) if args.zip else None
         summary = export_summary(args.run)
-    except ExportError as exc:
+    except AdapterError as exc:  # ExportError included
         return _error("export", str(exc))
     if args.out and not args.zip:
         print("(--out only matters with --zip)", file=sys.stderr)
@@ -59,7 +60,7 @@ def _merge(args) -> int:
     try:
         out = merge_adapter(args.run, args.out, dtype=args.dtype, overwrite=args.overwrite,
                             on_progress=lambda message, fraction: print(f"  {message}", file=sys.stderr))
-    except ExportError as exc:
+    except AdapterError as exc:  # ExportError included
         return _error("merge", str(exc))
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"Merged model: {out} ({human_size(size)})")

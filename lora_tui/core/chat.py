@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from lora_tui.core.data.template import ALPACA_PREAMBLE
-from lora_tui.core.runs import RunDirectory, RunError
+from lora_tui.core.adapters import AdapterError, AdapterSource, find_adapter  # noqa: F401  (re-exported)
 
 Progress = Callable[[str, float], None]
 
@@ -47,7 +47,7 @@ FALLBACK_TEMPLATES = {"chatml": CHATML_TEMPLATE, "alpaca": ALPACA_TEMPLATE}
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>")
 
 
-class ChatError(RuntimeError):
+class ChatError(AdapterError):
     """Chat cannot start or continue; the message says why and how to fix it."""
 
 
@@ -66,87 +66,6 @@ class GenerationSettings:
             return f"greedy, max_new_tokens {self.max_new_tokens}, repetition_penalty {self.repetition_penalty}"
         return (f"temperature {self.temperature}, top_p {self.top_p}, top_k {self.top_k}, "
                 f"max_new_tokens {self.max_new_tokens}, repetition_penalty {self.repetition_penalty}")
-
-
-@dataclass
-class AdapterSource:
-    """Where an adapter is and how its base model must be loaded."""
-
-    adapter_dir: Path | None
-    run: RunDirectory | None
-    base_model: str
-    load_in: str = "16bit"
-    double_quant: bool = True
-    trust_remote_code: bool = False
-    revision: str | None = None
-    template: str = "auto"
-    note: str = ""  # e.g. "checkpoint-40: the final adapter is not saved yet"
-
-
-def _is_adapter_dir(path: Path) -> bool:
-    return (path / "adapter_config.json").is_file()
-
-
-def _base_from_adapter_config(adapter_dir: Path) -> str:
-    try:
-        data = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ChatError(f"{adapter_dir / 'adapter_config.json'} cannot be read ({exc}). Fix: re-save the adapter.") from None
-    base = data.get("base_model_name_or_path")
-    if not base:
-        raise ChatError(f"{adapter_dir / 'adapter_config.json'} does not name its base model "
-                        "(base_model_name_or_path). Fix: give the run directory instead of the adapter.")
-    return str(base)
-
-
-def _run_owning(adapter_dir: Path) -> RunDirectory | None:
-    """The run an adapter (or checkpoint) directory belongs to, if any."""
-    for parent in (adapter_dir.parent, adapter_dir.parent.parent):
-        if (parent / "config.yaml").is_file():
-            return RunDirectory(parent)
-    return None
-
-
-def find_adapter(run: str | Path, *, require_adapter: bool = True, allow_checkpoint: bool = True) -> AdapterSource:
-    """Resolve a run directory, run name or adapter directory to an AdapterSource.
-
-    A run still training has no ``adapter/`` yet: its newest complete checkpoint is used
-    when ``allow_checkpoint`` (chat), never for exports."""
-    from lora_tui.core.config import ConfigError, load_config
-
-    path = Path(run).expanduser()
-    adapter_dir: Path | None = None
-    note = ""
-    if _is_adapter_dir(path):
-        adapter_dir = path
-        run_dir = _run_owning(path)
-        if run_dir is None:
-            return AdapterSource(adapter_dir, None, _base_from_adapter_config(path))
-    else:
-        try:
-            run_dir = RunDirectory.find(run)
-        except RunError as exc:
-            raise ChatError(str(exc)) from None
-        if _is_adapter_dir(run_dir.adapter_dir):
-            adapter_dir = run_dir.adapter_dir
-        else:
-            checkpoints = run_dir.complete_checkpoints() if allow_checkpoint else []
-            checkpoint = next((c for c in reversed(checkpoints) if _is_adapter_dir(c)), None)
-            if checkpoint is not None:
-                adapter_dir, note = checkpoint, f"{checkpoint.name}: the final adapter is not saved yet"
-            elif require_adapter:
-                status = run_dir.read_status()
-                where = f", step {status['step']}/{status.get('max_steps')}" if status.get("step") else ""
-                wait = "its first checkpoint or its end" if allow_checkpoint else "the run to finish, or stop it"
-                raise ChatError(f"Run {run_dir.path} has no adapter yet (state: {run_dir.state()}{where}). Fix: wait for "
-                                f"{wait} (`lora-tui attach {run_dir.path}`)"
-                                + (", or chat with the base model alone (--no-adapter)." if allow_checkpoint else "."))
-    try:
-        config = load_config(run_dir.config_path)
-    except ConfigError as exc:
-        raise ChatError(str(exc)) from None
-    return AdapterSource(adapter_dir, run_dir, config.model.name, config.model.load_in, config.model.double_quant,
-                         config.model.trust_remote_code, config.model.revision, config.data.template, note)
 
 
 def training_formatter(tokenizer, template: str = "auto"):

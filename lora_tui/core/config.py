@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import shlex
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -295,3 +296,46 @@ def effective_precision(config: Config, device: str, bf16_supported: bool = Fals
     if wanted == "auto":
         return "bf16" if bf16_supported else "fp16"
     return wanted
+
+
+def _cli_value(value: Any) -> str:
+    """A value as `section.key=value` text that check_value reads back to the same value."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        text = repr(value)
+        return text[:-2] if text.endswith(".0") and "e" not in text else text
+    return str(value)
+
+
+def config_overrides(config: Config, base: Config | None = None) -> list[str]:
+    """``section.key=value`` for every field of ``config`` that differs from ``base`` (defaults)."""
+    base = base or Config()
+    out = []
+    for section in SECTION_HELP:
+        ours, theirs = getattr(config, section), getattr(base, section)
+        for f in fields(ours):
+            value = getattr(ours, f.name)
+            if value != getattr(theirs, f.name):
+                out.append(f"{section}.{f.name}={_cli_value(value)}")
+    return out
+
+
+def train_command(config: Config, config_path: str | None = None) -> str:
+    """The headless command that trains what the wizard would: `lora-tui train CONFIG.yaml`
+    when the config was saved unchanged, else the overrides on top of the defaults."""
+    if config_path:
+        return f"lora-tui train {shlex.quote(str(config_path))}"
+    parts = ["lora-tui", "train", *config_overrides(config)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def matching_preset(config: Config) -> str | None:
+    """The preset whose every value the config has, or None (custom)."""
+    for name, sections in PRESETS.items():
+        if all(getattr(getattr(config, section), key) == value
+               for section, values in sections.items() for key, value in values.items()):
+            return name
+    return None

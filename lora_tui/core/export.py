@@ -20,7 +20,8 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
-from lora_tui.core.chat import ChatError, apply_training_template, find_adapter
+from lora_tui.core.adapters import AdapterError, find_adapter
+from lora_tui.core.chat import apply_training_template
 from lora_tui.core.modelfile import write_modelfile  # noqa: F401  (public here too, as documented)
 from lora_tui.core.runs import RunDirectory
 
@@ -29,17 +30,13 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 EXPORTS_FILE = "exports.json"  # in the run directory: merged models written from this run
 
 
-class ExportError(RuntimeError):
+class ExportError(AdapterError):
     """An export cannot be written; the message says why and how to fix it."""
 
 
 def _final_adapter(run):
     """The run's saved adapter; a checkpoint of a run still training is not something to ship."""
-    try:
-        source = find_adapter(run, allow_checkpoint=False)
-    except ChatError as exc:
-        raise ExportError(str(exc)) from None
-    return source
+    return find_adapter(run, allow_checkpoint=False)
 
 
 def _size(path: Path) -> int:
@@ -219,10 +216,7 @@ def _record_merge(run: RunDirectory, out: Path, dtype: str) -> None:
 
 def export_summary(run: str | Path) -> dict:
     """Where this run's outputs are, with sizes. Never raises for a run without an adapter yet."""
-    try:
-        source = find_adapter(run, require_adapter=False, allow_checkpoint=False)
-    except ChatError as exc:
-        raise ExportError(str(exc)) from None
+    source = find_adapter(run, require_adapter=False, allow_checkpoint=False)
     adapter = source.adapter_dir
     summary: dict = {"run": str(source.run.path) if source.run else None,
                      "name": source.run.name if source.run else (adapter.name if adapter else None),

@@ -44,7 +44,7 @@ def _absolute_data(config: Config) -> Config:
 
 
 def _spawn(run: RunDirectory, resume: bool) -> int:
-    cmd = [sys.executable, "-m", "lora_tui.core.worker", str(run.path)] + (["--resume"] if resume else [])
+    cmd = [sys.executable, "-m", "lora_tui.core.trainer_main", str(run.path)] + (["--resume"] if resume else [])
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     with open(run.log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

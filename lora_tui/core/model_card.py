@@ -17,7 +17,7 @@ import yaml
 
 from lora_tui.core.config import ConfigError, load_config
 from lora_tui.core.embedded import is_embedded
-from lora_tui.core.runs import RunDirectory, RunError
+from lora_tui.core.runs import RunDirectory, RunError, file_sha256
 
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EMBEDDED_LICENSE = "apache-2.0"
@@ -43,8 +43,6 @@ def _num(value, digits: int = 4) -> str:
 
 def _sha256(path: str | None) -> str | None:
     """Hash the data (file or folder) when the trainer did not record it and it is still where the config says."""
-    from lora_tui.core.training import file_sha256
-
     return file_sha256(Path(path).expanduser()) if path else None
 
 

@@ -116,7 +116,7 @@ def _ensure_hub_usable(name: str) -> None:
         raise _hub_error(name, OSError("offline"))
 
 
-def load_config(name: str, trust_remote_code: bool = False, revision: str | None = None):
+def load_model_config(name: str, trust_remote_code: bool = False, revision: str | None = None):
     from transformers import AutoConfig
 
     path = resolve_model_path(name)
@@ -149,7 +149,7 @@ def check_model_source(name: str, trust_remote_code: bool = False) -> ModelCheck
         return ModelCheck(True, kind, EMBEDDED_MODEL, "SmolLM2-135M-Instruct, shipped with lora-tui" + note,
                           model_type="llama", has_chat_template=True)
     try:
-        config = load_config(name, trust_remote_code=trust_remote_code)
+        config = load_model_config(name, trust_remote_code=trust_remote_code)
     except ModelSourceError as exc:
         return ModelCheck(False, kind, name, str(exc))
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
@@ -258,7 +258,7 @@ def linear_layer_names_from_config(name: str, trust_remote_code: bool = False) -
     from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
 
-    config = load_config(name, trust_remote_code=trust_remote_code)
+    config = load_model_config(name, trust_remote_code=trust_remote_code)
     with init_empty_weights():
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     return linear_layer_names(model)

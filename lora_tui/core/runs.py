@@ -17,6 +17,7 @@ This module never imports torch: readers (wizard, attach) must stay light.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import time
@@ -45,6 +46,23 @@ def _write_atomic(path: Path, text: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def file_sha256(path: str | Path) -> str | None:
+    path = Path(path)
+    if not path.is_file():  # folders (txt / save_to_disk): hash the files in order
+        if not path.is_dir():
+            return None
+        digest = hashlib.sha256()
+        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(child.relative_to(path).as_posix().encode())
+            digest.update(child.read_bytes())
+        return digest.hexdigest()
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def pid_alive(pid: int | None) -> bool:

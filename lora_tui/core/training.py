@@ -1,5 +1,5 @@
 """The training recipe: one readable function, ``run_training(run)``, executed in
-the detached trainer process (see ``lora_tui.core.worker``).
+the detached trainer process (see ``lora_tui.core.trainer_main``).
 
 setup (config, device, tokenizer, data, model + LoRA) -> eval before -> train with
 TRL's SFTTrainer -> eval after -> save adapter + model card -> final event.
@@ -10,7 +10,6 @@ reads the stop request from it. Heavy libraries are imported inside functions.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import shlex
@@ -22,7 +21,7 @@ import time
 from pathlib import Path
 
 from lora_tui.core.config import Config, effective_precision, load_config
-from lora_tui.core.runs import CHECKPOINT_MARKER, RunDirectory
+from lora_tui.core.runs import CHECKPOINT_MARKER, RunDirectory, file_sha256
 
 OOM_FIX = ("Fixes, most effective first: load the base in 4-bit (model.load_in=4bit), turn on gradient "
            "checkpointing (training.gradient_checkpointing=true), lower training.micro_batch and raise "
@@ -33,23 +32,6 @@ class TrainingFailure(RuntimeError):
     def __init__(self, reason: str, fix: str = "") -> None:
         super().__init__(reason)
         self.reason, self.fix = reason, fix
-
-
-def file_sha256(path: str | Path) -> str | None:
-    path = Path(path)
-    if not path.is_file():  # folders (txt / save_to_disk): hash the files in order
-        if not path.is_dir():
-            return None
-        digest = hashlib.sha256()
-        for child in sorted(p for p in path.rglob("*") if p.is_file()):
-            digest.update(child.relative_to(path).as_posix().encode())
-            digest.update(child.read_bytes())
-        return digest.hexdigest()
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def reproduce_command(run: RunDirectory) -> str:
@@ -253,10 +235,8 @@ def _ppl(loss: float | None) -> float | None:
 
 def _start_system_sampler(run: RunDirectory, stop: threading.Event, interval: float = 5.0) -> threading.Thread:
     def loop() -> None:
-        try:
-            from lora_tui.core.hardware import SystemSampler
-        except ImportError:
-            return
+        from lora_tui.core.hardware import SystemSampler
+
         sampler = SystemSampler(os.getpid())
         while not stop.wait(interval):
             try:
@@ -402,10 +382,8 @@ def _planned_steps(trainer, train_ds) -> int:
 
 
 def _write_card(run: RunDirectory) -> None:
-    try:
-        from lora_tui.core.model_card import write_model_card
-    except ImportError:
-        return
+    from lora_tui.core.model_card import write_model_card
+
     try:
         write_model_card(run)
     except Exception as exc:  # a card problem must not lose a finished adapter

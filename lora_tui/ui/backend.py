@@ -63,7 +63,7 @@ class Backend:
         return probe_hardware(check_libraries=check_libraries)
 
     def memory_plan(self, config: Config, hardware, model: str | None = None):
-        from lora_tui.core.wizard_support import memory_plan_for
+        from lora_tui.core.memory_plan import memory_plan_for
 
         return memory_plan_for(config, hardware, model=model)
 

@@ -22,7 +22,7 @@ from textual.widgets import Label, Select, Static
 
 from lora_tui.core.config import PRESET_HELP, PRESETS, SECTION_HELP, TARGET_CHOICES, ConfigError, apply_preset, \
     check_value, load_config, save_config
-from lora_tui.core.wizard_support import matching_preset, train_command
+from lora_tui.core.config import matching_preset, train_command
 from lora_tui.ui.messages import DatasetChecked, RunStarted
 from lora_tui.ui.screens.base import WizardScreen
 from lora_tui.ui.screens.dialogs import Confirm, PathPrompt

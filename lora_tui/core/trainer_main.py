@@ -1,6 +1,6 @@
 """Entry point of the detached trainer process:
 
-    python -m lora_tui.core.worker RUN_DIR [--resume]
+    python -m lora_tui.core.trainer_main RUN_DIR [--resume]
 
 Started by ``lora_tui.core.launcher`` in its own session (setsid), with stdout and
 stderr going to RUN_DIR/train.log, so closing the terminal does not stop it.
@@ -14,7 +14,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lora_tui.core.worker")
+    parser = argparse.ArgumentParser(prog="lora_tui.core.trainer_main")
     parser.add_argument("run_dir")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
