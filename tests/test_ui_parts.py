@@ -10,7 +10,7 @@ import pytest
 from lora_tui.core.config import Config, apply_overrides, apply_preset
 from lora_tui.core.config import config_overrides, matching_preset, train_command
 from lora_tui.core.memory_plan import memory_plan_for
-from lora_tui.ui.run_view import RunHistory
+from lora_tui.core.run_history import RunHistory
 from tests.snapshot_apps.make_demo_run import MAX_STEPS, demo_events
 
 

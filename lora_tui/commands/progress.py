@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
+from lora_tui.core.run_history import RunHistory
 from lora_tui.core.runs import STATES_DONE, RunDirectory
 
 
@@ -23,8 +24,9 @@ def bar(done: int, total: int, width: int = 24) -> str:
     return "[" + "#" * filled + "-" * (width - filled) + f"] {frac:4.0%}"
 
 
-def describe(event: dict) -> str | None:
-    """One line for an event, or None for events not worth a line (system samples)."""
+def describe(event: dict, history: RunHistory | None = None) -> str | None:
+    """One line for an event, or None for events not worth a line (system samples).
+    ``history`` (the fold so far) fills in what an event leaves out, such as the step total."""
     kind = event.get("type")
     if kind == "started":
         return (f"started: {event.get('method')} on {event.get('model')} ({event.get('device')}, {event.get('precision')}), "
@@ -34,7 +36,8 @@ def describe(event: dict) -> str | None:
                 f", targets: {', '.join(event.get('target_modules') or [])}")
     if kind == "step":
         tps = event.get("tokens_per_s")
-        return (f"step {event['step']}/{event.get('max_steps')} {bar(event['step'], event.get('max_steps') or 0)} "
+        total = event.get("max_steps") or (history.max_steps if history else None)
+        return (f"step {event['step']}/{total or '?'} {bar(event['step'], total or 0)} "
                 f"epoch {event.get('epoch', 0):.2f}  loss {event.get('loss', float('nan')):.4f}  "
                 f"lr {event.get('lr') or 0:.2e}  {f'{tps:.0f} tok/s' if tps else '-- tok/s'}  ETA {fmt_duration(event.get('eta_s'))}")
     if kind == "eval":
@@ -58,12 +61,12 @@ def follow(run: RunDirectory, live: bool = True, out=sys.stdout) -> str:
     """Print the run's history, then (live) new events until it ends. Returns the final state.
     On a terminal, step lines overwrite each other; elsewhere each is printed."""
     tty = out.isatty()
-    offset, pending_step = 0, False
+    history, pending_step = RunHistory(), False
     waited = time.monotonic()
     while True:
-        events, offset = run.read_events_from(offset)
+        events = history.poll(run)
         for event in events:
-            line = describe(event)
+            line = describe(event, history)
             if line is None:
                 continue
             if event["type"] == "step" and tty:

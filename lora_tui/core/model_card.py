@@ -17,6 +17,7 @@ import yaml
 
 from lora_tui.core.config import ConfigError, load_config
 from lora_tui.core.embedded import is_embedded
+from lora_tui.core.run_history import RunHistory
 from lora_tui.core.runs import RunDirectory, RunError, file_sha256
 
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -26,11 +27,6 @@ MISSING = "not recorded"
 
 def _run(run: str | Path | RunDirectory) -> RunDirectory:
     return run if isinstance(run, RunDirectory) else RunDirectory.find(run)
-
-
-def _last(events: list[dict], kind: str, **match) -> dict | None:
-    found = [e for e in events if e.get("type") == kind and all(e.get(k) == v for k, v in match.items())]
-    return found[-1] if found else None
 
 
 def _num(value, digits: int = 4) -> str:
@@ -70,13 +66,11 @@ def render_model_card(run: str | Path | RunDirectory) -> str:
         config = load_config(run.config_path)
     except ConfigError as exc:
         raise RunError(str(exc)) from None
-    events = run.read_events()
-    started = _last(events, "started") or {}
-    finished = _last(events, "finished")
-    stopped = _last(events, "stopped")
-    before = _last(events, "eval", phase="before")
-    after = _last(events, "eval", phase="after") or _last(events, "eval")
-    last_step = _last(events, "step") or {}
+    history = RunHistory.of(run)
+    started = history.started or {}
+    finished, stopped = history.finished, history.stopped
+    before, after = history.eval_before, history.eval_after
+    last_step = history.last_step or {}
     m, lo, tr, data = config.model, config.lora, config.training, config.data
 
     base_id = hub_base_model(m.name)

@@ -22,7 +22,7 @@ from textual.widgets import DataTable, Label, ProgressBar, Static
 from textual.worker import get_current_worker
 
 from lora_tui.ui.messages import RunUpdate
-from lora_tui.ui.run_view import RunHistory
+from lora_tui.core.run_history import RunHistory
 from lora_tui.ui.screens.base import WizardScreen
 from lora_tui.ui.screens.dialogs import Confirm
 from lora_tui.ui.widgets.format import count, duration, number

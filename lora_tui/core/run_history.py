@@ -1,14 +1,18 @@
-"""Folds a run's events into what the training screen shows: loss series, the
-latest step, evals, system samples, the outcome.
+"""Folds a run's events (the ``events.jsonl`` contract) into what its readers show: loss
+series, the latest step, evaluations by phase, system samples, checkpoints, the outcome.
 
-Pure Python over plain dicts (the events.jsonl contract); no widgets, no torch.
-Kept apart from the screen so the same fold serves a live run and the full
-history of a finished one, and can be tested without a terminal.
+One fold for every reader: the wizard's Training screen, ``lora-tui train``/``attach``
+(``commands/progress.py``) and the model card (``core/model_card.py``), so a new event
+field is learnt in one place.
+
+Must not: import torch, textual or anything heavy, write to the run directory, or print.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+OUTCOMES = ("finished", "failed", "stopped")
 
 
 @dataclass
@@ -27,6 +31,21 @@ class RunHistory:
     outcome: dict | None = None  # the finished / failed / stopped event
     logs: list[dict] = field(default_factory=list)
     last_seq: int = 0
+    offset: int = 0  # bytes of events.jsonl already read by ``poll``
+
+    @classmethod
+    def of(cls, run) -> "RunHistory":
+        """The whole history of a run directory (a ``RunDirectory``) so far."""
+        history = cls()
+        history.poll(run)
+        return history
+
+    def poll(self, run) -> list[dict]:
+        """Read the events written since the last poll, fold them in and return them.
+        A half-written last line waits for the next poll."""
+        events, self.offset = run.read_events_from(self.offset)
+        self.add(events)
+        return events
 
     def add(self, events: list[dict]) -> bool:
         """Fold new events in; returns True when the loss series changed (the plot needs a redraw)."""
@@ -59,7 +78,7 @@ class RunHistory:
                 self.system = event
             elif kind == "checkpoint":
                 self.checkpoints.append(event)
-            elif kind in ("finished", "failed", "stopped"):
+            elif kind in OUTCOMES:
                 self.outcome = event
             elif kind == "log":
                 self.logs.append(event)
@@ -77,6 +96,22 @@ class RunHistory:
     @property
     def fraction(self) -> float:
         total = self.max_steps
-        if self.outcome and self.outcome.get("type") == "finished":
+        if self.finished:
             return 1.0
         return min(self.step / total, 1.0) if total else 0.0
+
+    def _outcome(self, kind: str) -> dict | None:
+        return self.outcome if self.outcome and self.outcome.get("type") == kind else None
+
+    finished = property(lambda self: self._outcome("finished"))
+    stopped = property(lambda self: self._outcome("stopped"))
+    failed = property(lambda self: self._outcome("failed"))
+
+    @property
+    def eval_before(self) -> dict | None:
+        return self.evals_by_phase.get("before")
+
+    @property
+    def eval_after(self) -> dict | None:
+        """The final evaluation: the "after" one, else the latest one."""
+        return self.evals_by_phase.get("after") or self.last_eval
