@@ -13,99 +13,156 @@ import sys
 
 from lora_tui import __version__
 
+EPILOG = """\
+exit codes:
+  0    done (validate: at least one row can be trained; train, attach, stop: the run finished or stopped)
+  1    the work did not succeed: the run failed or was killed, no row of the dataset can be trained
+  2    bad input, nothing changed: a wrong option, config value, file, model or run (one line says which)
+  130  interrupted with Ctrl-C
+
+shell completion (bash; zsh and tcsh too):
+  lora-tui --print-completion bash > ~/.local/share/bash-completion/completions/lora-tui
+"""
+
+# shtab's completion actions, written out so building the parser never imports shtab.
+FILE = {"bash": "_shtab_compgen_files", "zsh": "_files", "tcsh": "f"}
+DIRECTORY = {"bash": "_shtab_compgen_dirs", "zsh": "_files -/", "tcsh": "d"}
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Appends "(default: X)" to an option's help unless the text already names its
+    default, or the option is an on/off flag or has no default (its help says what then)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text.lower() or action.nargs == 0 or not action.option_strings
+                or action.default in (None, argparse.SUPPRESS)):
+            return text
+        return text + " (default: %(default)s)"
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: positionals may come anywhere among the options, so
+    `train cfg.yaml --print-config training.max_steps=5` reads the override too."""
+
+    _intermixing = False
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, args=None, namespace=None):
+        # parse_known_intermixed_args calls parse_known_args itself on Python < 3.13.
+        if self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
 
 def _add_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="check a dataset file or folder and report every problem")
-    p.add_argument("path", help="dataset: .jsonl, .json, .csv, .parquet, a folder of .txt files, or a save_to_disk folder")
+    p.add_argument("path", help="dataset: .jsonl, .json, .csv, .parquet, a folder of .txt files, or a save_to_disk folder").complete = FILE
     p.add_argument("--model", default=None, help="model whose tokenizer and chat template measure token lengths (default: the embedded model)")
     p.add_argument("--max-seq-len", type=int, default=1024, help="rows longer than this many tokens are reported as truncated")
     p.add_argument("--template", choices=["auto", "chatml", "alpaca"], default="auto", help="fallback prompt format for models without a chat template")
     p.add_argument("--train-on-prompt", action="store_true", help="count prompt tokens as trained (default: responses only)")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the report (default: the report)")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a LoRA / QLoRA adapter (default: embedded model on the sample data)")
-    p.add_argument("config", nargs="?", default=None, help="a config YAML (see `lora-tui train --print-config`)")
-    p.add_argument("overrides", nargs="*", default=[], help="section.key=value overrides, e.g. training.max_steps=20")
-    p.add_argument("--run-dir", default=None, help="run directory (default: runs/<run name>)")
+    p.add_argument("config", nargs="?", default=None, help="a config YAML (see `lora-tui train --print-config`; default: the built-in defaults)").complete = FILE
+    p.add_argument("overrides", nargs="*", default=[], help="section.key=value overrides, anywhere on the line, e.g. training.max_steps=20")
+    p.add_argument("--run-dir", default=None, help="run directory (default: runs/<run name>)").complete = DIRECTORY
     p.add_argument("--detach", action="store_true", help="start the trainer in the background and return at once")
-    p.add_argument("--resume", default=None, metavar="DIR", help="continue a stopped, failed or killed run from its last checkpoint")
+    p.add_argument("--resume", default=None, metavar="DIR", help="continue a stopped, failed or killed run from its last checkpoint (default: start a new run)").complete = DIRECTORY
     p.add_argument("--overwrite", action="store_true", help="allow replacing an existing run directory")
-    p.add_argument("--preset", choices=["lora", "qlora", "lora-8bit"], default=None, help="start from a preset before applying the config and overrides")
+    p.add_argument("--preset", choices=["lora", "qlora", "lora-8bit"], default=None, help="start from a preset before applying the config and overrides (default: none, the built-in defaults)")
     p.add_argument("--print-config", action="store_true", help="print the resulting config as commented YAML and exit")
 
 
 def _add_runs(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("runs", help="list runs and their state")
-    p.add_argument("--dir", default=None, help="folder holding run directories (default: ./runs)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--dir", default=None, help="folder holding run directories (default: $LORA_TUI_RUNS, else ./runs)").complete = DIRECTORY
+    p.add_argument("--json", action="store_true", help="print one JSON object per run (default: a table)")
 
     p = sub.add_parser("attach", help="follow a run live, or show the history of a finished one")
-    p.add_argument("run", help="run directory (or its name under ./runs)")
-    p.add_argument("--no-follow", action="store_true", help="print the history and exit")
+    p.add_argument("run", help="run directory (or its name under ./runs)").complete = DIRECTORY
+    p.add_argument("--no-follow", action="store_true", help="print the history and exit (default: follow a live run)")
 
     p = sub.add_parser("stop", help="stop a run gracefully: checkpoint, save the adapter, state 'stopped'")
-    p.add_argument("run", help="run directory (or its name under ./runs)")
+    p.add_argument("run", help="run directory (or its name under ./runs)").complete = DIRECTORY
     p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the trainer to finish stopping")
 
 
 def _add_chat(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("chat", help="chat with a trained adapter (or the base model)")
-    p.add_argument("run", help="run directory, adapter directory, or run name")
-    p.add_argument("--prompt", default=None, help="answer this one prompt and exit")
-    p.add_argument("--system", default=None, help="system message")
-    p.add_argument("--no-adapter", action="store_true", help="answer with the base model alone")
+    p.add_argument("run", help="run directory, adapter directory, or run name").complete = DIRECTORY
+    p.add_argument("--prompt", default=None, help="answer this one prompt and exit (default: an interactive chat)")
+    p.add_argument("--system", default=None, help="system message (default: none)")
+    p.add_argument("--no-adapter", action="store_true", help="answer with the base model alone (default: with the adapter)")
     p.add_argument("--both", action="store_true", help="with --prompt: answer with the adapter and with the base model")
-    p.add_argument("--greedy", action="store_true", help="deterministic decoding (no sampling)")
-    p.add_argument("--temperature", type=float, default=0.3)
-    p.add_argument("--top-p", type=float, default=0.9)
-    p.add_argument("--top-k", type=int, default=40)
-    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--greedy", action="store_true", help="deterministic decoding (default: sampling)")
+    p.add_argument("--temperature", type=float, default=0.3, help="sampling temperature; higher is more varied")
+    p.add_argument("--top-p", type=float, default=0.9, help="sample from the smallest set of tokens whose probabilities add up to this")
+    p.add_argument("--top-k", type=int, default=40, help="sample from this many most likely tokens (0: no limit)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="longest answer in tokens")
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="show or package a run's adapter (zip)")
-    p.add_argument("run", help="run directory or run name")
-    p.add_argument("--zip", action="store_true", help="write <run>/<name>-adapter.zip")
-    p.add_argument("--out", default=None, help="where to write the zip")
+    p.add_argument("run", help="run directory or run name").complete = DIRECTORY
+    p.add_argument("--zip", action="store_true", help="write <run>/<name>-adapter.zip (default: only show the adapter)")
+    p.add_argument("--out", default=None, help="where to write the zip (default: <run>/<name>-adapter.zip)").complete = FILE
     p.add_argument("--overwrite", action="store_true", help="replace an existing zip")
 
     p = sub.add_parser("merge", help="merge the adapter into the base model and save a standalone model")
-    p.add_argument("run", help="run directory or run name")
-    p.add_argument("out", help="output directory for the merged model")
-    p.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto")
+    p.add_argument("run", help="run directory or run name").complete = DIRECTORY
+    p.add_argument("out", help="output directory for the merged model").complete = DIRECTORY
+    p.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
+                   help="dtype of the saved weights; auto keeps the base model's")
     p.add_argument("--overwrite", action="store_true", help="allow replacing an existing output directory")
 
 
 def _add_hardware(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="report GPUs (NVML), CPU, RAM and library versions")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object (default: the report)")
 
     p = sub.add_parser("estimate", help="estimate peak memory of a planned run, with a verdict and fixes")
     p.add_argument("--model", default="embedded", help="catalogue name, hub id, local model directory, or 'embedded'")
-    p.add_argument("--quant", choices=["4bit", "8bit", "none"], default="none")
-    p.add_argument("--r", type=int, default=16)
+    p.add_argument("--quant", choices=["4bit", "8bit", "none"], default="none", help="base weights held in 4-bit NF4 (QLoRA), 8-bit, or 16-bit (none)")
+    p.add_argument("--r", type=int, default=16, help="LoRA rank")
     p.add_argument("--targets", default="all-linear", help="'qv', 'attention', 'all-linear', or a comma list of module names")
-    p.add_argument("--seq-len", type=int, default=1024)
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--seq-len", type=int, default=1024, help="tokens per row (the config's data.max_seq_len)")
+    p.add_argument("--batch", type=int, default=4, help="rows per forward pass (the config's training.micro_batch)")
     gc = p.add_mutually_exclusive_group()
-    gc.add_argument("--grad-checkpointing", dest="grad_checkpointing", action="store_true", default=None)
-    gc.add_argument("--no-grad-checkpointing", dest="grad_checkpointing", action="store_false")
+    gc.add_argument("--grad-checkpointing", dest="grad_checkpointing", action="store_true", default=None,
+                    help="recompute activations in the backward pass: less memory, slower (default: off)")
+    gc.add_argument("--no-grad-checkpointing", dest="grad_checkpointing", action="store_false", help="keep activations (the default)")
     p.add_argument("--device", default="auto", help="'auto', 'cpu', or a GPU index (cuda:0)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object (default: the report)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lora-tui",
         description="Fine-tune a LoRA adapter from your terminal. With no command, opens the wizard.",
+        epilog=EPILOG,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"lora-tui {__version__}")
-    parser.add_argument("--model", dest="wizard_model", default=None, help="wizard: preselect this model")
-    parser.add_argument("--data", dest="wizard_data", default=None, help="wizard: preselect this dataset")
-    parser.add_argument("--run", dest="wizard_run", default=None, help="wizard: open this run's training screen")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--model", dest="wizard_model", default=None, metavar="MODEL",
+                        help="wizard: preselect this model; also the model of train, validate and estimate (default: none)")
+    parser.add_argument("--data", dest="wizard_data", default=None, metavar="DATA",
+                        help="wizard: preselect this dataset; also train's data.train (default: none)").complete = FILE
+    parser.add_argument("--run", dest="wizard_run", default=None, metavar="RUN",
+                        help="wizard: open this run's training screen (default: none)").complete = DIRECTORY
+    parser.add_argument("--print-completion", choices=["bash", "zsh", "tcsh"], default=None, metavar="SHELL",
+                        help="print the completion script for SHELL (bash, zsh or tcsh) and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     sub.add_parser("wizard", help="open the wizard (the default)")
     _add_validate(sub)
     _add_train(sub)
@@ -133,9 +190,48 @@ COMMANDS = {
 }
 
 
+# Top-level options that also mean something to a command: an attribute of its
+# namespace (set when the command's own option was left at its default) or a
+# config override put before the command's own. Elsewhere they are refused, never ignored.
+TOP_LEVEL_USES = {
+    "validate": {"--model": "model"},
+    "train": {"--model": "model.name", "--data": "data.train"},
+    "estimate": {"--model": "model"},
+}
+
+
+def apply_top_level_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.command in (None, "wizard"):
+        return
+    given = {"--model": args.wizard_model, "--data": args.wizard_data, "--run": args.wizard_run}
+    subparser = parser._subparsers._group_actions[0].choices[args.command]
+    uses = TOP_LEVEL_USES.get(args.command, {})
+    for option, value in given.items():
+        if value is None:
+            continue
+        target = uses.get(option)
+        if target is None:
+            takers = [name for name, opts in TOP_LEVEL_USES.items() if option in opts]
+            parser.error(f"{option} before '{args.command}' has no meaning there (it is for the wizard"
+                         f"{' and ' + ', '.join(takers) if takers else ''}); remove it or put the command's own arguments after '{args.command}'.")
+        if "." in target:
+            args.overrides = [f"{target}={value}", *getattr(args, "overrides", [])]
+            continue
+        current, default = getattr(args, target), subparser.get_default(target)
+        if current not in (default, value):
+            parser.error(f"{option} given twice, as {value} before '{args.command}' and as {current} after it; keep one.")
+        setattr(args, target, value)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.print_completion:
+        import shtab
+
+        print(shtab.complete(parser, shell=args.print_completion))
+        return 0
+    apply_top_level_options(parser, args)
     module = importlib.import_module(f"lora_tui.commands.{COMMANDS[args.command]}")
     try:
         return int(module.run(args) or 0)

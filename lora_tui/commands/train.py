@@ -3,22 +3,38 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from lora_tui.commands.progress import follow
 from lora_tui.core.config import Config, ConfigError, apply_overrides, apply_preset, config_to_yaml, load_config
 from lora_tui.core.runs import RunError
 
 
+def is_override(word: str) -> bool:
+    """`section.key=value`, as opposed to a config path (which may hold '=' in a folder name)."""
+    key = word.split("=", 1)[0]
+    return "=" in word and "/" not in key and not key.endswith((".yaml", ".yml")) and not Path(word).is_file()
+
+
+def split_positionals(args) -> tuple[str | None, list[str]]:
+    """The config file and the overrides, wherever they stood on the command line
+    (argparse puts the first word in `config`, so `train lora.r=8` lands there)."""
+    words = [w for w in [args.config, *args.overrides] if w is not None]
+    files = [w for w in words if not is_override(w)]
+    if len(files) > 1:
+        raise ConfigError(f"One config file at most, got {', '.join(files)}; "
+                          "overrides are section.key=value (e.g. training.max_steps=20).")
+    return (files[0] if files else None), [w for w in words if is_override(w)]
+
+
 def build_config(args) -> Config:
+    config_path, overrides = split_positionals(args)
     config = Config()
     if args.preset:
         apply_preset(config, args.preset)
-    if args.config:
-        if "=" in args.config:  # `lora-tui train lora.r=8` : the first override landed in `config`
-            args.overrides = [args.config] + list(args.overrides)
-        else:
-            config = load_config(args.config, base=config)
-    return apply_overrides(config, list(args.overrides))
+    if config_path:
+        config = load_config(config_path, base=config)
+    return apply_overrides(config, overrides)
 
 
 def _ask_on_interrupt(run) -> str:

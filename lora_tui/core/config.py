@@ -206,7 +206,8 @@ def set_value(config: Config, dotted: str, value: Any) -> None:
     if "." not in dotted:
         raise ConfigError(f"'{dotted}' is not section.key (e.g. training.max_steps=20).")
     section, key = dotted.split(".", 1)
-    setattr(getattr(config, section), key, check_value(section, key, value))
+    value = check_value(section, key, value)  # first: an unknown section is a ConfigError, not an AttributeError
+    setattr(getattr(config, section), key, value)
 
 
 def apply_overrides(config: Config, overrides: list[str]) -> Config:
