@@ -26,6 +26,10 @@ def run(args) -> int:
         print(f"--max-seq-len {args.max_seq_len} is too small. Fix: use at least 16 (typical: 512-4096).",
               file=sys.stderr)
         return 2
+    if not Path(args.path).expanduser().exists():  # 'sample_data/...' works from any folder and any install
+        from lora_tui.core.paths import resolve_data_path
+
+        args.path = str(resolve_data_path(args.path))
     if not Path(args.path).expanduser().exists():  # answer at once, before the tokenizer loads
         return _unreadable(args, DataError(f"{args.path}: no such file or folder. Fix: check the path."))
     tokenizer = _tokenizer(args.model)

@@ -23,13 +23,16 @@ def runs_dir() -> Path:
 
 
 def sample_data_dir() -> Path:
-    """sample_data/ of the lora_tui checkout (the package is installed editable from it)."""
-    return Path(__file__).resolve().parent.parent.parent / "sample_data"
+    """The sample data: lora_tui/sample_data/ in a wheel install (setup.py copies it there),
+    else sample_data/ of the checkout an editable install runs from."""
+    package = Path(__file__).resolve().parent.parent
+    shipped = package / "sample_data"
+    return shipped if shipped.is_dir() else package.parent / "sample_data"
 
 
 def resolve_data_path(path: str | os.PathLike) -> Path:
-    """A dataset path as typed; 'sample_data/...' also resolves against the checkout,
-    so the defaults work from any working directory."""
+    """A dataset path as typed; 'sample_data/...' also resolves against the shipped
+    sample data, so the defaults work from any working directory and any install."""
     candidate = Path(path).expanduser()
     if candidate.exists() or candidate.is_absolute():
         return candidate.resolve() if candidate.exists() else candidate
