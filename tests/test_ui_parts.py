@@ -95,7 +95,7 @@ def test_memory_plan_follows_the_config():
 
 
 def test_a_memory_fix_lands_in_the_config():
-    from lora_tui.ui.screens.hardware import apply_fix
+    from lora_tui.core.memory_plan import apply_fix
 
     config = Config()
     config.training.micro_batch, config.training.grad_accum = 16, 2

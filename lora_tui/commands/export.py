@@ -9,7 +9,8 @@ from __future__ import annotations
 import sys
 
 from lora_tui.core.adapters import AdapterError
-from lora_tui.core.export import export_summary, human_size, merge_adapter, zip_adapter
+from lora_tui.core.export import export_summary, merge_adapter, zip_adapter
+from lora_tui.core.units import human_size
 
 
 def _error(command: str, message: str) -> int:

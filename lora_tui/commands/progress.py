@@ -7,15 +7,7 @@ import time
 
 from lora_tui.core.run_history import RunHistory
 from lora_tui.core.runs import STATES_DONE, RunDirectory
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "--"
-    seconds = int(seconds)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+from lora_tui.core.units import human_duration
 
 
 def bar(done: int, total: int, width: int = 24) -> str:
@@ -39,7 +31,7 @@ def describe(event: dict, history: RunHistory | None = None) -> str | None:
         total = event.get("max_steps") or (history.max_steps if history else None)
         return (f"step {event['step']}/{total or '?'} {bar(event['step'], total or 0)} "
                 f"epoch {event.get('epoch', 0):.2f}  loss {event.get('loss', float('nan')):.4f}  "
-                f"lr {event.get('lr') or 0:.2e}  {f'{tps:.0f} tok/s' if tps else '-- tok/s'}  ETA {fmt_duration(event.get('eta_s'))}")
+                f"lr {event.get('lr') or 0:.2e}  {f'{tps:.0f} tok/s' if tps else '-- tok/s'}  ETA {human_duration(event.get('eta_s'))}")
     if kind == "eval":
         return f"eval ({event.get('phase')}) at step {event.get('step')}: loss {event.get('eval_loss'):.4f}, perplexity {event.get('perplexity')}"
     if kind == "checkpoint":
@@ -47,7 +39,7 @@ def describe(event: dict, history: RunHistory | None = None) -> str | None:
     if kind == "log":
         return f"{event.get('level', 'info')}: {event.get('message')}"
     if kind == "finished":
-        return (f"finished at step {event.get('step')} in {fmt_duration(event.get('runtime_s'))}: train loss "
+        return (f"finished at step {event.get('step')} in {human_duration(event.get('runtime_s'))}: train loss "
                 f"{event.get('train_loss')}, eval loss {event.get('eval_loss')}\nadapter: {event.get('adapter')}")
     if kind == "stopped":
         return f"stopped at step {event.get('step')} ({event.get('reason')})\nadapter: {event.get('adapter')}"

@@ -1,23 +1,53 @@
 """The memory plan of a run: the one place that translates a Config into the
-estimator's ``MemoryPlan`` (and, in time, a fix back into ``section.key=value`` overrides).
+estimator's ``MemoryPlan`` and a memory fix back into ``section.key=value`` overrides.
 
-Pure Python (config only): the wizard imports this at start-up, so no torch, no textual.
+The wizard's Hardware step and ``lora-tui estimate`` both go through here, so a fix
+means the same thing on screen and on the command line, and what the CLI prints is
+exactly what the wizard applies (through ``core.config.apply_overrides``).
+
+To teach it a new knob: add the MemoryPlan field -> config key to ``PLAN_FIELDS``, read
+it in ``plan_from_config``, and (when the plan's value differs from the config's) add a
+case to ``_config_value``.
+
+Must not: import torch or textual (the wizard imports this at start-up), print, or
+change a Config except through ``apply_overrides``.
 """
 
 from __future__ import annotations
 
-from lora_tui.core.config import Config
+from lora_tui.core.config import Config, _cli_value, apply_overrides
 
+# MemoryPlan field -> the Config key that holds it (one vocabulary: the config's).
+PLAN_FIELDS = {
+    "model": "model.name",
+    "quant": "model.load_in",
+    "double_quant": "model.double_quant",
+    "r": "lora.r",
+    "targets": "lora.targets",
+    "dropout": "lora.dropout",
+    "seq_len": "data.max_seq_len",
+    "batch": "training.micro_batch",
+    "grad_checkpointing": "training.gradient_checkpointing",
+}
+# Config keys the plan reads besides PLAN_FIELDS (precision decides the GPU dtype).
+EXTRA_KEYS = ("training.precision",)
 QUANT_FOR_LOAD = {"16bit": "none", "8bit": "8bit", "4bit": "4bit"}
+LOAD_FOR_QUANT = {"none": "16bit", "16bit": "16bit", "8bit": "8bit", "4bit": "4bit"}
 DTYPE_FOR_PRECISION = {"auto": None, "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
-def memory_plan_for(config: Config, hardware=None, model: str | None = None):
+def _get(config: Config, dotted: str):
+    section, key = dotted.split(".", 1)
+    return getattr(getattr(config, section), key)
+
+
+def plan_from_config(config: Config, hardware=None, model: str | None = None, device: str | None = None):
     """The MemoryPlan of the run this Config would start, on this hardware (GPU 0 when there is one,
-    like the trainer), optionally for another model (the wizard's catalogue table)."""
+    like the trainer), optionally for another model (the wizard's catalogue table) or forced onto
+    ``device`` ("cpu" / "cuda", as `lora-tui estimate --device` does)."""
     from lora_tui.core.memory import MemoryPlan
 
-    device = "cuda" if hardware is not None and hardware.gpus else "cpu"
+    device = device or ("cuda" if hardware is not None and hardware.gpus else "cpu")
     return MemoryPlan(
         model=model or config.model.name,
         quant=QUANT_FOR_LOAD[config.model.load_in],
@@ -31,3 +61,50 @@ def memory_plan_for(config: Config, hardware=None, model: str | None = None):
         dtype=None if device == "cpu" else DTYPE_FOR_PRECISION[config.training.precision],
         dropout=config.lora.dropout,
     )
+
+
+memory_plan_for = plan_from_config  # the earlier name, kept for callers outside this package
+
+
+def plan_inputs(config: Config) -> tuple:
+    """Every config value the plan depends on: a key that changes exactly when the estimate may."""
+    return tuple(_get(config, dotted) for dotted in (*PLAN_FIELDS.values(), *EXTRA_KEYS))
+
+
+def _config_value(plan_field: str, value):
+    """A plan value in the config's terms (quant 'none' is load_in '16bit', target lists are comma text)."""
+    if plan_field == "quant":
+        return LOAD_FOR_QUANT.get(value, value)
+    if plan_field == "targets" and isinstance(value, (list, tuple)):
+        return ",".join(value)
+    return value
+
+
+def fix_overrides(config: Config, changes) -> list[str]:
+    """A fix as the ``section.key=value`` overrides that apply it to ``config``.
+
+    ``changes`` is a ``memory.Fix``, its MemoryPlan-field dict, or overrides already.
+    A smaller micro-batch also raises gradient accumulation so the effective batch
+    (micro_batch x grad_accum) stays at least what it was.
+    """
+    changes = getattr(changes, "changes", changes)
+    if isinstance(changes, (list, tuple)):
+        return list(changes)
+    out = []
+    for plan_field, value in changes.items():
+        if plan_field not in PLAN_FIELDS:
+            raise ValueError(f"A memory fix changes '{plan_field}', which no config key holds.")
+        out.append(f"{PLAN_FIELDS[plan_field]}={_cli_value(_config_value(plan_field, value))}")
+        if plan_field == "batch":
+            effective = config.training.micro_batch * config.training.grad_accum
+            out.append(f"training.grad_accum={max(1, -(-effective // int(value)))}")
+    return out
+
+
+def apply_fix(config: Config, fix) -> list[str]:
+    """Apply a fix (see ``fix_overrides``) to ``config`` in place; returns the overrides applied.
+    All or nothing: a value the config refuses raises ConfigError and leaves ``config`` as it was."""
+    overrides = fix_overrides(config, fix)
+    apply_overrides(config.copy(), overrides)  # refuse before touching the real one
+    apply_overrides(config, overrides)
+    return overrides

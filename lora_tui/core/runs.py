@@ -28,6 +28,7 @@ from typing import Iterator
 from lora_tui.core.paths import runs_dir
 
 STATES_DONE = ("finished", "failed", "stopped")
+STATES_ACTIVE = ("created", "starting", "running", "stopping")  # a trainer is (or is about to be) at work
 CHECKPOINT_MARKER = "lora_tui_complete"
 
 

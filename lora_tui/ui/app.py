@@ -14,20 +14,13 @@ from textual.app import App
 from textual.binding import Binding
 from textual.screen import ModalScreen
 
+from lora_tui.core.runs import STATES_ACTIVE
 from lora_tui.ui.backend import Backend
+from lora_tui.ui.errors import plain_error
 from lora_tui.ui.messages import ActiveRuns, HardwareProbed, LinearLayersFound, PlanJudged
 from lora_tui.ui.state import WizardState
+from lora_tui.ui.steps import STEPS
 
-STEPS: tuple[tuple[str, str], ...] = (
-    ("model", "Model"),
-    ("hardware", "Hardware"),
-    ("dataset", "Dataset"),
-    ("parameters", "Parameters"),
-    ("training", "Training"),
-    ("chat", "Chat"),
-    ("export", "Export"),
-)
-ACTIVE_STATES = ("created", "starting", "running", "stopping")
 
 
 SCREENS = {  # step -> (module, class); a step's module is imported when the step is first shown
@@ -131,7 +124,7 @@ class LoraTuiApp(App[int]):
     # --- quitting: a running trainer goes on detached, after asking ------------------------
     async def action_quit(self) -> None:
         run = self.state.run
-        if run is not None and run.state() in ACTIVE_STATES:
+        if run is not None and run.state() in STATES_ACTIVE:
             from lora_tui.ui.screens.dialogs import QuitDuringTraining
 
             self.push_screen(QuitDuringTraining(str(run.path)), self._quit_answered)
@@ -192,10 +185,9 @@ class LoraTuiApp(App[int]):
                     "or: lora-tui --run runs/NAME", title="A run is training", timeout=12)
 
     def plan_key(self) -> tuple:
-        c = self.state.config
-        return (c.model.name, c.model.load_in, c.model.double_quant, c.lora.r, c.lora.targets, c.data.max_seq_len,
-                c.training.micro_batch, c.training.gradient_checkpointing, c.training.precision,
-                id(self.state.hardware))
+        from lora_tui.core.memory_plan import plan_inputs
+
+        return (*plan_inputs(self.state.config), id(self.state.hardware))
 
     def request_judgement(self) -> None:
         """Re-estimate memory for the current plan, debounced so typing does not queue estimates."""
@@ -211,7 +203,7 @@ class LoraTuiApp(App[int]):
             estimate, verdict = self.backend.judge(self.state.config.copy(), self.state.hardware)
             self.post_message(PlanJudged(key, verdict, estimate))
         except Exception as exc:
-            self.post_message(PlanJudged(key, None, error=_plain_error(exc)))
+            self.post_message(PlanJudged(key, None, error=plain_error(exc)))
 
     @on(PlanJudged)
     def _plan_judged(self, message: PlanJudged) -> None:
@@ -234,7 +226,7 @@ class LoraTuiApp(App[int]):
         try:
             self.post_message(LinearLayersFound(name, self.backend.linear_layers(name, trust_remote_code)))
         except Exception as exc:
-            self.post_message(LinearLayersFound(name, None, error=_plain_error(exc)))
+            self.post_message(LinearLayersFound(name, None, error=plain_error(exc)))
 
     @on(LinearLayersFound)
     def _layers_found(self, message: LinearLayersFound) -> None:
@@ -243,16 +235,6 @@ class LoraTuiApp(App[int]):
         else:
             self.state.layer_errors[message.name] = message.error or "unknown error"
         self.notify_screens("layers")
-
-
-def _plain_error(exc: Exception) -> str:
-    """A core error's own message (it names the fix); others get their type for the log reader."""
-    from lora_tui.core.config import ConfigError
-
-    text = str(exc).strip() or type(exc).__name__
-    if isinstance(exc, (ConfigError, RuntimeError, ValueError, OSError)):
-        return text
-    return f"{type(exc).__name__}: {text}"
 
 
 def make_app(model: str | None = None, data: str | None = None, run: str | None = None, **options) -> LoraTuiApp:

@@ -5,7 +5,7 @@ most of them import torch / transformers on first use. Keeping them together
 lets tests substitute fixed answers where a screen must look the same on every
 machine (a fixed HardwareReport for snapshots), while the pilot tests use the
 real thing. No widget code here, and no training logic: only core calls and the
-small glue that turns a Config into the core's inputs.
+small glue that hands a Config to the core (core.memory_plan makes it a memory plan).
 """
 
 from __future__ import annotations
@@ -63,9 +63,9 @@ class Backend:
         return probe_hardware(check_libraries=check_libraries)
 
     def memory_plan(self, config: Config, hardware, model: str | None = None):
-        from lora_tui.core.memory_plan import memory_plan_for
+        from lora_tui.core.memory_plan import plan_from_config
 
-        return memory_plan_for(config, hardware, model=model)
+        return plan_from_config(config, hardware, model=model)
 
     def judge(self, config: Config, hardware) -> tuple[Any, Any]:
         """(estimate, verdict) for the current plan on this hardware."""
@@ -161,9 +161,9 @@ class Backend:
     # --- runs -----------------------------------------------------------------------------
     def active_runs(self, runs_dir: str) -> list:
         """Runs in ``runs_dir`` whose trainer is starting, running or stopping."""
-        from lora_tui.core.runs import list_runs
+        from lora_tui.core.runs import STATES_ACTIVE, list_runs
 
-        return [r for r in list_runs(runs_dir) if r.state in ("created", "starting", "running", "stopping")]
+        return [r for r in list_runs(runs_dir) if r.state in STATES_ACTIVE]
 
     def start_run(self, config: Config):
         from lora_tui.core.launcher import start_run

@@ -18,6 +18,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Checkbox, Input, Label, Static
 
+from lora_tui.ui.errors import plain_error
 from lora_tui.ui.messages import ChatReady, CompareReady, ReplyProgress, WorkProgress
 from lora_tui.ui.screens.base import WizardScreen
 from lora_tui.ui.widgets.tick import Tick
@@ -124,9 +125,7 @@ class ChatScreen(WizardScreen):
                                              self.post_message(WorkProgress("chat", text, fraction)))
             self.post_message(ChatReady(session, path=str(run.path)))
         except Exception as exc:
-            from lora_tui.ui.app import _plain_error
-
-            self.post_message(ChatReady(None, error=_plain_error(exc), path=str(run.path)))
+            self.post_message(ChatReady(None, error=plain_error(exc), path=str(run.path)))
 
     @on(WorkProgress)
     def _loading(self, message: WorkProgress) -> None:
@@ -224,9 +223,7 @@ class ChatScreen(WizardScreen):
                 self.post_message(ReplyProgress(reply_id, text))
             self.post_message(ReplyProgress(reply_id, text, done=True))
         except Exception as exc:
-            from lora_tui.ui.app import _plain_error
-
-            self.post_message(ReplyProgress(reply_id, text, done=True, error=_plain_error(exc)))
+            self.post_message(ReplyProgress(reply_id, text, done=True, error=plain_error(exc)))
 
     @on(ReplyProgress)
     def _progress(self, message: ReplyProgress) -> None:
@@ -295,9 +292,7 @@ class ChatScreen(WizardScreen):
             adapter_text, base_text = self.session.compare(history, settings=settings)
             self.post_message(CompareReady(prompt, adapter_text, base_text))
         except Exception as exc:
-            from lora_tui.ui.app import _plain_error
-
-            self.post_message(CompareReady(prompt, None, None, error=_plain_error(exc)))
+            self.post_message(CompareReady(prompt, None, None, error=plain_error(exc)))
 
     @on(CompareReady)
     def _compared(self, message: CompareReady) -> None:

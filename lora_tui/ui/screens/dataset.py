@@ -18,6 +18,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Input, Label, Static, TabbedContent, TabPane, Tree
 
+from lora_tui.ui.errors import plain_error
 from lora_tui.ui.messages import DatasetChecked, WorkProgress
 from lora_tui.ui.screens.base import WizardScreen
 from lora_tui.ui.screens.dialogs import FilePicker
@@ -83,9 +84,7 @@ class DatasetScreen(WizardScreen):
             view.key = key
             self.post_message(DatasetChecked(key, view))
         except Exception as exc:
-            from lora_tui.ui.app import _plain_error
-
-            self.post_message(DatasetChecked(key, None, error=_plain_error(exc)))
+            self.post_message(DatasetChecked(key, None, error=plain_error(exc)))
 
     @on(WorkProgress)
     def _progress(self, message: WorkProgress) -> None:

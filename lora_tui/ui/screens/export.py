@@ -17,9 +17,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Markdown, Static
 
+from lora_tui.ui.errors import plain_error
 from lora_tui.ui.messages import ExportDone, WorkProgress
 from lora_tui.ui.screens.base import WizardScreen
 from lora_tui.ui.screens.dialogs import Confirm, PathPrompt
+from lora_tui.ui.widgets.format import human_size
 
 
 def _without_front_matter(card: str) -> str:
@@ -29,13 +31,6 @@ def _without_front_matter(card: str) -> str:
         if end != -1:
             return card[end + 4:].lstrip()
     return card
-
-
-def human_size(n: int) -> str:
-    for unit, size in (("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
 
 
 class ExportScreen(WizardScreen):
@@ -83,9 +78,7 @@ class ExportScreen(WizardScreen):
         try:
             self.post_message(ExportDone("summary", self.backend.export_summary(run)))
         except Exception as exc:
-            from lora_tui.ui.app import _plain_error
-
-            self.post_message(ExportDone("summary", None, error=_plain_error(exc)))
+            self.post_message(ExportDone("summary", None, error=plain_error(exc)))
 
     def _show_summary(self, summary: dict | None, error: str | None) -> None:
         run = self.state.run
@@ -163,9 +156,7 @@ class ExportScreen(WizardScreen):
         try:
             self.post_message(ExportDone("zip", self.backend.zip_adapter(run, overwrite=overwrite)))
         except Exception as exc:
-            from lora_tui.ui.app import _plain_error
-
-            self.post_message(ExportDone("zip", None, error=_plain_error(exc)))
+            self.post_message(ExportDone("zip", None, error=plain_error(exc)))
 
     def action_merge(self) -> None:
         if self._refuse():
@@ -200,9 +191,7 @@ class ExportScreen(WizardScreen):
                                         self.post_message(WorkProgress("merge", text, fraction)))
             self.post_message(ExportDone("merge", result, details={"out": out}))
         except Exception as exc:
-            from lora_tui.ui.app import _plain_error
-
-            self.post_message(ExportDone("merge", None, error=_plain_error(exc)))
+            self.post_message(ExportDone("merge", None, error=plain_error(exc)))
 
     @on(WorkProgress)
     def _progress(self, message: WorkProgress) -> None:

@@ -3,7 +3,8 @@ driver, CUDA and bf16 support; CPU and RAM; the memory verdict for the current
 plan with its breakdown, and the ranked fixes — Enter (or f) applies one.
 
 The probe and the estimate run in the app's workers; this screen only draws
-them and maps a chosen fix back onto the Config.
+them. A chosen fix is applied by ``core.memory_plan.apply_fix`` as the same
+``section.key=value`` overrides that `lora-tui estimate` prints.
 """
 
 from __future__ import annotations
@@ -19,42 +20,6 @@ from textual.widgets.option_list import Option
 
 from lora_tui.ui.screens.base import WizardScreen
 from lora_tui.ui.widgets.format import GIB, bar, gib, verdict_markup
-
-# MemoryPlan field -> (config section, key); a fix's changes are applied through these.
-PLAN_TO_CONFIG = {
-    "quant": ("model", "load_in"),
-    "double_quant": ("model", "double_quant"),
-    "r": ("lora", "r"),
-    "targets": ("lora", "targets"),
-    "seq_len": ("data", "max_seq_len"),
-    "batch": ("training", "micro_batch"),
-    "grad_checkpointing": ("training", "gradient_checkpointing"),
-}
-QUANT_TO_LOAD = {"none": "16bit", None: "16bit", "16bit": "16bit", "8bit": "8bit", "4bit": "4bit"}
-
-
-def apply_fix(config, changes: dict) -> list[str]:
-    """Apply a fix's MemoryPlan changes to the Config; returns what changed, in words.
-    A smaller micro-batch raises gradient accumulation so the effective batch stays the same."""
-    from lora_tui.core.config import check_value
-
-    done = []
-    for plan_key, value in changes.items():
-        if plan_key not in PLAN_TO_CONFIG:
-            continue
-        section, key = PLAN_TO_CONFIG[plan_key]
-        if plan_key == "quant":
-            value = QUANT_TO_LOAD.get(value, value)
-        if plan_key == "targets" and isinstance(value, (list, tuple)):
-            value = ",".join(value)
-        if plan_key == "batch":
-            old = config.training.micro_batch
-            effective = old * config.training.grad_accum
-            config.training.grad_accum = max(1, -(-effective // int(value)))
-        setattr(getattr(config, section), key, check_value(section, key, value))
-        done.append(f"{section}.{key}={getattr(getattr(config, section), key)}")
-    return done
-
 
 def _libraries(report) -> str:
     if report.torch_version is None:
@@ -205,9 +170,11 @@ class HardwareScreen(WizardScreen):
         self._apply(option_list.highlighted)
 
     def _apply(self, index: int) -> None:
+        from lora_tui.core.memory_plan import apply_fix
+
         fix = self._fixes[index]
         try:
-            changed = apply_fix(self.state.config, fix.changes)
+            changed = apply_fix(self.state.config, fix)
         except Exception as exc:  # ConfigError: a fix the config cannot hold
             self.notify(str(exc), severity="error")
             return

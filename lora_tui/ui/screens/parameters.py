@@ -23,6 +23,8 @@ from textual.widgets import Label, Select, Static
 from lora_tui.core.config import PRESET_HELP, PRESETS, SECTION_HELP, TARGET_CHOICES, ConfigError, apply_preset, \
     check_value, load_config, save_config
 from lora_tui.core.config import matching_preset, train_command
+from lora_tui.core.runs import STATES_ACTIVE
+from lora_tui.ui.errors import plain_error
 from lora_tui.ui.messages import DatasetChecked, RunStarted
 from lora_tui.ui.screens.base import WizardScreen
 from lora_tui.ui.screens.dialogs import Confirm, PathPrompt
@@ -264,7 +266,7 @@ class ParametersScreen(WizardScreen):
     # --- starting -------------------------------------------------------------------------------
     def next_refusal(self) -> str | None:
         run = self.state.run
-        if run is not None and run.state() in ("created", "starting", "running", "stopping"):
+        if run is not None and run.state() in STATES_ACTIVE:
             return None  # a run is going: ctrl+n just shows it
         bad = self.invalid_fields()
         if bad:
@@ -282,7 +284,7 @@ class ParametersScreen(WizardScreen):
             self.notify(reason, title="Not yet", severity="warning", timeout=8)
             return
         run = self.state.run
-        if run is not None and run.state() in ("created", "starting", "running", "stopping"):
+        if run is not None and run.state() in STATES_ACTIVE:
             self.app.goto("training")
             return
         self._starting = True
@@ -305,9 +307,7 @@ class ParametersScreen(WizardScreen):
                 return
             self.post_message(RunStarted(self.backend.start_run(config)))
         except Exception as exc:
-            from lora_tui.ui.app import _plain_error
-
-            self.post_message(RunStarted(None, error=_plain_error(exc)))
+            self.post_message(RunStarted(None, error=plain_error(exc)))
 
     @on(DatasetChecked)
     def _dataset_checked(self, message: DatasetChecked) -> None:

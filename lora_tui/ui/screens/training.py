@@ -23,6 +23,7 @@ from textual.worker import get_current_worker
 
 from lora_tui.ui.messages import RunUpdate
 from lora_tui.core.run_history import RunHistory
+from lora_tui.core.runs import STATES_ACTIVE, STATES_DONE
 from lora_tui.ui.screens.base import WizardScreen
 from lora_tui.ui.screens.dialogs import Confirm
 from lora_tui.ui.widgets.format import count, duration, number
@@ -30,8 +31,8 @@ from lora_tui.ui.widgets.run_panels import LossPlot, now_panel, system_panel
 
 POLL_SECONDS = 0.5
 LOG_LINES = 4
-ENDED = ("finished", "failed", "stopped", "dead")
-ACTIVE = ("created", "starting", "running", "stopping")
+ENDED = STATES_DONE + ("dead",)
+ACTIVE = STATES_ACTIVE
 STATE_STYLE = {"running": "green", "starting": "yellow", "created": "yellow", "stopping": "yellow",
                "finished": "bold green", "failed": "bold red", "stopped": "yellow", "dead": "bold red"}
 

@@ -1,16 +1,11 @@
-"""Formatting helpers shared by the screens: sizes, counts, durations, verdicts."""
+"""Formatting helpers shared by the screens: counts, verdicts, bars; sizes and durations come from
+core.units (the same words as the CLI)."""
 
 from __future__ import annotations
 
-GIB = 1024 ** 3
+from lora_tui.core.units import GiB as GIB, gib, human_duration as duration, human_size  # noqa: F401  (one formatter each, shared with the CLI)
 
 VERDICT_STYLE = {"fits": ("✓ fits", "green"), "tight": ("! tight", "yellow"), "wont_fit": ("✗ won't fit", "red")}
-
-
-def gib(n: float | int | None, digits: int = 1) -> str:
-    if n is None:
-        return "?"
-    return f"{n / GIB:.{digits}f} GiB"
 
 
 def count(n: int | float | None) -> str:
@@ -22,19 +17,6 @@ def count(n: int | float | None) -> str:
             value = n / size
             return f"{value:.0f}{suffix}" if value >= 100 else f"{value:.1f}{suffix}".replace(".0" + suffix, suffix)
     return f"{n:.0f}"
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None or seconds < 0:
-        return "?"
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    if h:
-        return f"{h}h{m:02d}m"
-    if m:
-        return f"{m}m{s:02d}s"
-    return f"{s}s"
 
 
 def verdict_markup(verdict: str | None) -> str:

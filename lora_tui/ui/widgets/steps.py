@@ -5,6 +5,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
+from lora_tui.ui.steps import STEPS
+
 
 class StepBar(Widget):
     """One line: '1 Model  2 Hardware ...' with the current step highlighted; each step is clickable."""
@@ -15,8 +17,6 @@ class StepBar(Widget):
 
     def __init__(self, current: str, steps: tuple[tuple[str, str], ...] | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        from lora_tui.ui.app import STEPS
-
         self.current = current
         self.steps = steps or STEPS
         self._spans: list[tuple[int, int, str]] = []

@@ -1,0 +1,95 @@
+"""One definition each (issue 8): the memory-plan translation, states, formatters, the runs
+folder, and screens that do not import the app module."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from lora_tui.core.config import Config, apply_overrides
+
+PACKAGE = Path(__file__).resolve().parent.parent / "lora_tui"
+
+
+# --- the memory plan and its fixes -------------------------------------------------------------
+def test_fix_becomes_overrides_that_keep_the_effective_batch():
+    from lora_tui.core.memory import Fix
+    from lora_tui.core.memory_plan import apply_fix, fix_overrides
+
+    config = Config()
+    config.training.micro_batch, config.training.grad_accum = 8, 3  # effective 24
+    fix = Fix("combine", {"quant": "4bit", "batch": 2, "targets": ["q_proj", "v_proj"], "seq_len": 256}, 1, "fits")
+    overrides = fix_overrides(config, fix)
+    assert overrides == ["model.load_in=4bit", "training.micro_batch=2", "training.grad_accum=12",
+                         "lora.targets=q_proj,v_proj", "data.max_seq_len=256"]
+    assert apply_fix(config, fix) == overrides
+    assert config.training.micro_batch * config.training.grad_accum == 24
+    assert (config.model.load_in, config.lora.targets, config.data.max_seq_len) == ("4bit", "q_proj,v_proj", 256)
+
+
+def test_fix_is_all_or_nothing():
+    from lora_tui.core.config import ConfigError
+    from lora_tui.core.memory_plan import apply_fix
+
+    config = Config()
+    with pytest.raises(ConfigError):
+        apply_fix(config, ["lora.r=8", "data.max_seq_len=1"])  # the second is below the minimum
+    assert config.lora.r == Config().lora.r
+
+
+def test_plan_round_trips_through_overrides():
+    """A fix applied as overrides gives the plan the fix describes (same vocabulary both ways)."""
+    from lora_tui.core.memory_plan import fix_overrides, plan_from_config
+
+    config = Config()
+    changes = {"quant": "8bit", "r": 4, "grad_checkpointing": True, "batch": 1}
+    planned = plan_from_config(config).replace(**changes)
+    applied = plan_from_config(apply_overrides(config.copy(), fix_overrides(config, changes)))
+    assert applied == planned
+
+
+def test_screens_keep_no_copy_of_the_translation():
+    source = (PACKAGE / "ui" / "screens" / "hardware.py").read_text()
+    assert "PLAN_TO_CONFIG" not in source and "QUANT_TO_LOAD" not in source and "def apply_fix" not in source
+
+
+# --- one definition each --------------------------------------------------------------------------
+def test_active_states_are_defined_once():
+    from lora_tui.core.runs import STATES_ACTIVE, STATES_DONE
+
+    assert not set(STATES_ACTIVE) & set(STATES_DONE)
+    for path in (PACKAGE / "ui").rglob("*.py"):
+        assert '"starting", "running", "stopping"' not in path.read_text(), path
+
+
+def test_sizes_read_the_same_in_cli_and_wizard():
+    from lora_tui.core.units import human_duration, human_size
+    from lora_tui.ui.widgets import format as ui_format
+
+    assert human_size(19_713_024) == "18.8 MiB" and human_size(1536) == "1.5 KiB" and human_size(12) == "12 B"
+    assert human_size(3 * 1024**3, 2) == "3.00 GiB"
+    assert ui_format.human_size is human_size and ui_format.duration is human_duration
+    assert human_duration(5) == "5s" and human_duration(185) == "3m05s" and human_duration(7620) == "2h07m"
+    assert human_duration(None) == "?"
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text()
+        assert "def human_size" not in text or path.name == "units.py", path
+        assert '"KB"' not in text and "def fmt_duration" not in text, path
+
+
+def test_screens_and_widgets_do_not_import_the_app():
+    for folder in ("screens", "widgets"):
+        for path in (PACKAGE / "ui" / folder).glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom):
+                    assert node.module != "lora_tui.ui.app", f"{path.name} imports lora_tui.ui.app"
+
+
+def test_plain_error_keeps_core_words():
+    from lora_tui.core.config import ConfigError
+    from lora_tui.ui.errors import plain_error
+
+    assert plain_error(ConfigError("Unknown key 'x.y'.")) == "Unknown key 'x.y'."
+    assert plain_error(KeyError("k")) == "KeyError: 'k'"
