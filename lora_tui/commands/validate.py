@@ -2,8 +2,9 @@
 
 Loads the tokenizer (default: the embedded model), calls
 ``lora_tui.core.data.validate_dataset`` and prints a report or one JSON object.
-Exit status: 0 with at least one valid row, 1 with none, 2 when the file (or
-the model's tokenizer) cannot be read. Never writes to the dataset.
+Exit status: 0 with at least one trainable row, 1 with none (no valid row, or
+every label masked), 2 when the file (or the model's tokenizer) cannot be read
+(a FIFO, socket or device is refused without being opened). Never writes to the dataset.
 """
 
 from __future__ import annotations
@@ -30,8 +31,12 @@ def run(args) -> int:
         from lora_tui.core.paths import resolve_data_path
 
         args.path = str(resolve_data_path(args.path))
-    if not Path(args.path).expanduser().exists():  # answer at once, before the tokenizer loads
-        return _unreadable(args, DataError(f"{args.path}: no such file or folder. Fix: check the path."))
+    from lora_tui.core.data.bounds import check_regular
+
+    try:  # answer at once, before the tokenizer loads (a FIFO or /dev/zero is refused, never opened)
+        check_regular(args.path)
+    except DataError as exc:
+        return _unreadable(args, exc)
     tokenizer = _tokenizer(args.model)
     if tokenizer is None:
         return 2
@@ -51,7 +56,14 @@ def run(args) -> int:
         _emit(json.dumps(report.to_dict(), ensure_ascii=False))
     else:
         _emit(format_report(report, model_name=args.model or "embedded SmolLM2-135M-Instruct"))
-    return 0 if report.valid_rows > 0 else 1
+    return 0 if _trainable(report) > 0 else 1
+
+
+def _trainable(report) -> int:
+    """Rows training will use: valid, with at least one trained token (when the tokenizer measured them)."""
+    if any(f.code == "all_masked" for f in report.findings):
+        return 0
+    return report.valid_rows if report.trainable_rows is None else report.trainable_rows
 
 
 def _emit(text: str) -> None:
@@ -114,8 +126,11 @@ def format_report(report, model_name: str = "") -> str:
         out.append("")
         out.append("Token length histogram (tokens per row):")
         out.extend(_histogram(stats))
-    for severity, title in (("error", "Errors (rows skipped)"), ("warning", "Warnings (rows kept)")):
-        items = [f for f in report.findings if f.severity == severity]
+    # Findings about a whole file (line None: an empty .txt skipped, the split chosen) are notes, not row warnings.
+    for severity, title, per_row in (("error", "Errors (rows skipped)", None), ("warning", "Warnings (rows kept)", True),
+                                     ("warning", "Notes on files", False)):
+        items = [f for f in report.findings if f.severity == severity
+                 and (per_row is None or (f.line is not None) == per_row)]
         if items:
             out.append("")
             out.append(f"{title}: {len(items)}")
@@ -123,10 +138,14 @@ def format_report(report, model_name: str = "") -> str:
     if not report.findings:
         out += ["", "No problems found."]
     out.append("")
+    trainable = _trainable(report)
     if report.valid_rows == 0:
         out.append("Result: no valid rows; nothing can be trained from this file.")
+    elif trainable == 0:
+        out.append(f"Result: {report.valid_rows} valid rows, but none has a trained token; nothing can be trained "
+                   "from this file.")
     else:
-        out.append(f"Result: {report.valid_rows} of {report.rows} rows can be trained.")
+        out.append(f"Result: {trainable} of {report.rows} rows can be trained.")
     return "\n".join(out)
 
 

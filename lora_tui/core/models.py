@@ -76,7 +76,7 @@ def _hub_error(name: str, exc: Exception) -> ModelSourceError:
     if offline:
         return ModelSourceError(
             f"'{name}' is neither a local directory nor in the local Hugging Face cache, and the hub cannot be "
-            "reached from here. Fix: download it where there is network (huggingface-cli download), copy the "
+            "reached from here. Fix: download it where there is network (`hf download NAME --local-dir DIR`), copy the "
             "folder here and give its path, or use 'embedded'."
         )
     if "gated" in text.lower() or "401" in text or "403" in text:
@@ -222,7 +222,8 @@ def load_base_model(name: str, *, load_in: str = "16bit", precision: str = "fp32
     quant = quantization_config(load_in, precision, double_quant)
     if quant is not None:
         kwargs["quantization_config"] = quant
-        kwargs["device_map"] = {"": 0} if device == "cuda" else {"": "cpu"}
+        # The current CUDA device: each rank of a multi-GPU run has set its own (distributed_run).
+        kwargs["device_map"] = {"": _current_cuda_device()} if device == "cuda" else {"": "cpu"}
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as exc:
@@ -230,6 +231,12 @@ def load_base_model(name: str, *, load_in: str = "16bit", precision: str = "fp32
     if quant is None and device == "cuda":
         model = model.to("cuda")
     return model
+
+
+def _current_cuda_device() -> int:
+    import torch
+
+    return torch.cuda.current_device()
 
 
 def linear_layer_names(model) -> list[str]:

@@ -34,27 +34,44 @@ SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 NOT_WORD = re.compile(r"[\W_]+")
 
 
+MAX_DUPLICATE_ROWS = 1_000_000  # rows remembered for the duplicate checks (about 200 bytes each)
+
+
 def hygiene_findings(examples: list[Example], special_tokens: list[str] | tuple = ()) -> list[Finding]:
     """Warnings for duplicates and dubious content, in example order."""
-    findings: list[Finding] = []
-    exact: dict[str, Example] = {}
-    near: dict[str, Example] = {}
-    specials = [t for t in special_tokens if t and len(t) > 2]
-    for ex in examples:
+    hygiene = Hygiene(special_tokens)
+    return [f for ex in examples for f in hygiene.check(ex)]
+
+
+class Hygiene:
+    """The checks one row at a time. Rows are remembered by a 64-bit hash of their text (not the text),
+    so memory stays bounded: at most MAX_DUPLICATE_ROWS rows are remembered."""
+
+    def __init__(self, special_tokens: list[str] | tuple = ()) -> None:
+        self.exact: dict[int, object] = {}
+        self.near: dict[int, object] = {}
+        self.specials = [t for t in special_tokens if t and len(t) > 2]
+        self.seen = 0
+
+    def check(self, ex: Example) -> list[Finding]:
+        findings: list[Finding] = []
         turns = [("text", ex.text or "")] if ex.messages is None else [(m["role"], m["content"]) for m in ex.messages]
         key = "\x00".join(f"{role}\x01{content}" for role, content in turns)
-        first = exact.get(key)
+        where = ex.line if ex.source is None else (ex.line, ex.source)
+        self.seen += 1
+        first = self.exact.get(hash(key))
         if first is not None:
-            findings.append(_warn(ex, f"exact duplicate of {first.where()}", "remove the repeated row", "duplicate"))
+            findings.append(_warn(ex, f"exact duplicate of {_where(first)}", "remove the repeated row", "duplicate"))
         else:
-            exact[key] = ex
-            folded = NOT_WORD.sub(" ", key.lower()).strip()
-            twin = near.get(folded)
+            folded = hash(NOT_WORD.sub(" ", key.lower()).strip())
+            twin = self.near.get(folded)
             if twin is not None:
-                findings.append(_warn(ex, f"near duplicate of {twin.where()} (differs only in case, spaces or "
+                findings.append(_warn(ex, f"near duplicate of {_where(twin)} (differs only in case, spaces or "
                                           "punctuation)", "keep one of the two rows", "near_duplicate"))
-            else:
-                near[folded] = ex
+            elif self.seen <= MAX_DUPLICATE_ROWS:
+                self.exact[hash(key)] = where
+                self.near[folded] = where
+        del key
         answers = [c for role, c in turns if role in ("assistant", "text")]
         for content in answers:
             low = content.lower()
@@ -75,14 +92,25 @@ def hygiene_findings(examples: list[Example], special_tokens: list[str] | tuple 
             findings.append(_warn(ex, f"a sentence of {longest} words in the answer (guide: at most "
                                       f"{LONG_SENTENCE_WORDS})", "split long sentences into shorter ones",
                                   "long_sentence"))
-        if specials:
+        if self.specials:
             for _, content in turns:
-                token = next((t for t in specials if t in content), None) if "<" in content or "[" in content else None
+                token = next((t for t in self.specials if t in content), None) if "<" in content or "[" in content else None
                 if token:
                     findings.append(_warn(ex, f"the text contains the control token {token!r}, which the template "
                                               "uses to mark turns", "remove it from the text", "control_token"))
                     break
-    return findings
+        return findings
+
+    def summary(self) -> list[Finding]:
+        if self.seen <= MAX_DUPLICATE_ROWS:
+            return []
+        return [Finding(None, "warning", f"duplicates were looked for among the first {MAX_DUPLICATE_ROWS:,} rows "
+                        f"only (of {self.seen:,}), to keep memory bounded", "split the file to check the rest",
+                        "duplicates_partial")]
+
+
+def _where(where) -> str:
+    return f"line {where}" if isinstance(where, int) else f"{where[1]} chunk {where[0]}"
 
 
 def _longest_sentence(text: str) -> int:

@@ -5,10 +5,13 @@ Never writes into the folder, never prints; `datasets` is imported only when nee
 
 from __future__ import annotations
 
+import codecs
+import io
 from pathlib import Path
 
+from .bounds import MAX_TXT_PIECE_CHARS, open_regular, sniff_encoding
 from .records import DataError, Finding
-from .rows import ReadResult, RawRow, decode_whole, rows_from_records, undecodable
+from .rows import RawRow, ReadResult, undecodable
 
 
 def read_hf_disk(p: Path) -> ReadResult:
@@ -29,40 +32,87 @@ def read_hf_disk(p: Path) -> ReadResult:
             notes.append(Finding(None, "warning", f"using split '{split}' of {', '.join(names)}",
                                  "save the split you want to train on by itself to choose another", "split_chosen"))
         loaded = loaded[split]
-    result = rows_from_records("hf-disk", loaded.to_list())
-    result.findings[:0] = notes
+    result = ReadResult("hf-disk", findings=notes)
+
+    def rows():  # the table is memory-mapped: one row at a time
+        for number, record in enumerate(loaded, 1):
+            result.rows_total += 1
+            yield RawRow(number, record)
+
+    result.stream = rows()
     return result
 
 
 def read_txt_files(root: Path, files: list[Path], tokenizer, max_seq_len: int, container: str) -> ReadResult:
-    """Each .txt file is cut into chunks that fit max_seq_len tokens; a chunk becomes a {"text": ...} row."""
+    """Each .txt file is cut into chunks that fit max_seq_len tokens; a chunk becomes a {"text": ...} row.
+
+    Streamed: a file is read MAX_TXT_PIECE_CHARS characters at a time (cut at a newline or space),
+    so a 1 GB file never sits in memory or in the tokenizer whole.
+    """
     result = ReadResult(container)
     budget = max(8, max_seq_len - _special_token_count(tokenizer))
+    result.stream = _txt_rows(root, files, tokenizer, budget, result)
+    return result
+
+
+def _txt_rows(root: Path, files: list[Path], tokenizer, budget: int, result: ReadResult):
     for f in files:
         name = str(f.relative_to(root)) if f.is_relative_to(root) else f.name
         try:
-            raw = f.read_bytes()
-        except OSError as exc:
-            result.findings.append(Finding(None, "error", f"cannot be read ({exc.strerror})", "check its permissions",
-                                           "unreadable_file", name))
+            fh = open_regular(f)
+        except DataError as exc:
+            yield Finding(None, "error", f"cannot be read: {str(exc).split(': ', 1)[-1]}; the file was skipped",
+                          "check its permissions, or remove it", "unreadable_file", name)
             continue
-        text = decode_whole(raw)
-        if text is None:
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                finding = undecodable(raw, exc.start, source=name)
-                finding.message += "; the file was skipped"
-                result.findings.append(finding)
-            continue
-        if not text.strip():
-            result.findings.append(Finding(None, "warning", "empty file, skipped", "remove it or add text",
-                                           "empty_file", name))
-            continue
-        for number, chunk in enumerate(_chunks(text, tokenizer, budget), 1):
-            result.rows_total += 1
-            result.rows.append(RawRow(number, {"text": chunk}, name))
-    return result
+        with fh:
+            encoding, bom = sniff_encoding(fh.read(65536))
+            fh.seek(bom)
+            bad = _first_bad_byte(fh, encoding, name)
+            if bad is not None:  # the whole file is skipped, as a half-read file would train on half a text
+                yield bad
+                continue
+            fh.seek(bom)
+            stream = io.TextIOWrapper(fh, encoding=encoding, newline="")
+            number, carry = 0, ""
+            while True:
+                piece = stream.read(MAX_TXT_PIECE_CHARS)
+                text = carry + piece
+                carry = ""
+                if len(piece) == MAX_TXT_PIECE_CHARS:  # more may follow: cut at the last newline or space
+                    cut = max(text.rfind("\n"), text.rfind(" ")) + 1
+                    if cut > len(text) // 2:
+                        text, carry = text[:cut], text[cut:]
+                if text.strip():
+                    for chunk in _chunks(text, tokenizer, budget):
+                        number += 1
+                        result.rows_total += 1
+                        yield RawRow(number, {"text": chunk}, name)
+                if not piece:
+                    break
+        if not number:
+            yield Finding(None, "warning", "empty file, skipped", "remove it or add text", "empty_file", name)
+
+
+def _first_bad_byte(fh, encoding: str, name: str) -> Finding | None:
+    """The undecodable-bytes finding for a file's first bad byte (read in bounded blocks), or None."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    line, consumed = 1, 0
+    while True:
+        block = fh.read(1 << 20)
+        try:
+            decoder.decode(block, final=not block)
+        except UnicodeDecodeError as exc:
+            pos = exc.start - len(exc.object) + len(block)  # exc.object = buffered tail + block
+            pos = max(pos, 0)
+            line += block.count(b"\n", 0, pos)
+            start = block.rfind(b"\n", 0, pos) + 1
+            finding = undecodable(block[start:pos + 64], pos - start, line, source=name)
+            finding.message += "; the file was skipped"
+            return finding
+        if not block:
+            return None
+        line += block.count(b"\n")
+        consumed += len(block)
 
 
 def _special_token_count(tokenizer) -> int:

@@ -45,23 +45,49 @@ def detect_row_format(row: dict) -> str | None:
 
 def normalise_rows(rows: list[RawRow]) -> tuple[str, list[Example], list[Finding]]:
     """(format of the file, valid examples, findings) for rows read by ``readers``."""
-    detected = [detect_row_format(r.value) for r in rows]
-    counts = Counter(d for d in detected if d)
-    if not counts:
-        findings = []
-        if rows:
-            keys = ", ".join(sorted({k for r in rows[:1000] for k in r.value})) or "(none)"
-            findings.append(Finding(rows[0].line, "error", f"no row has a recognised format; the keys found are: {keys}",
-                                    f"rename the columns to one of: {ACCEPTED}", "unknown_format", rows[0].source))
-        return "unknown", [], findings
-    fmt = counts.most_common(1)[0][0]
-    required, optional = FORMAT_FIELDS[fmt]
-    usual_keys = Counter(frozenset(r.value) for r, d in zip(rows, detected) if d == fmt).most_common(1)[0][0]
-    known = set(required) | set(optional)
-
+    normaliser = Normaliser(rows)
     examples: list[Example] = []
-    findings: list[Finding] = []
-    for row, row_format in zip(rows, detected):
+    findings: list[Finding] = list(normaliser.findings)
+    for row in rows:
+        example, out = normaliser.row(row)
+        if example is not None:
+            examples.append(example)
+        findings.extend(out)
+    return normaliser.format, examples, findings
+
+
+class Normaliser:
+    """Normalises rows one at a time, once the file's format is known from a sample of its rows.
+
+    The sample is the whole file for files that fit the reading budget (the usual case), else its
+    first rows: the majority format and key set of the sample apply to every row.
+    """
+
+    def __init__(self, sample: list[RawRow]) -> None:
+        self.findings: list[Finding] = []
+        detected = [detect_row_format(r.value) for r in sample]
+        counts = Counter(d for d in detected if d)
+        self.format = counts.most_common(1)[0][0] if counts else "unknown"
+        if not counts:
+            if sample:
+                keys = ", ".join(sorted({k for r in sample[:1000] for k in r.value})) or "(none)"
+                self.findings.append(Finding(sample[0].line, "error",
+                                             f"no row has a recognised format; the keys found are: {keys}",
+                                             f"rename the columns to one of: {ACCEPTED}", "unknown_format",
+                                             sample[0].source))
+            return
+        self.required, optional = FORMAT_FIELDS[self.format]
+        self.usual_keys = Counter(frozenset(r.value) for r, d in zip(sample, detected)
+                                  if d == self.format).most_common(1)[0][0]
+        self.known = set(self.required) | set(optional)
+
+    def row(self, row: RawRow) -> tuple[Example | None, list[Finding]]:
+        """(the example or None, findings of this row)."""
+        fmt = self.format
+        if fmt == "unknown":
+            return None, []
+        required, known, usual_keys = self.required, self.known, self.usual_keys
+        row_format = detect_row_format(row.value)
         out: list[Finding] = []
         if row_format != fmt:
             if row_format is not None:
@@ -75,21 +101,20 @@ def normalise_rows(rows: list[RawRow]) -> tuple[str, list[Example], list[Finding
                 out.append(_err(row, f"missing field{'s' if len(missing) > 1 else ''} "
                                      f"{', '.join(map(repr, missing))}{hint}",
                                 f"every {fmt} row needs {', '.join(map(repr, required))}", "missing_field"))
-        else:
-            if frozenset(row.value) != usual_keys:
-                # Optional fields of the format (alpaca's "input") may come and go; other keys may not.
-                extra = sorted(set(row.value) - usual_keys - known)
-                lacking = sorted(usual_keys - set(row.value) - known)
-                parts = ([f"extra {', '.join(map(repr, extra))}"] if extra else []) + \
-                        ([f"lacks {', '.join(map(repr, lacking))}"] if lacking else [])
-                if parts:
-                    out.append(_warn(row, f"keys differ from most rows: {'; '.join(parts)}",
-                                     "give every row the same fields", "schema_differs"))
-            example = _NORMALISERS[fmt](row, out)
-            if example is not None and not any(f.severity == "error" for f in out):
-                examples.append(example)
-        findings.extend(out)
-    return fmt, examples, findings
+            return None, out
+        if frozenset(row.value) != usual_keys:
+            # Optional fields of the format (alpaca's "input") may come and go; other keys may not.
+            extra = sorted(set(row.value) - usual_keys - known)
+            lacking = sorted(usual_keys - set(row.value) - known)
+            parts = ([f"extra {', '.join(map(repr, extra))}"] if extra else []) + \
+                    ([f"lacks {', '.join(map(repr, lacking))}"] if lacking else [])
+            if parts:
+                out.append(_warn(row, f"keys differ from most rows: {'; '.join(parts)}",
+                                 "give every row the same fields", "schema_differs"))
+        example = _NORMALISERS[fmt](row, out)
+        if example is not None and any(f.severity == "error" for f in out):
+            example = None
+        return example, out
 
 
 def _err(row: RawRow, message: str, fix: str | None, code: str) -> Finding:
@@ -177,10 +202,13 @@ def _maybe_json(value):
     if isinstance(value, str) and value.lstrip().startswith("["):
         import json
 
+        from .bounds import hostile
+
         try:
-            return json.loads(value)
-        except ValueError:
+            parsed = json.loads(value)
+        except (ValueError, RecursionError):
             return value
+        return value if hostile(parsed) else parsed  # a lone surrogate or deep nesting: left as text (refused)
     return value
 
 

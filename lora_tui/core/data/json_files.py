@@ -1,7 +1,9 @@
 """JSON Lines and JSON array files, read row by row with line numbers.
 
 A malformed line or array element becomes a finding on its line and reading
-goes on with the next one. Never writes to the file, never prints.
+goes on with the next one. JSON Lines are streamed (one capped line in memory);
+an array is parsed whole, so ``readers`` refuses arrays over
+``bounds.MAX_JSON_ARRAY_BYTES``. Never writes to the file, never prints.
 """
 
 from __future__ import annotations
@@ -10,54 +12,69 @@ import codecs
 import json
 import re
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
-from .records import Finding
+from .bounds import MAX_FINDINGS, capped_lines, hostile, hostile_finding, too_long
+from .records import DataError, Finding
 from .rows import RawRow, ReadResult, decode_whole, malformed, not_an_object, skip_ws, undecodable
 
 
-def read_jsonl(p: Path, raw: bytes) -> ReadResult:
-    result = ReadResult("jsonl")
-    text = decode_whole(raw)
-    if text is not None:
-        lines: list = text.split("\n")
-    else:  # decode line by line so the bad line gets its own finding
-        raw = raw[3:] if raw.startswith(codecs.BOM_UTF8) else raw
-        lines = raw.split(b"\n")
+def iter_jsonl(fh: BinaryIO, encoding: str, bom: int, result: ReadResult) -> Iterator:
+    """Rows and findings of a JSON Lines file, one line in memory at a time (see ``bounds``)."""
     loads = json.loads
-    for number, line in enumerate(lines, 1):
-        if isinstance(line, bytes):
-            if not line.strip():
-                continue
+    for number, line, size in capped_lines(fh, encoding, bom):
+        if line is None:
             result.rows_total += 1
+            yield too_long(number, size)
+            continue
+        if not line.strip():
+            continue
+        result.rows_total += 1
+        if isinstance(line, bytes):
             try:
                 line = line.decode("utf-8")
             except UnicodeDecodeError as exc:
-                result.findings.append(undecodable(line, exc.start, number))
+                yield undecodable(line, exc.start, number)
                 continue
-        elif not line or line.isspace():
-            continue
-        else:
-            result.rows_total += 1
         try:
             value = loads(line)
         except json.JSONDecodeError as exc:
-            result.findings.append(malformed(number, exc))
+            yield malformed(number, exc)
+            continue
+        except RecursionError:
+            yield hostile_finding(number, "is nested too deeply to parse")
             continue
         if not isinstance(value, dict):
-            result.findings.append(not_an_object(number, value))
+            yield not_an_object(number, value)
             continue
-        result.rows.append(RawRow(number, value))
-    return result
+        why = hostile(value)
+        if why:
+            yield hostile_finding(number, why)
+            continue
+        yield RawRow(number, value)
+    fh.close()
 
 
-def read_json(p: Path, raw: bytes) -> ReadResult:
+def read_jsonl(p: Path, raw: bytes) -> ReadResult:
+    """A JSON Lines file already in memory (small files, tests)."""
+    import io
+
+    from .bounds import sniff_encoding
+
+    result = ReadResult("jsonl")
+    encoding, bom = sniff_encoding(raw[:65536])
+    result.stream = iter_jsonl(io.BytesIO(raw), encoding, bom, result)
+    return result.drain()
+
+
+def read_json(p: Path, raw: bytes, encoding: str = "utf-8", bom: int = 0) -> ReadResult:
     """A JSON array of rows (or an object wrapping one); rows keep the line their element starts on."""
-    text = decode_whole(raw)
+    text = decode_whole(raw) if encoding == "utf-8" else raw[bom:].decode(encoding, errors="replace")
     bad: list[Finding] = []
     if text is None:  # report each bad byte, read the rest with replacement characters
         raw = raw[3:] if raw.startswith(codecs.BOM_UTF8) else raw
         pos = 0
-        while True:
+        while len(bad) < MAX_FINDINGS:
             try:
                 raw[pos:].decode("utf-8")
                 break
@@ -66,22 +83,46 @@ def read_json(p: Path, raw: bytes) -> ReadResult:
                 pos += exc.end
         text = raw.decode("utf-8", errors="replace")
     start = skip_ws(text, 0)
+    if start >= len(text) or text[start] not in "[{":
+        kind = _scalar_kind(text[start:start + 40])
+        raise DataError(f"{p}: holds {kind}, not rows. Fix: write a JSON array of objects "
+                        '([{"instruction": ..., "output": ...}, ...]) or one object per line (.jsonl).')
     if text[start] == "{":
         try:
             whole = json.loads(text)
         except json.JSONDecodeError as exc:
             if exc.msg == "Extra data":  # JSON Lines saved as .json
                 return read_jsonl(p, raw)
-            return ReadResult("json", findings=bad + [malformed(exc.lineno, exc, "element")])
+            return ReadResult("json", findings=bad + [malformed(exc.lineno, exc, "element")], rows_total=1)
+        except RecursionError:
+            return ReadResult("json", findings=bad + [hostile_finding(1, "is nested too deeply to parse")], rows_total=1)
         if isinstance(whole, dict):
             key = next((k for k, v in whole.items() if isinstance(v, list) and v and isinstance(v[0], dict)), None)
             if key is None:  # a single row written as one object
-                rows = [] if bad else [RawRow(text.count("\n", 0, start) + 1, whole)]
+                line = text.count("\n", 0, start) + 1
+                why = hostile(whole)
+                if why:
+                    return ReadResult("json", findings=bad + [hostile_finding(line, why)], rows_total=1)
+                rows = [] if bad else [RawRow(line, whole)]
                 return ReadResult("json", rows=rows, findings=bad, rows_total=1)
             start = _find_key_array(text, start, key)
     result = _scan_array(text, start, {f.line for f in bad})
     result.findings[:0] = bad
     return result
+
+
+def _scalar_kind(head: str) -> str:
+    head = head.strip()
+    if not head:
+        return "nothing"
+    if head[0] == '"':
+        return "a string"
+    if head[0] in "-0123456789":
+        return f"a number ({head.split()[0][:20]})"
+    for word, kind in (("true", "true/false"), ("false", "true/false"), ("null", "null")):
+        if head.startswith(word):
+            return kind
+    return f"no JSON value (it starts with {head[:10]!r})"
 
 
 def _find_key_array(text: str, start: int, key: str) -> int:
@@ -116,6 +157,7 @@ def _scan_array(text: str, start: int, bad_lines: set) -> ReadResult:
         return line
 
     n = len(text)
+    closed = i < n and text[i] == "]"
     while i < n and text[i] != "]":
         element_line = line_at(i)
         result.rows_total += 1
@@ -124,6 +166,13 @@ def _scan_array(text: str, start: int, bad_lines: set) -> ReadResult:
             j = skip_ws(text, end)
             if j < n and text[j] not in ",]":
                 raise json.JSONDecodeError("Expecting ',' delimiter", text, j)
+        except RecursionError:
+            result.findings.append(hostile_finding(element_line, "is nested too deeply to parse"))
+            nxt = _NEXT_OBJECT.search(text, i + 1)
+            if nxt is None:
+                break
+            i = nxt.end()
+            continue
         except json.JSONDecodeError as exc:
             result.findings.append(malformed(line_at(exc.pos) if exc.pos >= counted_to else element_line, exc, "element"))
             # Resume at the next object element: "}" "," "{" after the fault.
@@ -135,8 +184,20 @@ def _scan_array(text: str, start: int, bad_lines: set) -> ReadResult:
         if bad_lines and bad_lines.intersection(range(element_line, line_at(end) + 1)):
             pass  # already reported as undecodable
         elif isinstance(value, dict):
-            result.rows.append(RawRow(element_line, value))
+            why = hostile(value)
+            if why:
+                result.findings.append(hostile_finding(element_line, why))
+            else:
+                result.rows.append(RawRow(element_line, value))
         else:
             result.findings.append(not_an_object(element_line, value))
         i = skip_ws(text, j + 1) if j < n and text[j] == "," else j
+        closed = j < n and text[j] == "]"
+    if i >= n and not closed:  # ran off the end: no closing bracket
+        result.findings.append(Finding(line_at(n), "error", "the JSON array is not closed (no final ']'): the file "
+                                       "may have been cut short", "restore the end of the file, or close the array "
+                                       "with ']'", "unclosed_array"))
+    elif not result.rows_total:
+        result.findings.append(Finding(line_at(i), "error", "the JSON array holds no rows",
+                                       'add rows: [{"instruction": ..., "output": ...}, ...]', "no_rows"))
     return result

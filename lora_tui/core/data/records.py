@@ -86,8 +86,11 @@ class ValidationReport:
     token_stats: TokenStats | None
     trained_tokens: int = 0  # label tokens != -100 over the valid rows; 0 means every label is masked
     template: str = ""  # which prompt format measured the tokens, in words
-    # The valid rows, so a caller can preview them without reading the file twice.
+    # The valid rows, so a caller can preview them without reading the file twice. For a very big file only
+    # the first ones (validate.KEEP_CHARS of text): then examples_complete is False.
     examples: list[Example] = field(default_factory=list, repr=False)
+    trainable_rows: int | None = None  # valid rows with at least one trained token (None: no tokenizer)
+    examples_complete: bool = True
 
     @property
     def errors(self) -> list[Finding]:
@@ -114,5 +117,6 @@ class ValidationReport:
             "findings": [f.to_dict() for f in self.findings],
             "token_stats": stats,
             "trained_tokens": self.trained_tokens,
+            "trainable_rows": self.trainable_rows,
             "template": self.template,
         }

@@ -11,7 +11,7 @@ import codecs
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .records import DataError, Finding
 
@@ -28,7 +28,28 @@ class ReadResult:
     container: str
     rows: list[RawRow] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
-    rows_total: int = 0  # rows seen, readable or not
+    rows_total: int = 0  # rows seen, readable or not (grows while `stream` is read)
+    # Streaming readers leave rows and findings here (RawRow | Finding, in file order) instead of in the
+    # lists: a caller iterates ``items()`` and holds one row at a time. ``drain()`` fills the lists.
+    stream: Iterator | None = None
+
+    def items(self) -> Iterator:
+        """Every finding and row, each once: first those already in the lists, then the stream's."""
+        if self.stream is None:
+            yield from self.findings
+            yield from self.rows
+            return
+        yield from self.findings
+        yield from self.rows
+        stream, self.stream = self.stream, None
+        yield from stream
+
+    def drain(self) -> "ReadResult":
+        if self.stream is not None:
+            stream, self.stream = self.stream, None
+            for item in stream:
+                (self.rows if isinstance(item, RawRow) else self.findings).append(item)
+        return self
 
 
 def read_bytes(p: Path) -> bytes:
@@ -60,8 +81,12 @@ def undecodable(raw: bytes, pos: int, line: int | None = None, source: str | Non
     if line is None:
         line = raw.count(b"\n", 0, pos) + 1
     bad = raw[pos:pos + 4]
+    if b"\x00" in raw[max(0, pos - 64):pos + 64]:  # NUL bytes beside text: UTF-16 (or binary), not Latin-1
+        fix = "re-save the file as UTF-8 (if it is UTF-16: `iconv -f utf-16le -t utf-8 IN > OUT`)"
+    else:
+        fix = "re-save the file as UTF-8 (if it is Latin-1: `iconv -f latin1 -t utf-8 IN > OUT`)"
     return Finding(line, "error", f"undecodable bytes {bad!r} at column {pos - line_start + 1} (not valid UTF-8)",
-                   "re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)", "undecodable_bytes", source)
+                   fix, "undecodable_bytes", source)
 
 
 def malformed(line: int, exc: json.JSONDecodeError, what: str = "line") -> Finding:

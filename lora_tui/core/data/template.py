@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .bounds import clip_example
 from .records import DataError, Example
 
 TEMPLATES = ("auto", "chatml", "alpaca")
@@ -209,8 +210,8 @@ class ChatFormatter:
         """
         rendered = []
         for e in examples:
-            try:
-                rendered.append(self._render(e))
+            try:  # clipped: a 10 MB answer is tokenised only as far as max_seq_len can reach
+                rendered.append(self._render(clip_example(e, max_seq_len)[0]))
             except Exception as exc:  # jinja raise_exception() in the model's own template
                 raise DataError(f"{e.where()}: the chat template refuses this row: {exc}. Fix: reshape the "
                                 "conversation, or pick the chatml template.") from None
@@ -231,7 +232,7 @@ class ChatFormatter:
         rendered: list[Rendered | None] = []
         for i, e in enumerate(examples):
             try:
-                rendered.append(self._render(e))
+                rendered.append(self._render(clip_example(e, max_seq_len)[0]))
             except Exception as exc:  # jinja raise_exception() in the model's template, e.g. roles must alternate
                 rendered.append(None)
                 if on_error:
@@ -245,7 +246,7 @@ class ChatFormatter:
 
     def segments(self, example: Example, max_seq_len: int) -> list[tuple[str, bool]]:
         """The rendered text cut into (piece, trained?) spans, stopping where truncation cuts."""
-        r = self._render(example)
+        r = self._render(clip_example(example, max_seq_len)[0])
         enc = self._batch([r.text], r.add_special_tokens)
         if enc is None:  # slow tokenizer: no offsets, show the character spans untruncated
             bounds = sorted({0, len(r.text)} | {b for span in r.spans for b in span})
