@@ -24,6 +24,19 @@ shell completion (bash; zsh and tcsh too):
   lora-tui --print-completion bash > ~/.local/share/bash-completion/completions/lora-tui
 """
 
+ESTIMATE_DESCRIPTION = """\
+Estimate the peak memory of the run `lora-tui train` would start from the same
+config, preset and section.key=value overrides; judge it against the GPU (or the
+RAM); print each fix as the `lora-tui train ...` line that applies it. The
+--model/--quant/--r/... flags are shorthands for overrides and win over them.
+"""
+ESTIMATE_EPILOG = """\
+exit codes:
+  0    the plan fits (or is tight: it may run; the fixes are listed)
+  1    the plan will not fit; each fix is printed as the `lora-tui train ...` line that applies it
+  2    bad input: a wrong option, config value or model (one line says which)
+"""
+
 # shtab's completion actions, written out so building the parser never imports shtab.
 FILE = {"bash": "_shtab_compgen_files", "zsh": "_files", "tcsh": "f"}
 DIRECTORY = {"bash": "_shtab_compgen_dirs", "zsh": "_files -/", "tcsh": "d"}
@@ -131,18 +144,23 @@ def _add_hardware(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="report GPUs (NVML), CPU, RAM and library versions")
     p.add_argument("--json", action="store_true", help="print one JSON object (default: the report)")
 
-    p = sub.add_parser("estimate", help="estimate peak memory of a planned run, with a verdict and fixes")
-    p.add_argument("--model", default="embedded", help="catalogue name, hub id, local model directory, or 'embedded'")
-    p.add_argument("--quant", choices=["4bit", "8bit", "none"], default="none", help="base weights held in 4-bit NF4 (QLoRA), 8-bit, or 16-bit (none)")
-    p.add_argument("--r", type=int, default=16, help="LoRA rank")
-    p.add_argument("--targets", default="all-linear", help="'qv', 'attention', 'all-linear', or a comma list of module names")
-    p.add_argument("--seq-len", type=int, default=1024, help="tokens per row (the config's data.max_seq_len)")
-    p.add_argument("--batch", type=int, default=4, help="rows per forward pass (the config's training.micro_batch)")
+    p = sub.add_parser("estimate", help="estimate peak memory of a planned run, with a verdict and fixes",
+                       description=ESTIMATE_DESCRIPTION,
+                       epilog=ESTIMATE_EPILOG)
+    p.add_argument("config", nargs="?", default=None, help="a config YAML, as for train (default: the built-in defaults)").complete = FILE
+    p.add_argument("overrides", nargs="*", default=[], help="section.key=value overrides, as for train, e.g. training.micro_batch=2")
+    p.add_argument("--preset", choices=["lora", "qlora", "lora-8bit"], default=None, help="start from a preset, as for train (default: none, the built-in defaults)")
+    p.add_argument("--model", default=None, help="model.name: catalogue name, hub id, local model directory, or 'embedded' (default: the config's)")
+    p.add_argument("--quant", choices=["4bit", "8bit", "16bit", "none"], default=None, help="model.load_in: base weights in 4-bit NF4 (QLoRA), 8-bit, or 16-bit (none) (default: the config's)")
+    p.add_argument("--r", type=int, default=None, help="lora.r, the LoRA rank (default: the config's)")
+    p.add_argument("--targets", default=None, help="lora.targets: 'qv', 'attention', 'all-linear', or a comma list of module names (default: the config's)")
+    p.add_argument("--seq-len", type=int, default=None, help="data.max_seq_len, tokens per row (default: the config's)")
+    p.add_argument("--batch", type=int, default=None, help="training.micro_batch, rows per forward pass (default: the config's)")
     gc = p.add_mutually_exclusive_group()
     gc.add_argument("--grad-checkpointing", dest="grad_checkpointing", action="store_true", default=None,
-                    help="recompute activations in the backward pass: less memory, slower (default: off)")
-    gc.add_argument("--no-grad-checkpointing", dest="grad_checkpointing", action="store_false", help="keep activations (the default)")
-    p.add_argument("--device", default="auto", help="'auto', 'cpu', or a GPU index (cuda:0)")
+                    help="training.gradient_checkpointing=true: recompute activations in the backward pass (default: the config's)")
+    gc.add_argument("--no-grad-checkpointing", dest="grad_checkpointing", action="store_false", help="training.gradient_checkpointing=false")
+    p.add_argument("--device", default="auto", help="'auto' (GPU 0, else the CPU, as train does), 'cpu', or a GPU index (cuda:0)")
     p.add_argument("--json", action="store_true", help="print one JSON object (default: the report)")
 
 

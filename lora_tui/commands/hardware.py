@@ -1,7 +1,8 @@
 """`lora-tui doctor` (hardware report) and `lora-tui estimate` (memory estimate,
 fit verdict and ranked fixes): printing only; the work is in lora_tui.core.hardware
-and lora_tui.core.memory. Foreseeable mistakes (unknown model, bad targets) print
-one line and exit 2, never a traceback.
+and lora_tui.core.memory; the config -> plan -> fix-as-overrides translation is
+lora_tui.core.memory_plan's. Foreseeable mistakes (unknown model, bad targets, a bad
+config key) print one line and exit 2, never a traceback; a plan that will not fit exits 1.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 
-from lora_tui.core.memory import GiB, MiB
+from lora_tui.core.units import human_size
 
 PART_NAMES = {
     "process": "Python process + libraries",
@@ -27,9 +28,7 @@ VERDICT_WORDS = {"fits": "FITS", "tight": "TIGHT (may run out of memory)", "wont
 
 
 def size(n: int | float | None) -> str:
-    if n is None:
-        return "?"
-    return f"{n / GiB:.2f} GiB" if abs(n) >= GiB else f"{n / MiB:.0f} MiB"
+    return human_size(n, digits=2)
 
 
 def run(args) -> int:
@@ -74,6 +73,19 @@ def doctor(args) -> int:
 
 
 # ---------------------------------------------------------------- estimate
+# Shorthand flag -> the config key it sets; `estimate --batch 2` is `estimate training.micro_batch=2`.
+SHORTHANDS = {
+    "model": "model.name",
+    "quant": "model.load_in",
+    "r": "lora.r",
+    "targets": "lora.targets",
+    "seq_len": "data.max_seq_len",
+    "batch": "training.micro_batch",
+    "grad_checkpointing": "training.gradient_checkpointing",
+}
+EXIT_FITS, EXIT_WONT_FIT, EXIT_BAD_INPUT = 0, 1, 2
+
+
 def _device(choice: str, report) -> tuple[str, int]:
     """('cpu' | 'cuda', GPU index) from --device auto / cpu / cuda / cuda:N / N."""
     text = (choice or "auto").strip().lower()
@@ -87,33 +99,78 @@ def _device(choice: str, report) -> tuple[str, int]:
     return "cuda", int(index)
 
 
+def _shorthand_overrides(args) -> list[str]:
+    from lora_tui.core.config import _cli_value
+    from lora_tui.core.memory_plan import LOAD_FOR_QUANT
+
+    out = []
+    for attr, key in SHORTHANDS.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            out.append(f"{key}={_cli_value(LOAD_FOR_QUANT.get(value, value) if attr == 'quant' else value)}")
+    return out
+
+
+def train_command(args, config_path: str | None, overrides: list[str]) -> str:
+    """The `lora-tui train` line for this estimate's inputs plus ``overrides``; a key given
+    twice keeps only its last value, so the line says each setting once."""
+    import shlex
+
+    last = {item.split("=", 1)[0]: n for n, item in enumerate(overrides)}
+    kept = [item for n, item in enumerate(overrides) if last[item.split("=", 1)[0]] == n]
+    words = ["lora-tui", "train"] + (["--preset", args.preset] if args.preset else [])
+    words += ([config_path] if config_path else []) + kept
+    return " ".join(shlex.quote(w) for w in words)
+
+
 def estimate(args) -> int:
-    from lora_tui.core.catalogue import model_dims
+    from lora_tui.commands.train import build_config, split_positionals
+    from lora_tui.core.config import ConfigError
     from lora_tui.core.hardware import probe_hardware
-    from lora_tui.core.memory import MemoryPlan, judge_fit
+    from lora_tui.core.memory import judge_fit
+    from lora_tui.core.memory_plan import fix_overrides, plan_from_config
 
     report = probe_hardware(check_libraries=False)
     try:
-        dims = model_dims(args.model)
+        config_path, overrides = split_positionals(args)
+        args.config, args.overrides = config_path, overrides + _shorthand_overrides(args)
+        config = build_config(args)
         device, index = _device(args.device, report)
-        plan = MemoryPlan(dims, quant=args.quant, r=args.r, targets=args.targets, seq_len=args.seq_len,
-                          batch=args.batch, grad_checkpointing=bool(args.grad_checkpointing), device=device)
+        plan = plan_from_config(config, report, device=device)
+        dims = plan.dims()
         targets = dims.target_modules(plan.targets)
         verdict = judge_fit(plan, report, device_index=index)
-    except (LookupError, ValueError) as exc:
+        fixes = [(fix, fix_overrides(config, fix)) for fix in verdict.fixes]
+    except (ConfigError, LookupError, ValueError) as exc:
         print(f"lora-tui estimate: {str(exc).strip()}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     if args.device in (None, "auto") and device == "cpu":
         verdict.notes.insert(0, f"No GPU ({report.nvml_error or 'none found'}): estimated against CPU RAM available.")
+    code = EXIT_WONT_FIT if verdict.verdict == "wont_fit" else EXIT_FITS
     if args.json:
         out = verdict.to_dict()
+        for entry, (_, fix_words) in zip(out["fixes"], fixes):
+            entry["overrides"] = fix_words
+            entry["command"] = train_command(args, config_path, args.overrides + fix_words)
         out["plan"] = {"model": dims.name, "params": dims.params, "quant": plan.quant, "r": plan.r, "targets": targets,
                        "seq_len": plan.seq_len, "batch": plan.batch, "grad_checkpointing": plan.grad_checkpointing,
                        "device": plan.device, "device_index": index}
+        out["command"] = train_command(args, config_path, args.overrides)
         print(json.dumps(out, indent=2))
-        return 0
+        return code
     _print_estimate(dims, plan, targets, verdict)
-    return 0
+    if fixes:
+        print("\nFixes, strongest first: the line under each trains with it (`lora-tui estimate` takes the same words).")
+        for n, (fix, fix_words) in enumerate(fixes, 1):
+            word = VERDICT_WORDS[fix.verdict].split(" ")[0].lower()
+            print(f"  {n}. {fix.title}: {size(fix.new_total_bytes)} ({word})")
+            print(f"     {train_command(args, config_path, args.overrides + fix_words)}")
+    notes = verdict.estimate.notes + verdict.notes
+    if notes:
+        print()
+        for note in notes:
+            print(f"note: {note}")
+    return code
 
 
 def _print_estimate(dims, plan, targets, verdict) -> None:
@@ -130,12 +187,3 @@ def _print_estimate(dims, plan, targets, verdict) -> None:
     print(f"  {'estimated peak':42s} {size(total):>11s}")
     print(f"  {'available on ' + verdict.device_label:42s} {size(verdict.available_bytes):>11s}\n")
     print(f"Verdict: {VERDICT_WORDS[verdict.verdict]}")
-    if verdict.fixes:
-        print("\nFixes, strongest first:")
-        for n, fix in enumerate(verdict.fixes, 1):
-            print(f"  {n}. {fix.title}: {size(fix.new_total_bytes)} ({VERDICT_WORDS[fix.verdict].split(' ')[0].lower()})")
-    notes = verdict.estimate.notes + verdict.notes
-    if notes:
-        print()
-        for note in notes:
-            print(f"note: {note}")
