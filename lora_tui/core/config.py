@@ -25,6 +25,10 @@ LOAD_CHOICES = ("16bit", "8bit", "4bit")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 SCHEDULER_CHOICES = ("cosine", "linear", "constant", "constant_with_warmup")
 TEMPLATE_CHOICES = ("auto", "chatml", "alpaca")
+BATCHING_CHOICES = ("auto", "grouped", "padding_free", "packed")
+ATTENTION_CHOICES = ("auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3")
+KERNEL_CHOICES = ("auto", "liger", "none")
+AUTO_WORDS = {"auto": None, "on": True, "off": False}  # for fields whose None means auto (metadata auto=True)
 
 
 def _f(default: Any, help: str, **rules: Any) -> Any:
@@ -73,18 +77,23 @@ class TrainingSection:
     weight_decay: float = _f(0.01, "AdamW weight decay on adapter weights.", min=0.0, max=1.0)
     max_grad_norm: float = _f(1.0, "Clip gradients to this norm (0 to disable).", min=0.0)
     precision: str = _f("auto", "Compute precision: auto = bf16 where the GPU supports it, else fp16; fp32 on CPU.", choices=PRECISION_CHOICES)
-    gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass: much less memory, ~30% slower.")
+    gradient_checkpointing: bool | None = _f(None, "Recompute activations in the backward pass: much less memory, slower per step. auto: on when the estimate says the run needs it.", auto=True)
+    batching: str = _f("auto", "How rows share a micro-batch: grouped (similar lengths, padded), padding_free (rows concatenated, no padding), packed (TRL best-fit packing), auto (by device and attention).", choices=BATCHING_CHOICES)
+    attention: str = _f("auto", "Attention implementation: auto (FlashAttention 2/3 where installed and supported, else sdpa), sdpa, eager, flash_attention_2, flash_attention_3.", choices=ATTENTION_CHOICES)
+    kernels: str = _f("auto", "Fused kernels: auto (Liger RMSNorm/SwiGLU/RoPE on CUDA when liger-kernel is installed), liger, none.", choices=KERNEL_CHOICES)
     eval_steps: int = _f(50, "Evaluate on the validation split every N steps (0: only at the start and end).", min=0)
     save_steps: int = _f(50, "Write a resumable checkpoint every N steps (0: only when stopping or finishing).", min=0)
     logging_steps: int = _f(1, "Record loss, learning rate and throughput every N steps.", min=1)
     early_stopping_patience: int = _f(0, "Stop when eval loss has not improved for N evaluations (0: off).", min=0)
     seed: int = _f(42, "Random seed for shuffling, dropout and adapter initialisation.", min=0)
+    devices: str = _f("auto", "Devices to train on: auto (every visible GPU), a count (4), or GPU indices (0,2). Without a GPU a count above 1 runs that many CPU processes (gloo).")
+    strategy: str = _f("auto", "With several GPUs: ddp (a full copy per GPU, bigger effective batch), fsdp (weights sharded over the GPUs, for models one GPU cannot hold; works with 4bit), or auto (ddp when the estimate fits one GPU, else fsdp).", choices=("auto", "ddp", "fsdp"))
 
 
 @dataclass
 class OutputSection:
     run_name: str = _f("", "Name of the run directory under runs_dir; empty for <model>-<date>-<time>.")
-    runs_dir: str = _f("runs", "Folder that holds run directories.")
+    runs_dir: str = _f("", "Folder that holds run directories; empty: $LORA_TUI_RUNS, else ./runs (where `lora-tui runs` and `attach` look).")
 
 
 @dataclass
@@ -152,6 +161,8 @@ def check_value(section: str, key: str, value: Any) -> Any:
     f = all_fields[key]
     kind = _type_name(f)
     where = f"{section}.{key}"
+    if f.metadata.get("auto") and isinstance(value, str) and value.strip().lower() in AUTO_WORDS:
+        return AUTO_WORDS[value.strip().lower()]
     if isinstance(value, str):
         text = value.strip()
         if "| None" in kind and text.lower() in ("", "none", "null", "~"):
@@ -195,6 +206,13 @@ def check_value(section: str, key: str, value: Any) -> Any:
         raise ConfigError(f"{where} must be at least {rules['min']}, not {value}.")
     if "max" in rules and value > rules["max"]:
         raise ConfigError(f"{where} must be at most {rules['max']}, not {value}.")
+    if where == "training.devices":
+        from lora_tui.core.distributed import DistributedError, parse_devices
+
+        try:
+            value = parse_devices(value)
+        except DistributedError as exc:
+            raise ConfigError(str(exc)) from None
     if where == "lora.targets" and not value.strip():
         raise ConfigError("lora.targets needs qv, attention, all-linear, or a comma list of module names.")
     if where == "model.name" and not value.strip():
@@ -280,7 +298,8 @@ def config_to_yaml(config: Config, header: str | None = None) -> str:
         buf.write(f"# {help_text}\n{section}:\n")
         for f in fields(getattr(config, section)):
             buf.write(f"  # {f.metadata['help']}\n")
-            buf.write(f"  {f.name}: {_scalar(getattr(getattr(config, section), f.name))}\n")
+            value = getattr(getattr(config, section), f.name)
+            buf.write(f"  {f.name}: {'auto' if value is None and f.metadata.get('auto') else _scalar(value)}\n")
         buf.write("\n")
     return buf.getvalue()
 

@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+from lora_tui.core import distributed, distributed_run
 from lora_tui.core.config import Config, effective_precision, load_config
 from lora_tui.core.runs import CHECKPOINT_MARKER, RunDirectory, file_sha256
 
@@ -96,17 +97,20 @@ def _build_datasets(config: Config, tokenizer):
     return train_ds, eval_ds, facts
 
 
-def build_model(config: Config, device: str, precision: str):
+def build_model(config: Config, device: str, precision: str, choice=None):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
+    from lora_tui.core.engine import choose_engine, prepare_model
     from lora_tui.core.models import linear_layer_names, load_base_model, resolve_target_modules
 
+    choice = choice or choose_engine(config, device)
     m = config.model
-    model = load_base_model(m.name, load_in=m.load_in, precision=precision, double_quant=m.double_quant,
+    model = (distributed_run.fsdp_base_loader() or load_base_model)(m.name, load_in=m.load_in, precision=precision, double_quant=m.double_quant,
                             device=device, trust_remote_code=m.trust_remote_code, revision=m.revision)
-    if m.load_in != "16bit":
+    prepare_model(model, choice)  # attention implementation
+    if m.load_in != "16bit" and distributed.strategy() != "fsdp":  # FSDP needs one dtype per flat param
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=config.training.gradient_checkpointing)
+            model, use_gradient_checkpointing=choice.gradient_checkpointing)
     targets = resolve_target_modules(config.lora.targets, linear_layer_names(model))
     lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
                       target_modules=targets, use_rslora=config.lora.use_rslora, use_dora=config.lora.use_dora,
@@ -115,14 +119,17 @@ def build_model(config: Config, device: str, precision: str):
     return model, targets
 
 
-def sft_config(config: Config, run: RunDirectory, device: str, precision: str, has_eval: bool):
+def sft_config(config: Config, run: RunDirectory, device: str, precision: str, has_eval: bool, choice=None):
     from trl import SFTConfig
 
+    from lora_tui.core.engine import choose_engine, sft_engine_kwargs
+
+    choice = choice or choose_engine(config, device)
     t = config.training
     evaluate = has_eval and t.eval_steps > 0
     # transformers 5.2x renamed gradient_checkpointing -> activation_checkpointing.
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in SFTConfig.__dataclass_fields__ else "gradient_checkpointing"
-    return SFTConfig(
+    kwargs = dict(
         output_dir=str(run.checkpoints_dir),
         per_device_train_batch_size=t.micro_batch,
         per_device_eval_batch_size=t.micro_batch,
@@ -144,17 +151,18 @@ def sft_config(config: Config, run: RunDirectory, device: str, precision: str, h
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=device == "cpu",
-        **{checkpointing: t.gradient_checkpointing,
-           f"{checkpointing}_kwargs": {"use_reentrant": False} if t.gradient_checkpointing else None},
+        **{checkpointing: choice.gradient_checkpointing,
+           f"{checkpointing}_kwargs": {"use_reentrant": False} if choice.gradient_checkpointing else None},
         max_length=config.data.max_seq_len,
-        # Rows of similar length share a batch: less padding, more real tokens per second.
-        train_sampling_strategy="group_by_length",
         include_num_input_tokens_seen="non_padding",
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
         dataloader_pin_memory=device == "cuda",
     )
+    kwargs.update(sft_engine_kwargs(choice, config.data.max_seq_len))  # batching mode, Liger kernels
+    kwargs.update(distributed_run.sft_kwargs(device))
+    return SFTConfig(**kwargs)
 
 
 def _make_callback(run: RunDirectory, stop_flag: threading.Event, config: Config):
@@ -171,7 +179,7 @@ def _make_callback(run: RunDirectory, stop_flag: threading.Event, config: Config
             self.first_step = 0
 
         def on_step_end(self, args, state, control, **kw):
-            if stop_flag.is_set() or run.stop_requested():
+            if distributed.agree_to_stop(stop_flag.is_set() or run.stop_requested()):  # same step on every rank
                 self.stop_reason = self.stop_reason or "stop requested"
                 control.should_training_stop = True
                 control.should_save = True  # a resumable checkpoint at this exact step
@@ -219,8 +227,8 @@ def _make_callback(run: RunDirectory, stop_flag: threading.Event, config: Config
 
         def on_save(self, args, state, control, **kw):
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if ckpt.is_dir():  # written completely by now: mark it usable for --resume
-                (ckpt / CHECKPOINT_MARKER).write_text(str(state.global_step))
+            if ckpt.is_dir():  # written completely by now (every rank): mark it usable for --resume
+                distributed_run.mark_checkpoint(lambda: (ckpt / CHECKPOINT_MARKER).write_text(str(state.global_step)))
                 run.append_event("checkpoint", step=state.global_step, path=str(ckpt))
             return control
 
@@ -266,10 +274,13 @@ def run_training(run: RunDirectory, resume: bool = False) -> str:
     stop_flag = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop_flag.set())
-    run.acquire_lock()
-    run.stop_path.unlink(missing_ok=True)
+    if distributed.is_worker():  # one rank of several: the supervisor holds the lock; rank 0 alone writes
+        run = distributed_run.enter_worker(run)
+    else:
+        run.acquire_lock()
+        run.stop_path.unlink(missing_ok=True)
     sampler_stop = threading.Event()
-    run.write_status("starting", pid=os.getpid(), message="loading")
+    run.write_status("starting", pid=distributed_run.owner_pid(), message="loading")
     try:
         return _train(run, resume, stop_flag, sampler_stop)
     except TrainingFailure as exc:
@@ -313,16 +324,27 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     if resume and checkpoint is None and run.checkpoints_dir.exists():
         run.append_event("log", level="warning", message="No complete checkpoint found: starting from step 0.")
 
+    from lora_tui.core import engine, memory_record
+    from lora_tui.core.hardware import probe_hardware
+
+    hardware = probe_hardware()
+    capability = torch.cuda.get_device_capability(0) if device == "cuda" else None
+    choice = engine.choose_engine(config, device, hardware, capability)
+    allocator_tuned = device == "cpu" and engine.tune_cpu_allocator()
+    memory_facts = memory_record.memory_estimate_facts(config, hardware, device)
     tokenizer = load_tokenizer(config.model.name, config.model.trust_remote_code, config.model.revision)
     train_ds, eval_ds, data_facts = build_datasets(config, tokenizer)
-    model, targets = build_model(config, device, precision)
+    model, targets = build_model(config, device, precision, choice)
     trainable, total = model.get_nb_trainable_parameters()
     quantized = sum(1 for m in model.modules() if type(m).__module__.startswith("bitsandbytes"))
     print(f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}", flush=True)
 
-    trainer = SFTTrainer(model=model, args=sft_config(config, run, device, precision, eval_ds is not None),
+    trainer = SFTTrainer(model=model, args=sft_config(config, run, device, precision, eval_ds is not None, choice),
                          train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
-                         callbacks=[_make_callback(run, stop_flag, config)])
+                         callbacks=[_make_callback(run, stop_flag, config),
+                                    memory_record.make_memory_callback(run, memory_facts, device)])
+    if not engine.install_lean_head(trainer.model, engine.CPU_VOCAB_TILE if device == "cpu" else engine.CUDA_VOCAB_TILE):
+        choice.kernels = [k for k in choice.kernels if k != "lean_head"] + ["trl_fused_head"]
     if config.model.load_in != "16bit" and precision != "bf16":
         # TRL casts a quantized model's adapters to bf16 (the QLoRA paper's GPU recipe). On CPU, where
         # bf16 ran ~15x slower, and under fp16 mixed precision (fp16 grads cannot be unscaled), keep fp32.
@@ -338,10 +360,14 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
         max_steps=_planned_steps(trainer, train_ds), epochs=config.training.epochs, num_train_rows=len(train_ds),
         num_eval_rows=len(eval_ds) if eval_ds is not None else 0, data=data_facts,
         command=" ".join(shlex.quote(a) for a in sys.argv) if resume else reproduce_command(run),
-        resumed_from=str(checkpoint) if checkpoint else None, pid=os.getpid(), load_in=config.model.load_in,
-        quantized_layers=quantized,
-        adapter_dtypes=sorted({str(p.dtype) for p in trainer.model.parameters() if p.requires_grad}))
-    _start_system_sampler(run, sampler_stop)
+        resumed_from=str(checkpoint) if checkpoint else None, pid=distributed_run.owner_pid(), load_in=config.model.load_in,
+        quantized_layers=quantized, batching=choice.batching, attention=choice.attention, kernels=choice.kernels,
+        gradient_checkpointing=choice.gradient_checkpointing, engine_reasons=choice.reasons,
+        cpu_allocator_tuned=allocator_tuned, memory_estimate=memory_facts,
+        adapter_dtypes=sorted({str(p.dtype) for p in trainer.model.parameters() if p.requires_grad}),
+        **distributed_run.started_fields(device))
+    if distributed.is_main_process():
+        _start_system_sampler(run, sampler_stop)
     started = time.monotonic()
     callback = next(c for c in trainer.callback_handler.callbacks if type(c).__name__ == "RunEvents")
     if eval_ds is not None and checkpoint is None:
@@ -351,13 +377,13 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     run.write_status("running", message="training")
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     step = trainer.state.global_step
-    stopped = stop_flag.is_set() or run.stop_requested()
+    stopped = distributed.agree_to_stop(stop_flag.is_set() or run.stop_requested())
 
     final_eval = None
     if eval_ds is not None and not stopped:
         callback.eval_phase = "after"
         final_eval = trainer.evaluate()["eval_loss"]
-    adapter = save_adapter(trainer.model, tokenizer, run)
+    adapter = distributed_run.save_adapter(trainer, tokenizer, run, save_adapter)
     train_loss = next((e["loss"] for e in reversed(run.read_events()) if e["type"] == "step" and e.get("loss") is not None), None)
     if stopped:
         run.append_event("stopped", step=step, reason=callback.stop_reason or "stop requested", adapter=str(adapter))
@@ -368,7 +394,8 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
                          mean_train_loss=getattr(result, "training_loss", None),
                          early_stopped=bool(callback.stop_reason))
         state = "finished"
-    _write_card(run)
+    if distributed.is_main_process():
+        _write_card(run)
     run.write_status(state, step=step, eval_loss=final_eval, message=state)
     return state
 

@@ -1,0 +1,125 @@
+"""Closed-loop memory: the estimate a run starts with, the peak it reaches, and the error between them.
+
+``choose_checkpointing`` decides ``training.gradient_checkpointing=auto`` from the estimate.
+``memory_estimate_facts`` is the estimate recorded in the ``started`` event; ``make_memory_callback``
+measures the peak as training goes (``torch.cuda.max_memory_reserved`` on GPU, peak RSS on CPU),
+keeps ``status.json`` current (the Training screen's "estimated X GiB, peak so far Y GiB") and
+appends one ``memory`` event with the error in percent when training ends.
+
+Must not import torch or textual at module top (the wizard imports ``choose_checkpointing``);
+must never take a run down: every measurement failure is swallowed.
+"""
+
+from __future__ import annotations
+
+import resource
+
+# Checkpointing "auto": on when the run without it would take more than this share of the memory
+# available. GPU: "fits with margin" (the estimate's 'fits' line is 90%). CPU: RAM is shared with
+# the system and the user's other work, and checkpointing costs little there (measured, see
+# /work/notes/issue-9.md: the backward is dominated by GEMMs either way).
+CHECKPOINT_SHARE = {"cpu": 0.25, "cuda": 0.80}
+
+
+def _available(hardware, device: str) -> int:
+    if device == "cuda" and hardware is not None and getattr(hardware, "gpus", None):
+        return int(hardware.gpus[0].memory_free)
+    if hardware is not None and getattr(hardware, "ram_available", None):
+        return int(hardware.ram_available)
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:
+        return 0
+
+
+def choose_checkpointing(config, hardware=None, device: str | None = None) -> tuple[bool, str]:
+    """(on, why) for the run ``config`` describes; an explicit true/false in the config wins."""
+    wanted = config.training.gradient_checkpointing
+    if wanted is not None:
+        return bool(wanted), "set in the config"
+    from lora_tui.core.memory import GiB, estimate_memory
+    from lora_tui.core.memory_plan import plan_from_config
+
+    device = device or ("cuda" if hardware is not None and getattr(hardware, "gpus", None) else "cpu")
+    plain = config.copy()
+    plain.training.gradient_checkpointing = False
+    try:
+        without = estimate_memory(plan_from_config(plain, hardware, device=device)).total_bytes
+    except Exception as exc:  # unknown model dims: keep the faster default
+        return False, f"off: no estimate ({str(exc)[:80]})"
+    available = _available(hardware, device)
+    share = CHECKPOINT_SHARE.get(device, 0.8)
+    if available and without > share * available:
+        return True, (f"on: without it the run needs {without / GiB:.1f} GiB, over {share:.0%} of "
+                      f"{available / GiB:.1f} GiB free")
+    return False, f"off: the run needs {without / GiB:.1f} GiB without it, within {share:.0%} of {available / GiB:.1f} GiB free"
+
+
+def memory_estimate_facts(config, hardware, device: str) -> dict | None:
+    """The pre-run estimate (total and breakdown) of the plan the trainer runs; None when unknown."""
+    from lora_tui.core.memory import estimate_memory
+    from lora_tui.core.memory_plan import plan_from_config
+
+    try:
+        estimate = estimate_memory(plan_from_config(config, hardware, device=device))
+    except Exception:
+        return None
+    comparable = estimate.total_bytes - estimate.breakdown.get("cuda_context", 0)
+    return {"total_bytes": estimate.total_bytes, "breakdown": dict(estimate.breakdown),
+            # torch's reserved counter never sees the CUDA context: compare without it
+            "comparable_bytes": comparable, "measure": "max_memory_reserved" if device == "cuda" else "peak_rss"}
+
+
+def measured_peak(device: str) -> int:
+    """Peak so far: torch.cuda.max_memory_reserved on GPU, peak RSS (ru_maxrss) on CPU, in bytes."""
+    if device == "cuda":
+        try:
+            import torch
+
+            return int(torch.cuda.max_memory_reserved())
+        except Exception:
+            return 0
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def error_pct(estimate: int | None, peak: int | None) -> float | None:
+    """(estimate - measured) / measured in percent: positive means the estimate was above the peak."""
+    if not estimate or not peak:
+        return None
+    return round(100.0 * (estimate - peak) / peak, 1)
+
+
+def memory_fields(facts: dict | None, peak: int) -> dict:
+    estimate = facts.get("comparable_bytes") if facts else None
+    return {"memory_estimate_bytes": estimate, "memory_peak_bytes": peak or None,
+            "memory_error_pct": error_pct(estimate, peak), "memory_measure": facts.get("measure") if facts else None}
+
+
+def make_memory_callback(run, facts: dict | None, device: str):
+    from transformers import TrainerCallback
+
+    class MemoryPeak(TrainerCallback):
+        """Keeps the peak in status.json at every log; one `memory` event at the end of training."""
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            try:
+                if logs and "loss" in logs:
+                    run.write_status(run.read_status().get("state", "running"), **memory_fields(facts, measured_peak(device)))
+            except Exception:
+                pass
+            return control
+
+        def on_train_end(self, args, state, control, **kw):
+            try:
+                fields = memory_fields(facts, measured_peak(device))
+                run.append_event("memory", step=state.global_step, **fields,
+                                 estimate_total_bytes=facts.get("total_bytes") if facts else None,
+                                 breakdown=facts.get("breakdown") if facts else None)
+                run.write_status(run.read_status().get("state", "running"), **fields)
+            except Exception:
+                pass
+            return control
+
+    return MemoryPeak()
