@@ -4,7 +4,9 @@
 - ``merge_adapter``: the base model reloaded in 16/32-bit (even when training used 4-bit or
   8-bit), the adapter merged in, saved as plain safetensors + tokenizer + chat template, with
   an Ollama Modelfile and a note on GGUF conversion. Loads with AutoModelForCausalLM alone.
+- ``export_gguf``: the merged model as one GGUF file (see ``gguf_export``) with an Ollama Modelfile.
 - ``export_summary``: paths and sizes for the wizard's export screen and `lora-tui export`.
+Round-trip checks of what is written live in ``export_check``.
 
 Must not: overwrite anything without ``overwrite=True``, write into the run's adapter or the
 base model's folder, print, or import torch / transformers / peft at module top.
@@ -43,14 +45,6 @@ def _size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
-
-
-def human_size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
 
 
 def default_zip_path(source) -> Path:
@@ -103,19 +97,22 @@ def _check_out(out: Path, protected: list[Path], overwrite: bool) -> None:
 
 
 GGUF_NOTE = """
-## Convert to GGUF (llama.cpp, Ollama, LM Studio)
+## GGUF (llama.cpp, Ollama, LM Studio)
+
+`lora-tui export RUN --gguf --gguf-type q8_0` (or f16, q4_0) writes one GGUF file with the tokenizer, chat
+template and end-of-turn token, and checks it answers like the adapter. For K-quants, quantise that file further
+with llama.cpp's `llama-quantize model.gguf model-Q4_K_M.gguf Q4_K_M`. For architectures the built-in export does
+not cover, llama.cpp converts this folder:
 
 ```bash
 git clone https://github.com/ggml-org/llama.cpp && pip install -r llama.cpp/requirements.txt
-python llama.cpp/convert_hf_to_gguf.py {out} --outfile {out}/model.gguf --outtype q8_0   # or f16, bf16
+python llama.cpp/convert_hf_to_gguf.py {out} --outfile {out}/model.gguf --outtype q8_0
 ```
-
-For smaller files, quantise further with llama.cpp's `llama-quantize model.gguf model-Q4_K_M.gguf Q4_K_M`.
 
 ## Ollama
 
 `Modelfile` holds a TEMPLATE that matches the chat template used in training, and its stop tokens.
-`FROM .` imports this safetensors folder directly; after converting, change it to `FROM ./model.gguf`.
+`FROM .` imports this safetensors folder directly; the GGUF export writes its own `Modelfile-<type>` with `FROM ./<file>.gguf`.
 
 ```bash
 cd {out} && ollama create {name} -f Modelfile && ollama run {name}
@@ -134,6 +131,42 @@ def _write_merged_readme(out: Path, final: Path, source, dtype: str) -> None:
     (out / "README.md").write_text(text, encoding="utf-8")
 
 
+def load_merged(source, dtype: str = "float32", on_progress: Progress | None = None):
+    """(merged model, tokenizer carrying the training template, base path), all in memory."""
+    report = on_progress or (lambda message, fraction: None)
+    from lora_tui.core.models import ModelSourceError, load_base_model, load_tokenizer, resolve_model_path
+
+    try:
+        base_path = resolve_model_path(source.base_model, on_progress)
+    except ModelSourceError as exc:
+        raise ExportError(str(exc)) from None
+    dtype = _auto_dtype(base_path) if dtype == "auto" else dtype
+    precision = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}[dtype]
+    report(f"Loading {source.base_model} in {dtype} (not quantised, so the merge is exact)", 0.1)
+    try:
+        # Merging into 4-bit weights would round the update away: always a 16/32-bit base.
+        model = load_base_model(source.base_model, load_in="16bit", precision=precision, device="cpu",
+                                trust_remote_code=source.trust_remote_code, revision=source.revision)
+        if (source.adapter_dir / "tokenizer_config.json").is_file():
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(source.adapter_dir, trust_remote_code=source.trust_remote_code)
+        else:
+            tokenizer = load_tokenizer(source.base_model, source.trust_remote_code, source.revision)
+    except ModelSourceError as exc:
+        raise ExportError(str(exc)) from None
+    report("Applying and merging the adapter", 0.5)
+    from peft import PeftModel
+
+    try:
+        model = PeftModel.from_pretrained(model, str(source.adapter_dir)).merge_and_unload(safe_merge=True)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"The adapter in {source.adapter_dir} cannot be merged into {source.base_model}: {first}") from None
+    apply_training_template(tokenizer, source.template)  # a fallback format travels with the model too
+    return model, tokenizer, base_path
+
+
 def merge_adapter(run: str | Path, out: str | Path, *, dtype: str = "auto", overwrite: bool = False,
                   on_progress: Progress | None = None) -> Path:
     """Write base + adapter as one model folder; returns it."""
@@ -141,7 +174,7 @@ def merge_adapter(run: str | Path, out: str | Path, *, dtype: str = "auto", over
     if dtype not in DTYPES:
         raise ExportError(f"dtype must be one of {', '.join(DTYPES)}, not '{dtype}'.")
     source = _final_adapter(run)
-    from lora_tui.core.models import ModelSourceError, load_base_model, load_tokenizer, resolve_model_path
+    from lora_tui.core.models import ModelSourceError, resolve_model_path
 
     try:
         base_path = resolve_model_path(source.base_model, on_progress)
@@ -152,35 +185,14 @@ def merge_adapter(run: str | Path, out: str | Path, *, dtype: str = "auto", over
     protected += [Path(base_path)] if Path(base_path).is_dir() else []
     _check_out(final, protected, overwrite)
     dtype = _auto_dtype(base_path) if dtype == "auto" else dtype
-    precision = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}[dtype]
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        report(f"Loading {source.base_model} in {dtype} (not quantised, so the merge is exact)", 0.1)
-        try:
-            # Merging into 4-bit weights would round the update away: always a 16/32-bit base.
-            model = load_base_model(source.base_model, load_in="16bit", precision=precision, device="cpu",
-                                    trust_remote_code=source.trust_remote_code, revision=source.revision)
-            if (source.adapter_dir / "tokenizer_config.json").is_file():
-                from transformers import AutoTokenizer
-
-                tokenizer = AutoTokenizer.from_pretrained(source.adapter_dir, trust_remote_code=source.trust_remote_code)
-            else:
-                tokenizer = load_tokenizer(source.base_model, source.trust_remote_code, source.revision)
-        except ModelSourceError as exc:
-            raise ExportError(str(exc)) from None
-        report("Applying and merging the adapter", 0.5)
-        from peft import PeftModel
-
-        try:
-            model = PeftModel.from_pretrained(model, str(source.adapter_dir)).merge_and_unload(safe_merge=True)
-        except (RuntimeError, ValueError, KeyError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ExportError(f"The adapter in {source.adapter_dir} cannot be merged into {source.base_model}: {first}") from None
+        model, tokenizer, _ = load_merged(source, dtype, on_progress)
         report(f"Writing {final}", 0.7)
         tmp.mkdir(parents=True)
         model.save_pretrained(tmp, safe_serialization=True)
-        apply_training_template(tokenizer, source.template)  # a fallback format travels with the model too
+        _stop_on_learned_eos(tmp, tokenizer, source.template)
         tokenizer.save_pretrained(tmp)
         write_modelfile(tmp, tokenizer)
         _write_merged_readme(tmp, final, source, dtype)
@@ -195,20 +207,106 @@ def merge_adapter(run: str | Path, out: str | Path, *, dtype: str = "auto", over
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if source.run is not None:
-        _record_merge(source.run, final, dtype)
+        _record_export(source.run, "merged", {"path": str(final), "dtype": dtype})
     report(f"Merged model ready: {final}", 1.0)
     return final
 
 
-def _record_merge(run: RunDirectory, out: Path, dtype: str) -> None:
+def _stop_on_learned_eos(folder: Path, tokenizer, template: str) -> None:
+    """Make the end-of-turn token training taught a stop token of generation_config.json."""
+    from lora_tui.core.export_check import learned_end_token
+
+    path = folder / "generation_config.json"
+    end = learned_end_token(tokenizer, template)
+    if end is None:
+        return
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = {}
+    current = data.get("eos_token_id")
+    ids = [current] if isinstance(current, int) else list(current or [])
+    if end not in ids:
+        data["eos_token_id"] = ids + [end] if ids else end
+        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def default_gguf_path(source, gguf_type: str) -> Path:
+    name = source.run.name if source.run is not None else source.adapter_dir.name
+    folder = source.run.path / "gguf" if source.run is not None else source.adapter_dir.parent / f"{name}-gguf"
+    return folder / f"{name}-{gguf_type}.gguf"
+
+
+def export_gguf(run: str | Path, out: str | Path | None = None, *, gguf_type: str = "f16", overwrite: bool = False,
+                on_progress: Progress | None = None) -> Path:
+    """Merge the adapter and write one GGUF file (tokenizer, chat template, EOS inside) plus a Modelfile."""
+    import tempfile
+
+    from lora_tui.core.export_check import learned_end_token
+    from lora_tui.core.gguf_export import GGUF_TYPES, GGUFExportError, gguf_architecture, write_gguf
+    from lora_tui.core.modelfile import format_for, modelfile_text
+
+    if gguf_type not in GGUF_TYPES:
+        raise ExportError(f"--gguf-type must be one of {', '.join(GGUF_TYPES)}, not '{gguf_type}'.")
+    source = _final_adapter(run)
+    target = Path(out).expanduser() if out else default_gguf_path(source, gguf_type)
+    if target.is_dir() or not target.suffix:
+        target = target / default_gguf_path(source, gguf_type).name
+    target = target.resolve()
+    if target.exists() and not overwrite:
+        raise ExportError(f"{target} already exists. Fix: pass --overwrite to replace it, or --out to write elsewhere.")
+    from lora_tui.core.models import ModelSourceError, load_model_config
+
+    try:
+        gguf_architecture(load_model_config(source.base_model, source.trust_remote_code, source.revision))
+    except GGUFExportError as exc:  # before minutes of loading and merging
+        raise ExportError(str(exc)) from None
+    except ModelSourceError as exc:
+        raise ExportError(str(exc)) from None
+    model, tokenizer, _ = load_merged(source, "float32", on_progress)
+    with tempfile.TemporaryDirectory(prefix="lora-tui-gguf-") as tmp:
+        tokenizer.save_pretrained(tmp)
+        try:
+            info = write_gguf(model, tokenizer, tmp, target, gguf_type=gguf_type,
+                              name=source.run.name if source.run else target.stem,
+                              eos_token_id=learned_end_token(tokenizer, source.template), on_progress=on_progress)
+        except GGUFExportError as exc:
+            raise ExportError(str(exc)) from None
+    modelfile = target.with_name(f"Modelfile-{gguf_type}")
+    modelfile.write_text(modelfile_text(format_for(tokenizer, "auto"), source=f"./{target.name}"), encoding="utf-8")
+    if source.run is not None:
+        _record_export(source.run, "gguf", {"path": str(target), "type": gguf_type, "modelfile": str(modelfile),
+                                             "eos": info.eos_token, "notes": info.notes})
+    return target
+
+
+def _record_export(run: RunDirectory, kind: str, item: dict) -> None:
+    """Remember an export in <run>/exports.json (merged models and GGUF files live outside the adapter)."""
     path = run.path / EXPORTS_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         data = {}
-    merged = [m for m in data.get("merged", []) if m.get("path") != str(out)]
-    merged.append({"path": str(out), "dtype": dtype, "time": round(time.time(), 3)})
-    data["merged"] = merged
+    kept = [m for m in data.get(kind, []) if m.get("path") != item["path"]]
+    kept.append({**item, "time": round(time.time(), 3)})
+    data[kind] = kept
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def record_check(run: RunDirectory, artefact: str, check: dict) -> None:
+    """Attach a round-trip check result to the recorded export (so the card and the Export screen can show it)."""
+    path = run.path / EXPORTS_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    for kind in ("merged", "gguf"):
+        for item in data.get(kind, []):
+            if item.get("path") == artefact or artefact.startswith(item.get("path", "\0") + "/"):
+                item["check"] = {k: check[k] for k in ("verdict", "ok", "delta_loglik", "agreement", "template_same",
+                                                       "learned_eos", "artefact_stops") if k in check}
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
@@ -222,7 +320,7 @@ def export_summary(run: str | Path) -> dict:
                      "name": source.run.name if source.run else (adapter.name if adapter else None),
                      "state": source.run.state() if source.run else "finished",
                      "base_model": source.base_model, "adapter": None, "adapter_bytes": 0, "adapter_files": [],
-                     "model_card": None, "zip": None, "zip_bytes": 0, "merged": []}
+                     "model_card": None, "zip": None, "zip_bytes": 0, "merged": [], "gguf": []}
     if adapter is not None:
         summary.update(adapter=str(adapter), adapter_bytes=_size(adapter),
                        adapter_files=sorted(p.name for p in adapter.iterdir() if p.is_file()))
@@ -233,11 +331,17 @@ def export_summary(run: str | Path) -> dict:
             summary.update(zip=str(zip_path), zip_bytes=zip_path.stat().st_size)
     if source.run is not None:
         try:
-            recorded = json.loads((source.run.path / EXPORTS_FILE).read_text(encoding="utf-8")).get("merged", [])
+            recorded = json.loads((source.run.path / EXPORTS_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            recorded = []
-        for item in recorded:
+            recorded = {}
+        for item in recorded.get("merged", []):
             path = Path(item.get("path", ""))
             if (path / "config.json").is_file():  # deleted or moved merges are left out
-                summary["merged"].append({"path": str(path), "dtype": item.get("dtype"), "bytes": _size(path)})
+                summary["merged"].append({"path": str(path), "dtype": item.get("dtype"), "bytes": _size(path),
+                                          "check": item.get("check")})
+        for item in recorded.get("gguf", []):
+            path = Path(item.get("path", ""))
+            if path.is_file():
+                summary["gguf"].append({"path": str(path), "type": item.get("type"), "bytes": _size(path),
+                                        "modelfile": item.get("modelfile"), "check": item.get("check")})
     return summary
