@@ -4,6 +4,7 @@ folder, and screens that do not import the app module."""
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,39 @@ def test_plain_error_keeps_core_words():
 
     assert plain_error(ConfigError("Unknown key 'x.y'.")) == "Unknown key 'x.y'."
     assert plain_error(KeyError("k")) == "KeyError: 'k'"
+
+
+# --- one runs folder ------------------------------------------------------------------------------
+def _fake_run(path: Path) -> Path:
+    from lora_tui.core.config import save_config
+
+    path.mkdir(parents=True)
+    save_config(Config(), path / "config.yaml")
+    return path
+
+
+def test_train_writes_where_runs_and_attach_look(tmp_path, monkeypatch):
+    """$LORA_TUI_RUNS moves every run: train's default run directory, `runs`, `attach NAME`, the wizard."""
+    import subprocess
+    import sys
+
+    from lora_tui.core.launcher import plan_run_dir
+    from lora_tui.core.paths import runs_dir
+    from lora_tui.core.runs import RunDirectory, list_runs
+
+    monkeypatch.setenv("LORA_TUI_RUNS", str(tmp_path / "env-runs"))
+    config = Config()
+    config.output.run_name = "mine"
+    planned = plan_run_dir(config)
+    assert planned == tmp_path / "env-runs" / "mine"
+    _fake_run(planned)
+    assert RunDirectory.find("mine").path == planned  # attach / stop / chat by name
+    assert [r.name for r in list_runs()] == ["mine"]  # `lora-tui runs`
+    assert [r.name for r in list_runs(config.output.runs_dir)] == ["mine"]  # the wizard's Training step
+    listed = subprocess.run([sys.executable, "-m", "lora_tui", "runs", "--json"], capture_output=True, text=True)
+    assert [r["name"] for r in json.loads(listed.stdout)] == ["mine"]
+    # A config that names its own folder wins for its run (and says so in its path).
+    config.output.runs_dir = str(tmp_path / "elsewhere")
+    assert plan_run_dir(config) == tmp_path / "elsewhere" / "mine"
+    monkeypatch.delenv("LORA_TUI_RUNS")
+    assert runs_dir() == Path("runs") and runs_dir("") == Path("runs")

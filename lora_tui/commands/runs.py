@@ -7,6 +7,7 @@ import sys
 from datetime import datetime
 
 from lora_tui.commands.progress import follow
+from lora_tui.core.paths import runs_dir
 from lora_tui.core.runs import RunDirectory, RunError, list_runs
 
 
@@ -16,7 +17,7 @@ def _list(args) -> int:
         print(json.dumps([{**r.__dict__, "path": str(r.path)} for r in runs], indent=2))
         return 0
     if not runs:
-        print(f"No runs in {args.dir or 'runs'}/. Start one with `lora-tui train` or the wizard (`lora-tui`).")
+        print(f"No runs in {runs_dir(args.dir)}/. Start one with `lora-tui train` or the wizard (`lora-tui`).")
         return 0
     print(f"{'RUN':32} {'STATE':9} {'STEP':>11} {'LOSS':>8} {'EVAL':>8}  {'UPDATED':16}  MODEL")
     for r in runs:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from lora_tui.core.config import Config, save_config
 from lora_tui.core.embedded import is_embedded
-from lora_tui.core.paths import resolve_data_path
+from lora_tui.core.paths import resolve_data_path, runs_dir
 from lora_tui.core.runs import STATES_DONE, RunDirectory, RunError
 
 
@@ -31,7 +31,7 @@ def default_run_name(config: Config) -> str:
 def plan_run_dir(config: Config, run_dir: str | os.PathLike | None = None) -> Path:
     if run_dir:
         return Path(run_dir)
-    return Path(config.output.runs_dir) / (config.output.run_name or default_run_name(config))
+    return runs_dir(config.output.runs_dir) / (config.output.run_name or default_run_name(config))
 
 
 def _absolute_data(config: Config) -> Config:

@@ -17,9 +17,13 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "lora_tui"
 
 
-def runs_dir() -> Path:
-    """Default parent folder of run directories: $LORA_TUI_RUNS, else ./runs."""
-    return Path(os.environ.get("LORA_TUI_RUNS", "runs")).expanduser()
+def runs_dir(configured: str | os.PathLike | None = None) -> Path:
+    """The parent folder of run directories, the same for every command and the wizard:
+    ``configured`` (a config's ``output.runs_dir``, or `runs --dir`) when set, else
+    $LORA_TUI_RUNS, else ./runs. So `train` writes where `runs`, `attach` and the wizard
+    look unless a config names another folder for its own run."""
+    chosen = str(configured or "").strip() or os.environ.get("LORA_TUI_RUNS", "").strip() or "runs"
+    return Path(chosen).expanduser()
 
 
 def sample_data_dir() -> Path:

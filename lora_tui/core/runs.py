@@ -271,7 +271,7 @@ class RunDirectory:
 
 
 def list_runs(parent: str | os.PathLike | None = None) -> list[RunSummary]:
-    parent = Path(parent) if parent else runs_dir()
+    parent = runs_dir(parent)
     if not parent.is_dir():
         return []
     runs = [RunDirectory(child).summary() for child in parent.iterdir() if (child / "config.yaml").is_file()]

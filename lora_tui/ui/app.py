@@ -14,6 +14,7 @@ from textual.app import App
 from textual.binding import Binding
 from textual.screen import ModalScreen
 
+from lora_tui.core.paths import runs_dir
 from lora_tui.core.runs import STATES_ACTIVE
 from lora_tui.ui.backend import Backend
 from lora_tui.ui.errors import plain_error
@@ -82,7 +83,7 @@ class LoraTuiApp(App[int]):
         # After the first paint: nothing here may delay the screen.
         self.call_after_refresh(self.probe_hardware)
         if not self.initial_run:
-            self.call_after_refresh(self.find_active_runs, self.state.config.output.runs_dir)
+            self.call_after_refresh(self.find_active_runs, str(runs_dir(self.state.config.output.runs_dir)))
 
     # --- navigation ------------------------------------------------------------------------
     def step_names(self) -> list[str]:
