@@ -129,8 +129,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="show or package a run's adapter (zip)")
     p.add_argument("run", help="run directory or run name").complete = DIRECTORY
     p.add_argument("--zip", action="store_true", help="write <run>/<name>-adapter.zip (default: only show the adapter)")
-    p.add_argument("--out", default=None, help="where to write the zip (default: <run>/<name>-adapter.zip)").complete = FILE
+    p.add_argument("--out", default=None, help="where to write the zip or GGUF (default: <run>/<name>-adapter.zip, <run>/gguf/)").complete = FILE
     p.add_argument("--overwrite", action="store_true", help="replace an existing zip")
+    _add_export_checks(p, gguf=True)
 
     p = sub.add_parser("merge", help="merge the adapter into the base model and save a standalone model")
     p.add_argument("run", help="run directory or run name").complete = DIRECTORY
@@ -138,6 +139,25 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
                    help="dtype of the saved weights; auto keeps the base model's")
     p.add_argument("--overwrite", action="store_true", help="allow replacing an existing output directory")
+    _add_export_checks(p, gguf=False)
+
+    p = sub.add_parser("push", help="upload the adapter (or merged model / GGUF) to the Hugging Face Hub")
+    p.add_argument("run", help="run directory or run name").complete = DIRECTORY
+    p.add_argument("repo_id", help="hub repository, e.g. your-name/my-adapter")
+    p.add_argument("--private", action="store_true", help="create the repository as private")
+    p.add_argument("--merged", action="store_true", help="upload the run's latest merged model instead of the adapter")
+    p.add_argument("--gguf", action="store_true", help="upload the run's GGUF file(s) instead of the adapter")
+    p.add_argument("--dry-run", action="store_true", help="list what would be uploaded; send nothing")
+
+
+def _add_export_checks(p: argparse.ArgumentParser, gguf: bool) -> None:
+    """Options of lora_tui.commands.export shared by export and merge (issue 11)."""
+    if gguf:
+        p.add_argument("--gguf", action="store_true", help="write the merged model as one GGUF file (llama.cpp, Ollama)")
+        p.add_argument("--gguf-type", choices=["f16", "q8_0", "q4_0"], default="q8_0", help="GGUF weight type")
+    p.add_argument("--check-prompts", default=None, metavar="FILE",
+                   help="round-trip check prompts: one per line, or a chat JSONL (default: the run's validation data)")
+    p.add_argument("--no-check", action="store_true", help="skip loading the export back and comparing it with the adapter")
 
 
 def _add_hardware(sub: argparse._SubParsersAction) -> None:
@@ -201,6 +221,7 @@ COMMANDS = {
     "chat": "chat",
     "export": "export",
     "merge": "export",
+    "push": "push",
     "doctor": "hardware",
     "estimate": "hardware",
     "wizard": "wizard",

@@ -1,15 +1,19 @@
-"""`lora-tui export RUN [--zip] [--out]` and `lora-tui merge RUN OUT [--dtype] [--overwrite]`.
+"""`lora-tui export RUN [--zip] [--gguf [--gguf-type T]] [--out]` and `lora-tui merge RUN OUT [--dtype]`.
 
-Front-end only: the work is lora_tui.core.export. Foreseeable problems print one line
-and exit 2; nothing is overwritten without --overwrite.
+Front-end only: the work is lora_tui.core.export (and gguf_export, export_check). Every merged
+model or GGUF written is loaded back and compared with the adapter (unless --no-check); a failed
+check prints why and exits 1. Foreseeable problems print one line and exit 2; nothing is
+overwritten without --overwrite.
 """
 
 from __future__ import annotations
 
 import sys
 
-from lora_tui.core.adapters import AdapterError
-from lora_tui.core.export import export_summary, merge_adapter, zip_adapter
+from pathlib import Path
+
+from lora_tui.core.adapters import AdapterError, find_adapter
+from lora_tui.core.export import export_gguf, export_summary, merge_adapter, zip_adapter
 from lora_tui.core.units import human_size
 
 
@@ -24,14 +28,56 @@ def run(args) -> int:
     return _export(args)
 
 
-def _export(args) -> int:
+def _progress(message: str, fraction: float) -> None:
+    print(f"  {message}", file=sys.stderr, flush=True)
+
+
+def check_export(command: str, args, artefact: Path, gguf_file: str | None = None) -> int:
+    """Load the export back, print the side-by-side table and verdict; 0 when it passes, 1 when not."""
+    from lora_tui.core.export import record_check
+    from lora_tui.core.export_check import THRESHOLDS, verify_export
+
+    if getattr(args, "no_check", False):
+        print("Check:       skipped (--no-check)")
+        return 0
     try:
-        zip_path = zip_adapter(args.run, args.out, overwrite=args.overwrite) if args.zip else None
+        result = verify_export(args.run, artefact, gguf_file=gguf_file, check_prompts=args.check_prompts,
+                               on_progress=_progress)
+    except (AdapterError, ValueError, OSError) as exc:
+        print(f"lora-tui {command}: the export was written, but the round-trip check could not run: {exc}", file=sys.stderr)
+        return 1
+    print()
+    print(result.table())
+    print(f"Thresholds:  {THRESHOLDS}")
+    print(result.summary())
+    for problem in result.problems:
+        print(f"Problem:     {problem}")
+    if result.template_note:
+        print(f"Template:    {result.template_note}")
+    source = find_adapter(args.run, allow_checkpoint=False)
+    if source.run is not None:
+        record_check(source.run, str(artefact / gguf_file if gguf_file else artefact), result.to_dict())
+    if not result.ok:
+        print(f"CHECK FAILED: {result.artefact} does not behave like the adapter (see above). It was kept so you can inspect it.")
+        return 1
+    return 0
+
+
+def _export(args) -> int:
+    from lora_tui.commands.chat import quiet_libraries
+
+    gguf_path = None
+    try:
+        zip_path = zip_adapter(args.run, args.out if not args.gguf else None, overwrite=args.overwrite) if args.zip else None
+        if args.gguf:
+            quiet_libraries()
+            gguf_path = export_gguf(args.run, args.out, gguf_type=args.gguf_type, overwrite=args.overwrite,
+                                    on_progress=_progress)
         summary = export_summary(args.run)
     except AdapterError as exc:  # ExportError included
         return _error("export", str(exc))
-    if args.out and not args.zip:
-        print("(--out only matters with --zip)", file=sys.stderr)
+    if args.out and not (args.zip or args.gguf):
+        print("(--out only matters with --zip or --gguf)", file=sys.stderr)
     print(f"Run:         {summary['run'] or summary['name']} ({summary['state']})")
     print(f"Base model:  {summary['base_model']}")
     if not summary["adapter"]:
@@ -50,7 +96,18 @@ def _export(args) -> int:
         print(f"Merged:      {merged['path']}  ({human_size(merged['bytes'])}, {merged['dtype']})")
     if not summary["merged"]:
         print(f"Merged:      none yet (lora-tui merge {args.run} OUT)")
+    for item in summary["gguf"]:
+        verdict = f", check: {item['check']['verdict']}" if item.get("check") else ""
+        print(f"GGUF:        {item['path']}  ({human_size(item['bytes'])}, {item['type']}{verdict})")
+    if not summary["gguf"]:
+        print(f"GGUF:        none yet (lora-tui export {args.run} --gguf [--gguf-type q8_0])")
     print(f"Load it:     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(BASE), \"{summary['adapter']}\")")
+    if gguf_path is not None:
+        modelfile = gguf_path.with_name(f"Modelfile-{args.gguf_type}")
+        print(f"Written:     {gguf_path}  ({human_size(gguf_path.stat().st_size)})")
+        print(f"  llama.cpp: llama-cli -m {gguf_path}")
+        print(f"  Ollama:    cd {gguf_path.parent} && ollama create {gguf_path.stem.lower()} -f {modelfile.name}")
+        return check_export("export", args, gguf_path.parent, gguf_path.name)
     return 0
 
 
@@ -67,5 +124,5 @@ def _merge(args) -> int:
     print(f"Merged model: {out} ({human_size(size)})")
     print(f"  transformers: AutoModelForCausalLM.from_pretrained(\"{out}\")")
     print(f"  Ollama:       cd {out} && ollama create {out.name.lower()} -f Modelfile")
-    print(f"  GGUF:         see {out / 'README.md'} (llama.cpp convert_hf_to_gguf.py)")
-    return 0
+    print(f"  GGUF:         lora-tui export {args.run} --gguf (or see {out / 'README.md'})")
+    return check_export("merge", args, out)

@@ -21,7 +21,7 @@ from typing import Callable
 IDENTICAL_NATS = 1e-3  # |difference in mean log-likelihood| per token, for "identical"
 CLOSE_NATS = 0.05  # ... for "close"
 CLOSE_AGREEMENT = 0.9  # share of positions where both models pick the same next token, for "close"
-THRESHOLDS = (f"identical: every greedy answer the same and |Δ mean log-likelihood| ≤ {IDENTICAL_NATS} nats/token; "
+THRESHOLDS = (f"identical: every greedy answer and every next-token choice the same, |Δ mean log-likelihood| ≤ {IDENTICAL_NATS} nats/token; "
               f"close: |Δ| ≤ {CLOSE_NATS} nats/token and ≥ {CLOSE_AGREEMENT:.0%} same next token; differs: otherwise")
 
 
@@ -32,10 +32,12 @@ class AnswerPair:
     artefact: str
     reference_stopped: bool = True
     artefact_stopped: bool = True
+    reference_ids: list[int] = field(default_factory=list)
+    artefact_ids: list[int] = field(default_factory=list)
 
     @property
     def same(self) -> bool:
-        return self.reference.strip() == self.artefact.strip()
+        return self.reference_ids == self.artefact_ids
 
 
 @dataclass
@@ -69,7 +71,7 @@ class RoundTrip:
         delta = self.delta
         if delta is None:
             return "differs"
-        if abs(delta) <= IDENTICAL_NATS and all(a.same for a in self.answers):
+        if abs(delta) <= IDENTICAL_NATS and all(a.same for a in self.answers) and self.agreement == 1.0:
             return "identical"
         if abs(delta) <= CLOSE_NATS and (self.agreement or 0) >= CLOSE_AGREEMENT:
             return "close"
@@ -169,7 +171,7 @@ def check_data(source, check_prompts: str | None, n_prompts: int, n_rows: int):
     return prompts[:n_prompts] if not check_prompts else prompts, held_out
 
 
-def _greedy(model, tokenizer, messages, stops: list[int], max_new_tokens: int) -> tuple[str, bool]:
+def _greedy(model, tokenizer, messages, stops: list[int], max_new_tokens: int) -> tuple[str, bool, list[int]]:
     import torch
 
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -179,7 +181,8 @@ def _greedy(model, tokenizer, messages, stops: list[int], max_new_tokens: int) -
                              eos_token_id=stops or None, pad_token_id=stops[0] if stops else None)
     new = out[0, ids.shape[1]:].tolist()
     stopped = bool(new) and new[-1] in stops
-    return tokenizer.decode(new, skip_special_tokens=True), stopped
+    # Special tokens stay visible (a random or broken model answers with them); the final stop token does not.
+    return tokenizer.decode(new[:-1] if stopped else new), stopped, new
 
 
 def _loglik(model, rows: list[dict]) -> tuple[list, int]:
@@ -266,9 +269,10 @@ def verify_export(run, artefact: str | Path, *, gguf_file: str | None = None, ch
     report("Check: greedy answers", 0.5)
     ref_stops = end_of_turn_ids(ref_tok, ref)
     for messages in prompts:
-        ref_text, ref_stopped = _greedy(ref, ref_tok, messages, ref_stops, max_new_tokens)
-        art_text, art_stopped = _greedy(art, art_tok, messages, stops, max_new_tokens)
-        result.answers.append(AnswerPair(messages[-1]["content"], ref_text, art_text, ref_stopped, art_stopped))
+        ref_text, ref_stopped, ref_ids = _greedy(ref, ref_tok, messages, ref_stops, max_new_tokens)
+        art_text, art_stopped, art_ids = _greedy(art, art_tok, messages, stops, max_new_tokens)
+        result.answers.append(AnswerPair(messages[-1]["content"], ref_text, art_text, ref_stopped, art_stopped,
+                                         ref_ids, art_ids))
 
     report("Check: log-likelihood of held-out rows", 0.8)
     rows = formatter.tokenize_many(held_out, 512) if held_out else []

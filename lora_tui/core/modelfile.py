@@ -173,8 +173,10 @@ def check_format(fmt: TurnFormat, tokenizer, *, with_system: bool = True) -> Non
 
 
 def modelfile_text(fmt: TurnFormat, *, system: str | None = None, source: str = ".") -> str:
-    lines = ["# Ollama Modelfile written by lora-tui. Build with:  ollama create my-model -f Modelfile",
-             "# FROM . imports this safetensors folder; after converting to GGUF use FROM ./model.gguf instead.",
+    where = ("# FROM . imports this safetensors folder; `lora-tui export RUN --gguf` writes a Modelfile for the GGUF."
+             if source == "." else f"# FROM {source}: the GGUF file beside this Modelfile (tokenizer, template and EOS inside).")
+    lines = ["# Ollama Modelfile written by lora-tui. Build with:  ollama create my-model -f <this file>",
+             where,
              f"# Chat format: {fmt.name}" + (f" ({fmt.note})" if fmt.note else ""),
              f"FROM {source}", "", f'TEMPLATE """{fmt.go_template()}"""', ""]
     if system:
