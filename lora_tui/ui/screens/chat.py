@@ -3,6 +3,7 @@ generated; the conversation is multi-turn; temperature, top-p, top-k and length
 are editable; the adapter can be switched off (base model alone); and ctrl+r puts
 the base model's and the adapter's answers to the same prompt side by side.
 
+An optional system message (the CLI's ``--system``) goes first in every request.
 The model loads and generates in thread workers through ``lora_tui.core.chat``;
 streaming replies arrive as ``ReplyProgress`` messages that replace each other.
 """
@@ -82,6 +83,10 @@ class ChatScreen(WizardScreen):
                     yield Label(f" {label} ", classes="setting-label")
                     yield Input(DEFAULTS[name], id=f"set-{name}", compact=True, classes="setting")
                 yield Tick("greedy", value=False, id="greedy", compact=True)
+            with Horizontal(id="chat-system", classes="row"):
+                yield Label("system ", classes="setting-label")
+                yield Input(placeholder="optional system message, sent before every turn (the CLI's --system)",
+                            id="system", compact=True)
             yield VerticalScroll(id="conversation")
             with Horizontal(id="compare"):
                 with VerticalScroll(classes="compare-side"):
@@ -174,6 +179,11 @@ class ChatScreen(WizardScreen):
         values["greedy"] = self.query_one("#greedy", Checkbox).value
         return self.backend.generation_settings(**values)
 
+    def system_messages(self) -> list[dict]:
+        """The system message typed above the conversation, as the first message of every request."""
+        text = self.query_one("#system", Input).value.strip()
+        return [{"role": "system", "content": text}] if text else []
+
     def action_toggle_adapter(self) -> None:
         checkbox = self.query_one("#use-adapter", Checkbox)
         if not checkbox.disabled:
@@ -211,7 +221,7 @@ class ChatScreen(WizardScreen):
         self._reply_id += 1
         self._busy = True
         self._stop.clear()
-        self._stream(self._reply_id, list(self.messages), use_adapter, settings)
+        self._stream(self._reply_id, self.system_messages() + self.messages, use_adapter, settings)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="reply")
     def _stream(self, reply_id: int, messages: list[dict], use_adapter: bool, settings) -> None:
@@ -284,7 +294,7 @@ class ChatScreen(WizardScreen):
         self.query_one("#compare-adapter", Static).update(Text("…generating", style="dim"))
         self.query_one("#compare-base", Static).update(Text("…waits for the adapter's answer", style="dim"))
         self._busy = True
-        self._compare(prompt, history, settings)
+        self._compare(prompt, self.system_messages() + history, settings)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="reply")
     def _compare(self, prompt: str, history: list[dict], settings) -> None:

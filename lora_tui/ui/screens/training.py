@@ -27,7 +27,7 @@ from lora_tui.core.runs import STATES_ACTIVE, STATES_DONE
 from lora_tui.ui.screens.base import WizardScreen
 from lora_tui.ui.screens.dialogs import Confirm
 from lora_tui.ui.widgets.format import count, duration, number
-from lora_tui.ui.widgets.run_panels import LossPlot, now_panel, system_panel
+from lora_tui.ui.widgets.run_panels import LossPlot, now_panel, readable_log_line, system_panel
 
 POLL_SECONDS = 0.5
 LOG_LINES = 4
@@ -151,7 +151,8 @@ class TrainingScreen(WizardScreen):
         plot_changed = self.history.add(message.events)
         self.run_state = message.state
         if message.log_tail is not None:
-            self.query_one("#log-tail", Static).update(Text("\n".join(message.log_tail), style="dim",
+            lines = [readable_log_line(line) for line in message.log_tail]
+            self.query_one("#log-tail", Static).update(Text("\n".join(lines), style="dim",
                                                             no_wrap=True, overflow="ellipsis"))
         self._render_all(plot=plot_changed)
         if message.state in ENDED:
@@ -172,14 +173,15 @@ class TrainingScreen(WizardScreen):
                           "params trained", style="dim")
         header.append("\n")
         total = h.max_steps
+        # Most wanted first: on a narrow terminal the end of the line is what gets cut.
         header.append(f"step {h.step}/{total or '?'}")
+        if self.run_state in ACTIVE and step.get("eta_s") is not None:
+            header.append(f"  ETA {duration(step['eta_s'])}", style="bold")
         if step.get("epoch") is not None:
             epochs = started.get("epochs")
             header.append(f"  epoch {step['epoch']:.2f}" + (f"/{epochs:g}" if epochs else ""))
         if step.get("elapsed_s") is not None:
             header.append(f"  elapsed {duration(step['elapsed_s'])}")
-        if self.run_state in ACTIVE and step.get("eta_s") is not None:
-            header.append(f"  ETA {duration(step['eta_s'])}", style="bold")
         if started.get("num_train_rows") is not None:
             header.append(f"  {started['num_train_rows']} train / {started.get('num_eval_rows') or 0} eval rows",
                           style="dim")

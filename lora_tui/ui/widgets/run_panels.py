@@ -6,6 +6,8 @@ none of them reads files or runs workers.
 
 from __future__ import annotations
 
+import ast
+
 from rich.text import Text
 from textual_plotext import PlotextPlot
 
@@ -13,6 +15,14 @@ from lora_tui.core.run_history import RunHistory
 from lora_tui.ui.widgets.format import GIB, bar, count, number
 
 MAX_POINTS = 400  # plotext draws a few hundred points in well under a frame
+# transformers prints each log as a Python dict; these keys get short names in the log pane
+# ({} marks where the value goes when it is not simply after the name).
+LOG_KEYS = {"loss": "loss", "grad_norm": "grad norm", "learning_rate": "lr", "epoch": "epoch",
+            "eval_loss": "eval loss", "train_loss": "train loss", "train_runtime": "runtime {}s",
+            "train_samples_per_second": "samples/s", "train_steps_per_second": "steps/s",
+            "eval_runtime": "eval runtime {}s", "eval_samples_per_second": "eval samples/s",
+            "eval_steps_per_second": "eval steps/s", "num_tokens": "tokens", "mean_token_accuracy": "accuracy",
+            "entropy": "entropy", "total_flos": "flos"}
 
 
 def _thin(xs: list, ys: list) -> tuple[list, list]:
@@ -115,3 +125,28 @@ def system_panel(event: dict | None, width: int = 16, ended: bool = False) -> Te
         row("RAM", f"{used / GIB:.1f}/{total / GIB:.0f}G", used / total, "magenta")
     text.rstrip()
     return text
+
+
+def readable_log_line(line: str) -> str:
+    """A train.log line for people: transformers' printed log dicts
+    (``{'loss': '4.834', 'grad_norm': ...}``) become ``loss 4.834 · grad norm ...``;
+    other lines are kept as they are."""
+    text = line.strip()
+    if not (text.startswith("{") and text.endswith("}")):
+        return line
+    try:
+        values = ast.literal_eval(text)  # a literal only: never evaluates code
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return line
+    if not isinstance(values, dict) or not values:
+        return line
+    parts = []
+    for key, value in values.items():
+        label = LOG_KEYS.get(str(key), str(key).replace("_", " "))
+        try:
+            number = float(value)
+            shown = f"{number:.4g}" if not number.is_integer() or abs(number) >= 1e6 else f"{number:.0f}"
+        except (TypeError, ValueError):
+            shown = str(value)
+        parts.append(label.format(shown) if "{}" in label else f"{label} {shown}")
+    return " · ".join(parts)
