@@ -49,16 +49,23 @@ def describe(event: dict, history: RunHistory | None = None) -> str | None:
     return None
 
 
+NO_TRAINER_WAIT_S = 10.0  # attach gives up when no trainer holds the run (and nothing new arrives) this long
+
+
 def follow(run: RunDirectory, live: bool = True, out=sys.stdout) -> str:
     """Print the run's history, then (live) new events until it ends. Returns the final state.
     On a terminal, step lines overwrite each other; elsewhere each is printed."""
     tty = out.isatty()
     history, pending_step = RunHistory(), False
+    no_trainer_since = None
     waited = time.monotonic()
     while True:
         events = history.poll(run)
         for event in events:
-            line = describe(event, history)
+            try:
+                line = describe(event, history)
+            except (KeyError, TypeError, ValueError, AttributeError):  # a corrupted event: say so, go on
+                line = f"(an unreadable {str(event.get('type', 'unknown'))[:20]} event, seq {event.get('seq')}, skipped)"
             if line is None:
                 continue
             if event["type"] == "step" and tty:
@@ -71,6 +78,17 @@ def follow(run: RunDirectory, live: bool = True, out=sys.stdout) -> str:
                 out.write(line + "\n")
             out.flush()
         state = run.state()
+        if events or state in ("starting", "running", "stopping") or run.is_locked():
+            no_trainer_since = None
+        elif no_trainer_since is None:
+            no_trainer_since = time.monotonic()
+        elif live and time.monotonic() - no_trainer_since > NO_TRAINER_WAIT_S:  # never wait forever
+            if pending_step:
+                out.write("\n")
+            why = ("its status.json cannot be read" if not run.status_readable() else f"its state is '{state}'")
+            out.write(f"No trainer is running for {run.path} ({why}), so there is nothing to follow. "
+                      f"Fix: `lora-tui train --resume {run.path}` continues it from its last complete checkpoint.\n")
+            return state
         if not live or (not events and (state in STATES_DONE or state == "dead")):
             if pending_step:
                 out.write("\n")

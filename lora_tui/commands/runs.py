@@ -54,7 +54,10 @@ def run(args) -> int:
         print(f"No trainer is running in {run_dir.path} (it was killed). Resume with `lora-tui train --resume {run_dir.path}`.")
         return 0
     print(f"Asking the trainer in {run_dir.path} to stop (checkpoint + adapter)...")
-    state = stop_run(run_dir, wait=args.wait)
+    # After --wait seconds (the grace period, 120 s by default) a trainer still running is killed (SIGKILL).
+    state = stop_run(run_dir, wait=args.wait, kill_after_wait=True)
+    if getattr(run_dir, "kill_note", None):
+        print(run_dir.kill_note)
     adapter = run_dir.adapter_dir
     print(f"State: {state}." + (f" Adapter: {adapter}" if adapter.exists() else ""))
     return 0 if state in ("stopped", "finished") else 1

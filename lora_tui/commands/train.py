@@ -65,7 +65,7 @@ def run(args) -> int:
     try:
         if args.resume:
             run_dir = resume_run(args.resume)
-            print(f"Resuming {run_dir.path} from its last complete checkpoint.")
+            print(getattr(run_dir, "resume_note", f"Resuming {run_dir.path}."))
         else:
             config = build_config(args)
             if args.print_config:
@@ -76,17 +76,48 @@ def run(args) -> int:
     except (ConfigError, RunError) as exc:
         print(f"lora-tui train: {exc}", file=sys.stderr)
         return 2
-    wait_until_started(run_dir)
     if args.detach:
+        wait_until_started(run_dir)
         print(f"Trainer started in the background (pid {run_dir.read_status().get('pid')}).\n"
               f"  follow: lora-tui attach {run_dir.path}\n  stop:   lora-tui stop {run_dir.path}")
         return 0
+    return _follow_in_foreground(run_dir)
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived while following a run in the foreground."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
+def _follow_in_foreground(run_dir) -> int:
+    """Follow until the run ends. Ctrl-C asks (or stops, without a terminal); SIGTERM stops it gracefully,
+    the same choice as Ctrl-C without a terminal, and says so; a second SIGTERM leaves at once."""
+    import signal
+
+    from lora_tui.core.launcher import stop_run, wait_until_started
+
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    started, terms = False, 0
     while True:
         try:
+            if not started:  # a Ctrl-C here (start-up, before the first event) is honoured too
+                wait_until_started(run_dir)
+                started = True
             state = follow(run_dir)
             break
         except KeyboardInterrupt:
-            choice = _ask_on_interrupt(run_dir)
-            if choice == "detach":
+            if _ask_on_interrupt(run_dir) == "detach":
                 return 0
+        except _Terminated:
+            terms += 1
+            if terms > 1:
+                print(f"\nSIGTERM again: leaving now; the trainer finishes stopping by itself "
+                      f"(`lora-tui attach {run_dir.path}`).", file=sys.stderr, flush=True)
+                return 143
+            stop_run(run_dir)
+            print(f"\nSIGTERM: stopping the run gracefully (checkpoint + adapter), as Ctrl-C does without a "
+                  f"terminal; following it until it stops. SIGTERM again leaves at once.", flush=True)
     return 0 if state in ("finished", "stopped") else 1

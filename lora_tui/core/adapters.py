@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from lora_tui.core.runs import RunDirectory, RunError
+from lora_tui.core.runs import STATES_DONE, RunDirectory, RunError
 
 
 class AdapterError(RuntimeError):
@@ -56,6 +56,26 @@ def _run_owning(adapter_dir: Path) -> RunDirectory | None:
     return None
 
 
+def _missing_final_adapter(run_dir: RunDirectory) -> str:
+    """What is missing in a run that has ended without a usable adapter/ (deleted, or killed before saving)."""
+    state = run_dir.state()
+    where = run_dir.adapter_dir
+    what = ("holds no adapter_config.json" if where.exists() else "is missing")
+    what += " (deleted?)" if state == "finished" else " (the run ended before saving it)"
+    checkpoint = next((c for c in reversed(run_dir.complete_checkpoints()) if _is_adapter_dir(c)), None)
+    fix = (f"use its last checkpoint explicitly ({checkpoint})" if checkpoint is not None
+           else f"train again (`lora-tui train {run_dir.config_path} --run-dir NEW_DIR`)")
+    return f"Run {run_dir.path} is {state}, but its adapter folder {where} {what}. Fix: {fix}."
+
+
+def _final_adapter_expected(run_dir: RunDirectory, require_adapter: bool, allow_checkpoint: bool) -> bool:
+    """A finished run always saved adapter/; an ended one has no later adapter to wait for (exports)."""
+    state = run_dir.state()
+    if state == "finished":
+        return True
+    return state in STATES_DONE and require_adapter and not allow_checkpoint
+
+
 def find_adapter(run: str | Path, *, require_adapter: bool = True, allow_checkpoint: bool = True) -> AdapterSource:
     """Resolve a run directory, run name or adapter directory to an AdapterSource.
 
@@ -78,6 +98,8 @@ def find_adapter(run: str | Path, *, require_adapter: bool = True, allow_checkpo
             raise AdapterError(str(exc)) from None
         if _is_adapter_dir(run_dir.adapter_dir):
             adapter_dir = run_dir.adapter_dir
+        elif _final_adapter_expected(run_dir, require_adapter, allow_checkpoint):
+            raise AdapterError(_missing_final_adapter(run_dir))
         else:
             checkpoints = run_dir.complete_checkpoints() if allow_checkpoint else []
             checkpoint = next((c for c in reversed(checkpoints) if _is_adapter_dir(c)), None)

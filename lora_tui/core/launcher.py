@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
+from lora_tui.core import run_claim
 from lora_tui.core.config import Config, save_config
 from lora_tui.core.embedded import is_embedded
 from lora_tui.core.paths import resolve_data_path, runs_dir
@@ -40,15 +40,23 @@ def _absolute_data(config: Config) -> Config:
     config.data.train = str(resolve_data_path(config.data.train))
     if config.data.validation:
         config.data.validation = str(resolve_data_path(config.data.validation))
+    model = Path(config.model.name).expanduser()
+    if not model.is_absolute() and model.exists():  # a local folder typed relative: resumes and chat run elsewhere
+        config.model.name = str(model.resolve())
     return config
 
 
-def _spawn(run: RunDirectory, resume: bool) -> int:
+def _spawn(run: RunDirectory, resume: bool, lock=None) -> int:
+    """Start the detached trainer; `lock` (the claimed lock file) is handed over to it."""
     cmd = [sys.executable, "-m", "lora_tui.core.trainer_main", str(run.path)] + (["--resume"] if resume else [])
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    extra = run_claim.spawn_kwargs(lock) if lock is not None else {"pass_fds": (), "env_extra": {}}
+    env.update(extra["env_extra"])
+    run.stop_path.unlink(missing_ok=True)  # an old request; one made from now on is honoured by the trainer
+    run.write_status("starting", launched=round(time.time(), 3), message="starting trainer")
     with open(run.log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True, env=env)
+                                start_new_session=True, close_fds=True, pass_fds=extra["pass_fds"], env=env)
     run.write_status("starting", pid=proc.pid, message="starting trainer")
     return proc.pid
 
@@ -57,41 +65,78 @@ def start_run(config: Config, run_dir: str | os.PathLike | None = None, *, overw
     """Create the run directory, write config.yaml, and start the detached trainer."""
     path = plan_run_dir(config, run_dir)
     run = RunDirectory(path)
-    if path.exists() and any(path.iterdir()):
-        if not overwrite:
-            raise RunError(f"{path} already exists and is not empty. Fix: choose another run name or --run-dir, "
-                           f"`lora-tui train --resume {path}` to continue it, or --overwrite to replace it.")
-        if run.is_locked():
-            raise RunError(f"A trainer is running in {path}; stop it first (`lora-tui stop {path}`).")
-        shutil.rmtree(path)
+    if path.exists() and any(path.iterdir()) and not overwrite:  # early answer; decided again under the claim
+        raise RunError(f"{path} already exists and is not empty. Fix: choose another run name or --run-dir, "
+                       f"`lora-tui train --resume {path}` to continue it, or --overwrite to replace it.")
+    _check_startable(config)
+    lock = run_claim.claim(run)  # before anything is written: of two launches, one wins here
+    try:
+        run_claim.clear_for_start(run, overwrite)
+        save_config(_absolute_data(config), run.config_path,
+                    header=f"lora-tui run '{path.name}', created {datetime.now():%Y-%m-%d %H:%M:%S}.\n"
+                           f"Reproduce with: lora-tui train {run.config_path} --run-dir NEW_DIR")
+        run.write_status("created")
+        _spawn(run, resume=False, lock=lock)
+    finally:
+        lock.close()  # the trainer holds its own copy of the lock now
+    return run
+
+
+def _check_startable(config: Config) -> None:
+    """Settings and data that would fail (or hang) the trainer, refused before anything is written."""
+    from lora_tui.core.data import DataError
+    from lora_tui.core.data.bounds import check_regular
+
+    if config.training.max_steps == 0:
+        raise RunError("training.max_steps=0 would train nothing. Fix: a positive number of steps, or -1 to train "
+                       "for training.epochs epochs.")
     train = resolve_data_path(config.data.train)
     if not train.exists():
         raise RunError(f"Training data {config.data.train} does not exist. Fix: set data.train to your file.")
     if config.data.validation and not resolve_data_path(config.data.validation).exists():
         raise RunError(f"Validation data {config.data.validation} does not exist. Fix: set data.validation, "
                        "or leave it empty to hold out part of the training data.")
-    path.mkdir(parents=True, exist_ok=True)
-    save_config(_absolute_data(config), run.config_path,
-                header=f"lora-tui run '{path.name}', created {datetime.now():%Y-%m-%d %H:%M:%S}.\n"
-                       f"Reproduce with: lora-tui train {run.config_path} --run-dir NEW_DIR")
-    run.write_status("created")
-    _spawn(run, resume=False)
-    return run
+    for path in (train, resolve_data_path(config.data.validation) if config.data.validation else None):
+        try:
+            if path is not None:
+                check_regular(path)  # a FIFO as data would block the trainer in open() forever
+        except DataError as exc:
+            raise RunError(str(exc)) from None
 
 
 def resume_run(run_dir: str | os.PathLike) -> RunDirectory:
+    """Start the trainer on an existing run. ``run.resume_note`` says which checkpoint and steps."""
+    from lora_tui.core.config import ConfigError, load_config
+
     run = RunDirectory.find(run_dir)
     if run.is_locked():
         raise RunError(f"A trainer is already running in {run.path}. Fix: `lora-tui attach {run.path}`.")
-    if run.state() == "finished":
-        raise RunError(f"{run.path} already finished; its adapter is in {run.adapter_dir}. "
-                       "Fix: start a new run, or raise training.max_steps/epochs in a copy of its config.")
-    _spawn(run, resume=True)
+    lock = run_claim.claim(run, "resume")  # of two resumes at the same instant, one wins here
+    try:
+        if run.state() == "finished":
+            raise RunError(f"{run.path} already finished; its adapter is in {run.adapter_dir}. "
+                           "Fix: start a new run, or raise training.max_steps/epochs in a copy of its config.")
+        try:
+            config = load_config(run.config_path)
+        except ConfigError as exc:
+            raise RunError(str(exc)) from None
+        plan = run_claim.plan_resume(run, config)
+        try:
+            _spawn(run, resume=True, lock=lock)
+        except OSError as exc:  # e.g. the disk is still full: one line, no temp files left
+            raise RunError(f"cannot start the trainer in {run.path}: {exc.strerror or exc}. Fix: free disk space, "
+                           "then resume again.") from None
+    finally:
+        lock.close()
+    run.resume_note = plan.message
     return run
 
 
-def stop_run(run: RunDirectory, wait: float = 0.0) -> str:
-    """Ask the trainer to stop gracefully (checkpoint + adapter) and optionally wait for it."""
+def stop_run(run: RunDirectory, wait: float = 0.0, *, kill_after_wait: bool = False) -> str:
+    """Ask the trainer to stop gracefully (checkpoint + adapter) and optionally wait for it.
+
+    With ``kill_after_wait``, a trainer still running after `wait` seconds (the grace period,
+    ``run_claim.STOP_GRACE_S`` by default in the CLI) is killed with SIGKILL; ``run.kill_note`` says so."""
     state = run.state()
     if state in STATES_DONE:
         return state
@@ -107,6 +152,8 @@ def stop_run(run: RunDirectory, wait: float = 0.0) -> str:
         if (state in STATES_DONE and not run.is_locked()) or state == "dead":
             return state
         time.sleep(0.25)
+    if kill_after_wait and run.is_locked():
+        run.kill_note = run_claim.kill_trainer(run, wait)
     return run.state()
 
 

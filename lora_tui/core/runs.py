@@ -42,11 +42,15 @@ class RunLocked(RunError):
 
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk must not leave .status.json.tmp-* behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def file_sha256(path: str | Path) -> str | None:
@@ -135,6 +139,9 @@ class RunDirectory:
         self._seq += 1
         event = {"seq": self._seq, "time": round(time.time(), 3), "type": type, **fields}
         line = json.dumps(event, ensure_ascii=False, default=_json_default) + "\n"
+        if not getattr(self, "_tail_checked", False):  # a line torn by a crash must not swallow this event
+            line = ("\n" if _ends_torn(self.events_path) else "") + line
+            self._tail_checked = True
         with open(self.events_path, "a", encoding="utf-8") as fh:
             fh.write(line)
             fh.flush()
@@ -149,9 +156,12 @@ class RunDirectory:
         try:
             with open(self.events_path, "rb") as fh:
                 fh.seek(offset)
-                data = fh.read()
-        except FileNotFoundError:
+                data = fh.read(EVENTS_READ_BYTES)  # bounded: a garbage file is read a slice at a time
+                more = len(data) == EVENTS_READ_BYTES
+        except (FileNotFoundError, IsADirectoryError):
             return [], offset
+        if more and b"\n" not in data:  # one garbage line longer than a whole slice: skip it
+            return [], offset + len(data)
         events, consumed = [], 0
         for raw in data.splitlines(keepends=True):
             if not raw.endswith(b"\n"):
@@ -183,10 +193,17 @@ class RunDirectory:
         return status
 
     def read_status(self) -> dict:
+        """status.json as a dict; {} when missing, unreadable, garbage or absurdly big."""
         try:
-            return json.loads(self.status_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            with open(self.status_path, "rb") as fh:
+                status = json.loads(fh.read(STATUS_READ_BYTES))
+        except (OSError, ValueError, RecursionError):
             return {}
+        return status if isinstance(status, dict) else {}
+
+    def status_readable(self) -> bool:
+        """False when status.json exists but holds no JSON object (garbage, torn, a folder...)."""
+        return not self.status_path.exists() or bool(self.read_status())
 
     def state(self) -> str:
         """created | starting | running | stopping | finished | failed | stopped | dead.
@@ -203,7 +220,7 @@ class RunDirectory:
         """Hold an exclusive flock for the trainer's lifetime (released by the OS on any exit, even kill -9)."""
         import fcntl
 
-        fh = open(self.lock_path, "a+")
+        fh = _inherited_lock(self.lock_path) or open(self.lock_path, "a+")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -234,6 +251,17 @@ class RunDirectory:
     # --- stop ----------------------------------------------------------------------
     def request_stop(self) -> None:
         self.stop_path.write_text(str(time.time()))
+
+    def clear_stale_stop(self) -> None:
+        """Forget a stop request made before this trainer was launched (the launcher records when);
+        one made during start-up, before the trainer held its lock, is kept and honoured."""
+        launched = self.read_status().get("launched")
+        try:
+            requested = float(self.stop_path.read_text() or 0)
+        except (OSError, ValueError):
+            return
+        if launched is None or requested < float(launched):
+            self.stop_path.unlink(missing_ok=True)
 
     def stop_requested(self) -> bool:
         return self.stop_path.exists()
@@ -276,6 +304,42 @@ def list_runs(parent: str | os.PathLike | None = None) -> list[RunSummary]:
         return []
     runs = [RunDirectory(child).summary() for child in parent.iterdir() if (child / "config.yaml").is_file()]
     return sorted(runs, key=lambda r: r.updated or 0, reverse=True)
+
+
+EVENTS_READ_BYTES = 8 * 2**20
+STATUS_READ_BYTES = 2**20
+LOCK_FD_ENV = "LORA_TUI_LOCK_FD"
+
+
+def _ends_torn(path: Path) -> bool:
+    """Whether the file's last byte is not a newline (a line cut short by a crash or a full disk)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() == 0:
+                return False
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) != b"\n"
+    except OSError:
+        return False
+
+
+def _inherited_lock(lock_path: Path):
+    """The lock file the launcher already holds and passed to this process (see launcher.claim_run), if any.
+
+    Taking the lock in the launcher, before anything is written, makes the claim of a run directory
+    atomic: of two launches at the same instant, exactly one gets it."""
+    fd = os.environ.pop(LOCK_FD_ENV, None)
+    if fd is None:
+        return None
+    try:
+        fh = os.fdopen(int(fd), "a+")
+        if os.path.samestat(os.fstat(fh.fileno()), os.stat(lock_path)):
+            return fh
+        fh.close()
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def _json_default(value):

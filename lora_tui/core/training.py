@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from lora_tui.core import distributed, distributed_run
+from lora_tui.core import distributed, distributed_run, run_guard
 from lora_tui.core.config import Config, effective_precision, load_config
 from lora_tui.core.runs import CHECKPOINT_MARKER, RunDirectory, file_sha256
 
@@ -176,6 +176,7 @@ def _make_callback(run: RunDirectory, stop_flag: threading.Event, config: Config
             self.last_time, self.last_tokens, self.stop_reason = None, 0, None
             self.best_eval, self.bad_evals = math.inf, 0
             self.eval_phase = "during"  # the recipe sets "before" / "after" around its own evaluations
+            self.final_eval = None  # the eval loss of the last step, when transformers evaluated it itself
             self.first_step = 0
 
         def on_step_end(self, args, state, control, **kw):
@@ -183,6 +184,8 @@ def _make_callback(run: RunDirectory, stop_flag: threading.Event, config: Config
                 self.stop_reason = self.stop_reason or "stop requested"
                 control.should_training_stop = True
                 control.should_save = True  # a resumable checkpoint at this exact step
+            if state.global_step >= state.max_steps:
+                self.eval_phase = "after"  # transformers evaluates the last step itself: that is the final eval
             return control
 
         def on_log(self, args, state, control, logs=None, **kw):
@@ -207,6 +210,8 @@ def _make_callback(run: RunDirectory, stop_flag: threading.Event, config: Config
                 loss = logs["eval_loss"]
                 run.append_event("eval", step=state.global_step, phase=self.eval_phase, eval_loss=loss, perplexity=_ppl(loss))
                 run.write_status(run.read_status().get("state", "running"), eval_loss=loss)
+                if self.eval_phase == "after":
+                    self.final_eval = loss
                 if self.eval_phase != "during":
                     return control
                 patience = config.training.early_stopping_patience
@@ -261,8 +266,12 @@ def save_adapter(model, tokenizer, run: RunDirectory) -> Path:
     """Write adapter/ via a temporary folder so a crash never leaves a half adapter."""
     tmp = run.path / f".adapter.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    except BaseException:  # e.g. disk full: no half adapter folder left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if run.adapter_dir.exists():
         shutil.rmtree(run.adapter_dir)
     tmp.rename(run.adapter_dir)
@@ -278,23 +287,24 @@ def run_training(run: RunDirectory, resume: bool = False) -> str:
         run = distributed_run.enter_worker(run)
     else:
         run.acquire_lock()
-        run.stop_path.unlink(missing_ok=True)
+        run.clear_stale_stop()  # a stop asked for during start-up is kept (and honoured at the first step)
+        run_guard.start(run)  # space reserve: the last words are written even on a full disk
     sampler_stop = threading.Event()
     run.write_status("starting", pid=distributed_run.owner_pid(), message="loading")
     try:
         return _train(run, resume, stop_flag, sampler_stop)
     except TrainingFailure as exc:
-        run.append_event("failed", reason=exc.reason, fix=exc.fix, log=str(run.log_path))
-        run.write_status("failed", message=exc.reason)
+        run_guard.record_failure(run, exc.reason, exc.fix)
     except Exception as exc:  # unforeseen: full traceback to train.log, summary to the user
         import traceback
 
+        disk_full = run_guard.explain(exc, run)  # frees the reserve first, so the traceback can be logged
         traceback.print_exc()
-        reason, fix = _explain(exc)
-        run.append_event("failed", reason=reason, fix=fix, log=str(run.log_path))
-        run.write_status("failed", message=reason)
+        reason, fix = disk_full or _explain(exc)
+        run_guard.record_failure(run, reason, fix)
     finally:
         sampler_stop.set()
+        run_guard.finish(run)
     return "failed"
 
 
@@ -342,7 +352,8 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     trainer = SFTTrainer(model=model, args=sft_config(config, run, device, precision, eval_ds is not None, choice),
                          train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
                          callbacks=[_make_callback(run, stop_flag, config),
-                                    memory_record.make_memory_callback(run, memory_facts, device)])
+                                    memory_record.make_memory_callback(run, memory_facts, device),
+                                    run_guard.space_callback(run)])
     if not engine.install_lean_head(trainer.model, engine.CPU_VOCAB_TILE if device == "cpu" else engine.CUDA_VOCAB_TILE):
         choice.kernels = [k for k in choice.kernels if k != "lean_head"] + ["trl_fused_head"]
     if config.model.load_in != "16bit" and precision != "bf16":
@@ -379,10 +390,11 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     step = trainer.state.global_step
     stopped = distributed.agree_to_stop(stop_flag.is_set() or run.stop_requested())
 
-    final_eval = None
-    if eval_ds is not None and not stopped:
+    final_eval = callback.final_eval  # set when the trainer already evaluated the last step: once is enough
+    if eval_ds is not None and not stopped and final_eval is None:
         callback.eval_phase = "after"
         final_eval = trainer.evaluate()["eval_loss"]
+    run_guard.check_adapter_space(run, trainer.model)
     adapter = distributed_run.save_adapter(trainer, tokenizer, run, save_adapter)
     train_loss = next((e["loss"] for e in reversed(run.read_events()) if e["type"] == "step" and e.get("loss") is not None), None)
     if stopped:
