@@ -52,6 +52,8 @@ def check_export(command: str, args, artefact: Path, gguf_file: str | None = Non
     print(result.summary())
     for problem in result.problems:
         print(f"Problem:     {problem}")
+    for note in result.notes:
+        print(f"Note:        {note}")
     if result.template_note:
         print(f"Template:    {result.template_note}")
     source = find_adapter(args.run, allow_checkpoint=False)

@@ -86,6 +86,7 @@ class TrainingSection:
     logging_steps: int = _f(1, "Record loss, learning rate and throughput every N steps.", min=1)
     early_stopping_patience: int = _f(0, "Stop when eval loss has not improved for N evaluations (0: off).", min=0)
     seed: int = _f(42, "Random seed for shuffling, dropout and adapter initialisation.", min=0)
+    report_to: str = _f("none", "Also send metrics to: none, tensorboard (logs in <run>/tensorboard; `tensorboard --logdir runs/`), trackio, wandb, mlflow, or a comma list.")
     devices: str = _f("auto", "Devices to train on: auto (every visible GPU), a count (4), or GPU indices (0,2). Without a GPU a count above 1 runs that many CPU processes (gloo).")
     strategy: str = _f("auto", "With several GPUs: ddp (a full copy per GPU, bigger effective batch), fsdp (weights sharded over the GPUs, for models one GPU cannot hold; works with 4bit), or auto (ddp when the estimate fits one GPU, else fsdp).", choices=("auto", "ddp", "fsdp"))
 
@@ -158,6 +159,10 @@ def check_value(section: str, key: str, value: Any) -> Any:
     all_fields = section_fields(section)
     if key not in all_fields:
         raise ConfigError(f"Unknown key '{section}.{key}'. Keys in '{section}': {', '.join(all_fields)}.")
+    if (section, key) == ("training", "report_to"):  # a name or a list of names (lora_tui.core.tracking)
+        from lora_tui.core.tracking import normalise_report_to
+
+        return normalise_report_to(value)
     f = all_fields[key]
     kind = _type_name(f)
     where = f"{section}.{key}"

@@ -21,6 +21,7 @@ from typing import Callable
 IDENTICAL_NATS = 1e-3  # |difference in mean log-likelihood| per token, for "identical"
 CLOSE_NATS = 0.05  # ... for "close"
 CLOSE_AGREEMENT = 0.9  # share of positions where both models pick the same next token, for "close"
+DEFAULT_PROMPTS = ("Hello! What can you help me with?", "Explain in two sentences why the sky is blue.")
 THRESHOLDS = (f"identical: every greedy answer and every next-token choice the same, |Δ mean log-likelihood| ≤ {IDENTICAL_NATS} nats/token; "
               f"close: |Δ| ≤ {CLOSE_NATS} nats/token and ≥ {CLOSE_AGREEMENT:.0%} same next token; differs: otherwise")
 
@@ -55,6 +56,7 @@ class RoundTrip:
     learned_eos: str | None = None
     artefact_stops: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def delta(self) -> float | None:
@@ -110,7 +112,7 @@ class RoundTrip:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return {"artefact": self.artefact, "kind": self.kind, "verdict": self.verdict, "ok": self.ok,
+        return {"artefact": self.artefact, "kind": self.kind, "verdict": self.verdict, "ok": self.ok, "notes": self.notes,
                 "delta_loglik": self.delta, "reference_loglik": self.reference_loglik,
                 "artefact_loglik": self.artefact_loglik, "scored_tokens": self.scored_tokens,
                 "agreement": self.agreement, "template_same": self.template_same, "tokens_same": self.tokens_same,
@@ -168,6 +170,8 @@ def check_data(source, check_prompts: str | None, n_prompts: int, n_rows: int):
             raise ValueError(f"--check-prompts {path} holds no prompts. Fix: one prompt per line, or a chat JSONL file.")
     else:
         prompts = [m for m in (_prompt_messages(e) for e in rows) if m]
+    if not prompts:
+        prompts = [[{"role": "user", "content": text}] for text in DEFAULT_PROMPTS]
     return prompts[:n_prompts] if not check_prompts else prompts, held_out
 
 
@@ -275,6 +279,13 @@ def verify_export(run, artefact: str | Path, *, gguf_file: str | None = None, ch
                                          ref_ids, art_ids))
 
     report("Check: log-likelihood of held-out rows", 0.8)
+    if not held_out:
+        from lora_tui.core.data import Example
+
+        # No validation data to hand: score the adapter's own answers, which still compares the weights.
+        held_out = [Example(i + 1, m + [{"role": "assistant", "content": a.reference or "OK."}])
+                    for i, (m, a) in enumerate(zip(prompts, result.answers))]
+        result.notes.append("no validation data found: the log-likelihood is of the adapter's own answers")
     rows = formatter.tokenize_many(held_out, 512) if held_out else []
     rows = [r for r in rows if any(label != -100 for label in r["labels"][1:])]
     if rows:

@@ -123,6 +123,7 @@ def sft_config(config: Config, run: RunDirectory, device: str, precision: str, h
     from trl import SFTConfig
 
     from lora_tui.core.engine import choose_engine, sft_engine_kwargs
+    from lora_tui.core.tracking import trainer_report_to
 
     choice = choice or choose_engine(config, device)
     t = config.training
@@ -155,7 +156,7 @@ def sft_config(config: Config, run: RunDirectory, device: str, precision: str, h
            f"{checkpointing}_kwargs": {"use_reentrant": False} if choice.gradient_checkpointing else None},
         max_length=config.data.max_seq_len,
         include_num_input_tokens_seen="non_padding",
-        report_to="none",
+        report_to=trainer_report_to(t.report_to, run.path),
         disable_tqdm=True,
         dataloader_num_workers=0,
         dataloader_pin_memory=device == "cuda",
@@ -269,6 +270,9 @@ def save_adapter(model, tokenizer, run: RunDirectory) -> Path:
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        from lora_tui.core.hub import make_adapter_portable  # hub id, not this machine's cache path
+
+        make_adapter_portable(tmp, load_config(run.config_path).model.name)
     except BaseException:  # e.g. disk full: no half adapter folder left behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -327,6 +331,10 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     from lora_tui.core.models import load_tokenizer
 
     config = load_config(run.config_path)
+    from lora_tui.core.tracking import missing_trackers
+
+    if missing := missing_trackers(config.training.report_to):  # before minutes of loading, not at step 1
+        raise TrainingFailure(missing[0])
     device, bf16_ok = pick_device()
     precision = effective_precision(config, device, bf16_ok)
     torch.manual_seed(config.training.seed)
