@@ -45,7 +45,9 @@ def _base_from_adapter_config(adapter_dir: Path) -> str:
     if not base:
         raise AdapterError(f"{adapter_dir / 'adapter_config.json'} does not name its base model "
                         "(base_model_name_or_path). Fix: give the run directory instead of the adapter.")
-    return str(base)
+    from lora_tui.core.hub import local_base  # the embedded model's hub id -> its offline copy here
+
+    return local_base(str(base))
 
 
 def _run_owning(adapter_dir: Path) -> RunDirectory | None:

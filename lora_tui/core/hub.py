@@ -136,3 +136,20 @@ def push_run(plan: UploadPlan, *, private: bool = False) -> str:
     except OSError as exc:
         raise PushError(f"the upload failed (network): {exc.strerror or exc}") from None
     return str(url)
+
+
+def local_base(reference: str) -> str:
+    """The base to load for an adapter naming ``reference``: the embedded copy for the embedded model's
+    hub id when the hub's own copy is not in the local cache (so chat and export keep working offline)."""
+    if reference != EMBEDDED_HUB_ID:
+        return reference
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(reference, "config.json"), str):
+            return reference
+    except Exception:
+        pass
+    from lora_tui.core.embedded import EMBEDDED_MODEL
+
+    return EMBEDDED_MODEL
