@@ -35,6 +35,8 @@ CPU_MATRIX = [  # (quant, r, batch, seq_len, grad_checkpointing)
     ("4bit", 8, 1, 128, False), ("4bit", 64, 1, 512, False), ("4bit", 8, 4, 128, False),
     ("4bit", 64, 4, 512, False),
 ]
+# The trainer's engine modes (issue 9): micro-batch 8 x 512 with checkpointing, and padding-free rows.
+CPU_MATRIX += [("none", 16, 8, 512, True), ("none", 8, 4, 512, False, "padding_free")]
 QUICK = [CPU_MATRIX[0], CPU_MATRIX[2], CPU_MATRIX[6]]
 # The same model cut to 6 layers (random weights): the head's share stays, the layers' shrinks,
 # which separates the two CPU allocator terms the estimate calibrates.
@@ -61,8 +63,12 @@ def _child(spec: dict) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
     from trl import SFTConfig, SFTTrainer
 
+    from lora_tui.core import engine
+
     result = {"rss_after_imports": psutil.Process().memory_info().rss}
     cuda = spec["device"] == "cuda"
+    if not cuda:
+        engine.tune_cpu_allocator()  # as the trainer does
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[spec["dtype"]]
     nvml_peak, device_peak, stop = [0], [0], threading.Event()
     if cuda:
@@ -106,10 +112,12 @@ def _child(spec: dict) -> None:
         max_steps=STEPS, learning_rate=1e-4, logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
         bf16=precision == "bfloat16", fp16=precision == "float16", use_cpu=not cuda, max_length=s,
         train_sampling_strategy="sequential", dataloader_num_workers=0,
+        **({"padding_free": True, "max_length": None} if spec.get("batching") == "padding_free" else {}),
         **{checkpointing: spec["gc"], f"{checkpointing}_kwargs": {"use_reentrant": False} if spec["gc"] else None},
     )
     tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer"])
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+    engine.install_lean_head(trainer.model, engine.CUDA_VOCAB_TILE if cuda else engine.CPU_VOCAB_TILE)
     if cuda:
         torch.cuda.synchronize()
     started = time.monotonic()
@@ -177,13 +185,16 @@ def _cpu_points(matrix, model_dir: str, label: str = "SmolLM2-135M (embedded, fp
 
     dims = model_dims(model_dir)
     rows = []
-    for quant, r, batch, seq, gc in matrix:
-        plan = MemoryPlan(dims, quant=quant, r=r, batch=batch, seq_len=seq, grad_checkpointing=gc, device="cpu")
+    for quant, r, batch, seq, gc, *mode in matrix:
+        batching = mode[0] if mode else "grouped"
+        plan = MemoryPlan(dims, quant=quant, r=r, batch=batch, seq_len=seq, grad_checkpointing=gc, device="cpu",
+                          batching=batching)
         est = estimate_memory(plan)
         spec = {"path": model_dir, "tokenizer": model_dir, "device": "cpu", "dtype": "float32", "quant": quant,
-                "r": r, "batch": batch, "seq_len": seq, "gc": gc, "targets": dims.target_modules("all-linear")}
+                "r": r, "batch": batch, "seq_len": seq, "gc": gc, "targets": dims.target_modules("all-linear"),
+                "batching": batching}
         got = _run_child(["--child", json.dumps(spec)])
-        rows.append({"device": "cpu", "model": label, "quant": quant, "r": r, "batch": batch,
+        rows.append({"device": "cpu", "model": label + ("" if batching == "grouped" else f", {batching}"), "quant": quant, "r": r, "batch": batch,
                      "seq_len": seq, "gc": gc, "estimated": est.total_bytes, "measured": got["peak_rss"],
                      "rss_after_imports": got["rss_after_imports"], "seconds": got["train_seconds"],
                      "breakdown": est.breakdown})

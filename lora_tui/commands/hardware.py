@@ -41,9 +41,12 @@ def run(args) -> int:
 def doctor(args) -> int:
     from lora_tui.core.hardware import probe_hardware
 
+    from lora_tui.core.engine import kernel_libraries, kernels_line
+
     report = probe_hardware()
+    kernels = kernel_libraries()
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json.dumps({**report.to_dict(), "kernels": kernels}, indent=2))
         return 0
     print("GPUs")
     if not report.gpus:
@@ -65,6 +68,7 @@ def doctor(args) -> int:
     torch_cuda = f"CUDA {report.cuda_version}" if report.cuda_version else "CPU build"
     bnb = {True: "works", False: "BROKEN", None: "not checked"}[report.bitsandbytes_ok] if report.bitsandbytes_version else "not installed"
     print(f"torch {report.torch_version or 'not importable'} ({torch_cuda}); bitsandbytes {report.bitsandbytes_version or ''} {bnb}".rstrip())
+    print(f"kernels {kernels_line(kernels, bool(report.gpus))}")
     for note in report.notes:
         print(f"note: {note}")
     if report.cpu_only:

@@ -67,6 +67,29 @@ def flash_attention_available() -> str | None:
     return None
 
 
+def kernel_libraries() -> dict:
+    """Versions of the optional speed libraries (None: not installed), for `lora-tui doctor`."""
+    from importlib import metadata
+
+    out = {}
+    for name in ("liger-kernel", "flash-attn", "flash-attn-3", "triton"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def kernels_line(libraries: dict, cuda: bool) -> str:
+    """One doctor line: what the engine will use, and how to get what is missing."""
+    liger = libraries.get("liger-kernel")
+    flash = libraries.get("flash-attn-3") or libraries.get("flash-attn")
+    parts = [f"Liger {liger}" + (" (used on CUDA)" if cuda else " (CUDA only: not used here)") if liger
+             else "Liger not installed" + (": pip install 'lora-tui[gpu]'" if cuda else " (CUDA only)"),
+             f"FlashAttention {flash}" if flash else "FlashAttention not installed (SDPA is used)"]
+    return "; ".join(parts)
+
+
 def choose_attention(wanted: str, device: str, capability: tuple[int, int] | None = None) -> tuple[str, str]:
     if wanted != "auto":
         return wanted, "set in the config"

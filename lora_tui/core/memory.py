@@ -37,6 +37,14 @@ CPU_HEAD_TILE_COPIES = 7.5
 # so peak RSS carries this share of the full, uncheckpointed activation volume, even when
 # gradient checkpointing frees it.
 CPU_FORWARD_RETAINED = 0.6
+# The trainer tunes glibc (core/engine.tune_cpu_allocator: fixed mmap threshold), so freed activation
+# blocks go back to the OS; the share of the full forward volume peak RSS still carries (measured).
+CPU_FORWARD_RETAINED_TUNED = 0.0
+# The trainer's lean head (core/engine.py) scores only labelled positions, in narrower vocabulary
+# tiles on CPU; TRL's own fused head scores every position in 32768-wide tiles.
+LEAN_VOCAB_TILE = {"cpu": 8192, "cuda": 32768}
+BATCHING = ("grouped", "padding_free", "packed")
+ATTENTION = ("sdpa", "eager", "flash")
 # GPU, from PyTorch / NVML behaviour, not yet measured here: the CUDA context and
 # kernels (seen by NVML, not by torch), and the caching allocator's rounding/fragmentation.
 CUDA_CONTEXT_BYTES = 512 * MiB
@@ -64,7 +72,10 @@ class MemoryPlan:
     device: str = "cuda"  # "cpu" | "cuda"
     dtype: str | None = None  # None: fp32 on CPU, bf16 on GPU (fp16 where bf16 is missing: same bytes)
     dropout: float = 0.05  # LoRA dropout > 0 keeps a dropped-out copy of each adapted layer's input
-    loss_head: str = "chunked"  # "chunked": TRL's fused LM head; "full": logits materialised (plain Trainer)
+    loss_head: str = "lean"  # "lean": the trainer's head; "chunked": TRL's fused LM head; "full": logits materialised
+    batching: str = "grouped"  # "grouped": padded rows | "padding_free" / "packed": rows concatenated into one
+    attention: str = "sdpa"  # "sdpa" | "eager" | "flash" (FlashAttention 2/3: varlen, no mask tensor)
+    cpu_allocator_tuned: bool = True  # the trainer tunes glibc on CPU (see CPU_FORWARD_RETAINED_TUNED)
 
     def dims(self) -> ModelDims:
         return self.model if isinstance(self.model, ModelDims) else model_dims(self.model)
@@ -86,8 +97,12 @@ class MemoryPlan:
         for name in ("r", "seq_len", "batch"):
             if int(getattr(self, name)) < 1:
                 problems.append(f"{name} must be at least 1")
-        if self.loss_head not in ("chunked", "full"):
-            problems.append("loss_head must be 'chunked' or 'full'")
+        if self.loss_head not in ("lean", "chunked", "full"):
+            problems.append("loss_head must be 'lean', 'chunked' or 'full'")
+        if self.batching not in BATCHING:
+            problems.append(f"batching must be one of {', '.join(BATCHING)}")
+        if self.attention not in ATTENTION:
+            problems.append(f"attention must be one of {', '.join(ATTENTION)}")
         if problems:
             raise ValueError("Memory plan: " + "; ".join(problems) + ".")
 
@@ -158,14 +173,16 @@ def _layer_bytes(d: ModelDims, targets: list[str], w: _Widths, plan: MemoryPlan)
     h, hq, i = d.hidden, d.q_dim, d.intermediate
     moe = d.experts_per_token
     total = d.norms_per_layer * (4 * h + 4)  # RMSNorm keeps an fp32 copy of its input and 1/rms
-    repeat_kv = plan.batch > 1 or d.eager_attention  # a padding mask stops sdpa's native GQA path
+    # A padding mask (or a padding-free block mask) stops sdpa's native GQA path; FlashAttention needs no mask.
+    masked = (plan.batch > 1 or plan.batching != "grouped") and plan.attention != "flash"
+    repeat_kv = masked or d.eager_attention or plan.attention == "eager"
     kv = hq if repeat_kv else d.kv_dim
     if d.eager_attention:
         softcap = w.attention  # tanh output of the capped scores
         total += 3 * hq * w.attention + d.heads * plan.seq_len * (4 + w.attention + softcap)
     else:
         total += (2 * hq + 2 * kv) * w.attention + 4 * d.heads  # q, k, v, output, log-sum-exp
-        if plan.batch > 1:
+        if masked:
             total += plan.seq_len * w.attention  # each layer's copy of the padding mask
     # Each adapted layer saves its input; layers reading the same tensor share it when no copy is made.
     modules = d.linear_modules
@@ -221,6 +238,9 @@ def estimate_memory(plan: MemoryPlan) -> MemoryEstimate:
     targets = d.target_modules(plan.targets)
     w = _widths(plan)
     cpu = plan.device == "cpu"
+    if plan.batching != "grouped":
+        # Padding-free / packed: the micro-batch is one row of (at most) batch x seq_len tokens.
+        plan = plan.replace(batch=1, seq_len=plan.batch * plan.seq_len, batching=plan.batching)
     tokens = plan.batch * plan.seq_len
     notes = list(d.notes)
     parts: dict[str, int] = {}
@@ -239,14 +259,15 @@ def estimate_memory(plan: MemoryPlan) -> MemoryEstimate:
     per_layer = _layer_bytes(d, targets, w, plan)
     head_saved = 4 * d.hidden + 4 + d.hidden * w.stream + 16  # final norm, head input, log Z, entropy
     compute = DTYPE_BYTES[plan.compute_dtype()]
+    vocab_tile = LEAN_VOCAB_TILE[plan.device] if plan.loss_head == "lean" else HEAD_VOCAB_TILE
     if plan.loss_head == "full":
         head_saved += d.vocab * (compute + 4)  # logits and fp32 log-softmax
         head_temp = tokens * d.vocab * 8
     else:
-        tile = min(tokens, HEAD_TOKEN_TILE) * min(d.vocab, HEAD_VOCAB_TILE)
+        tile = min(tokens, HEAD_TOKEN_TILE) * min(d.vocab, vocab_tile)
         head_temp = tile * (4 * CPU_HEAD_TILE_COPIES if cpu else compute) + tokens * d.hidden * 4
         if not cpu and plan.quant != "none" and KBIT_UPCASTS_TO_FP32:
-            head_temp += min(d.vocab, HEAD_VOCAB_TILE) * d.hidden * compute  # fp32 lm_head cast per tile
+            head_temp += min(d.vocab, vocab_tile) * d.hidden * compute  # fp32 lm_head cast per tile
     full_activations = tokens * (d.layers * per_layer + head_saved)
     if plan.grad_checkpointing:
         # Each layer keeps only its input; backward re-runs one layer at a time.
@@ -258,7 +279,8 @@ def estimate_memory(plan: MemoryPlan) -> MemoryEstimate:
     dequant = 2 * max(a * b for a, b in d.linear_modules.values()) * compute if plan.quant != "none" else 0
     parts["temporary_buffers"] = max(head_temp, layer_grads) + dequant
     if cpu:
-        parts["allocator_overhead"] = int(CPU_FORWARD_RETAINED * full_activations)
+        retained = CPU_FORWARD_RETAINED_TUNED if plan.cpu_allocator_tuned else CPU_FORWARD_RETAINED
+        parts["allocator_overhead"] = int(retained * full_activations)
     else:
         parts["allocator_overhead"] = int(GPU_ALLOCATOR_SLACK * (parts["activations"] + parts["temporary_buffers"]))
 
@@ -271,8 +293,8 @@ def estimate_memory(plan: MemoryPlan) -> MemoryEstimate:
             notes.append("On CPU a 4/8-bit load of an fp32 checkpoint keeps the mapped file resident: little is saved.")
     else:
         notes.append(f"GPU run in {plan.compute_dtype()} with the CUDA context (~{CUDA_CONTEXT_BYTES // MiB} MiB).")
-    if plan.loss_head == "chunked" and d.vocab > 100_000:
-        notes.append("TRL's fused LM head scores the vocabulary in tiles, so the full logits are never built.")
+    if plan.loss_head != "full" and d.vocab > 100_000:
+        notes.append("The fused LM head scores the vocabulary in tiles, so the full logits are never built.")
     return MemoryEstimate(total_bytes=sum(parts.values()), breakdown=parts, notes=notes)
 
 

@@ -30,7 +30,7 @@ PLAN_FIELDS = {
     "grad_checkpointing": "training.gradient_checkpointing",
 }
 # Config keys the plan reads besides PLAN_FIELDS (precision decides the GPU dtype).
-EXTRA_KEYS = ("training.precision",)
+EXTRA_KEYS = ("training.precision", "training.batching", "training.attention")
 QUANT_FOR_LOAD = {"16bit": "none", "8bit": "8bit", "4bit": "4bit"}
 LOAD_FOR_QUANT = {"none": "16bit", "16bit": "16bit", "8bit": "8bit", "4bit": "4bit"}
 DTYPE_FOR_PRECISION = {"auto": None, "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -56,11 +56,30 @@ def plan_from_config(config: Config, hardware=None, model: str | None = None, de
         targets=config.lora.targets,
         seq_len=config.data.max_seq_len,
         batch=config.training.micro_batch,
-        grad_checkpointing=config.training.gradient_checkpointing,
+        grad_checkpointing=_checkpointing(config, hardware, device),
         device=device,
         dtype=None if device == "cpu" else DTYPE_FOR_PRECISION[config.training.precision],
         dropout=config.lora.dropout,
+        **_engine_fields(config, device),
     )
+
+
+def _engine_fields(config: Config, device: str) -> dict:
+    """Batching and attention as the trainer will resolve them (core/engine.py)."""
+    from lora_tui.core.engine import choose_attention, choose_batching
+
+    attention, _ = choose_attention(config.training.attention, device)
+    batching, _ = choose_batching(config.training.batching, device, attention)
+    return {"batching": batching, "attention": "flash" if attention.startswith("flash") else attention}
+
+
+def _checkpointing(config: Config, hardware, device: str) -> bool:
+    """training.gradient_checkpointing, with auto (None) resolved the way the trainer resolves it."""
+    if config.training.gradient_checkpointing is not None:
+        return bool(config.training.gradient_checkpointing)
+    from lora_tui.core.memory_record import choose_checkpointing
+
+    return choose_checkpointing(config, hardware, device)[0]
 
 
 memory_plan_for = plan_from_config  # the earlier name, kept for callers outside this package

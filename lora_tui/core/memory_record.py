@@ -52,9 +52,8 @@ def choose_checkpointing(config, hardware=None, device: str | None = None) -> tu
     available = _available(hardware, device)
     share = CHECKPOINT_SHARE.get(device, 0.8)
     if available and without > share * available:
-        return True, (f"on: without it the run needs {without / GiB:.1f} GiB, over {share:.0%} of "
-                      f"{available / GiB:.1f} GiB free")
-    return False, f"off: the run needs {without / GiB:.1f} GiB without it, within {share:.0%} of {available / GiB:.1f} GiB free"
+        return True, f"on: {without / GiB:.1f} GiB without it, over {share:.0%} of {available / GiB:.1f} GiB free"
+    return False, f"off: {without / GiB:.1f} GiB without it, within {share:.0%} of {available / GiB:.1f} GiB free"
 
 
 def memory_estimate_facts(config, hardware, device: str) -> dict | None:

@@ -33,6 +33,11 @@ from lora_tui.ui.widgets.format import gib, verdict_markup
 
 PRESET_LABELS = {"lora": "LoRA (16-bit base)", "qlora": "QLoRA (4-bit base)", "lora-8bit": "LoRA on an 8-bit base"}
 CUSTOM = "custom"
+AUTO_SHOWN = ("auto", "on", "off")  # a true / false / auto (None) field shown as a choice
+
+
+def _auto_shown(value) -> str:
+    return "auto" if value is None else "on" if value else "off"
 # What people tune here first; the model and data were chosen on the steps before.
 FORM_ORDER = ("lora", "training", "data", "output", "model")
 
@@ -69,6 +74,8 @@ class ParametersScreen(WizardScreen):
                         shown = value
                         if choices and value not in TARGET_CHOICES:
                             shown = CUSTOM
+                        if (section, key) == ("training", "gradient_checkpointing"):
+                            choices, shown = AUTO_SHOWN, _auto_shown(value)
                         yield FieldRow(section, key, shown, choices=choices)
                         if (section, key) == ("lora", "targets"):
                             custom = FieldRow("lora", "targets", value if shown == CUSTOM else "", custom=True)
@@ -76,6 +83,7 @@ class ParametersScreen(WizardScreen):
                             yield custom
             with Vertical(id="plan-panel"):
                 yield Static(id="memory-line")
+                yield Static(id="engine-line")
                 yield Static(id="focus-help", classes="hint")
                 yield Static(id="command-line")
 
@@ -91,7 +99,7 @@ class ParametersScreen(WizardScreen):
                 else:
                     row.show_value(value if value in TARGET_CHOICES else CUSTOM)
             else:
-                row.show_value(value)
+                row.show_value(_auto_shown(value) if row.dotted == "training.gradient_checkpointing" else value)
         self._show_preset()
         self._show_targets()
         self._show_judgement()
@@ -132,6 +140,7 @@ class ParametersScreen(WizardScreen):
             row.set_error(str(exc))
 
     def _show_judgement(self) -> None:
+        self._show_engine()
         line = self.query_one("#memory-line", Static)
         if self.state.hardware is None:
             line.update("Memory: probing the hardware…")
@@ -146,6 +155,26 @@ class ParametersScreen(WizardScreen):
             line.update(f"{verdict_markup(v.verdict)}  needs [b]{gib(v.estimate.total_bytes)}[/] of "
                         f"{gib(v.available_bytes)} free on {escape(v.device_label)}"
                         + ("  [dim](fixes: Hardware step)[/]" if v.verdict != "fits" else ""))
+
+    def _show_engine(self) -> None:
+        """What `auto` resolves to on this hardware (checkpointing, batching, attention, kernels) and why."""
+        line = self.query_one("#engine-line", Static)
+        hardware = self.state.hardware
+        if hardware is None:
+            line.update("")
+            return
+        from lora_tui.core.engine import choose_engine
+
+        try:
+            choice = choose_engine(self.state.config, "cuda" if hardware.gpus else "cpu", hardware)
+        except Exception as exc:  # an engine choice must never break the form
+            line.update(Text(f"Engine: not decided ({exc})", style="yellow", no_wrap=True, overflow="ellipsis"))
+            return
+        why = choice.reasons.get("gradient_checkpointing", "")
+        line.update(Text.assemble(("Engine: ", "dim"), (choice.batching, "bold"), (" · ", "dim"), (choice.attention, "bold"),
+                                  (" · ", "dim"), ("+".join(choice.kernels), "bold"), (" · checkpointing ", "dim"),
+                                  ("on" if choice.gradient_checkpointing else "off", "bold"),
+                                  (f" ({why.split(': ', 1)[-1]})" if why else "", "dim"), no_wrap=True, overflow="ellipsis"))
 
     def _show_command(self) -> None:
         config = self.state.config

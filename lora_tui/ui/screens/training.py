@@ -51,6 +51,28 @@ def read_log_tail(path: Path, lines: int = LOG_LINES, max_bytes: int = 16384) ->
     return [line for line in out if line.strip()][-lines:]
 
 
+def memory_estimate_text(started: dict, peak: int | None) -> Text:
+    """"estimated X GiB, peak so far Y GiB" for the side panel (two rows of its 33 cells); empty without an estimate."""
+    estimate = (started.get("memory_estimate") or {}).get("total_bytes")
+    text = Text()
+    if estimate:
+        text.append(f"estimated {estimate / 2**30:.1f} GiB,\n", style="dim")
+        text.append("peak so far " + (f"{peak / 2**30:.1f} GiB" if peak else "…"))
+    return text
+
+
+def memory_peak(events: list[dict], peak: int | None) -> int | None:
+    """Highest memory seen: the trainer's own peak (memory events), else RSS / GPU memory samples."""
+    for event in events:
+        kind = event.get("type")
+        if kind == "memory" and event.get("memory_peak_bytes"):
+            peak = max(peak or 0, event["memory_peak_bytes"])
+        elif kind == "system":
+            used = [g.get("mem_used") or 0 for g in event.get("gpus") or []] or [event.get("rss") or 0]
+            peak = max(peak or 0, max(used)) or peak
+    return peak
+
+
 class TrainingScreen(WizardScreen):
     STEP = "training"
     BINDINGS = [
@@ -64,6 +86,7 @@ class TrainingScreen(WizardScreen):
         self.history = RunHistory()
         self.run_state = "missing"
         self._following: str | None = None
+        self._memory_peak: int | None = None
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="training-empty", classes="body"):
@@ -96,6 +119,7 @@ class TrainingScreen(WizardScreen):
         if self._following != str(run.path):
             self._following = str(run.path)
             self.history = RunHistory()
+            self._memory_peak = None
             self.run_state = run.state()
             self._render_all(plot=True)
             self.follow(run)
@@ -149,6 +173,7 @@ class TrainingScreen(WizardScreen):
         if message.path != self._following:
             return
         plot_changed = self.history.add(message.events)
+        self._memory_peak = memory_peak(message.events, self._memory_peak)
         self.run_state = message.state
         if message.log_tail is not None:
             lines = [readable_log_line(line) for line in message.log_tail]
@@ -191,7 +216,8 @@ class TrainingScreen(WizardScreen):
         if h.fraction >= 1.0 and total:
             progress.update(progress=total)
         self.query_one("#now", Static).update(now_panel(h))
-        self.query_one("#system", Static).update(system_panel(h.system, ended=self.run_state in ENDED))
+        self.query_one("#system", Static).update(system_panel(h.system, ended=self.run_state in ENDED)
+                                                 + memory_estimate_text(started, self._memory_peak))
         self.query_one("#outcome", Static).update(self._outcome_text())
         if plot:
             self.query_one(LossPlot).show(h)
