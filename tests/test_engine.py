@@ -148,3 +148,42 @@ def test_liger_on_cuda_when_installed():
 
     choice = choose_engine(Config(), "cuda")
     assert ("liger" in choice.kernels) == liger_available()
+
+
+@pytest.mark.parametrize("batching", ["padding_free", "packed"])
+def test_batching_modes_train_lora_only(tiny_model_dir, tmp_path, batching):
+    """Each batching mode goes through TRL's own collator / packing with our tokenised rows: LoRA weights
+    move, base weights do not, the lean head is the one scoring."""
+    import json
+
+    import torch
+    from trl import SFTTrainer
+
+    from lora_tui.core.engine import choose_engine, install_lean_head
+    from lora_tui.core.models import load_tokenizer
+    from lora_tui.core.runs import RunDirectory
+    from lora_tui.core.training import build_datasets, build_model, sft_config
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Question {i}?" + " more" * (i % 7)},
+                                                     {"role": "assistant", "content": f"Answer {i}."}]}) + "\n"
+                            for i in range(16)))
+    config = apply_overrides(Config(), [f"model.name={tiny_model_dir}", f"data.train={data}", "data.validation=",
+                                        "data.val_fraction=0", "data.max_seq_len=64", "training.micro_batch=4",
+                                        "training.grad_accum=1", "training.learning_rate=0.01", "training.max_steps=2",
+                                        "training.save_steps=0", "training.eval_steps=0", "lora.r=4",
+                                        f"training.batching={batching}"])
+    choice = choose_engine(config, "cpu")
+    assert choice.batching == batching
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    train_ds, _, _ = build_datasets(config, tokenizer)
+    model, _ = build_model(config, "cpu", "fp32", choice)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    trainer = SFTTrainer(model=model, args=sft_config(config, RunDirectory(tmp_path / "run"), "cpu", "fp32", False, choice),
+                         train_dataset=train_ds, processing_class=tokenizer)
+    assert trainer.padding_free
+    assert install_lean_head(trainer.model, 1000)
+    trainer.train()
+    after = dict(model.named_parameters())
+    assert all(torch.equal(before[k], after[k]) for k in before if "lora_" not in k)
+    assert any(not torch.equal(before[k], after[k]) for k in before if "lora_B" in k)
