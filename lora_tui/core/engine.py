@@ -188,8 +188,11 @@ def install_lean_head(model, vocab_tile: int, metric_sample: int = METRIC_SAMPLE
     import functools
     import types
 
-    from trl.kernels import ChunkedLogProbFunction
-    from trl.trainer.utils import FusedCausalLMOutput
+    try:  # TRL >= 1.16; older TRL keeps its own head
+        from trl.kernels import ChunkedLogProbFunction
+        from trl.trainer.utils import FusedCausalLMOutput
+    except ImportError:
+        return False
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     text = base.config.get_text_config()
