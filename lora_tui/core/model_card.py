@@ -2,8 +2,9 @@
 
 Everything comes from ``config.yaml`` and ``events.jsonl`` (started / eval / step /
 finished / stopped events), so the card states what happened, not what was planned.
-It starts with Hugging Face model-card YAML front matter (base_model, library_name: peft,
-tags) so the folder can be pushed to the hub as is.
+Built with ``huggingface_hub.ModelCard`` / ``ModelCardData``, so the hub parses its metadata
+(base_model, library_name: peft, tags, eval results as model-index, data hashes, memory)
+and the folder can be pushed as is (`lora-tui push`).
 
 Must not: import torch / transformers / peft, print, or write anywhere but adapter/README.md.
 """
@@ -13,14 +14,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import yaml
-
 from lora_tui.core.config import ConfigError, load_config
 from lora_tui.core.embedded import is_embedded
+from lora_tui.core.hub import EMBEDDED_HUB_ID
 from lora_tui.core.run_history import RunHistory
 from lora_tui.core.runs import RunDirectory, RunError, file_sha256
-
-EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EMBEDDED_LICENSE = "apache-2.0"
 MISSING = "not recorded"
 
@@ -74,21 +72,15 @@ def render_model_card(run: str | Path | RunDirectory) -> str:
     m, lo, tr, data = config.model, config.lora, config.training, config.data
 
     base_id = hub_base_model(m.name)
+    saved = _adapter_config(run)  # what the adapter really holds wins over the plan in config.yaml
     base_label = EMBEDDED_HUB_ID + " (embedded copy)" if is_embedded(m.name) else m.name
     method = started.get("method") or {"4bit": "QLoRA", "8bit": "LoRA-8bit"}.get(m.load_in, "LoRA")
-    front: dict = {}
-    if base_id:
-        front["base_model"] = base_id
-    front["library_name"] = "peft"
-    front["pipeline_tag"] = "text-generation"
-    front["tags"] = [method.lower(), "lora", "peft", "sft", "trl", "lora-tui"] if method != "LoRA" else \
-        ["lora", "peft", "sft", "trl", "lora-tui"]
-    if is_embedded(m.name):
-        front["license"] = EMBEDDED_LICENSE
+    recorded = started.get("data") or {}
+    memory = _memory(run, history)
+    card_data = _card_data(run, base_id, method, is_embedded(m.name), recorded, before, finished or after, memory)
 
     load = {"16bit": "16-bit (fp32 on CPU)", "8bit": "8-bit (bitsandbytes)",
             "4bit": "4-bit NF4" + (" + double quantisation" if m.double_quant else "")}[m.load_in]
-    saved = _adapter_config(run)  # what the adapter really holds wins over the plan in config.yaml
     r, alpha = saved.get("r", lo.r), saved.get("lora_alpha", lo.alpha)
     dropout = saved.get("lora_dropout", lo.dropout)
     rslora, dora = saved.get("use_rslora", lo.use_rslora), saved.get("use_dora", lo.use_dora)
@@ -103,9 +95,9 @@ def render_model_card(run: str | Path | RunDirectory) -> str:
     outcome = ("finished" if finished else f"stopped at step {stopped.get('step')} ({stopped.get('reason', 'by request')})"
                if stopped else run.state())
 
-    lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
-             f"# {run.name}: {method} adapter for {base_label}", "",
+    lines = [f"# {run.name}: {method} adapter for {base_label}", "",
              f"A {method} adapter trained with lora-tui. Run state: {outcome}.", "",
+             _base_note(m.name, saved.get("base_model_name_or_path"), base_id), "",
              "## Training", "", "| Setting | Value |", "|---|---|",
              f"| Base model | `{m.name}`{f' (revision {m.revision})' if m.revision else ''} |",
              f"| Base weights | {load} |",
@@ -122,7 +114,6 @@ def render_model_card(run: str | Path | RunDirectory) -> str:
              f"| Precision / device | {started.get('precision', MISSING)} / {started.get('device', MISSING)} |",
              f"| Seed | {tr.seed} |", ""]
 
-    recorded = started.get("data") or {}
     lines += ["## Data", "", "| Split | Path | Rows | SHA-256 |", "|---|---|---|---|"]
     for split, path in (("train", data.train), ("validation", data.validation)):
         info = recorded.get(split) or {}
@@ -141,6 +132,10 @@ def render_model_card(run: str | Path | RunDirectory) -> str:
               f"| After training | {_num((finished or after or {}).get('eval_loss'))} | "
               f"{_num((finished or after or {}).get('perplexity'), 3)} |", "",
               f"Final train loss: {_num(train_loss)}.", ""]
+    measure = f" ({memory['measure']})" if memory.get("measure") else ""
+    error = f"{memory['error_pct']:+g}%" if memory.get("error_pct") is not None else MISSING
+    lines += ["## Memory", "", "| Estimate before training | Measured peak | Error |", "|---|---|---|",
+              f"| {_gib(memory.get('estimate'))} | {_gib(memory.get('peak'))}{measure} | {error} |", ""]
 
     command = started.get("command")
     lines += ["## Reproduce", "", "```bash"]
@@ -158,12 +153,68 @@ def render_model_card(run: str | Path | RunDirectory) -> str:
               f'model = PeftModel.from_pretrained(base, "{run.adapter_dir}")',
               f'tokenizer = AutoTokenizer.from_pretrained("{run.adapter_dir}")  # chat template used in training',
               "```", "",
+              *([f'Or in one line: `AutoPeftModelForCausalLM.from_pretrained("{run.adapter_dir}")` (downloads `{base_id}`).', ""]
+                if base_id else []),
               f"Or: `lora-tui chat {run.path}`; a standalone model: `lora-tui merge {run.path} OUT`.", "",
               "## License", "",
               "This adapter is a derivative of the base model: use it under the base model's license"
               + (f" ({EMBEDDED_LICENSE})" if is_embedded(m.name) else "")
               + " and the terms of the training data.", ""]
-    return "\n".join(lines)
+    from huggingface_hub import ModelCard
+
+    return str(ModelCard("---\n" + card_data.to_yaml() + "\n---\n\n" + "\n".join(lines)))
+
+
+def _gib(value) -> str:
+    return f"{value / 2**30:.2f} GiB" if isinstance(value, (int, float)) and value else MISSING
+
+
+def _memory(run: RunDirectory, history) -> dict:
+    """The memory estimate and measured peak the trainer recorded (events, else status.json); {} when none."""
+    event = next((e for e in reversed(run.read_events()) if e.get("type") == "memory"), None) or {}
+    status = run.read_status() or {}
+    started = history.started or {}
+    estimate = event.get("memory_estimate_bytes") or status.get("memory_estimate_bytes") or \
+        (started.get("memory_estimate") or {}).get("comparable_bytes")
+    return {"estimate": estimate, "peak": event.get("memory_peak_bytes") or status.get("memory_peak_bytes"),
+            "error_pct": event.get("memory_error_pct", status.get("memory_error_pct")),
+            "measure": event.get("memory_measure") or status.get("memory_measure")}
+
+
+def _base_note(name: str, saved_base: str | None, base_id: str | None) -> str:
+    """Say plainly what adapter_config.json names as the base, and what that means elsewhere."""
+    if is_embedded(name):
+        return (f"Trained on lora-tui's embedded copy of `{EMBEDDED_HUB_ID}` (its Q4_1 GGUF, dequantised to float32). "
+                f"`adapter_config.json` names the hub id `{EMBEDDED_HUB_ID}`, so plain PEFT loads it anywhere; on the hub's "
+                "full-precision weights, answers can differ slightly from the ones seen in training.")
+    if base_id:
+        return f"`adapter_config.json` names the hub id `{base_id}`: plain PEFT downloads the base wherever it runs."
+    return (f"The base is a local directory: `adapter_config.json` names the path `{saved_base or name}`, which exists "
+            "only on the training machine. Elsewhere, load your copy of the base and pass it to `PeftModel.from_pretrained`.")
+
+
+def _card_data(run: RunDirectory, base_id, method: str, embedded: bool, recorded: dict, before, after, memory: dict):
+    """The hub-parsed metadata: base model, library, tags, eval results (model-index), data hashes, memory."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    tags = ([method.lower()] if method != "LoRA" else []) + ["lora", "peft", "sft", "trl", "lora-tui"]
+    hashes = {split: (recorded.get(split) or {}).get("sha256") for split in ("train", "validation")}
+    mine = {"data_sha256": {k: v for k, v in hashes.items() if v}, "memory": {
+        k: v for k, v in (("estimate_bytes", memory.get("estimate")), ("peak_bytes", memory.get("peak")),
+                          ("measure", memory.get("measure"))) if v}}
+    extra: dict = {"lora_tui": {k: v for k, v in mine.items() if v}} if any(mine.values()) else {}
+    if base_id:
+        extra["base_model_relation"] = "adapter"
+    results = []
+    dataset = Path(str((recorded.get("validation") or {}).get("path") or "validation")).name
+    for phase, event in (("before training", before), ("after training", after)):
+        if event and event.get("eval_loss") is not None:
+            results.append(EvalResult(task_type="text-generation", dataset_type="json", dataset_name=dataset,
+                                      metric_type="loss", metric_name=f"eval loss ({phase})",
+                                      metric_value=round(float(event["eval_loss"]), 6)))
+    return ModelCardData(base_model=base_id, library_name="peft", pipeline_tag="text-generation", tags=tags,
+                         license=EMBEDDED_LICENSE if embedded else None, model_name=run.name if results else None,
+                         eval_results=results or None, **extra)
 
 
 def write_model_card(run: str | Path | RunDirectory) -> Path:
