@@ -175,10 +175,11 @@ def check_data(source, check_prompts: str | None, n_prompts: int, n_rows: int):
     return prompts[:n_prompts] if not check_prompts else prompts, held_out
 
 
-def _greedy(model, tokenizer, messages, stops: list[int], max_new_tokens: int) -> tuple[str, bool, list[int]]:
+def _greedy(model, tokenizer, messages, stops: list[int], max_new_tokens: int,
+            template: str | None = None) -> tuple[str, bool, list[int]]:
     import torch
 
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, chat_template=template)
     ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
     with torch.no_grad():
         out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=max_new_tokens,
@@ -259,9 +260,11 @@ def verify_export(run, artefact: str | Path, *, gguf_file: str | None = None, ch
 
     conversation = held_out[0].messages if held_out else (prompts[0] + [{"role": "assistant", "content": "OK."}])
     expected = ref_tok.apply_chat_template(conversation, tokenize=False)
+    art_template = None
     if not getattr(art_tok, "chat_template", None):
         result.template_note = "the artefact has no chat template"
         result.problems.append("The artefact carries no chat template: runtimes will guess a format.")
+        art_template = ref_tok.chat_template  # still compare the weights, with the training format
     else:
         got = art_tok.apply_chat_template(conversation, tokenize=False)
         result.template_same = got == expected
@@ -274,7 +277,7 @@ def verify_export(run, artefact: str | Path, *, gguf_file: str | None = None, ch
     ref_stops = end_of_turn_ids(ref_tok, ref)
     for messages in prompts:
         ref_text, ref_stopped, ref_ids = _greedy(ref, ref_tok, messages, ref_stops, max_new_tokens)
-        art_text, art_stopped, art_ids = _greedy(art, art_tok, messages, stops, max_new_tokens)
+        art_text, art_stopped, art_ids = _greedy(art, art_tok, messages, stops, max_new_tokens, art_template)
         result.answers.append(AnswerPair(messages[-1]["content"], ref_text, art_text, ref_stopped, art_stopped,
                                          ref_ids, art_ids))
 
