@@ -89,7 +89,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a LoRA / QLoRA adapter (default: embedded model on the sample data)")
     p.add_argument("config", nargs="?", default=None, help="a config YAML (see `lora-tui train --print-config`; default: the built-in defaults)").complete = FILE
     p.add_argument("overrides", nargs="*", default=[], help="section.key=value overrides, anywhere on the line, e.g. training.max_steps=20")
-    p.add_argument("--run-dir", default=None, help="run directory (default: runs/<run name>)").complete = DIRECTORY
+    p.add_argument("--run-dir", default=None, help="run directory (default: <output.runs_dir, else $LORA_TUI_RUNS, else ./runs>/<run name>)").complete = DIRECTORY
     p.add_argument("--detach", action="store_true", help="start the trainer in the background and return at once")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue a stopped, failed or killed run from its last checkpoint (default: start a new run)").complete = DIRECTORY
     p.add_argument("--overwrite", action="store_true", help="allow replacing an existing run directory")
@@ -103,11 +103,11 @@ def _add_runs(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object per run (default: a table)")
 
     p = sub.add_parser("attach", help="follow a run live, or show the history of a finished one")
-    p.add_argument("run", help="run directory (or its name under ./runs)").complete = DIRECTORY
+    p.add_argument("run", help="run directory, or its name under $LORA_TUI_RUNS (else ./runs)").complete = DIRECTORY
     p.add_argument("--no-follow", action="store_true", help="print the history and exit (default: follow a live run)")
 
     p = sub.add_parser("stop", help="stop a run gracefully: checkpoint, save the adapter, state 'stopped'")
-    p.add_argument("run", help="run directory (or its name under ./runs)").complete = DIRECTORY
+    p.add_argument("run", help="run directory, or its name under $LORA_TUI_RUNS (else ./runs)").complete = DIRECTORY
     p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the trainer to finish stopping")
 
 
