@@ -95,6 +95,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="allow replacing an existing run directory")
     p.add_argument("--preset", choices=["lora", "qlora", "lora-8bit"], default=None, help="start from a preset before applying the config and overrides (default: none, the built-in defaults)")
     p.add_argument("--print-config", action="store_true", help="print the resulting config as commented YAML and exit")
+    p.add_argument("--nodes", type=int, default=None, metavar="N", help="machines taking part in this run (default: 1, this machine); run the same command on each")
+    p.add_argument("--node-rank", type=int, default=0, metavar="R", help="this machine's place among --nodes, 0 to N-1; node 0 writes the run directory (default: 0)")
+    p.add_argument("--master", default=None, metavar="ADDR:PORT", help="address of node 0 that every node can reach, e.g. 10.0.0.1:29500 (needed with --nodes > 1)")
 
 
 def _add_runs(sub: argparse._SubParsersAction) -> None:

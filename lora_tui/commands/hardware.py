@@ -63,6 +63,8 @@ def doctor(args) -> int:
             print(f"      in use by pid {p['pid']} ({p['name']}): {size(p['used_bytes'])}")
     if report.driver_version:
         print(f"  driver {report.driver_version}, supports CUDA {report.cuda_driver_version or '?'}")
+    for line in _topology_lines(report):
+        print(line)
     print(f"CPU   {report.cpu_count} cores")
     print(f"RAM   {size(report.ram_available)} available of {size(report.ram_total)}")
     torch_cuda = f"CUDA {report.cuda_version}" if report.cuda_version else "CPU build"
@@ -74,6 +76,17 @@ def doctor(args) -> int:
     if report.cpu_only:
         print("\nCPU only: training runs on the CPU, fine for small models and short runs, slow for anything else.")
     return 0
+
+
+def _topology_lines(report) -> list[str]:
+    """GPU-pair links (NVLink / PCIe path) and the multi-device plan of the default config."""
+    from lora_tui.core.config import Config
+    from lora_tui.core.gpu_topology import strategy_line, topology_lines
+
+    lines = [f"  {line}" for line in topology_lines(report.topology)]
+    if len(report.gpus) > 1 and not report.topology:
+        lines.append("  links between GPUs: not reported by NVML")
+    return lines + [f"  {strategy_line(Config(), report)}"]
 
 
 # ---------------------------------------------------------------- estimate

@@ -59,6 +59,21 @@ def _ask_on_interrupt(run) -> str:
             return "continue"
 
 
+def _node_args(args) -> list[str] | None:
+    """--nodes/--node-rank/--master checked here (one-line errors) and handed to the trainer."""
+    from lora_tui.core.distributed import Nodes
+
+    if not getattr(args, "nodes", None):
+        return None
+    from lora_tui.core.distributed import DistributedError
+
+    try:
+        Nodes(args.nodes, args.node_rank, args.master).check()
+    except DistributedError as exc:
+        raise ConfigError(str(exc)) from None
+    return ["--nodes", str(args.nodes), "--node-rank", str(args.node_rank)] + (["--master", args.master] if args.master else [])
+
+
 def run(args) -> int:
     from lora_tui.core.launcher import resume_run, start_run, wait_until_started
 
@@ -71,7 +86,7 @@ def run(args) -> int:
             if args.print_config:
                 print(config_to_yaml(config), end="")
                 return 0
-            run_dir = start_run(config, args.run_dir, overwrite=args.overwrite)
+            run_dir = start_run(config, args.run_dir, overwrite=args.overwrite, node_args=_node_args(args))
             print(f"Run directory: {run_dir.path}")
     except (ConfigError, RunError) as exc:
         print(f"lora-tui train: {exc}", file=sys.stderr)

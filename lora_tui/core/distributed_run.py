@@ -35,7 +35,10 @@ def supervise(run: RunDirectory, plan: "dist_plan.DevicePlan", config, resume: b
                      message=f"starting {plan.world_size} processes ({plan.strategy})")
     print(f"lora-tui: {plan.world_size} ranks, {plan.strategy} ({plan.reason}); config {config_file}\n"
           f"lora-tui: {' '.join(cmd)}", flush=True)
-    env = {**os.environ, dist_plan.ENV_WORKER: "1", dist_plan.ENV_SUPERVISOR: str(os.getpid()),
+    from lora_tui.core.runs import LOCK_FD_ENV
+
+    env = {k: v for k, v in os.environ.items() if k != LOCK_FD_ENV}  # the lock stays with this process
+    env = {**env, dist_plan.ENV_WORKER: "1", dist_plan.ENV_SUPERVISOR: str(os.getpid()),
            "LORA_TUI_NODES": str(plan.nodes.count), "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     if plan.cpu:
         # Split the cores between the ranks instead of letting each rank take them all.

@@ -58,6 +58,7 @@ class HardwareReport:
     nvml_error: str | None = None
     cuda_driver_version: str | None = None  # highest CUDA the driver supports
     notes: list[str] = field(default_factory=list)
+    topology: list[dict] = field(default_factory=list)  # GPU pairs: NVLink / PCIe path (gpu_topology)
 
     @property
     def cpu_only(self) -> bool:
@@ -156,6 +157,9 @@ def _probe_gpus(nvml, report: HardwareReport) -> None:
                 report.gpus.append(_gpu_info(nvml, index))
             except Exception as exc:
                 report.notes.append(f"GPU {index} could not be read: {nvml_reason(exc)}")
+        from lora_tui.core.gpu_topology import probe_topology
+
+        report.topology = probe_topology(nvml, len(report.gpus))
     except Exception as exc:
         report.nvml_error = nvml_reason(exc)
     finally:

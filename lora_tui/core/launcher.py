@@ -46,9 +46,11 @@ def _absolute_data(config: Config) -> Config:
     return config
 
 
-def _spawn(run: RunDirectory, resume: bool, lock=None) -> int:
-    """Start the detached trainer; `lock` (the claimed lock file) is handed over to it."""
+def _spawn(run: RunDirectory, resume: bool, lock=None, node_args: list[str] | None = None) -> int:
+    """Start the detached trainer; `lock` (the claimed lock file) is handed over to it.
+    `node_args`: --nodes/--node-rank/--master of a multi-machine run (distributed.node_args)."""
     cmd = [sys.executable, "-m", "lora_tui.core.trainer_main", str(run.path)] + (["--resume"] if resume else [])
+    cmd += node_args or []
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     extra = run_claim.spawn_kwargs(lock) if lock is not None else {"pass_fds": (), "env_extra": {}}
     env.update(extra["env_extra"])
@@ -61,7 +63,8 @@ def _spawn(run: RunDirectory, resume: bool, lock=None) -> int:
     return proc.pid
 
 
-def start_run(config: Config, run_dir: str | os.PathLike | None = None, *, overwrite: bool = False) -> RunDirectory:
+def start_run(config: Config, run_dir: str | os.PathLike | None = None, *, overwrite: bool = False,
+              node_args: list[str] | None = None) -> RunDirectory:
     """Create the run directory, write config.yaml, and start the detached trainer."""
     path = plan_run_dir(config, run_dir)
     run = RunDirectory(path)
@@ -76,7 +79,7 @@ def start_run(config: Config, run_dir: str | os.PathLike | None = None, *, overw
                     header=f"lora-tui run '{path.name}', created {datetime.now():%Y-%m-%d %H:%M:%S}.\n"
                            f"Reproduce with: lora-tui train {run.config_path} --run-dir NEW_DIR")
         run.write_status("created")
-        _spawn(run, resume=False, lock=lock)
+        _spawn(run, resume=False, lock=lock, node_args=node_args)
     finally:
         lock.close()  # the trainer holds its own copy of the lock now
     return run

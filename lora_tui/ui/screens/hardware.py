@@ -103,6 +103,12 @@ class HardwareScreen(WizardScreen):
                     text.append(f"  {len(gpu.processes)} other process(es) hold memory on it\n", style="yellow")
             text.append(f"Driver {report.driver_version or '?'}  CUDA {report.cuda_version or '?'}  "
                         f"{_libraries(report)}\n", style="dim")
+            if len(report.gpus) > 1:  # several GPUs: how they are linked and what training would do
+                from lora_tui.core.gpu_topology import strategy_line, topology_lines
+
+                for line in topology_lines(report.topology) or ["links between GPUs: not reported by NVML"]:
+                    text.append(f"  {line}\n", style="dim")
+                text.append(f"{strategy_line(self.state.config, report)}\n", style="bold")
         else:
             reason = f" ({report.nvml_error})" if report.nvml_error else ""
             text.append(f"No NVIDIA GPU{reason}.", style="bold yellow")

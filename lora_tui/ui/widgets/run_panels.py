@@ -105,7 +105,13 @@ def system_panel(event: dict | None, width: int = 16, ended: bool = False) -> Te
             text.append(bar(fraction, width), style=style)
         text.append("\n")
 
-    for gpu in event.get("gpus") or []:
+    gpus = event.get("gpus") or []
+    if len(gpus) > 1:  # every rank's GPU, one line each: util % and memory, bar of util
+        for gpu in gpus:
+            used, total, util = gpu.get("mem_used") or 0, gpu.get("mem_total") or 0, gpu.get("util")
+            row(f"GPU{gpu.get('index', 0)}", f"{util if util is not None else '?'}% {used / GIB:.0f}/{total / GIB:.0f}G",
+                (util or 0) / 100)
+    for gpu in gpus if len(gpus) == 1 else []:
         used, total = gpu.get("mem_used") or 0, gpu.get("mem_total") or 0
         util = gpu.get("util")
         text.append(f"GPU {gpu.get('index', 0)}\n", style="bold underline")
