@@ -243,3 +243,34 @@ def test_train_refuses_bad_node_flags_in_one_line(tmp_path):
                           "--run-dir", str(tmp_path / "r")], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "--master" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_estimate_gives_per_gpu_figures_on_several_gpus(monkeypatch, capsys):
+    import json
+
+    from lora_tui.cli import main
+    from lora_tui.core import hardware
+
+    gpus = [dict(A100, procs=[], used=0, name=f"NVIDIA A100 #{i}") for i in range(4)]
+    real = hardware.probe_hardware
+    monkeypatch.setattr(hardware, "probe_hardware", lambda *a, **k: real(FakeTopologyNVML(gpus), check_libraries=False))
+    main(["estimate", "--model", "Llama-3.1-8B", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    per_gpu = out["per_gpu"]
+    assert per_gpu["world_size"] == 4 and per_gpu["strategy"] == "ddp"
+    assert per_gpu["fsdp_bytes"] < per_gpu["ddp_bytes"]
+    main(["estimate", "--model", "Llama-3.1-8B", "training.devices=2", "training.strategy=fsdp"])
+    assert "On 2 GPUs, per GPU: DDP" in capsys.readouterr().out
+    main(["estimate", "--model", "Llama-3.1-8B", "--json", "training.devices=1"])
+    assert json.loads(capsys.readouterr().out)["per_gpu"] is None
+
+
+def test_training_screen_gpu_panel_has_one_line_per_gpu():
+    from lora_tui.ui.widgets.run_panels import system_panel
+
+    gpus = [{"index": i, "util": 90 + i, "mem_used": (60 + i) * GiB, "mem_total": 80 * GiB, "temp": 70} for i in range(8)]
+    lines = system_panel({"gpus": gpus, "rss": GiB}).plain.splitlines()
+    assert [line.split()[0] for line in lines[:8]] == [f"GPU{i}" for i in range(8)]
+    assert "97% 67/80G" in lines[7] and all(len(line) <= 33 for line in lines)
+    single = system_panel({"gpus": gpus[:1]}).plain.splitlines()
+    assert single[0] == "GPU 0" and len(single) == 4, "one GPU keeps its detailed block"

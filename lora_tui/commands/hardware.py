@@ -78,6 +78,15 @@ def doctor(args) -> int:
     return 0
 
 
+def _per_gpu(config, report, plan) -> dict | None:
+    from lora_tui.core.gpu_topology import per_gpu_summary
+
+    try:
+        return per_gpu_summary(config, report, plan)
+    except Exception:  # a figure we cannot make must not cost the user the single-device estimate
+        return None
+
+
 def _topology_lines(report) -> list[str]:
     """GPU-pair links (NVLink / PCIe path) and the multi-device plan of the default config."""
     from lora_tui.core.config import Config
@@ -173,9 +182,14 @@ def estimate(args) -> int:
                        "seq_len": plan.seq_len, "batch": plan.batch, "grad_checkpointing": plan.grad_checkpointing,
                        "device": plan.device, "device_index": index}
         out["command"] = train_command(args, config_path, args.overrides)
+        out["per_gpu"] = _per_gpu(config, report, plan)
         print(json.dumps(out, indent=2))
         return code
     _print_estimate(dims, plan, targets, verdict)
+    per_gpu = _per_gpu(config, report, plan)
+    if per_gpu:  # several GPUs: what each strategy needs on each of them
+        print(per_gpu.get("error") or f"On {per_gpu['world_size']} GPUs, per GPU: DDP {size(per_gpu['ddp_bytes'])}, "
+              f"FSDP {size(per_gpu['fsdp_bytes'])} -> {per_gpu['strategy'].upper()} ({per_gpu['reason']})")
     if fixes:
         print("\nFixes, strongest first: the line under each trains with it (`lora-tui estimate` takes the same words).")
         for n, (fix, fix_words) in enumerate(fixes, 1):

@@ -97,3 +97,21 @@ def strategy_line(config, report) -> str:
 
         line += f"; {describe(plan.per_gpu, plan.world_size)}"
     return line
+
+
+def per_gpu_summary(config, report, memory_plan) -> dict | None:
+    """For `estimate`: per-GPU bytes of each strategy and the one a run would take, when the
+    config would use more than one GPU here; None for one device."""
+    from lora_tui.core.distributed import DistributedError, count_processes, plan_devices
+    from lora_tui.core.memory_strategies import per_gpu_bytes
+
+    try:
+        processes, ids, cpu = count_processes(config.training.devices, len(report.gpus))
+        if cpu or processes < 2:
+            return None
+        plan = plan_devices(config, gpu_count=len(report.gpus), hardware=report)
+    except DistributedError as exc:
+        return {"error": str(exc)}
+    figures = per_gpu_bytes(memory_plan, plan.world_size)
+    return {"world_size": plan.world_size, "ddp_bytes": figures["ddp"], "fsdp_bytes": figures["fsdp"],
+            "strategy": plan.strategy, "reason": plan.reason}
