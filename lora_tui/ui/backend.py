@@ -205,3 +205,30 @@ class Backend:
         warm_imports()
         with _MODEL_LOCK:
             return merge_adapter(run.path, out, dtype=dtype, overwrite=overwrite, on_progress=on_progress)
+
+    def export_gguf(self, run, gguf_type: str = "q8_0", overwrite: bool = False, on_progress: Progress | None = None):
+        from lora_tui.core.export import export_gguf
+
+        warm_imports()
+        with _MODEL_LOCK:
+            return export_gguf(run.path, gguf_type=gguf_type, overwrite=overwrite, on_progress=on_progress)
+
+    def verify_export(self, run, artefact, gguf_file: str | None = None, on_progress: Progress | None = None):
+        """The round-trip check of a merged model or GGUF; recorded in the run's exports.json."""
+        from lora_tui.core.export import record_check
+        from lora_tui.core.export_check import verify_export
+
+        with _MODEL_LOCK:
+            result = verify_export(run.path, artefact, gguf_file=gguf_file, on_progress=on_progress)
+        record_check(run, str(Path(artefact) / gguf_file if gguf_file else artefact), result.to_dict())
+        return result
+
+    def upload_plan(self, run, repo_id: str, kind: str = "adapter"):
+        from lora_tui.core.hub import upload_plan
+
+        return upload_plan(run.path, repo_id, merged=kind == "merged", gguf=kind == "gguf")
+
+    def push(self, plan, private: bool = False) -> str:
+        from lora_tui.core.hub import push_run
+
+        return push_run(plan, private=private)

@@ -1,9 +1,10 @@
-"""Step 7, Export: where the adapter and its model card are, and the three ways to
-take it elsewhere: a zip of the adapter, a merged standalone model, and an
-Ollama Modelfile (written beside the merged model).
+"""Step 7, Export: where the adapter and its model card are, and the ways to take it
+elsewhere: a zip of the adapter, a merged standalone model, a GGUF file (llama.cpp,
+Ollama, LM Studio), an Ollama Modelfile, and a push to the Hugging Face Hub.
 
-Zip and merge run in thread workers through ``lora_tui.core.export``; merging
-never replaces an existing folder unless the user confirms.
+Zip, merge, GGUF and push run in thread workers through ``lora_tui.core`` (export,
+export_check, hub); a merged model or GGUF is loaded back and compared with the adapter,
+and the table is shown. Nothing existing is replaced unless the user confirms.
 """
 
 from __future__ import annotations
@@ -33,9 +34,15 @@ def _without_front_matter(card: str) -> str:
     return card
 
 
+def _verdict(item: dict) -> str:
+    check = item.get("check") or {}
+    return f", check: {check['verdict']}{'' if check.get('ok') else ' (FAILED)'}" if check.get("verdict") else ""
+
+
 class ExportScreen(WizardScreen):
     STEP = "export"
-    BINDINGS = [Binding("z", "zip", "Zip"), Binding("m", "merge", "Merge"), Binding("o", "modelfile", "Modelfile")]
+    BINDINGS = [Binding("z", "zip", "Zip"), Binding("m", "merge", "Merge"), Binding("g", "gguf", "GGUF"),
+                Binding("o", "modelfile", "Modelfile"), Binding("p", "push", "Push")]
 
     def __init__(self) -> None:
         super().__init__()
@@ -49,9 +56,11 @@ class ExportScreen(WizardScreen):
         with Vertical(id="export-body", classes="body"):
             yield Static(id="export-where")
             with Horizontal(id="export-buttons", classes="row"):
-                yield Button("Zip the adapter (z)", id="zip", compact=True)
-                yield Button("Merge into a full model (m)", id="merge", compact=True)
-                yield Button("Ollama Modelfile (o)", id="modelfile", compact=True)
+                yield Button("Zip (z)", id="zip", compact=True)
+                yield Button("Merge (m)", id="merge", compact=True)
+                yield Button("GGUF q8_0 (g)", id="gguf", compact=True)
+                yield Button("Modelfile (o)", id="modelfile", compact=True)
+                yield Button("Push to Hub (p)", id="push", compact=True)
             yield Static(id="export-result")
             with VerticalScroll(id="export-detail"):
                 yield Markdown(id="export-card")
@@ -105,11 +114,15 @@ class ExportScreen(WizardScreen):
             row("Zip", "not yet (z)", "dim")
         merged = summary.get("merged") or []
         for item in merged:
-            row("Merged", f"{item['path']}  ({item.get('dtype')}, {human_size(item.get('bytes') or 0)})")
+            row("Merged", f"{item['path']}  ({item.get('dtype')}, {human_size(item.get('bytes') or 0)}{_verdict(item)})")
         if not merged:
             row("Merged", "not yet (m)", "dim")
         else:
             self._merged = Path(merged[-1]["path"])
+        for item in summary.get("gguf") or []:
+            row("GGUF", f"{item['path']}  ({item.get('type')}, {human_size(item.get('bytes') or 0)}{_verdict(item)})")
+        if not summary.get("gguf"):
+            row("GGUF", "not yet (g)", "dim")
         text.append("Load it     ", style="bold")
         text.append(f'PeftModel.from_pretrained(base_model, "{adapter}")', style="dim")
         self.query_one("#export-where", Static).update(text)
@@ -124,7 +137,8 @@ class ExportScreen(WizardScreen):
     # --- actions -------------------------------------------------------------------------------
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:
-        {"zip": self.action_zip, "merge": self.action_merge, "modelfile": self.action_modelfile}[event.button.id]()
+        {"zip": self.action_zip, "merge": self.action_merge, "modelfile": self.action_modelfile,
+         "gguf": self.action_gguf, "push": self.action_push}[event.button.id]()
 
     def _refuse(self) -> bool:
         run = self.state.run
@@ -187,17 +201,104 @@ class ExportScreen(WizardScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="export")
     def _merge(self, run, out: str, overwrite: bool) -> None:
         try:
-            result = self.backend.merge(run, out, overwrite=overwrite, on_progress=lambda text, fraction:
-                                        self.post_message(WorkProgress("merge", text, fraction)))
-            self.post_message(ExportDone("merge", result, details={"out": out}))
+            progress = lambda text, fraction: self.post_message(WorkProgress("merge", text, fraction))  # noqa: E731
+            result = self.backend.merge(run, out, overwrite=overwrite, on_progress=progress)
+            check = self._check(run, result, None, progress)
+            self.post_message(ExportDone("merge", result, details={"out": out, "check": check}))
         except Exception as exc:
             self.post_message(ExportDone("merge", None, error=plain_error(exc)))
 
+    def _check(self, run, artefact, gguf_file, progress):
+        """The round-trip check; its failure to run is reported, never raised over the written export."""
+        try:
+            return self.backend.verify_export(run, artefact, gguf_file=gguf_file, on_progress=progress)
+        except Exception as exc:
+            return plain_error(exc)
+
+    def action_gguf(self) -> None:
+        if self._refuse():
+            return
+        existing = [g for g in self._summary_data.get("gguf") or [] if g.get("type") == "q8_0"]
+        if existing:
+            self.app.push_screen(Confirm("Replace the GGUF?", f"{existing[0]['path']} exists. Write it again?",
+                                         yes="Replace"), lambda yes: self._start_gguf(True) if yes else None)
+        else:
+            self._start_gguf(False)
+
+    def _start_gguf(self, overwrite: bool) -> None:
+        self._busy = True
+        self.query_one("#export-result", Static).update("GGUF: loading and merging…")
+        self._gguf(self.state.run, overwrite)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="export")
+    def _gguf(self, run, overwrite: bool) -> None:
+        try:
+            progress = lambda text, fraction: self.post_message(WorkProgress("gguf", text, fraction))  # noqa: E731
+            path = self.backend.export_gguf(run, "q8_0", overwrite=overwrite, on_progress=progress)
+            check = self._check(run, path.parent, path.name, progress)
+            self.post_message(ExportDone("gguf", path, details={"check": check}))
+        except Exception as exc:
+            self.post_message(ExportDone("gguf", None, error=plain_error(exc)))
+
+    def action_push(self) -> None:
+        if self._refuse():
+            return
+        run = self.state.run
+
+        def chosen(repo_id: str | None) -> None:
+            if repo_id:
+                self._busy = True
+                self._push_plan(run, repo_id.strip())
+
+        self.app.push_screen(PathPrompt("Push the adapter and its model card to the Hugging Face Hub: repository id",
+                                        f"your-name/{run.name}", "The token comes from HF_TOKEN or `hf auth login` "
+                                        "and is never written anywhere. Nothing is sent before you confirm."), chosen)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="export")
+    def _push_plan(self, run, repo_id: str) -> None:
+        try:
+            self.post_message(ExportDone("push-plan", self.backend.upload_plan(run, repo_id)))
+        except Exception as exc:
+            self.post_message(ExportDone("push", None, error=plain_error(exc)))
+
+    def _confirm_push(self, plan) -> None:
+        files = "\n".join(f"  {name} ({human_size(path.stat().st_size)})" for path, name in plan.files)
+        self.app.push_screen(Confirm("Upload to the Hub?", f"https://huggingface.co/{plan.repo_id} gets "
+                                     f"{len(plan.files)} files ({human_size(plan.total_bytes)}):\n{files}", yes="Upload"),
+                             lambda yes: self._push(plan) if yes else self._cancel_push())
+
+    def _cancel_push(self) -> None:
+        self._busy = False
+        self.query_one("#export-result", Static).update("Push cancelled: nothing was sent.")
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="export")
+    def _push(self, plan) -> None:
+        try:
+            self.post_message(ExportDone("push", self.backend.push(plan)))
+        except Exception as exc:
+            self.post_message(ExportDone("push", None, error=plain_error(exc)))
+
+    def _show_check(self, check) -> None:
+        if check is None:
+            return
+        self._detail_shown = True
+        self.query_one("#export-card", Markdown).display = False
+        if isinstance(check, str):
+            self.query_one("#export-text", Static).update(Text(f"Round-trip check could not run: {check}", style="bold red"))
+            return
+        from lora_tui.core.export_check import THRESHOLDS
+
+        style = "bold green" if check.ok else "bold red"
+        lines = [(check.summary() + "\n", style), ("Thresholds: " + THRESHOLDS + "\n\n", "dim"), (check.table() + "\n", "")]
+        lines += [(f"Problem: {p}\n", "red") for p in check.problems] + [(f"Note: {n}\n", "dim") for n in check.notes]
+        self.query_one("#export-text", Static).update(Text.assemble(*lines))
+
     @on(WorkProgress)
     def _progress(self, message: WorkProgress) -> None:
-        if message.source == "merge" and self._busy:
+        if message.source in ("merge", "gguf") and self._busy:
             pct = f" {message.fraction:.0%}" if message.fraction else ""
-            self.query_one("#export-result", Static).update(f"Merging: {message.text}{pct}")
+            label = "Merging" if message.source == "merge" else "GGUF"
+            self.query_one("#export-result", Static).update(f"{label}: {message.text}{pct}")
 
     def action_modelfile(self) -> None:
         if self._refuse():
@@ -225,6 +326,9 @@ class ExportScreen(WizardScreen):
         if message.what == "summary":
             self._show_summary(message.result, message.error)
             return
+        if message.what == "push-plan":
+            self._confirm_push(message.result)
+            return
         self._busy = False
         result = self.query_one("#export-result", Static)
         if message.error:
@@ -237,8 +341,16 @@ class ExportScreen(WizardScreen):
             out = Path(str(message.result or message.details.get("out")))
             self._merged = out
             result.update(Text(f"✓ Merged model: {out}. It loads with plain transformers.", style="bold green"))
-            if (out / "Modelfile").is_file():
+            if (out / "Modelfile").is_file() and not message.details.get("check"):
                 self._show_modelfile(out / "Modelfile")
+            self._show_check(message.details.get("check"))
+        elif message.what == "gguf":
+            path = Path(str(message.result))
+            result.update(Text(f"✓ GGUF: {path} (Ollama: cd {path.parent} && ollama create my-model -f "
+                               f"Modelfile-q8_0)", style="bold green"))
+            self._show_check(message.details.get("check"))
+        elif message.what == "push":
+            result.update(Text(f"✓ Uploaded: {message.result}", style="bold green"))
         self._summary(self.state.run)  # sizes and paths of what now exists
 
     def next_refusal(self) -> str | None:
