@@ -286,7 +286,8 @@ def test_hardware_fix_is_applied_with_a_key(monkeypatch, embedded_model_dir):
     from lora_tui.ui.app import make_app
 
     monkeypatch.chdir(REPO)
-    state = snapshot_state(data__max_seq_len=4096, training__micro_batch=16)
+    state = snapshot_state(data__max_seq_len=4096, training__micro_batch=16,
+                           training__gradient_checkpointing=False)  # auto would switch it on and fit
 
     async def go():
         app = make_app(state=state, backend=FixedBackend())

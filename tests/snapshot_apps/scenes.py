@@ -59,7 +59,8 @@ async def _hardware(pilot) -> None:
 def _hardware_tight_app():
     from lora_tui.ui.app import make_app
 
-    state = snapshot_state(data__max_seq_len=4096, training__micro_batch=16)
+    state = snapshot_state(data__max_seq_len=4096, training__micro_batch=16,
+                           training__gradient_checkpointing=False)  # auto would switch it on and fit
     return make_app(state=state, backend=FixedBackend())
 
 
