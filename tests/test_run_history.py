@@ -55,3 +55,10 @@ def test_attach_output_uses_the_fold_for_missing_totals(tmp_path):
     out = io.StringIO()
     assert follow(run, live=False, out=out) == "finished"
     assert f"step 1/{MAX_STEPS} " in out.getvalue()  # the total comes from the started event
+
+
+def test_memory_events_are_folded_for_the_card():
+    history = RunHistory()
+    history.add([{"seq": 1, "type": "memory", "memory_peak_bytes": 5 * 2**30},
+                 {"seq": 2, "type": "memory", "memory_peak_bytes": 6 * 2**30}])
+    assert history.memory["memory_peak_bytes"] == 6 * 2**30

@@ -19,6 +19,7 @@ from lora_tui.core.embedded import is_embedded
 from lora_tui.core.hub import EMBEDDED_HUB_ID
 from lora_tui.core.run_history import RunHistory
 from lora_tui.core.runs import RunDirectory, RunError, file_sha256
+from lora_tui.core.units import gib
 EMBEDDED_LICENSE = "apache-2.0"
 MISSING = "not recorded"
 
@@ -166,12 +167,12 @@ def render_model_card(run: str | Path | RunDirectory) -> str:
 
 
 def _gib(value) -> str:
-    return f"{value / 2**30:.2f} GiB" if isinstance(value, (int, float)) and value else MISSING
+    return gib(value, 2) if isinstance(value, (int, float)) and value else MISSING
 
 
 def _memory(run: RunDirectory, history) -> dict:
     """The memory estimate and measured peak the trainer recorded (events, else status.json); {} when none."""
-    event = next((e for e in reversed(run.read_events()) if e.get("type") == "memory"), None) or {}
+    event = history.memory or {}
     status = run.read_status() or {}
     started = history.started or {}
     estimate = event.get("memory_estimate_bytes") or status.get("memory_estimate_bytes") or \

@@ -27,6 +27,7 @@ class RunHistory:
     last_eval: dict | None = None
     evals_by_phase: dict[str, dict] = field(default_factory=dict)
     system: dict | None = None
+    memory: dict | None = None  # the latest "memory" event (estimate vs measured peak)
     checkpoints: list[dict] = field(default_factory=list)
     outcome: dict | None = None  # the finished / failed / stopped event
     logs: list[dict] = field(default_factory=list)
@@ -76,6 +77,8 @@ class RunHistory:
                     plot_changed = True
             elif kind == "system":
                 self.system = event
+            elif kind == "memory":
+                self.memory = event
             elif kind == "checkpoint":
                 self.checkpoints.append(event)
             elif kind in OUTCOMES:

@@ -26,7 +26,7 @@ from lora_tui.core.run_history import RunHistory
 from lora_tui.core.runs import STATES_ACTIVE, STATES_DONE
 from lora_tui.ui.screens.base import WizardScreen
 from lora_tui.ui.screens.dialogs import Confirm
-from lora_tui.ui.widgets.format import count, duration, number
+from lora_tui.ui.widgets.format import count, duration, gib, number
 from lora_tui.ui.widgets.run_panels import LossPlot, now_panel, readable_log_line, system_panel
 
 POLL_SECONDS = 0.5
@@ -56,8 +56,8 @@ def memory_estimate_text(started: dict, peak: int | None) -> Text:
     estimate = (started.get("memory_estimate") or {}).get("total_bytes")
     text = Text()
     if estimate:
-        text.append(f"estimated {estimate / 2**30:.1f} GiB,\n", style="dim")
-        text.append("peak so far " + (f"{peak / 2**30:.1f} GiB" if peak else "…"))
+        text.append(f"estimated {gib(estimate)},\n", style="dim")
+        text.append("peak so far " + (gib(peak) if peak else "…"))
     return text
 
 
