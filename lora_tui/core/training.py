@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from lora_tui.core import distributed, distributed_run, run_guard
+from lora_tui.core import distributed, distributed_run, exact_resume, run_guard
 from lora_tui.core.config import Config, effective_precision, load_config
 from lora_tui.core.runs import CHECKPOINT_MARKER, RunDirectory, file_sha256
 
@@ -362,6 +362,7 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
                          callbacks=[_make_callback(run, stop_flag, config),
                                     memory_record.make_memory_callback(run, memory_facts, device),
                                     run_guard.space_callback(run)])
+    exact_resume.seed_the_sampler(trainer, config.training.seed)  # kill -9 + --resume: the same batches
     if not engine.install_lean_head(trainer.model, engine.CPU_VOCAB_TILE if device == "cpu" else engine.CUDA_VOCAB_TILE):
         choice.kernels = [k for k in choice.kernels if k != "lean_head"] + ["trl_fused_head"]
     if config.model.load_in != "16bit" and precision != "bf16":
