@@ -22,6 +22,7 @@ from textual.widgets import Checkbox, Input, Label, Static
 from lora_tui.ui.errors import plain_error
 from lora_tui.ui.messages import ChatReady, CompareReady, ReplyProgress, WorkProgress
 from lora_tui.ui.screens.base import WizardScreen
+from lora_tui.ui.widgets.chat_bubble import ChatBubble
 from lora_tui.ui.widgets.tick import Tick
 
 SETTINGS = (  # (field of GenerationSettings, label, type, lowest, highest)
@@ -31,28 +32,6 @@ SETTINGS = (  # (field of GenerationSettings, label, type, lowest, highest)
     ("max_new_tokens", "max", int, 1, 8192),
 )
 DEFAULTS = {"temperature": "0.3", "top_p": "0.9", "top_k": "40", "max_new_tokens": "256"}
-
-
-class ChatBubble(Static):
-    """One turn: who spoke, then the text (never parsed as markup: model output is arbitrary)."""
-
-    def __init__(self, who: str, text: str = "", style: str = "") -> None:
-        super().__init__(classes=f"bubble {style}")
-        self.who, self.body = who, text
-
-    def set_text(self, text: str, note: str = "") -> None:
-        self.body = text
-        self.update(self._bubble_text(note))
-
-    def on_mount(self) -> None:
-        self.update(self._bubble_text())
-
-    def _bubble_text(self, note: str = "") -> Text:
-        text = Text(self.who + "  ", style="bold")
-        text.append(self.body)
-        if note:
-            text.append(f"  {note}", style="dim italic")
-        return text
 
 
 class ChatScreen(WizardScreen):
