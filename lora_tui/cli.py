@@ -16,7 +16,8 @@ from lora_tui import __version__
 EPILOG = """\
 exit codes:
   0    done (validate: at least one row can be trained; train, attach, stop: the run finished or stopped)
-  1    the work did not succeed: the run failed or was killed, no row of the dataset can be trained
+  1    the work did not succeed: the run failed or was killed, no row of the dataset can be
+       trained, the planned run will not fit (estimate)
   2    bad input, nothing changed: a wrong option, config value, file, model or run (one line says which)
   130  interrupted with Ctrl-C
 
@@ -97,7 +98,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--print-config", action="store_true", help="print the resulting config as commented YAML and exit")
     p.add_argument("--nodes", type=int, default=None, metavar="N", help="machines taking part in this run (default: 1, this machine); run the same command on each")
     p.add_argument("--node-rank", type=int, default=0, metavar="R", help="this machine's place among --nodes, 0 to N-1; node 0 writes the run directory (default: 0)")
-    p.add_argument("--master", default=None, metavar="ADDR:PORT", help="address of node 0 that every node can reach, e.g. 10.0.0.1:29500 (needed with --nodes > 1)")
+    p.add_argument("--master", default=None, metavar="ADDR:PORT", help="address of node 0 that every node can reach, e.g. 10.0.0.1:29500 (default: none; needed with --nodes > 1)")
 
 
 def _add_runs(sub: argparse._SubParsersAction) -> None:

@@ -133,7 +133,7 @@ def test_every_option_of_every_command_has_help_with_its_default():
 
 
 def test_help_output_shows_defaults(capsys):
-    for argv, expected in ((["chat", "--help"], "(default: 0.3)"), (["estimate", "--help"], "(default: 16)"),
+    for argv, expected in ((["chat", "--help"], "(default: 0.3)"), (["stop", "--help"], "(default: 120.0)"),
                            (["validate", "--help"], "(default: 1024)")):
         with pytest.raises(SystemExit):
             main(argv)
@@ -159,6 +159,11 @@ def test_bash_completion_script_is_valid_bash(capsys, tmp_path):
     path = tmp_path / "lora-tui.bash"
     path.write_text(script, encoding="utf-8")
     subprocess.run(["bash", "-n", str(path)], check=True)
+    # What TAB offers: commands after `lora-tui`, options after a command.
+    probe = (f"source {path}; COMP_WORDS=(lora-tui tr); COMP_CWORD=1; _shtab_lora_tui; echo \"${{COMPREPLY[*]}}\"; "
+             "COMP_WORDS=(lora-tui chat --te); COMP_CWORD=2; _shtab_lora_tui; echo \"${COMPREPLY[*]}\"")
+    lines = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert lines == ["train", "--temperature"]
 
 
 # --- the wizard without a terminal -------------------------------------------------------
