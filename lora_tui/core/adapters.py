@@ -67,14 +67,14 @@ def _missing_final_adapter(run_dir: RunDirectory) -> str:
     checkpoint = next((c for c in reversed(run_dir.complete_checkpoints()) if _is_adapter_dir(c)), None)
     fix = (f"use its last checkpoint explicitly ({checkpoint})" if checkpoint is not None
            else f"train again (`lora-tui train {run_dir.config_path} --run-dir NEW_DIR`)")
-    return f"Run {run_dir.path} is {state}, but its adapter folder {where} {what}. Fix: {fix}."
+    return f"Run {run_dir.path} has no adapter yet to use (state: {state}): its adapter folder {where} {what}. Fix: {fix}."
 
 
 def _final_adapter_expected(run_dir: RunDirectory, require_adapter: bool, allow_checkpoint: bool) -> bool:
     """A finished run always saved adapter/; an ended one has no later adapter to wait for (exports)."""
     state = run_dir.state()
     if state == "finished":
-        return True
+        return require_adapter
     return state in STATES_DONE and require_adapter and not allow_checkpoint
 
 
