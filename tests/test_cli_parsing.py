@@ -65,6 +65,12 @@ def test_later_override_wins_wherever_it_stands(capsys):
     assert "  r: 8\n" in out
 
 
+def test_estimate_reads_overrides_between_its_options():
+    args = build_parser().parse_args(["estimate", "--json", "lora.r=4", "--device", "cpu", "training.micro_batch=2"])
+    assert [args.config, *args.overrides] == ["lora.r=4", "training.micro_batch=2"]
+    assert args.json and args.device == "cpu"
+
+
 def test_two_config_files_are_refused(tmp_path, capsys):
     assert main(["train", str(tmp_path / "a.yaml"), "--print-config", str(tmp_path / "b.yaml")]) == 2
     assert "One config file at most" in capsys.readouterr().err
