@@ -61,9 +61,11 @@ def _build_datasets(config: Config, tokenizer):
     from datasets import Dataset
 
     from lora_tui.core.data import ChatFormatter, load_examples, split_examples
+    from lora_tui.core.data.load import skipped_summary
 
     max_len = config.data.max_seq_len
     train_set = load_examples(config.data.train, tokenizer=tokenizer, max_seq_len=max_len)
+    skipped = skipped_summary(train_set.findings)  # hostile / malformed rows, with their lines
     train_rows, eval_rows = train_set.examples, []
     if config.data.validation:
         eval_rows = load_examples(config.data.validation, tokenizer=tokenizer, max_seq_len=max_len).examples
@@ -94,6 +96,7 @@ def _build_datasets(config: Config, tokenizer):
                         "sha256": file_sha256(config.data.validation) if config.data.validation else None,
                         "rows": len(eval_ds)} if eval_ds is not None else None),
     }
+    facts["train"]["skipped"] = skipped
     return train_ds, eval_ds, facts
 
 
@@ -352,6 +355,8 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     memory_facts = memory_record.memory_estimate_facts(config, hardware, device)
     tokenizer = load_tokenizer(config.model.name, config.model.trust_remote_code, config.model.revision)
     train_ds, eval_ds, data_facts = build_datasets(config, tokenizer)
+    if data_facts["train"].get("skipped"):
+        run.append_event("log", level="warning", message=f"{config.data.train}: {data_facts['train']['skipped']}")
     model, targets = build_model(config, device, precision, choice)
     trainable, total = model.get_nb_trainable_parameters()
     quantized = sum(1 for m in model.modules() if type(m).__module__.startswith("bitsandbytes"))

@@ -28,6 +28,17 @@ def load_examples(path, *, tokenizer=None, max_seq_len: int = 1024) -> LoadedDat
     )
 
 
+def skipped_summary(findings: list, shown: int = 3) -> str | None:
+    """One line naming the rows training skips (error findings) and where, or None when none is."""
+    errors = [f for f in findings if f.severity == "error"]
+    if not errors:
+        return None
+    where = "; ".join(f"{f.source + ' ' if f.source else ''}line {f.line}: {f.message}" if f.line is not None
+                      else f"{f.source or 'file'}: {f.message}" for f in errors[:shown])
+    more = f" (and {len(errors) - shown} more)" if len(errors) > shown else ""
+    return f"{len(errors)} row(s) skipped: {where}{more}. `lora-tui validate` lists every one."
+
+
 def sort_findings(findings: list) -> list:
     """By file (for folders), then line; findings without a line first. Stable within a line."""
     return sorted(findings, key=lambda f: (f.source or "", f.line or 0))
