@@ -72,7 +72,11 @@ def start_run(config: Config, run_dir: str | os.PathLike | None = None, *, overw
         raise RunError(f"{path} already exists and is not empty. Fix: choose another run name or --run-dir, "
                        f"`lora-tui train --resume {path}` to continue it, or --overwrite to replace it.")
     _check_startable(config)
-    lock = run_claim.claim(run)  # before anything is written: of two launches, one wins here
+    try:
+        lock = run_claim.claim(run)  # before anything is written: of two launches, one wins here
+    except OSError as exc:
+        raise RunError(f"cannot create {path}: {exc.strerror or exc}. Fix: check the folder's permissions "
+                       "and free space.") from None
     try:
         run_claim.clear_for_start(run, overwrite)
         save_config(_absolute_data(config), run.config_path,
@@ -80,6 +84,11 @@ def start_run(config: Config, run_dir: str | os.PathLike | None = None, *, overw
                            f"Reproduce with: lora-tui train {run.config_path} --run-dir NEW_DIR")
         run.write_status("created")
         _spawn(run, resume=False, lock=lock, node_args=node_args)
+    except OSError as exc:  # a full disk or a read-only folder: one line, and nothing half-written is kept
+        for leftover in (run.config_path, run.status_path):
+            leftover.unlink(missing_ok=True)
+        raise RunError(f"cannot start a run in {path}: {exc.strerror or exc}. Fix: free disk space there (or "
+                       "choose another --run-dir) and start again.") from None
     finally:
         lock.close()  # the trainer holds its own copy of the lock now
     return run
