@@ -274,3 +274,24 @@ def test_training_screen_gpu_panel_has_one_line_per_gpu():
     assert "97% 67/80G" in lines[7] and all(len(line) <= 33 for line in lines)
     single = system_panel({"gpus": gpus[:1]}).plain.splitlines()
     assert single[0] == "GPU 0" and len(single) == 4, "one GPU keeps its detailed block"
+
+
+def test_supervisor_keeps_rank_0s_reason_and_names_a_killed_rank(tmp_path):
+    from lora_tui.core.distributed_run import settle
+    from lora_tui.core.runs import RunDirectory
+
+    plan = d.DevicePlan(2, cpu=True, strategy="ddp")
+    run = RunDirectory(tmp_path)
+    run.append_event("failed", reason="data.jsonl line 3: no assistant turn", fix="fix the row")
+    run.write_status("failed", step=0)
+    run.log_path.write_text(TORCHRUN_FAILURE.replace("-9 (pid: 4101)", "1 (pid: 4101)"))
+    assert settle(run, 1, plan) == "failed"
+    assert [e["reason"] for e in run.read_events() if e["type"] == "failed"] == ["data.jsonl line 3: no assistant turn"]
+    run.log_path.write_text(TORCHRUN_FAILURE)  # a rank killed by a signal: that is the reason to show
+    assert settle(run, 1, plan) == "failed"
+    last = [e for e in run.read_events() if e["type"] == "failed"][-1]
+    assert "rank 1 (pid 4101) was killed by SIGKILL" in last["reason"] and "--resume" in last["fix"]
+    size = run.log_path.stat().st_size
+    run.write_status("running", step=3)
+    assert settle(run, 1, plan, log_start=size) == "failed"  # an old summary does not count
+    assert "launcher exited with code 1" in run.read_status()["message"]

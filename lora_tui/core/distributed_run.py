@@ -43,6 +43,7 @@ def supervise(run: RunDirectory, plan: "dist_plan.DevicePlan", config, resume: b
     if plan.cpu:
         # Split the cores between the ranks instead of letting each rank take them all.
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // plan.processes)))
+    log_start = run.log_path.stat().st_size if run.log_path.exists() else 0  # this attempt's output only
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
 
     def ask_to_stop(*_):  # same as `lora-tui stop`: every rank sees it at its next step
@@ -51,10 +52,10 @@ def supervise(run: RunDirectory, plan: "dist_plan.DevicePlan", config, resume: b
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, ask_to_stop)
     code = proc.wait()
-    return settle(RunDirectory(run.path), code, plan)
+    return settle(RunDirectory(run.path), code, plan, log_start)
 
 
-def settle(run: RunDirectory, code: int, plan) -> str:
+def settle(run: RunDirectory, code: int, plan, log_start: int = 0) -> str:
     """After the ranks exit: keep rank 0's final state, or record why the run failed."""
     state = run.read_status().get("state")
     if code == 0 and state in STATES_DONE:
@@ -62,10 +63,13 @@ def settle(run: RunDirectory, code: int, plan) -> str:
     if code == 0 and plan.nodes.rank > 0:  # rank 0 and its writes live on another machine
         run.write_status("finished", message="this node's ranks finished; the run directory is on node 0")
         return "finished"
-    why = rank_failure(run.log_path) or f"the ranks' launcher exited with code {code}"
-    if state in ("finished", "stopped") and code != 0:
+    found = rank_failure(run.log_path, log_start)
+    why = found or f"the ranks' launcher exited with code {code}"
+    if state in ("finished", "stopped"):
         run.append_event("log", level="warning", message=f"After the run ended: {why}.")
         return state
+    if state == "failed" and not (found and "killed by" in found):
+        return state  # rank 0 already failed the run with its own reason (bad data, out of memory...)
     step = run.read_status().get("step")
     last = run.last_checkpoint()
     fix = (f"`lora-tui train --resume {run.path}` continues from {last.name}." if last else
@@ -79,12 +83,13 @@ def settle(run: RunDirectory, code: int, plan) -> str:
 _FAILURE = re.compile(r"rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)\s*\(pid:\s*(\d+)\)", re.S)
 
 
-def rank_failure(log_path) -> str | None:
-    """'rank 1 (pid 123) was killed by SIGKILL' from torchrun's failure summary in train.log."""
+def rank_failure(log_path, start: int = 0) -> str | None:
+    """'rank 1 (pid 123) was killed by SIGKILL' from torchrun's failure summary in train.log
+    (written after byte ``start``: an earlier attempt's summary does not count)."""
     try:
         with open(log_path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - 200_000))
+            fh.seek(max(start, fh.tell() - 200_000))
             text = fh.read().decode("utf-8", "replace")
     except OSError:
         return None
