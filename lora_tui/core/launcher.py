@@ -121,6 +121,9 @@ def resume_run(run_dir: str | os.PathLike) -> RunDirectory:
     from lora_tui.core.config import ConfigError, load_config
 
     run = RunDirectory.find(run_dir)
+    deadline = time.monotonic() + 15  # a trainer that has just written its end may still be exiting
+    while run.is_locked() and run.read_status().get("state") in STATES_DONE and time.monotonic() < deadline:
+        time.sleep(0.1)
     if run.is_locked():
         raise RunError(f"A trainer is already running in {run.path}. Fix: `lora-tui attach {run.path}`.")
     lock = run_claim.claim(run, "resume")  # of two resumes at the same instant, one wins here
