@@ -95,7 +95,8 @@ def _export(args) -> int:
     else:
         print(f"Zip:         none yet (lora-tui export {args.run} --zip)")
     for merged in summary["merged"]:
-        print(f"Merged:      {merged['path']}  ({human_size(merged['bytes'])}, {merged['dtype']})")
+        verdict = f", check: {merged['check']['verdict']}" if merged.get("check") else ""
+        print(f"Merged:      {merged['path']}  ({human_size(merged['bytes'])}, {merged['dtype']}{verdict})")
     if not summary["merged"]:
         print(f"Merged:      none yet (lora-tui merge {args.run} OUT)")
     for item in summary["gguf"]:

@@ -274,10 +274,31 @@ def export_gguf(run: str | Path, out: str | Path | None = None, *, gguf_type: st
             raise ExportError(str(exc)) from None
     modelfile = target.with_name(f"Modelfile-{gguf_type}")
     modelfile.write_text(modelfile_text(format_for(tokenizer, "auto"), source=f"./{target.name}"), encoding="utf-8")
+    _write_gguf_card(target.parent, source, info)
     if source.run is not None:
         _record_export(source.run, "gguf", {"path": str(target), "type": gguf_type, "modelfile": str(modelfile),
                                              "eos": info.eos_token, "notes": info.notes})
     return target
+
+
+def _write_gguf_card(folder: Path, source, info) -> None:
+    """README.md beside the GGUF files (the hub shows it when the folder is pushed with `push --gguf`)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from lora_tui.core.hub import portable_base
+
+    base, is_hub = portable_base(source.base_model)
+    files = sorted(p.name for p in folder.glob("*.gguf"))
+    data = ModelCardData(base_model=base if is_hub else None, tags=["gguf", "lora", "lora-tui", "llama.cpp"],
+                         pipeline_tag="text-generation")
+    name = source.run.name if source.run else folder.name
+    body = [f"# {name} (GGUF)", "", f"`{base}` with the LoRA adapter `{name}` merged in, written by lora-tui with the "
+            "`gguf` package. Each file holds the tokenizer, the chat template used in training and, as EOS, the "
+            f"end-of-turn token the adapter learned (`{info.eos_token}`).", "", "| File |", "|---|",
+            *[f"| `{f}` |" for f in files], "", "```bash", f"llama-cli -m {files[-1] if files else 'FILE.gguf'} -cnv",
+            f"ollama create {name.lower()} -f Modelfile-{info.gguf_type}   # the Modelfile beside each file", "```", ""]
+    (folder / "README.md").write_text(str(ModelCard("---\n" + data.to_yaml() + "\n---\n\n" + "\n".join(body))),
+                                      encoding="utf-8")
 
 
 def _record_export(run: RunDirectory, kind: str, item: dict) -> None:
