@@ -155,3 +155,36 @@ def test_unsupported_architecture_names_the_supported_ones(tmp_path, llama_run):
     finally:
         config.model.name = original
         save_config(config, llama_run / "config.yaml")
+
+
+def _sentencepiece_style_tokenizer(out: Path, template_from: Path) -> Path:
+    """A small byte-fallback BPE vocabulary as Llama 2 / Mistral ship it (tokenizer.json, no tokenizer.model)."""
+    from transformers import LlamaTokenizer
+
+    base = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
+    chars = list("▁abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,?!'-:|<>/_[]#")
+    merges = [("▁", "t"), ("h", "e"), ("▁t", "he"), ("i", "n"), ("▁", "a"), ("o", "n"), ("e", "r"), ("▁", "w")]
+    vocab = {t: i for i, t in enumerate(base + chars)}
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    tokenizer = LlamaTokenizer(vocab=vocab, merges=merges)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.eos_token = "<|im_end|>"
+    tokenizer.chat_template = (template_from / "chat_template.jinja").read_text()
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def test_sentencepiece_style_vocabulary_round_trips(tmp_path, embedded_model_dir):
+    from lora_tui.core.export import export_gguf
+    from lora_tui.core.gguf_export import read_gguf_facts
+
+    tokenizer = _sentencepiece_style_tokenizer(tmp_path / "spm-tokenizer", embedded_model_dir)
+    run = _run(tmp_path, _tiny(tmp_path / "base-spm", tokenizer, "llama"), "spm-run")
+    path = export_gguf(run, gguf_type="f16")
+    from transformers import AutoTokenizer
+
+    facts, spm = read_gguf_facts(path), AutoTokenizer.from_pretrained(tokenizer)
+    assert facts["tokens"] == len(spm) and facts["eos_token_id"] == spm.convert_tokens_to_ids("<|im_end|>")
+    result = _check(run, path)
+    assert result.tokens_same and result.template_same and result.eos_ok and result.verdict == "identical", result.table()

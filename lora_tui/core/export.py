@@ -263,9 +263,12 @@ def export_gguf(run: str | Path, out: str | Path | None = None, *, gguf_type: st
         raise ExportError(str(exc)) from None
     except ModelSourceError as exc:
         raise ExportError(str(exc)) from None
-    model, tokenizer, _ = load_merged(source, "float32", on_progress)
+    model, tokenizer, base_path = load_merged(source, "float32", on_progress)
     with tempfile.TemporaryDirectory(prefix="lora-tui-gguf-") as tmp:
         tokenizer.save_pretrained(tmp)
+        spm = Path(base_path) / "tokenizer.model"
+        if spm.is_file() and not (Path(tmp) / "tokenizer.model").exists():
+            shutil.copy(spm, Path(tmp) / "tokenizer.model")  # exact SentencePiece scores (Llama 2, Mistral)
         try:
             info = write_gguf(model, tokenizer, tmp, target, gguf_type=gguf_type,
                               name=source.run.name if source.run else target.stem,

@@ -115,6 +115,7 @@ def _vocab(tokenizer_dir: Path, vocab_size: int, special_ids: set[int], user_ids
 
     data = json.loads((tokenizer_dir / "tokenizer.json").read_text(encoding="utf-8"))
     model = data.get("model", {})
+    exact_scores = True
     if model.get("type") == "BPE" and not model.get("byte_fallback", False):
         vocab, kind = BpeVocab(tokenizer_dir), "gpt2"
     else:
@@ -122,10 +123,12 @@ def _vocab(tokenizer_dir: Path, vocab_size: int, special_ids: set[int], user_ids
             from gguf.vocab import SentencePieceVocab
 
             vocab, kind = SentencePieceVocab(tokenizer_dir), "llama"  # needs tokenizer.model + sentencepiece
-        except (FileNotFoundError, ImportError):
-            vocab, kind = LlamaHfVocab(tokenizer_dir), "llama"
+        except (FileNotFoundError, ImportError, RuntimeError):  # RuntimeError: sentencepiece not installed
+            vocab, kind, exact_scores = LlamaHfVocab(tokenizer_dir), "llama", False
     tokens, scores, types = [], [], []
     for index, (text, score, kind_of) in enumerate(vocab.all_tokens()):
+        if not exact_scores and kind_of == gguf.TokenType.NORMAL:
+            score = -float(index)  # SentencePiece BPE vocabularies are ordered by merge priority
         tokens.append(text)
         scores.append(score)
         # The HF tokenizer knows which tokens are special (BpeVocab marks only tokens beyond the base vocab).
@@ -140,7 +143,7 @@ def _vocab(tokenizer_dir: Path, vocab_size: int, special_ids: set[int], user_ids
         types.append(gguf.TokenType.UNUSED)
     if len(tokens) > vocab_size:
         raise GGUFExportError(f"the tokenizer has {len(tokens)} tokens but the model's embedding only {vocab_size}.")
-    return kind, tokens, scores, types, data
+    return kind, tokens, scores, types, data, exact_scores
 
 
 def _tensor_type(gguf_name: str, data, gguf_type: str):
@@ -188,9 +191,12 @@ def write_gguf(model, tokenizer, tokenizer_dir: str | Path, out_file: str | Path
     decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
     special_ids = {i for i, t in decoder.items() if getattr(t, "special", False)}
     user_ids = {i for i, t in decoder.items() if not getattr(t, "special", False)}
-    kind, tokens, scores, types, tok_json = _vocab(tokenizer_dir, vocab_size, special_ids, user_ids)
+    kind, tokens, scores, types, tok_json, exact_scores = _vocab(tokenizer_dir, vocab_size, special_ids, user_ids)
     pre = _pre_tokenizer(tok_json, getattr(config, "model_type", ""), tokenizer.get_vocab()) if kind == "gpt2" else "default"
     info = GGUFInfo(out_file, arch_name, gguf_type, None, pre)
+    if not exact_scores:
+        info.notes.append("SentencePiece scores derived from token order (pip install sentencepiece, with the base "
+                          "model's tokenizer.model present, writes the exact ones)")
     if pre == "default" and kind == "gpt2":
         info.notes.append("pre-tokenizer not recognised: written as 'default' (GPT-2 splitting)")
 
@@ -223,7 +229,7 @@ def write_gguf(model, tokenizer, tokenizer_dir: str | Path, out_file: str | Path
     writer.add_token_types(types)
     if kind == "llama":
         writer.add_token_scores(scores)
-    special = gguf.SpecialVocab(tokenizer_dir, load_merges=kind == "gpt2", n_vocab=len(tokens))
+    special = gguf.SpecialVocab(tokenizer_dir, load_merges=True, n_vocab=len(tokens))
     if eos_token_id is not None:
         special.special_token_ids["eos"] = int(eos_token_id)  # the end token training taught
     special.add_to_gguf(writer, quiet=True)
