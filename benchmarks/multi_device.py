@@ -62,10 +62,16 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=2, help="micro-batch per device")
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--strategy", default="auto", choices=["auto", "ddp", "fsdp"])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="OMP_NUM_THREADS for every process (default: the trainer's own choice: all cores for one "
+                             "process, cores/ranks for each of several)")
     args = parser.parse_args()
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
     counts = [int(x) for x in args.devices.split(",")]
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; model {args.model}, "
-          f"micro-batch {args.batch}/device, {args.steps} steps, max length {args.seq_len}", flush=True)
+          f"micro-batch {args.batch}/device, {args.steps} steps, max length {args.seq_len}, "
+          f"threads/process {args.threads or 'default'}", flush=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="multi-device-") as tmp:
         for n in counts:
