@@ -1,0 +1,43 @@
+"""GGUF round trip on the embedded SmolLM2-135M-Instruct (issue 11): f16 and q8_0 written with the
+gguf package, loaded back by transformers (gguf_file=), compared with the adapter on the base.
+A small untrained-but-nonzero adapter keeps it quick; q8_0 may differ a little, and the verdict says how much."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.test_chat_support import make_adapter, make_fake_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def embedded_run(tmp_path_factory, embedded_model_dir):
+    from lora_tui.core.config import load_config, save_config
+
+    run = Path(make_fake_run(tmp_path_factory.mktemp("emb-gguf"), embedded_model_dir, name="emb", with_adapter=False))
+    make_adapter(embedded_model_dir, run / "adapter", scale=0.02)
+    config = load_config(run / "config.yaml")
+    config.model.name = "embedded"
+    config.data.train, config.data.validation = str(ROOT / "sample_data/train.jsonl"), str(ROOT / "sample_data/valid.jsonl")
+    save_config(config, run / "config.yaml")
+    return run
+
+
+@pytest.mark.parametrize("gguf_type, max_delta", [("f16", 0.01), ("q8_0", 0.05)])
+def test_embedded_gguf_round_trip(embedded_run, gguf_type, max_delta):
+    from lora_tui.core.export import export_gguf
+    from lora_tui.core.export_check import verify_export
+    from lora_tui.core.gguf_export import read_gguf_facts
+
+    path = export_gguf(embedded_run, gguf_type=gguf_type)
+    facts = read_gguf_facts(path)
+    assert facts["architecture"] == "llama" and gguf_type.upper() in facts["types"]
+    assert facts["tokens"] == 49152 and facts["eos_token_id"] == 2
+    result = verify_export(embedded_run, path.parent, gguf_file=path.name, n_prompts=2, n_rows=4, max_new_tokens=12)
+    print(f"\n{gguf_type}: {result.summary()}\n{result.table()}")
+    assert result.template_same and result.tokens_same and result.eos_ok, result.table()
+    assert result.verdict in ("identical", "close") and abs(result.delta) <= max_delta, result.table()
+    assert result.agreement >= 0.9
