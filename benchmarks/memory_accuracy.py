@@ -37,7 +37,7 @@ CPU_MATRIX = [  # (quant, r, batch, seq_len, grad_checkpointing)
 ]
 # The trainer's engine modes (issue 9): micro-batch 8 x 512 with checkpointing, and padding-free rows.
 CPU_MATRIX += [("none", 16, 8, 512, True), ("none", 8, 4, 512, False, "padding_free")]
-QUICK = [CPU_MATRIX[0], CPU_MATRIX[2], CPU_MATRIX[6]]
+QUICK = [CPU_MATRIX[0], CPU_MATRIX[2], CPU_MATRIX[6], CPU_MATRIX[-2], CPU_MATRIX[-1]]
 # The same model cut to 6 layers (random weights): the head's share stays, the layers' shrinks,
 # which separates the two CPU allocator terms the estimate calibrates.
 SHALLOW_MATRIX = [("none", 8, 4, 512, False), ("none", 8, 4, 512, True), ("4bit", 8, 4, 512, False)]
@@ -67,8 +67,8 @@ def _child(spec: dict) -> None:
 
     result = {"rss_after_imports": psutil.Process().memory_info().rss}
     cuda = spec["device"] == "cuda"
-    if not cuda:
-        engine.tune_cpu_allocator()  # as the trainer does
+    if not cuda and spec["gc"]:
+        engine.tune_cpu_allocator()  # as the trainer does when it checkpoints
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[spec["dtype"]]
     nvml_peak, device_peak, stop = [0], [0], threading.Event()
     if cuda:
@@ -264,7 +264,7 @@ def main() -> int:
         _build_random_model(sys.argv[2], sys.argv[3], sys.argv[4])
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="three CPU points only")
+    parser.add_argument("--quick", action="store_true", help="five CPU points only (the engine modes included)")
     parser.add_argument("--cpu-only", action="store_true")
     parser.add_argument("--gpu-only", action="store_true")
     parser.add_argument("--json", default=None, help="also write every point to this file")
