@@ -199,11 +199,15 @@ def section_disk(model: Path, data: Path) -> None:
         deadline = time.monotonic() + 300
         while not run.last_checkpoint() and time.monotonic() < deadline:
             time.sleep(0.1)
-        with open(filled / "filler", "wb") as fh:  # another process takes every free byte
+        fh = open(filled / "filler", "wb", buffering=0)  # another process takes every free byte
+        try:
+            while True:
+                fh.write(b"\0" * 2**16)
+        except OSError:
+            pass
+        finally:
             try:
-                while True:
-                    fh.write(b"\0" * 2**16)
-                    fh.flush()
+                fh.close()
             except OSError:
                 pass
         state = wait_state(run_dir, timeout=300)
@@ -303,8 +307,9 @@ def section_hostile(model: Path, data: Path, big_gb: float) -> None:
     cases["lone surrogate + 100k nesting"].write_text(
         '{"text": "\\ud800"}\n{"text": ' + "[" * 100_000 + "]" * 100_000 + '}\n{"text": "ok"}\n')
     big = files / "big.jsonl"
+    # ~256 KB rows: every byte is read, parsed, checked and (clipped to max_seq_len) tokenised.
     row = json.dumps({"messages": [{"role": "user", "content": "Tell me about item %d. " + "context " * 60},
-                                   {"role": "assistant", "content": "It is a fine item. " * 30}]}) + "\n"
+                                   {"role": "assistant", "content": "It is a fine item. " * 13_500}]}) + "\n"
     with open(big, "w") as fh:
         written, i = 0, 0
         while written < big_gb * 2**30:
@@ -320,7 +325,8 @@ def section_hostile(model: Path, data: Path, big_gb: float) -> None:
     for name, path in cases.items():
         started = time.monotonic()
         try:
-            code, gib, tail = peak_rss([sys.executable, "-m", "lora_tui", "validate", str(path)], timeout=3600)
+            code, gib, tail = peak_rss([sys.executable, "-m", "lora_tui", "validate", str(path),
+                                        "--max-seq-len", "256"], timeout=3600)
         except subprocess.TimeoutExpired:
             record(f"validate {name}", False, "hung (over the time limit)")
             continue
@@ -348,7 +354,7 @@ def main() -> int:
     print(f"scratch: {ROOT}; load before: {os.getloadavg()}", flush=True)
     model, data = tiny_model(), train_data()
     if "kill" in sections:
-        section_kill(model, data, 2 if args.quick else 6)
+        section_kill(model, data, 2 if args.quick else 4)
     if "disk" in sections:
         section_disk(model, data)
     if "race" in sections:

@@ -79,11 +79,15 @@ def plan_resume(run: RunDirectory, config) -> ResumePlan:
                            "ended before the first one); resuming would train from step 0 and replace its adapter/. "
                            f"Fix: keep this run and start a new one (`lora-tui train {run.config_path} --run-dir NEW_DIR`).")
         return ResumePlan(None, 0, f"No complete checkpoint in {run.path}: training starts again from step 0"
-                                   + (f" (steps 1-{reached} are trained again)." if reached else "."))
+                                   + (f" ({_steps(1, reached)} trained again)." if reached else "."))
     step = _step_of(checkpoint)
     _check_adapter_shape(run, checkpoint, config)
-    again = f"; steps {step + 1}-{reached} are trained again" if reached > step else ""
+    again = f"; {_steps(step + 1, reached)} trained again" if reached > step else ""
     return ResumePlan(checkpoint, step, f"Resuming {run.path} from {checkpoint.name} (step {step}){again}.")
+
+
+def _steps(first: int, last: int) -> str:
+    return f"step {first} is" if first == last else f"steps {first}-{last} are"
 
 
 def _step_of(checkpoint: Path) -> int:
