@@ -57,6 +57,7 @@ def _child(spec: dict) -> None:
     import psutil
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as the trainer does (core/engine.prefer_huge_pages)
     import torch
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training

@@ -40,7 +40,7 @@ CPU_FORWARD_RETAINED = 0.6
 # With checkpointing the trainer tunes glibc (core/engine.tune_cpu_allocator: fixed mmap threshold), so
 # freed activation blocks go back to the OS: the share of the full forward volume peak RSS still carries.
 # Measured (8 x 512 tokens, lean head, checkpointing): peak RSS 6.67 GiB untuned, 2.11 GiB tuned, for
-# ~75% more CPU time per step (page faults of fresh mappings).
+# ~24% more CPU time per step with huge pages (~75% with 4 KiB pages): page faults of fresh mappings.
 CPU_FORWARD_RETAINED_TUNED = 0.0
 # The trainer's lean head (core/engine.py) scores only labelled positions, in narrower vocabulary
 # tiles on CPU; TRL's own fused head scores every position in 32768-wide tiles.

@@ -298,6 +298,9 @@ def run_training(run: RunDirectory, resume: bool = False) -> str:
         run_guard.start(run)  # space reserve: the last words are written even on a full disk
     sampler_stop = threading.Event()
     run.write_status("starting", pid=distributed_run.owner_pid(), message="loading")
+    from lora_tui.core.engine import prefer_huge_pages
+
+    prefer_huge_pages()  # before torch is imported
     try:
         return _train(run, resume, stop_flag, sampler_stop)
     except TrainingFailure as exc:
