@@ -68,8 +68,6 @@ def _child(spec: dict) -> None:
 
     result = {"rss_after_imports": psutil.Process().memory_info().rss}
     cuda = spec["device"] == "cuda"
-    if not cuda and spec["gc"]:
-        engine.tune_cpu_allocator()  # as the trainer does when it checkpoints
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[spec["dtype"]]
     nvml_peak, device_peak, stop = [0], [0], threading.Event()
     if cuda:

@@ -158,7 +158,10 @@ def sft_engine_kwargs(choice: EngineChoice, max_seq_len: int) -> dict:
 
 
 def tune_cpu_allocator() -> bool:
-    """Make glibc return freed large blocks to the OS (see CPU_MMAP_THRESHOLD). True when applied."""
+    """Make glibc return freed large blocks to the OS (see CPU_MMAP_THRESHOLD). True when applied.
+
+    Not applied by the trainer: measured on a checkpointed 8 x 512 step it cut peak RSS 3.64 -> 2.11 GiB
+    but cost 43% more CPU time (102.9 vs 71.9 s), with huge pages on in both."""
     import ctypes
     import ctypes.util
 
@@ -173,9 +176,9 @@ def tune_cpu_allocator() -> bool:
 def prefer_huge_pages() -> None:
     """Ask PyTorch's CPU allocator for transparent huge pages on large tensors (2 MiB aligned, madvise).
 
-    Must run before torch is imported (PyTorch reads the variable once). With the tuned allocator every
-    large tensor is a fresh mapping; huge pages cut its page faults 512-fold (measured: a checkpointed
-    8 x 512 step took 146.7 s of CPU with 4 KiB pages, 102.9 s with huge pages, 83.0 s untuned)."""
+    Must run before torch is imported (PyTorch reads the variable once). Fewer page faults, and glibc keeps
+    far less freed activation memory once checkpointing frees it. Measured on a checkpointed 8 x 512
+    step (lean head): 83.0 s CPU / 6.67 GiB peak RSS with 4 KiB pages, 71.9 s / 3.64 GiB with huge pages."""
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 

@@ -37,11 +37,10 @@ CPU_HEAD_TILE_COPIES = 7.5
 # so peak RSS carries this share of the full, uncheckpointed activation volume, even when
 # gradient checkpointing frees it.
 CPU_FORWARD_RETAINED = 0.6
-# With checkpointing the trainer tunes glibc (core/engine.tune_cpu_allocator: fixed mmap threshold), so
-# freed activation blocks go back to the OS: the share of the full forward volume peak RSS still carries.
-# Measured (8 x 512 tokens, lean head, checkpointing): peak RSS 6.67 GiB untuned, 2.11 GiB tuned, for
-# ~24% more CPU time per step with huge pages (~75% with 4 KiB pages): page faults of fresh mappings.
-CPU_FORWARD_RETAINED_TUNED = 0.0
+# The trainer asks PyTorch for transparent huge pages (core/engine.prefer_huge_pages). With checkpointing,
+# glibc then keeps far less of the forward's freed memory: peak RSS of a checkpointed 8 x 512 step was
+# 6.67 GiB with 4 KiB pages and 3.64 GiB with huge pages (measured); this share of the full volume remains.
+CPU_FORWARD_RETAINED_TUNED = 0.12
 # The trainer's lean head (core/engine.py) scores only labelled positions, in narrower vocabulary
 # tiles on CPU; TRL's own fused head scores every position in 32768-wide tiles.
 LEAN_VOCAB_TILE = {"cpu": 8192, "cuda": 32768}
@@ -77,7 +76,7 @@ class MemoryPlan:
     loss_head: str = "lean"  # "lean": the trainer's head; "chunked": TRL's fused LM head; "full": logits materialised
     batching: str = "grouped"  # "grouped": padded rows | "padding_free" / "packed": rows concatenated into one
     attention: str = "sdpa"  # "sdpa" | "eager" | "flash" (FlashAttention 2/3: varlen, no mask tensor)
-    cpu_allocator_tuned: bool = True  # with checkpointing the trainer tunes glibc on CPU (CPU_FORWARD_RETAINED_TUNED)
+    cpu_allocator_tuned: bool = True  # huge pages on CPU (the trainer's default): see CPU_FORWARD_RETAINED_TUNED
 
     def dims(self) -> ModelDims:
         return self.model if isinstance(self.model, ModelDims) else model_dims(self.model)
@@ -281,7 +280,7 @@ def estimate_memory(plan: MemoryPlan) -> MemoryEstimate:
     dequant = 2 * max(a * b for a, b in d.linear_modules.values()) * compute if plan.quant != "none" else 0
     parts["temporary_buffers"] = max(head_temp, layer_grads) + dequant
     if cpu:
-        # The trainer tunes the allocator when it checkpoints (a run that saves memory), not otherwise.
+        # Huge pages change what glibc keeps only when checkpointing frees the forward's activations.
         tuned = plan.cpu_allocator_tuned and plan.grad_checkpointing
         retained = CPU_FORWARD_RETAINED_TUNED if tuned else CPU_FORWARD_RETAINED
         parts["allocator_overhead"] = int(retained * full_activations)
