@@ -31,7 +31,7 @@ from .template import ChatFormatter
 
 Progress = Callable[[str, float], None]
 CHUNK_ROWS = 8192  # rows tokenized per batch: big enough for the fast tokenizer, small enough for progress
-CHUNK_CHARS = 32 * 2**20  # ...and at most this much text per batch
+CHUNK_CHARS = 8 * 2**20  # ...and at most this much text per batch (the encodings cost ~100 bytes a token)
 SAMPLE_CHARS = 64 * 2**20  # rows held to decide the format (the whole file, for most files)
 KEEP_CHARS = 64 * 2**20  # example text kept in the report for previews
 
