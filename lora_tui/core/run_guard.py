@@ -89,10 +89,11 @@ def space_callback(run: RunDirectory):
             if not guard.warned:
                 guard.warned = True
                 needed, free = short
-                run.append_event("log", level="warning", code="disk_space",
-                                 message=f"the next {self.what} needs about {needed / MB:,.0f} MB but only "
-                                         f"{free / MB:,.0f} MB are free at {guard.path}: free space before it is "
-                                         "saved, or the run will end 'failed' (disk full)")
+                message = (f"the next {self.what} needs about {needed / MB:,.0f} MB but only {free / MB:,.0f} MB "
+                           f"are free at {guard.path}: free space before it is saved, or the run will end "
+                           "'failed' (disk full)")
+                run.append_event("log", level="warning", code="disk_space", message=message)  # attach, runs
+                print(f"WARNING: {message}", flush=True)  # train.log: the wizard's log pane shows it
             return control
 
     return SpaceWatch()
