@@ -50,6 +50,8 @@ clock = Clock()
 args = {"output_dir": out, "report_to": "none", "disable_tqdm": True, "include_num_input_tokens_seen": "non_padding",
         "max_steps": int(steps), "per_device_train_batch_size": int(batch), "learning_rate": 1e-4,
         "max_length": int(max_len), **extra}
+if not torch.cuda.is_available():
+    args["use_cpu"] = True  # transformers refuses TRL's default bf16=True on a CPU-only machine without it
 trainer = SFTTrainer(
     model=model,
     args=SFTConfig(**args),
