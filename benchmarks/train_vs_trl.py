@@ -130,7 +130,8 @@ def main() -> None:
                 results[arm] = run_arm(arm, model, data, args, Path(tmp))
             except Exception as exc:  # one arm failing must not lose the others' figures
                 results[arm] = {"error": str(exc)[-1500:]}
-            print(f"  {arm}: {json.dumps(results[arm])[:400]}", flush=True)
+            shown = results[arm]["error"][-400:] if "error" in results[arm] else json.dumps(results[arm])[:400]
+            print(f"  {arm}: {shown}", flush=True)
     print(f"load after: {os.getloadavg()}")
     print(f"\n{'':32}{'tokens/s':>10}{'tokens':>8}{'seconds':>9}{'peak':>12}")
     for arm in arms:
