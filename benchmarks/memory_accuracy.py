@@ -109,9 +109,10 @@ def _child(spec: dict) -> None:
     args = SFTConfig(
         output_dir=tempfile.mkdtemp(prefix="mem-bench-"), per_device_train_batch_size=b, gradient_accumulation_steps=1,
         max_steps=STEPS, learning_rate=1e-4, logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
-        bf16=precision == "bfloat16", fp16=precision == "float16", use_cpu=not cuda, max_length=s,
+        bf16=precision == "bfloat16", fp16=precision == "float16", use_cpu=not cuda,
+        max_length=None if spec.get("batching") == "padding_free" else s,
         train_sampling_strategy="sequential", dataloader_num_workers=0,
-        **({"padding_free": True, "max_length": None} if spec.get("batching") == "padding_free" else {}),
+        padding_free=spec.get("batching") == "padding_free",
         **{checkpointing: spec["gc"], f"{checkpointing}_kwargs": {"use_reentrant": False} if spec["gc"] else None},
     )
     tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer"])

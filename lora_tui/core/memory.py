@@ -40,7 +40,7 @@ CPU_FORWARD_RETAINED = 0.6
 # The trainer asks PyTorch for transparent huge pages (core/engine.prefer_huge_pages). With checkpointing,
 # glibc then keeps far less of the forward's freed memory: peak RSS of a checkpointed 8 x 512 step was
 # 6.67 GiB with 4 KiB pages and 3.64 GiB with huge pages (measured); this share of the full volume remains.
-CPU_FORWARD_RETAINED_TUNED = 0.12
+CPU_FORWARD_RETAINED_TUNED = 0.09  # 8 x 512 checkpointed: 3.20 GiB (memory_accuracy), 3.64 GiB (step probe)
 # The trainer's lean head (core/engine.py) scores only labelled positions, in narrower vocabulary
 # tiles on CPU; TRL's own fused head scores every position in 32768-wide tiles.
 LEAN_VOCAB_TILE = {"cpu": 8192, "cuda": 32768}
