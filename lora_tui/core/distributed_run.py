@@ -28,7 +28,7 @@ from lora_tui.core.runs import STATES_DONE, RunDirectory, pid_alive
 def supervise(run: RunDirectory, plan: "dist_plan.DevicePlan", config, resume: bool) -> str:
     """Start the ranks, wait for them, and settle the run's final state. Returns that state."""
     run.acquire_lock()
-    run.stop_path.unlink(missing_ok=True)
+    run.clear_stale_stop()  # a stop asked for during start-up is kept and honoured
     config_file = dist_plan.write_accelerate_config(run.path, plan, config)
     cmd = dist_plan.launch_command(config_file, run.path, resume)
     run.write_status("starting", pid=os.getpid(), world_size=plan.world_size, strategy=plan.strategy,
