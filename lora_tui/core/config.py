@@ -313,10 +313,24 @@ def save_config(config: Config, path: str | Path, header: str | None = None) -> 
     Path(path).write_text(config_to_yaml(config, header), encoding="utf-8")
 
 
+def cpu_has_bf16() -> bool:
+    """True when this CPU computes bf16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def effective_precision(config: Config, device: str, bf16_supported: bool = False) -> str:
-    """fp32 on CPU (bf16 ran ~15x slower on the CPUs we measured); bf16 where the GPU has it, else fp16."""
+    """CPU: bf16 where the CPU has native bf16 (16-bit loads), else fp32; GPU: bf16 where it has it, else fp16."""
     wanted = config.training.precision
-    if device == "cpu":  # an explicit bf16 is honoured (measured slower here: see issue 9's note)
+    if device == "cpu":
+        if wanted == "auto":
+            # Measured (issue 9): on a CPU with native bf16 (AVX512-BF16 / AMX) a bf16 run trained 232 non-padding
+            # tokens/s vs 52 in fp32, peak RSS 2.0 vs 2.7 GiB. 4-bit on CPU keeps fp32 adapters (see training.py).
+            return "bf16" if config.model.load_in == "16bit" and cpu_has_bf16() else "fp32"
         return "bf16" if wanted == "bf16" else "fp32"
     if wanted == "auto":
         return "bf16" if bf16_supported else "fp16"
