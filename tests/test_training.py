@@ -133,7 +133,8 @@ def test_events_complete_and_ordered(finished_run):
         assert e["loss"] > 0 and e["lr"] is not None and e["epoch"] > 0 and e["tokens_seen"] > 0
     assert any(e.get("tokens_per_s") for e in steps)
     evals = [e for e in events if e["type"] == "eval"]
-    assert [e["phase"] for e in evals] == ["before", "during", "during", "after"]
+    # eval_steps=3 over 6 steps: step 3 during, and step 6's evaluation is the final one (issue 8: not repeated)
+    assert [(e["step"], e["phase"]) for e in evals] == [(0, "before"), (3, "during"), (6, "after")]
     assert evals[-1]["eval_loss"] < evals[0]["eval_loss"], "eval loss should fall on this easy task"
     assert {e["step"] for e in events if e["type"] == "checkpoint"} == {3, 6}
     status = run.read_status()

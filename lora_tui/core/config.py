@@ -76,7 +76,7 @@ class TrainingSection:
     scheduler: str = _f("cosine", "Learning-rate schedule after warm-up.", choices=SCHEDULER_CHOICES)
     weight_decay: float = _f(0.01, "AdamW weight decay on adapter weights.", min=0.0, max=1.0)
     max_grad_norm: float = _f(1.0, "Clip gradients to this norm (0 to disable).", min=0.0)
-    precision: str = _f("auto", "Compute precision: auto = bf16 where the GPU supports it, else fp16; fp32 on CPU.", choices=PRECISION_CHOICES)
+    precision: str = _f("auto", "Compute precision: auto = bf16 where the GPU supports it, else fp16; on CPU bf16 where the processor has native bf16 (16-bit loads), else fp32.", choices=PRECISION_CHOICES)
     gradient_checkpointing: bool | None = _f(None, "Recompute activations in the backward pass: much less memory, slower per step. auto: on when the estimate says the run needs it.", auto=True)
     batching: str = _f("auto", "How rows share a micro-batch: grouped (similar lengths, padded), padding_free (rows concatenated, no padding), packed (TRL best-fit packing), auto (by device and attention).", choices=BATCHING_CHOICES)
     attention: str = _f("auto", "Attention implementation: auto (FlashAttention 2/3 where installed and supported, else sdpa), sdpa, eager, flash_attention_2, flash_attention_3.", choices=ATTENTION_CHOICES)
