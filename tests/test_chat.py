@@ -135,9 +135,10 @@ def test_run_without_adapter(tmp_path, tiny_model_dir):
 
 def test_newest_complete_checkpoint_while_training(tmp_path, tiny_model_dir, session):
     from lora_tui.core.chat import ChatSession
-    from lora_tui.core.runs import CHECKPOINT_MARKER
+    from lora_tui.core.runs import CHECKPOINT_MARKER, RunDirectory
 
     run = make_fake_run(tmp_path, tiny_model_dir, with_adapter=False)
+    RunDirectory(run).write_status("running", step=6, max_steps=12)  # still training: no adapter/ yet
     for step in (3, 6):
         make_adapter(tiny_model_dir, run / "checkpoints" / f"checkpoint-{step}", seed=step)
     (run / "checkpoints" / "checkpoint-3" / CHECKPOINT_MARKER).touch()  # checkpoint-6 is half written

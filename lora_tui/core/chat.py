@@ -171,7 +171,9 @@ class ChatSession:
             import torch
 
             bf16 = torch.cuda.is_bf16_supported()
-        precision = effective_precision(Config(), "cpu" if device == "cpu" else "cuda", bf16)
+        # CPU chat stays fp32 even where training picks bf16: one reply at a time gains little from bf16,
+        # and greedy answers (export round-trip checks, adapter vs base) must not move with rounding.
+        precision = "fp32" if device == "cpu" else effective_precision(Config(), "cuda", bf16)
         try:
             resolve_model_path(source.base_model, on_progress)  # converts the embedded model once, with progress
             if source.adapter_dir is not None and (source.adapter_dir / "tokenizer_config.json").is_file():

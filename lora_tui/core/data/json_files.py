@@ -37,7 +37,7 @@ def iter_jsonl(fh: BinaryIO, encoding: str, bom: int, result: ReadResult) -> Ite
                 yield undecodable(line, exc.start, number)
                 continue
         try:
-            value = loads(line)
+            value = loads(line.rstrip("\r\n"))  # without the newline, so a cut line's column is where it ends
         except json.JSONDecodeError as exc:
             yield malformed(number, exc)
             continue
