@@ -112,7 +112,7 @@ def _add_runs(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("stop", help="stop a run gracefully: checkpoint, save the adapter, state 'stopped'")
     p.add_argument("run", help="run directory, or its name under $LORA_TUI_RUNS (else ./runs)").complete = DIRECTORY
-    p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the trainer to finish stopping")
+    p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the trainer to finish stopping; after that it is killed (SIGKILL, no adapter saved)")
 
 
 def _add_chat(sub: argparse._SubParsersAction) -> None:
