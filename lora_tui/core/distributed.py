@@ -20,6 +20,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lora_tui.core.units import gib
+
 STRATEGY_CHOICES = ("auto", "ddp", "fsdp")
 ACCELERATE_CONFIG = "accelerate_config.yaml"
 ENV_WORKER = "LORA_TUI_WORKER"  # set on every launched rank
@@ -141,8 +143,8 @@ def choose_strategy(wanted: str, world_size: int, cpu: bool, per_gpu: dict, free
     ddp = per_gpu.get("ddp")
     if ddp is None or free_bytes is None or ddp <= free_bytes * 0.9 or load_in == "8bit":
         return "ddp", "the model fits on one GPU: data parallel, bigger effective batch"
-    return "fsdp", (f"the model does not fit one GPU with DDP (~{ddp / 2**30:.1f} GiB per GPU); "
-                    f"FSDP shards it (~{per_gpu.get('fsdp', 0) / 2**30:.1f} GiB per GPU)")
+    return "fsdp", (f"the model does not fit one GPU with DDP (~{gib(ddp)} per GPU); "
+                    f"FSDP shards it (~{gib(per_gpu.get('fsdp', 0))} per GPU)")
 
 
 def plan_devices(config, gpu_count: int | None = None, nodes: Nodes | None = None, hardware=None) -> DevicePlan:
