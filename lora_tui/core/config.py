@@ -70,8 +70,8 @@ class TrainingSection:
     learning_rate: float = _f(1e-4, "Peak learning rate of AdamW. LoRA: ~1e-4; QLoRA: ~2e-4.", min=1e-7, max=1e-1)
     epochs: float = _f(3.0, "Passes over the training data (ignored when max_steps > 0). 1-3 is typical.", min=0.01, max=1000)
     max_steps: int = _f(-1, "Stop after this many optimiser steps; -1 to use epochs instead.", min=-1)
-    micro_batch: int = _f(4, "Rows per forward pass. Lower it if memory is short; accumulate to keep the effective batch.", min=1, max=4096)
-    grad_accum: int = _f(4, "Micro-batches accumulated per optimiser step (effective batch = micro_batch x grad_accum).", min=1, max=4096)
+    micro_batch: int | None = _f(None, "Rows per forward pass: a memory / speed trade, the learning depends on the effective batch. auto: the largest that fits with margin, keeping an effective batch of 4 x grad_accum rows.", min=1, max=4096, auto=True)
+    grad_accum: int = _f(4, "Micro-batches accumulated per optimiser step (effective batch = micro_batch x grad_accum; with micro_batch auto, 4 x grad_accum rows, re-split to fit).", min=1, max=4096)
     warmup_ratio: float = _f(0.03, "Share of steps spent ramping the learning rate up from zero.", min=0.0, max=0.5)
     scheduler: str = _f("cosine", "Learning-rate schedule after warm-up.", choices=SCHEDULER_CHOICES)
     weight_decay: float = _f(0.01, "AdamW weight decay on adapter weights.", min=0.0, max=1.0)
@@ -167,7 +167,9 @@ def check_value(section: str, key: str, value: Any) -> Any:
     kind = _type_name(f)
     where = f"{section}.{key}"
     if f.metadata.get("auto") and isinstance(value, str) and value.strip().lower() in AUTO_WORDS:
-        return AUTO_WORDS[value.strip().lower()]
+        word = value.strip().lower()
+        if word == "auto" or kind.startswith("bool"):  # on / off only for switches
+            return AUTO_WORDS[word]
     if isinstance(value, str):
         text = value.strip()
         if "| None" in kind and text.lower() in ("", "none", "null", "~"):

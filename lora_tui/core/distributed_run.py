@@ -40,6 +40,7 @@ def supervise(run: RunDirectory, plan: "dist_plan.DevicePlan", config, resume: b
     env = {k: v for k, v in os.environ.items() if k != LOCK_FD_ENV}  # the lock stays with this process
     env = {**env, dist_plan.ENV_WORKER: "1", dist_plan.ENV_SUPERVISOR: str(os.getpid()),
            "LORA_TUI_NODES": str(plan.nodes.count), "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.update(_batch_env(run, plan, config, resume))
     if plan.cpu:
         # Split the cores between the ranks instead of letting each rank take them all.
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // plan.processes)))
@@ -53,6 +54,19 @@ def supervise(run: RunDirectory, plan: "dist_plan.DevicePlan", config, resume: b
         signal.signal(sig, ask_to_stop)
     code = proc.wait()
     return settle(RunDirectory(run.path), code, plan, log_start)
+
+
+def _batch_env(run: RunDirectory, plan, config, resume: bool) -> dict:
+    """micro_batch / checkpointing auto decided once here, so every rank trains with the same batch."""
+    t = config.training
+    if t.micro_batch is not None and t.gradient_checkpointing is not None:
+        return {}
+    from lora_tui.core.auto_batch import batch_env, batch_for_run
+    from lora_tui.core.hardware import probe_hardware
+
+    hardware = probe_hardware(check_libraries=False)
+    choice = batch_for_run(run, config, hardware, "cpu" if plan.cpu else "cuda", plan.processes if plan.cpu else 1, resume)
+    return batch_env(choice)
 
 
 def settle(run: RunDirectory, code: int, plan, log_start: int = 0) -> str:

@@ -43,6 +43,8 @@ class EngineChoice:
     kernels: list[str] = field(default_factory=list)  # e.g. ["lean_head"], ["lean_head", "liger"]
     gradient_checkpointing: bool = False
     reasons: dict[str, str] = field(default_factory=dict)
+    micro_batch: int = 4  # rows per forward pass and accumulation, with micro_batch=auto resolved
+    grad_accum: int = 4
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -127,18 +129,19 @@ def choose_kernels(wanted: str, device: str) -> tuple[list[str], str]:
     return kernels, "Liger: CUDA and liger-kernel needed" if device != "cuda" else "Liger not installed"
 
 
-def choose_engine(config, device: str, hardware=None, capability: tuple[int, int] | None = None) -> EngineChoice:
+def choose_engine(config, device: str, hardware=None, capability: tuple[int, int] | None = None,
+                  world_size: int = 1) -> EngineChoice:
     """Resolve every ``auto`` engine setting of ``config`` for ``device`` ("cpu" | "cuda")."""
-    from lora_tui.core.memory_record import choose_checkpointing
+    from lora_tui.core.auto_batch import choose_batch
 
     t = config.training
     attention, why_attention = choose_attention(getattr(t, "attention", "auto"), device, capability)
     batching, why_batching = choose_batching(getattr(t, "batching", "auto"), device, attention)
     kernels, why_kernels = choose_kernels(getattr(t, "kernels", "auto"), device)
-    checkpointing, why_ckpt = choose_checkpointing(config, hardware, device)
-    return EngineChoice(batching, attention, kernels, checkpointing,
-                        {"batching": why_batching, "attention": why_attention, "kernels": why_kernels,
-                         "gradient_checkpointing": why_ckpt})
+    batch = choose_batch(config, hardware, device, world_size)
+    return EngineChoice(batching, attention, kernels, batch.gradient_checkpointing,
+                        {"batching": why_batching, "attention": why_attention, "kernels": why_kernels, **batch.reasons},
+                        micro_batch=batch.micro_batch, grad_accum=batch.grad_accum)
 
 
 def sft_engine_kwargs(choice: EngineChoice, max_seq_len: int) -> dict:

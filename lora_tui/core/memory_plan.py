@@ -30,7 +30,8 @@ PLAN_FIELDS = {
     "grad_checkpointing": "training.gradient_checkpointing",
 }
 # Config keys the plan reads besides PLAN_FIELDS (precision decides the GPU dtype).
-EXTRA_KEYS = ("training.precision", "training.batching", "training.attention")
+# grad_accum: with micro_batch auto the effective batch (4 x grad_accum) bounds the micro-batch.
+EXTRA_KEYS = ("training.precision", "training.batching", "training.attention", "training.grad_accum")
 QUANT_FOR_LOAD = {"16bit": "none", "8bit": "8bit", "4bit": "4bit"}
 LOAD_FOR_QUANT = {"none": "16bit", "16bit": "16bit", "8bit": "8bit", "4bit": "4bit"}
 DTYPE_FOR_PRECISION = {"auto": None, "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -55,8 +56,7 @@ def plan_from_config(config: Config, hardware=None, model: str | None = None, de
         r=config.lora.r,
         targets=config.lora.targets,
         seq_len=config.data.max_seq_len,
-        batch=config.training.micro_batch,
-        grad_checkpointing=_checkpointing(config, hardware, device),
+        **_batch_fields(config, hardware, device),
         device=device,
         dtype=None if device == "cpu" else DTYPE_FOR_PRECISION[config.training.precision],
         dropout=config.lora.dropout,
@@ -73,13 +73,15 @@ def _engine_fields(config: Config, device: str) -> dict:
     return {"batching": batching, "attention": "flash" if attention.startswith("flash") else attention}
 
 
-def _checkpointing(config: Config, hardware, device: str) -> bool:
-    """training.gradient_checkpointing, with auto (None) resolved the way the trainer resolves it."""
-    if config.training.gradient_checkpointing is not None:
-        return bool(config.training.gradient_checkpointing)
-    from lora_tui.core.memory_record import choose_checkpointing
+def _batch_fields(config: Config, hardware, device: str) -> dict:
+    """Micro-batch and checkpointing, with auto (None) resolved the way the trainer resolves them."""
+    t = config.training
+    if t.micro_batch is not None and t.gradient_checkpointing is not None:
+        return {"batch": t.micro_batch, "grad_checkpointing": bool(t.gradient_checkpointing)}
+    from lora_tui.core.auto_batch import choose_batch
 
-    return choose_checkpointing(config, hardware, device)[0]
+    batch = choose_batch(config, hardware, device)
+    return {"batch": batch.micro_batch, "grad_checkpointing": batch.gradient_checkpointing}
 
 
 memory_plan_for = plan_from_config  # the earlier name, kept for callers outside this package
@@ -115,8 +117,9 @@ def fix_overrides(config: Config, changes) -> list[str]:
             raise ValueError(f"A memory fix changes '{plan_field}', which no config key holds.")
         out.append(f"{PLAN_FIELDS[plan_field]}={_cli_value(_config_value(plan_field, value))}")
         if plan_field == "batch":
-            effective = config.training.micro_batch * config.training.grad_accum
-            out.append(f"training.grad_accum={max(1, -(-effective // int(value)))}")
+            from lora_tui.core.auto_batch import effective_batch
+
+            out.append(f"training.grad_accum={max(1, -(-effective_batch(config) // int(value)))}")
     return out
 
 

@@ -1,6 +1,7 @@
 """Closed-loop memory: the estimate a run starts with, the peak it reaches, and the error between them.
 
-``choose_checkpointing`` decides ``training.gradient_checkpointing=auto`` from the estimate.
+``choose_checkpointing`` decides ``training.gradient_checkpointing=auto`` from the estimate (with
+``micro_batch=auto``: see ``core/auto_batch.py``).
 ``memory_estimate_facts`` is the estimate recorded in the ``started`` event; ``make_memory_callback``
 measures the peak as training goes (``torch.cuda.max_memory_reserved`` on GPU, peak RSS on CPU),
 keeps ``status.json`` current (the Training screen's "estimated X GiB, peak so far Y GiB") and
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import resource
 
-# Checkpointing "auto": on when the run without it would take more than this share of the memory
+# Checkpointing and micro-batch "auto": a plan fits with margin within this share of the memory
 # available. GPU: "fits with margin" (the estimate's 'fits' line is 90%). CPU: RAM is shared with
 # the system and the user's other work, and checkpointing costs little there (measured, see
 # /work/notes/issue-9.md: the backward is dominated by GEMMs either way).
@@ -35,25 +36,12 @@ def _available(hardware, device: str) -> int:
 
 
 def choose_checkpointing(config, hardware=None, device: str | None = None) -> tuple[bool, str]:
-    """(on, why) for the run ``config`` describes; an explicit true/false in the config wins."""
-    wanted = config.training.gradient_checkpointing
-    if wanted is not None:
-        return bool(wanted), "set in the config"
-    from lora_tui.core.memory import GiB, estimate_memory
-    from lora_tui.core.memory_plan import plan_from_config
+    """(on, why) for the run ``config`` describes; an explicit true/false in the config wins.
+    Decided together with ``micro_batch=auto`` in ``core.auto_batch.choose_batch``."""
+    from lora_tui.core.auto_batch import choose_batch
 
-    device = device or ("cuda" if hardware is not None and getattr(hardware, "gpus", None) else "cpu")
-    plain = config.copy()
-    plain.training.gradient_checkpointing = False
-    try:
-        without = estimate_memory(plan_from_config(plain, hardware, device=device)).total_bytes
-    except Exception as exc:  # unknown model dims: keep the faster default
-        return False, f"off: no estimate ({str(exc)[:80]})"
-    available = _available(hardware, device)
-    share = CHECKPOINT_SHARE.get(device, 0.8)
-    if available and without > share * available:
-        return True, f"on: {without / GiB:.1f} GiB without it, over {share:.0%} of {available / GiB:.1f} GiB free"
-    return False, f"off: {without / GiB:.1f} GiB without it, within {share:.0%} of {available / GiB:.1f} GiB free"
+    batch = choose_batch(config, hardware, device)
+    return batch.gradient_checkpointing, batch.reasons["gradient_checkpointing"]
 
 
 def memory_estimate_facts(config, hardware, device: str) -> dict | None:

@@ -110,7 +110,7 @@ def render_model_card(run: str | Path | RunDirectory) -> str:
              f"| Epochs | {epochs_planned} planned; {_num(epoch_done, 3)} done |",
              f"| Steps | {_num(steps_done)} of {_num(max_steps)} |",
              f"| Learning rate | {tr.learning_rate:g} ({tr.scheduler}, warm-up {tr.warmup_ratio:g}, weight decay {tr.weight_decay:g}) |",
-             f"| Batch | {tr.micro_batch} x {tr.grad_accum} accumulation = {tr.micro_batch * tr.grad_accum} |",
+             _batch_row(tr, started),
              f"| Max sequence length | {data.max_seq_len} |",
              f"| Precision / device | {started.get('precision', MISSING)} / {started.get('device', MISSING)} |",
              f"| Seed | {tr.seed} |", ""]
@@ -168,6 +168,15 @@ def render_model_card(run: str | Path | RunDirectory) -> str:
 
 def _gib(value) -> str:
     return gib(value, 2) if isinstance(value, (int, float)) and value else MISSING
+
+
+def _batch_row(tr, started: dict) -> str:
+    """Micro-batch x accumulation as the run trained (micro_batch auto is resolved when the run starts)."""
+    micro, accum = started.get("micro_batch") or tr.micro_batch, started.get("grad_accum") or tr.grad_accum
+    if micro is None:
+        return f"| Batch | auto, {4 * accum} rows per step (decided when training starts) |"
+    auto = " (micro-batch auto)" if tr.micro_batch is None else ""
+    return f"| Batch | {micro} x {accum} accumulation = {micro * accum}{auto} |"
 
 
 def _memory(run: RunDirectory, history) -> dict:

@@ -348,12 +348,18 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     if resume and checkpoint is None and run.checkpoints_dir.exists():
         run.append_event("log", level="warning", message="No complete checkpoint found: starting from step 0.")
 
-    from lora_tui.core import engine, memory_record
+    from lora_tui.core import auto_batch, engine, memory_record
     from lora_tui.core.hardware import probe_hardware
 
     hardware = probe_hardware()
     capability = torch.cuda.get_device_capability(0) if device == "cuda" else None
-    choice = engine.choose_engine(config, device, hardware, capability)
+    choice = engine.choose_engine(config, device, hardware, capability, world_size=distributed.world_size())
+    # micro_batch / checkpointing auto: resolved once per run (a resume keeps the first start's batches)
+    batch = auto_batch.batch_for_run(run, config, hardware, device, distributed.world_size(), resume=resume)
+    choice.micro_batch, choice.grad_accum, choice.gradient_checkpointing = batch.micro_batch, batch.grad_accum, batch.gradient_checkpointing
+    choice.reasons.update(batch.reasons)
+    t = config.training
+    t.micro_batch, t.grad_accum, t.gradient_checkpointing = batch.micro_batch, batch.grad_accum, batch.gradient_checkpointing
     # glibc's mmap threshold stays as it is: with huge pages (engine.prefer_huge_pages) checkpointing keeps
     # RSS low without it, and tuning it cost 43% more CPU per step (measured, see engine.tune_cpu_allocator).
     allocator_tuned = False
@@ -392,7 +398,8 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
         command=" ".join(shlex.quote(a) for a in sys.argv) if resume else reproduce_command(run),
         resumed_from=str(checkpoint) if checkpoint else None, pid=distributed_run.owner_pid(), load_in=config.model.load_in,
         quantized_layers=quantized, batching=choice.batching, attention=choice.attention, kernels=choice.kernels,
-        gradient_checkpointing=choice.gradient_checkpointing, engine_reasons=choice.reasons,
+        gradient_checkpointing=choice.gradient_checkpointing, micro_batch=choice.micro_batch, grad_accum=choice.grad_accum,
+        engine_reasons=choice.reasons,
         cpu_allocator_tuned=allocator_tuned, memory_estimate=memory_facts,
         adapter_dtypes=sorted({str(p.dtype) for p in trainer.model.parameters() if p.requires_grad}),
         **distributed_run.started_fields(device))

@@ -201,8 +201,9 @@ class LoraTuiApp(App[int]):
     @work(thread=True, exclusive=True, exit_on_error=False, group="judge")
     def judge_plan(self, key: tuple) -> None:
         try:
-            estimate, verdict = self.backend.judge(self.state.config.copy(), self.state.hardware)
-            self.post_message(PlanJudged(key, verdict, estimate))
+            config = self.state.config.copy()
+            estimate, verdict = self.backend.judge(config, self.state.hardware)
+            self.post_message(PlanJudged(key, verdict, estimate, batch=self.backend.batch(config, self.state.hardware)))
         except Exception as exc:
             self.post_message(PlanJudged(key, None, error=plain_error(exc)))
 

@@ -75,6 +75,12 @@ class Backend:
         verdict = judge_fit(plan, hardware)
         return verdict.estimate, verdict
 
+    def batch(self, config: Config, hardware):
+        """Micro-batch, accumulation and checkpointing the run would use (auto resolved), with the reasons."""
+        from lora_tui.core.auto_batch import choose_batch
+
+        return choose_batch(config, hardware)
+
     def catalogue(self, config: Config, hardware) -> list[tuple[str, int | None, int | None, str | None]]:
         """(name, parameters, bytes needed with the current plan, verdict) for each catalogue model."""
         from lora_tui.core.catalogue import CATALOGUE, model_dims

@@ -48,6 +48,7 @@ class PlanJudged(Message):
     verdict: Any  # lora_tui.core.memory.FitVerdict | None
     estimate: Any = None  # lora_tui.core.memory.MemoryEstimate | None
     error: str | None = None
+    batch: Any = None  # lora_tui.core.auto_batch.BatchChoice: micro-batch and checkpointing with auto resolved
 
 
 @dataclass

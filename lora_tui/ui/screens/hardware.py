@@ -128,10 +128,14 @@ class HardwareScreen(WizardScreen):
         plan = self.query_one("#plan", Static)
         breakdown = self.query_one("#breakdown", Static)
         fixes = self.query_one("#fixes", OptionList)
-        describe = escape(f"Plan: {c.model.load_in} base · r {c.lora.r} on {c.lora.targets} · micro-batch "
-                          f"{c.training.micro_batch} x {c.data.max_seq_len} tokens · gradient checkpointing "
-                          f"{'on' if c.training.gradient_checkpointing else 'off'}")
         judgement = self.app.current_judgement()
+        batch = judgement.batch if judgement is not None else None  # auto values resolved with the estimate
+        micro = (c.training.micro_batch if c.training.micro_batch is not None else
+                 f"auto → {batch.micro_batch}" if batch is not None else "auto")
+        ckpt = (("on" if c.training.gradient_checkpointing else "off") if c.training.gradient_checkpointing is not None else
+                f"auto → {'on' if batch.gradient_checkpointing else 'off'}" if batch is not None else "auto")
+        describe = escape(f"Plan: {c.model.load_in} base · r {c.lora.r} on {c.lora.targets} · micro-batch "
+                          f"{micro} x {c.data.max_seq_len} tokens · gradient checkpointing {ckpt}")
         if self.state.hardware is None or judgement is None:
             plan.update(describe + "\n[dim]Estimating memory…[/]")
             breakdown.update("")

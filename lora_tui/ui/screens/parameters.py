@@ -84,6 +84,7 @@ class ParametersScreen(WizardScreen):
             with Vertical(id="plan-panel"):
                 yield Static(id="memory-line")
                 yield Static(id="engine-line")
+                yield Static(id="batch-line")
                 yield Static(id="focus-help", classes="hint")
                 yield Static(id="command-line")
 
@@ -157,24 +158,41 @@ class ParametersScreen(WizardScreen):
                         + ("  [dim](fixes: Hardware step)[/]" if v.verdict != "fits" else ""))
 
     def _show_engine(self) -> None:
-        """What `auto` resolves to on this hardware (checkpointing, batching, attention, kernels) and why."""
-        line = self.query_one("#engine-line", Static)
+        """What `auto` resolves to on this hardware (batch, checkpointing, batching, attention, kernels) and why."""
+        line, batch_line = self.query_one("#engine-line", Static), self.query_one("#batch-line", Static)
         hardware = self.state.hardware
         if hardware is None:
             line.update("")
+            batch_line.update("")
             return
-        from lora_tui.core.engine import choose_engine
+        from lora_tui.core.engine import choose_attention, choose_batching, choose_kernels
 
+        t = self.state.config.training
+        device = "cuda" if hardware.gpus else "cpu"
         try:
-            choice = choose_engine(self.state.config, "cuda" if hardware.gpus else "cpu", hardware)
+            attention, _ = choose_attention(t.attention, device)
+            batching, _ = choose_batching(t.batching, device, attention)
+            kernels, _ = choose_kernels(t.kernels, device)
         except Exception as exc:  # an engine choice must never break the form
             line.update(Text(f"Engine: not decided ({exc})", style="yellow", no_wrap=True, overflow="ellipsis"))
             return
-        why = choice.reasons.get("gradient_checkpointing", "")
-        line.update(Text.assemble(("Engine: ", "dim"), (choice.batching, "bold"), (" · ", "dim"), (choice.attention, "bold"),
-                                  (" · ", "dim"), ("+".join(choice.kernels), "bold"), (" · checkpointing ", "dim"),
-                                  ("on" if choice.gradient_checkpointing else "off", "bold"),
-                                  (f" ({why.split(': ', 1)[-1]})" if why else "", "dim"), no_wrap=True, overflow="ellipsis"))
+        judgement = self.app.current_judgement()
+        batch = judgement.batch if judgement is not None else None  # decided with the estimate, off the UI thread
+        ckpt = ("…" if batch is None else "on" if batch.gradient_checkpointing else "off")
+        why = batch.reasons.get("gradient_checkpointing", "") if batch is not None else ""
+        line.update(Text.assemble(("Engine: ", "dim"), (batching, "bold"), (" · ", "dim"), (attention, "bold"),
+                                  (" · ", "dim"), ("+".join(kernels), "bold"), (" · checkpointing ", "dim"),
+                                  (ckpt, "bold"), (f" ({why.split(': ', 1)[-1]})" if why else "", "dim"),
+                                  no_wrap=True, overflow="ellipsis"))
+        if batch is None:
+            batch_line.update(Text("Batch: deciding…", style="dim"))
+            return
+        why = batch.reasons.get("micro_batch", "")
+        batch_line.update(Text.assemble(("Batch: ", "dim"), ("auto → " if t.micro_batch is None else "", "dim"),
+                                        (f"{batch.micro_batch} x {batch.grad_accum}", "bold"),
+                                        (f" = {batch.effective} rows per step", ""),
+                                        (f" ({why.removeprefix('auto: ')})" if t.micro_batch is None else "", "dim"),
+                                        no_wrap=True, overflow="ellipsis"))
 
     def _show_command(self) -> None:
         config = self.state.config

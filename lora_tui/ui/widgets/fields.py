@@ -64,9 +64,13 @@ class FieldRow(Horizontal):
         elif kind.startswith("bool"):
             yield Tick("", value=bool(self.initial), compact=True, classes="field-editor")
         else:
-            yield Input(display_value(self.initial), compact=True, classes="field-editor",
+            yield Input(self._text(self.initial), compact=True, classes="field-editor",
                         select_on_focus=False)
         yield Static(Text(self.help, no_wrap=True, overflow="ellipsis"), classes="field-help")
+
+    def _text(self, value: Any) -> str:
+        """A field whose None means auto (training.micro_batch) shows the word."""
+        return "auto" if value is None and self.field.metadata.get("auto") else display_value(value)
 
     @property
     def editor(self):
@@ -81,8 +85,8 @@ class FieldRow(Horizontal):
                     editor.value = value
             elif isinstance(editor, Checkbox):
                 editor.value = bool(value)
-            elif editor.value != display_value(value):
-                editor.value = display_value(value)
+            elif editor.value != self._text(value):
+                editor.value = self._text(value)
         self.set_error(None)
 
     def set_error(self, error: str | None) -> None:

@@ -1,0 +1,172 @@
+"""``training.micro_batch=auto`` and ``training.gradient_checkpointing=auto``, decided together from the estimate.
+
+The effective batch (rows per optimiser step) is what the learning depends on; the micro-batch only
+trades memory for speed. With ``micro_batch=auto`` the effective batch is ``AUTO_BASE x grad_accum``
+rows (16 with the defaults, as ``micro_batch=4, grad_accum=4`` gives) and ``choose_batch`` picks the
+largest micro-batch that divides it and fits with margin; ``grad_accum`` then makes up the rest:
+
+1. without checkpointing, the largest micro-batch that fits (at least ``AUTO_BASE``): checkpointing off;
+2. else, with checkpointing (when that is on ``auto`` too), the largest that fits: checkpointing on;
+3. nothing fits: micro-batch 1 with checkpointing, and the estimate says what else to change.
+
+"Fits with margin" is the share of free memory in ``memory_record.CHECKPOINT_SHARE`` (GPU: 80 % of
+free memory, below the estimate's 90 % "fits" line; CPU: 25 % of available RAM, shared with the
+system). The run resolves this once when it starts and records it in the ``started`` event; a resumed
+run reuses that record, so ``kill -9`` + ``--resume`` still gives the same batches.
+
+Must not import torch or textual (the wizard imports it), nor change the config it is given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+AUTO_BASE = 4  # micro_batch=auto keeps an effective batch of AUTO_BASE x grad_accum rows
+# Largest micro-batch auto picks. CPU: measured by benchmarks/micro_batch_sweep.py (no faster beyond);
+# GPU: beyond this a bigger effective batch, not a bigger micro-batch, is what the user wants.
+MICRO_BATCH_CAP = {"cpu": 8, "cuda": 64}
+
+
+@dataclass
+class BatchChoice:
+    micro_batch: int
+    grad_accum: int
+    gradient_checkpointing: bool
+    reasons: dict[str, str] = field(default_factory=dict)  # "micro_batch", "gradient_checkpointing"
+
+    @property
+    def effective(self) -> int:
+        return self.micro_batch * self.grad_accum
+
+
+def effective_batch(config) -> int:
+    """Rows per optimiser step (per device) the config asks for."""
+    t = config.training
+    return (t.micro_batch or AUTO_BASE) * t.grad_accum
+
+
+def _divisors_down(n: int, cap: int) -> list[int]:
+    return [m for m in range(min(n, cap), 0, -1) if n % m == 0]
+
+
+def choose_batch(config, hardware=None, device: str | None = None, world_size: int = 1) -> BatchChoice:
+    """Micro-batch, accumulation and checkpointing for ``config`` on this hardware; explicit values win.
+
+    ``world_size`` processes sharing one machine's RAM (CPU gloo runs) each get their share of it.
+    """
+    from lora_tui.core.memory import GiB, estimate_memory
+    from lora_tui.core.memory_plan import plan_from_config
+    from lora_tui.core.memory_record import CHECKPOINT_SHARE, _available
+
+    t = config.training
+    device = device or ("cuda" if hardware is not None and getattr(hardware, "gpus", None) else "cpu")
+    available = _available(hardware, device)
+    if device == "cpu" and world_size > 1:
+        available //= world_size
+    share = CHECKPOINT_SHARE.get(device, 0.8)
+    budget = share * available
+    where = f"{share:.0%} of {available / GiB:.1f} GiB free"
+
+    def need(micro: int, checkpointing: bool) -> int:
+        trial = config.copy()
+        trial.training.micro_batch, trial.training.gradient_checkpointing = micro, checkpointing
+        return estimate_memory(plan_from_config(trial, hardware, device=device)).total_bytes
+
+    def fits(micro: int, checkpointing: bool) -> bool:
+        return bool(available) and need(micro, checkpointing) <= budget
+
+    wanted_ckpt = t.gradient_checkpointing
+    if t.micro_batch is not None:  # the user's micro-batch: only checkpointing may be auto
+        if wanted_ckpt is not None:
+            return BatchChoice(t.micro_batch, t.grad_accum, bool(wanted_ckpt),
+                               {"micro_batch": "set in the config", "gradient_checkpointing": "set in the config"})
+        try:
+            without = need(t.micro_batch, False)
+        except Exception as exc:  # unknown model dims: keep the faster default
+            return BatchChoice(t.micro_batch, t.grad_accum, False, {"micro_batch": "set in the config",
+                               "gradient_checkpointing": f"off: no estimate ({str(exc)[:80]})"})
+        on = bool(available) and without > budget
+        return BatchChoice(t.micro_batch, t.grad_accum, on, {
+            "micro_batch": "set in the config",
+            "gradient_checkpointing": f"{'on' if on else 'off'}: {without / GiB:.1f} GiB without it, "
+                                      f"{'over' if on else 'within'} {where}"})
+
+    total = effective_batch(config)
+    candidates = _divisors_down(total, MICRO_BATCH_CAP.get(device, 8))
+
+    def choice(micro: int, checkpointing: bool, why_micro: str, why_ckpt: str) -> BatchChoice:
+        return BatchChoice(micro, total // micro, checkpointing, {"micro_batch": why_micro, "gradient_checkpointing": why_ckpt})
+
+    try:
+        options = [False, True] if wanted_ckpt is None else [bool(wanted_ckpt)]
+        for checkpointing in options:
+            floor = min(AUTO_BASE, total) if checkpointing is False and len(options) > 1 else 1
+            bigger = None  # the next larger candidate, which did not fit
+            for micro in candidates:
+                if micro < floor:
+                    break
+                if not fits(micro, checkpointing):
+                    bigger = micro
+                    continue
+                gib = need(micro, checkpointing) / GiB
+                if bigger is not None:
+                    why = f"{micro} rows need {gib:.1f} GiB; {bigger} would need {need(bigger, checkpointing) / GiB:.1f}, over {where}"
+                elif micro < total:
+                    why = f"{micro} rows need {gib:.1f} GiB, within {where}; {micro} is the most auto puts in one pass on {device.upper()}"
+                else:
+                    why = f"the whole batch in one pass: {gib:.1f} GiB, within {where}"
+                if wanted_ckpt is not None:
+                    return choice(micro, checkpointing, f"auto: {why}", "set in the config")
+                base = min(AUTO_BASE, total)
+                ckpt_why = (f"on: micro-batch {base} needs {need(base, False) / GiB:.1f} GiB without it, over {where}"
+                            if checkpointing else f"off: not needed ({gib:.1f} GiB without it)")
+                return choice(micro, checkpointing, f"auto: {why}", ckpt_why)
+    except Exception as exc:  # unknown model dims: the classic default
+        micro = min(AUTO_BASE, total) if total % min(AUTO_BASE, total) == 0 else 1
+        return choice(micro, bool(wanted_ckpt), f"auto: {micro} (no estimate: {str(exc)[:80]})",
+                      "set in the config" if wanted_ckpt is not None else "off: no estimate")
+    checkpointing = True if wanted_ckpt is None else bool(wanted_ckpt)
+    return choice(1, checkpointing, f"auto: even one row needs more than {where}; see the estimate's fixes",
+                  "set in the config" if wanted_ckpt is not None else "on: the run does not fit without it")
+
+
+def resolved_config(config, hardware=None, device: str | None = None, world_size: int = 1):
+    """A copy of ``config`` with micro-batch, accumulation and checkpointing concrete (the run's plan)."""
+    batch = choose_batch(config, hardware, device, world_size)
+    out = config.copy()
+    out.training.micro_batch, out.training.grad_accum = batch.micro_batch, batch.grad_accum
+    out.training.gradient_checkpointing = batch.gradient_checkpointing
+    return out
+
+
+ENV_BATCH = "LORA_TUI_BATCH"  # "micro,accum,checkpointing": set by the multi-rank supervisor, so every rank agrees
+
+
+def batch_for_run(run, config, hardware=None, device: str | None = None, world_size: int = 1,
+                  resume: bool = False) -> BatchChoice:
+    """The batch a run trains with: the supervisor's (multi-rank), the run's first start's (resume), or a fresh choice.
+
+    Reusing the first start's micro-batch on ``--resume`` keeps the batches, and so the adapter, identical.
+    """
+    import os
+
+    t = config.training
+    if t.micro_batch is not None and t.gradient_checkpointing is not None:
+        return choose_batch(config, hardware, device, world_size)
+    given = os.environ.get(ENV_BATCH, "")
+    if given:
+        micro, accum, ckpt = given.split(",")
+        return BatchChoice(int(micro), int(accum), ckpt == "1", {"micro_batch": "auto: chosen by the launcher for every rank",
+                                                                 "gradient_checkpointing": "auto: chosen by the launcher for every rank"})
+    if resume:
+        first = next((e for e in run.read_events() if e.get("type") == "started" and e.get("micro_batch")), None)
+        if first is not None:
+            kept = "kept from the run's first start (resume: the same batches)"
+            return BatchChoice(int(first["micro_batch"]), int(first.get("grad_accum") or t.grad_accum),
+                               bool(first.get("gradient_checkpointing")) if t.gradient_checkpointing is None else bool(t.gradient_checkpointing),
+                               {"micro_batch": kept, "gradient_checkpointing": kept if t.gradient_checkpointing is None else "set in the config"})
+    return choose_batch(config, hardware, device, world_size)
+
+
+def batch_env(choice: BatchChoice) -> dict:
+    return {ENV_BATCH: f"{choice.micro_batch},{choice.grad_accum},{int(choice.gradient_checkpointing)}"}
