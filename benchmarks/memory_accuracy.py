@@ -9,7 +9,7 @@ not leak into a child's figure. Prints a table and whether the goal holds: withi
 10% of measured (or 0.5 GiB, whichever is larger) and never more than 5% under.
 
     python benchmarks/memory_accuracy.py            # CPU matrix, plus GPU points when CUDA is present
-    python benchmarks/memory_accuracy.py --quick    # 3 CPU points
+    python benchmarks/memory_accuracy.py --quick    # 7 CPU points
     python benchmarks/memory_accuracy.py --json out.json
 """
 
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lora_tui.core.memory import CUDA_CONTEXT_BYTES, GiB, MiB, MemoryPlan, estimate_memory  # noqa: E402
 
 STEPS = 3  # AdamW states exist from step 2 on, so the peak is reached by then
-CPU_MATRIX = [  # (quant, r, batch, seq_len, grad_checkpointing)
+CPU_MATRIX = [  # (quant, r, batch, seq_len, grad_checkpointing[, batching[, dtype]]); fp32 unless named
     ("none", 8, 1, 128, False), ("none", 64, 1, 512, False), ("none", 8, 4, 128, False),
     ("none", 64, 4, 128, False), ("none", 8, 4, 512, False), ("none", 64, 4, 512, True),
     ("4bit", 8, 1, 128, False), ("4bit", 64, 1, 512, False), ("4bit", 8, 4, 128, False),
@@ -37,7 +37,12 @@ CPU_MATRIX = [  # (quant, r, batch, seq_len, grad_checkpointing)
 ]
 # The trainer's engine modes (issue 9): micro-batch 8 x 512 with checkpointing, and padding-free rows.
 CPU_MATRIX += [("none", 16, 8, 512, True), ("none", 8, 4, 512, False, "padding_free")]
-QUICK = [CPU_MATRIX[0], CPU_MATRIX[2], CPU_MATRIX[6], CPU_MATRIX[-2], CPU_MATRIX[-1]]
+# bf16 on the CPU: what precision=auto trains in on CPUs with native bf16 (core.config.effective_precision):
+# bf16 weights, fp32 adapters, accelerate's CPU autocast.
+BF16_MATRIX = [("none", 8, 1, 128, False, "grouped", "bfloat16"), ("none", 8, 4, 128, False, "grouped", "bfloat16"),
+               ("none", 8, 4, 512, False, "grouped", "bfloat16"), ("none", 16, 8, 512, True, "grouped", "bfloat16")]
+CPU_MATRIX += BF16_MATRIX
+QUICK = [CPU_MATRIX[0], CPU_MATRIX[2], CPU_MATRIX[6], CPU_MATRIX[10], CPU_MATRIX[11], BF16_MATRIX[1], BF16_MATRIX[3]]
 # The same model cut to 6 layers (random weights): the head's share stays, the layers' shrinks,
 # which separates the two CPU allocator terms the estimate calibrates.
 SHALLOW_MATRIX = [("none", 8, 4, 512, False), ("none", 8, 4, 512, True), ("4bit", 8, 4, 512, False)]
@@ -104,7 +109,7 @@ def _child(spec: dict) -> None:
     g = torch.Generator().manual_seed(0)
     rows = [torch.randint(10, 49000, (s - (1 if b > 1 and k % b == b - 1 else 0),), generator=g).tolist() for k in range(b * STEPS)]
     data = Dataset.from_dict({"input_ids": rows, "labels": rows})
-    precision = spec["dtype"] if cuda else "float32"
+    precision = spec["dtype"]
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in SFTConfig.__dataclass_fields__ else "gradient_checkpointing"
     args = SFTConfig(
         output_dir=tempfile.mkdtemp(prefix="mem-bench-"), per_device_train_batch_size=b, gradient_accumulation_steps=1,
@@ -118,6 +123,10 @@ def _child(spec: dict) -> None:
     tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer"])
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
     engine.install_lean_head(trainer.model, engine.CUDA_VOCAB_TILE if cuda else engine.CPU_VOCAB_TILE)
+    if spec["quant"] != "none" and precision != "bfloat16":  # as the trainer: TRL's bf16 adapters back to fp32
+        for param in trainer.model.parameters():
+            if param.requires_grad:
+                param.data = param.data.float()
     if cuda:
         torch.cuda.synchronize()
     started = time.monotonic()
@@ -180,21 +189,23 @@ def _build(name: str, out: str, tokenizer: str) -> None:
         raise RuntimeError(f"building {name} failed:\n{build.stderr[-3000:]}")
 
 
-def _cpu_points(matrix, model_dir: str, label: str = "SmolLM2-135M (embedded, fp32)") -> list[dict]:
+def _cpu_points(matrix, model_dir: str, label: str = "SmolLM2-135M (embedded)") -> list[dict]:
     from lora_tui.core.catalogue import model_dims
 
     dims = model_dims(model_dir)
     rows = []
     for quant, r, batch, seq, gc, *mode in matrix:
         batching = mode[0] if mode else "grouped"
+        dtype = mode[1] if len(mode) > 1 else "float32"
         plan = MemoryPlan(dims, quant=quant, r=r, batch=batch, seq_len=seq, grad_checkpointing=gc, device="cpu",
-                          batching=batching)
+                          batching=batching, dtype=dtype)
         est = estimate_memory(plan)
-        spec = {"path": model_dir, "tokenizer": model_dir, "device": "cpu", "dtype": "float32", "quant": quant,
+        spec = {"path": model_dir, "tokenizer": model_dir, "device": "cpu", "dtype": dtype, "quant": quant,
                 "r": r, "batch": batch, "seq_len": seq, "gc": gc, "targets": dims.target_modules("all-linear"),
                 "batching": batching}
         got = _run_child(["--child", json.dumps(spec)])
-        rows.append({"device": "cpu", "model": label + ("" if batching == "grouped" else f", {batching}"), "quant": quant, "r": r, "batch": batch,
+        rows.append({"device": "cpu", "model": label + ("" if batching == "grouped" else f", {batching}"), "dtype": dtype,
+                     "quant": quant, "r": r, "batch": batch,
                      "seq_len": seq, "gc": gc, "estimated": est.total_bytes, "measured": got["peak_rss"],
                      "rss_after_imports": got["rss_after_imports"], "seconds": got["train_seconds"],
                      "breakdown": est.breakdown})
@@ -218,7 +229,7 @@ def _gpu_points(matrix, tokenizer: str) -> list[dict]:
                     "r": r, "batch": batch, "seq_len": seq, "gc": gc, "targets": dims.target_modules("all-linear")}
             got = _run_child(["--child", json.dumps(spec)])
             measured = got["nvml_peak"] or got["max_reserved"] + CUDA_CONTEXT_BYTES
-            rows.append({"device": "cuda", "model": name, "quant": quant, "r": r, "batch": batch, "seq_len": seq, "gc": gc,
+            rows.append({"device": "cuda", "model": name, "dtype": "bfloat16", "quant": quant, "r": r, "batch": batch, "seq_len": seq, "gc": gc,
                          "estimated": est.total_bytes, "measured": measured, "max_reserved": got["max_reserved"],
                          "estimated_without_context": est.total_bytes - est.breakdown.get("cuda_context", 0),
                          "nvml_peak": got["nvml_peak"], "seconds": got["train_seconds"], "breakdown": est.breakdown})
@@ -231,7 +242,8 @@ def _print_row(row: dict) -> None:
     extra = ""
     if row["device"] == "cuda":
         extra = f"  reserved {row['max_reserved'] / MiB:7.0f} vs est-ctx {row['estimated_without_context'] / MiB:7.0f}"
-    print(f"{row['device']:4s} {row['model'][:28]:28s} {row['quant']:4s} r{row['r']:<3d} b{row['batch']:<2d} "
+    dtype = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(row.get("dtype"), "?")
+    print(f"{row['device']:4s} {row['model'][:28]:28s} {dtype} {row['quant']:4s} r{row['r']:<3d} b{row['batch']:<2d} "
           f"s{row['seq_len']:<5d} gc={'y' if row['gc'] else 'n'}  est {row['estimated'] / MiB:7.0f} MiB  "
           f"measured {row['measured'] / MiB:7.0f} MiB  err {err:+6.1f}%  goal {'ok' if _goal(row['estimated'], row['measured']) else 'MISSED'}"
           f"  ({row['seconds']:.0f} s){extra}", flush=True)
@@ -264,7 +276,7 @@ def main() -> int:
         _build_random_model(sys.argv[2], sys.argv[3], sys.argv[4])
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="five CPU points only (the engine modes included)")
+    parser.add_argument("--quick", action="store_true", help="seven CPU points only (the engine modes and bf16 included)")
     parser.add_argument("--cpu-only", action="store_true")
     parser.add_argument("--gpu-only", action="store_true")
     parser.add_argument("--json", default=None, help="also write every point to this file")
@@ -276,7 +288,8 @@ def main() -> int:
     model_dir = str(ensure_embedded_model())
     rows: list[dict] = []
     if not args.gpu_only:
-        print(f"CPU: SmolLM2-135M fp32, {STEPS} training steps per point, peak RSS (ru_maxrss) of a fresh process")
+        print(f"CPU: SmolLM2-135M (fp32 checkpoint) trained in fp32 or bf16, {STEPS} training steps per point, "
+              "peak RSS (ru_maxrss) of a fresh process")
         rows += _cpu_points(QUICK if args.quick else CPU_MATRIX, model_dir)
         if not args.quick:
             with tempfile.TemporaryDirectory(prefix="mem-bench-shallow-") as tmp:

@@ -59,8 +59,12 @@ def test_tiny_activations_by_hand():
     assert estimate_memory(plan).breakdown["activations"] == 10 * (2 * per_layer + head)
 
 
-def _saved_bytes_per_layer(tmp_config: dict, r: int, dropout: float, targets, batch: int, seq: int) -> float:
-    """Bytes autograd keeps per token for one more decoder layer (2-layer minus 1-layer model)."""
+def _saved_bytes_per_layer(tmp_config: dict, r: int, dropout: float, targets, batch: int, seq: int,
+                           bf16: bool = False) -> float:
+    """Bytes autograd keeps per token for one more decoder layer (2-layer minus 1-layer model).
+    bf16: as the trainer runs precision bf16 on a CPU: bf16 weights, peft's fp32 adapters, CPU autocast."""
+    import contextlib
+
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -69,6 +73,8 @@ def _saved_bytes_per_layer(tmp_config: dict, r: int, dropout: float, targets, ba
     for layers in (1, 2):
         torch.manual_seed(0)
         model = LlamaForCausalLM(LlamaConfig(**tmp_config, num_hidden_layers=layers))
+        if bf16:
+            model = model.to(torch.bfloat16)
         model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=dropout, target_modules=targets))
         model.train()
         params = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -84,7 +90,8 @@ def _saved_bytes_per_layer(tmp_config: dict, r: int, dropout: float, targets, ba
         mask = torch.ones_like(ids)
         if batch > 1:
             mask[-1, -1] = 0  # a padded batch, as in training
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        with autocast, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             model(input_ids=ids, attention_mask=mask)
         totals.append(sum(seen.values()))
     return (totals[1] - totals[0]) / (batch * seq)
@@ -109,6 +116,75 @@ def test_activation_count_matches_autograd(dropout, targets, batch):
     estimated = (estimate_memory(plans[1]).breakdown["activations"] - estimate_memory(plans[0]).breakdown["activations"]) / (batch * seq)
     assert estimated == pytest.approx(measured, rel=0.02)
 
+
+@pytest.mark.parametrize("dropout, targets, batch", [
+    (0.05, "all-linear", 2),
+    (0.0, "all-linear", 1),
+    (0.0, "qv", 2),
+    (0.1, "attention", 1),
+])
+def test_cpu_bf16_activation_count_matches_autograd(dropout, targets, batch):
+    """CPU bf16 (precision auto on native-bf16 CPUs): 16-bit stream and attention, each adapter's own bf16 copy of
+    its input (peft casts to the fp32 adapter, autocast back), fp32 dropout noise. Two lengths, so the per-layer
+    16-bit copies of the fp32 adapter weights that autocast caches drop out of the per-token figure."""
+    cfg = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2,
+               max_position_embeddings=64, tie_word_embeddings=True)
+    r, short, long = 4, 16, 32
+    one, two = (ModelDims(name="t", model_type="llama", hidden=32, layers=n, heads=4, kv_heads=2, head_dim=8,
+                          intermediate=48, vocab=64, tied_embeddings=True) for n in (1, 2))
+    module_names = one.target_modules(targets)
+
+    def layer_bytes(seq: int, measure: bool) -> float:  # bytes one more layer keeps at this length
+        if measure:
+            return _saved_bytes_per_layer(cfg, r, dropout, module_names, batch, seq, bf16=True) * batch * seq
+        plans = [MemoryPlan(d, r=r, targets=targets, device="cpu", seq_len=seq, batch=batch, dropout=dropout,
+                            dtype="bfloat16") for d in (one, two)]
+        return estimate_memory(plans[1]).breakdown["activations"] - estimate_memory(plans[0]).breakdown["activations"]
+
+    tokens = batch * (long - short)
+    measured = (layer_bytes(long, True) - layer_bytes(short, True)) / tokens
+    estimated = (layer_bytes(long, False) - layer_bytes(short, False)) / tokens
+    assert estimated == pytest.approx(measured, rel=0.02)
+
+
+def test_cpu_bf16_plan_by_hand():
+    fp32 = estimate_memory(MemoryPlan(TINY, r=2, device="cpu", seq_len=10, batch=1)).breakdown
+    bf16 = estimate_memory(MemoryPlan(TINY, r=2, device="cpu", seq_len=10, batch=1, dtype="bfloat16")).breakdown
+    assert bf16["base_weights"] == 1448 * 2  # the trainer loads the weights in bf16
+    assert bf16["lora_weights"] == 512 * 4 + 512 * 2  # fp32 adapters + autocast's bf16 copy of them
+    assert bf16["optimizer_states"] == fp32["optimizer_states"] == 2 * 512 * 4
+    assert bf16["activations"] < fp32["activations"]
+    # 4-bit on CPU: the trainer casts TRL's bf16 adapters back to fp32 unless the run is bf16
+    q4 = estimate_memory(MemoryPlan(TINY, quant="4bit", r=2, device="cpu", seq_len=10, batch=1)).breakdown
+    assert q4["lora_weights"] == 512 * 4
+    q4_bf16 = estimate_memory(MemoryPlan(TINY, quant="4bit", r=2, device="cpu", seq_len=10, batch=1, dtype="bfloat16"))
+    assert q4_bf16.breakdown["lora_weights"] == 512 * 2
+
+
+@pytest.mark.parametrize("load_in", ["16bit", "8bit", "4bit"])
+@pytest.mark.parametrize("precision", ["auto", "fp32", "bf16", "fp16"])
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_cpu_plan_dtype_is_the_trainers_precision(monkeypatch, load_in, precision, native_bf16):
+    """plan_from_config on CPU trains in the dtype core.config.effective_precision gives the trainer."""
+    from lora_tui.core import config as config_module
+    from lora_tui.core.config import Config, effective_precision
+    from lora_tui.core.memory_plan import plan_from_config
+
+    monkeypatch.setattr(config_module, "cpu_has_bf16", lambda: native_bf16)
+    config = Config()
+    config.model.load_in, config.training.precision = load_in, precision
+    config.training.micro_batch, config.training.gradient_checkpointing = 2, False
+    plan = plan_from_config(config, device="cpu")
+    trainer = {"fp32": "float32", "bf16": "bfloat16"}[effective_precision(config, "cpu")]
+    assert plan.compute_dtype() == trainer
+    assert trainer == ("bfloat16" if precision == "bf16" or (precision == "auto" and native_bf16 and load_in == "16bit")
+                       else "float32")
+    # A fix that changes the load changes the precision as the trainer would (auto: 4-bit keeps fp32).
+    for other in ("16bit", "4bit"):
+        fixed = config.copy()
+        fixed.model.load_in = other
+        want = {"fp32": "float32", "bf16": "bfloat16"}[effective_precision(fixed, "cpu")]
+        assert plan.replace(quant="none" if other == "16bit" else other).compute_dtype() == want
 
 def test_estimate_grows_with_batch_length_rank_and_shrinks_with_checkpointing():
     base = MemoryPlan("Llama-3.2-1B", batch=4, seq_len=1024, r=16)

@@ -71,7 +71,8 @@ class MemoryPlan:
     batch: int = 4  # micro-batch
     grad_checkpointing: bool = False
     device: str = "cuda"  # "cpu" | "cuda"
-    dtype: str | None = None  # None: fp32 on CPU, bf16 on GPU (fp16 where bf16 is missing: same bytes)
+    dtype: str | None = None  # None: precision auto (CPU: see cpu_native_bf16; GPU: bf16, fp16 where missing: same bytes)
+    cpu_native_bf16: bool = False  # the CPU computes bf16 natively (core.config.cpu_has_bf16): auto trains 16-bit loads in bf16
     dropout: float = 0.05  # LoRA dropout > 0 keeps a dropped-out copy of each adapted layer's input
     loss_head: str = "lean"  # "lean": the trainer's head; "chunked": TRL's fused LM head; "full": logits materialised
     batching: str = "grouped"  # "grouped": padded rows | "padding_free" / "packed": rows concatenated into one
@@ -82,7 +83,11 @@ class MemoryPlan:
         return self.model if isinstance(self.model, ModelDims) else model_dims(self.model)
 
     def compute_dtype(self) -> str:
-        return self.dtype or ("float32" if self.device == "cpu" else "bfloat16")
+        if self.dtype:
+            return self.dtype
+        if self.device == "cpu":  # precision auto, as core.config.effective_precision resolves it for the trainer
+            return "bfloat16" if self.cpu_native_bf16 and self.quant == "none" else "float32"
+        return "bfloat16"
 
     def replace(self, **changes) -> "MemoryPlan":
         return dataclasses.replace(self, **changes)
@@ -159,13 +164,21 @@ class _Widths:
 def _widths(plan: MemoryPlan) -> _Widths:
     compute = DTYPE_BYTES[plan.compute_dtype()]
     quantized = plan.quant != "none"
-    adapter = 2 if quantized else 4  # TRL casts adapters of quantized models to bf16; peft keeps others in fp32
-    autocast = plan.device == "cuda" and compute == 2
+    # peft keeps a 16-bit model's adapters in fp32. TRL casts a quantized model's adapters to bf16, and the
+    # trainer casts them back to fp32 unless the run is bf16 (core/training.py).
+    adapter = 2 if quantized and plan.compute_dtype() == "bfloat16" else 4
+    # 16-bit runs train under accelerate's autocast on the GPU and on the CPU alike (CPU bf16: core.config.
+    # effective_precision): the weights are loaded in that dtype and linear/attention ops run in it.
+    autocast = compute == 2
     stream = 4 if (quantized and KBIT_UPCASTS_TO_FP32) or not autocast else compute
     attention = compute if autocast else stream
     lora_in = 2 if autocast else adapter
-    mask_bytes = 0 if plan.dropout <= 0 else (1 if plan.device == "cuda" else lora_in)
-    shared = plan.dropout <= 0 and lora_in == stream
+    # Dropout's saved mask: a bool on CUDA (native_dropout); on CPU a noise tensor in the dtype of its
+    # input, which peft has cast to the adapter's dtype (fp32 noise in a bf16 CPU run, counted by autograd).
+    mask_bytes = 0 if plan.dropout <= 0 else (1 if plan.device == "cuda" else adapter)
+    # Without dropout, adapted layers can share their input. Not under autocast: peft casts the input to the
+    # adapter's fp32, autocast casts it back to 16-bit, and each lora_A saves its own copy (autograd-counted).
+    shared = plan.dropout <= 0 and not autocast and lora_in == stream
     return _Widths(stream, attention, lora_in, mask_bytes, adapter, shared)
 
 
@@ -253,7 +266,9 @@ def estimate_memory(plan: MemoryPlan) -> MemoryEstimate:
         # which keeps every page the quantizer read resident.
         parts["mapped_checkpoint"] = (d.checkpoint_bytes or d.params * 4) - (d.params - d.layers * d.linear_params_per_layer) * 4
     lora = _lora_params(d, targets, plan.r)
-    parts["lora_weights"] = lora * w.adapter
+    # Autocast caches a 16-bit copy of each fp32 adapter weight for the step.
+    autocast_copies = lora * 2 if DTYPE_BYTES[plan.compute_dtype()] == 2 and w.adapter == 4 else 0
+    parts["lora_weights"] = lora * w.adapter + autocast_copies
     parts["lora_gradients"] = lora * w.adapter
     parts["optimizer_states"] = 2 * lora * w.adapter  # AdamW: exp_avg and exp_avg_sq
 

@@ -58,10 +58,22 @@ def plan_from_config(config: Config, hardware=None, model: str | None = None, de
         seq_len=config.data.max_seq_len,
         **_batch_fields(config, hardware, device),
         device=device,
-        dtype=None if device == "cpu" else DTYPE_FOR_PRECISION[config.training.precision],
+        **_precision_fields(config, device),
         dropout=config.lora.dropout,
         **_engine_fields(config, device),
     )
+
+
+def _precision_fields(config: Config, device: str) -> dict:
+    """The compute dtype the trainer will run in (core.config.effective_precision). precision=auto stays
+    dtype None and is resolved by the plan, so a fix that changes the load (4-bit keeps fp32 on CPU) changes
+    the dtype as the trainer would: CPU bf16 on CPUs with native bf16 for 16-bit loads, else fp32; GPU bf16,
+    or fp16 on a GPU without it (judge_fit). An explicit precision is taken as the trainer takes it."""
+    from lora_tui.core.config import cpu_has_bf16, effective_precision
+
+    if config.training.precision == "auto":
+        return {"dtype": None, "cpu_native_bf16": device == "cpu" and cpu_has_bf16()}
+    return {"dtype": DTYPE_FOR_PRECISION[effective_precision(config, device, bf16_supported=True)]}
 
 
 def _engine_fields(config: Config, device: str) -> dict:
