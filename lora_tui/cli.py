@@ -179,7 +179,7 @@ def _add_hardware(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--r", type=int, default=None, help="lora.r, the LoRA rank (default: the config's)")
     p.add_argument("--targets", default=None, help="lora.targets: 'qv', 'attention', 'all-linear', or a comma list of module names (default: the config's)")
     p.add_argument("--seq-len", type=int, default=None, help="data.max_seq_len, tokens per row (default: the config's)")
-    p.add_argument("--batch", type=int, default=None, help="training.micro_batch, rows per forward pass (default: the config's)")
+    p.add_argument("--batch", default=None, help="training.micro_batch, rows per forward pass, or auto (default: the config's)")
     gc = p.add_mutually_exclusive_group()
     gc.add_argument("--grad-checkpointing", dest="grad_checkpointing", action="store_true", default=None,
                     help="training.gradient_checkpointing=true: recompute activations in the backward pass (default: the config's)")
@@ -281,3 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nInterrupted.", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `lora-tui runs | head`: the reader left; no traceback, like other Unix tools
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's exit flush must not fail again
+        return 141

@@ -180,12 +180,13 @@ def estimate(args) -> int:
             entry["command"] = train_command(args, config_path, args.overrides + fix_words)
         out["plan"] = {"model": dims.name, "params": dims.params, "quant": plan.quant, "r": plan.r, "targets": targets,
                        "seq_len": plan.seq_len, "batch": plan.batch, "grad_checkpointing": plan.grad_checkpointing,
+                       "batch_auto": config.training.micro_batch is None,
                        "device": plan.device, "device_index": index}
         out["command"] = train_command(args, config_path, args.overrides)
         out["per_gpu"] = _per_gpu(config, report, plan)
         print(json.dumps(out, indent=2))
         return code
-    _print_estimate(dims, plan, targets, verdict)
+    _print_estimate(dims, plan, targets, verdict, config, report)
     per_gpu = _per_gpu(config, report, plan)
     if per_gpu:  # several GPUs: what each strategy needs on each of them
         print(per_gpu.get("error") or f"On {per_gpu['world_size']} GPUs, per GPU: DDP {size(per_gpu['ddp_bytes'])}, "
@@ -204,12 +205,25 @@ def estimate(args) -> int:
     return code
 
 
-def _print_estimate(dims, plan, targets, verdict) -> None:
-    load = {"none": "16-bit LoRA" if plan.device == "cuda" else "fp32 LoRA", "8bit": "8-bit base (LoRA)",
+def _print_estimate(dims, plan, targets, verdict, config=None, report=None) -> None:
+    load = {"none": f"{ {'float32': 'fp32', 'bfloat16': 'bf16', 'float16': 'fp16'}.get(plan.compute_dtype(), '16-bit')} LoRA", "8bit": "8-bit base (LoRA)",
             "4bit": "4-bit NF4 QLoRA" + (" + double quant" if plan.double_quant else "")}[plan.quant]
     print(f"{dims.name} ({dims.params / 1e9:.2f} B parameters): {load}, r {plan.r} on {', '.join(targets)}")
-    print(f"micro-batch {plan.batch} x {plan.seq_len} tokens, gradient checkpointing {'on' if plan.grad_checkpointing else 'off'}, "
-          f"on {verdict.device_label}\n")
+    t = config.training if config is not None else None
+    auto_micro = " (auto)" if t is not None and t.micro_batch is None else ""
+    auto_ckpt = " (auto)" if t is not None and t.gradient_checkpointing is None else ""
+    print(f"micro-batch {plan.batch}{auto_micro} x {plan.seq_len} tokens, gradient checkpointing "
+          f"{'on' if plan.grad_checkpointing else 'off'}{auto_ckpt}, on {verdict.device_label}")
+    if t is not None and (auto_micro or auto_ckpt):
+        from lora_tui.core.auto_batch import choose_batch
+
+        batch = choose_batch(config, report, plan.device)
+        if auto_micro:
+            print(f"  micro-batch: {batch.micro_batch} x {batch.grad_accum} accumulation = {batch.effective} rows per step; "
+                  f"{batch.reasons['micro_batch']}")
+        if auto_ckpt:
+            print(f"  checkpointing {batch.reasons['gradient_checkpointing']}")
+    print()
     total = verdict.estimate.total_bytes
     for key, value in verdict.estimate.breakdown.items():
         share = 100 * value / total if total else 0

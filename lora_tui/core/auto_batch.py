@@ -119,15 +119,19 @@ def choose_batch(config, hardware=None, device: str | None = None, world_size: i
                     return choice(micro, checkpointing, f"auto: {why}", "set in the config")
                 base = min(AUTO_BASE, total)
                 ckpt_why = (f"on: micro-batch {base} needs {need(base, False) / GiB:.1f} GiB without it, over {where}"
-                            if checkpointing else f"off: not needed ({gib:.1f} GiB without it)")
+                            if checkpointing else f"off: {gib:.1f} GiB without it, within {where}")
                 return choice(micro, checkpointing, f"auto: {why}", ckpt_why)
     except Exception as exc:  # unknown model dims: the classic default
         micro = min(AUTO_BASE, total) if total % min(AUTO_BASE, total) == 0 else 1
         return choice(micro, bool(wanted_ckpt), f"auto: {micro} (no estimate: {str(exc)[:80]})",
                       "set in the config" if wanted_ckpt is not None else "off: no estimate")
     checkpointing = True if wanted_ckpt is None else bool(wanted_ckpt)
-    return choice(1, checkpointing, f"auto: even one row needs more than {where}; see the estimate's fixes",
-                  "set in the config" if wanted_ckpt is not None else "on: the run does not fit without it")
+    try:
+        one = f"{need(1, checkpointing) / GiB:.1f} GiB"
+    except Exception:
+        one = "more"
+    return choice(1, checkpointing, f"auto: even one row needs {one}, over {where} (the estimate's verdict says if it fits)",
+                  "set in the config" if wanted_ckpt is not None else f"on: even one row is over {where} without it")
 
 
 def resolved_config(config, hardware=None, device: str | None = None, world_size: int = 1):

@@ -179,6 +179,7 @@ def check_value(section: str, key: str, value: Any) -> Any:
                 value = float(text) if any(c in text.lower() for c in ".en") else int(text)
             except ValueError:
                 what = "a whole number" if kind.startswith("int") else "a number"
+                what += " or auto" if f.metadata.get("auto") else ""
                 raise ConfigError(f"{where} must be {what}, not '{value}'.") from None
         elif not kind.startswith("str"):
             try:

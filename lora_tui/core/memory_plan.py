@@ -56,7 +56,7 @@ def plan_from_config(config: Config, hardware=None, model: str | None = None, de
         r=config.lora.r,
         targets=config.lora.targets,
         seq_len=config.data.max_seq_len,
-        **_batch_fields(config, hardware, device),
+        **_batch_fields(_for_model(config, model), hardware, device),
         device=device,
         **_precision_fields(config, device),
         dropout=config.lora.dropout,
@@ -83,6 +83,15 @@ def _engine_fields(config: Config, device: str) -> dict:
     attention, _ = choose_attention(config.training.attention, device)
     batching, _ = choose_batching(config.training.batching, device, attention)
     return {"batching": batching, "attention": "flash" if attention.startswith("flash") else attention}
+
+
+def _for_model(config: Config, model: str | None) -> Config:
+    """The config with another model (the catalogue table): auto batch sizes are decided per model."""
+    if not model or model == config.model.name:
+        return config
+    other = config.copy()
+    other.model.name = model
+    return other
 
 
 def _batch_fields(config: Config, hardware, device: str) -> dict:

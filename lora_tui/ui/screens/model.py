@@ -78,7 +78,7 @@ class ModelScreen(WizardScreen):
         where = "the GPU" if self.state.hardware is not None and self.state.hardware.gpus else "RAM"
         self.query_one("#plan-hint", Static).update(
             f"Needs: peak memory with the current plan ({c.model.load_in} base, r {c.lora.r}, micro-batch "
-            f"{'auto (the largest that fits)' if c.training.micro_batch is None else c.training.micro_batch} x "
+            f"{'auto' if c.training.micro_batch is None else c.training.micro_batch} x "
             f"{c.data.max_seq_len} tokens); Fits: against free {where}.")
         key = self.app.plan_key()[1:]  # the plan without the model name
         if self.state.hardware is None or key == self._catalogue_key:
