@@ -38,6 +38,9 @@ PLANS = (  # estimate vs measured: (name, extra overrides)
     ("b1-s512", ["training.micro_batch=1", "data.max_seq_len=512", "training.gradient_checkpointing=off"]),
     ("b4-s1024", ["training.micro_batch=4", "data.max_seq_len=1024", "training.gradient_checkpointing=off"]),
     ("b4-s1024-ckpt", ["training.micro_batch=4", "data.max_seq_len=1024", "training.gradient_checkpointing=on"]),
+    # micro_batch / checkpointing auto with room to grow (64 rows per step): the peak must stay inside the GPU
+    ("auto-s1024", ["training.micro_batch=auto", "training.grad_accum=16", "data.max_seq_len=1024",
+                    "training.gradient_checkpointing=auto"]),
 )
 
 
@@ -94,7 +97,8 @@ def train_run(root: Path, name: str, model: str, data: Path, steps: int, extra: 
     memory = next((e for e in reversed(events) if e["type"] == "memory"), {})
     out = {"rc": rc, "state": run.read_status().get("state"), "run_dir": str(run.path),
            "engine": {k: started.get(k) for k in ("batching", "attention", "kernels", "gradient_checkpointing",
-                                                   "precision", "quantized_layers")},
+                                                   "precision", "quantized_layers", "micro_batch", "grad_accum")},
+           "batch_reason": (started.get("engine_reasons") or {}).get("micro_batch"),
            "estimate_bytes": memory.get("memory_estimate_bytes"), "max_memory_reserved": memory.get("memory_peak_bytes"),
            "error_pct": memory.get("memory_error_pct"), "breakdown": memory.get("breakdown")}
     if len(steps_ev) >= 2:
