@@ -411,3 +411,26 @@ def test_q_in_a_text_field_is_a_letter_not_quit(monkeypatch, embedded_model_dir)
             await until(pilot, lambda: not app.is_running, what="quit")
 
     _run(go())
+
+
+def test_training_header_shows_the_batch_auto_chose(tmp_path):
+    """The `started` event's micro-batch x accumulation (micro_batch=auto resolved) is in the header."""
+    import json
+
+    from lora_tui.ui.app import make_app
+
+    path = write_demo_run(tmp_path / "auto-run", last_step=10, finished=True)
+    events = [json.loads(line) for line in (path / "events.jsonl").read_text().splitlines()]
+    for event in events:
+        if event["type"] == "started":
+            event.update(micro_batch=8, grad_accum=2, gradient_checkpointing=True)
+    (path / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+
+    async def go():
+        app = make_app(run=str(path), backend=FixedBackend())
+        async with app.run_test(size=(200, 30)) as pilot:
+            await until(pilot, lambda: app.current_mode == "training" and app.screen.history.step == 10,
+                        what="the history")
+            assert "batch 8 x 2, checkpointing" in str(app.screen.query_one("#run-header").render())
+
+    _run(go())

@@ -196,6 +196,9 @@ class TrainingScreen(WizardScreen):
                           f"{started.get('precision', '')}  ")
             header.append(f"{count(started.get('trainable_params'))} of {count(started.get('total_params'))} "
                           "params trained", style="dim")
+            if started.get("micro_batch"):  # what micro_batch / checkpointing auto chose for this run
+                header.append(f"  batch {started['micro_batch']} x {started.get('grad_accum', '?')}"
+                              + (", checkpointing" if started.get("gradient_checkpointing") else ""), style="dim")
         header.append("\n")
         total = h.max_steps
         # Most wanted first: on a narrow terminal the end of the line is what gets cut.
