@@ -161,6 +161,37 @@ def test_cpu_bf16_plan_by_hand():
     assert q4_bf16.breakdown["lora_weights"] == 512 * 2
 
 
+def test_cpu_load_peak_when_the_checkpoint_is_converted():
+    """An fp32 checkpoint trained in bf16: the mapped file and the bf16 copy are resident together while loading;
+    a small run peaks there (measured 1309 MiB for the embedded model at 1 x 128, training itself ~1215)."""
+    from lora_tui.core.memory import CPU_IMPORTS_BYTES
+
+    dims = dataclasses.replace(TINY, stored_dtype="float32", checkpoint_bytes=400 * 1024**2)
+    bf16 = estimate_memory(MemoryPlan(dims, device="cpu", dtype="bfloat16", seq_len=16, batch=1))
+    assert bf16.total_bytes == CPU_IMPORTS_BYTES + 400 * 1024**2 + bf16.breakdown["base_weights"]
+    assert "mapped_checkpoint" in bf16.breakdown
+    fp32 = estimate_memory(MemoryPlan(dims, device="cpu", dtype="float32", seq_len=16, batch=1))
+    assert "mapped_checkpoint" not in fp32.breakdown  # no conversion: the weights are the mapped file
+
+
+def test_cpu_allocator_share_follows_tensor_size_and_churn():
+    """Huge pages (the trainer's default): glibc keeps little of a step whose tensors are >= 2 MiB, unless the
+    layers churn small buffers (4-bit dequantization, bf16 autocast); small tensors keep the heap's 0.6."""
+    from lora_tui.core import memory
+
+    def share(**changes):
+        plan = MemoryPlan("SmolLM2-135M", device="cpu", r=8, **changes)
+        full = estimate_memory(plan.replace(grad_checkpointing=False)).breakdown["activations"]
+        return estimate_memory(plan).breakdown["allocator_overhead"] / full
+
+    assert share(batch=1, seq_len=128) == pytest.approx(memory.CPU_FORWARD_RETAINED, rel=1e-6)  # 0.3 MB tensors
+    assert share(batch=4, seq_len=512) == pytest.approx(memory.CPU_FORWARD_RETAINED_TUNED, rel=1e-6)  # 4.7 MB
+    assert share(batch=4, seq_len=512, quant="4bit") == pytest.approx(memory.CPU_FORWARD_RETAINED_CHURN, rel=1e-6)
+    assert share(batch=4, seq_len=512, dtype="bfloat16") == pytest.approx(memory.CPU_FORWARD_RETAINED_CHURN, rel=1e-6)
+    assert share(batch=4, seq_len=512, dtype="bfloat16", grad_checkpointing=True) == \
+        pytest.approx(memory.CPU_FORWARD_RETAINED_TUNED, rel=1e-6)
+    assert share(batch=4, seq_len=512, cpu_allocator_tuned=False) == pytest.approx(memory.CPU_FORWARD_RETAINED, rel=1e-6)
+
 @pytest.mark.parametrize("load_in", ["16bit", "8bit", "4bit"])
 @pytest.mark.parametrize("precision", ["auto", "fp32", "bf16", "fp16"])
 @pytest.mark.parametrize("native_bf16", [True, False])

@@ -30,6 +30,7 @@ DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 # below), then re-measured. Process: torch, transformers, peft, trl, datasets imported
 # (530 MiB measured) plus trainer, tokenizer and data.
 CPU_PROCESS_BYTES = 610 * MiB
+CPU_IMPORTS_BYTES = 530 * MiB  # the same process while the model loads (libraries only, measured)
 # Without Triton, TRL's chunked log-prob runs each [tokens x 32768] fp32 tile through a
 # dozen temporaries: this many tile-sized buffers at the peak.
 CPU_HEAD_TILE_COPIES = 7.5
@@ -41,6 +42,16 @@ CPU_FORWARD_RETAINED = 0.6
 # glibc then keeps far less of the forward's freed memory: peak RSS of a checkpointed 8 x 512 step was
 # 6.67 GiB with 4 KiB pages and 3.64 GiB with huge pages (measured); this share of the full volume remains.
 CPU_FORWARD_RETAINED_TUNED = 0.09  # 8 x 512 checkpointed: 3.20 GiB (memory_accuracy), 3.64 GiB (step probe)
+# Without checkpointing the same holds once the step's tensors are large: PyTorch serves allocations of at least
+# THP_THRESHOLD_BYTES as separate 2 MiB-aligned huge-page blocks that go back to the system when freed, while
+# smaller ones live in glibc's heap, which keeps them (CPU_FORWARD_RETAINED). Measured at 4 x 512 tokens, fp32,
+# no checkpointing: 0.05 (30 layers), 0.15 (6 layers), 0.15 (padding-free) of the volume retained.
+THP_THRESHOLD_BYTES = 2 * MiB
+# ... except where every layer also churns short-lived buffers under 2 MiB through the heap between the
+# activations: bitsandbytes' CPU path dequantizes each 4-bit weight into a fresh fp32 matrix per matmul (q/k/v/o:
+# under 2 MiB), and bf16 autocast casts at every op. Measured at 4 x 512 without checkpointing: 0.32 of the volume
+# retained with 4-bit (r64) and 0.32 with bf16 (fitted on those two points; with checkpointing bf16 kept 0.06).
+CPU_FORWARD_RETAINED_CHURN = 0.32
 # The trainer's lean head (core/engine.py) scores only labelled positions, in narrower vocabulary
 # tiles on CPU; TRL's own fused head scores every position in 32768-wide tiles.
 LEAN_VOCAB_TILE = {"cpu": 8192, "cuda": 32768}
@@ -295,13 +306,28 @@ def estimate_memory(plan: MemoryPlan) -> MemoryEstimate:
     dequant = 2 * max(a * b for a, b in d.linear_modules.values()) * compute if plan.quant != "none" else 0
     parts["temporary_buffers"] = max(head_temp, layer_grads) + dequant
     if cpu:
-        # Huge pages change what glibc keeps only when checkpointing frees the forward's activations.
-        tuned = plan.cpu_allocator_tuned and plan.grad_checkpointing
-        retained = CPU_FORWARD_RETAINED_TUNED if tuned else CPU_FORWARD_RETAINED
+        # With huge pages (the trainer's default) glibc keeps little of the forward's freed memory when
+        # checkpointing frees it layer by layer, or when the tensors are big enough to be huge-page blocks.
+        large = tokens * d.hidden * w.stream >= THP_THRESHOLD_BYTES
+        churn = plan.quant != "none" or DTYPE_BYTES[plan.compute_dtype()] == 2
+        if not plan.cpu_allocator_tuned or not (plan.grad_checkpointing or large):
+            retained = CPU_FORWARD_RETAINED
+        elif churn and not plan.grad_checkpointing:
+            retained = CPU_FORWARD_RETAINED_CHURN
+        else:
+            retained = CPU_FORWARD_RETAINED_TUNED
         parts["allocator_overhead"] = int(retained * full_activations)
     else:
         parts["allocator_overhead"] = int(GPU_ALLOCATOR_SLACK * (parts["activations"] + parts["temporary_buffers"]))
 
+    if cpu and plan.quant == "none" and d.stored_dtype in DTYPE_BYTES and d.stored_dtype != plan.compute_dtype():
+        # Loading converts the checkpoint's dtype (an fp32 file trained in bf16): the memory-mapped file stays
+        # resident beside the converted weights until the load ends. A small run peaks there, not in training
+        # (bf16, batch 1 x 128: 1309 MiB measured = libraries + 513 MiB file + 257 MiB bf16 weights).
+        loading = CPU_IMPORTS_BYTES + (d.checkpoint_bytes or d.params * DTYPE_BYTES[d.stored_dtype]) + parts["base_weights"]
+        if loading > sum(parts.values()):
+            parts["mapped_checkpoint"] = loading - sum(parts.values())  # the peak is the load's
+            notes.append("This run peaks while the checkpoint is converted to the training dtype.")
     parts = {k: int(v) for k, v in parts.items()}
     if cpu:
         notes.append(f"CPU run in {plan.compute_dtype()}; RAM peak includes the Python process and its libraries.")
