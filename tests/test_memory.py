@@ -190,6 +190,8 @@ def test_cpu_allocator_share_follows_tensor_size_and_churn():
     assert share(batch=4, seq_len=512, dtype="bfloat16") == pytest.approx(memory.CPU_FORWARD_RETAINED_CHURN, rel=1e-6)
     assert share(batch=4, seq_len=512, dtype="bfloat16", grad_checkpointing=True) == \
         pytest.approx(memory.CPU_FORWARD_RETAINED_TUNED, rel=1e-6)
+    assert share(batch=4, seq_len=128, grad_checkpointing=True) == \
+        pytest.approx(memory.CPU_FORWARD_RETAINED_CHECKPOINTED_SMALL, rel=1e-6)  # recomputed layers in the heap
     assert share(batch=4, seq_len=512, cpu_allocator_tuned=False) == pytest.approx(memory.CPU_FORWARD_RETAINED, rel=1e-6)
 
 @pytest.mark.parametrize("load_in", ["16bit", "8bit", "4bit"])
