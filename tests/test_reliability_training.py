@@ -54,11 +54,13 @@ def _tensors(adapter: Path) -> dict:
     return load_file(str(adapter / "adapter_model.safetensors"))
 
 
-def test_kill_9_after_a_checkpoint_then_resume_is_bit_identical(tiny_model_dir, train_file, tmp_path):
-    whole = start_run(_config(tiny_model_dir, train_file), tmp_path / "whole")
+# auto: micro_batch=auto re-decided on --resume could change the batches; the first start's choice is kept.
+@pytest.mark.parametrize("batch", [[], ["training.micro_batch=auto", "training.grad_accum=2"]], ids=["explicit", "auto"])
+def test_kill_9_after_a_checkpoint_then_resume_is_bit_identical(tiny_model_dir, train_file, tmp_path, batch):
+    whole = start_run(_config(tiny_model_dir, train_file, *batch), tmp_path / "whole")
     assert _done(whole) == "finished", whole.log_path.read_text()[-3000:]
 
-    killed = start_run(_config(tiny_model_dir, train_file), tmp_path / "killed")
+    killed = start_run(_config(tiny_model_dir, train_file, *batch), tmp_path / "killed")
     _wait(lambda: killed.last_checkpoint(), killed)
     os.kill(killed.read_status()["pid"], signal.SIGKILL)
     assert _done(killed) == "dead"
@@ -70,6 +72,10 @@ def test_kill_9_after_a_checkpoint_then_resume_is_bit_identical(tiny_model_dir, 
     a, b = _tensors(whole.adapter_dir), _tensors(killed.adapter_dir)
     assert a.keys() == b.keys()
     assert all((a[k] == b[k]).all() for k in a), "resumed adapter differs from the uninterrupted one"
+    starts = [e for e in killed.read_events() if e["type"] == "started"]
+    assert len(starts) == 2 and starts[0]["micro_batch"] == starts[1]["micro_batch"]
+    if batch:
+        assert "resume" in starts[1]["engine_reasons"]["micro_batch"]
 
 
 def test_sigterm_to_a_foreground_train_stops_the_run_gracefully(tiny_model_dir, train_file, tmp_path):
