@@ -45,6 +45,10 @@ CPU_MATRIX += BF16_MATRIX
 # Held out: no constant in core/memory.py was fitted on these (2 x 512 sits at the 2 MiB huge-page threshold).
 CPU_MATRIX += [("none", 8, 2, 512, False), ("none", 8, 2, 512, False, "grouped", "bfloat16"), ("4bit", 8, 2, 512, False),
                ("none", 8, 4, 256, True, "grouped", "bfloat16")]
+# Checkpointed steps whose tensors stay under 2 MiB (CPU_FORWARD_RETAINED_CHECKPOINTED_SMALL was fitted on these
+# and the point above), and two held out from that fit.
+CPU_MATRIX += [("none", 8, 2, 512, True, "grouped", "bfloat16"), ("none", 8, 2, 256, True), ("none", 64, 1, 512, True),
+               ("4bit", 8, 2, 256, True), ("none", 8, 4, 128, True), ("4bit", 8, 1, 512, True)]
 QUICK = [CPU_MATRIX[0], CPU_MATRIX[2], CPU_MATRIX[6], CPU_MATRIX[10], CPU_MATRIX[11], BF16_MATRIX[1], BF16_MATRIX[3]]
 # The same model cut to 6 layers (random weights): the head's share stays, the layers' shrinks,
 # which separates the two CPU allocator terms the estimate calibrates.
