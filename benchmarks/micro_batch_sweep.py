@@ -92,7 +92,7 @@ def main() -> None:
         ckpt = "on" if r["engine"].get("gradient_checkpointing") else "off"
         print(f"{str(r['micro_batch']) + ' x ' + str(r['grad_accum']):>14}{r['tokens_per_s']:>10.1f}{r['seconds_per_step']:>8.1f}"
               f"{r['tokens']:>8}{r['peak'] / GIB:>7.2f} GiB{r['tokens_per_s'] / base:>8.2f}x{ckpt:>6}"
-              f"  {r['load_before']:.1f}->{r['load_after']:.1f}  {'auto: ' + str(r['chosen']['why']) if micro == 'auto' else ''}")
+              f"  {r['load_before']:.1f}->{r['load_after']:.1f}  {r['chosen']['why'] if micro == 'auto' else ''}")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
 
