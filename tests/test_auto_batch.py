@@ -77,6 +77,20 @@ def test_nothing_fits_gives_one_row_and_says_so():
     assert "even one row" in choice.reasons["micro_batch"]
 
 
+def test_short_data_is_planned_at_its_longest_row():
+    """No grouped or padding-free micro-batch is longer than the data's longest row; packed rows are full."""
+    config = apply_overrides(Config(), ["data.max_seq_len=1024"])
+    hardware = _ram(16)
+    worst = choose_batch(config, hardware, "cpu")
+    short = choose_batch(config, hardware, "cpu", longest=80)
+    assert worst.gradient_checkpointing is True and short.gradient_checkpointing is False, (worst, short)
+    assert "rows up to 80 tokens" in short.reasons["micro_batch"]
+    assert plan_from_config(config, hardware, device="cpu", longest=80).seq_len == 80
+    assert plan_from_config(config, hardware, device="cpu", longest=5000).seq_len == 1024
+    packed = apply_overrides(config.copy(), ["training.batching=packed"])
+    assert plan_from_config(packed, hardware, device="cpu", longest=80).seq_len == 1024
+
+
 def test_explicit_values_win():
     config = apply_overrides(Config(), ["training.micro_batch=3", "training.grad_accum=5",
                                         "training.gradient_checkpointing=false"])
@@ -156,7 +170,7 @@ def test_a_run_with_auto_records_its_batch_and_keeps_the_effective_batch(tiny_mo
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     config = apply_overrides(Config(), [f"model.name={tiny_model_dir}", f"data.train={data}", "data.val_fraction=0",
-                                        "data.max_seq_len=64", "training.grad_accum=2", "training.max_steps=2",
+                                        "data.max_seq_len=256", "training.grad_accum=2", "training.max_steps=2",
                                         "training.eval_steps=0", "training.save_steps=0", "lora.r=4"])
     assert config.training.micro_batch is None
     run = start_run(config, tmp_path / "runs" / "auto")
@@ -171,5 +185,7 @@ def test_a_run_with_auto_records_its_batch_and_keeps_the_effective_batch(tiny_mo
     last = [e for e in events if e["type"] == "step" and e.get("epoch") is not None][-1]
     assert last["epoch"] == pytest.approx(2 * AUTO_BASE * 2 / 32, abs=0.01)
     assert load_config(run.config_path).training.micro_batch is None  # the run's config still says auto
+    # the recorded estimate plans rows as long as the data's longest (a few tokens here), not max_seq_len
+    assert started["memory_estimate"]["seq_len"] < 256
     card = (run.path / "adapter" / "README.md").read_text()
     assert f"| Batch | {started['micro_batch']} x {started['grad_accum']} accumulation = 8 (micro-batch auto) |" in card

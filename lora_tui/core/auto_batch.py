@@ -49,10 +49,12 @@ def _divisors_down(n: int, cap: int) -> list[int]:
     return [m for m in range(min(n, cap), 0, -1) if n % m == 0]
 
 
-def choose_batch(config, hardware=None, device: str | None = None, world_size: int = 1) -> BatchChoice:
+def choose_batch(config, hardware=None, device: str | None = None, world_size: int = 1,
+                 longest: int | None = None) -> BatchChoice:
     """Micro-batch, accumulation and checkpointing for ``config`` on this hardware; explicit values win.
 
     ``world_size`` processes sharing one machine's RAM (CPU gloo runs) each get their share of it.
+    ``longest``: the data's longest tokenized row when known (the trainer), else rows of max_seq_len.
     """
     from lora_tui.core.memory import GiB, estimate_memory
     from lora_tui.core.memory_plan import plan_from_config
@@ -66,11 +68,13 @@ def choose_batch(config, hardware=None, device: str | None = None, world_size: i
     share = CHECKPOINT_SHARE.get(device, 0.8)
     budget = share * available
     where = f"{share:.0%} of {available / GiB:.1f} GiB free"
+    if longest and longest < config.data.max_seq_len:
+        where += f", rows up to {longest} tokens"
 
     def need(micro: int, checkpointing: bool) -> int:
         trial = config.copy()
         trial.training.micro_batch, trial.training.gradient_checkpointing = micro, checkpointing
-        return estimate_memory(plan_from_config(trial, hardware, device=device)).total_bytes
+        return estimate_memory(plan_from_config(trial, hardware, device=device, longest=longest)).total_bytes
 
     def fits(micro: int, checkpointing: bool) -> bool:
         return bool(available) and need(micro, checkpointing) <= budget
@@ -147,7 +151,7 @@ ENV_BATCH = "LORA_TUI_BATCH"  # "micro,accum,checkpointing": set by the multi-ra
 
 
 def batch_for_run(run, config, hardware=None, device: str | None = None, world_size: int = 1,
-                  resume: bool = False) -> BatchChoice:
+                  resume: bool = False, longest: int | None = None) -> BatchChoice:
     """The batch a run trains with: the supervisor's (multi-rank), the run's first start's (resume), or a fresh choice.
 
     Reusing the first start's micro-batch on ``--resume`` keeps the batches, and so the adapter, identical.
@@ -156,7 +160,7 @@ def batch_for_run(run, config, hardware=None, device: str | None = None, world_s
 
     t = config.training
     if t.micro_batch is not None and t.gradient_checkpointing is not None:
-        return choose_batch(config, hardware, device, world_size)
+        return choose_batch(config, hardware, device, world_size, longest)
     given = os.environ.get(ENV_BATCH, "")
     if given:
         micro, accum, ckpt = given.split(",")
@@ -169,7 +173,7 @@ def batch_for_run(run, config, hardware=None, device: str | None = None, world_s
             return BatchChoice(int(first["micro_batch"]), int(first.get("grad_accum") or t.grad_accum),
                                bool(first.get("gradient_checkpointing")) if t.gradient_checkpointing is None else bool(t.gradient_checkpointing),
                                {"micro_batch": kept, "gradient_checkpointing": kept if t.gradient_checkpointing is None else "set in the config"})
-    return choose_batch(config, hardware, device, world_size)
+    return choose_batch(config, hardware, device, world_size, longest)
 
 
 def batch_env(choice: BatchChoice) -> dict:

@@ -42,26 +42,40 @@ def _get(config: Config, dotted: str):
     return getattr(getattr(config, section), key)
 
 
-def plan_from_config(config: Config, hardware=None, model: str | None = None, device: str | None = None):
+def plan_from_config(config: Config, hardware=None, model: str | None = None, device: str | None = None,
+                     longest: int | None = None):
     """The MemoryPlan of the run this Config would start, on this hardware (GPU 0 when there is one,
     like the trainer), optionally for another model (the wizard's catalogue table) or forced onto
-    ``device`` ("cpu" / "cuda", as `lora-tui estimate --device` does)."""
+    ``device`` ("cpu" / "cuda", as `lora-tui estimate --device` does).
+
+    ``longest``: the data's longest tokenized row, when known (the trainer knows it). No micro-batch is
+    longer than its longest row (grouped and padding-free batches), so the plan uses it instead of
+    ``data.max_seq_len``; packed rows are filled to ``max_seq_len`` whatever the data.
+    """
     from lora_tui.core.memory import MemoryPlan
 
     device = device or ("cuda" if hardware is not None and hardware.gpus else "cpu")
+    engine = _engine_fields(config, device)
     return MemoryPlan(
         model=model or config.model.name,
         quant=QUANT_FOR_LOAD[config.model.load_in],
         double_quant=config.model.double_quant,
         r=config.lora.r,
         targets=config.lora.targets,
-        seq_len=config.data.max_seq_len,
-        **_batch_fields(_for_model(config, model), hardware, device),
+        seq_len=planned_seq_len(config, engine["batching"], longest),
+        **_batch_fields(_for_model(config, model), hardware, device, longest),
         device=device,
         **_precision_fields(config, device),
         dropout=config.lora.dropout,
-        **_engine_fields(config, device),
+        **engine,
     )
+
+
+def planned_seq_len(config: Config, batching: str, longest: int | None) -> int:
+    """Tokens per row the plan assumes: the data's longest row when known, never above max_seq_len."""
+    if not longest or batching == "packed":
+        return config.data.max_seq_len
+    return max(1, min(int(longest), config.data.max_seq_len))
 
 
 def _precision_fields(config: Config, device: str) -> dict:
@@ -94,14 +108,14 @@ def _for_model(config: Config, model: str | None) -> Config:
     return other
 
 
-def _batch_fields(config: Config, hardware, device: str) -> dict:
+def _batch_fields(config: Config, hardware, device: str, longest: int | None = None) -> dict:
     """Micro-batch and checkpointing, with auto (None) resolved the way the trainer resolves them."""
     t = config.training
     if t.micro_batch is not None and t.gradient_checkpointing is not None:
         return {"batch": t.micro_batch, "grad_checkpointing": bool(t.gradient_checkpointing)}
     from lora_tui.core.auto_batch import choose_batch
 
-    batch = choose_batch(config, hardware, device)
+    batch = choose_batch(config, hardware, device, longest=longest)
     return {"batch": batch.micro_batch, "grad_checkpointing": batch.gradient_checkpointing}
 
 

@@ -44,17 +44,19 @@ def choose_checkpointing(config, hardware=None, device: str | None = None) -> tu
     return batch.gradient_checkpointing, batch.reasons["gradient_checkpointing"]
 
 
-def memory_estimate_facts(config, hardware, device: str) -> dict | None:
-    """The pre-run estimate (total and breakdown) of the plan the trainer runs; None when unknown."""
+def memory_estimate_facts(config, hardware, device: str, longest: int | None = None) -> dict | None:
+    """The pre-run estimate (total and breakdown) of the plan the trainer runs; None when unknown.
+    ``longest``: the data's longest tokenized row (the plan's rows are no longer than that)."""
     from lora_tui.core.memory import estimate_memory
     from lora_tui.core.memory_plan import plan_from_config
 
     try:
-        estimate = estimate_memory(plan_from_config(config, hardware, device=device))
+        plan = plan_from_config(config, hardware, device=device, longest=longest)
+        estimate = estimate_memory(plan)
     except Exception:
         return None
     comparable = estimate.total_bytes - estimate.breakdown.get("cuda_context", 0)
-    return {"total_bytes": estimate.total_bytes, "breakdown": dict(estimate.breakdown),
+    return {"total_bytes": estimate.total_bytes, "breakdown": dict(estimate.breakdown), "seq_len": plan.seq_len,
             # torch's reserved counter never sees the CUDA context: compare without it
             "comparable_bytes": comparable, "measure": "max_memory_reserved" if device == "cuda" else "peak_rss"}
 

@@ -351,11 +351,16 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     from lora_tui.core import auto_batch, engine, memory_record
     from lora_tui.core.hardware import probe_hardware
 
+    tokenizer = load_tokenizer(config.model.name, config.model.trust_remote_code, config.model.revision)
+    train_ds, eval_ds, data_facts = build_datasets(config, tokenizer)
+    # The plan's rows are no longer than the data's longest (short data: no needless checkpointing).
+    longest = max([*train_ds["length"], *(eval_ds["length"] if eval_ds is not None else [])])
     hardware = probe_hardware()
     capability = torch.cuda.get_device_capability(0) if device == "cuda" else None
     choice = engine.choose_engine(config, device, hardware, capability, world_size=distributed.world_size())
     # micro_batch / checkpointing auto: resolved once per run (a resume keeps the first start's batches)
-    batch = auto_batch.batch_for_run(run, config, hardware, device, distributed.world_size(), resume=resume)
+    batch = auto_batch.batch_for_run(run, config, hardware, device, distributed.world_size(), resume=resume,
+                                     longest=longest)
     choice.micro_batch, choice.grad_accum, choice.gradient_checkpointing = batch.micro_batch, batch.grad_accum, batch.gradient_checkpointing
     choice.reasons.update(batch.reasons)
     t = config.training
@@ -363,9 +368,7 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     # glibc's mmap threshold stays as it is: with huge pages (engine.prefer_huge_pages) checkpointing keeps
     # RSS low without it, and tuning it cost 43% more CPU per step (measured, see engine.tune_cpu_allocator).
     allocator_tuned = False
-    memory_facts = memory_record.memory_estimate_facts(config, hardware, device)
-    tokenizer = load_tokenizer(config.model.name, config.model.trust_remote_code, config.model.revision)
-    train_ds, eval_ds, data_facts = build_datasets(config, tokenizer)
+    memory_facts = memory_record.memory_estimate_facts(config, hardware, device, longest)
     if data_facts["train"].get("skipped"):
         run.append_event("log", level="warning", message=f"{config.data.train}: {data_facts['train']['skipped']}")
     model, targets = build_model(config, device, precision, choice)
