@@ -434,3 +434,31 @@ def test_training_header_shows_the_batch_auto_chose(tmp_path):
             assert "batch 8 x 2, checkpointing" in str(app.screen.query_one("#run-header").render())
 
     _run(go())
+
+
+def test_plan_uses_the_checked_datas_longest_row(monkeypatch, embedded_model_dir):
+    """Once the dataset is checked, the memory plan (and the auto batch) assume its longest row, as the trainer does."""
+    from lora_tui.ui.app import make_app
+
+    monkeypatch.chdir(REPO)
+    state = snapshot_state()
+    state.config.data.max_seq_len = 2048
+
+    async def go():
+        app = make_app(state=state, backend=FixedBackend())
+        async with app.run_test(size=(160, 40)) as pilot:
+            await goto(pilot, "parameters")
+            await until(pilot, lambda: app.current_judgement() is not None, what="the first estimate")
+            worst = app.current_judgement().verdict.estimate.total_bytes
+            assert state.longest_row() is None
+            await goto(pilot, "dataset")
+            await until(pilot, lambda: state.dataset_current() is not None, what="validation")
+            longest = state.longest_row()
+            assert longest is not None and longest < 2048
+            await goto(pilot, "parameters")
+            await until(pilot, lambda: app.current_judgement() is not None, what="the estimate with the data")
+            assert app.current_judgement().verdict.estimate.total_bytes < worst
+            batch_line = str(app.screen.query_one("#batch-line").render())
+            assert f"rows up to {longest} tokens" in batch_line, batch_line
+
+    _run(go())

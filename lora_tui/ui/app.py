@@ -188,7 +188,7 @@ class LoraTuiApp(App[int]):
     def plan_key(self) -> tuple:
         from lora_tui.core.memory_plan import plan_inputs
 
-        return (*plan_inputs(self.state.config), id(self.state.hardware))
+        return (*plan_inputs(self.state.config), id(self.state.hardware), self.state.longest_row())
 
     def request_judgement(self) -> None:
         """Re-estimate memory for the current plan, debounced so typing does not queue estimates."""
@@ -201,9 +201,9 @@ class LoraTuiApp(App[int]):
     @work(thread=True, exclusive=True, exit_on_error=False, group="judge")
     def judge_plan(self, key: tuple) -> None:
         try:
-            config = self.state.config.copy()
-            estimate, verdict = self.backend.judge(config, self.state.hardware)
-            self.post_message(PlanJudged(key, verdict, estimate, batch=self.backend.batch(config, self.state.hardware)))
+            config, longest = self.state.config.copy(), key[-1]  # the data's longest row, once it is checked
+            estimate, verdict = self.backend.judge(config, self.state.hardware, longest)
+            self.post_message(PlanJudged(key, verdict, estimate, batch=self.backend.batch(config, self.state.hardware, longest)))
         except Exception as exc:
             self.post_message(PlanJudged(key, None, error=plain_error(exc)))
 

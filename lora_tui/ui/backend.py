@@ -62,24 +62,24 @@ class Backend:
 
         return probe_hardware(check_libraries=check_libraries)
 
-    def memory_plan(self, config: Config, hardware, model: str | None = None):
+    def memory_plan(self, config: Config, hardware, model: str | None = None, longest: int | None = None):
         from lora_tui.core.memory_plan import plan_from_config
 
-        return plan_from_config(config, hardware, model=model)
+        return plan_from_config(config, hardware, model=model, longest=longest)
 
-    def judge(self, config: Config, hardware) -> tuple[Any, Any]:
-        """(estimate, verdict) for the current plan on this hardware."""
+    def judge(self, config: Config, hardware, longest: int | None = None) -> tuple[Any, Any]:
+        """(estimate, verdict) for the current plan on this hardware; rows no longer than ``longest`` when known."""
         from lora_tui.core.memory import judge_fit
 
-        plan = self.memory_plan(config, hardware)
+        plan = self.memory_plan(config, hardware, longest=longest)
         verdict = judge_fit(plan, hardware)
         return verdict.estimate, verdict
 
-    def batch(self, config: Config, hardware):
+    def batch(self, config: Config, hardware, longest: int | None = None):
         """Micro-batch, accumulation and checkpointing the run would use (auto resolved), with the reasons."""
         from lora_tui.core.auto_batch import choose_batch
 
-        return choose_batch(config, hardware)
+        return choose_batch(config, hardware, longest=longest)
 
     def catalogue(self, config: Config, hardware) -> list[tuple[str, int | None, int | None, str | None]]:
         """(name, parameters, bytes needed with the current plan, verdict) for each catalogue model."""

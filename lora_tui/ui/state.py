@@ -67,6 +67,12 @@ class WizardState:
         return (self.config.model.name, d.train, d.validation, d.val_fraction, d.template, d.train_on_prompt,
                 d.max_seq_len)
 
+    def longest_row(self) -> int | None:
+        """Tokens in the longest valid row of the checked training file (the trainer plans memory with it)."""
+        view = self.dataset_current()
+        stats = getattr(getattr(view, "report", None), "token_stats", None) if view is not None else None
+        return getattr(stats, "max", None) or None
+
     def dataset_current(self) -> DatasetView | None:
         view = self.dataset
         if view is not None and getattr(view, "key", None) == self.dataset_key():

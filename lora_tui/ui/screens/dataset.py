@@ -104,6 +104,7 @@ class DatasetScreen(WizardScreen):
             return
         self.state.dataset = message.view
         self._show(message.view)
+        self.app.request_judgement()  # the plan now knows the data's longest row
 
     # --- drawing -----------------------------------------------------------------------------
     def _show_error(self, error: str) -> None:

@@ -134,8 +134,11 @@ class HardwareScreen(WizardScreen):
                  f"auto → {batch.micro_batch}" if batch is not None else "auto")
         ckpt = (("on" if c.training.gradient_checkpointing else "off") if c.training.gradient_checkpointing is not None else
                 f"auto → {'on' if batch.gradient_checkpointing else 'off'}" if batch is not None else "auto")
+        longest = self.state.longest_row()
+        rows = (f"{c.data.max_seq_len} tokens (data: rows up to {longest})" if longest and longest < c.data.max_seq_len
+                else f"{c.data.max_seq_len} tokens")
         describe = escape(f"Plan: {c.model.load_in} base · r {c.lora.r} on {c.lora.targets} · micro-batch "
-                          f"{micro} x {c.data.max_seq_len} tokens · gradient checkpointing {ckpt}")
+                          f"{micro} x {rows} · gradient checkpointing {ckpt}")
         if self.state.hardware is None or judgement is None:
             plan.update(describe + "\n[dim]Estimating memory…[/]")
             breakdown.update("")

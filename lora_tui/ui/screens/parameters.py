@@ -360,6 +360,7 @@ class ParametersScreen(WizardScreen):
     def _dataset_checked(self, message: DatasetChecked) -> None:
         if message.view is not None:
             self.state.dataset = message.view
+            self.app.request_judgement()  # the plan now knows the data's longest row
 
     @on(RunStarted)
     def _run_started(self, message: RunStarted) -> None:
