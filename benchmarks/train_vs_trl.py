@@ -3,7 +3,9 @@
 One run of this script, same machine, same data, same LoRA (r 16 / alpha 32 / dropout 0.05,
 all linear layers), micro-batch, max length and learning rate:
 
-  ours         `lora-tui train` with its defaults (the trainer process it spawns, as a direct child)
+  ours         `lora-tui train` with its defaults (the trainer process it spawns, as a direct child), except
+               the micro-batch: set to (a)'s so the arms compare like with like (`micro_batch=auto` is
+               measured by benchmarks/micro_batch_sweep.py)
   trl          (a) a plain TRL script with TRL's own defaults (bf16 autocast, checkpointing, ...)
   trl_packing  (b) the same with TRL's bfd packing (padding-free rows)
   trl_fp32     (optional) plain TRL with our old settings: fp32, no checkpointing
