@@ -138,15 +138,6 @@ def choose_batch(config, hardware=None, device: str | None = None, world_size: i
                   "set in the config" if wanted_ckpt is not None else f"on: even one row is over {where} without it")
 
 
-def resolved_config(config, hardware=None, device: str | None = None, world_size: int = 1):
-    """A copy of ``config`` with micro-batch, accumulation and checkpointing concrete (the run's plan)."""
-    batch = choose_batch(config, hardware, device, world_size)
-    out = config.copy()
-    out.training.micro_batch, out.training.grad_accum = batch.micro_batch, batch.grad_accum
-    out.training.gradient_checkpointing = batch.gradient_checkpointing
-    return out
-
-
 ENV_BATCH = "LORA_TUI_BATCH"  # "micro,accum,checkpointing": set by the multi-rank supervisor, so every rank agrees
 
 
