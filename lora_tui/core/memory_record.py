@@ -17,8 +17,8 @@ import resource
 
 # Checkpointing and micro-batch "auto": a plan fits with margin within this share of the memory
 # available. GPU: "fits with margin" (the estimate's 'fits' line is 90%). CPU: RAM is shared with
-# the system and the user's other work, and checkpointing costs little there (measured, see
-# /work/notes/issue-9.md: the backward is dominated by GEMMs either way).
+# the system and the user's other work. Checkpointing costs 27-49% of CPU speed at an equal micro-batch
+# (benchmarks/micro_batch_sweep.py), so auto_batch turns it on only when micro-batch 4 needs it.
 CHECKPOINT_SHARE = {"cpu": 0.25, "cuda": 0.80}
 
 
