@@ -130,15 +130,16 @@ def choose_kernels(wanted: str, device: str) -> tuple[list[str], str]:
 
 
 def choose_engine(config, device: str, hardware=None, capability: tuple[int, int] | None = None,
-                  world_size: int = 1) -> EngineChoice:
-    """Resolve every ``auto`` engine setting of ``config`` for ``device`` ("cpu" | "cuda")."""
+                  world_size: int = 1, batch=None) -> EngineChoice:
+    """Resolve every ``auto`` engine setting of ``config`` for ``device`` ("cpu" | "cuda").
+    ``batch``: the run's ``auto_batch.BatchChoice`` when already made (the trainer's, see batch_for_run)."""
     from lora_tui.core.auto_batch import choose_batch
 
     t = config.training
     attention, why_attention = choose_attention(getattr(t, "attention", "auto"), device, capability)
     batching, why_batching = choose_batching(getattr(t, "batching", "auto"), device, attention)
     kernels, why_kernels = choose_kernels(getattr(t, "kernels", "auto"), device)
-    batch = choose_batch(config, hardware, device, world_size)
+    batch = batch or choose_batch(config, hardware, device, world_size)
     return EngineChoice(batching, attention, kernels, batch.gradient_checkpointing,
                         {"batching": why_batching, "attention": why_attention, "kernels": why_kernels, **batch.reasons},
                         micro_batch=batch.micro_batch, grad_accum=batch.grad_accum)

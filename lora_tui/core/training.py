@@ -357,12 +357,10 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     longest = max([*train_ds["length"], *(eval_ds["length"] if eval_ds is not None else [])])
     hardware = probe_hardware()
     capability = torch.cuda.get_device_capability(0) if device == "cuda" else None
-    choice = engine.choose_engine(config, device, hardware, capability, world_size=distributed.world_size())
     # micro_batch / checkpointing auto: resolved once per run (a resume keeps the first start's batches)
     batch = auto_batch.batch_for_run(run, config, hardware, device, distributed.world_size(), resume=resume,
                                      longest=longest)
-    choice.micro_batch, choice.grad_accum, choice.gradient_checkpointing = batch.micro_batch, batch.grad_accum, batch.gradient_checkpointing
-    choice.reasons.update(batch.reasons)
+    choice = engine.choose_engine(config, device, hardware, capability, distributed.world_size(), batch)
     t = config.training
     t.micro_batch, t.grad_accum, t.gradient_checkpointing = batch.micro_batch, batch.grad_accum, batch.gradient_checkpointing
     # glibc's mmap threshold stays as it is: with huge pages (engine.prefer_huge_pages) checkpointing keeps
