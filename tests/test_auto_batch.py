@@ -189,3 +189,17 @@ def test_a_run_with_auto_records_its_batch_and_keeps_the_effective_batch(tiny_mo
     assert started["memory_estimate"]["seq_len"] < 256
     card = (run.path / "adapter" / "README.md").read_text()
     assert f"| Batch | {started['micro_batch']} x {started['grad_accum']} accumulation = 8 (micro-batch auto) |" in card
+
+
+def test_headless_progress_prints_the_batch_and_why():
+    from lora_tui.commands.progress import describe
+
+    started = {"type": "started", "method": "LoRA", "model": "m", "device": "cpu", "precision": "bf16",
+               "num_train_rows": 10, "num_eval_rows": 0, "max_steps": 5, "trainable_params": 1, "total_params": 10,
+               "target_modules": ["q_proj"], "micro_batch": 4, "grad_accum": 4, "gradient_checkpointing": False,
+               "batching": "grouped", "attention": "sdpa", "kernels": ["lean_head"],
+               "engine_reasons": {"micro_batch": "auto: 4 rows need 5.2 GiB; 8 would need 9.4, over 25% of 22 GiB free"}}
+    text = describe(started)
+    assert "batch 4 x 4 (auto: 4 rows need 5.2 GiB; 8 would need 9.4" in text and "checkpointing off" in text
+    older = {k: v for k, v in started.items() if k not in ("micro_batch", "grad_accum")}  # runs from before auto
+    assert "batch" not in describe(older)

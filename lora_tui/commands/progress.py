@@ -25,7 +25,7 @@ def describe(event: dict, history: RunHistory | None = None) -> str | None:
                 f"{event.get('num_train_rows')} train / {event.get('num_eval_rows')} eval rows, "
                 f"{event.get('max_steps')} steps\n         trainable params: {event.get('trainable_params', 0):,} of "
                 f"{event.get('total_params', 0):,} ({100 * event.get('trainable_params', 0) / max(event.get('total_params', 1), 1):.3f}%)"
-                f", targets: {', '.join(event.get('target_modules') or [])}")
+                f", targets: {', '.join(event.get('target_modules') or [])}" + _engine_line(event))
     if kind == "step":
         tps = event.get("tokens_per_s")
         total = event.get("max_steps") or (history.max_steps if history else None)
@@ -99,3 +99,17 @@ def follow(run: RunDirectory, live: bool = True, out=sys.stdout) -> str:
             if state == "starting" and time.monotonic() - waited > 5:
                 waited = time.monotonic()
             time.sleep(0.5)
+
+
+def _engine_line(started: dict) -> str:
+    """How the step runs, with what micro_batch / checkpointing auto decided and why."""
+    if not started.get("micro_batch"):
+        return ""
+    reasons = started.get("engine_reasons") or {}
+    why = reasons.get("micro_batch", "")
+    ckpt = "on" if started.get("gradient_checkpointing") else "off"
+    return (f"\n         batch {started['micro_batch']} x {started.get('grad_accum')}"
+            + (f" ({why})" if why and why != "set in the config" else "")
+            + f"; checkpointing {ckpt}; {started.get('batching')}, {started.get('attention')}, "
+            + "+".join(started.get("kernels") or []))
+
