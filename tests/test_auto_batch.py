@@ -189,6 +189,8 @@ def test_a_run_with_auto_records_its_batch_and_keeps_the_effective_batch(tiny_mo
     assert started["memory_estimate"]["seq_len"] < 256
     card = (run.path / "adapter" / "README.md").read_text()
     assert f"| Batch | {started['micro_batch']} x {started['grad_accum']} accumulation = 8 (micro-batch auto) |" in card
+    assert (f"| Engine | {started['batching']} batching, {started['attention']} attention, "
+            f"kernels {'+'.join(started['kernels'])}, gradient checkpointing ") in card
 
 
 def test_headless_progress_prints_the_batch_and_why():

@@ -113,6 +113,7 @@ def render_model_card(run: str | Path | RunDirectory) -> str:
              _batch_row(tr, started),
              f"| Max sequence length | {data.max_seq_len} |",
              f"| Precision / device | {started.get('precision', MISSING)} / {started.get('device', MISSING)} |",
+             _engine_row(started),
              f"| Seed | {tr.seed} |", ""]
 
     lines += ["## Data", "", "| Split | Path | Rows | SHA-256 |", "|---|---|---|---|"]
@@ -168,6 +169,15 @@ def render_model_card(run: str | Path | RunDirectory) -> str:
 
 def _gib(value) -> str:
     return gib(value, 2) if isinstance(value, (int, float)) and value else MISSING
+
+
+def _engine_row(started: dict) -> str:
+    """Batching, attention, kernels and checkpointing the run trained with (the `started` event)."""
+    if not started.get("batching"):
+        return f"| Engine | {MISSING} |"
+    ckpt = "on" if started.get("gradient_checkpointing") else "off"
+    return (f"| Engine | {started['batching']} batching, {started.get('attention', MISSING)} attention, "
+            f"kernels {'+'.join(started.get('kernels') or []) or 'none'}, gradient checkpointing {ckpt} |")
 
 
 def _batch_row(tr, started: dict) -> str:
