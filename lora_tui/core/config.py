@@ -9,6 +9,7 @@ bad input with the same words.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import math
 import shlex
@@ -316,6 +317,7 @@ def save_config(config: Config, path: str | Path, header: str | None = None) -> 
     Path(path).write_text(config_to_yaml(config, header), encoding="utf-8")
 
 
+@functools.cache  # read once: estimates ask for it per candidate plan, and /proc/cpuinfo is large on big servers
 def cpu_has_bf16() -> bool:
     """True when this CPU computes bf16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo."""
     try:
