@@ -19,6 +19,7 @@ Must not import torch or textual (the wizard imports it), nor change the config 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 AUTO_BASE = 4  # micro_batch=auto keeps an effective batch of AUTO_BASE x grad_accum rows
@@ -71,6 +72,7 @@ def choose_batch(config, hardware=None, device: str | None = None, world_size: i
     if longest and longest < config.data.max_seq_len:
         where += f", rows up to {longest} tokens"
 
+    @functools.cache  # the choice asks for the same plan more than once (fit, reason, next size up)
     def need(micro: int, checkpointing: bool) -> int:
         trial = config.copy()
         trial.training.micro_batch, trial.training.gradient_checkpointing = micro, checkpointing
