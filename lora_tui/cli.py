@@ -93,7 +93,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-dir", default=None, help="run directory (default: <output.runs_dir, else $LORA_TUI_RUNS, else ./runs>/<run name>)").complete = DIRECTORY
     p.add_argument("--detach", action="store_true", help="start the trainer in the background and return at once")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue a stopped, failed or killed run from its last checkpoint (default: start a new run)").complete = DIRECTORY
-    p.add_argument("--overwrite", action="store_true", help="allow replacing an existing run directory")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory (only a lora-tui run: never another folder)")
     p.add_argument("--preset", choices=["lora", "qlora", "lora-8bit"], default=None, help="start from a preset before applying the config and overrides (default: none, the built-in defaults)")
     p.add_argument("--print-config", action="store_true", help="print the resulting config as commented YAML and exit")
     p.add_argument("--nodes", type=int, default=None, metavar="N", help="machines taking part in this run (default: 1, this machine); run the same command on each")
@@ -142,7 +142,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", help="output directory for the merged model").complete = DIRECTORY
     p.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
                    help="dtype of the saved weights; auto keeps the base model's")
-    p.add_argument("--overwrite", action="store_true", help="allow replacing an existing output directory")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing merged model folder (only one lora-tui wrote)")
     _add_export_checks(p, gguf=False)
 
     p = sub.add_parser("push", help="upload the adapter (or merged model / GGUF) to the Hugging Face Hub")

@@ -89,13 +89,19 @@ def test_merged_folder_has_a_modelfile_and_gguf_note(merged):
 def test_merge_refuses_to_overwrite_without_the_flag(merged, fake_run):
     from lora_tui.core.export import ExportError, merge_adapter
 
-    marker = merged / "keep-me.txt"
-    marker.write_text("mine")
+    stamp = (merged / "config.json").stat().st_mtime_ns
     with pytest.raises(ExportError, match="not empty"):
         merge_adapter(fake_run, merged)
+    assert (merged / "config.json").stat().st_mtime_ns == stamp
+    marker = merged / "keep-me.txt"  # a file the merge did not write: the folder is no longer replaced (issue 16)
+    marker.write_text("mine")
+    for overwrite in (False, True):
+        with pytest.raises(ExportError, match="keep-me.txt"):
+            merge_adapter(fake_run, merged, overwrite=overwrite)
     assert marker.read_text() == "mine"
+    marker.unlink()
     assert merge_adapter(fake_run, merged, overwrite=True) == merged
-    assert not marker.exists() and (merged / "config.json").is_file()
+    assert (merged / "config.json").stat().st_mtime_ns != stamp
 
 
 @pytest.mark.parametrize("where", ["run", "adapter", "base"])

@@ -61,6 +61,8 @@ def zip_adapter(run: str | Path, out: str | Path | None = None, *, overwrite: bo
         target = target / default_zip_path(source).name
     if target.exists() and not overwrite:
         raise ExportError(f"{target} already exists. Fix: pass --overwrite to replace it, or --out to write elsewhere.")
+    if target.exists() and not zipfile.is_zipfile(target):  # --overwrite replaces a zip, never another file
+        raise ExportError(f"{target} is not a zip file: it was not touched. Fix: --out a new file name (.zip).")
     target.parent.mkdir(parents=True, exist_ok=True)
     folder = default_zip_path(source).stem  # unzips into one folder, not loose files
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
@@ -92,8 +94,31 @@ def _check_out(out: Path, protected: list[Path], overwrite: bool) -> None:
             raise ExportError(f"{out} overlaps {keep}, which must not be touched. Fix: choose a separate folder.")
     if out.is_file():
         raise ExportError(f"{out} is a file. Fix: give a folder for the merged model.")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ExportError(f"{out} already exists and is not empty. Fix: choose a new folder, or pass --overwrite.")
+    if out.is_dir() and any(out.iterdir()):
+        foreign = _not_merged_files(out)
+        if foreign:  # --overwrite replaces a merged model we wrote, never someone's folder
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise ExportError(f"{out} is not empty and not a merged model (it holds {shown}): nothing there was "
+                              "touched. Fix: choose a new or empty folder for the merged model.")
+        if not overwrite:
+            raise ExportError(f"{out} already exists and is not empty. Fix: choose a new folder, or pass --overwrite.")
+
+
+# What merge_adapter writes (plus the GGUF file its README suggests): only a folder holding nothing else is replaced.
+MERGED_FILES = ("config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer*",
+                "special_tokens_map.json", "added_tokens.json", "chat_template*", "vocab*", "merges.txt",
+                "spiece.model", "Modelfile*", "README.md", "*.gguf")
+
+
+def _not_merged_files(folder: Path) -> list[str]:
+    """Entries of ``folder`` that a merged model does not hold (all of them when it has no config.json)."""
+    import fnmatch
+
+    entries = sorted(folder.iterdir())
+    if not (folder / "config.json").is_file():
+        return [e.name + ("/" if e.is_dir() else "") for e in entries]
+    return [e.name + ("/" if e.is_dir() else "") for e in entries
+            if e.is_dir() or not any(fnmatch.fnmatchcase(e.name, pattern) for pattern in MERGED_FILES)]
 
 
 GGUF_NOTE = """
@@ -255,6 +280,8 @@ def export_gguf(run: str | Path, out: str | Path | None = None, *, gguf_type: st
     target = target.resolve()
     if target.exists() and not overwrite:
         raise ExportError(f"{target} already exists. Fix: pass --overwrite to replace it, or --out to write elsewhere.")
+    if target.exists() and not _is_gguf(target):  # --overwrite replaces a GGUF file, never another one
+        raise ExportError(f"{target} is not a GGUF file: it was not touched. Fix: --out a new file name (.gguf).")
     from lora_tui.core.models import ModelSourceError, load_model_config
 
     try:
@@ -284,8 +311,23 @@ def export_gguf(run: str | Path, out: str | Path | None = None, *, gguf_type: st
     return target
 
 
+def _is_gguf(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == b"GGUF"
+    except OSError:
+        return False
+
+
 def _write_gguf_card(folder: Path, source, info) -> None:
-    """README.md beside the GGUF files (the hub shows it when the folder is pushed with `push --gguf`)."""
+    """README.md beside the GGUF files (the hub shows it when the folder is pushed with `push --gguf`);
+    a README.md that lora-tui did not write (--out into someone's folder) is left as it is."""
+    readme = folder / "README.md"
+    try:
+        if readme.exists() and "written by lora-tui" not in readme.read_text(encoding="utf-8", errors="replace")[:4096]:
+            return
+    except OSError:
+        return
     from huggingface_hub import ModelCard, ModelCardData
 
     from lora_tui.core.hub import portable_base

@@ -68,9 +68,7 @@ def start_run(config: Config, run_dir: str | os.PathLike | None = None, *, overw
     """Create the run directory, write config.yaml, and start the detached trainer."""
     path = plan_run_dir(config, run_dir)
     run = RunDirectory(path)
-    if path.exists() and any(path.iterdir()) and not overwrite:  # early answer; decided again under the claim
-        raise RunError(f"{path} already exists and is not empty. Fix: choose another run name or --run-dir, "
-                       f"`lora-tui train --resume {path}` to continue it, or --overwrite to replace it.")
+    run_claim.replaceable_entries(path, overwrite)  # early answer (nothing deleted); decided again under the claim
     _check_startable(config)
     try:
         lock = run_claim.claim(run)  # before anything is written: of two launches, one wins here

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lora_tui.core.runs import LOCK_FD_ENV, RunDirectory, RunError, RunLocked
+from lora_tui.core.runs import LOCK_FD_ENV, RunDirectory, RunError, RunLocked, is_run_directory, quoted
 
 STOP_GRACE_S = 120.0  # `lora-tui stop` waits this long for a graceful stop, then kills the trainer (SIGKILL)
 
@@ -47,15 +47,41 @@ def spawn_kwargs(lock) -> dict:
     return {"pass_fds": (lock.fileno(),), "env_extra": {LOCK_FD_ENV: str(lock.fileno())}}
 
 
-def clear_for_start(run: RunDirectory, overwrite: bool) -> None:
-    """Under the claim: refuse a used directory (or empty it with overwrite); the lock file stays."""
-    leftovers = [c for c in run.path.iterdir() if c.name != run.lock_path.name]
+def replaceable_entries(path: Path, overwrite: bool) -> list[Path]:
+    """What starting a run in ``path`` would delete: [] for a new or empty folder, a run's entries with
+    ``overwrite``. Anything else raises RunError, and nothing is deleted: a folder that is not a lora-tui
+    run (``runs.is_run_directory``), a file, the current folder (or one above it), the home folder."""
+    if not path.exists():
+        return []
+    if not path.is_dir():
+        raise RunError(f"{path} is a file, not a folder; it was not touched. Fix: give --run-dir a new or empty "
+                       "folder.")
+    try:
+        leftovers = sorted(c for c in path.iterdir() if c.name != "trainer.lock")
+    except OSError as exc:
+        raise RunError(f"cannot read {path}: {exc.strerror or exc}. Fix: choose another --run-dir.") from None
     if not leftovers:
-        return
+        return []
+    if not is_run_directory(path):
+        shown = ", ".join(c.name + ("/" if c.is_dir() else "") for c in leftovers[:3])
+        shown += f" and {len(leftovers) - 3} more" if len(leftovers) > 3 else ""
+        flag = "--overwrite replaces only a run, so " if overwrite else ""
+        raise RunError(f"{path} is not empty and not a lora-tui run (it holds {shown}): {flag}nothing there was "
+                       "touched. Fix: give --run-dir a new or empty folder.")
     if not overwrite:
-        raise RunError(f"{run.path} already exists and is not empty. Fix: choose another run name or --run-dir, "
-                       f"`lora-tui train --resume {run.path}` to continue it, or --overwrite to replace it.")
-    for child in leftovers:
+        raise RunError(f"{path} already exists and holds a run. Fix: choose another run name or --run-dir, "
+                       f"`lora-tui train --resume {quoted(path)}` to continue it, or --overwrite to replace it.")
+    where = path.resolve()
+    if where == Path.home().resolve() or where == Path.cwd().resolve() or where in Path.cwd().resolve().parents:
+        what = "your home folder" if where == Path.home().resolve() else "the current folder (or one above it)"
+        raise RunError(f"{path} is {what}: --overwrite never empties it; nothing was touched. Fix: "
+                       f"`cd ..` and give the run's own folder, or choose another --run-dir.")
+    return leftovers
+
+
+def clear_for_start(run: RunDirectory, overwrite: bool) -> None:
+    """Under the claim: refuse a used directory (or empty a run with overwrite); the lock file stays."""
+    for child in replaceable_entries(run.path, overwrite):
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)
         else:

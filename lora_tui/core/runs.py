@@ -20,6 +20,7 @@ import errno
 import hashlib
 import json
 import os
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,21 @@ from lora_tui.core.paths import runs_dir
 STATES_DONE = ("finished", "failed", "stopped")
 STATES_ACTIVE = ("created", "starting", "running", "stopping")  # a trainer is (or is about to be) at work
 CHECKPOINT_MARKER = "lora_tui_complete"
+
+
+def quoted(path: str | os.PathLike) -> str:
+    """A path as it must be typed in a shell command we print (spaces, quotes, `$`...)."""
+    return shlex.quote(str(path))
+
+
+def is_run_directory(path: str | os.PathLike) -> bool:
+    """Whether a folder is a lora-tui run: its config.yaml with events.jsonl and/or status.json.
+    Only such a folder may be emptied by `train --overwrite`."""
+    path = Path(path)
+    try:
+        return (path / "config.yaml").is_file() and ((path / "events.jsonl").is_file() or (path / "status.json").exists())
+    except OSError:
+        return False
 
 
 class RunError(RuntimeError):

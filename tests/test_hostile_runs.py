@@ -1,0 +1,153 @@
+"""What a careless or hostile user does to run directories and exports (issue 16 items 1, 4, 5, 7, 8):
+--overwrite replaces only lora-tui runs, honest resumes, garbage status.json, a disk too small for the
+adapter, absurd step counts, torn event lines, checkpoint exports and shell-quoted hints."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lora_tui.core import launcher
+from lora_tui.core.config import Config, apply_overrides, save_config
+from lora_tui.core.runs import CHECKPOINT_MARKER, RunDirectory, RunError
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"text": "hello"}\n' * 4)
+    return path
+
+
+def _config(data: Path, *overrides: str) -> Config:
+    # A model that does not exist: a spawned trainer fails at once, nothing heavy runs.
+    return apply_overrides(Config(), [f"data.train={data}", "data.validation=", "model.name=/nonexistent/model",
+                                      "training.max_steps=4", *overrides])
+
+
+def _cli(*args, cwd=None, timeout=120, env=None):
+    return subprocess.run([sys.executable, "-m", "lora_tui", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def _user_folder(path: Path) -> dict[str, bytes]:
+    """A folder of someone's work: what --overwrite must never delete."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "thesis.tex").write_text("\\chapter{Results}")
+    (path / "notes").mkdir()
+    (path / "notes" / "ideas.md").write_text("- try r=32")
+    return _snapshot(path)
+
+
+def _snapshot(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): (p.read_bytes() if p.is_file() else b"<dir>") for p in sorted(path.rglob("*"))}
+
+
+# ----------------------------------------------------------------------------- item 1: --overwrite
+def test_overwrite_refuses_a_folder_that_is_not_a_run_and_deletes_nothing(tmp_path, data):
+    folder = tmp_path / "work"
+    before = _user_folder(folder)
+    for overwrite in (False, True):
+        with pytest.raises(RunError) as info:
+            launcher.start_run(_config(data), folder, overwrite=overwrite)
+        message = str(info.value)
+        assert "not a lora-tui run" in message and "thesis.tex" in message, message
+        assert "--overwrite to replace" not in message and "--resume" not in message, message
+        assert _snapshot(folder) == before
+
+
+def test_overwrite_cli_refuses_dot_and_home_in_one_line(tmp_path, data):
+    folder = tmp_path / "here"
+    before = _user_folder(folder)
+    home = tmp_path / "home"
+    home_before = _user_folder(home)
+    for run_dir, cwd in ((".", folder), (str(home), folder)):
+        result = _cli("train", f"data.train={data}", "data.validation=", "model.name=/nonexistent/model",
+                      "--run-dir", run_dir, "--overwrite", cwd=cwd, env={"HOME": str(home)})
+        assert result.returncode == 2, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert _snapshot(folder) == before and _snapshot(home) == home_before
+
+
+def test_overwrite_replaces_a_run_and_an_empty_folder_is_used(tmp_path, data, monkeypatch):
+    monkeypatch.setattr(launcher, "_spawn", lambda *a, **k: 0)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert launcher.start_run(_config(data), empty).config_path.is_file()
+
+    run = RunDirectory(tmp_path / "old-run")
+    run.path.mkdir()
+    save_config(_config(data), run.config_path)
+    run.append_event("started", max_steps=4)
+    (run.checkpoints_dir / "checkpoint-2").mkdir(parents=True)
+    with pytest.raises(RunError, match="--overwrite to replace it"):  # a run: the flag is the right advice
+        launcher.start_run(_config(data, "lora.r=8"), run.path)
+    launcher.start_run(_config(data, "lora.r=8"), run.path, overwrite=True)
+    assert not run.checkpoints_dir.exists() and not run.events_path.exists()
+    assert "r: 8" in run.config_path.read_text()
+
+
+def test_run_dir_that_is_a_file_is_refused_in_one_line(tmp_path, data):
+    target = tmp_path / "thesis.pdf"
+    target.write_bytes(b"%PDF-1.7")
+    result = _cli("train", f"data.train={data}", "data.validation=", "model.name=/nonexistent/model",
+                  "--run-dir", target, "--overwrite")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert target.read_bytes() == b"%PDF-1.7"
+
+
+def test_overwrite_never_empties_the_current_folder_even_when_it_is_a_run(tmp_path, data):
+    run = RunDirectory(tmp_path / "a-run")
+    run.path.mkdir()
+    save_config(_config(data), run.config_path)
+    run.write_status("failed")
+    before = _snapshot(run.path)
+    result = _cli("train", f"data.train={data}", "data.validation=", "model.name=/nonexistent/model",
+                  "--run-dir", ".", "--overwrite", cwd=run.path)
+    assert result.returncode == 2 and "current folder" in result.stderr, result.stderr
+    assert _snapshot(run.path) == before
+
+
+def test_merge_overwrite_replaces_only_a_merged_model(tmp_path, tiny_model_dir):
+    from lora_tui.core.export import ExportError, merge_adapter
+    from tests.test_chat_support import make_fake_run
+
+    run = make_fake_run(tmp_path, tiny_model_dir)
+    folder = tmp_path / "work"
+    before = _user_folder(folder)
+    with pytest.raises(ExportError, match="not a merged model") as info:
+        merge_adapter(run, folder, overwrite=True)
+    assert "thesis.tex" in str(info.value)
+    assert _snapshot(folder) == before
+
+
+def test_zip_overwrite_replaces_only_a_zip(tmp_path, tiny_model_dir):
+    from lora_tui.core.export import ExportError, zip_adapter
+    from tests.test_chat_support import make_fake_run
+
+    run = make_fake_run(tmp_path, tiny_model_dir)
+    precious = tmp_path / "thesis.pdf"
+    precious.write_bytes(b"%PDF-1.7 my thesis")
+    with pytest.raises(ExportError, match="not a zip"):
+        zip_adapter(run, precious, overwrite=True)
+    assert precious.read_bytes() == b"%PDF-1.7 my thesis"
+    written = zip_adapter(run, tmp_path / "a.zip")
+    assert zip_adapter(run, written, overwrite=True) == written  # our own zip is replaced
+
+
+def test_gguf_overwrite_replaces_only_a_gguf_file(tmp_path, tiny_model_dir):
+    from lora_tui.core.export import ExportError, export_gguf
+    from tests.test_chat_support import make_fake_run
+
+    run = make_fake_run(tmp_path, tiny_model_dir)
+    precious = tmp_path / "thesis.gguf.txt"
+    precious.write_text("not a model")
+    with pytest.raises(ExportError, match="not a GGUF file"):
+        export_gguf(run, precious, overwrite=True)
+    assert precious.read_text() == "not a model"
