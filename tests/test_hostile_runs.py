@@ -151,3 +151,68 @@ def test_gguf_overwrite_replaces_only_a_gguf_file(tmp_path, tiny_model_dir):
     with pytest.raises(ExportError, match="not a GGUF file"):
         export_gguf(run, precious, overwrite=True)
     assert precious.read_text() == "not a model"
+
+
+# ----------------------------------------------------------------------------- item 5: garbage status.json
+@pytest.fixture
+def finished_garbage(tmp_path) -> RunDirectory:
+    """A finished run (60 of 60 steps, checkpoints, adapter) whose status.json is garbage."""
+    from tests.snapshot_apps.make_demo_run import write_demo_run
+
+    run = RunDirectory(write_demo_run(tmp_path / "done-run", finished=True))
+    for step in (40, 60):
+        ckpt = run.checkpoints_dir / f"checkpoint-{step}"
+        ckpt.mkdir(parents=True)
+        (ckpt / "adapter_config.json").write_text(json.dumps({"r": 16, "lora_alpha": 32}))
+        (ckpt / CHECKPOINT_MARKER).write_text(str(step))
+    run.status_path.write_bytes(b"\xff\x00{{ garbage")
+    return run
+
+
+def test_garbage_status_of_a_finished_run_reads_finished_from_the_events(finished_garbage):
+    run = finished_garbage
+    assert run.state() == "finished"
+    summary = run.summary()
+    assert (summary.state, summary.step, summary.max_steps) == ("finished", 60, 60)
+    listed = _cli("runs", "--dir", run.path.parent)
+    line = next(l for l in listed.stdout.splitlines() if l.startswith(run.name))
+    assert "finished" in line and "60/60" in line, listed.stdout
+
+
+def test_resume_of_a_finished_run_with_garbage_status_is_refused_and_changes_nothing(finished_garbage):
+    run = finished_garbage
+    before = _snapshot(run.path)
+    result = _cli("train", "--resume", run.path)
+    assert result.returncode == 2 and "already finished" in result.stderr, result.stderr + result.stdout
+    after = {k: v for k, v in _snapshot(run.path).items() if k != "trainer.lock"}  # the claim's empty lock file
+    assert after == before  # no step 61 of 60, no new final record, no checkpoint rotated
+
+
+def test_attach_to_a_finished_run_with_garbage_status_does_not_advise_resume(finished_garbage):
+    for args in (["attach", finished_garbage.path, "--no-follow"], ["attach", finished_garbage.path]):
+        result = _cli(*args, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "finished at step 60" in result.stdout and "--resume" not in result.stdout, result.stdout
+
+
+def test_wizard_quits_a_finished_run_with_garbage_status_without_asking(finished_garbage):
+    import asyncio
+    import time
+
+    from lora_tui.ui.app import make_app
+    from tests.snapshot_apps.fixed import FixedBackend
+
+    async def go():
+        app = make_app(run=str(finished_garbage.path), backend=FixedBackend())
+        async with app.run_test(size=(80, 24)) as pilot:
+            deadline = time.monotonic() + 60
+            while not (app.current_mode == "training" and app.screen.history.step == 60):
+                assert time.monotonic() < deadline, "the training screen never showed the run"
+                await pilot.pause(0.05)
+            assert app.screen.run_state == "finished"
+            await pilot.press("ctrl+q")
+            await pilot.pause(0.3)
+            assert type(app.screen).__name__ != "QuitDuringTraining", "it claims training is still running"
+        assert app.return_code == 0
+
+    asyncio.run(go())

@@ -93,7 +93,9 @@ def follow(run: RunDirectory, live: bool = True, out=sys.stdout) -> str:
             if pending_step:
                 out.write("\n")
             if state == "dead":
-                out.write(f"The trainer is no longer running (killed?). Continue with: lora-tui train --resume {run.path}\n")
+                why = "" if run.status_readable() else "; its status.json cannot be read and its events never end"
+                out.write(f"The trainer is no longer running (killed?{why}). Continue with: "
+                          f"lora-tui train --resume {run.path}\n")
             return state
         if not events:
             if state == "starting" and time.monotonic() - waited > 5:

@@ -223,13 +223,53 @@ class RunDirectory:
 
     def state(self) -> str:
         """created | starting | running | stopping | finished | failed | stopped | dead.
-        'dead' means status says running but no trainer holds the lock (killed, machine rebooted)."""
+        'dead' means status says running but no trainer holds the lock (killed, machine rebooted).
+        Without a readable status.json the events decide (they are the truth; status is a cache)."""
         status = self.read_status()
-        state = status.get("state", "created" if self.exists() else "missing")
+        state = status.get("state") or self.status_from_events().get("state")
+        state = state or ("created" if self.exists() else "missing")
         if state in ("starting", "running", "stopping") and not self.is_locked():
             # Between spawn and taking the lock the trainer is alive but unlocked.
             return state if state == "starting" and pid_alive(status.get("pid")) else "dead"
         return state
+
+    def status_from_events(self) -> dict:
+        """What status.json would say, rebuilt from the tail of events.jsonl: the outcome after the last
+        start (else "running": the lock check in ``state`` makes a trainer-less one "dead"), the last step.
+        {} when there are no events. Reads at most EVENTS_TAIL_BYTES."""
+        try:
+            with open(self.events_path, "rb") as fh:
+                size = fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, size - EVENTS_TAIL_BYTES))
+                data = fh.read(EVENTS_TAIL_BYTES)
+        except OSError:
+            return {}
+        lines = data.split(b"\n")
+        if size > EVENTS_TAIL_BYTES:
+            lines = lines[1:]  # the first line of the slice is (most likely) cut
+        status: dict = {}
+        for raw in lines:
+            try:
+                event = json.loads(raw)
+            except ValueError:
+                continue
+            if not isinstance(event, dict):
+                continue
+            kind = event.get("type")
+            if kind == "started":
+                status.update(state="running", max_steps=event.get("max_steps"))
+            elif kind in STATES_DONE:
+                status["state"] = kind
+            elif kind == "step":
+                status.update({k: event.get(k) for k in ("step", "max_steps", "epoch", "loss")})
+                status.setdefault("state", "running")
+            elif kind == "eval":
+                status["eval_loss"] = event.get("eval_loss")
+            if isinstance(event.get("time"), (int, float)):
+                status["updated"] = event["time"]
+            if kind in STATES_DONE and isinstance(event.get("step"), int):
+                status["step"] = event["step"]
+        return status
 
     # --- the trainer's lock ---------------------------------------------------------
     def acquire_lock(self):
@@ -302,7 +342,7 @@ class RunDirectory:
 
     # --- summary -------------------------------------------------------------------------
     def summary(self) -> RunSummary:
-        status = self.read_status()
+        status = self.read_status() or self.status_from_events()  # garbage status.json: the events say it
         model = None
         try:
             import yaml
@@ -323,6 +363,7 @@ def list_runs(parent: str | os.PathLike | None = None) -> list[RunSummary]:
 
 
 EVENTS_READ_BYTES = 8 * 2**20
+EVENTS_TAIL_BYTES = 2**20  # a run's end and last step are within its last events
 STATUS_READ_BYTES = 2**20
 LOCK_FD_ENV = "LORA_TUI_LOCK_FD"
 
