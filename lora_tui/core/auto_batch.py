@@ -34,6 +34,7 @@ class BatchChoice:
     grad_accum: int
     gradient_checkpointing: bool
     reasons: dict[str, str] = field(default_factory=dict)  # "micro_batch", "gradient_checkpointing"
+    tokens_per_batch: int | None = None  # batching=token_budget: tokens per micro-batch (micro_batch rows of max_seq_len)
 
     @property
     def effective(self) -> int:
@@ -51,18 +52,51 @@ def _divisors_down(n: int, cap: int) -> list[int]:
 
 
 def choose_batch(config, hardware=None, device: str | None = None, world_size: int = 1,
-                 longest: int | None = None) -> BatchChoice:
+                 longest: int | None = None, engine: dict | None = None) -> BatchChoice:
     """Micro-batch, accumulation and checkpointing for ``config`` on this hardware; explicit values win.
 
     ``world_size`` processes sharing one machine's RAM (CPU gloo runs) each get their share of it.
     ``longest``: the data's longest tokenized row when known (the trainer), else rows of max_seq_len.
+    ``engine``: the run plan's {"attention", "batching"} (core.run_plan), resolved from the facts when absent.
+    With batching=token_budget a micro-batch of m rows is a budget of m x max_seq_len tokens.
     """
+    choice = _choose_batch(config, hardware, device, world_size, longest, engine)
+    return _with_tokens(choice, config, engine or _engine(config, hardware, device))
+
+
+def _engine(config, hardware, device: str | None) -> dict:
+    from lora_tui.core.memory_plan import _engine_fields
+
+    device = device or ("cuda" if hardware is not None and getattr(hardware, "gpus", None) else "cpu")
+    return _engine_fields(config, device, hardware)
+
+
+def _with_tokens(choice: BatchChoice, config, engine: dict) -> BatchChoice:
+    """A token budget's micro-batch: one packed row of micro_batch x max_seq_len tokens (or the config's)."""
+    if engine.get("batching") != "token_budget":
+        return choice
+    t = config.training
+    tokens = int(t.tokens_per_batch or choice.micro_batch * config.data.max_seq_len)
+    reasons = dict(choice.reasons)
+    if t.tokens_per_batch:
+        reasons["micro_batch"] = "token budget set in the config"
+    elif t.micro_batch is None:
+        reasons["micro_batch"] = reasons.get("micro_batch", "").replace(" rows", f" rows of {config.data.max_seq_len} tokens")
+    return BatchChoice(1, choice.grad_accum, choice.gradient_checkpointing, reasons, tokens)
+
+
+def _choose_batch(config, hardware, device, world_size, longest, engine) -> BatchChoice:
     from lora_tui.core.memory import GiB, estimate_memory
     from lora_tui.core.memory_plan import plan_from_config
     from lora_tui.core.memory_record import CHECKPOINT_SHARE, _available
 
     t = config.training
     device = device or ("cuda" if hardware is not None and getattr(hardware, "gpus", None) else "cpu")
+    engine = engine or _engine(config, hardware, device)
+    if engine.get("batching") == "token_budget" and t.tokens_per_batch:  # the budget is the user's: one packed row
+        config = config.copy()
+        config.training.micro_batch = 1
+        t = config.training
     available = _available(hardware, device)
     if device == "cpu" and world_size > 1:
         available //= world_size
@@ -76,7 +110,7 @@ def choose_batch(config, hardware=None, device: str | None = None, world_size: i
     def need(micro: int, checkpointing: bool) -> int:
         trial = config.copy()
         trial.training.micro_batch, trial.training.gradient_checkpointing = micro, checkpointing
-        return estimate_memory(plan_from_config(trial, hardware, device=device, longest=longest)).total_bytes
+        return estimate_memory(plan_from_config(trial, hardware, device=device, longest=longest, engine=engine)).total_bytes
 
     def fits(micro: int, checkpointing: bool) -> bool:
         return bool(available) and need(micro, checkpointing) <= budget
@@ -140,11 +174,45 @@ def choose_batch(config, hardware=None, device: str | None = None, world_size: i
                   "set in the config" if wanted_ckpt is not None else f"on: even one row is over {where} without it")
 
 
+def batch_candidates(config, hardware=None, device: str | None = None, world_size: int = 1,
+                     longest: int | None = None, engine: dict | None = None) -> list[BatchChoice]:
+    """Every split of the config's effective batch (and checkpointing, where auto) that the estimate says
+    fits with margin, largest micro-batch first: what a measuring probe may choose among."""
+    from lora_tui.core.memory import estimate_memory
+    from lora_tui.core.memory_plan import plan_from_config
+    from lora_tui.core.memory_record import CHECKPOINT_SHARE, _available
+
+    t = config.training
+    device = device or ("cuda" if hardware is not None and getattr(hardware, "gpus", None) else "cpu")
+    engine = engine or _engine(config, hardware, device)
+    available = _available(hardware, device) // (world_size if device == "cpu" else 1)
+    budget = CHECKPOINT_SHARE.get(device, 0.8) * available
+    fixed = t.micro_batch is not None or (engine.get("batching") == "token_budget" and t.tokens_per_batch)
+    total = effective_batch(config)
+    micros = [t.micro_batch or 1] if fixed else _divisors_down(total, MICRO_BATCH_CAP.get(device, 8))
+    out = []
+    for micro in micros:
+        for checkpointing in ([bool(t.gradient_checkpointing)] if t.gradient_checkpointing is not None else [False, True]):
+            trial = config.copy()
+            trial.training.micro_batch, trial.training.gradient_checkpointing = micro, checkpointing
+            if not fixed:
+                trial.training.grad_accum = total // micro
+            try:
+                need = estimate_memory(plan_from_config(trial, hardware, device=device, longest=longest, engine=engine)).total_bytes
+            except Exception:
+                continue
+            if available and need <= budget:
+                why = f"candidate: {need / 2**30:.1f} GiB estimated"
+                out.append(_with_tokens(BatchChoice(micro, trial.training.grad_accum, checkpointing,
+                                                    {"micro_batch": why, "gradient_checkpointing": why}), config, engine))
+    return out
+
+
 ENV_BATCH = "LORA_TUI_BATCH"  # "micro,accum,checkpointing": set by the multi-rank supervisor, so every rank agrees
 
 
 def batch_for_run(run, config, hardware=None, device: str | None = None, world_size: int = 1,
-                  resume: bool = False, longest: int | None = None) -> BatchChoice:
+                  resume: bool = False, longest: int | None = None, engine: dict | None = None) -> BatchChoice:
     """The batch a run trains with: the supervisor's (multi-rank), the run's first start's (resume), or a fresh choice.
 
     Reusing the first start's micro-batch on ``--resume`` keeps the batches, and so the adapter, identical.
@@ -153,7 +221,7 @@ def batch_for_run(run, config, hardware=None, device: str | None = None, world_s
 
     t = config.training
     if t.micro_batch is not None and t.gradient_checkpointing is not None:
-        return choose_batch(config, hardware, device, world_size, longest)
+        return choose_batch(config, hardware, device, world_size, longest, engine)
     given = os.environ.get(ENV_BATCH, "")
     if given:
         micro, accum, ckpt = given.split(",")
@@ -165,8 +233,9 @@ def batch_for_run(run, config, hardware=None, device: str | None = None, world_s
             kept = "kept from the run's first start (resume: the same batches)"
             return BatchChoice(int(first["micro_batch"]), int(first.get("grad_accum") or t.grad_accum),
                                bool(first.get("gradient_checkpointing")) if t.gradient_checkpointing is None else bool(t.gradient_checkpointing),
-                               {"micro_batch": kept, "gradient_checkpointing": kept if t.gradient_checkpointing is None else "set in the config"})
-    return choose_batch(config, hardware, device, world_size, longest)
+                               {"micro_batch": kept, "gradient_checkpointing": kept if t.gradient_checkpointing is None else "set in the config"},
+                               first.get("tokens_per_batch"))
+    return choose_batch(config, hardware, device, world_size, longest, engine)
 
 
 def batch_env(choice: BatchChoice) -> dict:

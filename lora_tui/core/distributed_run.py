@@ -57,16 +57,15 @@ def supervise(run: RunDirectory, plan: "dist_plan.DevicePlan", config, resume: b
 
 
 def _batch_env(run: RunDirectory, plan, config, resume: bool) -> dict:
-    """micro_batch / checkpointing auto decided once here, so every rank trains with the same batch."""
-    t = config.training
-    if t.micro_batch is not None and t.gradient_checkpointing is not None:
-        return {}
-    from lora_tui.core.auto_batch import batch_env, batch_for_run
+    """The run plan (core.run_plan) decided once here, at the data's longest row, so every rank trains with it."""
     from lora_tui.core.hardware import probe_hardware
+    from lora_tui.core.run_plan import plan_env
+    from lora_tui.core.training import data_longest, plan_for_run
 
     hardware = probe_hardware(check_libraries=False)
-    choice = batch_for_run(run, config, hardware, "cpu" if plan.cpu else "cuda", plan.processes if plan.cpu else 1, resume)
-    return batch_env(choice)
+    device = "cpu" if plan.cpu else "cuda"
+    world = plan.processes if plan.cpu else 1  # CPU ranks share this machine's RAM
+    return plan_env(plan_for_run(run, config, hardware, device, resume, data_longest(config), world_size=world))
 
 
 def settle(run: RunDirectory, code: int, plan, log_start: int = 0) -> str:

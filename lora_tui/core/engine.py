@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import asdict, dataclass, field
 
 from lora_tui.core.config import ATTENTION_CHOICES, BATCHING_CHOICES, KERNEL_CHOICES  # noqa: F401 (re-exported)
+from lora_tui.core.run_plan import RunPlan
 
 # Vocabulary columns per tile of the chunked log-prob. CPU: narrower tiles keep its ~7 fp32 tile-sized
 # temporaries small (measured: same speed); CUDA keeps TRL's Triton tile width.
@@ -34,20 +34,7 @@ LIGER_KERNELS = {"rope": True, "rms_norm": True, "swiglu": True, "cross_entropy"
                  "fused_linear_cross_entropy": False}  # TRL's fused head owns the loss
 
 
-@dataclass
-class EngineChoice:
-    """Concrete engine settings of one run, and why each was chosen (shown in the wizard, recorded in events)."""
-
-    batching: str = "grouped"
-    attention: str = "sdpa"
-    kernels: list[str] = field(default_factory=list)  # e.g. ["lean_head"], ["lean_head", "liger"]
-    gradient_checkpointing: bool = False
-    reasons: dict[str, str] = field(default_factory=dict)
-    micro_batch: int = 4  # rows per forward pass and accumulation, with micro_batch=auto resolved
-    grad_accum: int = 4
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+EngineChoice = RunPlan  # the earlier name: the engine choices are the run plan
 
 
 def installed(module: str) -> bool:
@@ -93,12 +80,17 @@ def kernels_line(libraries: dict, cuda: bool) -> str:
     return "; ".join(parts)
 
 
-def choose_attention(wanted: str, device: str, capability: tuple[int, int] | None = None) -> tuple[str, str]:
+_DETECT = "detect"  # a fact not given: read it from what is installed
+
+
+def choose_attention(wanted: str, device: str, capability: tuple[int, int] | None = None,
+                     flash: str | None = _DETECT) -> tuple[str, str]:
+    """``flash``: the installed FlashAttention (run_plan.DeviceFacts), detected when not given."""
     if wanted != "auto":
         return wanted, "set in the config"
     if device != "cuda":
         return "sdpa", "CPU: PyTorch scaled-dot-product attention"
-    flash = flash_attention_available()
+    flash = flash_attention_available() if flash == _DETECT else flash
     major = capability[0] if capability else 0
     if flash == "flash_attention_3" and major >= 9:
         return flash, "FlashAttention 3 installed, Hopper GPU"
@@ -110,18 +102,23 @@ def choose_attention(wanted: str, device: str, capability: tuple[int, int] | Non
 def choose_batching(wanted: str, device: str, attention: str) -> tuple[str, str]:
     if wanted != "auto":
         return wanted, "set in the config"
-    if device == "cuda" and attention.startswith("flash_attention"):
-        return "padding_free", "FlashAttention varlen: rows concatenated, no padding computed"
-    # SDPA has no varlen path: a padding-free row of n tokens costs an n x n masked attention,
-    # while length-grouped rows waste little padding (measured on CPU: benchmarks/train_vs_trl.py).
-    return "grouped", "SDPA: length-grouped rows, little padding, no cross-row attention cost"
+    if device == "cuda":
+        # A GPU step wants thousands of tokens (issue 17: 8 short rows = ~700 tokens left an H200 at ~4 % of
+        # its peak). Whole rows packed up to a token budget, each attending only to itself.
+        how = ("FlashAttention varlen" if attention.startswith("flash_attention")
+               else "position ids -> block-diagonal mask" if attention in ("sdpa", "flex_attention", "eager") else attention)
+        return "token_budget", f"CUDA: micro-batches filled to a token budget, no padding ({how})"
+    # CPU: a padding-free row of n tokens costs an n x n masked attention in SDPA, while length-grouped
+    # rows waste little padding (measured on CPU: benchmarks/train_vs_trl.py).
+    return "grouped", "CPU: length-grouped rows, little padding, no cross-row attention cost"
 
 
-def choose_kernels(wanted: str, device: str) -> tuple[list[str], str]:
+def choose_kernels(wanted: str, device: str, liger: bool | None = None) -> tuple[list[str], str]:
+    """``liger``: liger-kernel is installed (run_plan.DeviceFacts), detected when not given."""
     kernels = ["lean_head"]
     if wanted == "none":
         return kernels, "Liger off (set in the config)"
-    if device == "cuda" and liger_available():
+    if device == "cuda" and (liger_available() if liger is None else liger):
         return kernels + ["liger"], "Liger RMSNorm / SwiGLU / RoPE kernels (liger-kernel installed)"
     if wanted == "liger":
         why = "liger-kernel is not installed (pip install 'lora-tui[gpu]')" if device == "cuda" else "Liger needs a CUDA GPU"
@@ -130,25 +127,26 @@ def choose_kernels(wanted: str, device: str) -> tuple[list[str], str]:
 
 
 def choose_engine(config, device: str, hardware=None, capability: tuple[int, int] | None = None,
-                  world_size: int = 1, batch=None) -> EngineChoice:
-    """Resolve every ``auto`` engine setting of ``config`` for ``device`` ("cpu" | "cuda").
-    ``batch``: the run's ``auto_batch.BatchChoice`` when already made (the trainer's, see batch_for_run)."""
-    from lora_tui.core.auto_batch import choose_batch
+                  world_size: int = 1, batch=None, longest: int | None = None):
+    """Resolve every ``auto`` engine setting of ``config`` for ``device`` ("cpu" | "cuda"): the run plan
+    (``run_plan.plan_run``) for the facts read from ``hardware``. ``batch``: the run's
+    ``auto_batch.BatchChoice`` when already made (the trainer's, see batch_for_run)."""
+    from lora_tui.core.run_plan import DeviceFacts, plan_run
 
-    t = config.training
-    attention, why_attention = choose_attention(getattr(t, "attention", "auto"), device, capability)
-    batching, why_batching = choose_batching(getattr(t, "batching", "auto"), device, attention)
-    kernels, why_kernels = choose_kernels(getattr(t, "kernels", "auto"), device)
-    batch = batch or choose_batch(config, hardware, device, world_size)
-    return EngineChoice(batching, attention, kernels, batch.gradient_checkpointing,
-                        {"batching": why_batching, "attention": why_attention, "kernels": why_kernels, **batch.reasons},
-                        micro_batch=batch.micro_batch, grad_accum=batch.grad_accum)
+    facts = DeviceFacts.from_hardware(hardware, device, world_size, capability)
+    return plan_run(config, facts, hardware, longest, batch)
 
 
-def sft_engine_kwargs(choice: EngineChoice, max_seq_len: int) -> dict:
-    """SFTConfig arguments for the chosen batching and kernels."""
+def sft_engine_kwargs(choice, max_seq_len: int) -> dict:
+    """SFTConfig arguments for the chosen batching and kernels (``choice``: a RunPlan)."""
     kwargs: dict = {}
-    if choice.batching == "grouped":
+    if choice.batching == "token_budget":
+        # TRL's best-fit-decreasing packing with bins of tokens_per_batch tokens, one bin per micro-batch:
+        # whole rows (ours are already truncated to max_seq_len, so none is cut), position ids restarting
+        # at each row (FlashAttention varlen, or transformers' packed-sequence mask for sdpa / flex).
+        kwargs.update(packing=True, packing_strategy="bfd", max_length=int(choice.tokens_per_batch or max_seq_len),
+                      per_device_train_batch_size=1, per_device_eval_batch_size=1)
+    elif choice.batching == "grouped":
         # Rows of similar length share a batch: less padding, more real tokens per second.
         kwargs["train_sampling_strategy"] = "group_by_length"
     elif choice.batching == "padding_free":
@@ -186,7 +184,7 @@ def prefer_huge_pages() -> None:
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 
-def prepare_model(model, choice: EngineChoice) -> None:
+def prepare_model(model, choice: RunPlan) -> None:
     """Apply the attention implementation to a loaded base model (before PEFT wraps it)."""
     if choice.attention and getattr(model.config, "_attn_implementation", None) != choice.attention:
         model.set_attn_implementation(choice.attention)

@@ -31,7 +31,8 @@ PLAN_FIELDS = {
 }
 # Config keys the plan reads besides PLAN_FIELDS (precision decides the GPU dtype).
 # grad_accum: with micro_batch auto the effective batch (4 x grad_accum) bounds the micro-batch.
-EXTRA_KEYS = ("training.precision", "training.batching", "training.attention", "training.grad_accum")
+EXTRA_KEYS = ("training.precision", "training.batching", "training.attention", "training.grad_accum",
+              "training.tokens_per_batch")
 QUANT_FOR_LOAD = {"16bit": "none", "8bit": "8bit", "4bit": "4bit"}
 LOAD_FOR_QUANT = {"none": "16bit", "16bit": "16bit", "8bit": "8bit", "4bit": "4bit"}
 DTYPE_FOR_PRECISION = {"auto": None, "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -43,37 +44,47 @@ def _get(config: Config, dotted: str):
 
 
 def plan_from_config(config: Config, hardware=None, model: str | None = None, device: str | None = None,
-                     longest: int | None = None):
+                     longest: int | None = None, engine: dict | None = None):
     """The MemoryPlan of the run this Config would start, on this hardware (GPU 0 when there is one,
     like the trainer), optionally for another model (the wizard's catalogue table) or forced onto
     ``device`` ("cpu" / "cuda", as `lora-tui estimate --device` does).
 
     ``longest``: the data's longest tokenized row, when known (the trainer knows it). No micro-batch is
     longer than its longest row (grouped and padding-free batches), so the plan uses it instead of
-    ``data.max_seq_len``; packed rows are filled to ``max_seq_len`` whatever the data.
+    ``data.max_seq_len``; packed rows are filled to ``max_seq_len`` whatever the data, and a token budget's
+    micro-batch is one row of ``training.tokens_per_batch`` tokens (auto: micro-batch x max_seq_len).
+
+    ``engine``: {"attention", "batching"} as the run plan resolved them (core.run_plan); else resolved here
+    from the same device facts (compute capability, installed kernels) the trainer uses.
     """
     from lora_tui.core.memory import MemoryPlan
 
     device = device or ("cuda" if hardware is not None and hardware.gpus else "cpu")
-    engine = _engine_fields(config, device)
+    engine = engine or _engine_fields(config, device, hardware)
+    batching = engine["batching"]
+    batch = _batch_fields(_for_model(config, model), hardware, device, longest, engine)
+    seq_len = planned_seq_len(config, batching, longest)
+    tokens = batch.pop("tokens", None)
+    if batching == "token_budget":  # one padding-free row of the budget's tokens (auto: micro-batch x max_seq_len)
+        batch["batch"], seq_len = 1, int(config.training.tokens_per_batch or tokens or batch["batch"] * seq_len)
     return MemoryPlan(
         model=model or config.model.name,
         quant=QUANT_FOR_LOAD[config.model.load_in],
         double_quant=config.model.double_quant,
         r=config.lora.r,
         targets=config.lora.targets,
-        seq_len=planned_seq_len(config, engine["batching"], longest),
-        **_batch_fields(_for_model(config, model), hardware, device, longest),
+        seq_len=seq_len,
+        **batch,
         device=device,
         **_precision_fields(config, device),
         dropout=config.lora.dropout,
-        **engine,
+        **_memory_engine(engine),
     )
 
 
 def planned_seq_len(config: Config, batching: str, longest: int | None) -> int:
     """Tokens per row the plan assumes: the data's longest row when known, never above max_seq_len."""
-    if not longest or batching == "packed":
+    if not longest or batching in ("packed", "token_budget"):
         return config.data.max_seq_len
     return max(1, min(int(longest), config.data.max_seq_len))
 
@@ -90,13 +101,23 @@ def _precision_fields(config: Config, device: str) -> dict:
     return {"dtype": DTYPE_FOR_PRECISION[effective_precision(config, device, bf16_supported=True)]}
 
 
-def _engine_fields(config: Config, device: str) -> dict:
-    """Batching and attention as the trainer will resolve them (core/engine.py)."""
-    from lora_tui.core.engine import choose_attention, choose_batching
+def _engine_fields(config: Config, device: str, hardware=None) -> dict:
+    """Batching and attention as the run plan resolves them (core/run_plan.py), for this hardware's facts."""
+    from lora_tui.core.run_plan import DeviceFacts, engine_fields
 
-    attention, _ = choose_attention(config.training.attention, device)
-    batching, _ = choose_batching(config.training.batching, device, attention)
-    return {"batching": batching, "attention": "flash" if attention.startswith("flash") else attention}
+    attention, batching, _ = engine_fields(config, DeviceFacts.from_hardware(hardware, device))
+    return {"batching": batching, "attention": attention}
+
+
+def _memory_engine(engine: dict) -> dict:
+    """The plan's attention / batching in the estimator's vocabulary (memory.BATCHING / ATTENTION)."""
+    from lora_tui.core.memory import ATTENTION, BATCHING
+
+    attention, batching = engine["attention"], engine["batching"]
+    attention = "flash" if attention.startswith("flash") else attention if attention in ATTENTION else "sdpa"
+    if batching not in BATCHING:  # token_budget: one padding-free row of the budget's tokens
+        batching = "padding_free"
+    return {"attention": attention, "batching": batching}
 
 
 def _for_model(config: Config, model: str | None) -> Config:
@@ -108,15 +129,16 @@ def _for_model(config: Config, model: str | None) -> Config:
     return other
 
 
-def _batch_fields(config: Config, hardware, device: str, longest: int | None = None) -> dict:
+def _batch_fields(config: Config, hardware, device: str, longest: int | None = None, engine: dict | None = None) -> dict:
     """Micro-batch and checkpointing, with auto (None) resolved the way the trainer resolves them."""
     t = config.training
-    if t.micro_batch is not None and t.gradient_checkpointing is not None:
-        return {"batch": t.micro_batch, "grad_checkpointing": bool(t.gradient_checkpointing)}
+    fixed = t.micro_batch is not None or (engine or {}).get("batching") == "token_budget" and t.tokens_per_batch
+    if fixed and t.gradient_checkpointing is not None:
+        return {"batch": t.micro_batch or 1, "grad_checkpointing": bool(t.gradient_checkpointing)}
     from lora_tui.core.auto_batch import choose_batch
 
-    batch = choose_batch(config, hardware, device, longest=longest)
-    return {"batch": batch.micro_batch, "grad_checkpointing": batch.gradient_checkpointing}
+    batch = choose_batch(config, hardware, device, longest=longest, engine=engine)
+    return {"batch": batch.micro_batch, "grad_checkpointing": batch.gradient_checkpointing, "tokens": batch.tokens_per_batch}
 
 
 memory_plan_for = plan_from_config  # the earlier name, kept for callers outside this package

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from lora_tui.core import distributed, distributed_run, exact_resume, run_guard
-from lora_tui.core.config import Config, effective_precision, load_config
+from lora_tui.core.config import Config, load_config
 from lora_tui.core.runs import CHECKPOINT_MARKER, RunDirectory, file_sha256
 
 OOM_FIX = ("Fixes, most effective first: load the base in 4-bit (model.load_in=4bit), turn on gradient "
@@ -111,6 +111,9 @@ def build_model(config: Config, device: str, precision: str, choice=None):
     model = (distributed_run.fsdp_base_loader() or load_base_model)(m.name, load_in=m.load_in, precision=precision, double_quant=m.double_quant,
                             device=device, trust_remote_code=m.trust_remote_code, revision=m.revision)
     prepare_model(model, choice)  # attention implementation
+    # No KV cache in training: with one, transformers skips the packed-sequence mask that keeps a token
+    # budget's rows apart under sdpa (masking_utils._preprocess_mask_arguments).
+    model.config.use_cache = False
     if m.load_in != "16bit" and distributed.strategy() != "fsdp":  # FSDP needs one dtype per flat param
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=choice.gradient_checkpointing)
@@ -135,9 +138,9 @@ def sft_config(config: Config, run: RunDirectory, device: str, precision: str, h
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in SFTConfig.__dataclass_fields__ else "gradient_checkpointing"
     kwargs = dict(
         output_dir=str(run.checkpoints_dir),
-        per_device_train_batch_size=t.micro_batch,
-        per_device_eval_batch_size=t.micro_batch,
-        gradient_accumulation_steps=t.grad_accum,
+        per_device_train_batch_size=choice.micro_batch,  # the plan's, never written back into the config
+        per_device_eval_batch_size=choice.micro_batch,
+        gradient_accumulation_steps=choice.grad_accum,
         learning_rate=t.learning_rate,
         num_train_epochs=t.epochs,
         max_steps=t.max_steps,
@@ -342,13 +345,12 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     if missing := missing_trackers(config.training.report_to):  # before minutes of loading, not at step 1
         raise TrainingFailure(missing[0])
     device, bf16_ok = pick_device()
-    precision = effective_precision(config, device, bf16_ok)
     torch.manual_seed(config.training.seed)
     checkpoint = run.last_checkpoint() if resume else None
     if resume and checkpoint is None and run.checkpoints_dir.exists():
         run.append_event("log", level="warning", message="No complete checkpoint found: starting from step 0.")
 
-    from lora_tui.core import auto_batch, engine, memory_record
+    from lora_tui.core import engine, memory_record
     from lora_tui.core.hardware import probe_hardware
 
     tokenizer = load_tokenizer(config.model.name, config.model.trust_remote_code, config.model.revision)
@@ -357,16 +359,13 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     longest = max([*train_ds["length"], *(eval_ds["length"] if eval_ds is not None else [])])
     hardware = probe_hardware()
     capability = torch.cuda.get_device_capability(0) if device == "cuda" else None
-    # micro_batch / checkpointing auto: resolved once per run (a resume keeps the first start's batches)
-    batch = auto_batch.batch_for_run(run, config, hardware, device, distributed.world_size(), resume=resume,
-                                     longest=longest)
-    choice = engine.choose_engine(config, device, hardware, capability, distributed.world_size(), batch)
-    t = config.training
-    t.micro_batch, t.grad_accum, t.gradient_checkpointing = batch.micro_batch, batch.grad_accum, batch.gradient_checkpointing
+    # The run plan: decided once (a resume keeps the first start's batches; every rank takes the supervisor's)
+    choice = plan_for_run(run, config, hardware, device, resume, longest, capability, bf16_ok)
+    precision = choice.precision  # core.config.effective_precision for this device's facts
     # glibc's mmap threshold stays as it is: with huge pages (engine.prefer_huge_pages) checkpointing keeps
     # RSS low without it, and tuning it cost 43% more CPU per step (measured, see engine.tune_cpu_allocator).
     allocator_tuned = False
-    memory_facts = memory_record.memory_estimate_facts(config, hardware, device, longest)
+    memory_facts = memory_record.memory_estimate_facts(choice.applied_to(config), hardware, device, longest)
     if data_facts["train"].get("skipped"):
         run.append_event("log", level="warning", message=f"{config.data.train}: {data_facts['train']['skipped']}")
     model, targets = build_model(config, device, precision, choice)
@@ -394,12 +393,13 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     run.append_event(
         "started", model=config.model.name, model_path=resolve_model_path(config.model.name), method=method,
         device=device, precision=precision, target_modules=targets, trainable_params=trainable, total_params=total,
-        max_steps=_planned_steps(trainer, train_ds), epochs=config.training.epochs, num_train_rows=len(train_ds),
+        max_steps=_planned_steps(trainer, trainer.train_dataset), epochs=config.training.epochs, num_train_rows=len(train_ds),
         num_eval_rows=len(eval_ds) if eval_ds is not None else 0, data=data_facts,
         command=" ".join(shlex.quote(a) for a in sys.argv) if resume else reproduce_command(run),
         resumed_from=str(checkpoint) if checkpoint else None, pid=distributed_run.owner_pid(), load_in=config.model.load_in,
         quantized_layers=quantized, batching=choice.batching, attention=choice.attention, kernels=choice.kernels,
         gradient_checkpointing=choice.gradient_checkpointing, micro_batch=choice.micro_batch, grad_accum=choice.grad_accum,
+        tokens_per_batch=choice.tokens_per_batch, tokens_per_step=choice.tokens_per_step, run_plan=choice.to_dict(),
         engine_reasons=choice.reasons,
         cpu_allocator_tuned=allocator_tuned, memory_estimate=memory_facts,
         adapter_dtypes=sorted({str(p.dtype) for p in trainer.model.parameters() if p.requires_grad}),
@@ -454,3 +454,33 @@ def _write_card(run: RunDirectory) -> None:
         write_model_card(run)
     except Exception as exc:  # a card problem must not lose a finished adapter
         run.append_event("log", level="warning", message=f"Model card not written: {exc}")
+
+
+def plan_for_run(run: RunDirectory, config: Config, hardware, device: str, resume: bool = False,
+                 longest: int | None = None, capability=None, bf16_ok: bool | None = None, world_size: int | None = None):
+    """The run's plan (core.run_plan): the supervisor's in a rank it launched, else decided here from this
+    device's facts, keeping the first start's batch on resume. The config is not changed."""
+    from lora_tui.core import auto_batch
+    from lora_tui.core.run_plan import DeviceFacts, engine_fields, plan_from_env, plan_run
+
+    given = plan_from_env()
+    if given is not None:
+        given.reasons = {**given.reasons, "micro_batch": "chosen by the launcher for every rank"}
+        return given
+    facts = DeviceFacts.from_hardware(hardware, device, world_size or distributed.world_size(), capability, bf16_ok)
+    attention, batching, _ = engine_fields(config, facts)
+    batch = auto_batch.batch_for_run(run, config, hardware, device, facts.world_size, resume=resume, longest=longest,
+                                     engine={"attention": attention, "batching": batching})
+    return plan_run(config, facts, hardware, longest, batch)
+
+
+def data_longest(config: Config) -> int | None:
+    """The data's longest tokenized row (train and eval), as the trainer sees it; None when it cannot be read."""
+    from lora_tui.core.models import load_tokenizer
+
+    try:
+        tokenizer = load_tokenizer(config.model.name, config.model.trust_remote_code, config.model.revision)
+        train_ds, eval_ds, _ = build_datasets(config, tokenizer)
+    except Exception:  # the ranks report the problem themselves
+        return None
+    return max([*train_ds["length"], *(eval_ds["length"] if eval_ds is not None else [])])

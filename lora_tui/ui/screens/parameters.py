@@ -165,14 +165,14 @@ class ParametersScreen(WizardScreen):
             line.update("")
             batch_line.update("")
             return
-        from lora_tui.core.engine import choose_attention, choose_batching, choose_kernels
+        from lora_tui.core.engine import choose_kernels
+        from lora_tui.core.run_plan import DeviceFacts, engine_fields
 
         t = self.state.config.training
-        device = "cuda" if hardware.gpus else "cpu"
         try:
-            attention, _ = choose_attention(t.attention, device)
-            batching, _ = choose_batching(t.batching, device, attention)
-            kernels, _ = choose_kernels(t.kernels, device)
+            facts = DeviceFacts.from_hardware(hardware)  # the facts the trainer plans with (compute capability, kernels)
+            attention, batching, _ = engine_fields(self.state.config, facts)
+            kernels, _ = choose_kernels(t.kernels, facts.device, liger=facts.liger)
         except Exception as exc:  # an engine choice must never break the form
             line.update(Text(f"Engine: not decided ({exc})", style="yellow", no_wrap=True, overflow="ellipsis"))
             return
@@ -188,9 +188,11 @@ class ParametersScreen(WizardScreen):
             batch_line.update(Text("Batch: deciding…", style="dim"))
             return
         why = batch.reasons.get("micro_batch", "")
+        tokens = getattr(batch, "tokens_per_batch", None)
+        size = f"{tokens} tokens x {batch.grad_accum}" if tokens else f"{batch.micro_batch} x {batch.grad_accum}"
+        per_step = f" = {tokens * batch.grad_accum} tokens per step" if tokens else f" = {batch.effective} rows per step"
         batch_line.update(Text.assemble(("Batch: ", "dim"), ("auto → " if t.micro_batch is None else "", "dim"),
-                                        (f"{batch.micro_batch} x {batch.grad_accum}", "bold"),
-                                        (f" = {batch.effective} rows per step", ""),
+                                        (size, "bold"), (per_step, ""),
                                         (f" ({why.removeprefix('auto: ')})" if t.micro_batch is None else "", "dim"),
                                         no_wrap=True, overflow="ellipsis"))
 
