@@ -188,6 +188,31 @@ def _add_hardware(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object (default: the report)")
 
 
+BENCH_DESCRIPTION = """\
+Time N optimiser steps of `lora-tui train` (your config, its defaults) against a plain TRL
+SFTTrainer script with TRL's defaults, and the same with TRL's packing, on your model, data and
+device. Each arm runs in its own process. Prints non-padding tokens/s, peak memory (GPU:
+max_memory_reserved; CPU: max RSS), MFU on a GPU, lora-tui's memory estimate against its measured
+peak, and the ratios.
+"""
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="lora-tui train against plain TRL on your model, data and device: tokens/s, memory, MFU",
+                       description=BENCH_DESCRIPTION)
+    p.add_argument("config", nargs="?", default=None, help="a config YAML, as for train (default: the built-in defaults)").complete = FILE
+    p.add_argument("overrides", nargs="*", default=[], help="section.key=value overrides, as for train, e.g. data.train=my.jsonl")
+    p.add_argument("--preset", choices=["lora", "qlora", "lora-8bit"], default=None, help="start from a preset, as for train (default: none, the built-in defaults)")
+    p.add_argument("--model", default=None, help="model.name: hub id, local model directory, or 'embedded' (default: the config's)")
+    p.add_argument("--steps", type=int, default=12, help="optimiser steps per arm (the packed TRL arm runs half as many)")
+    p.add_argument("--arms", default="ours,trl,trl_packing", help="comma list of ours, trl, trl_packing")
+    p.add_argument("--batch", type=int, default=None, help="pin every arm's micro-batch to this (default: each its own default)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: the GPU when there is one, else the CPU")
+    p.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 TFLOP/s for MFU (default: known for H200/H100/A100/L40S/L4/A10)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds each arm may run (default: no limit)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (default: the table)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lora-tui",
@@ -212,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_chat(sub)
     _add_export(sub)
     _add_hardware(sub)
+    _add_bench(sub)
     return parser
 
 
@@ -228,6 +254,7 @@ COMMANDS = {
     "push": "push",
     "doctor": "hardware",
     "estimate": "hardware",
+    "bench": "bench",
     "wizard": "wizard",
     None: "wizard",
 }
@@ -240,6 +267,7 @@ TOP_LEVEL_USES = {
     "validate": {"--model": "model"},
     "train": {"--model": "model.name", "--data": "data.train"},
     "estimate": {"--model": "model"},
+    "bench": {"--model": "model", "--data": "data.train"},
 }
 
 

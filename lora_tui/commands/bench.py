@@ -1,0 +1,48 @@
+"""`lora-tui bench`: lora-tui's trainer against plain TRL on the user's model, data and device (core.bench)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+EXIT_BAD_INPUT = 2
+
+
+def run(args) -> int:
+    from lora_tui.commands.train import build_config, split_positionals
+    from lora_tui.core.bench import BenchError, run_bench, summary_lines, table_rows
+    from lora_tui.core.config import ConfigError
+
+    try:
+        config_path, overrides = split_positionals(args)
+        args.config = config_path
+        args.overrides = overrides + ([f"model.name={args.model}"] if args.model else [])
+        config = build_config(args)
+        arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+
+        def shown(arm) -> None:
+            if not args.json:
+                what = f"failed: {arm.error.strip().splitlines()[-1][:120]}" if arm.error else \
+                    f"{arm.tokens_per_s:,.0f} tokens/s" if arm.tokens_per_s else "no figure"
+                print(f"  {arm.label}: {what}", flush=True)
+
+        if not args.json:
+            print(f"Timing {args.steps} optimiser steps per arm ({', '.join(arms)}) on {config.model.name}, "
+                  f"{config.data.train}; each arm loads the model in its own process.", flush=True)
+        report = run_bench(config, steps=args.steps, arms=arms, device=args.device, batch=args.batch,
+                           peak_tflops=args.peak_tflops, timeout=args.timeout, on_arm=shown)
+    except (BenchError, ConfigError) as exc:
+        print(f"lora-tui bench: {str(exc).strip()}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(f"\n{report.model} on {report.device}, {report.steps} steps; peak = {report.peak_measure}")
+        rows = [("arm", "tokens/s", "peak", "MFU")] + table_rows(report)
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        for row in rows:
+            print(f"  {row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]:>{widths[3]}}")
+        print()
+        for line in summary_lines(report):
+            print(line)
+    return 0 if all(a.error is None for a in report.arms.values()) else 1
