@@ -83,6 +83,7 @@ class TrainingSection:
     tokens_per_batch: int | None = _f(None, "With batching=token_budget: tokens per micro-batch (whole rows packed up to it; effective batch = tokens_per_batch x grad_accum tokens per step). auto: micro-batch rows x max_seq_len, the largest that fits with margin.", min=16, max=1048576, auto=True)
     attention: str = _f("auto", "Attention implementation: auto (FlashAttention 2/3 where installed and supported, else sdpa), sdpa, eager, flash_attention_2, flash_attention_3.", choices=ATTENTION_CHOICES)
     kernels: str = _f("auto", "Fused kernels: auto (Liger RMSNorm/SwiGLU/RoPE on CUDA when liger-kernel is installed), liger, none.", choices=KERNEL_CHOICES)
+    probe: str = _f("auto", "Before step 1, time a few steps of each candidate plan (micro-batch or token budget, checkpointing, Liger) and keep the fastest that fits; a heavier plan must be 5% faster. Cached per GPU, model and shape. auto: on CUDA only; on: also on CPU; off: the estimate decides.", choices=("auto", "on", "off"))
     eval_steps: int = _f(50, "Evaluate on the validation split every N steps (0: only at the start and end).", min=0)
     save_steps: int = _f(50, "Write a resumable checkpoint every N steps (0: only when stopping or finishing).", min=0)
     logging_steps: int = _f(1, "Record loss, learning rate and throughput every N steps.", min=1)

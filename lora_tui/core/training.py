@@ -368,6 +368,10 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     memory_facts = memory_record.memory_estimate_facts(choice.applied_to(config), hardware, device, longest)
     if data_facts["train"].get("skipped"):
         run.append_event("log", level="warning", message=f"{config.data.train}: {data_facts['train']['skipped']}")
+    from lora_tui.core import probe
+
+    # training.probe: Liger is left to the probe (patched in only where it pays), see core/probe.py
+    liger_deferred = probe.defer_liger(config, choice, device, distributed.world_size())
     model, targets = build_model(config, device, precision, choice)
     trainable, total = model.get_nb_trainable_parameters()
     quantized = sum(1 for m in model.modules() if type(m).__module__.startswith("bitsandbytes"))
@@ -390,6 +394,11 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     method = {"16bit": "LoRA", "8bit": "LoRA-8bit", "4bit": "QLoRA"}[config.model.load_in]
     from lora_tui.core.models import resolve_model_path
 
+    # The memory-for-speed choices measured on this model and data before step 1 (core/probe.py).
+    probed = probe.for_run(run, trainer, config, choice, device, resume=resume, hardware=hardware, train_dataset=train_ds,
+                           model_path=resolve_model_path(config.model.name), liger_deferred=liger_deferred,
+                           world_size=distributed.world_size())
+
     run.append_event(
         "started", model=config.model.name, model_path=resolve_model_path(config.model.name), method=method,
         device=device, precision=precision, target_modules=targets, trainable_params=trainable, total_params=total,
@@ -401,7 +410,7 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
         gradient_checkpointing=choice.gradient_checkpointing, micro_batch=choice.micro_batch, grad_accum=choice.grad_accum,
         tokens_per_batch=choice.tokens_per_batch, tokens_per_step=choice.tokens_per_step, run_plan=choice.to_dict(),
         engine_reasons=choice.reasons,
-        cpu_allocator_tuned=allocator_tuned, memory_estimate=memory_facts,
+        cpu_allocator_tuned=allocator_tuned, memory_estimate=memory_facts, probe=probed,
         adapter_dtypes=sorted({str(p.dtype) for p in trainer.model.parameters() if p.requires_grad}),
         **distributed_run.started_fields(device))
     if distributed.is_main_process():
