@@ -216,3 +216,84 @@ def test_wizard_quits_a_finished_run_with_garbage_status_without_asking(finished
         assert app.return_code == 0
 
     asyncio.run(go())
+
+
+# ----------------------------------------------------------------------------- item 4: lora.targets on resume
+@pytest.fixture(scope="module")
+def tiny_train_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "train.jsonl"
+    rows = [{"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
+                          {"role": "assistant", "content": f"Ahoy! {i} plus {i} is {2 * i}."}]} for i in range(24)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _tiny(model: Path, data: Path, *overrides: str) -> Config:
+    return apply_overrides(Config(), [
+        f"model.name={model}", f"data.train={data}", "data.validation=", "data.max_seq_len=64",
+        "training.micro_batch=4", "training.grad_accum=1", "training.learning_rate=0.01", "training.eval_steps=0",
+        "training.max_steps=400", "training.save_steps=2", "lora.r=4", "lora.alpha=8", *overrides])
+
+
+def _until(predicate, run: RunDirectory, timeout: float = 240):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out; log:\n{run.log_path.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def stopped_tiny_run(tiny_model_dir, tiny_train_file, tmp_path_factory) -> RunDirectory:
+    """A real run on the tiny model (all-linear targets), stopped after its first checkpoints."""
+    run = launcher.start_run(_tiny(tiny_model_dir, tiny_train_file), tmp_path_factory.mktemp("targets") / "run")
+    _until(lambda: run.last_checkpoint(), run)
+    assert launcher.stop_run(run, wait=240) == "stopped", run.log_path.read_text()[-3000:]
+    return run
+
+
+def _set_targets(run: RunDirectory, text: str) -> None:
+    import re
+
+    config = run.config_path.read_text()
+    run.config_path.write_text(re.sub(r"(?m)^  targets: .*$", f"  targets: {text}", config))
+
+
+@pytest.mark.parametrize("targets", ["qv", "q_proj,v_proj", "'q_proj, k_proj, v_proj, o_proj'"])
+def test_resume_with_changed_lora_targets_is_refused_and_names_the_setting(stopped_tiny_run, targets):
+    run = stopped_tiny_run
+    original = run.config_path.read_text()
+    events = run.events_path.read_bytes()
+    try:
+        _set_targets(run, targets)
+        result = _cli("train", "--resume", run.path)
+        assert result.returncode == 2, result.stdout[-2000:] + result.stderr
+        message = result.stderr.strip()
+        assert len(message.splitlines()) == 1 and "lora.targets" in message and "Traceback" not in message, message
+        assert "down_proj" in message, message  # what the checkpoint holds, to set it back
+        assert run.events_path.read_bytes() == events and run.state() == "stopped"
+    finally:
+        run.config_path.write_text(original)
+
+
+def test_trainer_refuses_changed_targets_when_the_launcher_cannot_tell(stopped_tiny_run, tmp_path):
+    """A run from before linear_layers was recorded: the trainer's own check names the setting."""
+    import shutil
+
+    copy = RunDirectory(tmp_path / "old-run")
+    shutil.copytree(stopped_tiny_run.path, copy.path, ignore=shutil.ignore_patterns("trainer.lock"))
+    lines = [json.loads(l) for l in copy.events_path.read_text().splitlines()]
+    for event in lines:
+        event.pop("linear_layers", None)
+    copy.events_path.write_text("".join(json.dumps(e) + "\n" for e in lines))
+    _set_targets(copy, "qv")
+    launcher.resume_run(copy.path)
+    assert _until(lambda: copy.state() if copy.state() in ("failed", "finished", "stopped", "dead") else None,
+                  copy) == "failed"
+    failed = copy.read_events()[-1]
+    assert failed["type"] == "failed" and "lora.targets" in failed["reason"], failed
+    assert "load_state_dict" not in failed["reason"]

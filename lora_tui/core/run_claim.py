@@ -148,12 +148,36 @@ def _check_adapter_shape(run: RunDirectory, checkpoint: Path, config) -> None:
         raise RunError(f"config.yaml of {run.path} sets lora.{setting}={now}, but {checkpoint.name} was trained with "
                        f"lora.{setting}={then}: a checkpoint resumes only with the adapter it holds. Fix: set "
                        f"lora.{setting}={then} in {run.config_path} again, or start a new run with the new setting.")
-    targets = getattr(config.lora, "targets", None)
     saved_targets = saved.get("target_modules")
-    if isinstance(targets, list) and isinstance(saved_targets, list) and set(targets) - set(saved_targets):
-        raise RunError(f"config.yaml of {run.path} targets {', '.join(sorted(targets))}, but {checkpoint.name} "
-                       f"holds adapters for {', '.join(sorted(saved_targets))}. Fix: restore lora.targets, or start "
-                       "a new run.")
+    now = _targets_now(run, str(getattr(config.lora, "targets", "") or ""))
+    if isinstance(saved_targets, list) and now is not None and set(now) != set(saved_targets):
+        raise RunError(targets_changed(run, checkpoint, str(config.lora.targets), now, saved_targets))
+
+
+def targets_changed(run: RunDirectory, checkpoint: Path, setting: str, now, saved) -> str:
+    """The refusal of a resume whose lora.targets no longer names the layers the checkpoint has adapters on."""
+    return (f"config.yaml of {run.path} sets lora.targets={setting} ({', '.join(sorted(now))}), but {checkpoint.name} "
+            f"holds adapters on {', '.join(sorted(saved))}: a checkpoint resumes only with the adapter it holds. Fix: "
+            f"set lora.targets={','.join(sorted(saved))} in {run.config_path} again, or start a new run with the new "
+            "targets.")
+
+
+def _targets_now(run: RunDirectory, setting: str) -> list[str] | None:
+    """The module names lora.targets stands for; None when that needs the model's layers and the run's
+    started event did not record them (runs from before issue 16: the trainer then checks)."""
+    from lora_tui.core.models import ModelSourceError, resolve_target_modules
+
+    setting = setting.strip()
+    if setting not in ("qv", "attention", "all-linear"):
+        return [part.strip() for part in setting.split(",") if part.strip()]
+    layers = next((e.get("linear_layers") for e in run.read_events() if e.get("type") == "started"
+                   and isinstance(e.get("linear_layers"), list)), None)
+    if layers is None:
+        return None
+    try:
+        return resolve_target_modules(setting, layers)
+    except ModelSourceError:
+        return []
 
 
 def _holder_pid(run: RunDirectory) -> int | None:

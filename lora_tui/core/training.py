@@ -100,6 +100,11 @@ def _build_datasets(config: Config, tokenizer):
     return train_ds, eval_ds, facts
 
 
+def _data_sha256(loaded, path) -> str | None:
+    """The file (or folder) hash the model card records; None for a hub dataset (its revision is recorded)."""
+    return None if loaded.source else file_sha256(path)
+
+
 def build_model(config: Config, device: str, precision: str, choice=None):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
@@ -117,11 +122,13 @@ def build_model(config: Config, device: str, precision: str, choice=None):
     if m.load_in != "16bit" and distributed.strategy() != "fsdp":  # FSDP needs one dtype per flat param
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=choice.gradient_checkpointing)
-    targets = resolve_target_modules(config.lora.targets, linear_layer_names(model))
+    available = linear_layer_names(model)
+    targets = resolve_target_modules(config.lora.targets, available)
     lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
                       target_modules=targets, use_rslora=config.lora.use_rslora, use_dora=config.lora.use_dora,
                       bias="none", task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
+    model.lora_tui_linear_layers = available  # in the started event: a resume checks lora.targets without the model
     return model, targets
 
 
@@ -373,6 +380,8 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     # training.probe: Liger is left to the probe (patched in only where it pays), see core/probe.py
     liger_deferred = probe.defer_liger(config, choice, device, distributed.world_size())
     model, targets = build_model(config, device, precision, choice)
+    if checkpoint is not None:
+        _check_checkpoint_targets(run, checkpoint, config, targets)
     trainable, total = model.get_nb_trainable_parameters()
     quantized = sum(1 for m in model.modules() if type(m).__module__.startswith("bitsandbytes"))
     print(f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}", flush=True)
@@ -406,6 +415,7 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
         num_eval_rows=len(eval_ds) if eval_ds is not None else 0, data=data_facts,
         command=" ".join(shlex.quote(a) for a in sys.argv) if resume else reproduce_command(run),
         resumed_from=str(checkpoint) if checkpoint else None, pid=distributed_run.owner_pid(), load_in=config.model.load_in,
+        linear_layers=getattr(model, "lora_tui_linear_layers", None),
         quantized_layers=quantized, batching=choice.batching, attention=choice.attention, kernels=choice.kernels,
         gradient_checkpointing=choice.gradient_checkpointing, micro_batch=choice.micro_batch, grad_accum=choice.grad_accum,
         tokens_per_batch=choice.tokens_per_batch, tokens_per_step=choice.tokens_per_step, run_plan=choice.to_dict(),
@@ -446,6 +456,20 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
         _write_card(run)
     run.write_status(state, step=step, eval_loss=final_eval, message=state)
     return state
+
+
+def _check_checkpoint_targets(run: RunDirectory, checkpoint: Path, config: Config, targets: list[str]) -> None:
+    """A resume whose lora.targets changed would fail inside the optimizer's load_state_dict: say which setting."""
+    import json
+
+    from lora_tui.core.run_claim import targets_changed
+
+    try:
+        saved = json.loads((checkpoint / "adapter_config.json").read_text(encoding="utf-8")).get("target_modules")
+    except (OSError, ValueError):
+        return
+    if isinstance(saved, list) and set(saved) != set(targets):
+        raise TrainingFailure(targets_changed(run, checkpoint, config.lora.targets, targets, saved))
 
 
 def _planned_steps(trainer, train_ds) -> int:
