@@ -100,11 +100,6 @@ def _build_datasets(config: Config, tokenizer):
     return train_ds, eval_ds, facts
 
 
-def _data_sha256(loaded, path) -> str | None:
-    """The file (or folder) hash the model card records; None for a hub dataset (its revision is recorded)."""
-    return None if loaded.source else file_sha256(path)
-
-
 def build_model(config: Config, device: str, precision: str, choice=None):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
