@@ -103,3 +103,42 @@ def test_top_level_model_and_data_reach_bench():
     args = parser.parse_args(["--model", "m", "--data", "d.jsonl", "bench"])
     apply_top_level_options(parser, args)
     assert args.model == "m" and args.overrides == ["data.train=d.jsonl"]
+
+
+def test_hardware_screen_b_runs_the_bench_in_a_worker_and_shows_its_table(monkeypatch, tiny_model_dir):
+    """The b key on the Hardware screen runs the real core.bench on the tiny model and draws its table.
+    The backend is the snapshot one (fixed hardware for the screen) whose bench call keeps the real
+    run_bench but only the `ours` arm for 2 steps: the three arms, each loading torch in its own
+    process, are covered by the CLI test above and would add a minute here."""
+    import asyncio
+
+    from lora_tui.core.bench import run_bench
+    from lora_tui.ui.app import make_app
+    from tests.snapshot_apps.fixed import FixedBackend, snapshot_state
+    from tests.test_ui_screens import goto, until
+
+    calls = []
+
+    class BenchBackend(FixedBackend):
+        def bench(self, config, on_arm=None):
+            calls.append(config)
+            return run_bench(config, steps=2, arms=("ours",), device="cpu", on_arm=on_arm)
+
+    monkeypatch.chdir(REPO)
+    state = snapshot_state(model__name=str(tiny_model_dir), data__max_seq_len=64)
+
+    async def go():
+        app = make_app(state=state, backend=BenchBackend())
+        async with app.run_test(size=(100, 40)) as pilot:
+            await goto(pilot, "hardware")
+            await pilot.press("b")
+            widget = app.screen.query_one("#bench")
+            assert "Bench" in str(widget.content)
+            await until(pilot, lambda: "tokens/s" in str(widget.content) and not app.screen._benching,
+                        timeout=300, what="the bench table")
+            shown = str(widget.content)
+            assert "lora-tui train (its defaults)" in shown and "failed" not in shown, shown
+            assert "memory estimate" in shown
+
+    asyncio.run(go())
+    assert len(calls) == 1 and calls[0].model.name == str(tiny_model_dir)

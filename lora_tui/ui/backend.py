@@ -81,6 +81,12 @@ class Backend:
 
         return choose_batch(config, hardware, longest=longest)
 
+    def bench(self, config: Config, on_arm: Callable[[Any], None] | None = None):
+        """`lora-tui bench` on this plan: lora-tui's trainer against plain TRL, each arm in its own process."""
+        from lora_tui.core.bench import run_bench
+
+        return run_bench(config, on_arm=on_arm)
+
     def catalogue(self, config: Config, hardware) -> list[tuple[str, int | None, int | None, str | None]]:
         """(name, parameters, bytes needed with the current plan, verdict) for each catalogue model."""
         from lora_tui.core.catalogue import CATALOGUE, model_dims

@@ -158,3 +158,11 @@ class ActiveRuns(Message):
     """Runs found training when the wizard opened: one line each."""
 
     lines: list[str]
+
+
+@dataclass
+class BenchDone(Message):
+    """`lora-tui bench` finished in a worker (the Hardware screen's b key): its report, or why not."""
+
+    report: Any  # lora_tui.core.bench.BenchReport | None
+    error: str | None = None

@@ -4,20 +4,23 @@ plan with its breakdown, and the ranked fixes — Enter (or f) applies one.
 
 The probe and the estimate run in the app's workers; this screen only draws
 them. A chosen fix is applied by ``core.memory_plan.apply_fix`` as the same
-``section.key=value`` overrides that `lora-tui estimate` prints.
+``section.key=value`` overrides that `lora-tui estimate` prints. ``b`` runs `lora-tui bench`
+(core.bench) on the current plan in a worker and shows its table here.
 """
 
 from __future__ import annotations
 
 from rich.markup import escape
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Label, OptionList, Static
 from textual.widgets.option_list import Option
 
+from lora_tui.ui.errors import plain_error
+from lora_tui.ui.messages import BenchDone, WorkProgress
 from lora_tui.ui.screens.base import WizardScreen
 from lora_tui.ui.widgets.format import GIB, bar, gib, verdict_markup
 
@@ -35,11 +38,13 @@ def _libraries(report) -> str:
 
 class HardwareScreen(WizardScreen):
     STEP = "hardware"
-    BINDINGS = [Binding("f", "apply_fix", "Apply fix"), Binding("r", "reprobe", "Re-probe")]
+    BINDINGS = [Binding("f", "apply_fix", "Apply fix"), Binding("r", "reprobe", "Re-probe"),
+                Binding("b", "bench", "Bench vs TRL")]
 
     def __init__(self) -> None:
         super().__init__()
         self._library_probe_asked = False
+        self._benching, self._bench_lines = False, []
 
     def compose_body(self) -> ComposeResult:
         with VerticalScroll(id="hardware-body", classes="body"):
@@ -48,6 +53,7 @@ class HardwareScreen(WizardScreen):
             yield Static(id="breakdown")
             yield Label("Fixes, largest effect first (Enter or f applies the highlighted one):", id="fixes-title")
             yield OptionList(id="fixes")
+            yield Static(id="bench")
 
     def sync_from_state(self) -> None:
         self._show_devices()
@@ -194,3 +200,51 @@ class HardwareScreen(WizardScreen):
         self.notify(f"Applied: {fix.title} ({', '.join(changed)})", timeout=6)
         self.app.request_judgement()
         self._show_plan()
+
+    # --- bench: lora-tui train against plain TRL on this plan -----------------------------------
+    def action_bench(self) -> None:
+        if self._benching:
+            self.notify("The bench is still running.", timeout=4)
+            return
+        self._benching, self._bench_lines = True, []
+        self.query_one("#bench", Static).update(
+            "Bench: lora-tui train against plain TRL (its defaults, and with packing), a few steps each; "
+            "every arm loads the model in its own process…")
+        self._bench(self.state.config.copy())
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="bench")
+    def _bench(self, config) -> None:
+        def arm_done(arm) -> None:
+            figure = "failed" if arm.error else f"{arm.tokens_per_s:,.0f} tokens/s" if arm.tokens_per_s else "no figure"
+            self.post_message(WorkProgress("bench", f"{arm.label}: {figure}"))
+
+        try:
+            self.post_message(BenchDone(self.backend.bench(config, on_arm=arm_done)))
+        except Exception as exc:  # BenchError (bad plan, no data) and the unforeseen alike: shown, not raised
+            self.post_message(BenchDone(None, error=plain_error(exc)))
+
+    @on(WorkProgress)
+    def _bench_progress(self, message: WorkProgress) -> None:
+        if message.source == "bench" and self._benching:
+            self._bench_lines.append(message.text)
+            self.query_one("#bench", Static).update(Text("Bench running…\n" + "\n".join(self._bench_lines)))
+
+    @on(BenchDone)
+    def _bench_done(self, message: BenchDone) -> None:
+        from lora_tui.core.bench import summary_lines, table_rows
+
+        self._benching = False
+        widget = self.query_one("#bench", Static)
+        if message.report is None:
+            widget.update(Text(f"Bench failed: {message.error}", style="yellow"))
+            return
+        report = message.report
+        rows = [("arm", "tokens/s", "peak", "MFU")] + table_rows(report)
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        text = Text(f"Bench on {report.device}, {report.steps} steps per arm (peak: {report.peak_measure})\n", style="bold")
+        for n, row in enumerate(rows):
+            line = f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]:>{widths[3]}}\n"
+            text.append(line, style="dim" if n == 0 else "")
+        for line in summary_lines(report):
+            text.append(line + "\n", style="dim")
+        widget.update(text)
