@@ -79,7 +79,15 @@ def plan_from_config(config: Config, hardware=None, model: str | None = None, de
         **_precision_fields(config, device),
         dropout=config.lora.dropout,
         **_memory_engine(engine),
+        liger=_uses_liger(config, device),
     )
+
+
+def _uses_liger(config: Config, device: str) -> bool:
+    """Liger's kernels in the step (CUDA, liger-kernel installed, kernels not 'none'), as the run plan decides."""
+    from lora_tui.core.engine import choose_kernels
+
+    return device == "cuda" and "liger" in choose_kernels(config.training.kernels, device)[0]
 
 
 def planned_seq_len(config: Config, batching: str, longest: int | None) -> int:

@@ -44,14 +44,24 @@ def choose_checkpointing(config, hardware=None, device: str | None = None) -> tu
     return batch.gradient_checkpointing, batch.reasons["gradient_checkpointing"]
 
 
-def memory_estimate_facts(config, hardware, device: str, longest: int | None = None) -> dict | None:
+def memory_estimate_facts(config, hardware, device: str, longest: int | None = None,
+                          lengths: list[int] | None = None, micro_batches: int | None = None) -> dict | None:
     """The pre-run estimate (total and breakdown) of the plan the trainer runs; None when unknown.
-    ``longest``: the data's longest tokenized row (the plan's rows are no longer than that)."""
-    from lora_tui.core.memory import estimate_memory
+    ``longest``: the data's longest tokenized row (the plan's rows are no longer than that). ``lengths`` and
+    ``micro_batches`` (the run's count): padding-free micro-batches are estimated at the heaviest the run is
+    likely to draw (memory.heaviest_concatenation), not at micro-batch x longest."""
+    from lora_tui.core.memory import estimate_memory, heaviest_concatenation
     from lora_tui.core.memory_plan import plan_from_config
 
     try:
         plan = plan_from_config(config, hardware, device=device, longest=longest)
+        if lengths and plan.batching == "padding_free" and config.training.batching == "padding_free" and plan.batch > 1:
+            t = config.training
+            draws = micro_batches or (t.max_steps * t.grad_accum if t.max_steps > 0
+                                      else int(t.epochs * len(lengths) / plan.batch) + 1)
+            heaviest = heaviest_concatenation(list(lengths), plan.batch, draws, config.data.max_seq_len, config.training.seed)
+            if heaviest:
+                plan = plan.replace(tokens_per_batch=min(heaviest, plan.batch * plan.seq_len))
         estimate = estimate_memory(plan)
     except Exception:
         return None

@@ -367,7 +367,8 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     # glibc's mmap threshold stays as it is: with huge pages (engine.prefer_huge_pages) checkpointing keeps
     # RSS low without it, and tuning it cost 43% more CPU per step (measured, see engine.tune_cpu_allocator).
     allocator_tuned = False
-    memory_facts = memory_record.memory_estimate_facts(choice.applied_to(config), hardware, device, longest)
+    memory_facts = memory_record.memory_estimate_facts(choice.applied_to(config), hardware, device, longest,
+                                                       lengths=train_ds["length"])  # padding-free: the heaviest draw
     if data_facts["train"].get("skipped"):
         run.append_event("log", level="warning", message=f"{config.data.train}: {data_facts['train']['skipped']}")
     from lora_tui.core import probe
