@@ -55,7 +55,10 @@ def _tensors(adapter: Path) -> dict:
 
 
 # auto: micro_batch=auto re-decided on --resume could change the batches; the first start's choice is kept.
-@pytest.mark.parametrize("batch", [[], ["training.micro_batch=auto", "training.grad_accum=2"]], ids=["explicit", "auto"])
+# token_budget: rows packed into bins of tokens_per_batch (auto) tokens; the bins and their order are the same.
+@pytest.mark.parametrize("batch", [[], ["training.micro_batch=auto", "training.grad_accum=2"],
+                                   ["training.batching=token_budget", "training.micro_batch=auto", "training.grad_accum=2"]],
+                         ids=["explicit", "auto", "token_budget"])
 def test_kill_9_after_a_checkpoint_then_resume_is_bit_identical(tiny_model_dir, train_file, tmp_path, batch):
     whole = start_run(_config(tiny_model_dir, train_file, *batch), tmp_path / "whole")
     assert _done(whole) == "finished", whole.log_path.read_text()[-3000:]
@@ -74,6 +77,9 @@ def test_kill_9_after_a_checkpoint_then_resume_is_bit_identical(tiny_model_dir, 
     assert all((a[k] == b[k]).all() for k in a), "resumed adapter differs from the uninterrupted one"
     starts = [e for e in killed.read_events() if e["type"] == "started"]
     assert len(starts) == 2 and starts[0]["micro_batch"] == starts[1]["micro_batch"]
+    assert starts[0].get("tokens_per_batch") == starts[1].get("tokens_per_batch")
+    if "training.batching=token_budget" in batch:
+        assert starts[0]["batching"] == "token_budget" and starts[0]["tokens_per_batch"] >= 64
     if batch:
         assert "resume" in starts[1]["engine_reasons"]["micro_batch"]
 

@@ -111,9 +111,6 @@ def build_model(config: Config, device: str, precision: str, choice=None):
     model = (distributed_run.fsdp_base_loader() or load_base_model)(m.name, load_in=m.load_in, precision=precision, double_quant=m.double_quant,
                             device=device, trust_remote_code=m.trust_remote_code, revision=m.revision)
     prepare_model(model, choice)  # attention implementation
-    # No KV cache in training: with one, transformers skips the packed-sequence mask that keeps a token
-    # budget's rows apart under sdpa (masking_utils._preprocess_mask_arguments).
-    model.config.use_cache = False
     if m.load_in != "16bit" and distributed.strategy() != "fsdp":  # FSDP needs one dtype per flat param
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=choice.gradient_checkpointing)
