@@ -131,3 +131,16 @@ def test_the_batch_is_stated_in_tokens(tokens):
         assert plan.tokens_per_batch % 256 == 0 and plan.tokens_per_step == 4 * 2 * 256
     assert plan.batch_line() == f"{plan.tokens_per_batch} tokens x {plan.grad_accum} = {plan.tokens_per_step} tokens per step"
     assert plan.tokens_per_step == plan.tokens_per_batch * plan.grad_accum
+
+
+def test_the_token_budget_is_shown_in_tokens_where_the_batch_is_shown():
+    from types import SimpleNamespace
+
+    from lora_tui.commands.progress import _engine_line
+    from lora_tui.core.model_card import _batch_row
+
+    started = {"micro_batch": 1, "grad_accum": 4, "tokens_per_batch": 4096, "batching": "token_budget",
+               "attention": "sdpa", "kernels": ["lean_head"], "engine_reasons": {"micro_batch": "auto: fits"}}
+    assert "batch 4096 tokens x 4 = 16384 tokens per step (auto: fits)" in _engine_line(started)
+    row = _batch_row(SimpleNamespace(micro_batch=None, grad_accum=4), started)
+    assert "4096 tokens x 4 = 16384 tokens per step" in row and "token budget auto" in row

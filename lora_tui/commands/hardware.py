@@ -218,7 +218,10 @@ def _print_estimate(dims, plan, targets, verdict, config=None, report=None) -> N
         from lora_tui.core.auto_batch import choose_batch
 
         batch = choose_batch(config, report, plan.device)
-        if auto_micro:
+        if auto_micro and batch.tokens_per_batch:
+            print(f"  token budget: {batch.tokens_per_batch} tokens x {batch.grad_accum} accumulation = "
+                  f"{batch.tokens_per_batch * batch.grad_accum} tokens per step, rows packed whole; {batch.reasons['micro_batch']}")
+        elif auto_micro:
             print(f"  micro-batch: {batch.micro_batch} x {batch.grad_accum} accumulation = {batch.effective} rows per step; "
                   f"{batch.reasons['micro_batch']}")
         if auto_ckpt:

@@ -186,6 +186,10 @@ def _batch_row(tr, started: dict) -> str:
     if micro is None:
         return f"| Batch | auto, {4 * accum} rows per step (decided when training starts) |"
     auto = " (micro-batch auto)" if tr.micro_batch is None else ""
+    if started.get("batching") == "token_budget" and started.get("tokens_per_batch"):
+        from lora_tui.core.run_plan import batch_text
+
+        return f"| Batch | {batch_text(started)}, rows packed whole{auto.replace('micro-batch', 'token budget')} |"
     return f"| Batch | {micro} x {accum} accumulation = {micro * accum}{auto} |"
 
 

@@ -92,9 +92,7 @@ class RunPlan:
 
     def batch_line(self) -> str:
         """The batch in the user's words: '8 x 4 = 32 rows per step' or '4096 tokens x 4 = 16384 tokens per step'."""
-        if self.batching == "token_budget" and self.tokens_per_batch:
-            return f"{self.tokens_per_batch} tokens x {self.grad_accum} = {self.tokens_per_step} tokens per step"
-        return f"{self.micro_batch} x {self.grad_accum} = {self.micro_batch * self.grad_accum} rows per step"
+        return batch_text(self.to_dict())
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -123,6 +121,15 @@ class RunPlan:
         t.kernels = "liger" if "liger" in self.kernels else "none"
         t.tokens_per_batch = self.tokens_per_batch if self.batching == "token_budget" else t.tokens_per_batch
         return out
+
+
+def batch_text(started: dict) -> str:
+    """The batch of a ``started`` event (or ``RunPlan.to_dict()``) in the user's words, '' when not recorded:
+    '8 x 4 = 32 rows per step', or with a token budget '4096 tokens x 4 = 16384 tokens per step'."""
+    micro, accum, tokens = started.get("micro_batch"), started.get("grad_accum") or 1, started.get("tokens_per_batch")
+    if tokens and started.get("batching") == "token_budget":
+        return f"{tokens} tokens x {accum} = {tokens * accum} tokens per step"
+    return f"{micro} x {accum} = {micro * accum} rows per step" if micro else ""
 
 
 def engine_fields(config, facts: DeviceFacts) -> tuple[str, str, dict]:

@@ -197,7 +197,9 @@ class TrainingScreen(WizardScreen):
             header.append(f"{count(started.get('trainable_params'))} of {count(started.get('total_params'))} "
                           "params trained", style="dim")
             if started.get("micro_batch"):  # what micro_batch / checkpointing auto chose for this run
-                header.append(f"  batch {started['micro_batch']} x {started.get('grad_accum', '?')}"
+                tokens = started.get("tokens_per_batch") if started.get("batching") == "token_budget" else None
+                size = f"{tokens} tokens" if tokens else started["micro_batch"]
+                header.append(f"  batch {size} x {started.get('grad_accum', '?')}"
                               + (", checkpointing" if started.get("gradient_checkpointing") else ""), style="dim")
         header.append("\n")
         total = h.max_steps
