@@ -142,3 +142,11 @@ def test_hardware_screen_b_runs_the_bench_in_a_worker_and_shows_its_table(monkey
 
     asyncio.run(go())
     assert len(calls) == 1 and calls[0].model.name == str(tiny_model_dir)
+
+
+def test_mfu_and_the_gpu_peaks():
+    from lora_tui.core.bench import gpu_peak_tflops, mfu
+
+    assert mfu(5000.0, 4 * 1_500_000_000, 790.0) == pytest.approx(5000 * 6e9 / 790e12)
+    assert mfu(None, 10, 790.0) is None and mfu(10.0, None, 790.0) is None and mfu(10.0, 10, None) is None
+    assert gpu_peak_tflops("NVIDIA H200") == 790.0 and gpu_peak_tflops("NVIDIA GeForce GTX 1080") is None

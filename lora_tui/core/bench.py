@@ -93,6 +93,13 @@ def flops_per_token(model: str) -> int | None:
     return 4 * n
 
 
+def mfu(tokens_per_s: float | None, flops: int | None, peak_tflops: float | None) -> float | None:
+    """Model FLOPs utilisation: the share of the GPU's peak the trained tokens' 4N FLOPs use."""
+    if not (tokens_per_s and flops and peak_tflops):
+        return None
+    return tokens_per_s * flops / (peak_tflops * 1e12)
+
+
 def gpu_peak_tflops(gpu_name: str | None) -> float | None:
     for key, value in PEAK_TFLOPS.items():
         if gpu_name and key.lower() in gpu_name.lower():
@@ -129,7 +136,7 @@ def _measured(cmd: list[str], env: dict, timeout: float | None) -> tuple[str, in
     return result.stdout, rss_kb * 1024
 
 
-def _child_env(device: str) -> dict:
+def child_env(device: str) -> dict:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     root = str(Path(__file__).resolve().parents[2])  # the children import this same lora_tui
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
@@ -195,11 +202,12 @@ def _trl_targets(config: Config):
     return model_dims(config.model.name).target_modules(config.lora.targets)
 
 
-def run_ours(config: Config, work: Path, env: dict, timeout: float | None) -> ArmResult:
+def run_ours(config: Config, work: Path, env: dict, timeout: float | None, name: str = "ours") -> ArmResult:
+    """lora-tui's trainer process on ``config`` (a bench_config), timed from its events."""
     from lora_tui.core.runs import RunDirectory
 
-    arm = ArmResult("ours", ARMS["ours"])
-    run = RunDirectory(work / "ours")
+    arm = ArmResult(name, ARMS.get(name, name))
+    run = RunDirectory(work / name)
     run.path.mkdir(parents=True)
     save_config(config, run.config_path)
     try:
@@ -231,9 +239,10 @@ def run_ours(config: Config, work: Path, env: dict, timeout: float | None) -> Ar
 
 
 def run_plain(name: str, config: Config, data: Path, steps: int, batch: int | None, work: Path, env: dict,
-              timeout: float | None) -> ArmResult:
-    arm = ArmResult(name, ARMS[name])
-    mode = "packing" if name == "trl_packing" else "defaults"
+              timeout: float | None, mode: str | None = None) -> ArmResult:
+    """A plain TRL arm (core.plain_trl) with ``config``'s model, LoRA, length, rate and quantisation."""
+    arm = ArmResult(name, ARMS.get(name, name))
+    mode = mode or ("packing" if name == "trl_packing" else "defaults")
     from lora_tui.core.models import resolve_model_path
 
     spec = {"model": resolve_model_path(config.model.name), "data": str(data), "out": str(work / name),
@@ -282,7 +291,7 @@ def run_bench(config: Config, *, steps: int = DEFAULT_STEPS, arms: list[str] | t
     report = BenchReport(model=config.model.name, data=ours.data.train, device=gpu_name or used, steps=steps,
                          peak_measure="torch.cuda.max_memory_reserved" if used == "cuda" else "max RSS",
                          flops_per_token=flops_per_token(config.model.name), peak_tflops=peak, arms={})
-    env = _child_env(used)
+    env = child_env(used)
     with tempfile.TemporaryDirectory(prefix="lora-tui-bench-", dir=work_dir) as tmp:
         work = Path(tmp)
         data = trl_data(ours, work / "trl_data.jsonl") if any(a != "ours" for a in arms) else None
@@ -291,8 +300,8 @@ def run_bench(config: Config, *, steps: int = DEFAULT_STEPS, arms: list[str] | t
                 result = run_ours(ours, work, env, timeout)
             else:
                 result = run_plain(name, ours, data, steps, batch, work, env, timeout)
-            if used == "cuda" and result.tokens_per_s and report.flops_per_token and peak:
-                result.mfu = result.tokens_per_s * report.flops_per_token / (peak * 1e12)
+            if used == "cuda":
+                result.mfu = mfu(result.tokens_per_s, report.flops_per_token, peak)
             report.arms[name] = result
             if on_arm is not None:
                 on_arm(result)
