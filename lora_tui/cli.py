@@ -78,7 +78,8 @@ class CommandParser(argparse.ArgumentParser):
 
 def _add_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="check a dataset file or folder and report every problem")
-    p.add_argument("path", help="dataset: .jsonl, .json, .csv, .parquet, a folder of .txt files, or a save_to_disk folder").complete = FILE
+    p.add_argument("path", help="dataset: .jsonl, .json, .csv, .parquet, a folder of .txt files, a save_to_disk folder, or a hub dataset id org/name[:split]").complete = FILE
+    p.add_argument("--subset", default=None, help="config name (subset) of a hub dataset (default: its default config)")
     p.add_argument("--model", default=None, help="model whose tokenizer and chat template measure token lengths (default: the embedded model)")
     p.add_argument("--max-seq-len", type=int, default=1024, help="rows longer than this many tokens are reported as truncated")
     p.add_argument("--template", choices=["auto", "chatml", "alpaca"], default="auto", help="fallback prompt format for models without a chat template")

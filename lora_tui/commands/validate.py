@@ -32,9 +32,11 @@ def run(args) -> int:
 
         args.path = str(resolve_data_path(args.path))
     from lora_tui.core.data.bounds import check_regular
+    from lora_tui.core.data.hub_data import parse_hub_id
 
     try:  # answer at once, before the tokenizer loads (a FIFO or /dev/zero is refused, never opened)
-        check_regular(args.path)
+        if parse_hub_id(args.path) is None:  # org/name[:split] not found here: a hub dataset id
+            check_regular(args.path)
     except DataError as exc:
         return _unreadable(args, exc)
     tokenizer = _tokenizer(args.model)
@@ -49,7 +51,8 @@ def run(args) -> int:
 
     try:
         report = validate_dataset(args.path, tokenizer=tokenizer, max_seq_len=args.max_seq_len,
-                                  template=args.template, train_on_prompt=args.train_on_prompt, on_progress=progress)
+                                  template=args.template, train_on_prompt=args.train_on_prompt, on_progress=progress,
+                                  subset=getattr(args, "subset", None))
     except DataError as exc:
         return _unreadable(args, exc)
     if args.json:
@@ -115,6 +118,12 @@ def format_report(report, model_name: str = "") -> str:
         f"Rows      {report.rows} read, {report.valid_rows} valid, "
         f"{len(report.errors)} errors, {len(report.warnings)} warnings",
     ]
+    source = report.source or {}
+    if source:  # read through `datasets`: which split of which revision
+        revision = source.get("revision") or "revision not known"
+        revision = revision if revision == "local snapshot" else f"revision {revision}"
+        out[0] += f" ({', '.join(f'{k} {source[k]}' for k in ('subset', 'split') if source.get(k))}; {revision})"
+    unit = "row" if source else "line"  # a hub dataset's rows have numbers, not file lines
     stats = report.token_stats
     if stats is not None:
         out.append(f"Template  {report.template}" + (f", tokenizer of {model_name}" if model_name else ""))
@@ -134,7 +143,7 @@ def format_report(report, model_name: str = "") -> str:
         if items:
             out.append("")
             out.append(f"{title}: {len(items)}")
-            out.extend(_grouped(items))
+            out.extend(_grouped(items, unit))
     if not report.findings:
         out += ["", "No problems found."]
     out.append("")
@@ -162,13 +171,13 @@ def _histogram(stats) -> list[str]:
     return lines
 
 
-def _where(f) -> str:
+def _where(f, unit: str = "line") -> str:
     if f.line is None:
         return f.source or "file"
-    return f"{f.source} chunk {f.line}" if f.source else f"line {f.line}"
+    return f"{f.source} chunk {f.line}" if f.source else f"{unit} {f.line}"
 
 
-def _grouped(findings) -> list[str]:
+def _grouped(findings, unit: str = "line") -> list[str]:
     groups: dict[str, list] = defaultdict(list)
     for f in findings:
         groups[f.code or f.message].append(f)
@@ -177,7 +186,7 @@ def _grouped(findings) -> list[str]:
         lines.append(f"  {code} ({len(items)}):")
         last_fix = None
         for f in items[:SHOWN_PER_GROUP]:
-            lines.append(f"    {_where(f)}: {f.message}")
+            lines.append(f"    {_where(f, unit)}: {f.message}")
             if f.fix and f.fix != last_fix:
                 lines.append(f"      fix: {f.fix}")
                 last_fix = f.fix
@@ -185,5 +194,5 @@ def _grouped(findings) -> list[str]:
         if rest:
             listed = ", ".join(str(f.line) for f in rest[:LINES_LISTED] if f.line is not None)
             more = f" and {len(rest) - LINES_LISTED} more" if len(rest) > LINES_LISTED else ""
-            lines.append(f"    ... {len(rest)} more (lines {listed}{more})")
+            lines.append(f"    ... {len(rest)} more ({unit}s {listed}{more})")
     return lines

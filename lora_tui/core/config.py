@@ -48,8 +48,9 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    train: str = _f("sample_data/train.jsonl", "Training data: JSONL, JSON, CSV, Parquet, a folder of .txt files, or a save_to_disk folder.")
-    validation: str | None = _f("sample_data/valid.jsonl", "Validation data; empty to hold out val_fraction of the training rows.")
+    train: str = _f("sample_data/train.jsonl", "Training data: JSONL, JSON, CSV, Parquet, a folder of .txt files, a save_to_disk folder, or a hub dataset id org/name[:split] (a local path of that name wins).")
+    validation: str | None = _f("sample_data/valid.jsonl", "Validation data (a path or org/name[:split]); empty to hold out val_fraction of the training rows.")
+    subset: str | None = _f(None, "Config name (subset) of a hub dataset, e.g. 'en'; empty for its default. Used for train and validation.")
     val_fraction: float = _f(0.05, "Share of training rows held out for validation when no validation file is given.", min=0.0, max=0.5)
     template: str = _f("auto", "Prompt format: the model's own chat template (auto), or ChatML / Alpaca for models without one.", choices=TEMPLATE_CHOICES)
     train_on_prompt: bool = _f(False, "Also train on prompt tokens. Off: only the answers (and their end token) are learned.")

@@ -11,29 +11,32 @@ import random
 from pathlib import Path
 
 from .formats import normalise_rows
-from .readers import read_path
+from .hub_data import open_dataset
 from .records import Example, LoadedDataset
 
 
-def load_examples(path, *, tokenizer=None, max_seq_len: int = 1024) -> LoadedDataset:
-    """Read `path` (file or folder) and normalise its rows; raises DataError if it cannot be read at all.
+def load_examples(path, *, tokenizer=None, max_seq_len: int = 1024, subset: str | None = None) -> LoadedDataset:
+    """Read `path` (file, folder or hub id) and normalise its rows; raises DataError if it cannot be read at all.
 
-    `tokenizer` and `max_seq_len` are only used to cut a folder of .txt files into chunks.
+    `tokenizer` and `max_seq_len` are only used to cut a folder of .txt files into chunks; `subset` is
+    the config name of a hub dataset.
     """
-    read = read_path(path, tokenizer=tokenizer, max_seq_len=max_seq_len)
+    read = open_dataset(path, subset=subset, tokenizer=tokenizer, max_seq_len=max_seq_len).drain()
     fmt, examples, findings = normalise_rows(read.rows)
     return LoadedDataset(
         path=str(Path(path)), format=fmt, container=read.container, rows=read.rows_total,
-        examples=examples, findings=sort_findings(read.findings + findings),
+        examples=examples, findings=sort_findings(read.findings + findings), source=getattr(read, "source", None),
     )
 
 
-def skipped_summary(findings: list, shown: int = 3) -> str | None:
-    """One line naming the rows training skips (error findings) and where, or None when none is."""
+def skipped_summary(findings: list, shown: int = 3, unit: str = "line") -> str | None:
+    """One line naming the rows training skips (error findings) and where, or None when none is.
+
+    `unit`: what a finding's number counts ("row" for a hub dataset, whose rows have no file lines)."""
     errors = [f for f in findings if f.severity == "error"]
     if not errors:
         return None
-    where = "; ".join(f"{f.source + ' ' if f.source else ''}line {f.line}: {f.message}" if f.line is not None
+    where = "; ".join(f"{f.source + ' ' if f.source else ''}{unit} {f.line}: {f.message}" if f.line is not None
                       else f"{f.source or 'file'}: {f.message}" for f in errors[:shown])
     more = f" (and {len(errors) - shown} more)" if len(errors) > shown else ""
     return f"{len(errors)} row(s) skipped: {where}{more}. `lora-tui validate` lists every one."

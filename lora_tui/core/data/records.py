@@ -20,7 +20,7 @@ class DataError(Exception):
 class Example:
     """One normalised row."""
 
-    line: int  # 1-based line (row number for Parquet/hf-disk, file line for CSV, chunk index for .txt)
+    line: int  # 1-based line (row number for Parquet/hf-disk/hub, file line for CSV, chunk index for .txt)
     messages: list[dict] | None  # [{"role": "system"|"user"|"assistant", "content": str}, ...]
     text: str | None = None  # plain-text rows: everything is trained
     source: str | None = None  # file name, for folders of .txt files
@@ -54,10 +54,11 @@ class Finding:
 class LoadedDataset:
     path: str
     format: str  # alpaca | messages | sharegpt | prompt_completion | instruction_response | text | unknown
-    container: str  # jsonl | json | csv | parquet | txt-folder | txt | hf-disk
+    container: str  # jsonl | json | csv | parquet | txt-folder | txt | hf-disk | hub | hub-snapshot
     rows: int  # rows read (valid or not)
     examples: list[Example]  # valid examples only
     findings: list[Finding]
+    source: dict | None = None  # hub id or snapshot folder: {"dataset", "subset", "split", "revision"}
 
 
 @dataclass
@@ -91,6 +92,7 @@ class ValidationReport:
     examples: list[Example] = field(default_factory=list, repr=False)
     trainable_rows: int | None = None  # valid rows with at least one trained token (None: no tokenizer)
     examples_complete: bool = True
+    source: dict | None = None  # hub id or snapshot folder: {"dataset", "subset", "split", "revision"}
 
     @property
     def errors(self) -> list[Finding]:
@@ -119,4 +121,5 @@ class ValidationReport:
             "trained_tokens": self.trained_tokens,
             "trainable_rows": self.trainable_rows,
             "template": self.template,
+            **({"dataset": self.source} if self.source else {}),
         }

@@ -23,7 +23,7 @@ from .bounds import MAX_FINDINGS
 from .checks import Hygiene
 from .formats import Normaliser
 from .load import sort_findings
-from .readers import open_path
+from .hub_data import open_dataset
 from .records import Finding, ValidationReport
 from .rows import RawRow
 from .stats import token_stats
@@ -37,15 +37,17 @@ KEEP_CHARS = 64 * 2**20  # example text kept in the report for previews
 
 
 def validate_dataset(path, *, tokenizer=None, max_seq_len: int = 1024, template: str = "auto",
-                     train_on_prompt: bool = False, on_progress: Progress | None = None) -> ValidationReport:
-    """Check `path` and report. Raises DataError only when the file cannot be read at all.
+                     train_on_prompt: bool = False, on_progress: Progress | None = None,
+                     subset: str | None = None) -> ValidationReport:
+    """Check `path` (a file, folder or hub id; `subset`: a hub dataset's config name) and report.
+    Raises DataError only when the data cannot be read at all.
 
     Without a tokenizer the token statistics are skipped (token_stats is None).
     `on_progress(message, fraction)` is called between stages.
     """
     progress = on_progress or (lambda message, fraction: None)
     progress("Reading rows", 0.0)
-    read = open_path(path, tokenizer=tokenizer, max_seq_len=max_seq_len)
+    read = open_dataset(path, subset=subset, tokenizer=tokenizer, max_seq_len=max_seq_len)
     findings = _Findings()
     items = read.items()
     sample: deque = deque()
@@ -107,7 +109,7 @@ def validate_dataset(path, *, tokenizer=None, max_seq_len: int = 1024, template:
         valid_rows=counter.kept, findings=sort_findings(findings.done()), token_stats=stats,
         trained_tokens=counter.trained_total, template=formatter.description if formatter else "",
         examples=counter.examples, trainable_rows=counter.trainable if formatter is not None else None,
-        examples_complete=counter.examples_complete,
+        examples_complete=counter.examples_complete, source=getattr(read, "source", None),
     )
 
 
