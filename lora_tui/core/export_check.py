@@ -147,7 +147,7 @@ def check_data(source, check_prompts: str | None, n_prompts: int, n_rows: int):
         config = load_config(source.run.config_path)
         data = config.data.validation or config.data.train
         try:
-            rows = [e for e in load_examples(data).examples if e.messages]
+            rows = [e for e in load_examples(data, subset=config.data.subset).examples if e.messages]
         except DataError:
             rows = []
         if not config.data.validation:

@@ -36,10 +36,12 @@ def plan_run_dir(config: Config, run_dir: str | os.PathLike | None = None) -> Pa
 
 def _absolute_data(config: Config) -> Config:
     """Store absolute data paths so the trainer and later resumes find them from any directory."""
+    from lora_tui.core.data.hub_data import absolute_source  # hub ids stay ids; `snapshot:split` keeps its split
+
     config = config.copy()
-    config.data.train = str(resolve_data_path(config.data.train))
+    config.data.train = absolute_source(config.data.train)
     if config.data.validation:
-        config.data.validation = str(resolve_data_path(config.data.validation))
+        config.data.validation = absolute_source(config.data.validation)
     model = Path(config.model.name).expanduser()
     if not model.is_absolute() and model.exists():  # a local folder typed relative: resumes and chat run elsewhere
         config.model.name = str(model.resolve())
@@ -100,18 +102,42 @@ def _check_startable(config: Config) -> None:
     if config.training.max_steps == 0:
         raise RunError("training.max_steps=0 would train nothing. Fix: a positive number of steps, or -1 to train "
                        "for training.epochs epochs.")
+    hub = _check_hub_data(config)
     train = resolve_data_path(config.data.train)
-    if not train.exists():
+    if config.data.train not in hub and not train.exists():
         raise RunError(f"Training data {config.data.train} does not exist. Fix: set data.train to your file.")
-    if config.data.validation and not resolve_data_path(config.data.validation).exists():
+    if config.data.validation and config.data.validation not in hub and \
+            not resolve_data_path(config.data.validation).exists():
         raise RunError(f"Validation data {config.data.validation} does not exist. Fix: set data.validation, "
                        "or leave it empty to hold out part of the training data.")
-    for path in (train, resolve_data_path(config.data.validation) if config.data.validation else None):
+    for value in (config.data.train, config.data.validation):
         try:
-            if path is not None:
-                check_regular(path)  # a FIFO as data would block the trainer in open() forever
+            if value and value not in hub:
+                check_regular(resolve_data_path(value))  # a FIFO as data would block the trainer in open() forever
         except DataError as exc:
             raise RunError(str(exc)) from None
+
+
+def _check_hub_data(config: Config) -> set[str]:
+    """The data values read through `datasets` (hub ids org/name[:split], snapshot folders). A hub id is loaded
+    here once, into the HF cache: an offline machine without a cached copy, or a wrong id, split or subset,
+    is refused in one line before the run directory exists, and the trainer then reads the cached copy."""
+    from lora_tui.core.data import DataError
+    from lora_tui.core.data.hub_data import is_hub_source, open_hub, parse_hub_id
+
+    hub = set()
+    for value in (config.data.train, config.data.validation):
+        spec = parse_hub_id(value) if value else None
+        if spec is None:
+            if value and is_hub_source(value):  # a local snapshot folder (maybe with :split)
+                hub.add(value)
+            continue
+        try:
+            open_hub(spec, config.data.subset)
+        except DataError as exc:
+            raise RunError(str(exc)) from None
+        hub.add(value)
+    return hub
 
 
 def resume_run(run_dir: str | os.PathLike) -> RunDirectory:

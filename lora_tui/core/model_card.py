@@ -116,13 +116,16 @@ def render_model_card(run: str | Path | RunDirectory) -> str:
              _engine_row(started),
              f"| Seed | {tr.seed} |", ""]
 
-    lines += ["## Data", "", "| Split | Path | Rows | SHA-256 |", "|---|---|---|---|"]
+    lines += ["## Data", "", "| Split | Path | Rows | SHA-256 / revision |", "|---|---|---|---|"]
     for split, path in (("train", data.train), ("validation", data.validation)):
         info = recorded.get(split) or {}
         path = info.get("path") or path
         if not path:
             lines.append(f"| {split} | held out from train ({data.val_fraction:g}) | "
                          f"{_num(started.get('num_eval_rows'))} | - |")
+            continue
+        if info.get("dataset"):  # a hub id (or a snapshot folder): the id and the revision datasets resolved
+            lines.append(_hub_data_row(split, info))
             continue
         sha = info.get("sha256") or _sha256(path)
         lines.append(f"| {split} | `{path}` | {_num(info.get('rows'))} | `{sha or MISSING}` |")
@@ -165,6 +168,26 @@ def render_model_card(run: str | Path | RunDirectory) -> str:
     from huggingface_hub import ModelCard
 
     return str(ModelCard("---\n" + card_data.to_yaml() + "\n---\n\n" + "\n".join(lines)))
+
+
+def _hub_data_row(split: str, info: dict) -> str:
+    """A Data row for a dataset read through `datasets`: id, subset and split, and the resolved revision."""
+    source = info["dataset"]
+    where = ", ".join(f"{k} {source[k]}" for k in ("subset", "split") if source.get(k))
+    revision = source.get("revision")
+    shown = "local snapshot" if revision == "local snapshot" else f"revision `{revision}`" if revision else \
+        f"revision {MISSING}"
+    return f"| {split} | `{source['dataset']}`{f' ({where})' if where else ''} | {_num(info.get('rows'))} | {shown} |"
+
+
+def _hub_datasets(recorded: dict) -> list[str]:
+    """Hub ids the run trained or evaluated on, for the card's `datasets` metadata (local snapshots are not ids)."""
+    ids = []
+    for split in ("train", "validation"):
+        source = (recorded.get(split) or {}).get("dataset") or {}
+        if source.get("dataset") and source.get("revision") != "local snapshot" and source["dataset"] not in ids:
+            ids.append(source["dataset"])
+    return ids
 
 
 def _gib(value) -> str:
@@ -223,7 +246,10 @@ def _card_data(run: RunDirectory, base_id, method: str, embedded: bool, recorded
 
     tags = ([method.lower()] if method != "LoRA" else []) + ["lora", "peft", "sft", "trl", "lora-tui"]
     hashes = {split: (recorded.get(split) or {}).get("sha256") for split in ("train", "validation")}
-    mine = {"data_sha256": {k: v for k, v in hashes.items() if v}, "memory": {
+    revisions = {split: ((recorded.get(split) or {}).get("dataset") or {}).get("revision")
+                 for split in ("train", "validation")}
+    mine = {"data_sha256": {k: v for k, v in hashes.items() if v},
+            "data_revision": {k: v for k, v in revisions.items() if v}, "memory": {
         k: v for k, v in (("estimate_bytes", memory.get("estimate")), ("peak_bytes", memory.get("peak")),
                           ("measure", memory.get("measure"))) if v}}
     extra: dict = {"lora_tui": {k: v for k, v in mine.items() if v}} if any(mine.values()) else {}
@@ -236,7 +262,8 @@ def _card_data(run: RunDirectory, base_id, method: str, embedded: bool, recorded
             results.append(EvalResult(task_type="text-generation", dataset_type="json", dataset_name=dataset,
                                       metric_type="loss", metric_name=f"eval loss ({phase})",
                                       metric_value=round(float(event["eval_loss"]), 6)))
-    return ModelCardData(base_model=base_id, library_name="peft", pipeline_tag="text-generation", tags=tags,
+    return ModelCardData(base_model=base_id, datasets=_hub_datasets(recorded) or None, library_name="peft",
+                         pipeline_tag="text-generation", tags=tags,
                          license=EMBEDDED_LICENSE if embedded else None, model_name=run.name if results else None,
                          eval_results=results or None, **extra)
 

@@ -64,11 +64,14 @@ def _build_datasets(config: Config, tokenizer):
     from lora_tui.core.data.load import skipped_summary
 
     max_len = config.data.max_seq_len
-    train_set = load_examples(config.data.train, tokenizer=tokenizer, max_seq_len=max_len)
-    skipped = skipped_summary(train_set.findings)  # hostile / malformed rows, with their lines
-    train_rows, eval_rows = train_set.examples, []
+    subset = config.data.subset
+    train_set = load_examples(config.data.train, tokenizer=tokenizer, max_seq_len=max_len, subset=subset)
+    # hostile / malformed rows, with their lines (a hub dataset's rows have numbers, not lines)
+    skipped = skipped_summary(train_set.findings, unit="row" if train_set.source else "line")
+    train_rows, eval_rows, eval_set = train_set.examples, [], None
     if config.data.validation:
-        eval_rows = load_examples(config.data.validation, tokenizer=tokenizer, max_seq_len=max_len).examples
+        eval_set = load_examples(config.data.validation, tokenizer=tokenizer, max_seq_len=max_len, subset=subset)
+        eval_rows = eval_set.examples
     elif config.data.val_fraction > 0 and len(train_rows) >= 20:
         train_rows, eval_rows = split_examples(train_rows, config.data.val_fraction, config.training.seed)
     if not train_rows:
@@ -91,13 +94,22 @@ def _build_datasets(config: Config, tokenizer):
     train_ds = Dataset.from_dict(train_cols)
     eval_ds = Dataset.from_dict(eval_cols) if eval_cols["input_ids"] else None
     facts = {
-        "train": {"path": str(config.data.train), "sha256": file_sha256(config.data.train), "rows": len(train_ds)},
+        "train": {"path": str(config.data.train), "sha256": _data_sha256(train_set, config.data.train),
+                  "rows": len(train_ds)},
         "validation": ({"path": str(config.data.validation or config.data.train) + ("" if config.data.validation else f" (held out {config.data.val_fraction:.0%})"),
-                        "sha256": file_sha256(config.data.validation) if config.data.validation else None,
+                        "sha256": _data_sha256(eval_set, config.data.validation) if eval_set else None,
                         "rows": len(eval_ds)} if eval_ds is not None else None),
     }
+    for split, loaded in (("train", train_set), ("validation", eval_set)):
+        if loaded is not None and loaded.source and facts[split]:  # a hub id: its id and revision, not a hash
+            facts[split]["dataset"] = loaded.source
     facts["train"]["skipped"] = skipped
     return train_ds, eval_ds, facts
+
+
+def _data_sha256(loaded, path) -> str | None:
+    """The file (or folder) hash the model card records; None for a hub dataset (its revision is recorded)."""
+    return None if loaded.source else file_sha256(path)
 
 
 def build_model(config: Config, device: str, precision: str, choice=None):
