@@ -1,11 +1,12 @@
-"""Chat with a trained adapter, or with the base model alone, for the CLI and the wizard.
+"""Chat with trained adapters, or with the base model alone, for the CLI and the wizard.
 
-``ChatSession.from_run`` finds the adapter (a run directory, a run name, or a bare
-PEFT adapter directory), loads the base model the way the run trained it (16-bit,
-8-bit or 4-bit, from the run's config.yaml) and wraps it in a ``PeftModel``. The
-prompt is built with the chat template saved beside the adapter, so chat sees the
-same format training did. ``stream`` yields text pieces while a background thread
-generates; the adapter is switched off with PEFT's ``disable_adapter()``.
+``ChatSession.from_runs`` finds each adapter (a run directory, a run name, or a bare PEFT
+adapter directory; see core.chat_adapters for the names and the one-base rule), loads the
+base model once the way the first run trained it (16-bit, 8-bit or 4-bit, from its
+config.yaml), and loads every adapter on it with PEFT's ``load_adapter``. ``stream`` yields
+text pieces while a background thread generates; it answers with the named adapter
+(``set_adapter``) or the base alone (``disable_adapter()``). Prompts use the training format
+of the adapter answering, so chat sees the same format training did.
 
 Must not: print, import textual, or import torch / transformers / peft at module
 top (the wizard imports this at start-up). Callers talk to it through return
@@ -14,41 +15,20 @@ values, ``ChatError`` and the ``on_progress`` / ``should_stop`` callables.
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from lora_tui.core.data.template import ALPACA_PREAMBLE
 from lora_tui.core.adapters import AdapterError, AdapterSource, find_adapter  # noqa: F401  (re-exported)
+from lora_tui.core.chat_adapters import BASE, ChatError, adapter_label, check_same_base, resolve_adapters, unique_name
+from lora_tui.core.chat_format import (  # noqa: F401  (re-exported: exports and tests import them from here)
+    ALPACA_TEMPLATE, CHATML_TEMPLATE, END_OF_TURN_TOKENS, FALLBACK_TEMPLATES, _StopTrimmer, adds_bos,
+    apply_training_template, end_of_turn_ids, training_formatter)
 
 Progress = Callable[[str, float], None]
 
-# Jinja versions of lora_tui.core.data.ChatFormatter's fallback formats, so a merged model carries the
-# format it was trained in (tests check they render exactly what ChatFormatter renders).
-CHATML_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-ALPACA_TEMPLATE = (
-    "{%- set system = messages | selectattr('role', 'equalto', 'system') | map(attribute='content') | join(' ') -%}"
-    "{{ (system if system else '" + ALPACA_PREAMBLE + "') + '\n\n' }}"
-    "{%- for message in messages -%}"
-    "{%- if message['role'] == 'user' -%}{{ '### Instruction:\n' + message['content'] + '\n\n' }}"
-    "{%- elif message['role'] == 'assistant' -%}{{ '### Response:\n' + message['content'] }}"
-    "{%- if not loop.last %}{{ '\n\n' }}{% else %}{{ eos_token }}{% endif -%}"
-    "{%- endif -%}{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ '### Response:\n' }}{%- endif -%}"
-)
-FALLBACK_TEMPLATES = {"chatml": CHATML_TEMPLATE, "alpaca": ALPACA_TEMPLATE}
-# Single special tokens that end a turn in common chat formats.
-END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>")
-
-
-class ChatError(AdapterError):
-    """Chat cannot start or continue; the message says why and how to fix it."""
 
 
 @dataclass
@@ -68,100 +48,67 @@ class GenerationSettings:
                 f"max_new_tokens {self.max_new_tokens}, repetition_penalty {self.repetition_penalty}")
 
 
-def training_formatter(tokenizer, template: str = "auto"):
-    """The ChatFormatter training used: the model's own template (auto), or the ChatML / Alpaca fallback."""
-    from lora_tui.core.data import ChatFormatter
-
-    return ChatFormatter(tokenizer, template=template if template in ("auto", "chatml", "alpaca") else "auto")
-
-
-def adds_bos(tokenizer) -> bool:
-    bos = getattr(tokenizer, "bos_token_id", None)
-    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
-    return bos is not None and bool(ids) and ids[0] == bos and tokenizer("a", add_special_tokens=False)["input_ids"][:1] != [bos]
-
-
-def apply_training_template(tokenizer, template: str = "auto") -> str:
-    """Set ``tokenizer.chat_template`` to the format training used, so a saved tokenizer carries it.
-    Returns the format's name: model | chatml | alpaca."""
-    kind = training_formatter(tokenizer, template).template
-    if kind != "model":
-        # Training tokenized fallback text with the tokenizer's own BOS; chat templates must write it themselves.
-        tokenizer.chat_template = ("{{ bos_token }}" if adds_bos(tokenizer) else "") + FALLBACK_TEMPLATES[kind]
-    return kind
-
-
-def end_of_turn_ids(tokenizer, model=None) -> list[int]:
-    ids = set()
-    for source in (tokenizer.eos_token_id, getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
-        if isinstance(source, int):
-            ids.add(source)
-        elif isinstance(source, (list, tuple)):
-            ids.update(i for i in source if isinstance(i, int))
-    vocab = tokenizer.get_vocab()
-    # Only special tokens: a word piece that merely looks like "</s>" must not end an answer.
-    special = set(tokenizer.all_special_tokens) | {str(t) for t in getattr(tokenizer, "added_tokens_decoder", {}).values()}
-    ids.update(vocab[token] for token in END_OF_TURN_TOKENS if token in vocab and token in special)
-    return sorted(ids)
-
-
 def _auto_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class _StopTrimmer:
-    """Holds back text that could be the start of a stop string, and cuts the answer at one."""
+class _Format:
+    """How prompts are written and answers end for one training format (auto, chatml, alpaca)."""
 
-    def __init__(self, stops: list[str]) -> None:
-        self.stops = [s for s in stops if s]
-        self.hold = max((len(s) for s in self.stops), default=1) - 1
-        self.buffer = ""
-        self.done = False
-
-    def feed(self, piece: str) -> str:
-        if not self.stops:
-            return piece
-        self.buffer += piece
-        cut = min((i for i in (self.buffer.find(s) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
-            out, self.buffer, self.done = self.buffer[:cut], "", True
-            return out
-        keep = len(self.buffer) - self.hold
-        out, self.buffer = (self.buffer[:keep], self.buffer[keep:]) if keep > 0 else ("", self.buffer)
-        return out
-
-    def flush(self) -> str:
-        out, self.buffer = self.buffer, ""
-        return out
+    def __init__(self, tokenizer, model, template: str) -> None:
+        self.formatter = training_formatter(tokenizer, template)
+        vocab = tokenizer.get_vocab()
+        special = set(tokenizer.all_special_tokens)
+        self.eos_ids = sorted(set(end_of_turn_ids(tokenizer, model))
+                              | {vocab[s] for s in self.formatter.stop_strings if s in special})
+        # Stops that are not one special token (Alpaca's next "### Instruction:") are cut from the text.
+        self.stop_strings = [s for s in self.formatter.stop_strings if s not in special]
 
 
 class ChatSession:
-    """A loaded base model (+ adapter) that answers chat messages."""
+    """A base model loaded once, with zero or more named adapters on it, that answers chat messages."""
 
     def __init__(self, model, tokenizer, *, has_adapter: bool, device: str = "cpu",
-                 source: AdapterSource | None = None, template: str | None = None) -> None:
+                 source: AdapterSource | None = None, template: str | None = None,
+                 adapters: dict[str, AdapterSource] | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
-        self.has_adapter = has_adapter
         self.device = device
-        self.source = source
-        # Prompts are rendered exactly as training rendered them (same formatter, same BOS rule).
-        self.formatter = training_formatter(tokenizer, template or (source.template if source else "auto"))
-        self.eos_ids = end_of_turn_ids(tokenizer, model)
-        vocab = tokenizer.get_vocab()
-        special = set(tokenizer.all_special_tokens)
-        self.eos_ids = sorted(set(self.eos_ids) | {vocab[s] for s in self.formatter.stop_strings if s in special})
-        # Stops that are not one special token (Alpaca's next "### Instruction:") are cut from the text.
-        self.stop_strings = [s for s in self.formatter.stop_strings if s not in special]
-        self._lock = threading.Lock()  # one generation at a time: disable_adapter() flips shared state
+        self.source = source  # the first run's: how the base model was loaded
+        self.adapters: dict[str, AdapterSource] = dict(adapters or {})
+        if has_adapter and not self.adapters:
+            self.adapters["adapter"] = source
+        self._peft_names = {name: "default" if i == 0 else f"adapter_{i}" for i, name in enumerate(self.adapters)}
+        self._template = template or (source.template if source else "auto")
+        self._formats: dict[str, _Format] = {}
+        default = self._format(None)  # prompts are rendered exactly as training rendered them
+        self.formatter, self.eos_ids, self.stop_strings = default.formatter, default.eos_ids, default.stop_strings
+        self._lock = threading.Lock()  # one generation at a time: the active adapter is shared state
+
+    has_adapter = property(lambda self: bool(self.adapters))
+    names = property(lambda self: list(self.adapters))
+    default_adapter = property(lambda self: next(iter(self.adapters), None))
+
+    def _format(self, name: str | None) -> _Format:
+        source = self.adapters.get(name) if name else None
+        template = source.template if source is not None else self._template
+        if template not in self._formats:
+            self._formats[template] = _Format(self.tokenizer, self.model, template)
+        return self._formats[template]
 
     @classmethod
     def from_run(cls, run: str | Path, *, device: str = "auto", on_progress: Progress | None = None,
                  require_adapter: bool = True) -> "ChatSession":
+        return cls.from_runs([run], device=device, on_progress=on_progress, require_adapter=require_adapter)
+
+    @classmethod
+    def from_runs(cls, runs: list[str | Path], *, device: str = "auto", on_progress: Progress | None = None,
+                  require_adapter: bool = True) -> "ChatSession":
+        """Load the base model once and every run's adapter on it (refused when their bases differ)."""
         report = on_progress or (lambda message, fraction: None)
-        source = find_adapter(run, require_adapter=require_adapter)
+        source, adapters = resolve_adapters(list(runs), require_adapter=require_adapter)
         from lora_tui.core.config import Config, effective_precision
         from lora_tui.core.models import ModelSourceError, load_base_model, load_tokenizer, resolve_model_path
 
@@ -192,35 +139,71 @@ class ChatSession:
             raise ChatError(f"Cannot load the base model '{source.base_model}': {exc}") from None
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        has_adapter = source.adapter_dir is not None
-        if has_adapter:
-            report(f"Loading the adapter from {source.adapter_dir}", 0.8)
-            from peft import PeftModel
-
-            try:
-                model = PeftModel.from_pretrained(model, str(source.adapter_dir), is_trainable=False)
-            except (RuntimeError, ValueError, KeyError, OSError) as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise ChatError(f"The adapter in {source.adapter_dir} does not fit {source.base_model}: {first}. "
-                                "Fix: chat with the run that trained it, on the same base model.") from None
         model.eval()
+        session = cls(model, tokenizer, has_adapter=False, device=device, source=source)
+        for i, (name, adapter) in enumerate(adapters.items()):
+            report(f"Loading the adapter from {adapter.adapter_dir}", 0.8 + 0.2 * i / len(adapters))
+            session._load_adapter(name, adapter)
         report("Ready", 1.0)
-        return cls(model, tokenizer, has_adapter=has_adapter, device=device, source=source)
+        return session
+
+    def _load_adapter(self, name: str, source: AdapterSource) -> None:
+        from peft import PeftModel
+
+        peft_name = "default" if not self._peft_names else f"adapter_{len(self._peft_names)}"
+        try:
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(str(source.adapter_dir), adapter_name=peft_name, is_trainable=False)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, str(source.adapter_dir), adapter_name=peft_name,
+                                                       is_trainable=False)
+        except (RuntimeError, ValueError, KeyError, OSError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ChatError(f"The adapter in {source.adapter_dir} does not fit {source.base_model}: {first}. "
+                            "Fix: chat with the run that trained it, on the same base model.") from None
+        self.model.eval()
+        self.adapters[name] = source
+        self._peft_names[name] = peft_name
+
+    def add_adapter(self, run: str | Path) -> str:
+        """Load one more run's adapter on this base; returns its name (the existing one if already loaded)."""
+        source = find_adapter(run)
+        if self.source is not None:
+            check_same_base(self.source, source, str(run))
+        for name, loaded in self.adapters.items():
+            if loaded is not None and loaded.adapter_dir is not None and \
+                    loaded.adapter_dir.resolve() == source.adapter_dir.resolve():
+                return name
+        name = unique_name(adapter_label(source), self.adapters)
+        with self._lock:
+            self._load_adapter(name, source)
+        return name
+
+    def answerer(self, adapter: str | None = None, use_adapter: bool = True) -> str:
+        """The adapter name that answers (BASE for the base model alone); refuses an unknown name."""
+        who = BASE if not use_adapter or adapter == BASE else (adapter or self.default_adapter)
+        if who is None:
+            raise ChatError("No adapter is loaded: answer with use_adapter=False (the base model).")
+        if who != BASE and who not in self.adapters:
+            raise ChatError(f"No adapter named '{who}' is loaded. Loaded: {', '.join(self.adapters) or 'none'} "
+                            f"(and '{BASE}', the base model alone).")
+        return who
 
     # --- prompts -------------------------------------------------------------------
     def _max_context(self) -> int | None:
         config = getattr(self.model, "config", None)
         return getattr(config, "max_position_embeddings", None)
 
-    def encode(self, messages: list[dict], max_new_tokens: int = 0):
+    def encode(self, messages: list[dict], max_new_tokens: int = 0, formatter=None):
         """Token ids of the prompt; the oldest turns are dropped when the context would overflow."""
         if not messages:
             raise ChatError("Nothing to answer: the conversation is empty.")
+        formatter = formatter or self.formatter
         limit = self._max_context()
         messages = list(messages)
         while True:
-            text = self.formatter.prompt_text(messages)
-            ids = self.tokenizer(text, add_special_tokens=self.formatter.template != "model", return_tensors="pt")
+            text = formatter.prompt_text(messages)
+            ids = self.tokenizer(text, add_special_tokens=formatter.template != "model", return_tensors="pt")
             length = ids["input_ids"].shape[-1]
             first = 1 if messages[0].get("role") == "system" else 0
             if limit is None or length + max_new_tokens <= limit or len(messages) - first <= 1:
@@ -228,16 +211,18 @@ class ChatSession:
             del messages[first]  # forget the oldest turn, keep the system message
 
     # --- generation ----------------------------------------------------------------------
-    def stream(self, messages: list[dict], *, use_adapter: bool = True, settings: GenerationSettings | None = None,
-               should_stop: Callable[[], bool] | None = None) -> Iterator[str]:
-        """Yield the answer in pieces as it is generated."""
+    def stream(self, messages: list[dict], *, use_adapter: bool = True, adapter: str | None = None,
+               settings: GenerationSettings | None = None, should_stop: Callable[[], bool] | None = None,
+               prompt_format: str | None = None) -> Iterator[str]:
+        """Yield the answer in pieces as it is generated, by ``adapter`` (default: the first loaded; BASE or
+        ``use_adapter=False``: the base model alone). ``prompt_format``: whose training format the base uses."""
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         settings = settings or GenerationSettings()
-        if use_adapter and not self.has_adapter:
-            raise ChatError("No adapter is loaded: answer with use_adapter=False (the base model).")
-        inputs = self.encode(messages, settings.max_new_tokens).to(self.model.device)
+        who = self.answerer(adapter, use_adapter)
+        fmt = self._format(who if who != BASE else prompt_format or self.default_adapter)
+        inputs = self.encode(messages, settings.max_new_tokens, fmt.formatter).to(self.model.device)
         cancel = threading.Event()
 
         class _Cancel(StoppingCriteria):
@@ -247,20 +232,25 @@ class ChatSession:
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         kwargs = dict(**inputs, streamer=streamer, max_new_tokens=settings.max_new_tokens,
-                      eos_token_id=self.eos_ids, pad_token_id=self.tokenizer.pad_token_id,
+                      eos_token_id=fmt.eos_ids, pad_token_id=self.tokenizer.pad_token_id,
                       repetition_penalty=settings.repetition_penalty,
                       stopping_criteria=StoppingCriteriaList([_Cancel()]), do_sample=not settings.greedy)
         if not settings.greedy:
             kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
-        if self.stop_strings:
-            kwargs.update(stop_strings=self.stop_strings, tokenizer=self.tokenizer)
+        if fmt.stop_strings:
+            kwargs.update(stop_strings=fmt.stop_strings, tokenizer=self.tokenizer)
         failure: list[BaseException] = []
 
         def generate() -> None:
             try:
                 if settings.seed is not None:
                     torch.manual_seed(settings.seed)
-                if use_adapter or not self.has_adapter:
+                if who != BASE:
+                    peft_name = self._peft_names[who]
+                    if len(self._peft_names) > 1 and self.model.active_adapter != peft_name:
+                        self.model.set_adapter(peft_name, inference_mode=True)
+                    self.model.generate(**kwargs)
+                elif not self.has_adapter:
                     self.model.generate(**kwargs)
                 else:
                     with self.model.disable_adapter():
@@ -269,7 +259,7 @@ class ChatSession:
                 failure.append(exc)
                 streamer.end()
 
-        trimmer = _StopTrimmer(self.stop_strings)
+        trimmer = _StopTrimmer(fmt.stop_strings)
         with self._lock:
             worker = threading.Thread(target=generate, name="lora-tui-generate", daemon=True)
             worker.start()
@@ -293,16 +283,25 @@ class ChatSession:
                                 "or load the base model in 4-bit.") from exc
             raise exc
 
-    def reply(self, messages: list[dict], *, use_adapter: bool = True, settings: GenerationSettings | None = None,
-              should_stop: Callable[[], bool] | None = None) -> str:
-        return "".join(self.stream(messages, use_adapter=use_adapter, settings=settings, should_stop=should_stop))
+    def reply(self, messages: list[dict], *, use_adapter: bool = True, adapter: str | None = None,
+              settings: GenerationSettings | None = None, should_stop: Callable[[], bool] | None = None,
+              prompt_format: str | None = None) -> str:
+        return "".join(self.stream(messages, use_adapter=use_adapter, adapter=adapter, settings=settings,
+                                   should_stop=should_stop, prompt_format=prompt_format))
 
-    def compare(self, messages: list[dict], *, settings: GenerationSettings | None = None) -> tuple[str, str]:
-        """(with adapter, base model) for the same prompt; sampled answers share one seed, so only the adapter differs."""
+    def compare(self, messages: list[dict], *, settings: GenerationSettings | None = None,
+                sides: tuple[str, str] | None = None) -> tuple[str, str]:
+        """Two answers to the same prompt, by ``sides`` (adapter names or BASE; default: the first adapter and
+        the base model). Sampled answers share one seed, so only the adapters differ; the base writes its
+        prompt in the other side's training format."""
         import dataclasses
 
         settings = settings or GenerationSettings()
+        left, right = sides or (self.answerer(), BASE)
+        left, right = self.answerer(left), self.answerer(right)
         if settings.seed is None and not settings.greedy:
             settings = dataclasses.replace(settings, seed=random.randrange(2**31))
-        return (self.reply(messages, use_adapter=True, settings=settings),
-                self.reply(messages, use_adapter=False, settings=settings))
+        partner = {left: right, right: left}
+        return tuple(self.reply(messages, adapter=side, settings=settings,
+                                prompt_format=partner[side] if side == BASE and partner[side] != BASE else None)
+                     for side in (left, right))
