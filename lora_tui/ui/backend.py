@@ -136,6 +136,7 @@ class Backend:
     def validate(self, config: Config, on_progress: Progress | None = None):
         """Validate the training file with the model's tokenizer; render a few rows as training sees them."""
         from lora_tui.core.data import ChatFormatter, split_examples, validate_dataset
+        from lora_tui.core.data.hub_data import parse_hub_id
         from lora_tui.core.paths import resolve_data_path
         from lora_tui.ui.state import DatasetView, PreviewRow
 
@@ -144,16 +145,17 @@ class Backend:
         d = config.data
         resolve_model_path(config.model.name, on_progress)  # the embedded model converts once, with progress
         tokenizer = self.tokenizer(config)
-        train_path = resolve_data_path(d.train)
+        train_path = d.train if parse_hub_id(d.train) else resolve_data_path(d.train)  # org/name: a hub dataset
         report = validate_dataset(train_path, tokenizer=tokenizer, max_seq_len=d.max_seq_len, template=d.template,
-                                  train_on_prompt=d.train_on_prompt, on_progress=on_progress)
+                                  train_on_prompt=d.train_on_prompt, on_progress=on_progress, subset=d.subset)
         formatter = ChatFormatter(tokenizer, template=d.template, train_on_prompt=d.train_on_prompt)
         preview = [PreviewRow(ex.line, formatter.segments(ex, d.max_seq_len)) for ex in report.examples[:PREVIEW_ROWS]]
         view = DatasetView(path=d.train, report=report, preview=preview)
         if d.validation:
             view.validation_path = d.validation
             try:
-                vreport = validate_dataset(resolve_data_path(d.validation), max_seq_len=d.max_seq_len)
+                vpath = d.validation if parse_hub_id(d.validation) else resolve_data_path(d.validation)
+                vreport = validate_dataset(vpath, max_seq_len=d.max_seq_len, subset=d.subset)
                 view.validation_rows = vreport.valid_rows
                 view.validation_note = f"{vreport.valid_rows} valid rows in {d.validation}"
                 if vreport.errors:

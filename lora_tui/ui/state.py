@@ -65,7 +65,7 @@ class WizardState:
         """What a validation depends on: a change to any of these needs a new one."""
         d = self.config.data
         return (self.config.model.name, d.train, d.validation, d.val_fraction, d.template, d.train_on_prompt,
-                d.max_seq_len)
+                d.max_seq_len, d.subset)
 
     def longest_row(self) -> int | None:
         """Tokens in the longest valid row of the checked training file (the trainer plans memory with it)."""

@@ -39,7 +39,7 @@ class DatasetScreen(WizardScreen):
         with Vertical(id="dataset-body", classes="body"):
             with Horizontal(classes="row"):
                 yield Label("Training file ", classes="field-name")
-                yield Input(id="data-path", compact=True, placeholder="path to .jsonl/.json/.csv/.parquet or a folder")
+                yield Input(id="data-path", compact=True, placeholder="path to .jsonl/.json/.csv/.parquet, a folder, or a hub id org/name[:split]")
             yield Static(id="data-summary")
             yield Static(id="data-verdict")
             with TabbedContent(id="data-tabs"):
@@ -132,7 +132,8 @@ class DatasetScreen(WizardScreen):
             verdict.update(Text(f"✗ Cannot train on this: {refusal}", style="bold red"))
         else:
             verdict.update(Text("✓ Ready to train. ctrl+n: parameters", style="bold green"))
-        self.query_one("#preview", Static).update(preview_text(view.preview))
+        unit = "row" if report.source else "line"  # a hub dataset's rows have numbers, not file lines
+        self.query_one("#preview", Static).update(preview_text(view.preview, unit))
         self.query_one("#histogram", Static).update(histogram_text(report.token_stats))
         tree = self.query_one("#findings", Tree)
         tree.clear()
@@ -140,9 +141,9 @@ class DatasetScreen(WizardScreen):
             tree.root.add_leaf(Text("No problems found.", style="green"))
         expand = len(report.findings) <= 30  # few findings: show every message at once
         for (severity, _), items in group_findings(report.findings).items():
-            node = tree.root.add(group_label(severity, items), expand=expand)
+            node = tree.root.add(group_label(severity, items, unit), expand=expand)
             for finding in items[:200]:
-                node.add_leaf(finding_label(finding))
+                node.add_leaf(finding_label(finding, unit))
             if len(items) > 200:
                 node.add_leaf(Text(f"… {len(items) - 200} more (lora-tui validate lists them all)", style="dim"))
         tree.root.expand()

@@ -16,12 +16,12 @@ PROMPT_STYLE = "dim"
 MAX_PREVIEW_CHARS = 1500
 
 
-def preview_text(rows) -> Text:
-    """Each PreviewRow: its line number, then its rendered text in trained / prompt styles."""
+def preview_text(rows, unit: str = "line") -> Text:
+    """Each PreviewRow: its line number (`unit` "row" for a hub dataset), then its text in trained / prompt styles."""
     text = Text()
     text.append("Highlighted: the tokens the adapter learns from; dim: the prompt (masked).\n", style="italic")
     for row in rows:
-        text.append(f"── line {row.line} ", style="bold cyan")
+        text.append(f"── {unit} {row.line} ", style="bold cyan")
         text.append("─" * 20 + "\n", style="cyan")
         shown = 0
         for piece, trained in row.segments:
@@ -45,14 +45,14 @@ def group_findings(findings) -> "OrderedDict[tuple[str, str], list]":
     return groups
 
 
-def where(finding) -> str:
+def where(finding, unit: str = "line") -> str:
     if finding.line is None:
         return "file"
-    return f"{finding.source + ' ' if finding.source else ''}line {finding.line}"
+    return f"{finding.source + ' ' if finding.source else ''}{unit} {finding.line}"
 
 
-def group_label(severity: str, items: list) -> Text:
-    lines = [where(f) for f in items]
+def group_label(severity: str, items: list, unit: str = "line") -> Text:
+    lines = [where(f, unit) for f in items]
     shown = ", ".join(lines[:8]) + (f", … (+{len(lines) - 8})" if len(lines) > 8 else "")
     mark, style = ("✗", "red") if severity == "error" else ("!", "yellow")
     label = Text(f"{mark} {len(items)} × ", style=f"bold {style}")
@@ -66,8 +66,8 @@ def _kind(finding) -> str:
     return code or finding.message[:40]
 
 
-def finding_label(finding) -> Text:
-    text = Text(f"{where(finding)}: ", style="bold")
+def finding_label(finding, unit: str = "line") -> Text:
+    text = Text(f"{where(finding, unit)}: ", style="bold")
     text.append(finding.message)
     if finding.fix:
         text.append(f"  fix: {finding.fix}", style="green")
