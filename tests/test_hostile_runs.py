@@ -297,3 +297,33 @@ def test_trainer_refuses_changed_targets_when_the_launcher_cannot_tell(stopped_t
     failed = copy.read_events()[-1]
     assert failed["type"] == "failed" and "lora.targets" in failed["reason"], failed
     assert "load_state_dict" not in failed["reason"]
+
+
+# ----------------------------------------------------------------------------- item 7: no room for the adapter
+@pytest.fixture
+def small_disk(tmp_path):
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=10m", "tmpfs", str(mount)], check=True,
+                       capture_output=True, timeout=20)
+    except (subprocess.CalledProcessError, FileNotFoundError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"cannot mount a small tmpfs here ({getattr(exc, 'stderr', b'') or exc}); "
+                    "benchmarks/torture.py covers the same where it can")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_no_room_for_the_adapter_without_checkpoints_is_refused_before_training(tiny_model_dir, tiny_train_file,
+                                                                                 small_disk):
+    # save_steps=0: the adapter (~4.5 MB with the tokenizer, + 8 MB margin) is the only thing ever saved, and
+    # 10 MB cannot hold it: training all steps would end with nothing kept.
+    run = launcher.start_run(_tiny(tiny_model_dir, tiny_train_file, "training.max_steps=30", "training.save_steps=0"),
+                             small_disk / "run")
+    assert _until(lambda: run.state() if run.state() in ("failed", "finished", "stopped", "dead") else None,
+                  run) == "failed"
+    failed = run.read_events()[-1]
+    assert failed["type"] == "failed" and failed["reason"].startswith("disk full:"), failed
+    assert "MB needed" in failed["reason"] and "adapter" in failed["reason"] and str(small_disk) in failed["reason"]
+    assert not any(e["type"] == "step" for e in run.read_events()), "it trained steps it could never save"
+    assert "checkpoints are kept" not in failed["fix"] and "no checkpoint" in failed["fix"], failed["fix"]

@@ -31,7 +31,9 @@ class DiskFull(OSError):
 
 
 FIX = ("Free space on that disk (or move the run to a bigger one), then continue with "
-       "`lora-tui train --resume {run}`; earlier complete checkpoints are kept.")
+       "`lora-tui train --resume {run}`; its complete checkpoints (the last: {last}) are kept.")
+FIX_NO_CHECKPOINT = ("Free space on that disk (or move the run to a bigger one), then `lora-tui train --resume {run}`: "
+                     "no checkpoint was written, so it trains again from step 0.")
 
 
 def free_bytes(path: Path) -> int:

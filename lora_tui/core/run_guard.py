@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lora_tui.core.disk import FIX, MB, DiskFull, SpaceGuard, free_bytes, is_disk_full, remove_partial_saves
-from lora_tui.core.runs import CHECKPOINT_MARKER, RunDirectory
+from lora_tui.core.disk import FIX, FIX_NO_CHECKPOINT, MB, DiskFull, SpaceGuard, free_bytes, is_disk_full, remove_partial_saves
+from lora_tui.core.runs import CHECKPOINT_MARKER, RunDirectory, quoted
 
 _guard: SpaceGuard | None = None  # one trainer process trains one run
 
@@ -65,6 +65,10 @@ def space_callback(run: RunDirectory):
             _sized(model)
             no_saves = str(getattr(args.save_strategy, "value", args.save_strategy)) == "no"
             self.what = "adapter" if no_saves else "checkpoint"  # the next thing written
+            short = _guard.shortfall("adapter") if no_saves and _guard is not None else None
+            if short:  # the adapter is the only save: training every step and keeping nothing helps no one
+                raise DiskFull(*short, _guard.path, "the final adapter (training.save_steps=0: nothing is saved "
+                                                    "before it), so training was not started")
             return self._check(state, control, saving=False)
 
         def on_step_end(self, args, state, control, **kw):
@@ -120,7 +124,10 @@ def explain(exc: BaseException, run: RunDirectory) -> tuple[str, str] | None:
             free = 0
         reason = (f"disk full: about {needed / MB:,.0f} MB needed for the save, {free / MB:,.0f} MB free at "
                   f"{run.path}")
-    return reason, FIX.format(run=run.path)
+    kept = run.complete_checkpoints()
+    if kept:
+        return reason, FIX.format(run=quoted(run.path), last=kept[-1].name)
+    return reason, FIX_NO_CHECKPOINT.format(run=quoted(run.path))
 
 
 def record_failure(run: RunDirectory, reason: str, fix: str) -> None:
