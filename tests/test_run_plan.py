@@ -122,7 +122,8 @@ def test_token_budget_is_the_cuda_default_and_cpu_keeps_grouped():
 
     cuda = plan_run(Config(), DeviceFacts.from_hardware(h200(), "cuda"), h200())
     assert cuda.batching == "token_budget" and cuda.micro_batch == 1
-    assert cuda.tokens_per_batch == 512 * (cuda.tokens_per_step // 512) // cuda.grad_accum
+    assert cuda.tokens_per_step == 16 * 512, "auto keeps the effective batch: 4 x grad_accum rows of max_seq_len"
+    assert cuda.tokens_per_batch % 512 == 0 and cuda.tokens_per_batch > 512
     assert "tokens per step" in cuda.batch_line()
     cpu = plan_run(Config(), DeviceFacts())
     assert cpu.batching == "grouped" and cpu.tokens_per_batch is None and "rows per step" in cpu.batch_line()

@@ -103,8 +103,8 @@ def _choose_batch(config, hardware, device, world_size, longest, engine) -> Batc
     share = CHECKPOINT_SHARE.get(device, 0.8)
     budget = share * available
     where = f"{share:.0%} of {available / GiB:.1f} GiB free"
-    if longest and longest < config.data.max_seq_len:
-        where += f", rows up to {longest} tokens"
+    if longest and longest < config.data.max_seq_len and engine.get("batching") not in ("packed", "token_budget"):
+        where += f", rows up to {longest} tokens"  # packed micro-batches are filled whatever the rows
 
     @functools.cache  # the choice asks for the same plan more than once (fit, reason, next size up)
     def need(micro: int, checkpointing: bool) -> int:
