@@ -327,3 +327,73 @@ def test_no_room_for_the_adapter_without_checkpoints_is_refused_before_training(
     assert "MB needed" in failed["reason"] and "adapter" in failed["reason"] and str(small_disk) in failed["reason"]
     assert not any(e["type"] == "step" for e in run.read_events()), "it trained steps it could never save"
     assert "checkpoints are kept" not in failed["fix"] and "no checkpoint" in failed["fix"], failed["fix"]
+
+
+# ----------------------------------------------------------------------------- item 8: the smaller ones
+@pytest.mark.parametrize("setting", ["training.max_steps=1e30", "training.max_steps=10000001",
+                                     "training.save_steps=1e30", "training.eval_steps=1e18",
+                                     "training.logging_steps=1e30", "training.early_stopping_patience=1e30",
+                                     "training.seed=1e30"])
+def test_absurd_step_counts_are_refused_with_the_bound(setting):
+    result = _cli("train", setting, "--print-config")
+    assert result.returncode == 2, result.stdout[-500:]
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1 and "at most" in message and setting.split("=")[0] in message, message
+    assert "Traceback" not in message and len(message) < 300, message
+
+
+def test_sane_large_max_steps_is_accepted():
+    assert apply_overrides(Config(), ["training.max_steps=10000000"]).training.max_steps == 10_000_000
+
+
+def test_event_after_a_torn_last_line_does_not_reuse_its_seq(tmp_path):
+    run = RunDirectory(tmp_path)
+    run.events_path.write_text('{"seq": 1, "type": "log", "message": "a"}\n{"seq": 2, "type": "st')
+    assert run.append_event("log", message="after the tear")["seq"] == 3
+
+
+def test_event_seq_continues_past_the_first_read_slice(tmp_path):
+    run = RunDirectory(tmp_path)
+    line = '{"seq": %d, "type": "log", "message": "' + "x" * 1000 + '"}\n'
+    with open(run.events_path, "w") as fh:  # ~10 MB: more than one read slice (8 MB)
+        for seq in range(1, 10_001):
+            fh.write(line % seq)
+    assert run.append_event("log", message="next")["seq"] == 10_001
+
+
+def test_zip_of_a_checkpoint_leaves_the_trainer_state_out(tmp_path, tiny_model_dir):
+    import shutil
+    import zipfile
+
+    from tests.test_chat_support import make_fake_run
+
+    run = RunDirectory(make_fake_run(tmp_path, tiny_model_dir))
+    ckpt = run.checkpoints_dir / "checkpoint-12"
+    shutil.copytree(run.adapter_dir, ckpt)
+    for name in ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth", "rng_state_0.pth", "training_args.bin",
+                 "trainer_state.json", CHECKPOINT_MARKER):
+        (ckpt / name).write_bytes(b"state")
+    result = _cli("export", ckpt, "--zip", "--out", tmp_path / "ckpt.zip")
+    assert result.returncode == 0, result.stderr
+    names = {n.split("/", 1)[1] for n in zipfile.ZipFile(tmp_path / "ckpt.zip").namelist()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer_config.json"} <= names, names
+    leaked = names & {"optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth", "rng_state_0.pth",
+                      "training_args.bin", "trainer_state.json", CHECKPOINT_MARKER}
+    assert not leaked, leaked
+
+
+def test_printed_hints_are_shell_quoted_for_paths_with_spaces(tmp_path, data):
+    run_dir = tmp_path / "my runs" / "it's a run"
+    result = _cli("train", f"data.train={data}", "data.validation=", "model.name=/nonexistent/model",
+                  "training.max_steps=4", "--run-dir", run_dir, "--detach")
+    assert result.returncode == 0, result.stderr
+    hints = [l.split(":", 1)[1].strip() for l in result.stdout.splitlines() if l.strip().startswith(("follow:", "stop:"))]
+    assert len(hints) == 2, result.stdout
+    for hint in hints:
+        assert shlex.split(hint)[-1] == str(run_dir), hint
+    run = RunDirectory(run_dir)
+    run.write_status("running", pid=0)  # a trainer that died without a word: attach and stop advise --resume
+    for args in (["stop", run_dir], ["attach", run_dir, "--no-follow"]):
+        out = _cli(*args).stdout
+        command = out.split("lora-tui train --resume ", 1)[1].split("`")[0].strip()
+        assert shlex.split(command) == [str(run_dir)], out

@@ -30,6 +30,8 @@ BATCHING_CHOICES = ("auto", "grouped", "padding_free", "packed", "token_budget")
 ATTENTION_CHOICES = ("auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3")
 KERNEL_CHOICES = ("auto", "liger", "none")
 AUTO_WORDS = {"auto": None, "on": True, "off": False}  # for fields whose None means auto (metadata auto=True)
+# Step counts above this are typos (1e30 was accepted: lr 3e-33, an ETA of 5e27 h); 10 million steps is weeks on any GPU.
+MAX_STEPS = 10_000_000
 
 
 def _f(default: Any, help: str, **rules: Any) -> Any:
@@ -71,7 +73,7 @@ class LoraSection:
 class TrainingSection:
     learning_rate: float = _f(1e-4, "Peak learning rate of AdamW. LoRA: ~1e-4; QLoRA: ~2e-4.", min=1e-7, max=1e-1)
     epochs: float = _f(3.0, "Passes over the training data (ignored when max_steps > 0). 1-3 is typical.", min=0.01, max=1000)
-    max_steps: int = _f(-1, "Stop after this many optimiser steps; -1 to use epochs instead.", min=-1)
+    max_steps: int = _f(-1, "Stop after this many optimiser steps; -1 to use epochs instead.", min=-1, max=MAX_STEPS)
     micro_batch: int | None = _f(None, "Rows per forward pass: a memory / speed trade, the learning depends on the effective batch. auto: the largest that fits with margin, keeping an effective batch of 4 x grad_accum rows.", min=1, max=4096, auto=True)
     grad_accum: int = _f(4, "Micro-batches accumulated per optimiser step (effective batch = micro_batch x grad_accum; with micro_batch auto, 4 x grad_accum rows, re-split to fit).", min=1, max=4096)
     warmup_ratio: float = _f(0.03, "Share of steps spent ramping the learning rate up from zero.", min=0.0, max=0.5)
@@ -85,11 +87,11 @@ class TrainingSection:
     attention: str = _f("auto", "Attention implementation: auto (FlashAttention 2/3 where installed and supported, else sdpa), sdpa, eager, flash_attention_2, flash_attention_3.", choices=ATTENTION_CHOICES)
     kernels: str = _f("auto", "Fused kernels: auto (Liger RMSNorm/SwiGLU/RoPE on CUDA when liger-kernel is installed), liger, none.", choices=KERNEL_CHOICES)
     probe: str = _f("auto", "Before step 1, time a few steps of each candidate plan (micro-batch or token budget, checkpointing, Liger) and keep the fastest that fits; a heavier plan must be 5% faster. Cached per GPU, model and shape. auto: on CUDA only; on: also on CPU; off: the estimate decides.", choices=("auto", "on", "off"))
-    eval_steps: int = _f(50, "Evaluate on the validation split every N steps (0: only at the start and end).", min=0)
-    save_steps: int = _f(50, "Write a resumable checkpoint every N steps (0: only when stopping or finishing).", min=0)
-    logging_steps: int = _f(1, "Record loss, learning rate and throughput every N steps.", min=1)
-    early_stopping_patience: int = _f(0, "Stop when eval loss has not improved for N evaluations (0: off).", min=0)
-    seed: int = _f(42, "Random seed for shuffling, dropout and adapter initialisation.", min=0)
+    eval_steps: int = _f(50, "Evaluate on the validation split every N steps (0: only at the start and end).", min=0, max=MAX_STEPS)
+    save_steps: int = _f(50, "Write a resumable checkpoint every N steps (0: only when stopping or finishing).", min=0, max=MAX_STEPS)
+    logging_steps: int = _f(1, "Record loss, learning rate and throughput every N steps.", min=1, max=MAX_STEPS)
+    early_stopping_patience: int = _f(0, "Stop when eval loss has not improved for N evaluations (0: off).", min=0, max=MAX_STEPS)
+    seed: int = _f(42, "Random seed for shuffling, dropout and adapter initialisation.", min=0, max=2**32 - 1)
     report_to: str = _f("none", "Also send metrics to: none, tensorboard (logs in <run>/tensorboard; `tensorboard --logdir runs/`), trackio, wandb, mlflow, or a comma list.")
     devices: str = _f("auto", "Devices to train on: auto (every visible GPU), a count (4), or GPU indices (0,2). Without a GPU a count above 1 runs that many CPU processes (gloo).")
     strategy: str = _f("auto", "With several GPUs: ddp (a full copy per GPU, bigger effective batch), fsdp (weights sharded over the GPUs, for models one GPU cannot hold; works with 4bit), or auto (ddp when the estimate fits one GPU, else fsdp).", choices=("auto", "ddp", "fsdp"))
@@ -217,7 +219,9 @@ def check_value(section: str, key: str, value: Any) -> Any:
     if "min" in rules and value < rules["min"]:
         raise ConfigError(f"{where} must be at least {rules['min']}, not {value}.")
     if "max" in rules and value > rules["max"]:
-        raise ConfigError(f"{where} must be at most {rules['max']}, not {value}.")
+        shown = f"{value:.3g}" if abs(value) >= 1e9 else value  # 1e30, not 31 digits
+        bound = f"{rules['max']:,}" if isinstance(rules["max"], int) else rules["max"]
+        raise ConfigError(f"{where} must be at most {bound}, not {shown}.")
     if where == "training.devices":
         from lora_tui.core.distributed import DistributedError, parse_devices
 
