@@ -143,10 +143,22 @@ class RunDirectory:
 
     # --- events -----------------------------------------------------------------
     def _last_seq(self) -> int:
-        last = 0
-        for event in self.read_events():
-            last = max(last, int(event.get("seq", 0)))
-        return last
+        """The highest seq written, a torn last line's included (its number is taken: the next event must not
+        reuse it). The tail of the file is read; seqs only grow, so it holds the last one."""
+        import re
+
+        try:
+            with open(self.events_path, "rb") as fh:
+                size = fh.seek(0, os.SEEK_END)
+                start = max(0, size - EVENTS_TAIL_BYTES)
+                while True:  # backwards, a slice at a time, until a seq is found (a huge garbage line)
+                    fh.seek(start)
+                    found = [int(n) for n in re.findall(rb'(?m)^\{"seq": (\d{1,18})', fh.read(EVENTS_TAIL_BYTES + 64))]
+                    if found or start == 0:
+                        return max(found, default=0)
+                    start = max(0, start - EVENTS_TAIL_BYTES)
+        except OSError:
+            return 0
 
     def append_event(self, type: str, **fields) -> dict:
         """Append one event. Only the lock holder (the trainer) calls this."""
