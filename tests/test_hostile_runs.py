@@ -380,6 +380,10 @@ def test_zip_of_a_checkpoint_leaves_the_trainer_state_out(tmp_path, tiny_model_d
     leaked = names & {"optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth", "rng_state_0.pth",
                       "training_args.bin", "trainer_state.json", CHECKPOINT_MARKER}
     assert not leaked, leaked
+    from lora_tui.core.hub import upload_plan
+
+    pushed = {name for _, name in upload_plan(ckpt, "me/adapter").files}  # `push` of the checkpoint: the same
+    assert "adapter_model.safetensors" in pushed and not pushed & {"optimizer.pt", "rng_state.pth", "training_args.bin"}
 
 
 def test_printed_hints_are_shell_quoted_for_paths_with_spaces(tmp_path, data):

@@ -25,7 +25,7 @@ from typing import Callable
 from lora_tui.core.adapters import AdapterError, find_adapter
 from lora_tui.core.chat import apply_training_template
 from lora_tui.core.modelfile import write_modelfile  # noqa: F401  (public here too, as documented)
-from lora_tui.core.runs import RunDirectory
+from lora_tui.core.runs import CHECKPOINT_MARKER, RunDirectory
 
 Progress = Callable[[str, float], None]
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -69,12 +69,23 @@ def zip_adapter(run: str | Path, out: str | Path | None = None, *, overwrite: bo
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for path in sorted(source.adapter_dir.rglob("*")):
-                if path.is_file() and not path.name.startswith("."):
+                if path.is_file() and not path.name.startswith(".") and not is_trainer_state(path.name):
                     archive.write(path, f"{folder}/{path.relative_to(source.adapter_dir).as_posix()}")
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+# What a checkpoint holds besides the adapter: resuming state, useless (and large) in a shipped adapter.
+TRAINER_STATE = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth", "training_args.bin",
+                 "trainer_state.json", "*.pt", "*.pth", CHECKPOINT_MARKER)
+
+
+def is_trainer_state(name: str) -> bool:
+    import fnmatch
+
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in TRAINER_STATE)
 
 
 def _auto_dtype(model_path: str) -> str:
@@ -124,10 +135,10 @@ def _not_merged_files(folder: Path) -> list[str]:
 GGUF_NOTE = """
 ## GGUF (llama.cpp, Ollama, LM Studio)
 
-`lora-tui export RUN --gguf --gguf-type q8_0` (or f16, q4_0) writes one GGUF file with the tokenizer, chat
-template and end-of-turn token, and checks it answers like the adapter. For K-quants, quantise that file further
-with llama.cpp's `llama-quantize model.gguf model-Q4_K_M.gguf Q4_K_M`. For architectures the built-in export does
-not cover, llama.cpp converts this folder:
+`lora-tui export RUN --gguf --gguf-type q8_0` (or f16, q4_0; q4_k_m, q5_k_m, q6_k with
+`pip install "lora-tui[gguf-kquant]"`) writes one GGUF file with the tokenizer, chat template and end-of-turn
+token, and checks it answers like the adapter. For architectures the built-in export does not cover, llama.cpp
+converts this folder:
 
 ```bash
 git clone https://github.com/ggml-org/llama.cpp && pip install -r llama.cpp/requirements.txt
@@ -269,10 +280,13 @@ def export_gguf(run: str | Path, out: str | Path | None = None, *, gguf_type: st
 
     from lora_tui.core.export_check import learned_end_token
     from lora_tui.core.gguf_export import GGUF_TYPES, GGUFExportError, gguf_architecture, write_gguf
+    from lora_tui.core.gguf_kquant import KQUANT_TYPES, kquant_missing
     from lora_tui.core.modelfile import format_for, modelfile_text
 
     if gguf_type not in GGUF_TYPES:
         raise ExportError(f"--gguf-type must be one of {', '.join(GGUF_TYPES)}, not '{gguf_type}'.")
+    if gguf_type in KQUANT_TYPES and kquant_missing():  # before minutes of loading and merging
+        raise ExportError(kquant_missing())
     source = _final_adapter(run)
     target = Path(out).expanduser() if out else default_gguf_path(source, gguf_type)
     if target.is_dir() or not target.suffix:
@@ -389,7 +403,7 @@ def export_summary(run: str | Path) -> dict:
                      "model_card": None, "zip": None, "zip_bytes": 0, "merged": [], "gguf": []}
     if adapter is not None:
         summary.update(adapter=str(adapter), adapter_bytes=_size(adapter),
-                       adapter_files=sorted(p.name for p in adapter.iterdir() if p.is_file()))
+                       adapter_files=sorted(p.name for p in adapter.iterdir() if p.is_file() and not is_trainer_state(p.name)))
         card = adapter / "README.md"
         summary["model_card"] = str(card) if card.is_file() else None
         zip_path = default_zip_path(source)

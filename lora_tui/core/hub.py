@@ -108,7 +108,10 @@ def upload_plan(run: str | Path, repo_id: str, *, merged: bool = False, gguf: bo
         return UploadPlan(repo_id, "gguf", files)
     if not summary["adapter"]:
         raise PushError(f"this run has no adapter yet (state: {summary['state']}). Fix: wait for it to finish, or stop it.")
-    return UploadPlan(repo_id, "adapter", _folder_files(Path(summary["adapter"])))
+    from lora_tui.core.export import is_trainer_state  # a checkpoint given as RUN: its resume state stays home
+
+    return UploadPlan(repo_id, "adapter", [f for f in _folder_files(Path(summary["adapter"]))
+                                           if not is_trainer_state(f[0].name)])
 
 
 def push_run(plan: UploadPlan, *, private: bool = False) -> str:
