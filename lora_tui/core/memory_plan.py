@@ -65,8 +65,12 @@ def plan_from_config(config: Config, hardware=None, model: str | None = None, de
     batch = _batch_fields(_for_model(config, model), hardware, device, longest, engine)
     seq_len = planned_seq_len(config, batching, longest)
     tokens = batch.pop("tokens", None)
-    if batching == "token_budget":  # one padding-free row of the budget's tokens (auto: micro-batch x max_seq_len)
-        batch["batch"], seq_len = 1, int(config.training.tokens_per_batch or tokens or batch["batch"] * seq_len)
+    if batching == "token_budget":
+        # One padding-free row of the budget's tokens. Auto: micro-batch rows of max_seq_len, which the
+        # estimator multiplies out itself, so a fix on the max length or the micro-batch means what it says.
+        explicit = config.training.tokens_per_batch
+        batch["batch"] = max(1, int(explicit or tokens or batch["batch"] * seq_len) // seq_len)
+        batch["tokens_per_batch"] = int(explicit) if explicit else None
     return MemoryPlan(
         model=model or config.model.name,
         quant=QUANT_FOR_LOAD[config.model.load_in],

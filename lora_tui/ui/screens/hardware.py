@@ -143,8 +143,11 @@ class HardwareScreen(WizardScreen):
         longest = self.state.longest_row()
         rows = (f"{c.data.max_seq_len} tokens (data: rows up to {longest})" if longest and longest < c.data.max_seq_len
                 else f"{c.data.max_seq_len} tokens")
-        describe = escape(f"Plan: {c.model.load_in} base · r {c.lora.r} on {c.lora.targets} · micro-batch "
-                          f"{micro} x {rows} · gradient checkpointing {ckpt}")
+        tokens = getattr(batch, "tokens_per_batch", None) if batch is not None else None
+        size = (f"token budget {'' if c.training.tokens_per_batch else 'auto → '}{tokens} tokens (rows of up to "
+                f"{c.data.max_seq_len} packed whole)" if tokens else f"micro-batch {micro} x {rows}")
+        describe = escape(f"Plan: {c.model.load_in} base · r {c.lora.r} on {c.lora.targets} · {size}"
+                          f" · gradient checkpointing {ckpt}")
         if self.state.hardware is None or judgement is None:
             plan.update(describe + "\n[dim]Estimating memory…[/]")
             breakdown.update("")
