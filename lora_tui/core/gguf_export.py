@@ -3,7 +3,8 @@
 Built only from the ``gguf`` package's own pieces: ``GGUFWriter`` for the file, the
 tensor-name map (``get_tensor_name_map``) for llama.cpp's tensor names, ``gguf.quants.quantize``
 for Q8_0 / Q4_0 blocks, ``gguf.vocab`` for the token list and ``SpecialVocab`` for merges, special
-token ids and the chat template. No llama.cpp build, no download.
+token ids and the chat template. K-quants (Q4_K_M, Q5_K_M, Q6_K) take their blocks and per-tensor
+types from ``gguf_kquant`` (the optional libgguf quantiser). No llama.cpp build, no download.
 
 The end-of-turn token the adapter learned is written as the file's EOS, so every runtime that
 reads the file stops where training taught the model to stop.
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-GGUF_TYPES = ("f16", "q8_0", "q4_0")
+GGUF_TYPES = ("f16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k")
 # transformers class -> llama.cpp architecture. Mistral is written as "llama", as llama.cpp does.
 ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
 SUPPORTED = ("Llama 2 / Llama 3 / SmolLM (LlamaForCausalLM), Mistral (MistralForCausalLM), "
@@ -170,9 +171,14 @@ def write_gguf(model, tokenizer, tokenizer_dir: str | Path, out_file: str | Path
     import gguf
     from gguf.quants import quantize
 
+    from lora_tui.core.gguf_kquant import KQUANT_TYPES, is_70b, kquant_missing, kquant_type_name, quantize_rows
+
     report = on_progress or (lambda message, fraction: None)
     if gguf_type not in GGUF_TYPES:
         raise GGUFExportError(f"GGUF type must be one of {', '.join(GGUF_TYPES)}, not '{gguf_type}'.")
+    kquant = gguf_type in KQUANT_TYPES
+    if kquant and kquant_missing():
+        raise GGUFExportError(kquant_missing())
     config = model.config
     arch_name = gguf_architecture(config)
     arch = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch_name)
@@ -219,8 +225,7 @@ def write_gguf(model, tokenizer, tokenizer_dir: str | Path, out_file: str | Path
         writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         writer.add_rope_scaling_factor(float(rope.get("factor", 1.0)))
     writer.add_vocab_size(vocab_size)
-    writer.add_file_type({"f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
-                          "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}[gguf_type])
+    writer.add_file_type(getattr(gguf.LlamaFileType, f"MOSTLY_{gguf_type.upper()}"))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
     writer.add_tokenizer_model(kind)
@@ -241,6 +246,7 @@ def write_gguf(model, tokenizer, tokenizer_dir: str | Path, out_file: str | Path
     report(f"Converting tensors to {gguf_type.upper()}", 0.75)
     names = gguf.get_tensor_name_map(arch, n_layer)
     tied = bool(getattr(config, "tie_word_embeddings", False))
+    fallbacks: dict[str, int] = {}
     if rope_type == "llama3":
         writer.add_tensor(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight",
                           _llama3_rope_factors(rope, theta, head_dim))
@@ -255,13 +261,27 @@ def write_gguf(model, tokenizer, tokenizer_dir: str | Path, out_file: str | Path
             data = _permute(data, n_head, n_head)
         elif arch_name == "llama" and hf_name.endswith("k_proj.weight"):
             data = _permute(data, n_head, n_kv)
-        qtype = _tensor_type(gguf_name, data, gguf_type)
+        if kquant and data.ndim >= 2 and not gguf_name.endswith("rope_freqs.weight"):
+            name_of_type = kquant_type_name(gguf_name, data.shape[-1], gguf_type, n_layer, tied=tied,
+                                            big_model=is_70b(arch_name, n_layer, n_head, n_kv))
+            qtype = gguf.GGMLQuantizationType[name_of_type]
+            if data.shape[-1] % 256:
+                fallbacks[name_of_type] = fallbacks.get(name_of_type, 0) + 1
+            if qtype != gguf.GGMLQuantizationType.F16:
+                writer.add_tensor(gguf_name, quantize_rows(data, name_of_type), raw_dtype=qtype)
+                info.tensors += 1
+                continue
+        else:
+            qtype = _tensor_type(gguf_name, data, gguf_type)
         if qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
             writer.add_tensor(gguf_name, quantize(data, qtype))
         else:
             writer.add_tensor(gguf_name, quantize(data, qtype), raw_dtype=qtype)
         info.tensors += 1
 
+    if fallbacks:
+        info.notes.append("rows not a whole number of 256-value K blocks, stored as llama.cpp's quantiser does: "
+                          + ", ".join(f"{n} tensors {t}" for t, n in sorted(fallbacks.items())))
     report(f"Writing {out_file.name}", 0.9)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_file.with_name(f".{out_file.name}.tmp-{os.getpid()}")
