@@ -119,7 +119,12 @@ class RunPlan:
         t.micro_batch, t.grad_accum, t.gradient_checkpointing = self.micro_batch, self.grad_accum, self.gradient_checkpointing
         t.attention, t.batching = self.attention, self.batching  # precision: the plan's is effective_precision(config)
         t.kernels = "liger" if "liger" in self.kernels else "none"
-        t.tokens_per_batch = self.tokens_per_batch if self.batching == "token_budget" else t.tokens_per_batch
+        if self.batching == "token_budget" and self.tokens_per_batch:
+            rows, rest = divmod(self.tokens_per_batch, out.data.max_seq_len)
+            if t.tokens_per_batch is None and rows and not rest:  # auto's form: micro-batch rows of max_seq_len
+                t.micro_batch = rows
+            else:
+                t.tokens_per_batch = self.tokens_per_batch
         return out
 
 
