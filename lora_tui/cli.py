@@ -159,7 +159,11 @@ def _add_export_checks(p: argparse.ArgumentParser, gguf: bool) -> None:
     """Options of lora_tui.commands.export shared by export and merge (issue 11)."""
     if gguf:
         p.add_argument("--gguf", action="store_true", help="write the merged model as one GGUF file (llama.cpp, Ollama)")
-        p.add_argument("--gguf-type", choices=["f16", "q8_0", "q4_0"], default="q8_0", help="GGUF weight type")
+        p.add_argument("--gguf-type", choices=["f16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k"], default="q8_0",
+                       help='GGUF weight type (k-quants q4_k_m, q5_k_m, q6_k: pip install "lora-tui[gguf-kquant]")')
+        p.add_argument("--check-runtime", choices=["auto", "llama.cpp", "transformers"], default="auto",
+                       help='what runs the GGUF in the round-trip check; auto: llama.cpp when installed '
+                            '(pip install "lora-tui[llamacpp]"), else transformers\' GGUF loader')
     p.add_argument("--check-prompts", default=None, metavar="FILE",
                    help="round-trip check prompts: one per line, or a chat JSONL (default: the run's validation data)")
     p.add_argument("--no-check", action="store_true", help="skip loading the export back and comparing it with the adapter")

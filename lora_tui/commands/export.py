@@ -42,7 +42,7 @@ def check_export(command: str, args, artefact: Path, gguf_file: str | None = Non
         return 0
     try:
         result = verify_export(args.run, artefact, gguf_file=gguf_file, check_prompts=args.check_prompts,
-                               on_progress=_progress)
+                               runtime=getattr(args, "check_runtime", "auto"), on_progress=_progress)
     except (AdapterError, ValueError, OSError) as exc:
         print(f"lora-tui {command}: the export was written, but the round-trip check could not run: {exc}", file=sys.stderr)
         return 1
@@ -69,6 +69,11 @@ def _export(args) -> int:
     from lora_tui.commands.chat import quiet_libraries
 
     gguf_path = None
+    if args.gguf and not args.no_check and args.check_runtime == "llama.cpp":
+        from lora_tui.core.llamacpp_runtime import llamacpp_missing
+
+        if llamacpp_missing():  # before minutes of merging and writing
+            return _error("export", llamacpp_missing())
     try:
         zip_path = zip_adapter(args.run, args.out if not args.gguf else None, overwrite=args.overwrite) if args.zip else None
         if args.gguf:

@@ -1,5 +1,8 @@
 """Round-trip check of an export: load the written artefact back and compare it with the adapter on its base.
 
+A GGUF file runs in llama.cpp itself when the optional runtime is installed (``llamacpp_runtime``),
+otherwise through transformers' GGUF loader (which dequantises); the result names the runtime.
+
 Three comparisons, all on the run's own data (or the user's prompts):
 - greedy answers to a few validation prompts, the artefact answering with its own tokenizer,
   chat template and stop tokens (as a user's runtime will);
@@ -45,6 +48,7 @@ class AnswerPair:
 class RoundTrip:
     artefact: str
     kind: str  # merged | gguf
+    runtime: str = "transformers"  # what ran the artefact: transformers | llama.cpp (with its version)
     answers: list[AnswerPair] = field(default_factory=list)
     reference_loglik: float | None = None
     artefact_loglik: float | None = None
@@ -87,7 +91,7 @@ class RoundTrip:
         delta = self.delta
         how = "" if delta is None else (f" (Δ mean log-likelihood {delta:+.4f} nats/token over {self.scored_tokens} tokens, "
                                        f"same next token {self.agreement:.1%})")
-        return f"Round trip: {self.verdict}{how}; template {'same' if self.template_same else 'DIFFERENT'}; " \
+        return f"Round trip ({self.runtime}): {self.verdict}{how}; template {'same' if self.template_same else 'DIFFERENT'}; " \
                f"EOS {self.learned_eos!r} {'is a stop token' if self.eos_ok else 'is NOT a stop token'}"
 
     def table(self, width: int = 38) -> str:
@@ -95,7 +99,8 @@ class RoundTrip:
             text = " ".join(text.split())
             return text if len(text) <= width else text[:width - 1] + "…"
 
-        lines = [f"{'Prompt':<{width}} | {'Adapter on base':<{width}} | {self.kind.upper() + ' artefact':<{width}} | same",
+        label = self.kind.upper() + " artefact" + (" in llama.cpp" if self.runtime.startswith("llama.cpp") else "")
+        lines = [f"{'Prompt':<{width}} | {'Adapter on base':<{width}} | {label:<{width}} | same",
                  "-" * (width * 3 + 13)]
         for a in self.answers:
             mark = "yes" if a.same else "no"
@@ -112,7 +117,7 @@ class RoundTrip:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return {"artefact": self.artefact, "kind": self.kind, "verdict": self.verdict, "ok": self.ok, "notes": self.notes,
+        return {"artefact": self.artefact, "kind": self.kind, "runtime": self.runtime, "verdict": self.verdict, "ok": self.ok, "notes": self.notes,
                 "delta_loglik": self.delta, "reference_loglik": self.reference_loglik,
                 "artefact_loglik": self.artefact_loglik, "scored_tokens": self.scored_tokens,
                 "agreement": self.agreement, "template_same": self.template_same, "tokens_same": self.tokens_same,
@@ -137,6 +142,9 @@ def _prompt_messages(example) -> list[dict] | None:
     return messages[:last_user + 1] if last_user is not None else None
 
 
+MAX_PROMPTS_BYTES = 4 * 2**20  # each prompt is generated in turn: more than this is the wrong file
+
+
 def check_data(source, check_prompts: str | None, n_prompts: int, n_rows: int):
     """(prompts as message lists, held-out conversations) from --check-prompts or the run's validation data."""
     from lora_tui.core.config import load_config
@@ -156,10 +164,16 @@ def check_data(source, check_prompts: str | None, n_prompts: int, n_rows: int):
     if check_prompts:
         path = Path(check_prompts).expanduser()
         if path.suffix.lower() in (".txt", ""):
-            try:
-                lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-            except OSError as exc:
-                raise ValueError(f"Cannot read --check-prompts {path}: {exc.strerror}.") from None
+            from lora_tui.core.safe_read import UnsafeFile, read_bounded
+
+            try:  # a FIFO is refused before it is opened; a prompts file is small
+                raw = read_bounded(path, MAX_PROMPTS_BYTES, "a prompts file", "one prompt per line in a text file")
+                lines = [line.strip() for line in raw.decode("utf-8").splitlines() if line.strip()]
+            except UnsafeFile as exc:
+                raise ValueError(f"--check-prompts {exc}") from None
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"--check-prompts {path}: not UTF-8 text (byte {exc.start}). Fix: one prompt per "
+                                 "line in a UTF-8 text file.") from None
             prompts = [[{"role": "user", "content": line}] for line in lines]
         else:
             try:
@@ -219,9 +233,11 @@ def _stop_ids(model, tokenizer) -> list[int]:
 
 
 def verify_export(run, artefact: str | Path, *, gguf_file: str | None = None, check_prompts: str | None = None,
-                  n_prompts: int = 3, n_rows: int = 8, max_new_tokens: int = 40,
+                  n_prompts: int = 3, n_rows: int = 8, max_new_tokens: int = 40, runtime: str = "auto",
                   on_progress: Callable[[str, float], None] | None = None) -> RoundTrip:
-    """Load ``artefact`` (a merged model folder, or the folder of ``gguf_file``) and compare it with the adapter."""
+    """Load ``artefact`` (a merged model folder, or the folder of ``gguf_file``) and compare it with the adapter.
+
+    ``runtime`` (GGUF only): ``llama.cpp``, ``transformers``, or ``auto`` (llama.cpp when installed)."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -231,6 +247,7 @@ def verify_export(run, artefact: str | Path, *, gguf_file: str | None = None, ch
     from lora_tui.core.models import load_base_model
 
     report = on_progress or (lambda message, fraction: None)
+    cpp_runtime = resolve_runtime(runtime, gguf_file) == "llama.cpp"  # ValueError (one line) when it cannot run
     source = find_adapter(run, allow_checkpoint=False)
     artefact = Path(artefact)
     result = RoundTrip(str(artefact / gguf_file) if gguf_file else str(artefact), "gguf" if gguf_file else "merged")
@@ -242,16 +259,35 @@ def verify_export(run, artefact: str | Path, *, gguf_file: str | None = None, ch
     base = load_base_model(source.base_model, load_in="16bit", precision="fp32", device="cpu",
                            trust_remote_code=source.trust_remote_code, revision=source.revision)
     ref = PeftModel.from_pretrained(base, str(source.adapter_dir)).eval()
-    report("Check: loading the artefact back" + (" (transformers, gguf_file=)" if gguf_file else ""), 0.3)
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-    art_tok = AutoTokenizer.from_pretrained(artefact, **kwargs)
-    art = AutoModelForCausalLM.from_pretrained(artefact, dtype=torch.float32, **kwargs).eval()
+    art_tok = AutoTokenizer.from_pretrained(artefact, **kwargs)  # the file's template and vocabulary, as written
+    if cpp_runtime:
+        from lora_tui.core.llamacpp_runtime import LlamaCppModel, llamacpp_version
+
+        report("Check: loading the GGUF file in llama.cpp", 0.3)
+        result.runtime = f"llama.cpp, {llamacpp_version()}"
+        art = LlamaCppModel(artefact / gguf_file, n_ctx=max(2048, 512 + max_new_tokens + 64))
+    else:
+        report("Check: loading the artefact back" + (" (transformers, gguf_file=)" if gguf_file else ""), 0.3)
+        art = AutoModelForCausalLM.from_pretrained(artefact, dtype=torch.float32, **kwargs).eval()
+        if gguf_file:
+            result.notes.append("the GGUF file ran in transformers' GGUF loader (weights dequantised to float32), "
+                                f"not llama.cpp; {LLAMACPP_HINT}")
 
     formatter = training_formatter(ref_tok, source.template)
     end_id = learned_end_token(ref_tok, source.template)
     result.learned_eos = ref_tok.convert_ids_to_tokens(end_id) if end_id is not None else None
-    stops = _stop_ids(art, art_tok)
-    if gguf_file:
+    if cpp_runtime:  # what llama.cpp itself ends a completion on, among the tokens that could matter
+        from lora_tui.core.gguf_export import read_gguf_facts
+
+        facts = read_gguf_facts(artefact / gguf_file)
+        candidates = {i for i in (end_id, facts["eos_token_id"], facts["eot_token_id"], art_tok.eos_token_id)
+                      if isinstance(i, int)}
+        probe = ref_tok("Hello", add_special_tokens=False)["input_ids"] or [0]
+        stops = sorted(i for i in candidates if art.stops_on(i, probe))
+    else:
+        stops = _stop_ids(art, art_tok)
+    if gguf_file and not cpp_runtime:
         from lora_tui.core.gguf_export import read_gguf_facts
 
         facts = read_gguf_facts(artefact / gguf_file)  # what llama.cpp / Ollama will stop on
@@ -277,7 +313,15 @@ def verify_export(run, artefact: str | Path, *, gguf_file: str | None = None, ch
     ref_stops = end_of_turn_ids(ref_tok, ref)
     for messages in prompts:
         ref_text, ref_stopped, ref_ids = _greedy(ref, ref_tok, messages, ref_stops, max_new_tokens)
-        art_text, art_stopped, art_ids = _greedy(art, art_tok, messages, stops, max_new_tokens, art_template)
+        if cpp_runtime:
+            art_text, art_stopped, art_ids, n_prompt = art.greedy(messages, max_new_tokens)
+            rendered = ref_tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            n_expected = len(ref_tok(rendered, add_special_tokens=False)["input_ids"])
+            if n_prompt != n_expected:
+                result.problems.append(f"llama.cpp renders the prompt {messages[-1]['content'][:40]!r} as {n_prompt} "
+                                       f"tokens, training as {n_expected}: its chat template or tokenizer differs.")
+        else:
+            art_text, art_stopped, art_ids = _greedy(art, art_tok, messages, stops, max_new_tokens, art_template)
         result.answers.append(AnswerPair(messages[-1]["content"], ref_text, art_text, ref_stopped, art_stopped,
                                          ref_ids, art_ids))
 
@@ -293,7 +337,7 @@ def verify_export(run, artefact: str | Path, *, gguf_file: str | None = None, ch
     rows = [r for r in rows if any(label != -100 for label in r["labels"][1:])]
     if rows:
         ref_scores, n = _loglik(ref, rows)
-        art_scores, _ = _loglik(art, rows)
+        art_scores = _llamacpp_loglik(art, rows) if cpp_runtime else _loglik(art, rows)[0]
         result.scored_tokens = n
         result.reference_loglik = float(sum(p.sum() for p, _ in ref_scores)) / n
         result.artefact_loglik = float(sum(p.sum() for p, _ in art_scores)) / n
@@ -303,5 +347,37 @@ def verify_export(run, artefact: str | Path, *, gguf_file: str | None = None, ch
             result.problems.append("The artefact's log-likelihood is not finite (broken weights).")
     else:
         result.problems.append("No held-out rows with answers to score: the log-likelihood was not compared.")
+    if cpp_runtime:
+        art.close()
     report("Check done", 1.0)
     return result
+
+
+LLAMACPP_HINT = 'pip install "lora-tui[llamacpp]" runs it in llama.cpp itself'
+RUNTIMES = ("auto", "llama.cpp", "transformers")
+
+
+def resolve_runtime(runtime: str, gguf_file: str | None) -> str:
+    """The runtime a check will use: transformers for merged folders; for GGUF, llama.cpp when asked or installed."""
+    from lora_tui.core.llamacpp_runtime import llamacpp_missing
+
+    if runtime not in RUNTIMES:
+        raise ValueError(f"check runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}.")
+    if not gguf_file or runtime == "transformers":
+        return "transformers"
+    missing = llamacpp_missing()
+    if runtime == "llama.cpp" and missing:
+        raise ValueError(missing)
+    return "transformers" if missing else "llama.cpp"
+
+
+def _llamacpp_loglik(model, rows: list[dict]) -> list:
+    """As ``_loglik``, computed by llama.cpp on the same token ids."""
+    import torch
+
+    out = []
+    for row in rows:
+        positions = [t for t in range(1, len(row["input_ids"])) if row["labels"][t] != -100]
+        logps, tops = model.score(list(row["input_ids"]), positions)
+        out.append((torch.tensor(logps), torch.tensor(tops)))
+    return out

@@ -1,0 +1,99 @@
+"""A GGUF file run in llama.cpp itself, for the round-trip check: greedy answers, token log-likelihoods, stops.
+
+llama.cpp comes from ``xllamacpp`` (the optional ``llamacpp`` extra: prebuilt llama.cpp wheels),
+driven through its in-process server API, the code path ``llama-server`` users run:
+
+- greedy answers: a chat completion at temperature 0, so llama.cpp renders the file's own chat
+  template (Jinja) with its own tokenizer and stops on its own end-of-generation tokens;
+- log-likelihood: one 1-token completion per scored position, with the position's true next token
+  forced by a logit bias. llama.cpp reports that token's log-probability from the raw logits (the
+  bias acts only in the sampler), and the raw top token, which is the model's own next-token choice.
+  The prompt cache makes each step cost one token;
+- stops: a forced token that ends the completion is an end-of-generation token for llama.cpp.
+
+Must not: import xllamacpp at module top, print, or write files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+EXTRA = 'pip install "lora-tui[llamacpp]"'
+FORCE = 100.0  # logit bias that makes the forced token the greedy choice
+
+
+def llamacpp_missing() -> str | None:
+    """None when llama.cpp can run here; otherwise the one line that says how to get it."""
+    try:
+        import xllamacpp  # noqa: F401
+    except ImportError:
+        return f"the llama.cpp round-trip check needs xllamacpp (prebuilt llama.cpp). Fix: {EXTRA}"
+    return None
+
+
+def llamacpp_version() -> str:
+    import xllamacpp
+
+    return f"xllamacpp {getattr(xllamacpp, '__version__', '?')}"
+
+
+class LlamaCppModel:
+    """One GGUF file loaded in llama.cpp (CPU), one slot, quiet."""
+
+    def __init__(self, gguf_path: str | Path, n_ctx: int = 2048, threads: int | None = None):
+        import os
+
+        import xllamacpp
+
+        params = xllamacpp.CommonParams()
+        params.model.path = str(gguf_path)
+        params.n_ctx = n_ctx
+        params.n_parallel = 1
+        threads = threads or max(1, min(8, os.cpu_count() or 1))
+        params.cpuparams.n_threads = threads
+        params.cpuparams_batch.n_threads = threads
+        params.use_jinja = True  # the file's own chat template, as llama-server --jinja and Ollama use it
+        params.warmup = False
+        params.verbosity = -1
+        self.server = xllamacpp.Server(params)
+
+    def close(self) -> None:
+        self.server = None
+
+    def _complete(self, request: dict) -> dict:
+        out = self.server.handle_completions(request)
+        if not isinstance(out, dict) or "choices" not in out:
+            raise RuntimeError(f"llama.cpp did not answer: {str(out)[:200]}")
+        return out
+
+    def greedy(self, messages: list[dict], max_new_tokens: int) -> tuple[str, bool, list[int], int]:
+        """(answer text, stopped on an end-of-generation token, generated ids incl. the stop, prompt tokens)."""
+        out = self.server.handle_chat_completions({"messages": messages, "max_tokens": max_new_tokens,
+                                                   "temperature": 0.0, "logprobs": True, "top_logprobs": 1})
+        if not isinstance(out, dict) or "choices" not in out:
+            raise RuntimeError(f"llama.cpp did not answer: {str(out)[:200]}")
+        choice = out["choices"][0]
+        ids = [int(item["id"]) for item in (choice.get("logprobs") or {}).get("content") or []]
+        text = choice.get("message", {}).get("content") or ""
+        return text, choice.get("finish_reason") == "stop", ids, int(out.get("usage", {}).get("prompt_tokens", 0))
+
+    def score(self, ids: list[int], positions: list[int]) -> tuple[list[float], list[int]]:
+        """For each position t: log p(ids[t] | ids[:t]) and llama.cpp's own top token there."""
+        logps, tops = [], []
+        for t in positions:
+            out = self._complete({"prompt": ids[:t], "max_tokens": 1, "n_probs": 1, "temperature": 0.0,
+                                  "logit_bias": [[int(ids[t]), FORCE]], "cache_prompt": True})
+            item = out["choices"][0]["logprobs"]["content"][0]
+            if int(item["id"]) != int(ids[t]):
+                raise RuntimeError(f"llama.cpp did not take the forced token {ids[t]} (took {item['id']})")
+            logps.append(float(item["logprob"]))
+            tops.append(int(item["top_logprobs"][0]["id"]))
+        return logps, tops
+
+    def stops_on(self, token_id: int, prompt: list[int]) -> bool:
+        """Whether llama.cpp ends a completion on ``token_id`` (one of its end-of-generation tokens)."""
+        out = self._complete({"prompt": prompt, "max_tokens": 2, "n_probs": 1, "temperature": 0.0,
+                              "logit_bias": [[int(token_id), FORCE]], "cache_prompt": False})
+        choice = out["choices"][0]
+        produced = [int(item["id"]) for item in (choice.get("logprobs") or {}).get("content") or []]
+        return choice.get("finish_reason") == "stop" and produced == [int(token_id)]
