@@ -56,7 +56,7 @@ def base_config(model: str, data: Path, args):
     overrides = [f"model.name={model}", f"data.train={data}", f"data.max_seq_len={args.max_len}", "lora.r=16",
                  "lora.alpha=32", "lora.dropout=0.05", "lora.targets=all-linear", "training.learning_rate=1e-4",
                  f"model.load_in={'4bit' if args.quant == '4bit' else '16bit'}"]
-    return bench_config(apply_overrides(Config(), overrides), args.steps, args.batch)
+    return bench_config(apply_overrides(Config(), overrides), args.steps, args.batch or None)
 
 
 def run_arm(arm: str, config, data: Path, args, work: Path, env: dict):
@@ -65,14 +65,15 @@ def run_arm(arm: str, config, data: Path, args, work: Path, env: dict):
 
     if arm in OURS_EXTRA:
         return run_ours(apply_overrides(config.copy(), OURS_EXTRA[arm] + args.set), work, env, args.timeout, name=arm)
-    return run_plain(arm, config, data, args.steps, args.batch, work, env, args.timeout, mode=TRL_MODES[arm])
+    return run_plain(arm, config, data, args.steps, args.batch or None, work, env, args.timeout, mode=TRL_MODES[arm])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="long", help="long | sample | a JSONL path")
     parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=8, help="micro-batch of every arm; 0: each arm's own default "
+                        "(lora-tui's auto, TRL's 8)")
     parser.add_argument("--max-len", type=int, default=512)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--quant", default=None, choices=("none", "4bit"),
@@ -99,7 +100,8 @@ def main() -> None:
     arms = [a for a in (args.arms.split(",") if args.arms else [a for a in names if a != "trl_fp32"]) if a]
     flops = flops_per_token(model)
     method = "QLoRA 4-bit" if args.quant == "4bit" else "16-bit LoRA"
-    print(f"{model}: {method}, max length {args.max_len}, micro-batch {args.batch}, {args.steps} steps; "
+    batch = args.batch or "each arm's default"
+    print(f"{model}: {method}, max length {args.max_len}, micro-batch {batch}, {args.steps} steps; "
           f"4N = {flops / 1e9 if flops else float('nan'):.2f} GFLOP per trained token", flush=True)
     print(f"load before: {os.getloadavg()}", flush=True)
     results: dict = {}
