@@ -129,3 +129,19 @@ def test_token_budget_is_the_cuda_default_and_cpu_keeps_grouped():
     assert cpu.batching == "grouped" and cpu.tokens_per_batch is None and "rows per step" in cpu.batch_line()
     fixed = plan_run(apply_overrides(Config(), ["training.tokens_per_batch=3000"]), DeviceFacts.from_hardware(h200(), "cuda"), h200())
     assert fixed.tokens_per_batch == 3000 and fixed.tokens_per_step == 3000 * fixed.grad_accum
+
+
+def test_sdpa_token_budget_is_capped_flash_is_not(monkeypatch):
+    """Without FlashAttention's varlen kernel a packed micro-batch costs N^2 attention: auto stops at 8192 tokens."""
+    from lora_tui.core import engine
+    from lora_tui.core.auto_batch import SDPA_TOKEN_BUDGET_CAP
+    from lora_tui.core.run_plan import DeviceFacts, plan_run
+
+    config, hw = apply_overrides(Config(), ["data.max_seq_len=1024", "training.grad_accum=16"]), h200()
+    monkeypatch.setattr(engine, "flash_attention_available", lambda: None)
+    sdpa = plan_run(config, DeviceFacts.from_hardware(hw, "cuda"), hw)
+    assert sdpa.attention == "sdpa" and sdpa.tokens_per_batch == SDPA_TOKEN_BUDGET_CAP
+    assert sdpa.tokens_per_step == 64 * 1024 and "without FlashAttention" in sdpa.reasons["micro_batch"]
+    monkeypatch.setattr(engine, "flash_attention_available", lambda: "flash_attention_2")  # faked: needs CUDA
+    flash = plan_run(config, DeviceFacts.from_hardware(hw, "cuda"), hw)
+    assert flash.attention == "flash_attention_2" and flash.tokens_per_batch > SDPA_TOKEN_BUDGET_CAP

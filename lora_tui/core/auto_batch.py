@@ -26,6 +26,19 @@ AUTO_BASE = 4  # micro_batch=auto keeps an effective batch of AUTO_BASE x grad_a
 # Largest micro-batch auto picks. CPU: measured by benchmarks/micro_batch_sweep.py (no faster beyond);
 # GPU: beyond this a bigger effective batch, not a bigger micro-batch, is what the user wants.
 MICRO_BATCH_CAP = {"cpu": 8, "cuda": 64}
+# Largest auto token budget without FlashAttention's varlen kernel: SDPA computes (and masks) the whole
+# N x N score matrix of a packed micro-batch, so attention work grows with N^2 while the useful part grows
+# with the rows' own lengths. At 8192 tokens (TRL's packing arm on the H200: 8 x 1024 flattened, the fastest
+# arm measured, issue 17) the waste on a 1.5B shape is under half the linear layers' FLOPs; beyond it, it dominates.
+SDPA_TOKEN_BUDGET_CAP = 8192
+
+
+def _micro_cap(config, device: str, engine: dict) -> int:
+    """Most rows auto puts in one micro-batch (a token budget without FlashAttention: at most SDPA_TOKEN_BUDGET_CAP tokens)."""
+    cap = MICRO_BATCH_CAP.get(device, 8)
+    if engine.get("batching") == "token_budget" and not str(engine.get("attention", "")).startswith("flash"):
+        cap = min(cap, max(1, SDPA_TOKEN_BUDGET_CAP // config.data.max_seq_len))
+    return cap
 
 
 @dataclass
@@ -132,7 +145,7 @@ def _choose_batch(config, hardware, device, world_size, longest, engine) -> Batc
                                       f"{'over' if on else 'within'} {where}"})
 
     total = effective_batch(config)
-    candidates = _divisors_down(total, MICRO_BATCH_CAP.get(device, 8))
+    candidates = _divisors_down(total, _micro_cap(config, device, engine))
 
     def choice(micro: int, checkpointing: bool, why_micro: str, why_ckpt: str) -> BatchChoice:
         return BatchChoice(micro, total // micro, checkpointing, {"micro_batch": why_micro, "gradient_checkpointing": why_ckpt})
@@ -152,7 +165,10 @@ def _choose_batch(config, hardware, device, world_size, longest, engine) -> Batc
                 if bigger is not None:
                     why = f"{micro} rows need {gib:.1f} GiB; {bigger} would need {need(bigger, checkpointing) / GiB:.1f}, over {where}"
                 elif micro < total:
-                    why = f"{micro} rows need {gib:.1f} GiB, within {where}; {micro} is the most auto puts in one pass on {device.upper()}"
+                    cap = _micro_cap(config, device, engine)
+                    why = (f"{micro} rows need {gib:.1f} GiB, within {where}; "
+                           + (f"{micro * config.data.max_seq_len} tokens is the most auto packs without FlashAttention"
+                              if cap < MICRO_BATCH_CAP.get(device, 8) else f"{micro} is the most auto puts in one pass on {device.upper()}"))
                 else:
                     why = f"the whole batch in one pass: {gib:.1f} GiB, within {where}"
                 if wanted_ckpt is not None:
@@ -189,7 +205,7 @@ def batch_candidates(config, hardware=None, device: str | None = None, world_siz
     budget = CHECKPOINT_SHARE.get(device, 0.8) * available
     fixed = t.micro_batch is not None or (engine.get("batching") == "token_budget" and t.tokens_per_batch)
     total = effective_batch(config)
-    micros = [t.micro_batch or 1] if fixed else _divisors_down(total, MICRO_BATCH_CAP.get(device, 8))
+    micros = [t.micro_batch or 1] if fixed else _divisors_down(total, _micro_cap(config, device, engine))
     out = []
     for micro in micros:
         for checkpointing in ([bool(t.gradient_checkpointing)] if t.gradient_checkpointing is not None else [False, True]):
