@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from lora_tui.core.embedded import EMBEDDED_MODEL
+from lora_tui.core.safe_read import UnsafeFile, clip, read_yaml
 
 TARGET_CHOICES = ("qv", "attention", "all-linear")
 LOAD_CHOICES = ("16bit", "8bit", "4bit")
@@ -147,7 +148,7 @@ class ConfigError(ValueError):
 def section_fields(section: str) -> dict[str, dataclasses.Field]:
     cls = {f.name: f.type for f in fields(Config)}
     if section not in cls:
-        raise ConfigError(f"Unknown config section '{section}'. Sections: {', '.join(SECTION_HELP)}.")
+        raise ConfigError(f"Unknown config section '{clip(section)}'. Sections: {', '.join(SECTION_HELP)}.")
     return {f.name: f for f in fields(getattr(Config(), section))}
 
 
@@ -164,7 +165,7 @@ def check_value(section: str, key: str, value: Any) -> Any:
     check its rules, and return it. Raises ConfigError with a plain reason."""
     all_fields = section_fields(section)
     if key not in all_fields:
-        raise ConfigError(f"Unknown key '{section}.{key}'. Keys in '{section}': {', '.join(all_fields)}.")
+        raise ConfigError(f"Unknown key '{clip(f'{section}.{key}')}'. Keys in '{section}': {', '.join(all_fields)}.")
     if (section, key) == ("training", "report_to"):  # a name or a list of names (lora_tui.core.tracking)
         from lora_tui.core.tracking import normalise_report_to
 
@@ -186,12 +187,12 @@ def check_value(section: str, key: str, value: Any) -> Any:
             except ValueError:
                 what = "a whole number" if kind.startswith("int") else "a number"
                 what += " or auto" if f.metadata.get("auto") else ""
-                raise ConfigError(f"{where} must be {what}, not '{value}'.") from None
+                raise ConfigError(f"{where} must be {what}, not '{clip(value)}'.") from None
         elif not kind.startswith("str"):
             try:
                 value = yaml.safe_load(text) if text else None
             except yaml.YAMLError:
-                raise ConfigError(f"{where}: '{value}' is not a valid value.") from None
+                raise ConfigError(f"{where}: '{clip(value)}' is not a valid value.") from None
         else:
             value = text
     if value is None:
@@ -199,23 +200,23 @@ def check_value(section: str, key: str, value: Any) -> Any:
             return None
         raise ConfigError(f"{where} needs a value ({kind}).")
     if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{where} must be a finite number, not '{value}'.")
+        raise ConfigError(f"{where} must be a finite number, not '{clip(value)}'.")
     if kind.startswith("bool"):
         if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, not '{value}'.")
+            raise ConfigError(f"{where} must be true or false, not '{clip(value)}'.")
     elif kind.startswith("int"):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-            raise ConfigError(f"{where} must be a whole number, not '{value}'.")
+            raise ConfigError(f"{where} must be a whole number, not '{clip(value)}'.")
         value = int(value)
     elif kind.startswith("float"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} must be a number, not '{value}'.")
+            raise ConfigError(f"{where} must be a number, not '{clip(value)}'.")
         value = float(value)
     elif kind.startswith("str"):
         value = str(value)
     rules = f.metadata
     if "choices" in rules and value not in rules["choices"]:
-        raise ConfigError(f"{where} must be one of {', '.join(rules['choices'])}, not '{value}'.")
+        raise ConfigError(f"{where} must be one of {', '.join(rules['choices'])}, not '{clip(value)}'.")
     if "min" in rules and value < rules["min"]:
         raise ConfigError(f"{where} must be at least {rules['min']}, not {value}.")
     if "max" in rules and value > rules["max"]:
@@ -238,7 +239,7 @@ def check_value(section: str, key: str, value: Any) -> Any:
 
 def set_value(config: Config, dotted: str, value: Any) -> None:
     if "." not in dotted:
-        raise ConfigError(f"'{dotted}' is not section.key (e.g. training.max_steps=20).")
+        raise ConfigError(f"'{clip(dotted)}' is not section.key (e.g. training.max_steps=20).")
     section, key = dotted.split(".", 1)
     value = check_value(section, key, value)  # first: an unknown section is a ConfigError, not an AttributeError
     setattr(getattr(config, section), key, value)
@@ -248,7 +249,7 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
     """Apply ``section.key=value`` strings in order."""
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"Override '{item}' is not section.key=value (e.g. lora.r=32).")
+            raise ConfigError(f"Override '{clip(item)}' is not section.key=value (e.g. lora.r=32).")
         dotted, value = item.split("=", 1)
         set_value(config, dotted.strip(), value)
     return config
@@ -268,11 +269,11 @@ def config_from_dict(data: dict | None, source: str = "config", base: Config | N
     config = base.copy() if base is not None else Config()
     for section, values in (data or {}).items():
         if section not in SECTION_HELP:
-            raise ConfigError(f"{source}: unknown section '{section}'. Sections: {', '.join(SECTION_HELP)}.")
+            raise ConfigError(f"{source}: unknown section '{clip(section)}'. Sections: {', '.join(SECTION_HELP)}.")
         if values is None:
             continue
         if not isinstance(values, dict):
-            raise ConfigError(f"{source}: section '{section}' must be a mapping of keys to values.")
+            raise ConfigError(f"{source}: section '{clip(section)}' must be a mapping of keys to values.")
         for key, value in values.items():
             try:
                 setattr(getattr(config, section), key, check_value(section, key, value))
@@ -281,18 +282,17 @@ def config_from_dict(data: dict | None, source: str = "config", base: Config | N
     return config
 
 
+MAX_CONFIG_BYTES = 4 * 2**20  # a config is a few KB; anything bigger is the wrong file (or /dev/zero)
+
+
 def load_config(path: str | Path, base: Config | None = None) -> Config:
+    """Read a config file: special files refused before opening, at most MAX_CONFIG_BYTES read,
+    YAML aliases refused (see ``safe_read.load_yaml``); every fault is one ConfigError line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"Cannot read config {path}: {exc.strerror}.") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)}).") from None
+        data = read_yaml(path, MAX_CONFIG_BYTES, "a config file", "point at your config YAML file")
+    except UnsafeFile as exc:
+        raise ConfigError(str(exc)) from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: a config is a mapping of sections (model, data, lora, training, output).")
     return config_from_dict(data, source=str(path), base=base)

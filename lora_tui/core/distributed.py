@@ -312,11 +312,14 @@ def started_fields() -> dict:
 
 def saved_nodes(run_path) -> Nodes:
     """The node layout a run was started with (its accelerate config), so --resume keeps it."""
-    import yaml
+    from lora_tui.core.config import MAX_CONFIG_BYTES
+    from lora_tui.core.safe_read import UnsafeFile, read_yaml
 
-    try:
-        saved = yaml.safe_load((Path(run_path) / ACCELERATE_CONFIG).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
+    try:  # bounded, and a FIFO put there is refused, not waited on
+        saved = read_yaml(Path(run_path) / ACCELERATE_CONFIG, MAX_CONFIG_BYTES) or {}
+    except UnsafeFile:
+        return Nodes()
+    if not isinstance(saved, dict):
         return Nodes()
     count = int(saved.get("num_machines") or 1)
     if count <= 1:

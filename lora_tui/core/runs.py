@@ -182,7 +182,7 @@ class RunDirectory:
         """Complete event lines from byte ``offset``; returns them and the next offset.
         A half-written last line is left for the next read."""
         try:
-            with open(self.events_path, "rb") as fh:
+            with _open_run_file(self.events_path) as fh:
                 fh.seek(offset)
                 data = fh.read(EVENTS_READ_BYTES)  # bounded: a garbage file is read a slice at a time
                 more = len(data) == EVENTS_READ_BYTES
@@ -223,7 +223,7 @@ class RunDirectory:
     def read_status(self) -> dict:
         """status.json as a dict; {} when missing, unreadable, garbage or absurdly big."""
         try:
-            with open(self.status_path, "rb") as fh:
+            with _open_run_file(self.status_path) as fh:
                 status = json.loads(fh.read(STATUS_READ_BYTES))
         except (OSError, ValueError, RecursionError):
             return {}
@@ -250,7 +250,7 @@ class RunDirectory:
         start (else "running": the lock check in ``state`` makes a trainer-less one "dead"), the last step.
         {} when there are no events. Reads at most EVENTS_TAIL_BYTES."""
         try:
-            with open(self.events_path, "rb") as fh:
+            with _open_run_file(self.events_path) as fh:
                 size = fh.seek(0, os.SEEK_END)
                 fh.seek(max(0, size - EVENTS_TAIL_BYTES))
                 data = fh.read(EVENTS_TAIL_BYTES)
@@ -357,9 +357,10 @@ class RunDirectory:
         status = self.read_status() or self.status_from_events()  # garbage status.json: the events say it
         model = None
         try:
-            import yaml
+            from lora_tui.core.config import MAX_CONFIG_BYTES
+            from lora_tui.core.safe_read import read_yaml
 
-            model = (yaml.safe_load(self.config_path.read_text()) or {}).get("model", {}).get("name")
+            model = (read_yaml(self.config_path, MAX_CONFIG_BYTES) or {}).get("model", {}).get("name")
         except Exception:
             pass
         return RunSummary(self.name, self.path, self.state(), status.get("step"), status.get("max_steps"),
@@ -378,6 +379,16 @@ EVENTS_READ_BYTES = 8 * 2**20
 EVENTS_TAIL_BYTES = 2**20  # a run's end and last step are within its last events
 STATUS_READ_BYTES = 2**20
 LOCK_FD_ENV = "LORA_TUI_LOCK_FD"
+
+
+def _open_run_file(path: Path):
+    """open(path, "rb") that never blocks: a FIFO or device in a run folder reads as a missing file."""
+    from lora_tui.core.safe_read import UnsafeFile, open_regular
+
+    try:
+        return open_regular(path)
+    except UnsafeFile as exc:
+        raise FileNotFoundError(errno.ENOENT, str(exc)) from None
 
 
 def _ends_torn(path: Path) -> bool:

@@ -14,9 +14,10 @@ from __future__ import annotations
 import io
 import os
 import re
-import stat
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
+
+from lora_tui.core import safe_read
 
 from .records import DataError, Example, Finding
 
@@ -27,38 +28,23 @@ MAX_DEPTH = 32  # nesting of lists/objects inside one row (a conversation needs 
 MAX_FINDINGS = 100_000  # findings kept per report; the rest are counted
 CHARS_PER_TOKEN_BOUND = 256  # no vocabulary token is longer: clipping text here keeps the first N tokens exact
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_KIND = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
-         stat.S_IFBLK: "a block device"}
+DATA_FIX = "copy the data into a regular file (e.g. `cat SOURCE > data.jsonl`) and use that"
 
 
 def check_regular(path: str | os.PathLike) -> None:
     """Raise DataError unless `path` is a regular file or a folder. Never opens it (a FIFO would block)."""
-    p = Path(path).expanduser()
     try:
-        mode = os.stat(p).st_mode
-    except FileNotFoundError:
-        raise DataError(f"{p}: no such file or folder. Fix: check the path.") from None
-    except OSError as exc:
-        raise DataError(f"{p}: cannot be read ({exc.strerror or exc}). Fix: check its permissions.") from None
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        kind = _KIND.get(stat.S_IFMT(mode), "not a regular file")
-        raise DataError(f"{p}: is {kind}, not a dataset file; reading it could block or never end. "
-                        "Fix: copy the data into a regular file (e.g. `cat SOURCE > data.jsonl`) and use that.")
+        safe_read.check_regular(path, "a dataset file", DATA_FIX, folders=True)
+    except safe_read.UnsafeFile as exc:
+        raise DataError(str(exc)) from None
 
 
 def open_regular(p: Path) -> BinaryIO:
     """Open a regular file for reading without ever blocking; DataError for anything else."""
-    check_regular(p)
-    try:  # O_NONBLOCK: if the path was swapped for a FIFO since the check, open() still returns at once
-        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise DataError(f"{p}: cannot be read ({exc.strerror or exc}). Fix: check the file's permissions.") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        check_regular(p)  # raises with the kind
-        raise DataError(f"{p}: not a regular file. Fix: copy the data into a regular file.")
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb", buffering=1 << 20)
+    try:
+        return safe_read.open_regular(p, "a dataset file", DATA_FIX)
+    except safe_read.UnsafeFile as exc:
+        raise DataError(str(exc)) from None
 
 
 def sniff_encoding(head: bytes) -> tuple[str, int]:

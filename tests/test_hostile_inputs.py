@@ -1,0 +1,162 @@
+"""Hostile inputs (issue 16 items 2, 3, 6 and the data-side items of 8): every file the CLI reads is
+bounded in size and time and refuses special files before opening them; bad data is refused by
+`train` before a run directory exists; findings name the right row and the right fix."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lora_tui.core.config import ConfigError, load_config
+
+MEMORY_CAP = 2 * 2**30  # a subprocess under this address-space cap fails (MemoryError) instead of eating the machine
+
+
+def _cli(*args, timeout=60, cwd=None):
+    """`lora-tui ARGS` in a subprocess with its address space capped: an unbounded read fails, not the host."""
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
+
+    return subprocess.run([sys.executable, "-m", "lora_tui", *args], capture_output=True, text=True,
+                          timeout=timeout, preexec_fn=cap, cwd=cwd)
+
+
+def _one_line(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    return lines[0]
+
+
+def alias_bomb() -> str:
+    """Billion laughs in one value: 9 levels of 9 aliases (~400 bytes), 9**9 strings when expanded."""
+    levels = ["&a [lol,lol,lol,lol,lol,lol,lol,lol,lol]"]
+    names = "abcdefghi"
+    for prev, name in zip(names, names[1:]):
+        levels.append(f"&{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    return "model:\n  name: [" + ", ".join(levels) + "]\n"
+
+
+# --- item 2: config files -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_config_that_is_a_fifo_or_device_is_refused_before_reading(tmp_path, kind):
+    path = tmp_path / "cfg.yaml"
+    if kind == "fifo":
+        os.mkfifo(path)  # before the fix: open() blocked forever (the timeout fails the test)
+    else:
+        path = Path("/dev/zero")  # before the fix: read until MemoryError
+    for command in (["train", str(path), "--print-config"], ["estimate", str(path)]):
+        result = _cli(*command)
+        line = _one_line(result)
+        assert result.returncode == 2 and ("FIFO" in line if kind == "fifo" else "character device" in line), line
+        assert "Fix:" in line
+
+
+def test_config_over_the_size_limit_is_refused_with_the_limit(tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_bytes(b"# padding\n" * (500 * 1024))  # 5 MiB of comments: valid YAML, far over any real config
+    with pytest.raises(ConfigError, match="4 MiB"):
+        load_config(path)
+
+
+def test_yaml_alias_bomb_is_refused_without_expanding(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(alias_bomb())
+    assert path.stat().st_size < 600
+    result = _cli("train", str(path), "--print-config")
+    line = _one_line(result)  # before the fix: the expanded value went into the message (GBs on stderr)
+    assert result.returncode == 2 and "alias" in line and len(result.stderr) < 600, line
+
+
+def test_a_huge_value_is_cut_in_the_message(tmp_path):
+    path = tmp_path / "long.yaml"
+    path.write_text("training:\n  max_steps: " + "9x" * 50_000 + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "training.max_steps" in str(info.value) and len(str(info.value)) < 300
+
+
+def test_binary_garbage_as_config_is_one_line(tmp_path):
+    path = tmp_path / "garbage.yaml"
+    path.write_bytes(bytes(range(256)) * 40)
+    result = _cli("train", str(path), "--print-config")
+    line = _one_line(result)  # before the fix: a UnicodeDecodeError traceback, exit 1
+    assert result.returncode == 2 and str(path) in line
+
+
+def test_deeply_nested_yaml_is_one_line(tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text("model:\n  name: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(ConfigError, match="nested"):
+        load_config(path)
+
+
+def _returns_within(fn, seconds: float = 20.0, unblock: Path | None = None):
+    """fn()'s result, or a test failure when it has not returned in `seconds` (a FIFO open() blocks
+    forever): the blocked thread is then freed by opening `unblock` for writing."""
+    import threading
+
+    out = {}
+    thread = threading.Thread(target=lambda: out.update(value=_catch(fn)), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        if unblock is not None:
+            os.close(os.open(unblock, os.O_WRONLY | os.O_NONBLOCK))  # a reader is blocked: this frees it
+        pytest.fail(f"still blocked after {seconds} s")
+    return out["value"]
+
+
+def _catch(fn):
+    try:
+        return fn()
+    except Exception as exc:  # returned, to be checked by the test
+        return exc
+
+
+def test_check_prompts_fifo_and_oversize_are_refused(tmp_path):
+    from types import SimpleNamespace
+
+    from lora_tui.core.export_check import check_data
+
+    source = SimpleNamespace(run=None)
+    fifo = tmp_path / "prompts.txt"
+    os.mkfifo(fifo)
+    result = _returns_within(lambda: check_data(source, str(fifo), 3, 3), unblock=fifo)
+    assert isinstance(result, ValueError) and "FIFO" in str(result) and "Fix:" in str(result)
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"a prompt\n" * (600 * 1024))  # 5.3 MiB
+    result = _catch(lambda: check_data(source, str(big), 3, 3))
+    assert isinstance(result, ValueError) and "MiB limit" in str(result)
+    garbage = tmp_path / "garbage.txt"
+    garbage.write_bytes(bytes(range(256)) * 4)
+    result = _catch(lambda: check_data(source, str(garbage), 3, 3))
+    assert isinstance(result, ValueError) and "UTF-8" in str(result)
+
+
+@pytest.mark.parametrize("name", ["status.json", "events.jsonl", "config.yaml"])
+def test_run_files_that_are_fifos_never_block_a_reader(tmp_path, name):
+    from lora_tui.core.runs import RunDirectory
+
+    run = RunDirectory(tmp_path / "run")
+    run.path.mkdir()
+    if name != "config.yaml":
+        (run.path / "config.yaml").write_text("model:\n  name: embedded\n")
+    os.mkfifo(run.path / name)
+    summary = _returns_within(run.summary, unblock=run.path / name)  # reads status, events and config
+    assert not isinstance(summary, Exception), summary
+    assert _returns_within(run.read_status, unblock=run.path / name) == {} or name != "status.json"
+    assert _returns_within(run.read_events, unblock=run.path / name) == [] or name != "events.jsonl"
+
+
+def test_accelerate_config_fifo_does_not_block_resume_planning(tmp_path):
+    from lora_tui.core.distributed import ACCELERATE_CONFIG, Nodes, saved_nodes
+
+    os.mkfifo(tmp_path / ACCELERATE_CONFIG)
+    assert _returns_within(lambda: saved_nodes(tmp_path), unblock=tmp_path / ACCELERATE_CONFIG) == Nodes()
