@@ -160,3 +160,48 @@ def test_accelerate_config_fifo_does_not_block_resume_planning(tmp_path):
 
     os.mkfifo(tmp_path / ACCELERATE_CONFIG)
     assert _returns_within(lambda: saved_nodes(tmp_path), unblock=tmp_path / ACCELERATE_CONFIG) == Nodes()
+
+
+# --- item 3: a block of NUL bytes ----------------------------------------------------------------------------
+
+def _rows(n: int) -> bytes:
+    return "".join(json.dumps({"instruction": f"question {i}", "output": f"answer {i}"}) + "\n"
+                   for i in range(n)).encode()
+
+
+def test_a_nul_block_at_the_head_is_not_utf16_and_keeps_the_rows(tmp_path):
+    from lora_tui.core.data import load_examples, validate_dataset
+    from lora_tui.core.data.bounds import sniff_encoding
+
+    path = tmp_path / "zeroed.jsonl"
+    path.write_bytes(b"\x00" * 2048 + _rows(303))
+    assert sniff_encoding(path.read_bytes()[:65536]) == ("utf-8", 0)  # before the fix: utf-16-be
+    loaded = load_examples(path)
+    assert loaded.rows == 303 and len(loaded.examples) == 303  # before the fix: 1 read, 0 valid
+    assert [(f.line, f.severity, f.code) for f in loaded.findings] == [(1, "warning", "nul_bytes")]
+    report = validate_dataset(path)
+    assert report.valid_rows == 303 and not any("iconv" in (f.fix or "") for f in report.findings)
+    assert "2048 NUL" in report.findings[0].message
+
+
+def test_a_nul_block_inside_a_row_is_a_finding_on_that_line(tmp_path):
+    from lora_tui.core.data import load_examples
+
+    rows = _rows(10).split(b"\n")
+    rows[4] = rows[4][:20] + b"\x00" * 3000 + rows[4][20:]  # a zeroed block in the middle of line 5
+    path = tmp_path / "holed.jsonl"
+    path.write_bytes(b"\n".join(rows))
+    loaded = load_examples(path)
+    assert len(loaded.examples) == 9 and [(f.line, f.code) for f in loaded.findings] == [(5, "nul_bytes")]
+    assert loaded.findings[0].severity == "error" and "iconv" not in loaded.findings[0].fix
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_bom_is_still_recognised(tmp_path, encoding):
+    from lora_tui.core.data import load_examples
+
+    path = tmp_path / "u16.jsonl"
+    path.write_bytes(_rows(5).decode().encode(encoding))
+    loaded = load_examples(path)
+    assert len(loaded.examples) == 5 and [f.code for f in loaded.findings] == ["utf16_no_bom"]
+    assert f"iconv -f {encoding}" in loaded.findings[0].fix

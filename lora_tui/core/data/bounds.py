@@ -48,18 +48,32 @@ def open_regular(p: Path) -> BinaryIO:
 
 
 def sniff_encoding(head: bytes) -> tuple[str, int]:
-    """(encoding, BOM length) from a file's first bytes: utf-8, or utf-16 with or without a BOM."""
+    """(encoding, BOM length) from a file's first bytes: utf-8, or utf-16 with or without a BOM.
+
+    Without a BOM, UTF-16 is recognised by its pattern, not by a count of NULs: ASCII as UTF-16 has a
+    NUL in the same position of nearly every byte pair and a character in the other. A block of NULs
+    (what a crash or a full disk often leaves) has both bytes NUL and says nothing: it is skipped.
+    """
     if head.startswith(b"\xef\xbb\xbf"):
         return "utf-8", 3
     if head.startswith(b"\xff\xfe"):
         return "utf-16-le", 2
     if head.startswith(b"\xfe\xff"):
         return "utf-16-be", 2
-    sample = head[:4096]
-    if len(sample) >= 4 and sample.count(0) * 3 > len(sample):  # ASCII as UTF-16: every other byte is NUL
-        odd = sample[1::2].count(0)
-        even = sample[0::2].count(0)
-        return ("utf-16-le" if odd > even else "utf-16-be"), 0
+    start = len(head) - len(head.lstrip(b"\x00"))
+    sample = head[start - start % 2:][:4096]  # from the first pair that is not two NULs: pairs stay aligned
+    le = be = other = 0
+    for first, second in zip(sample[0::2], sample[1::2]):
+        if not second and first:
+            le += 1
+        elif not first and second:
+            be += 1
+        elif first or second:
+            other += 1  # a block of NULs inside the sample (both zero) counts for nothing
+    pairs = le + be + other
+    for count, rival, name in ((le, be, "utf-16-le"), (be, le, "utf-16-be")):
+        if pairs >= 2 and count * 3 > pairs and rival * 10 <= count:
+            return name, 0
     return "utf-8", 0
 
 

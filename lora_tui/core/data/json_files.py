@@ -36,8 +36,15 @@ def iter_jsonl(fh: BinaryIO, encoding: str, bom: int, result: ReadResult) -> Ite
             except UnicodeDecodeError as exc:
                 yield undecodable(line, exc.start, number)
                 continue
+        body = line.rstrip("\r\n")  # without the newline, so a cut line's column is where it ends
+        if "\x00" in body:  # a zeroed block: NULs around a row are dropped (with a note), inside one they spoil it
+            nuls, body = body.count("\x00"), body.strip("\x00")
+            if "\x00" in body or not body.strip():
+                yield nul_block(number, nuls, spoiled=True)
+                continue
+            yield nul_block(number, nuls, spoiled=False)
         try:
-            value = loads(line.rstrip("\r\n"))  # without the newline, so a cut line's column is where it ends
+            value = loads(body)
         except json.JSONDecodeError as exc:
             yield malformed(number, exc)
             continue
@@ -53,6 +60,16 @@ def iter_jsonl(fh: BinaryIO, encoding: str, bom: int, result: ReadResult) -> Ite
             continue
         yield RawRow(number, value)
     fh.close()
+
+
+def nul_block(line: int, count: int, spoiled: bool) -> Finding:
+    """A run of NUL bytes on a line: what a crash or a full disk leaves where a block was never written."""
+    what = f"line holds {count} NUL bytes (a zeroed block, as a crash or a full disk leaves)"
+    if spoiled:
+        return Finding(line, "error", f"{what} inside or instead of the row: row skipped",
+                       "restore this row from a backup or delete the line; the other rows are read", "nul_bytes")
+    return Finding(line, "warning", f"{what} before or after the row: they were ignored and the row read",
+                   "remove them: `tr -d '\\000' < IN > OUT`", "nul_bytes")
 
 
 def read_jsonl(p: Path, raw: bytes) -> ReadResult:
