@@ -396,8 +396,29 @@ def test_printed_hints_are_shell_quoted_for_paths_with_spaces(tmp_path, data):
     for hint in hints:
         assert shlex.split(hint)[-1] == str(run_dir), hint
     run = RunDirectory(run_dir)
-    run.write_status("running", pid=0)  # a trainer that died without a word: attach and stop advise --resume
+    _until(lambda: run.state() == "failed" and not run.is_locked(), run, 120)  # the trainer (no such model) ended
+    run.write_status("running", pid=0)  # as if it died without a word: attach and stop advise --resume
     for args in (["stop", run_dir], ["attach", run_dir, "--no-follow"]):
         out = _cli(*args).stdout
         command = out.split("lora-tui train --resume ", 1)[1].split("`")[0].strip()
         assert shlex.split(command) == [str(run_dir)], out
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_history_is_printed_once_after_ctrl_c_or_sigterm(tiny_model_dir, tiny_train_file, tmp_path, sig):
+    import signal
+
+    run_dir = tmp_path / "fg"
+    proc = subprocess.Popen([sys.executable, "-m", "lora_tui", "train", f"model.name={tiny_model_dir}",
+                             f"data.train={tiny_train_file}", "data.validation=", "data.max_seq_len=64",
+                             "training.max_steps=400", "training.save_steps=0", "training.eval_steps=0",
+                             "--run-dir", str(run_dir)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    run = RunDirectory(run_dir)
+    _until(lambda: sum(e["type"] == "step" for e in run.read_events()) >= 2, run)
+    proc.send_signal(getattr(signal, sig))
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0 and run.state() == "stopped", out
+    assert out.count("started: LoRA") == 1, out  # the history is not printed again after the signal
+    assert out.count("step 1/400") == 1, out
+    assert "stopped at step" in out

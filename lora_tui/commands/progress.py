@@ -6,7 +6,7 @@ import sys
 import time
 
 from lora_tui.core.run_history import RunHistory
-from lora_tui.core.runs import STATES_DONE, RunDirectory
+from lora_tui.core.runs import STATES_DONE, RunDirectory, quoted
 from lora_tui.core.units import human_duration
 
 
@@ -87,7 +87,7 @@ def follow(run: RunDirectory, live: bool = True, out=sys.stdout) -> str:
                 out.write("\n")
             why = ("its status.json cannot be read" if not run.status_readable() else f"its state is '{state}'")
             out.write(f"No trainer is running for {run.path} ({why}), so there is nothing to follow. "
-                      f"Fix: `lora-tui train --resume {run.path}` continues it from its last complete checkpoint.\n")
+                      f"Fix: `lora-tui train --resume {quoted(run.path)}` continues it from its last complete checkpoint.\n")
             return state
         if not live or (not events and (state in STATES_DONE or state == "dead")):
             if pending_step:
@@ -95,7 +95,7 @@ def follow(run: RunDirectory, live: bool = True, out=sys.stdout) -> str:
             if state == "dead":
                 why = "" if run.status_readable() else "; its status.json cannot be read and its events never end"
                 out.write(f"The trainer is no longer running (killed?{why}). Continue with: "
-                          f"lora-tui train --resume {run.path}\n")
+                          f"lora-tui train --resume {quoted(run.path)}\n")
             return state
         if not events:
             if state == "starting" and time.monotonic() - waited > 5:

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from lora_tui.commands.progress import follow
 from lora_tui.core.paths import runs_dir
-from lora_tui.core.runs import RunDirectory, RunError, list_runs
+from lora_tui.core.runs import RunDirectory, RunError, list_runs, quoted
 
 
 def _list(args) -> int:
@@ -43,7 +43,7 @@ def run(args) -> int:
         try:
             state = follow(run_dir, live=not args.no_follow)
         except KeyboardInterrupt:
-            print(f"\nDetached; the run goes on. Stop it with `lora-tui stop {run_dir.path}`.")
+            print(f"\nDetached; the run goes on. Stop it with `lora-tui stop {quoted(run_dir.path)}`.")
             return 0
         return 0 if state in ("finished", "stopped", "running", "starting", "stopping") else 1
     state = run_dir.state()
@@ -51,7 +51,7 @@ def run(args) -> int:
         print(f"{run_dir.path} is already {state}.")
         return 0
     if state == "dead":
-        print(f"No trainer is running in {run_dir.path} (it was killed). Resume with `lora-tui train --resume {run_dir.path}`.")
+        print(f"No trainer is running in {run_dir.path} (it was killed). Resume with `lora-tui train --resume {quoted(run_dir.path)}`.")
         return 0
     print(f"Asking the trainer in {run_dir.path} to stop (checkpoint + adapter)...")
     # After --wait seconds (the grace period, 120 s by default) a trainer still running is killed (SIGKILL).

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lora_tui.commands.progress import follow
 from lora_tui.core.config import Config, ConfigError, apply_overrides, apply_preset, config_to_yaml, load_config
-from lora_tui.core.runs import RunError
+from lora_tui.core.runs import RunError, quoted
 
 
 def is_override(word: str) -> bool:
@@ -53,7 +53,7 @@ def _ask_on_interrupt(run) -> str:
             print("Stopping: saving a checkpoint and the adapter...")
             return "stop"
         if answer.startswith("d") or not answer:
-            print(f"Detached. Follow with `lora-tui attach {run.path}`, stop with `lora-tui stop {run.path}`.")
+            print(f"Detached. Follow with `lora-tui attach {quoted(run.path)}`, stop with `lora-tui stop {quoted(run.path)}`.")
             return "detach"
         if answer.startswith("c"):
             return "continue"
@@ -94,7 +94,7 @@ def run(args) -> int:
     if args.detach:
         wait_until_started(run_dir)
         print(f"Trainer started in the background (pid {run_dir.read_status().get('pid')}).\n"
-              f"  follow: lora-tui attach {run_dir.path}\n  stop:   lora-tui stop {run_dir.path}")
+              f"  follow: lora-tui attach {quoted(run_dir.path)}\n  stop:   lora-tui stop {quoted(run_dir.path)}")
         return 0
     return _follow_in_foreground(run_dir)
 
@@ -130,7 +130,7 @@ def _follow_in_foreground(run_dir) -> int:
             terms += 1
             if terms > 1:
                 print(f"\nSIGTERM again: leaving now; the trainer finishes stopping by itself "
-                      f"(`lora-tui attach {run_dir.path}`).", file=sys.stderr, flush=True)
+                      f"(`lora-tui attach {quoted(run_dir.path)}`).", file=sys.stderr, flush=True)
                 return 143
             stop_run(run_dir)
             print(f"\nSIGTERM: stopping the run gracefully (checkpoint + adapter), as Ctrl-C does without a "

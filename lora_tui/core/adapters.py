@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from lora_tui.core.runs import STATES_DONE, RunDirectory, RunError
+from lora_tui.core.runs import STATES_DONE, RunDirectory, RunError, quoted
 
 
 class AdapterError(RuntimeError):
@@ -66,7 +66,7 @@ def _missing_final_adapter(run_dir: RunDirectory) -> str:
     what += " (deleted?)" if state == "finished" else " (the run ended before saving it)"
     checkpoint = next((c for c in reversed(run_dir.complete_checkpoints()) if _is_adapter_dir(c)), None)
     fix = (f"use its last checkpoint explicitly ({checkpoint})" if checkpoint is not None
-           else f"train again (`lora-tui train {run_dir.config_path} --run-dir NEW_DIR`)")
+           else f"train again (`lora-tui train {quoted(run_dir.config_path)} --run-dir NEW_DIR`)")
     return f"Run {run_dir.path} has no adapter yet to use (state: {state}): its adapter folder {where} {what}. Fix: {fix}."
 
 
@@ -112,7 +112,7 @@ def find_adapter(run: str | Path, *, require_adapter: bool = True, allow_checkpo
                 where = f", step {status['step']}/{status.get('max_steps')}" if status.get("step") else ""
                 wait = "its first checkpoint or its end" if allow_checkpoint else "the run to finish, or stop it"
                 raise AdapterError(f"Run {run_dir.path} has no adapter yet (state: {run_dir.state()}{where}). Fix: wait for "
-                                f"{wait} (`lora-tui attach {run_dir.path}`)"
+                                f"{wait} (`lora-tui attach {quoted(run_dir.path)}`)"
                                 + (", or chat with the base model alone (--no-adapter)." if allow_checkpoint else "."))
     try:
         config = load_config(run_dir.config_path)

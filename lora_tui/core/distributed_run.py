@@ -22,7 +22,7 @@ import threading
 import time
 
 from lora_tui.core import distributed as dist_plan
-from lora_tui.core.runs import STATES_DONE, RunDirectory, pid_alive
+from lora_tui.core.runs import STATES_DONE, RunDirectory, pid_alive, quoted
 
 
 def supervise(run: RunDirectory, plan: "dist_plan.DevicePlan", config, resume: bool) -> str:
@@ -85,8 +85,8 @@ def settle(run: RunDirectory, code: int, plan, log_start: int = 0) -> str:
         return state  # rank 0 already failed the run with its own reason (bad data, out of memory...)
     step = run.read_status().get("step")
     last = run.last_checkpoint()
-    fix = (f"`lora-tui train --resume {run.path}` continues from {last.name}." if last else
-           f"`lora-tui train --resume {run.path}` starts it again (no complete checkpoint yet).")
+    fix = (f"`lora-tui train --resume {quoted(run.path)}` continues from {last.name}." if last else
+           f"`lora-tui train --resume {quoted(run.path)}` starts it again (no complete checkpoint yet).")
     reason = f"{why}; the run stopped at step {step if step is not None else 0} of {plan.world_size} ranks' training."
     run.append_event("failed", reason=reason, fix=fix, log=str(run.log_path))
     run.write_status("failed", message=reason)

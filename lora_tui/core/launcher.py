@@ -19,7 +19,7 @@ from lora_tui.core import run_claim
 from lora_tui.core.config import Config, save_config
 from lora_tui.core.embedded import is_embedded
 from lora_tui.core.paths import resolve_data_path, runs_dir
-from lora_tui.core.runs import STATES_DONE, RunDirectory, RunError
+from lora_tui.core.runs import STATES_DONE, RunDirectory, RunError, quoted
 
 
 def default_run_name(config: Config) -> str:
@@ -149,7 +149,7 @@ def resume_run(run_dir: str | os.PathLike) -> RunDirectory:
     while run.is_locked() and run.read_status().get("state") in STATES_DONE and time.monotonic() < deadline:
         time.sleep(0.1)
     if run.is_locked():
-        raise RunError(f"A trainer is already running in {run.path}. Fix: `lora-tui attach {run.path}`.")
+        raise RunError(f"A trainer is already running in {run.path}. Fix: `lora-tui attach {quoted(run.path)}`.")
     lock = run_claim.claim(run, "resume")  # of two resumes at the same instant, one wins here
     try:
         if run.state() == "finished":

@@ -38,7 +38,7 @@ def claim(run: RunDirectory, what: str = "start"):
         pid = _holder_pid(run)
         raise RunLocked(f"{run.path} is held by another trainer or launch{f' (pid {pid})' if pid else ''}: this "
                         f"{what} was refused so that only one writer uses the directory. Fix: `lora-tui attach "
-                        f"{run.path}` to follow the other one, or choose another --run-dir.") from None
+                        f"{quoted(run.path)}` to follow the other one, or choose another --run-dir.") from None
     return fh
 
 
@@ -103,7 +103,7 @@ def plan_resume(run: RunDirectory, config) -> ResumePlan:
         if (run.adapter_dir / "adapter_config.json").is_file():
             raise RunError(f"{run.path} has no complete checkpoint to resume from (training.save_steps=0, or it "
                            "ended before the first one); resuming would train from step 0 and replace its adapter/. "
-                           f"Fix: keep this run and start a new one (`lora-tui train {run.config_path} --run-dir NEW_DIR`).")
+                           f"Fix: keep this run and start a new one (`lora-tui train {quoted(run.config_path)} --run-dir NEW_DIR`).")
         return ResumePlan(None, 0, f"No complete checkpoint in {run.path}: training starts again from step 0"
                                    + (f" ({_steps(1, reached)} trained again)." if reached else "."))
     step = _step_of(checkpoint)
@@ -206,7 +206,7 @@ def kill_trainer(run: RunDirectory, grace: float) -> str | None:
     while run.is_locked() and time.monotonic() < deadline:
         time.sleep(0.1)
     checkpoint = run.last_checkpoint()
-    resume = (f"its last complete checkpoint is {checkpoint.name}; continue with `lora-tui train --resume {run.path}`"
+    resume = (f"its last complete checkpoint is {checkpoint.name}; continue with `lora-tui train --resume {quoted(run.path)}`"
               if checkpoint else "it had no complete checkpoint")
     reason = f"killed (SIGKILL) after ignoring the stop request for {grace:.0f} s; no adapter was saved"
     try:

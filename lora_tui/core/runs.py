@@ -295,7 +295,7 @@ class RunDirectory:
             fh.close()
             pid = self.read_status().get("pid")
             raise RunLocked(f"A trainer (pid {pid}) is already running in {self.path}. "
-                            f"Fix: `lora-tui attach {self.path}` to follow it, or `lora-tui stop {self.path}`.") from None
+                            f"Fix: `lora-tui attach {quoted(self.path)}` to follow it, or `lora-tui stop {quoted(self.path)}`.") from None
         fh.seek(0)
         fh.truncate()
         fh.write(str(os.getpid()))

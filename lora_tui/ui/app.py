@@ -15,7 +15,7 @@ from textual.binding import Binding
 from textual.screen import ModalScreen
 
 from lora_tui.core.paths import runs_dir
-from lora_tui.core.runs import STATES_ACTIVE
+from lora_tui.core.runs import STATES_ACTIVE, quoted
 from lora_tui.ui.backend import Backend
 from lora_tui.ui.errors import plain_error
 from lora_tui.ui.messages import ActiveRuns, HardwareProbed, LinearLayersFound, PlanJudged
@@ -139,12 +139,12 @@ class LoraTuiApp(App[int]):
         elif answer == "stop":
             self.backend.stop_run(run)
             self.exit(0, message=f"Stop requested: the trainer saves a checkpoint and the adapter, then ends.\n"
-                                 f"Follow it: lora-tui attach {run.path}")
+                                 f"Follow it: lora-tui attach {quoted(run.path)}")
 
     def detach(self) -> None:
         run = self.state.run
-        self.exit(0, message=f"Training goes on in the background.\nFollow it:   lora-tui attach {run.path}\n"
-                             f"Reopen it:   lora-tui --run {run.path}\nStop it:     lora-tui stop {run.path}")
+        self.exit(0, message=f"Training goes on in the background.\nFollow it:   lora-tui attach {quoted(run.path)}\n"
+                             f"Reopen it:   lora-tui --run {quoted(run.path)}\nStop it:     lora-tui stop {quoted(run.path)}")
 
     # --- shared workers ---------------------------------------------------------------------
     def notify_screens(self, what: str) -> None:

@@ -18,6 +18,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, DirectoryTree, Input, Label, Static
 
+from lora_tui.core.runs import quoted
+
 DATASET_SUFFIXES = {".jsonl", ".json", ".csv", ".parquet", ".txt", ".arrow"}
 
 
@@ -33,7 +35,7 @@ class QuitDuringTraining(ModalScreen[str | None]):
         with Vertical(classes="dialog"):
             yield Label("Training is still running", classes="dialog-title")
             yield Static(f"The trainer is its own process: quitting the wizard does not stop it.\n"
-                         f"Reattach later with  lora-tui attach {self.run_path}")
+                         f"Reattach later with  lora-tui attach {quoted(self.run_path)}")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Detach and quit (d)", id="detach", variant="primary")
                 yield Button("Stop training (s)", id="stop", variant="error")

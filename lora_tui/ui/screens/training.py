@@ -23,7 +23,7 @@ from textual.worker import get_current_worker
 
 from lora_tui.ui.messages import RunUpdate
 from lora_tui.core.run_history import RunHistory
-from lora_tui.core.runs import STATES_ACTIVE, STATES_DONE
+from lora_tui.core.runs import STATES_ACTIVE, STATES_DONE, quoted
 from lora_tui.ui.screens.base import WizardScreen
 from lora_tui.ui.screens.dialogs import Confirm
 from lora_tui.ui.widgets.format import count, duration, gib, number
@@ -248,7 +248,7 @@ class TrainingScreen(WizardScreen):
             text = Text(f"Stopped at step {outcome.get('step')} ({outcome.get('reason', '')}). ", style="bold yellow")
             if outcome.get("adapter"):
                 text.append(f"Adapter saved: {outcome['adapter']}.  ctrl+n: chat with it.  ")
-            text.append(f"Continue: lora-tui train --resume {run.path}", style="dim")
+            text.append(f"Continue: lora-tui train --resume {quoted(run.path)}", style="dim")
             return text
         text = Text(f"✗ Failed: {outcome.get('reason', '')}", style="bold red")
         if outcome.get("fix"):
