@@ -202,6 +202,7 @@ def test_cpu_probe_measures_records_caches_and_leaves_training_unchanged(tiny_mo
     assert "probe" in started["engine_reasons"]["micro_batch"]
     assert "probe:" in first.log_path.read_text()  # the lines the Training screen's log tail shows
     assert json.loads((cache / "probe.json").read_text())["entries"]
+    assert "| Probe | chose " in (first.adapter_dir / "README.md").read_text()  # the model card records it
 
     # the second run on the same model and data: a cache hit, nothing timed
     second, started2 = _train(_config(tiny_model_dir, train_file, "training.probe=on"), tmp_path / "b", cache, monkeypatch)
@@ -218,3 +219,44 @@ def test_cpu_probe_measures_records_caches_and_leaves_training_unchanged(tiny_mo
     assert a.keys() == c.keys() and all(torch.equal(a[k], c[k]) for k in a)
     steps = lambda run: [e["loss"] for e in run.read_events() if e["type"] == "step"]  # noqa: E731
     assert steps(first) == steps(plain)
+
+
+def test_probe_with_token_budgets_then_kill_9_and_resume_is_bit_identical(tiny_model_dir, train_file, tmp_path, monkeypatch):
+    """The CUDA default (token budget, auto) with the probe: budgets re-packed per candidate, and a killed
+    run resumed from its checkpoint keeps the first start's probed plan: the adapter is bit-identical."""
+    import os
+    import signal
+
+    import torch
+
+    from lora_tui.core.launcher import resume_run, start_run
+
+    cache = tmp_path / "cache"
+    overrides = ("training.probe=on", "training.batching=token_budget", "training.micro_batch=auto",
+                 "training.max_steps=10", "training.save_steps=3")
+    whole, started = _train(_config(tiny_model_dir, train_file, *overrides), tmp_path / "whole", cache, monkeypatch)
+    chosen = started["probe"]["chosen"]
+    assert chosen["tokens_per_batch"] and started["tokens_per_batch"] == chosen["tokens_per_batch"]
+    assert len({m["candidate"]["tokens_per_batch"] for m in started["probe"]["measurements"]}) >= 1
+
+    monkeypatch.setenv("LORA_TUI_CACHE", str(tmp_path / "fresh-cache"))  # the killed run measures for itself
+    killed = start_run(_config(tiny_model_dir, train_file, *overrides), tmp_path / "killed")
+    deadline = time.monotonic() + 300
+    while killed.last_checkpoint() is None:
+        assert time.monotonic() < deadline and killed.state() not in ("failed", "finished"), killed.log_path.read_text()[-3000:]
+        time.sleep(0.2)
+    os.kill(killed.read_status()["pid"], signal.SIGKILL)
+    while killed.state() != "dead":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    resume_run(killed.path)
+    while killed.state() not in ("finished", "failed", "dead"):
+        assert time.monotonic() < deadline, killed.log_path.read_text()[-3000:]
+        time.sleep(0.3)
+    assert killed.state() == "finished", killed.log_path.read_text()[-3000:]
+    starts = [e for e in killed.read_events() if e["type"] == "started"]
+    assert len(starts) == 2 and starts[1]["probe"]["chosen"] == starts[0]["probe"]["chosen"]
+    assert "first start" in starts[1]["probe"]["reason"]
+    if starts[0]["probe"]["chosen"] == chosen:  # the same plan chosen: the same adapter, bit for bit
+        a, b = _adapter(whole), _adapter(killed)
+        assert all(torch.equal(a[k], b[k]) for k in a)

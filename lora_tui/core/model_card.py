@@ -114,6 +114,7 @@ def render_model_card(run: str | Path | RunDirectory) -> str:
              f"| Max sequence length | {data.max_seq_len} |",
              f"| Precision / device | {started.get('precision', MISSING)} / {started.get('device', MISSING)} |",
              _engine_row(started),
+             *_probe_row(started),
              f"| Seed | {tr.seed} |", ""]
 
     lines += ["## Data", "", "| Split | Path | Rows | SHA-256 / revision |", "|---|---|---|---|"]
@@ -201,6 +202,24 @@ def _engine_row(started: dict) -> str:
     ckpt = "on" if started.get("gradient_checkpointing") else "off"
     return (f"| Engine | {started['batching']} batching, {started.get('attention', MISSING)} attention, "
             f"kernels {'+'.join(started.get('kernels') or []) or 'none'}, gradient checkpointing {ckpt} |")
+
+
+def _probe_row(started: dict) -> list[str]:
+    """What the probe measured before step 1 (core/probe.py): each plan's tokens/s and peak, and the choice."""
+    probe = started.get("probe")
+    if not probe or not probe.get("chosen"):
+        return []
+    figures = []
+    for m in probe.get("measurements") or []:
+        label = (m.get("candidate") or {}).get("label", "?")
+        if m.get("over"):
+            figures.append(f"{label}: {m.get('note') or 'over the memory budget'}")
+        elif m.get("tokens_per_s"):
+            peak = f", {m['peak_bytes'] / 2**30:.1f} GiB" if m.get("peak_bytes") else ""
+            figures.append(f"{label}: {m['tokens_per_s']:,.0f} tokens/s{peak}")
+    how = "cached from an earlier measurement" if probe.get("cached") else f"measured in {probe.get('seconds', 0):.1f} s"
+    return [f"| Probe | chose {probe['chosen'].get('label', '?')} ({probe.get('reason', '')}; {how})"
+            + (f"; {'; '.join(figures)}" if figures else "") + " |"]
 
 
 def _batch_row(tr, started: dict) -> str:

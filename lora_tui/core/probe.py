@@ -52,7 +52,8 @@ class Candidate:
     tokens_per_batch: int | None = None
 
     def label(self) -> str:
-        size = f"{self.tokens_per_batch} tokens" if self.tokens_per_batch else f"{self.micro_batch} rows"
+        size = (f"{self.tokens_per_batch} tokens" if self.tokens_per_batch
+                else f"{self.micro_batch} row{'s' if self.micro_batch > 1 else ''}")
         return (f"{size} x {self.grad_accum}, checkpointing {'on' if self.gradient_checkpointing else 'off'}"
                 + (", Liger" if self.liger else ""))
 
@@ -453,6 +454,8 @@ def _measure(trainer, candidate: Candidate, rows: list[dict], device: str, budge
             m.over = budget is not None and m.peak_bytes > budget
     except torch.OutOfMemoryError:
         m.over, m.note = True, "out of memory"
+    except Exception as exc:  # a plan that cannot run here (a kernel, a shape) is not taken; the run goes on
+        m.over, m.note = True, f"failed: {type(exc).__name__}: {str(exc)[:120]}"
     finally:
         for param in trainer.model.parameters():
             param.grad = None
@@ -477,6 +480,8 @@ def _estimate(config, hardware, device: str, candidate: Candidate, longest: int 
     trial = config.copy()
     trial.training.micro_batch, trial.training.gradient_checkpointing = candidate.micro_batch, candidate.gradient_checkpointing
     trial.training.grad_accum = candidate.grad_accum
+    if candidate.tokens_per_batch:
+        trial.training.tokens_per_batch = candidate.tokens_per_batch
     try:
         plan = plan_from_config(trial, hardware, device=device, longest=longest)
         if candidate.liger and hasattr(plan, "liger"):
@@ -640,8 +645,15 @@ def for_run(run, trainer, config, choice, device: str, *, resume: bool, hardware
                              reason="kept from the run's first start (resume: the same batches)")
         say(f"probe: {chosen.label()} ({result.reason})")
     else:
-        result = settle(trainer, config, choice, device, hardware=hardware, lengths=lengths, model_path=model_path,
-                        on_line=say, liger_patch=patch)
+        try:
+            result = settle(trainer, config, choice, device, hardware=hardware, lengths=lengths, model_path=model_path,
+                            on_line=say, liger_patch=patch)
+        except Exception as exc:  # the probe must never take a run down: the estimate's plan, as without it
+            pick = Candidate(choice.micro_batch, choice.grad_accum, choice.gradient_checkpointing, False,
+                             getattr(choice, "tokens_per_batch", None) if getattr(choice, "batching", "") == "token_budget" else None)
+            apply(trainer, pick, patch)
+            result = ProbeResult(pick, reason=f"probe failed ({type(exc).__name__}: {str(exc)[:160]}): the estimate's plan")
+            run.append_event("log", level="warning", message=result.reason)
     c = result.chosen
     choice.micro_batch, choice.grad_accum, choice.gradient_checkpointing = c.micro_batch, c.grad_accum, c.gradient_checkpointing
     if c.tokens_per_batch and hasattr(choice, "tokens_per_batch"):
