@@ -99,11 +99,17 @@ step gpu_check $((${GPU_CHECK_BUDGET:-300} + 30)) $PY benchmarks/gpu_check.py --
     ${tok[@]+"${tok[@]}"} --budget "${GPU_CHECK_BUDGET:-300}" --out "$OUT/gpu_check.json" --keep /tmp/lora_tui_gpu_check
 point qwen2.5-1.5b 4bit 2048 12 ours,trl,trl_packing 150
 point qwen2.5-1.5b none 512 12 ours,trl,trl_packing 120
-# The estimate's GPU matrix, when benchmarks/memory_accuracy.py has it.
-if $PY benchmarks/memory_accuracy.py --help 2>/dev/null | grep -qE -- "--gpu([^-a-z_]|$)"; then
-    step memory_accuracy 240 $PY benchmarks/memory_accuracy.py --gpu --json "$OUT/memory_accuracy.json"
-elif $PY benchmarks/memory_accuracy.py --help 2>/dev/null | grep -q -- "--gpu-only"; then
-    step memory_accuracy 240 $PY benchmarks/memory_accuracy.py --gpu-only --json "$OUT/memory_accuracy.json"
+# The estimate's GPU matrix (benchmarks/memory_accuracy.py --gpu-matrix builds its own shaped models and takes
+# the first tokenizer under $LORA_TUI_CACHE/models: the carried one, else a BPE built from the sample data).
+if $PY benchmarks/memory_accuracy.py --help 2>/dev/null | grep -q -- "--gpu-matrix"; then
+    mkdir -p "$KIT_DIR/cache/models"
+    if [ -d "$KIT_DIR/tokenizer" ]; then
+        cp -r "$KIT_DIR/tokenizer" "$KIT_DIR/cache/models/"
+    else
+        $PY -c "import sys; sys.path.insert(0, 'benchmarks'); from pathlib import Path; import make_shaped_models as m; m.build_tokenizer(Path('$KIT_DIR/cache/models/tokenizer'))"
+    fi
+    step memory_accuracy 240 env LORA_TUI_CACHE="$KIT_DIR/cache" $PY benchmarks/memory_accuracy.py --gpu-matrix \
+        --json "$OUT/memory_accuracy.json"
 fi
 point qwen2.5-7b 4bit 512 8 ours,trl_packing 120
 point qwen2.5-1.5b none 2048 12 ours,trl_packing 100

@@ -132,7 +132,8 @@ def test_kit_script_is_valid_bash_and_names_every_step():
 def _kit(tmp_path, budget: int):
     """The kit with a stand-in python that records each command (no GPU, no training here)."""
     stub = tmp_path / "python-stub"
-    stub.write_text(f"#!/bin/sh\necho \"$*\" >> {tmp_path / 'calls'}\nexit 0\n")
+    stub.write_text(f"#!/bin/sh\necho \"$*\" >> {tmp_path / 'calls'}\n"
+                    "case \"$*\" in *--help*) echo '  --gpu-matrix  CUDA only';; esac\nexit 0\n")
     stub.chmod(0o755)
     out = tmp_path / "out"
     env = {"PATH": "/usr/bin:/bin", "PYTHON": str(stub), "OUT": str(out), "KIT_BUDGET": str(budget),
@@ -147,11 +148,13 @@ def test_kit_runs_every_step_in_order_with_its_output_under_out(tmp_path):
     scripts = [c.split()[0] for c in calls if c.startswith("benchmarks/")]
     assert scripts[:3] == ["benchmarks/make_shaped_models.py", "benchmarks/train_vs_trl.py", "benchmarks/train_vs_trl.py"]
     assert "benchmarks/gpu_check.py" in scripts
+    assert any(c.startswith("benchmarks/memory_accuracy.py --gpu-matrix --json") for c in calls)
     points = [c for c in calls if c.startswith("benchmarks/train_vs_trl.py")]
     assert {("--quant none" in c, "--max-len 2048" in c, "qwen2.5-7b" in c) for c in points} == {
         (q, l, s) for q in (True, False) for l in (True, False) for s in (True, False)}  # the whole matrix
     assert all(f"--json {tmp_path / 'out'}/" in c for c in points)
     assert "skipped" not in log and log.count("exit 0") == len(scripts)
+    assert (tmp_path / "out").is_dir() and list((tmp_path / "out").glob("tvt_*.log"))
 
 
 def test_kit_skips_what_its_budget_cannot_hold(tmp_path):
