@@ -117,12 +117,16 @@ def _add_runs(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_chat(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("chat", help="chat with a trained adapter (or the base model)")
-    p.add_argument("run", help="run directory, adapter directory, or run name").complete = DIRECTORY
+    p = sub.add_parser("chat", help="chat with trained adapters (or the base model)")
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="run directory, adapter directory, or run name; several load each adapter on one base model "
+                        "(their bases must be the same), named after their run folders").complete = DIRECTORY
     p.add_argument("--prompt", default=None, help="answer this one prompt and exit (default: an interactive chat)")
     p.add_argument("--system", default=None, help="system message (default: none)")
+    p.add_argument("--adapter", default=None, metavar="NAME", help="which loaded adapter answers, by run folder name, or 'base' (default: the first RUN's)")
     p.add_argument("--no-adapter", action="store_true", help="answer with the base model alone (default: with the adapter)")
     p.add_argument("--both", action="store_true", help="with --prompt: answer with the adapter and with the base model")
+    p.add_argument("--compare", default=None, metavar="A,B", help="with --prompt: answer with two of the loaded adapters (or one and 'base') with the same seed, e.g. run-a,run-b or run-a,base (default: one answer)")
     p.add_argument("--greedy", action="store_true", help="deterministic decoding (default: sampling)")
     p.add_argument("--temperature", type=float, default=0.3, help="sampling temperature; higher is more varied")
     p.add_argument("--top-p", type=float, default=0.9, help="sample from the smallest set of tokens whose probabilities add up to this")
@@ -132,14 +136,14 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="show or package a run's adapter (zip)")
-    p.add_argument("run", help="run directory or run name").complete = DIRECTORY
+    p.add_argument("run", help="the adapter to use: run directory or run name (its final adapter), or an adapter folder such as RUN/checkpoints/checkpoint-N").complete = DIRECTORY
     p.add_argument("--zip", action="store_true", help="write <run>/<name>-adapter.zip (default: only show the adapter)")
     p.add_argument("--out", default=None, help="where to write the zip or GGUF (default: <run>/<name>-adapter.zip, <run>/gguf/)").complete = FILE
     p.add_argument("--overwrite", action="store_true", help="replace an existing zip")
     _add_export_checks(p, gguf=True)
 
     p = sub.add_parser("merge", help="merge the adapter into the base model and save a standalone model")
-    p.add_argument("run", help="run directory or run name").complete = DIRECTORY
+    p.add_argument("run", help="the adapter to use: run directory or run name (its final adapter), or an adapter folder such as RUN/checkpoints/checkpoint-N").complete = DIRECTORY
     p.add_argument("out", help="output directory for the merged model").complete = DIRECTORY
     p.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
                    help="dtype of the saved weights; auto keeps the base model's")

@@ -31,7 +31,7 @@ def make_adapter(base_dir: Path, out: Path, *, load_in: str = "16bit", scale: fl
 
 
 def make_fake_run(root: Path, base_dir: Path, *, name: str = "fake-run", load_in: str = "16bit",
-                  with_adapter: bool = True, events: bool = True) -> Path:
+                  with_adapter: bool = True, events: bool = True, seed: int = 1) -> Path:
     from lora_tui.core.config import Config, save_config
     from lora_tui.core.runs import RunDirectory
 
@@ -45,7 +45,7 @@ def make_fake_run(root: Path, base_dir: Path, *, name: str = "fake-run", load_in
     config.output.run_name = name
     save_config(config, run.config_path)
     if with_adapter:
-        make_adapter(base_dir, run.adapter_dir, load_in=load_in)
+        make_adapter(base_dir, run.adapter_dir, load_in=load_in, seed=seed)
     if events:
         run.append_event("started", model=str(base_dir), model_path=str(base_dir), method="QLoRA" if load_in == "4bit" else "LoRA",
                          device="cpu", precision="fp32", target_modules=TARGETS, trainable_params=12345,

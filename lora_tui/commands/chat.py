@@ -1,6 +1,8 @@
-"""`lora-tui chat RUN`: streaming multi-turn chat in the terminal (plain input/print, no Textual),
-or one answer for scripts with --prompt. All model work is lora_tui.core.chat; this module
-only reads lines, prints pieces, and turns ChatError into one line and exit code 2.
+"""`lora-tui chat RUN [RUN ...]`: streaming multi-turn chat in the terminal (plain input/print, no
+Textual), or one answer for scripts with --prompt. Several runs load their adapters on one base;
+--adapter picks which answers, --both / --compare put two answers side by side. All model work is
+lora_tui.core.chat; this module only reads lines, prints pieces, and turns ChatError into one line
+and exit code 2.
 """
 
 from __future__ import annotations
@@ -8,12 +10,15 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from lora_tui.core.adapters import AdapterError, find_adapter
-from lora_tui.core.chat import ChatError, ChatSession, GenerationSettings
+from lora_tui.core.adapters import AdapterError
+from lora_tui.core.chat import BASE, ChatError, ChatSession, GenerationSettings
+from lora_tui.core.chat_adapters import resolve_adapters
 
 HELP = """Commands:
   /adapter on|off     answer with the adapter, or with the base model alone
-  /both               answer your last prompt again with both, one after the other
+  /adapter NAME       answer with another loaded adapter (by run name), or 'base'; /adapter alone lists them
+  /both               answer your last prompt again with the adapter and the base model, one after the other
+  /compare A B        answer your last prompt again with two loaded adapters (or one and base), same seed
   /reset              forget the conversation (the system message stays)
   /system TEXT        set the system message (/system alone removes it)
   /settings [k=v ...] show or change temperature, top_p, top_k, max_new_tokens, greedy, repetition_penalty, seed
@@ -98,52 +103,112 @@ def _print_stream(pieces) -> str:
     return "".join(text)
 
 
+def _pick(name: str, names: list[str]) -> str:
+    """A loaded adapter's name, or BASE; ValueError names the choices."""
+    if name == BASE or name in names:
+        return name
+    raise ValueError(f"no adapter named '{name}' is loaded. Choose one of: {', '.join(names + [BASE])}.")
+
+
+def _label(side: str, names: list[str]) -> str:
+    if side == BASE:
+        return "base model"
+    return "with adapter" if len(names) == 1 else side
+
+
 def run(args) -> int:
     settings = GenerationSettings(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                                   max_new_tokens=args.max_new_tokens, greedy=args.greedy)
     problem = check_settings(settings)
     if problem:
         return _error(problem)
-    try:
-        find_adapter(args.run, require_adapter=not args.no_adapter)  # a wrong path fails before torch loads
+    try:  # wrong paths, runs on different bases and unknown names fail before torch loads
+        _, adapters = resolve_adapters(args.runs, require_adapter=not args.no_adapter)
+        names = list(adapters)
+        who = BASE if args.no_adapter or not names else _pick(args.adapter or names[0], names)
+        sides = None
+        if args.compare is not None:
+            sides = tuple(_pick(part.strip(), names) for part in args.compare.split(","))
+            if len(sides) != 2 or sides[0] == sides[1]:
+                raise ValueError(f"--compare takes two different names, A,B (loaded: {', '.join(names + [BASE])}).")
+            if args.prompt is None:
+                raise ValueError("--compare needs --prompt; in a chat, /compare A B answers your last prompt both ways.")
     except AdapterError as exc:
+        return _error(str(exc))
+    except ValueError as exc:
         return _error(str(exc))
     quiet_libraries()
     try:
-        session = ChatSession.from_run(args.run, require_adapter=not args.no_adapter,
-                                       on_progress=lambda message, fraction: print(f"  {message}", file=sys.stderr))
+        session = ChatSession.from_runs(args.runs, require_adapter=not args.no_adapter,
+                                        on_progress=lambda message, fraction: print(f"  {message}", file=sys.stderr))
     except AdapterError as exc:
         return _error(str(exc))
     system = [{"role": "system", "content": args.system}] if args.system else []
     if args.prompt is not None:
-        return _answer_once(session, system + [{"role": "user", "content": args.prompt}], args, settings)
-    return _repl(session, system, settings, use_adapter=session.has_adapter and not args.no_adapter)
+        return _answer_once(session, system + [{"role": "user", "content": args.prompt}], args, settings, who, sides)
+    return _repl(session, system, settings, who)
 
 
-def _answer_once(session: ChatSession, messages: list[dict], args, settings: GenerationSettings) -> int:
+def _answer_once(session: ChatSession, messages: list[dict], args, settings: GenerationSettings, who: str,
+                 sides: tuple[str, str] | None) -> int:
     try:
-        if args.both:
+        if args.both and not sides:
             if not session.has_adapter:
                 return _error("--both needs an adapter; this run has none loaded.")
-            with_adapter, base = session.compare(messages, settings=settings)
-            print(f"[with adapter]\n{with_adapter}\n\n[base model]\n{base}")
+            sides = (who if who != BASE else session.default_adapter, BASE)
+        if sides:
+            first, second = session.compare(messages, settings=settings, sides=sides)
+            print(f"[{_label(sides[0], session.names)}]\n{first}\n\n[{_label(sides[1], session.names)}]\n{second}")
         else:
-            _print_stream(session.stream(messages, use_adapter=not args.no_adapter, settings=settings))
+            _print_stream(session.stream(messages, adapter=who, settings=settings))
     except ChatError as exc:
         return _error(str(exc))
     return 0
 
 
-def _repl(session: ChatSession, system: list[dict], settings: GenerationSettings, use_adapter: bool) -> int:
+def _prefix(who: str, names: list[str]) -> str:
+    return "base> " if who == BASE else ("adapter> " if len(names) == 1 else f"{who}> ")
+
+
+def _switch(session: ChatSession, rest: str, who: str, last: str | None) -> str:
+    """The answerer after `/adapter REST`; prints what changed."""
+    names = session.names
+    if not rest:
+        print(f"Answering: {_label(who, names) if who == BASE or len(names) > 1 else 'the adapter'}. "
+              f"Loaded: {', '.join(names) or 'no adapter'} (and {BASE}). Use /adapter on|off|NAME.")
+        return who
+    if rest in ("on", "off") and not (rest == "on" and not names):
+        who = (last or session.default_adapter) if rest == "on" else BASE
+    elif rest == "on":
+        print("No adapter is loaded, so only the base model can answer.")
+        return who
+    else:
+        try:
+            who = _pick(rest, names)
+        except ValueError as exc:
+            print(f"Not changed: {exc}")
+            return who
+    if who == BASE:
+        print("Answers now come from the base model alone.")
+    else:
+        print("Answers now come from the adapter." if len(names) == 1 else f"Answers now come from {who}.")
+    return who
+
+
+def _repl(session: ChatSession, system: list[dict], settings: GenerationSettings, who: str) -> int:
     try:
         import readline  # noqa: F401  (line editing and history for input())
     except ImportError:
         pass
     source = session.source
-    where = source.adapter_dir if source and source.adapter_dir else "no adapter"
+    if len(session.names) > 1:
+        where = f"{len(session.names)} adapters ({', '.join(session.names)})"
+    else:
+        where = source.adapter_dir if source and source.adapter_dir else "no adapter"
     print(f"Chatting with {source.base_model if source else 'the model'} + {where}"
           + (f" ({source.note})" if source and source.note else "") + ". /help for commands.")
     history: list[dict] = []
+    last = who if who != BASE else None
     while True:
         try:
             line = input("you> ").strip()
@@ -160,13 +225,8 @@ def _repl(session: ChatSession, system: list[dict], settings: GenerationSettings
             if command == "/help":
                 print(HELP)
             elif command == "/adapter":
-                if rest not in ("on", "off"):
-                    print(f"Adapter is {'on' if use_adapter else 'off'}. Use /adapter on or /adapter off.")
-                elif rest == "on" and not session.has_adapter:
-                    print("No adapter is loaded, so only the base model can answer.")
-                else:
-                    use_adapter = rest == "on"
-                    print(f"Answers now come from the {'adapter' if use_adapter else 'base model alone'}.")
+                who = _switch(session, rest, who, last)
+                last = who if who != BASE else last
             elif command == "/reset":
                 history = []
                 print("Conversation cleared.")
@@ -180,14 +240,24 @@ def _repl(session: ChatSession, system: list[dict], settings: GenerationSettings
                 except ValueError as exc:
                     print(f"Not changed: {exc}")
             elif command == "/both":
-                _both(session, system, history, settings)
+                _both(session, system, history, settings, (last or session.default_adapter, BASE))
+            elif command == "/compare":
+                try:
+                    sides = tuple(_pick(name, session.names) for name in rest.replace(",", " ").split())
+                    if len(sides) != 2 or sides[0] == sides[1]:
+                        raise ValueError(f"/compare takes two different names (loaded: "
+                                         f"{', '.join(session.names + [BASE])}).")
+                except ValueError as exc:
+                    print(f"Not compared: {exc}")
+                    continue
+                _both(session, system, history, settings, sides)
             else:
                 print(f"Unknown command {command}. /help lists them.")
             continue
         history.append({"role": "user", "content": line})
-        print("adapter> " if use_adapter else "base> ", end="", flush=True)
+        print(_prefix(who, session.names), end="", flush=True)
         try:
-            answer = _print_stream(session.stream(system + history, use_adapter=use_adapter, settings=settings))
+            answer = _print_stream(session.stream(system + history, adapter=who, settings=settings))
         except ChatError as exc:
             print(f"\n{exc}")
             history.pop()
@@ -195,23 +265,26 @@ def _repl(session: ChatSession, system: list[dict], settings: GenerationSettings
         history.append({"role": "assistant", "content": answer})
 
 
-def _both(session: ChatSession, system: list[dict], history: list[dict], settings: GenerationSettings) -> None:
+def _both(session: ChatSession, system: list[dict], history: list[dict], settings: GenerationSettings,
+          sides: tuple[str | None, str]) -> None:
     if not session.has_adapter:
         print("No adapter is loaded, so there is nothing to compare.")
         return
     last_user = max((i for i, m in enumerate(history) if m["role"] == "user"), default=None)
     if last_user is None:
-        print("Ask something first; /both answers your last prompt with and without the adapter.")
+        print("Ask something first; /both and /compare answer your last prompt again, two ways.")
         return
     messages = system + history[:last_user + 1]
-    if settings.seed is None and not settings.greedy:  # one seed for both, so only the adapter differs
+    if settings.seed is None and not settings.greedy:  # one seed for both, so only the adapters differ
         import random
 
         settings = dataclasses.replace(settings, seed=random.randrange(2**31))
+    width = max(len(_prefix(side, session.names)) for side in sides)
+    partner = {sides[0]: sides[1], sides[1]: sides[0]}
     try:
-        print("adapter> ", end="", flush=True)
-        _print_stream(session.stream(messages, use_adapter=True, settings=settings))
-        print("base>    ", end="", flush=True)
-        _print_stream(session.stream(messages, use_adapter=False, settings=settings))
+        for side in sides:
+            print(_prefix(side, session.names).ljust(width), end="", flush=True)
+            fmt = partner[side] if side == BASE and partner[side] != BASE else None
+            _print_stream(session.stream(messages, adapter=side, settings=settings, prompt_format=fmt))
     except ChatError as exc:
         print(f"\n{exc}")

@@ -47,9 +47,19 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
 
 
+def _export_name(source) -> str:
+    """The run's name; an adapter folder given by path that is not the run's final adapter/ (a checkpoint)
+    adds its own name, so its exports never take the final adapter's file names."""
+    if source.run is None:
+        return source.adapter_dir.name
+    if source.adapter_dir is not None and source.adapter_dir.resolve() != source.run.adapter_dir.resolve():
+        return f"{source.run.name}-{source.adapter_dir.name}"
+    return source.run.name
+
+
 def default_zip_path(source) -> Path:
     if source.run is not None:
-        return source.run.path / f"{source.run.name}-adapter.zip"
+        return source.run.path / f"{_export_name(source)}-adapter.zip"
     return source.adapter_dir.with_name(f"{source.adapter_dir.name}.zip")
 
 
@@ -268,7 +278,7 @@ def _stop_on_learned_eos(folder: Path, tokenizer, template: str) -> None:
 
 
 def default_gguf_path(source, gguf_type: str) -> Path:
-    name = source.run.name if source.run is not None else source.adapter_dir.name
+    name = _export_name(source)
     folder = source.run.path / "gguf" if source.run is not None else source.adapter_dir.parent / f"{name}-gguf"
     return folder / f"{name}-{gguf_type}.gguf"
 
