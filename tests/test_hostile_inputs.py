@@ -205,3 +205,48 @@ def test_utf16_without_bom_is_still_recognised(tmp_path, encoding):
     loaded = load_examples(path)
     assert len(loaded.examples) == 5 and [f.code for f in loaded.findings] == ["utf16_no_bom"]
     assert f"iconv -f {encoding}" in loaded.findings[0].fix
+
+
+# --- item 6: bad dataset contents are refused before a run directory exists ------------------------------------
+
+def _bad_data(tmp_path: Path, kind: str) -> Path:
+    if kind == "empty-file":
+        path = tmp_path / "empty.jsonl"
+        path.write_bytes(b"")
+    elif kind == "empty-folder":
+        path = tmp_path / "empty_folder"
+        path.mkdir()
+    elif kind == "random-bytes":
+        path = tmp_path / "random.jsonl"
+        path.write_bytes(bytes((i * 7919 + 13) % 256 for i in range(200_000)))
+    elif kind == "no-usable-row":
+        path = tmp_path / "unknown.jsonl"
+        path.write_text("".join(json.dumps({"foo": i}) + "\n" for i in range(50)))
+    else:  # unreadable: tests run as root, where chmod 000 changes nothing; a read that fails with EIO
+        path = tmp_path / "unreadable.jsonl"  # (as a failing disk gives) stands in: /proc/self/mem at offset 0
+        if os.geteuid() != 0:
+            path.write_text('{"text": "x"}\n')
+            path.chmod(0)
+        else:
+            path.symlink_to("/proc/self/mem")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["empty-file", "empty-folder", "random-bytes", "no-usable-row", "unreadable"])
+def test_train_refuses_bad_data_before_claiming_a_run_dir(tmp_path, kind):
+    data = _bad_data(tmp_path, kind)
+    run_dir = tmp_path / "run"
+    result = _cli("train", "--run-dir", str(run_dir), "--detach", f"data.train={data}", "data.validation=",
+                  "training.max_steps=1", timeout=120)
+    line = _one_line(result)  # before the fix: a trainer started (exit 0 with --detach) and failed later
+    assert result.returncode == 2 and "Fix:" in line, line
+    assert str(data) in line or kind == "unreadable" and "cannot be read" in line  # shown resolved: /proc/PID/mem
+    assert not run_dir.exists()
+
+
+def test_precheck_passes_good_data_and_counts_its_usable_rows(tmp_path):
+    from lora_tui.core.data.precheck import check_trainable_prefix
+
+    path = tmp_path / "good.jsonl"
+    path.write_bytes(b"not json\n" + _rows(5))
+    assert check_trainable_prefix(path) == 5

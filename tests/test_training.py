@@ -235,14 +235,20 @@ def test_qlora_4bit_runs_on_cpu(tiny_model_dir, data_files, tmp_path):
 
 
 def test_bad_data_fails_with_reason_not_traceback(tiny_model_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    from lora_tui.core.training import TrainingFailure, _build_datasets
+
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')  # no assistant turn
     config = _config(tiny_model_dir, (bad, bad), "data.validation=")
-    run = start_run(config, tmp_path / "bad-run")
-    assert _wait_done(run) == "failed"
-    failed = run.read_events()[-1]
-    assert failed["type"] == "failed" and "valid rows" in failed["reason"] and "validate" in failed["fix"]
-    assert "Traceback" not in failed["reason"]
+    with pytest.raises(RunError, match="no usable row"):  # refused at launch (issue 16 item 6): no run dir
+        start_run(config, tmp_path / "bad-run")
+    assert not (tmp_path / "bad-run").exists()
+    # The trainer keeps its own check (the data may change after the launch): a reason, not a traceback.
+    with pytest.raises(TrainingFailure) as info:
+        _build_datasets(config, AutoTokenizer.from_pretrained(tiny_model_dir))
+    assert "valid rows" in info.value.reason and "validate" in info.value.fix
 
 
 def test_out_of_memory_is_explained():

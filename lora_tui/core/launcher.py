@@ -98,6 +98,7 @@ def _check_startable(config: Config) -> None:
     """Settings and data that would fail (or hang) the trainer, refused before anything is written."""
     from lora_tui.core.data import DataError
     from lora_tui.core.data.bounds import check_regular
+    from lora_tui.core.data.precheck import check_trainable_prefix
 
     if config.training.max_steps == 0:
         raise RunError("training.max_steps=0 would train nothing. Fix: a positive number of steps, or -1 to train "
@@ -114,6 +115,7 @@ def _check_startable(config: Config) -> None:
         try:
             if value and value not in hub:
                 check_regular(resolve_data_path(value))  # a FIFO as data would block the trainer in open() forever
+                check_trainable_prefix(resolve_data_path(value))  # empty, garbage, unreadable: refused here
         except DataError as exc:
             raise RunError(str(exc)) from None
 
