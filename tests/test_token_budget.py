@@ -144,3 +144,34 @@ def test_the_token_budget_is_shown_in_tokens_where_the_batch_is_shown():
     assert "batch 4096 tokens x 4 = 16384 tokens per step (auto: fits)" in _engine_line(started)
     row = _batch_row(SimpleNamespace(micro_batch=None, grad_accum=4), started)
     assert "4096 tokens x 4 = 16384 tokens per step" in row and "token budget auto" in row
+
+
+@pytest.mark.gpu
+def test_a_packed_row_sees_only_itself_on_cuda(tiny_model_dir):
+    """On a GPU with the attention the plan picks there (FlashAttention varlen when installed, else SDPA's
+    packed-sequence mask): each packed row's logits equal the row alone, within the kernel's precision."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import pack_dataset
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from lora_tui.core.engine import choose_attention
+
+    attention, _ = choose_attention("auto", "cuda", torch.cuda.get_device_capability(0))
+    dtype = torch.bfloat16 if attention.startswith("flash") else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=dtype, attn_implementation=attention).cuda().eval()
+    torch.manual_seed(0)
+    rows = [torch.randint(5, 1000, (n,)).tolist() for n in (37, 5, 120, 64, 9)]
+    packed = pack_dataset(Dataset.from_dict({"input_ids": rows, "labels": rows}), 512, "bfd")
+    batch = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)([packed[0]])
+    batch = {k: v.cuda() if hasattr(v, "cuda") else v for k, v in batch.items() if k != "labels"}
+    starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist() + [batch["input_ids"].shape[1]]
+    assert len(starts) == len(rows) + 1
+    with torch.no_grad():
+        out = model(**batch, use_cache=False).logits[0].float()
+        for s, e in zip(starts, starts[1:]):
+            alone = model(input_ids=batch["input_ids"][:, s:e], use_cache=False).logits[0].float()
+            torch.testing.assert_close(out[s:e], alone, atol=1e-5 if dtype == torch.float32 else 3e-2, rtol=0)
