@@ -94,12 +94,12 @@ class _RecordingSession:
         self.inner = ChatSession(None, tokenizer, has_adapter=True)
         self.has_adapter, self.device, self.source, self.prompts = True, "cpu", None, []
 
-    def stream(self, messages, *, use_adapter=True, settings=None, should_stop=None):
+    def stream(self, messages, *, use_adapter=True, adapter=None, settings=None, should_stop=None):
         ids = self.inner.encode(messages)["input_ids"][0]
         self.prompts.append(self.inner.tokenizer.decode(ids))
         yield "Aye."
 
-    def compare(self, messages, *, settings=None):
+    def compare(self, messages, *, settings=None, sides=None):
         return next(self.stream(messages)), "Yes."
 
 

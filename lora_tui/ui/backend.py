@@ -197,6 +197,22 @@ class Backend:
         with _MODEL_LOCK:
             return ChatSession.from_run(run.path, on_progress=on_progress)
 
+    def add_chat_adapter(self, session, run_path: str) -> str:
+        """Load one more finished run's adapter into an open chat (same base); returns its name."""
+        warm_imports()
+        with _MODEL_LOCK:
+            return session.add_adapter(run_path)
+
+    def chat_runs(self, session, folder: str) -> list:
+        """(name, path) of the finished runs in ``folder`` on the chat's base model that are not loaded yet."""
+        from lora_tui.core.chat_adapters import runs_sharing_base
+
+        source = getattr(session, "source", None)
+        if getattr(source, "run", None) is None and getattr(source, "adapter_dir", None) is None:
+            return []
+        loaded = [s.run.path for s in getattr(session, "adapters", {}).values() if getattr(s, "run", None)]
+        return runs_sharing_base(folder, source, exclude=loaded)
+
     def generation_settings(self, **values):
         from lora_tui.core.chat import GenerationSettings
 

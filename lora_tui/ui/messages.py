@@ -93,6 +93,22 @@ class ChatReady(Message):
 
 
 @dataclass
+class ChatRunsFound(Message):
+    """Finished runs on the chat's base model that are not loaded yet: (name, path) pairs."""
+
+    runs: list
+    path: str = ""  # the run the chat was loaded for
+
+
+@dataclass
+class AdapterAdded(Message):
+    """A run's adapter joined the chat (its name), or could not (error)."""
+
+    name: str | None
+    error: str | None = None
+
+
+@dataclass
 class ChatLoading(Message):
     text: str
     fraction: float | None = None

@@ -51,12 +51,12 @@ class FakeChatSession:
     device = "cuda"
     source = FakeSource()
 
-    def stream(self, messages, *, use_adapter=True, settings=None, should_stop=None):
-        answer = ADAPTER_ANSWER if use_adapter else BASE_ANSWER
+    def stream(self, messages, *, use_adapter=True, adapter=None, settings=None, should_stop=None):
+        answer = ADAPTER_ANSWER if use_adapter and adapter != "base" else BASE_ANSWER
         for word in answer.split(" "):
             yield word + " "
 
-    def compare(self, messages, *, settings=None):
+    def compare(self, messages, *, settings=None, sides=None):
         return ADAPTER_ANSWER, BASE_ANSWER
 
 
@@ -70,6 +70,9 @@ class FixedBackend(Backend):
 
     def open_chat(self, run, on_progress=None):
         return FakeChatSession()
+
+    def chat_runs(self, session, folder: str) -> list:
+        return []  # the canned session has no base to match runs against
 
     def active_runs(self, runs_dir: str) -> list:
         # A developer's own runs/ folder must not put a notice into the snapshots.

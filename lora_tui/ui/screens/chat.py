@@ -1,7 +1,9 @@
 """Step 6, Chat: talk to the freshly trained adapter. Replies stream in as they are
 generated; the conversation is multi-turn; temperature, top-p, top-k and length
-are editable; the adapter can be switched off (base model alone); and ctrl+r puts
-the base model's and the adapter's answers to the same prompt side by side.
+are editable; ctrl+t switches who answers (each loaded adapter, then the base model
+alone); and ctrl+r puts two answers to the same prompt side by side (the one answering
+and the one chosen with ctrl+g, the base model by default). ctrl+o adds another
+finished run trained on the same base model; its adapter loads beside the others.
 
 An optional system message (the CLI's ``--system``) goes first in every request.
 The model loads and generates in thread workers through ``lora_tui.core.chat``;
@@ -21,7 +23,7 @@ from textual.widgets import Checkbox, Input, Label, Static
 
 from lora_tui.ui.errors import plain_error
 from lora_tui.ui.messages import ChatReady, CompareReady, ReplyProgress, WorkProgress
-from lora_tui.ui.screens.base import WizardScreen
+from lora_tui.ui.screens.chat_adapters import BASE, ChatAdapters
 from lora_tui.ui.widgets.chat_bubble import ChatBubble
 from lora_tui.ui.widgets.tick import Tick
 
@@ -34,28 +36,28 @@ SETTINGS = (  # (field of GenerationSettings, label, type, lowest, highest)
 DEFAULTS = {"temperature": "0.3", "top_p": "0.9", "top_k": "40", "max_new_tokens": "256"}
 
 
-class ChatScreen(WizardScreen):
+class ChatScreen(ChatAdapters):
     STEP = "chat"
     BINDINGS = [
         Binding("ctrl+t", "toggle_adapter", "Adapter"),
         Binding("ctrl+r", "compare", "Compare"),
+        Binding("ctrl+g", "compare_with", "Vs"),
+        Binding("ctrl+o", "add_run", "Add run"),
         Binding("ctrl+l", "new_chat", "New chat"),
         Binding("escape", "stop", "Stop"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
-        self.session = None
-        self._loaded_for: str | None = None
         self.messages: list[dict] = []
         self._reply_id = 0
-        self._busy = False
         self._stop = threading.Event()
         self._bubble: ChatBubble | None = None
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="chat-body", classes="body"):
             yield Static(id="chat-header")
+            yield Static(id="chat-adapters")
             with Horizontal(id="chat-settings", classes="row"):
                 yield Tick("adapter", value=True, id="use-adapter", compact=True)
                 for name, label, _, _, _ in SETTINGS:
@@ -78,6 +80,7 @@ class ChatScreen(WizardScreen):
 
     def on_mount(self) -> None:
         self.query_one("#compare").display = False
+        self.query_one("#chat-adapters").display = False
 
     # --- loading the model --------------------------------------------------------------------
     def sync_from_state(self) -> None:
@@ -126,16 +129,25 @@ class ChatScreen(WizardScreen):
             self._loaded_for = None  # try again next time the step is shown
             return
         self.session = message.session
+        self._show_header()
+        names = self.adapter_names()
+        self.answering = getattr(self.session, "default_adapter", None) or (names[0] if names else BASE)
+        self.partner = BASE if self.answering != BASE else (names[0] if names else BASE)
+        self._addable = []
+        self._show_adapters()
+        run = self.state.run
+        if run is not None:
+            self._find_runs(self.session, str(run.path.parent), message.path)
+
+    def _show_header(self) -> None:
         source = getattr(self.session, "source", None)
-        where = getattr(source, "adapter_dir", None) or "no adapter"
+        names = self.adapter_names()
+        where = f"{len(names)} adapters" if len(names) > 1 else getattr(source, "adapter_dir", None) or "no adapter"
         note = getattr(source, "note", "")
-        header.update(Text.assemble(("Chatting with ", ""), (f"{where}", "bold"),
-                                    (f" on {getattr(source, 'base_model', '?')} ({self.session.device})", "dim"),
-                                    (f"  {note}" if note else "", "yellow")))
-        checkbox = self.query_one("#use-adapter", Checkbox)
-        checkbox.disabled = not self.session.has_adapter
-        if not self.session.has_adapter:
-            checkbox.value = False
+        self.query_one("#chat-header", Static).update(Text.assemble(
+            ("Chatting with ", ""), (f"{where}", "bold"),
+            (f" on {getattr(source, 'base_model', '?')} ({self.session.device})", "dim"),
+            (f"  {note}" if note else "", "yellow")))
 
     # --- settings -----------------------------------------------------------------------------
     def settings(self):
@@ -163,11 +175,6 @@ class ChatScreen(WizardScreen):
         text = self.query_one("#system", Input).value.strip()
         return [{"role": "system", "content": text}] if text else []
 
-    def action_toggle_adapter(self) -> None:
-        checkbox = self.query_one("#use-adapter", Checkbox)
-        if not checkbox.disabled:
-            checkbox.value = not checkbox.value
-
     # --- talking --------------------------------------------------------------------------------
     def _can_talk(self) -> str | None:
         if self.session is None:
@@ -190,23 +197,23 @@ class ChatScreen(WizardScreen):
         event.input.value = ""
         self.query_one("#compare").display = False
         self.query_one("#conversation").display = True
-        use_adapter = self.query_one("#use-adapter", Checkbox).value
+        who = self.answering
         self.messages.append({"role": "user", "content": prompt})
         conversation = self.query_one("#conversation", VerticalScroll)
         conversation.mount(ChatBubble("You", prompt, "user"))
-        self._bubble = ChatBubble("Adapter" if use_adapter else "Base model", "…", "assistant")
+        self._bubble = ChatBubble(self.answer_title(who), "…", "assistant")
         conversation.mount(self._bubble)
         conversation.scroll_end(animate=False)
         self._reply_id += 1
         self._busy = True
         self._stop.clear()
-        self._stream(self._reply_id, self.system_messages() + self.messages, use_adapter, settings)
+        self._stream(self._reply_id, self.system_messages() + self.messages, who, settings)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="reply")
-    def _stream(self, reply_id: int, messages: list[dict], use_adapter: bool, settings) -> None:
+    def _stream(self, reply_id: int, messages: list[dict], who: str, settings) -> None:
         text = ""
         try:
-            for piece in self.session.stream(messages, use_adapter=use_adapter, settings=settings,
+            for piece in self.session.stream(messages, adapter=who, settings=settings,
                                              should_stop=self._stop.is_set):
                 text += piece
                 self.post_message(ReplyProgress(reply_id, text))
@@ -244,10 +251,10 @@ class ChatScreen(WizardScreen):
         self.query_one("#conversation").remove_children()
         self.query_one("#compare").display = False
 
-    # --- base versus adapter ----------------------------------------------------------------------
+    # --- two answers side by side -------------------------------------------------------------------
     def action_compare(self) -> None:
         reason = self._can_talk()
-        if reason is None and not self.session.has_adapter:
+        if reason is None and not self.adapter_names():
             reason = "No adapter loaded: nothing to compare with."
         settings = self.settings() if reason is None else None
         if reason or settings is None:
@@ -265,20 +272,26 @@ class ChatScreen(WizardScreen):
         elif history:
             prompt = history[-1]["content"]
         if not prompt:
-            self.notify("Type a prompt first; ctrl+r answers it with and without the adapter.", timeout=5)
+            self.notify(f"Type a prompt first; ctrl+r answers it with {self.answering} and with {self.partner}.",
+                        timeout=5)
             return
         prompt_input.value = ""
         self.query_one("#conversation").display = bool(self.messages)  # room for the answers
         self.query_one("#compare").display = True
+        sides = (self.answering, self.partner)
+        titles = self.query(".compare-title").results(Label)
+        for label, who in zip(titles, sides):
+            label.update("Base model alone" if who == BASE else
+                         "With the adapter" if len(self.adapter_names()) == 1 else f"With {who}")
         self.query_one("#compare-adapter", Static).update(Text("…generating", style="dim"))
-        self.query_one("#compare-base", Static).update(Text("…waits for the adapter's answer", style="dim"))
+        self.query_one("#compare-base", Static).update(Text("…waits for the first answer", style="dim"))
         self._busy = True
-        self._compare(prompt, self.system_messages() + history, settings)
+        self._compare(prompt, self.system_messages() + history, settings, sides)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="reply")
-    def _compare(self, prompt: str, history: list[dict], settings) -> None:
+    def _compare(self, prompt: str, history: list[dict], settings, sides: tuple[str, str]) -> None:
         try:
-            adapter_text, base_text = self.session.compare(history, settings=settings)
+            adapter_text, base_text = self.session.compare(history, settings=settings, sides=sides)
             self.post_message(CompareReady(prompt, adapter_text, base_text))
         except Exception as exc:
             self.post_message(CompareReady(prompt, None, None, error=plain_error(exc)))
