@@ -24,11 +24,10 @@ from typing import Callable, Iterator
 from lora_tui.core.adapters import AdapterError, AdapterSource, find_adapter  # noqa: F401  (re-exported)
 from lora_tui.core.chat_adapters import BASE, ChatError, adapter_label, check_same_base, resolve_adapters, unique_name
 from lora_tui.core.chat_format import (  # noqa: F401  (re-exported: exports and tests import them from here)
-    ALPACA_TEMPLATE, CHATML_TEMPLATE, END_OF_TURN_TOKENS, FALLBACK_TEMPLATES, _StopTrimmer, adds_bos,
+    ALPACA_TEMPLATE, CHATML_TEMPLATE, END_OF_TURN_TOKENS, FALLBACK_TEMPLATES, PromptFormat, _StopTrimmer, adds_bos,
     apply_training_template, end_of_turn_ids, training_formatter)
 
 Progress = Callable[[str, float], None]
-
 
 
 @dataclass
@@ -54,19 +53,6 @@ def _auto_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class _Format:
-    """How prompts are written and answers end for one training format (auto, chatml, alpaca)."""
-
-    def __init__(self, tokenizer, model, template: str) -> None:
-        self.formatter = training_formatter(tokenizer, template)
-        vocab = tokenizer.get_vocab()
-        special = set(tokenizer.all_special_tokens)
-        self.eos_ids = sorted(set(end_of_turn_ids(tokenizer, model))
-                              | {vocab[s] for s in self.formatter.stop_strings if s in special})
-        # Stops that are not one special token (Alpaca's next "### Instruction:") are cut from the text.
-        self.stop_strings = [s for s in self.formatter.stop_strings if s not in special]
-
-
 class ChatSession:
     """A base model loaded once, with zero or more named adapters on it, that answers chat messages."""
 
@@ -82,7 +68,7 @@ class ChatSession:
             self.adapters["adapter"] = source
         self._peft_names = {name: "default" if i == 0 else f"adapter_{i}" for i, name in enumerate(self.adapters)}
         self._template = template or (source.template if source else "auto")
-        self._formats: dict[str, _Format] = {}
+        self._formats: dict[str, PromptFormat] = {}
         default = self._format(None)  # prompts are rendered exactly as training rendered them
         self.formatter, self.eos_ids, self.stop_strings = default.formatter, default.eos_ids, default.stop_strings
         self._lock = threading.Lock()  # one generation at a time: the active adapter is shared state
@@ -91,11 +77,11 @@ class ChatSession:
     names = property(lambda self: list(self.adapters))
     default_adapter = property(lambda self: next(iter(self.adapters), None))
 
-    def _format(self, name: str | None) -> _Format:
+    def _format(self, name: str | None) -> PromptFormat:
         source = self.adapters.get(name) if name else None
         template = source.template if source is not None else self._template
         if template not in self._formats:
-            self._formats[template] = _Format(self.tokenizer, self.model, template)
+            self._formats[template] = PromptFormat(self.tokenizer, self.model, template)
         return self._formats[template]
 
     @classmethod

@@ -91,3 +91,16 @@ class _StopTrimmer:
     def flush(self) -> str:
         out, self.buffer = self.buffer, ""
         return out
+
+
+class PromptFormat:
+    """How prompts are written and answers end for one training format (auto, chatml, alpaca)."""
+
+    def __init__(self, tokenizer, model, template: str) -> None:
+        self.formatter = training_formatter(tokenizer, template)
+        vocab = tokenizer.get_vocab()
+        special = set(tokenizer.all_special_tokens)
+        self.eos_ids = sorted(set(end_of_turn_ids(tokenizer, model))
+                              | {vocab[s] for s in self.formatter.stop_strings if s in special})
+        # Stops that are not one special token (Alpaca's next "### Instruction:") are cut from the text.
+        self.stop_strings = [s for s in self.formatter.stop_strings if s not in special]
