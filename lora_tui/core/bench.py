@@ -183,7 +183,8 @@ def trl_data(config: Config, out: Path) -> Path:
     from lora_tui.core.data.load import load_examples
 
     try:
-        loaded = load_examples(config.data.train, max_seq_len=config.data.max_seq_len)
+        loaded = load_examples(config.data.train, max_seq_len=config.data.max_seq_len,
+                               subset=getattr(config.data, "subset", None))  # a hub dataset's config name
     except DataError as exc:
         raise BenchError(str(exc)) from None
     if not loaded.examples:
