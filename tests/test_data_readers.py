@@ -91,20 +91,22 @@ def test_jsonl_faults_have_their_line_numbers(tmp_path):
     assert [e.line for e in loaded.examples] == [1, 4]
 
 
-def test_json_array_elements_keep_their_line_numbers(tmp_path):
+def test_json_array_elements_are_numbered_by_row(tmp_path):
+    # by element, not file line: a minified array is one line (issue 16 item 8); messages keep the file line
     text = ('[\n  {"prompt": "a?", "completion": "b."},\n  {"prompt": "c?",\n   "completion": 3},\n'
             '  {"prompt": "d?" "completion": "e."},\n  {"prompt": "f?", "completion": "g."}\n]\n')
     loaded = load_examples(_write(tmp_path / "arr.json", text))
     assert loaded.container == "json"
-    assert _codes(loaded) == [(3, "wrong_type"), (5, "malformed_json")]
-    assert [e.line for e in loaded.examples] == [2, 6]
+    assert _codes(loaded) == [(2, "wrong_type"), (3, "malformed_json")]
+    assert "file line 5" in loaded.findings[1].message
+    assert [e.line for e in loaded.examples] == [1, 4]
 
 
 def test_json_object_wrapping_a_list_and_jsonl_named_json(tmp_path):
     wrapped = {"name": "demo", "data": [{"text": "one"}, {"text": "two"}]}
     loaded = load_examples(_write(tmp_path / "w.json", json.dumps(wrapped, indent=2)))
     assert [e.text for e in loaded.examples] == ["one", "two"]
-    assert [e.line for e in loaded.examples] == [4, 7]
+    assert [e.line for e in loaded.examples] == [1, 2]
     lines = _write(tmp_path / "l.json", '{"text": "one"}\n{"text": "two"}\n')
     loaded = load_examples(lines)
     assert loaded.container == "jsonl" and len(loaded.examples) == 2
@@ -174,5 +176,5 @@ def test_undecodable_txt_file_is_reported_and_skipped(tmp_path):
 def test_undecodable_bytes_in_a_json_array_skip_only_that_element(tmp_path):
     raw = b'[\n{"text": "fine"},\n{"text": "caf\xe9"},\n{"text": "also fine"}\n]\n'
     loaded = load_examples(_write(tmp_path / "a.json", raw))
-    assert _codes(loaded) == [(3, "undecodable_bytes")]
+    assert _codes(loaded) == [(2, "undecodable_bytes")] and "(file line 3)" in loaded.findings[0].message
     assert [e.text for e in loaded.examples] == ["fine", "also fine"]

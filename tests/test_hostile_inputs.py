@@ -250,3 +250,58 @@ def test_precheck_passes_good_data_and_counts_its_usable_rows(tmp_path):
     path = tmp_path / "good.jsonl"
     path.write_bytes(b"not json\n" + _rows(5))
     assert check_trainable_prefix(path) == 5
+
+
+# --- item 8 (data side): the right row, the right fix, consistent counts ---------------------------------------
+
+def test_deep_nesting_has_its_own_fix_not_the_surrogate_one(tmp_path):
+    from lora_tui.core.data import load_examples
+
+    path = tmp_path / "deep.jsonl"
+    path.write_text('{"text": ' + "[" * 40 + "]" * 40 + '}\n{"text": "\\ud800"}\n{"text": "fine"}\n')
+    deep, surrogate = load_examples(path).findings
+    assert "nested" in deep.message and "surrogate" not in deep.fix and "flatten" in deep.fix
+    assert "surrogate" in surrogate.message and "surrogate pair" in surrogate.fix
+
+
+def test_the_surrogate_finding_names_the_first_lone_surrogate(tmp_path):
+    from lora_tui.core.data import load_examples
+
+    path = tmp_path / "surrogates.jsonl"
+    row = {"messages": [{"role": "user", "content": "a \ud801 b \ud802"},
+                        {"role": "assistant", "content": "c \ud803"}]}
+    path.write_text(json.dumps(row) + "\n")
+    (finding,) = load_examples(path).findings
+    assert "\\ud801" in finding.message, finding.message  # before the fix: \ud803, the last one
+
+
+def test_a_json_array_names_rows_by_their_index(tmp_path):
+    from lora_tui.core.data import validate_dataset
+    from lora_tui.core.data.records import row_unit
+
+    rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(20)]
+    rows[16] = {"instruction": "q2", "output": "a2"}  # row 17 repeats row 3
+    rows[9] = {"instruction": "no output"}  # row 10 lacks a field
+    path = tmp_path / "minified.json"
+    path.write_text(json.dumps(rows))  # one line: every row was "line 1"
+    report = validate_dataset(path)
+    assert row_unit(report.container, report.source) == "row"
+    where = {f.code: (f.line, f.message) for f in report.findings}
+    assert where["duplicate"] == (17, "exact duplicate of row 3")
+    assert where["missing_field"][0] == 10
+    out = subprocess.run([sys.executable, "-m", "lora_tui", "validate", str(path)], capture_output=True,
+                         text=True, timeout=120).stdout
+    assert "row 17: exact duplicate of row 3" in out and "line 1" not in out
+
+
+def test_csv_counts_an_over_long_row_as_read_and_not_valid(tmp_path, monkeypatch):
+    from lora_tui.core.data import validate_dataset
+
+    monkeypatch.setattr("lora_tui.core.data.readers.MAX_LINE_BYTES", 1000)
+    monkeypatch.setattr("lora_tui.core.data.bounds.MAX_LINE_BYTES", 1000)  # stands for the 200 MB field
+    path = tmp_path / "big.csv"
+    path.write_text('instruction,output\nq1,a1\n"' + "y" * 3000 + '",a2\nq3,a3\n')
+    report = validate_dataset(path)
+    # before the fix: "2 read, 2 valid, 1 errors"
+    assert (report.rows, report.valid_rows, len(report.errors)) == (3, 2, 1)
+    assert report.errors[0].line == 3

@@ -112,6 +112,8 @@ def _tokenizer(model: str | None):
 
 def format_report(report, model_name: str = "") -> str:
     """The human-readable report (also usable by other front-ends)."""
+    from lora_tui.core.data.records import row_unit
+
     out = [
         f"Dataset   {report.path}",
         f"Format    {report.format} ({report.container})",
@@ -123,7 +125,7 @@ def format_report(report, model_name: str = "") -> str:
         revision = source.get("revision") or "revision not known"
         revision = revision if revision == "local snapshot" else f"revision {revision}"
         out[0] += f" ({', '.join(f'{k} {source[k]}' for k in ('subset', 'split') if source.get(k))}; {revision})"
-    unit = "row" if source else "line"  # a hub dataset's rows have numbers, not file lines
+    unit = row_unit(report.container, report.source)  # a hub dataset's rows, a JSON array's elements: "row"
     stats = report.token_stats
     if stats is not None:
         out.append(f"Template  {report.template}" + (f", tokenizer of {model_name}" if model_name else ""))

@@ -62,12 +62,13 @@ def _build_datasets(config: Config, tokenizer):
 
     from lora_tui.core.data import ChatFormatter, load_examples, split_examples
     from lora_tui.core.data.load import skipped_summary
+    from lora_tui.core.data.records import row_unit
 
     max_len = config.data.max_seq_len
     subset = config.data.subset
     train_set = load_examples(config.data.train, tokenizer=tokenizer, max_seq_len=max_len, subset=subset)
     # hostile / malformed rows, with their lines (a hub dataset's rows have numbers, not lines)
-    skipped = skipped_summary(train_set.findings, unit="row" if train_set.source else "line")
+    skipped = skipped_summary(train_set.findings, unit=row_unit(train_set.container, train_set.source))
     train_rows, eval_rows, eval_set = train_set.examples, [], None
     if config.data.validation:
         eval_set = load_examples(config.data.validation, tokenizer=tokenizer, max_seq_len=max_len, subset=subset)

@@ -126,17 +126,21 @@ def hostile(value: Any) -> str | None:
         elif isinstance(item, (list, dict)):
             if depth >= MAX_DEPTH:
                 return f"is nested more than {MAX_DEPTH} levels deep"
-            children = item.items() if isinstance(item, dict) else ((None, x) for x in item)
-            for key, child in children:
+            children = list(item.items()) if isinstance(item, dict) else [(None, x) for x in item]
+            for key, child in reversed(children):  # pushed in reverse: popped in the row's order, key first
+                stack.append((child, depth + 1))
                 if key is not None:
                     stack.append((key, depth + 1))
-                stack.append((child, depth + 1))
     return None
 
 
+SURROGATE_FIX = "fix or remove this row (a lone \\ud800-\\udfff escape must be part of a surrogate pair)"
+NESTING_FIX = (f"flatten this row (a conversation needs 3 levels: a list of messages, each an object of strings; "
+               f"more than {MAX_DEPTH} is refused) or remove it")
+
+
 def hostile_finding(line: int, reason: str, source: str | None = None) -> Finding:
-    return Finding(line, "error", f"row {reason}: row skipped",
-                   "fix or remove this row (a lone \\ud800-\\udfff escape must be part of a surrogate pair)",
+    return Finding(line, "error", f"row {reason}: row skipped", SURROGATE_FIX if "surrogate" in reason else NESTING_FIX,
                    "hostile_text", source)
 
 

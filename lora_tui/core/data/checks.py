@@ -47,7 +47,8 @@ class Hygiene:
     """The checks one row at a time. Rows are remembered by a 64-bit hash of their text (not the text),
     so memory stays bounded: at most MAX_DUPLICATE_ROWS rows are remembered."""
 
-    def __init__(self, special_tokens: list[str] | tuple = ()) -> None:
+    def __init__(self, special_tokens: list[str] | tuple = (), unit: str = "line") -> None:
+        self.unit = unit  # "row" where numbers count rows (records.row_unit)
         self.exact: dict[int, object] = {}
         self.near: dict[int, object] = {}
         self.specials = [t for t in special_tokens if t and len(t) > 2]
@@ -61,12 +62,12 @@ class Hygiene:
         self.seen += 1
         first = self.exact.get(hash(key))
         if first is not None:
-            findings.append(_warn(ex, f"exact duplicate of {_where(first)}", "remove the repeated row", "duplicate"))
+            findings.append(_warn(ex, f"exact duplicate of {_where(first, self.unit)}", "remove the repeated row", "duplicate"))
         else:
             folded = hash(NOT_WORD.sub(" ", key.lower()).strip())
             twin = self.near.get(folded)
             if twin is not None:
-                findings.append(_warn(ex, f"near duplicate of {_where(twin)} (differs only in case, spaces or "
+                findings.append(_warn(ex, f"near duplicate of {_where(twin, self.unit)} (differs only in case, spaces or "
                                           "punctuation)", "keep one of the two rows", "near_duplicate"))
             elif self.seen <= MAX_DUPLICATE_ROWS:
                 self.exact[hash(key)] = where
@@ -109,8 +110,8 @@ class Hygiene:
                         "duplicates_partial")]
 
 
-def _where(where) -> str:
-    return f"line {where}" if isinstance(where, int) else f"{where[1]} chunk {where[0]}"
+def _where(where, unit: str = "line") -> str:
+    return f"{unit} {where}" if isinstance(where, int) else f"{where[1]} chunk {where[0]}"
 
 
 def _longest_sentence(text: str) -> int:

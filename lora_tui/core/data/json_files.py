@@ -85,7 +85,8 @@ def read_jsonl(p: Path, raw: bytes) -> ReadResult:
 
 
 def read_json(p: Path, raw: bytes, encoding: str = "utf-8", bom: int = 0) -> ReadResult:
-    """A JSON array of rows (or an object wrapping one); rows keep the line their element starts on."""
+    """A JSON array of rows (or an object wrapping one). Rows and findings are numbered by element (row 1,
+    row 2, ...: a JSON array is often one line); a finding's message gives the file line where it helps."""
     text = decode_whole(raw) if encoding == "utf-8" else raw[bom:].decode(encoding, errors="replace")
     bad: list[Finding] = []
     if text is None:  # report each bad byte, read the rest with replacement characters
@@ -110,20 +111,20 @@ def read_json(p: Path, raw: bytes, encoding: str = "utf-8", bom: int = 0) -> Rea
         except json.JSONDecodeError as exc:
             if exc.msg == "Extra data":  # JSON Lines saved as .json
                 return read_jsonl(p, raw)
-            return ReadResult("json", findings=bad + [malformed(exc.lineno, exc, "element")], rows_total=1)
+            return ReadResult("json", findings=bad + [malformed(1, exc, "element")], rows_total=1)
         except RecursionError:
             return ReadResult("json", findings=bad + [hostile_finding(1, "is nested too deeply to parse")], rows_total=1)
         if isinstance(whole, dict):
             key = next((k for k, v in whole.items() if isinstance(v, list) and v and isinstance(v[0], dict)), None)
             if key is None:  # a single row written as one object
-                line = text.count("\n", 0, start) + 1
+                line = 1  # the one row
                 why = hostile(whole)
                 if why:
                     return ReadResult("json", findings=bad + [hostile_finding(line, why)], rows_total=1)
                 rows = [] if bad else [RawRow(line, whole)]
                 return ReadResult("json", rows=rows, findings=bad, rows_total=1)
             start = _find_key_array(text, start, key)
-    result = _scan_array(text, start, {f.line for f in bad})
+    result = _scan_array(text, start, bad)
     result.findings[:0] = bad
     return result
 
@@ -161,8 +162,11 @@ def _find_key_array(text: str, start: int, key: str) -> int:
 _NEXT_OBJECT = re.compile(r"\}\s*,\s*(?=\{)")
 
 
-def _scan_array(text: str, start: int, bad_lines: set) -> ReadResult:
+def _scan_array(text: str, start: int, bad: list[Finding]) -> ReadResult:
+    """The elements of the array at `start`, numbered 1, 2, ...; `bad` (undecodable bytes, by file line)
+    are renumbered to the element they fall in."""
     result = ReadResult("json")
+    bad_lines = {f.line for f in bad}
     decoder = json.JSONDecoder()
     i = skip_ws(text, start + 1)
     line, counted_to = 1, 0
@@ -178,20 +182,21 @@ def _scan_array(text: str, start: int, bad_lines: set) -> ReadResult:
     while i < n and text[i] != "]":
         element_line = line_at(i)
         result.rows_total += 1
+        row = result.rows_total
         try:
             value, end = decoder.raw_decode(text, i)
             j = skip_ws(text, end)
             if j < n and text[j] not in ",]":
                 raise json.JSONDecodeError("Expecting ',' delimiter", text, j)
         except RecursionError:
-            result.findings.append(hostile_finding(element_line, "is nested too deeply to parse"))
+            result.findings.append(hostile_finding(row, "is nested too deeply to parse"))
             nxt = _NEXT_OBJECT.search(text, i + 1)
             if nxt is None:
                 break
             i = nxt.end()
             continue
         except json.JSONDecodeError as exc:
-            result.findings.append(malformed(line_at(exc.pos) if exc.pos >= counted_to else element_line, exc, "element"))
+            result.findings.append(malformed(row, exc, "element"))
             # Resume at the next object element: "}" "," "{" after the fault.
             nxt = _NEXT_OBJECT.search(text, max(exc.pos, i + 1))
             if nxt is None:
@@ -199,22 +204,25 @@ def _scan_array(text: str, start: int, bad_lines: set) -> ReadResult:
             i = nxt.end()
             continue
         if bad_lines and bad_lines.intersection(range(element_line, line_at(end) + 1)):
-            pass  # already reported as undecodable
+            for finding in bad:  # already reported as undecodable: named by this row from now on
+                if finding.line in range(element_line, line + 1):
+                    finding.message += f" (file line {finding.line})"
+                    finding.line = row
         elif isinstance(value, dict):
             why = hostile(value)
             if why:
-                result.findings.append(hostile_finding(element_line, why))
+                result.findings.append(hostile_finding(row, why))
             else:
-                result.rows.append(RawRow(element_line, value))
+                result.rows.append(RawRow(row, value))
         else:
-            result.findings.append(not_an_object(element_line, value))
+            result.findings.append(not_an_object(row, value))
         i = skip_ws(text, j + 1) if j < n and text[j] == "," else j
         closed = j < n and text[j] == "]"
     if i >= n and not closed:  # ran off the end: no closing bracket
-        result.findings.append(Finding(line_at(n), "error", "the JSON array is not closed (no final ']'): the file "
-                                       "may have been cut short", "restore the end of the file, or close the array "
+        result.findings.append(Finding(None, "error", f"the JSON array is not closed (no final ']' by file line "
+                                       f"{line_at(n)}): the file may have been cut short", "restore the end of the file, or close the array "
                                        "with ']'", "unclosed_array"))
     elif not result.rows_total:
-        result.findings.append(Finding(line_at(i), "error", "the JSON array holds no rows",
+        result.findings.append(Finding(None, "error", "the JSON array holds no rows",
                                        'add rows: [{"instruction": ..., "output": ...}, ...]', "no_rows"))
     return result

@@ -168,11 +168,12 @@ def _csv_rows(reader, header: list[str], faults: list[Finding], result: ReadResu
         spoiled = bool(faults)  # a line of this row was undecodable or too long: already reported
         yield from faults
         faults.clear()
+        if spoiled:  # read and not valid (a line over the limit reaches the csv reader as an empty line)
+            result.rows_total += 1
+            continue
         if not any(f.strip() for f in fields):
             continue
         result.rows_total += 1
-        if spoiled:
-            continue
         if len(fields) != len(header):
             yield Finding(start, "error", f"row has {len(fields)} fields but the header has {len(header)} columns",
                           "quote fields that contain the delimiter, or add the missing fields", "schema_mismatch")

@@ -32,6 +32,14 @@ class Example:
         return f"line {self.line}"
 
 
+ROW_NUMBERED = ("json",)  # containers whose numbers count rows: a JSON array is often a single line
+
+
+def row_unit(container: str, source: dict | None = None) -> str:
+    """What a row's number counts, for messages: "row" (a JSON array's element, a hub dataset's row) or "line"."""
+    return "row" if source or container in ROW_NUMBERED else "line"
+
+
 @dataclass
 class Finding:
     """One problem found in a dataset, tied to a line where it has one."""

@@ -95,7 +95,8 @@ def malformed(line: int, exc: json.JSONDecodeError, what: str = "line") -> Findi
         hint = "fix the JSON of this array element"
     if "Unterminated string" in exc.msg or "Expecting" in exc.msg and exc.pos >= len(exc.doc) - 1:
         hint += "; the line may have been cut short"
-    return Finding(line, "error", f"malformed JSON: {exc.msg} (column {exc.colno})", hint, "malformed_json")
+    where = f"file line {exc.lineno}, column {exc.colno}" if what == "element" else f"column {exc.colno}"
+    return Finding(line, "error", f"malformed JSON: {exc.msg} ({where})", hint, "malformed_json")
 
 
 def not_an_object(line: int, value: Any) -> Finding:

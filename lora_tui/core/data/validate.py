@@ -24,7 +24,7 @@ from .checks import Hygiene
 from .formats import Normaliser
 from .load import sort_findings
 from .hub_data import open_dataset
-from .records import Finding, ValidationReport
+from .records import Finding, ValidationReport, row_unit
 from .rows import RawRow
 from .stats import token_stats
 from .template import ChatFormatter
@@ -65,7 +65,7 @@ def validate_dataset(path, *, tokenizer=None, max_seq_len: int = 1024, template:
     normaliser = Normaliser(list(sample))
     findings.extend(normaliser.findings)
     specials = list(getattr(tokenizer, "all_special_tokens", []) or []) if tokenizer is not None else []
-    hygiene = Hygiene(specials)
+    hygiene = Hygiene(specials, row_unit(read.container, getattr(read, "source", None)))
     formatter = None
     if tokenizer is not None:
         formatter = ChatFormatter(tokenizer, template=template, train_on_prompt=train_on_prompt)

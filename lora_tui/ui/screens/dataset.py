@@ -132,7 +132,9 @@ class DatasetScreen(WizardScreen):
             verdict.update(Text(f"✗ Cannot train on this: {refusal}", style="bold red"))
         else:
             verdict.update(Text("✓ Ready to train. ctrl+n: parameters", style="bold green"))
-        unit = "row" if report.source else "line"  # a hub dataset's rows have numbers, not file lines
+        from lora_tui.core.data.records import row_unit
+
+        unit = row_unit(report.container, report.source)  # a hub dataset's rows, a JSON array's elements: "row"
         self.query_one("#preview", Static).update(preview_text(view.preview, unit))
         self.query_one("#histogram", Static).update(histogram_text(report.token_stats))
         tree = self.query_one("#findings", Tree)
