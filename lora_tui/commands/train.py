@@ -114,14 +114,17 @@ def _follow_in_foreground(run_dir) -> int:
 
     from lora_tui.core.launcher import stop_run, wait_until_started
 
+    from lora_tui.core.run_history import RunHistory
+
     signal.signal(signal.SIGTERM, _raise_terminated)
     started, terms = False, 0
+    history = RunHistory()  # kept across Ctrl-C / SIGTERM: following again prints only what is new
     while True:
         try:
             if not started:  # a Ctrl-C here (start-up, before the first event) is honoured too
                 wait_until_started(run_dir)
                 started = True
-            state = follow(run_dir)
+            state = follow(run_dir, history=history)
             break
         except KeyboardInterrupt:
             if _ask_on_interrupt(run_dir) == "detach":
