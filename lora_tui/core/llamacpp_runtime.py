@@ -67,7 +67,8 @@ class LlamaCppModel:
         return out
 
     def greedy(self, messages: list[dict], max_new_tokens: int) -> tuple[str, bool, list[int], int]:
-        """(answer text, stopped on an end-of-generation token, generated ids incl. the stop, prompt tokens)."""
+        """(answer text, stopped on an end-of-generation token, generated ids incl. the stop or None when the
+        server did not list them all, prompt tokens)."""
         out = self.server.handle_chat_completions({"messages": messages, "max_tokens": max_new_tokens,
                                                    "temperature": 0.0, "logprobs": True, "top_logprobs": 1})
         if not isinstance(out, dict) or "choices" not in out:
@@ -75,15 +76,24 @@ class LlamaCppModel:
         choice = out["choices"][0]
         ids = [int(item["id"]) for item in (choice.get("logprobs") or {}).get("content") or []]
         text = choice.get("message", {}).get("content") or ""
-        return text, choice.get("finish_reason") == "stop", ids, int(out.get("usage", {}).get("prompt_tokens", 0))
+        usage = out.get("usage", {})
+        if len(ids) != int(usage.get("completion_tokens", len(ids))):
+            ids = None  # byte tokens inside a UTF-8 character are left out of the server's list: ids unknown
+        return text, choice.get("finish_reason") == "stop", ids, int(usage.get("prompt_tokens", 0))
 
     def score(self, ids: list[int], positions: list[int]) -> tuple[list[float], list[int]]:
-        """For each position t: log p(ids[t] | ids[:t]) and llama.cpp's own top token there."""
+        """For each position t: log p(ids[t] | ids[:t]) and llama.cpp's own top token there (NaN, -1 where the
+        server withholds a token that leaves UTF-8 incomplete)."""
         logps, tops = [], []
         for t in positions:
             out = self._complete({"prompt": ids[:t], "max_tokens": 1, "n_probs": 1, "temperature": 0.0,
                                   "logit_bias": [[int(ids[t]), FORCE]], "cache_prompt": True})
-            item = out["choices"][0]["logprobs"]["content"][0]
+            content = (out["choices"][0].get("logprobs") or {}).get("content") or []
+            if not content:  # a byte token that leaves UTF-8 incomplete: the server withholds it, and its probabilities
+                logps.append(float("nan"))
+                tops.append(-1)
+                continue
+            item = content[0]
             if int(item["id"]) != int(ids[t]):
                 raise RuntimeError(f"llama.cpp did not take the forced token {ids[t]} (took {item['id']})")
             logps.append(float(item["logprob"]))
