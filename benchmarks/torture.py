@@ -12,6 +12,9 @@ Sections (each prints PASS/FAIL/SKIP lines with a figure, then a table at the en
   corrupt  damaged run directories for runs, attach, chat, export and the wizard's --run
   hostile  hostile files for validate and train, with validate's peak RSS against the bound
            (RSS_BOUND_GIB), including a 1 GB file
+  runs     issue 16: --overwrite on folders that are not runs, merge/zip --overwrite, a garbage
+           status.json on a finished run, changed lora.targets on --resume, no room for the adapter,
+           absurd step counts, Ctrl-C/SIGTERM history, a torn events line, quoted hints
 
 Slow (minutes) and heavy: run it under the shared lock. Not part of pytest.
 """
@@ -343,14 +346,196 @@ def section_hostile(model: Path, data: Path, big_gb: float) -> None:
                f"{state}, exit {out.returncode}")
 
 
+# ----------------------------------------------------------------------------------- issue 16: runs and exports
+def _user_folder(path: Path) -> dict[str, bytes]:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "thesis.tex").write_text("\\chapter{Results}")
+    (path / "notes").mkdir(exist_ok=True)
+    (path / "notes" / "ideas.md").write_text("- try r=32")
+    return _tree(path)
+
+
+def _tree(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): (p.read_bytes() if p.is_file() else b"<dir>") for p in sorted(path.rglob("*"))}
+
+
+def case_overwrite_non_run(model: Path, data: Path) -> None:
+    """`train --run-dir X --overwrite` on a folder of someone's work, on `.` and on $HOME: refused, nothing lost."""
+    folder, home = ROOT / "overwrite-work", ROOT / "overwrite-home"
+    before, home_before = _user_folder(folder), _user_folder(home)
+    for what, run_dir in (("a folder of files", folder), (".", Path(".")), ("$HOME", home)):
+        started = time.monotonic()
+        out = subprocess.run([sys.executable, "-m", "lora_tui", "train", *overrides(model, data, 2, 0), "--run-dir",
+                              str(run_dir), "--overwrite"], capture_output=True, text=True, timeout=120,
+                             cwd=folder, env={**ENV, "HOME": str(home)})
+        kept = _tree(folder) == before and _tree(home) == home_before
+        one_line = len(out.stderr.strip().splitlines()) == 1
+        record(f"train --overwrite on {what} (not a run)", out.returncode == 2 and kept and one_line
+               and "--overwrite to replace" not in out.stderr,
+               f"exit {out.returncode}, {'nothing deleted' if kept else 'FILES LOST'}, "
+               f"{time.monotonic() - started:.1f} s: {out.stderr.strip()[:90]}")
+
+
+def case_finished_run(model: Path, data: Path) -> Path:
+    run_dir = ROOT / "issue16-finished"
+    cli("train", *overrides(model, data, 4, 2), "--run-dir", run_dir, "--detach")
+    wait_state(run_dir)
+    return run_dir
+
+
+def case_export_overwrite(run_dir: Path) -> None:
+    """merge --overwrite into a user folder, --zip --overwrite over a PDF, zip / push of a checkpoint path."""
+    import zipfile
+
+    folder = ROOT / "merge-work"
+    before = _user_folder(folder)
+    out = cli("merge", run_dir, folder, "--overwrite", "--no-check")
+    record("merge --overwrite into a folder of files", out.returncode == 2 and _tree(folder) == before,
+           f"exit {out.returncode}: {out.stderr.strip()[:90]}")
+    pdf = ROOT / "thesis.pdf"
+    pdf.write_bytes(b"%PDF-1.7 my thesis")
+    out = cli("export", run_dir, "--zip", "--out", pdf, "--overwrite")
+    record("export --zip --overwrite over a PDF", out.returncode == 2 and pdf.read_bytes() == b"%PDF-1.7 my thesis",
+           f"exit {out.returncode}: {out.stderr.strip()[:90]}")
+    checkpoint = sorted((run_dir / "checkpoints").glob("checkpoint-*"))[-1]
+    target = ROOT / "checkpoint.zip"
+    out = cli("export", checkpoint, "--zip", "--out", target)
+    names = sorted(n.split("/", 1)[1] for n in zipfile.ZipFile(target).namelist()) if target.exists() else []
+    leaked = [n for n in names if n.endswith((".pt", ".pth", ".bin")) or n in ("trainer_state.json", "lora_tui_complete")]
+    record("export --zip of a checkpoint path", out.returncode == 0 and names and not leaked,
+           f"{len(names)} files ({target.stat().st_size / 2**20:.1f} MiB), trainer state left out: "
+           f"{'yes' if not leaked else leaked}" if target.exists() else out.stderr.strip()[:120])
+
+
+def case_garbage_status(run_dir: Path) -> None:
+    """A finished run whose status.json is garbage: runs, attach, --resume read the events."""
+    damaged = ROOT / "issue16-garbage-status"
+    subprocess.run(["cp", "-a", str(run_dir), str(damaged)], check=True)
+    (damaged / "status.json").write_bytes(b"\xff\x00{{ garbage")
+    before = {k: v for k, v in _tree(damaged).items() if k != "trainer.lock"}
+    listed = cli("runs", "--dir", ROOT).stdout
+    line = next((l for l in listed.splitlines() if l.startswith(damaged.name)), "")
+    attach = cli("attach", damaged, timeout=60)
+    resume = cli("train", "--resume", damaged)
+    after = {k: v for k, v in _tree(damaged).items() if k != "trainer.lock"}
+    ok = ("finished" in line and resume.returncode == 2 and "already finished" in resume.stderr
+          and "--resume" not in attach.stdout and after == before)
+    record("finished run, garbage status.json: runs / attach / --resume", ok,
+           f"runs: {' '.join(line.split()[1:3])}; attach exit {attach.returncode}; --resume exit {resume.returncode}, "
+           f"run dir {'unchanged' if after == before else 'CHANGED'}")
+
+
+def case_targets_changed(model: Path, data: Path) -> None:
+    """Stop a run after a checkpoint, change lora.targets in config.yaml (a string), --resume."""
+    import re
+
+    run_dir = ROOT / "issue16-targets"
+    cli("train", *overrides(model, data, 400, 2), "--run-dir", run_dir, "--detach")
+    from lora_tui.core.runs import RunDirectory
+
+    run, deadline = RunDirectory(run_dir), time.monotonic() + 300
+    while run.last_checkpoint() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    cli("stop", run_dir, "--wait", "120")
+    for targets in ("qv", "q_proj,v_proj"):
+        text = run.config_path.read_text()
+        run.config_path.write_text(re.sub(r"(?m)^  targets: .*$", f"  targets: {targets}", text))
+        started = time.monotonic()
+        out = cli("train", "--resume", run_dir)
+        record(f"--resume after lora.targets -> {targets}", out.returncode == 2 and "lora.targets" in out.stderr
+               and run.state() == "stopped", f"exit {out.returncode}, {time.monotonic() - started:.1f} s: "
+                                             f"{out.stderr.strip()[:100]}")
+
+
+def case_no_room_for_adapter(model: Path, data: Path) -> None:
+    """save_steps=0 on a 10 MB tmpfs: the adapter cannot fit, so training must not start."""
+    small = ROOT / "issue16-small"
+    why = mount_tmpfs(small, "10m")
+    if why:
+        record("save_steps=0, no room for the adapter", None, f"skipped: cannot mount tmpfs ({why})")
+        return
+    try:
+        from lora_tui.core.runs import RunDirectory
+
+        run_dir = small / "run"
+        started = time.monotonic()
+        cli("train", *overrides(model, data, 30, 0), "--run-dir", run_dir, "--detach")
+        state = wait_state(run_dir)
+        events = RunDirectory(run_dir).read_events()
+        last = events[-1] if events else {}
+        steps = sum(e.get("type") == "step" for e in events)
+        record("save_steps=0, no room for the adapter (10 MB tmpfs)", state == "failed" and steps == 0
+               and "disk full" in str(last.get("reason")) and "checkpoints are kept" not in str(last.get("fix")),
+               f"{state} after {steps} steps, {time.monotonic() - started:.1f} s: {last.get('reason')}")
+    finally:
+        subprocess.run(["umount", "-l", str(small)], capture_output=True)
+
+
+def case_absurd_steps() -> None:
+    for setting in ("training.max_steps=1e30", "training.save_steps=1e30", "training.seed=1e30"):
+        started = time.monotonic()
+        out = cli("train", setting, "--print-config")
+        record(f"train {setting}", out.returncode == 2 and "at most" in out.stderr,
+               f"exit {out.returncode}, {time.monotonic() - started:.1f} s: {out.stderr.strip()[:90]}")
+
+
+def case_signal_history(model: Path, data: Path) -> None:
+    """Ctrl-C (no terminal: stop) and SIGTERM to a foreground train: the history is printed once."""
+    from lora_tui.core.runs import RunDirectory
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        run_dir = ROOT / f"issue16-signal-{sig.name}"
+        proc = subprocess.Popen([sys.executable, "-m", "lora_tui", "train", *overrides(model, data, 400, 0),
+                                 "--run-dir", str(run_dir)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, env=ENV)
+        run, deadline = RunDirectory(run_dir), time.monotonic() + 300
+        while sum(e.get("type") == "step" for e in run.read_events()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=300)
+        record(f"{sig.name} to a foreground train: history printed once", out.count("started: ") == 1
+               and out.count("step 1/") == 1 and run.state() == "stopped",
+               f"'started' printed {out.count('started: ')}x, 'step 1/' {out.count('step 1/')}x, {run.state()}")
+
+
+def case_torn_seq_and_quoting(model: Path, data: Path) -> None:
+    import shlex
+
+    from lora_tui.core.runs import RunDirectory
+
+    run = RunDirectory(ROOT / "issue16-torn")
+    run.path.mkdir()
+    run.events_path.write_text('{"seq": 1, "type": "log", "message": "a"}\n{"seq": 2, "type": "st')
+    seq = run.append_event("log", message="after the tear")["seq"]
+    record("event after a torn last line", seq == 3, f"next seq {seq} (torn line had 2)")
+    run_dir = ROOT / "my runs" / "it's a run"
+    out = cli("train", *overrides(model, data, 2, 0), "--run-dir", run_dir, "--detach")
+    hints = [l.split(":", 1)[1].strip() for l in out.stdout.splitlines() if l.strip().startswith(("follow:", "stop:"))]
+    ok = len(hints) == 2 and all(shlex.split(h)[-1] == str(run_dir) for h in hints)
+    record("attach/stop hints for a path with a space and a quote", ok, "; ".join(hints)[:120])
+    wait_state(run_dir)
+
+
+def section_runs(model: Path, data: Path) -> None:
+    case_overwrite_non_run(model, data)
+    finished = case_finished_run(model, data)
+    case_export_overwrite(finished)
+    case_garbage_status(finished)
+    case_targets_changed(model, data)
+    case_no_room_for_adapter(model, data)
+    case_absurd_steps()
+    case_signal_history(model, data)
+    case_torn_seq_and_quoting(model, data)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 kill trials, a 0.2 GB big file")
-    parser.add_argument("--only", nargs="*", default=None, help="sections: kill disk race corrupt hostile")
+    parser.add_argument("--only", nargs="*", default=None, help="sections: kill disk race corrupt hostile runs")
     parser.add_argument("--big-gb", type=float, default=1.0, help="size of the big validate file (default 1 GB)")
     args = parser.parse_args()
     os.environ.update(ENV)
-    sections = args.only or ["kill", "disk", "race", "corrupt", "hostile"]
+    sections = args.only or ["kill", "disk", "race", "corrupt", "hostile", "runs"]
     print(f"scratch: {ROOT}; load before: {os.getloadavg()}", flush=True)
     model, data = tiny_model(), train_data()
     if "kill" in sections:
@@ -363,6 +548,8 @@ def main() -> int:
         section_corrupt(model, data)
     if "hostile" in sections:
         section_hostile(model, data, 0.2 if args.quick else args.big_gb)
+    if "runs" in sections:
+        section_runs(model, data)
     print(f"\nload after: {os.getloadavg()}\n\n| test | result | figure |\n|---|---|---|")
     for test, result, figure in RESULTS:
         print(f"| {test} | {result} | {figure} |")
