@@ -13,12 +13,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from lora_tui.core.auto_batch import (AUTO_BASE, ENV_BATCH, MICRO_BATCH_CAP, batch_for_run, choose_batch,
+from lora_tui.core.auto_batch import (AUTO_BASE, MICRO_BATCH_CAP, batch_for_run, choose_batch,
                                       effective_batch)
 from lora_tui.core.config import Config, ConfigError, apply_overrides, config_to_yaml, load_config
 from lora_tui.core.memory import estimate_memory
 from lora_tui.core.memory_plan import fix_overrides, plan_from_config
 from lora_tui.core.memory_record import CHECKPOINT_SHARE
+from lora_tui.core.run_plan import ENV_PLAN
 
 GiB = 1024**3
 
@@ -135,7 +136,7 @@ def test_a_smaller_micro_batch_fix_keeps_the_effective_batch():
 def test_resume_keeps_the_first_starts_batch(tmp_path, monkeypatch):
     from lora_tui.core.runs import RunDirectory
 
-    monkeypatch.delenv(ENV_BATCH, raising=False)
+    monkeypatch.delenv(ENV_PLAN, raising=False)
     run = RunDirectory(tmp_path / "run")
     run.path.mkdir()
     run.append_event("started", micro_batch=2, grad_accum=8, gradient_checkpointing=True)
@@ -148,23 +149,11 @@ def test_resume_keeps_the_first_starts_batch(tmp_path, monkeypatch):
     assert fresh.micro_batch == MICRO_BATCH_CAP["cpu"]  # a new start decides again
 
 
-def test_every_rank_takes_the_launchers_choice(tmp_path, monkeypatch):
-    from lora_tui.core.auto_batch import batch_env
-    from lora_tui.core.runs import RunDirectory
-
-    chosen = choose_batch(apply_overrides(Config(), ["data.max_seq_len=2048"]), _ram(24), "cpu", world_size=2)
-    for key, value in batch_env(chosen).items():
-        monkeypatch.setenv(key, value)
-    got = batch_for_run(RunDirectory(tmp_path), Config(), _ram(1024), "cpu", world_size=2)
-    assert (got.micro_batch, got.grad_accum, got.gradient_checkpointing) == \
-        (chosen.micro_batch, chosen.grad_accum, chosen.gradient_checkpointing)
-
-
 def test_a_run_with_auto_records_its_batch_and_keeps_the_effective_batch(tiny_model_dir, tmp_path, monkeypatch):
     """Real trainer: epoch progress after N steps is N x effective batch / rows, whatever the split."""
     from lora_tui.core.launcher import start_run
 
-    monkeypatch.delenv(ENV_BATCH, raising=False)
+    monkeypatch.delenv(ENV_PLAN, raising=False)
     rows = [{"messages": [{"role": "user", "content": f"Say {i}."}, {"role": "assistant", "content": f"{i}!"}]}
             for i in range(32)]
     data = tmp_path / "train.jsonl"

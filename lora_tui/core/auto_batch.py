@@ -224,25 +224,16 @@ def batch_candidates(config, hardware=None, device: str | None = None, world_siz
     return out
 
 
-ENV_BATCH = "LORA_TUI_BATCH"  # "micro,accum,checkpointing": set by the multi-rank supervisor, so every rank agrees
-
-
 def batch_for_run(run, config, hardware=None, device: str | None = None, world_size: int = 1,
                   resume: bool = False, longest: int | None = None, engine: dict | None = None) -> BatchChoice:
-    """The batch a run trains with: the supervisor's (multi-rank), the run's first start's (resume), or a fresh choice.
+    """The batch a run trains with: the run's first start's (resume), or a fresh choice. (A multi-rank
+    run's ranks take the supervisor's whole plan instead: core.run_plan.plan_from_env.)
 
     Reusing the first start's micro-batch on ``--resume`` keeps the batches, and so the adapter, identical.
     """
-    import os
-
     t = config.training
     if t.micro_batch is not None and t.gradient_checkpointing is not None:
         return choose_batch(config, hardware, device, world_size, longest, engine)
-    given = os.environ.get(ENV_BATCH, "")
-    if given:
-        micro, accum, ckpt = given.split(",")
-        return BatchChoice(int(micro), int(accum), ckpt == "1", {"micro_batch": "auto: chosen by the launcher for every rank",
-                                                                 "gradient_checkpointing": "auto: chosen by the launcher for every rank"})
     if resume:
         first = next((e for e in run.read_events() if e.get("type") == "started" and e.get("micro_batch")), None)
         if first is not None:
@@ -252,7 +243,3 @@ def batch_for_run(run, config, hardware=None, device: str | None = None, world_s
                                {"micro_batch": kept, "gradient_checkpointing": kept if t.gradient_checkpointing is None else "set in the config"},
                                first.get("tokens_per_batch"))
     return choose_batch(config, hardware, device, world_size, longest, engine)
-
-
-def batch_env(choice: BatchChoice) -> dict:
-    return {ENV_BATCH: f"{choice.micro_batch},{choice.grad_accum},{int(choice.gradient_checkpointing)}"}
