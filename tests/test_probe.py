@@ -237,7 +237,15 @@ def test_probe_with_token_budgets_then_kill_9_and_resume_is_bit_identical(tiny_m
     whole, started = _train(_config(tiny_model_dir, train_file, *overrides), tmp_path / "whole", cache, monkeypatch)
     chosen = started["probe"]["chosen"]
     assert chosen["tokens_per_batch"] and started["tokens_per_batch"] == chosen["tokens_per_batch"]
-    assert len({m["candidate"]["tokens_per_batch"] for m in started["probe"]["measurements"]}) >= 1
+    assert len({m["candidate"]["tokens_per_batch"] for m in started["probe"]["measurements"]}) >= 2  # re-packed
+
+    # unprobed, with the chosen budget: the same adapter (re-packing and probe steps left no trace)
+    plain, _ = _train(_config(tiny_model_dir, train_file, "training.probe=off", "training.batching=token_budget",
+                              f"training.tokens_per_batch={chosen['tokens_per_batch']}", f"training.grad_accum={chosen['grad_accum']}",
+                              f"training.gradient_checkpointing={str(chosen['gradient_checkpointing']).lower()}",
+                              "training.max_steps=10", "training.save_steps=3"), tmp_path / "plain", cache, monkeypatch)
+    a, c = _adapter(whole), _adapter(plain)
+    assert all(torch.equal(a[k], c[k]) for k in a)
 
     monkeypatch.setenv("LORA_TUI_CACHE", str(tmp_path / "fresh-cache"))  # the killed run measures for itself
     killed = start_run(_config(tiny_model_dir, train_file, *overrides), tmp_path / "killed")

@@ -573,24 +573,25 @@ def settle(trainer, config, choice, device: str, *, hardware=None, lengths: list
                 if m.over or (best is not None and walk_stops(best, m)):
                     break
                 best = m if best is None or heavier_pays(best, m) else best
+        winner = choose(measured)
+        if winner is None:  # nothing measurable: the engine's own plan
+            chosen = Candidate(choice.micro_batch, choice.grad_accum, initial_ckpt, "liger" in choice.kernels,
+                               getattr(choice, "tokens_per_batch", None))
+            reason = "no plan could be measured: the estimate's plan"
+        else:
+            chosen = winner.candidate
+            lighter = [m for m in measured if not m.over and m.tokens_per_s and m.weight() < winner.weight()]
+            reason = f"{winner.tokens_per_s:,.0f} tokens/s" + (f", {winner.peak_bytes / 2**30:.1f} GiB" if winner.peak_bytes else "")
+            if lighter:
+                reason += f"; at least {FASTER_BY - 1:.0%} faster than the lighter plans"
+            elif len(measured) > 1:
+                reason += f"; the lightest plan: no heavier one was {FASTER_BY - 1:.0%} faster"
+        apply(trainer, chosen, liger_patch)  # before the RNGs are put back: re-packing must leave no trace either
     finally:
         untouched.restore()
-    winner = choose(measured)
-    if winner is None:  # nothing measurable: the engine's own plan
-        chosen = Candidate(choice.micro_batch, choice.grad_accum, initial_ckpt, "liger" in choice.kernels,
-                           getattr(choice, "tokens_per_batch", None))
-        reason = "no plan could be measured: the estimate's plan"
-    else:
-        chosen = winner.candidate
-        lighter = [m for m in measured if not m.over and m.tokens_per_s and m.weight() < winner.weight()]
-        reason = f"{winner.tokens_per_s:,.0f} tokens/s" + (f", {winner.peak_bytes / 2**30:.1f} GiB" if winner.peak_bytes else "")
-        if lighter:
-            reason += f"; at least {FASTER_BY - 1:.0%} faster than the lighter plans"
-        elif len(measured) > 1:
-            reason += f"; the lightest plan: no heavier one was {FASTER_BY - 1:.0%} faster"
-    apply(trainer, chosen, liger_patch)
     if device == "cuda":
         torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()  # the run's recorded peak is its own plan's, not a probed one's
     result = ProbeResult(chosen, measured, cached=False, seconds=time.monotonic() - started, key=key,
                          budget_bytes=budget, reason=reason)
     if winner is not None:
