@@ -12,6 +12,9 @@ Sections (each prints PASS/FAIL/SKIP lines with a figure, then a table at the en
   corrupt  damaged run directories for runs, attach, chat, export and the wizard's --run
   hostile  hostile files for validate and train, with validate's peak RSS against the bound
            (RSS_BOUND_GIB), including a 1 GB file
+  inputs   hostile configs (/dev/zero, FIFO, YAML alias bomb, 5 MiB, binary), a NUL block before
+           good rows, bad data for train (refused before a run dir), a FIFO as --check-prompts
+           (issue 16 items 2, 3, 6, 8): exit, peak RSS, time, stderr size
   runs     issue 16: --overwrite on folders that are not runs, merge/zip --overwrite, a garbage
            status.json on a finished run, changed lora.targets on --resume, no room for the adapter,
            absurd step counts, Ctrl-C/SIGTERM history, a torn events line, quoted hints
@@ -346,6 +349,79 @@ def section_hostile(model: Path, data: Path, big_gb: float) -> None:
                f"{state}, exit {out.returncode}")
 
 
+def timed(cmd: list[str], timeout: float = 120) -> tuple[int | None, float, float, str]:
+    """(exit code or None when it hung, peak RSS GiB, seconds, stderr) of a command; a hang is killed."""
+    started = time.monotonic()
+    try:
+        code, gib, tail = peak_rss(cmd, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, 0.0, time.monotonic() - started, ""
+    return code, gib, time.monotonic() - started, tail
+
+
+def section_inputs(model: Path, data: Path) -> None:
+    files = ROOT / "inputs"
+    files.mkdir()
+    fifo = files / "fifo.yaml"
+    os.mkfifo(fifo)
+    levels = ["&a [lol,lol,lol,lol,lol,lol,lol,lol,lol]"] + \
+        [f"&{n} [" + ",".join([f"*{p}"] * 9) + "]" for p, n in zip("abcdefgh", "bcdefghi")]
+    bomb = files / "bomb.yaml"
+    bomb.write_text("model:\n  name: [" + ", ".join(levels) + "]\n")
+    big = files / "big.yaml"
+    big.write_bytes(b"# padding\n" * (500 * 1024))
+    garbage = files / "garbage.yaml"
+    garbage.write_bytes(os.urandom(64 * 1024))
+    configs = {"/dev/zero": Path("/dev/zero"), "FIFO": fifo, f"alias bomb ({bomb.stat().st_size} bytes)": bomb,
+               "5 MiB config": big, "64 KiB random bytes": garbage}
+    for name, path in configs.items():
+        for command in (["train", path, "--print-config"], ["estimate", path]):
+            code, gib, seconds, tail = timed([sys.executable, "-m", "lora_tui", *map(str, command)])
+            lines = [line for line in tail.splitlines() if line.strip()]
+            ok = code == 2 and len(lines) == 1 and "Traceback" not in tail
+            record(f"config {name}: {command[0]}", ok, f"exit {code}, peak RSS {gib:.2f} GiB, {seconds:.1f} s, "
+                                                      f"stderr {len(tail)} chars")
+    zeroed = files / "zeroed.jsonl"
+    zeroed.write_bytes(b"\x00" * 2048 + b"".join(json.dumps({"instruction": f"q{i}", "output": f"a{i}"}).encode()
+                                                  + b"\n" for i in range(303)))
+    code, gib, seconds, tail = timed([sys.executable, "-m", "lora_tui", "validate", str(zeroed)])
+    out = cli("validate", zeroed).stdout
+    record("validate 2 KiB NUL block + 303 rows", "303 read, 303 valid" in out and "iconv" not in out,
+           f"exit {code}, {out.splitlines()[2].split(None, 1)[1] if len(out.splitlines()) > 2 else '?'}, "
+           f"peak RSS {gib:.2f} GiB, {seconds:.1f} s")
+    field = files / "field.csv"
+    with open(field, "w") as fh:
+        fh.write('instruction,output\nq1,a1\n"' + "y" * (200 * 2**20) + '",a2\nq3,a3\n')
+    code, gib, seconds, tail = timed([sys.executable, "-m", "lora_tui", "validate", str(field)], timeout=900)
+    out = cli("validate", field, timeout=900).stdout
+    rows = out.splitlines()[2].split(None, 1)[1] if len(out.splitlines()) > 2 else "?"
+    record("validate 200 MB CSV field: counts", rows.startswith("3 read, 2 valid, 1 errors"),
+           f"{rows}, peak RSS {gib:.2f} GiB, {seconds:.1f} s")
+    bad: dict[str, Path] = {"empty file": files / "empty.jsonl", "empty folder": files / "empty_dir",
+                            "random bytes": files / "random.jsonl", "EIO on read": files / "eio.jsonl"}
+    bad["empty file"].write_bytes(b"")
+    bad["empty folder"].mkdir()
+    bad["random bytes"].write_bytes(os.urandom(256 * 1024))
+    bad["EIO on read"].symlink_to("/proc/self/mem")
+    for name, path in bad.items():
+        run_dir = files / f"run-{name.replace(' ', '-')}"
+        started = time.monotonic()
+        out = cli("train", *overrides(model, path, 2, 0), "--run-dir", run_dir, "--detach")
+        record(f"train on {name}", out.returncode == 2 and not run_dir.exists() and "Traceback" not in out.stderr,
+               f"exit {out.returncode}, run dir {'left' if run_dir.exists() else 'not created'}, "
+               f"{time.monotonic() - started:.1f} s")
+    prompts = files / "prompts.txt"
+    os.mkfifo(prompts)
+    probe = ("import sys;from types import SimpleNamespace;from lora_tui.core.export_check import check_data\n"
+             "try: check_data(SimpleNamespace(run=None), sys.argv[1], 3, 3)\nexcept ValueError as e: print(e)")
+    started = time.monotonic()
+    try:
+        out = subprocess.run([sys.executable, "-c", probe, str(prompts)], capture_output=True, text=True, timeout=60)
+        record("--check-prompts FIFO", "FIFO" in out.stdout, f"{time.monotonic() - started:.1f} s")
+    except subprocess.TimeoutExpired:
+        record("--check-prompts FIFO", False, "hung")
+
+
 # ----------------------------------------------------------------------------------- issue 16: runs and exports
 def _user_folder(path: Path) -> dict[str, bytes]:
     path.mkdir(parents=True, exist_ok=True)
@@ -531,11 +607,11 @@ def section_runs(model: Path, data: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 kill trials, a 0.2 GB big file")
-    parser.add_argument("--only", nargs="*", default=None, help="sections: kill disk race corrupt hostile runs")
+    parser.add_argument("--only", nargs="*", default=None, help="sections: kill disk race corrupt hostile inputs runs")
     parser.add_argument("--big-gb", type=float, default=1.0, help="size of the big validate file (default 1 GB)")
     args = parser.parse_args()
     os.environ.update(ENV)
-    sections = args.only or ["kill", "disk", "race", "corrupt", "hostile", "runs"]
+    sections = args.only or ["kill", "disk", "race", "corrupt", "hostile", "inputs", "runs"]
     print(f"scratch: {ROOT}; load before: {os.getloadavg()}", flush=True)
     model, data = tiny_model(), train_data()
     if "kill" in sections:
@@ -548,6 +624,8 @@ def main() -> int:
         section_corrupt(model, data)
     if "hostile" in sections:
         section_hostile(model, data, 0.2 if args.quick else args.big_gb)
+    if "inputs" in sections:
+        section_inputs(model, data)
     if "runs" in sections:
         section_runs(model, data)
     print(f"\nload after: {os.getloadavg()}\n\n| test | result | figure |\n|---|---|---|")
