@@ -190,3 +190,40 @@ def test_gpu_tests_need_no_embedded_model_wheel(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:]
     assert "1 passed, 1 skipped" in out.stdout or "1 passed" in out.stdout
     assert not (tmp_path / "empty-cache" / "models").exists()  # nothing was converted: there was no wheel
+
+
+def test_a_terminated_check_takes_its_run_in_flight_with_it(tmp_path):
+    """The kit's `timeout` signals gpu_check's process group; the trainer runs in its own session, so
+    gpu_check must kill it itself, or it would hold the GPU through the kit's next steps."""
+    import os
+    import signal
+    import time
+
+    pid_file = tmp_path / "pid"
+    driver = tmp_path / "driver.py"
+    driver.write_text(f"""
+import importlib.util, signal, sys
+spec = importlib.util.spec_from_file_location("gpu_check", {str(BENCHMARKS / 'gpu_check.py')!r})
+check = importlib.util.module_from_spec(spec); spec.loader.exec_module(check)
+signal.signal(signal.SIGTERM, check._on_term)
+child = "import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+check.run_bounded([sys.executable, "-c", child], 120, __import__("pathlib").Path({str(tmp_path / 'log')!r}))
+""")
+    proc = subprocess.Popen([sys.executable, str(driver)])
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    run_pid = int(pid_file.read_text())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+
+    def alive() -> bool:  # a killed child nobody has reaped yet is a zombie: dead, its memory freed
+        try:
+            return Path(f"/proc/{run_pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 10
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive()
