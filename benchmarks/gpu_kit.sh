@@ -8,7 +8,8 @@
 # Steps run in order of value; each has a cap in seconds and none starts past KIT_BUDGET (default 720 s);
 # a step that does not fit is logged as skipped. Every step writes its log and JSON under $OUT as it goes,
 # so a killed kit keeps what it measured; $OUT/kit.log has one line per step (exit status, seconds).
-# Settings: KIT_BUDGET, KIT_DIR (.gpu_kit), MODELS (random-weight checkpoints, reused), GPU_CHECK_BUDGET (300).
+# Settings: KIT_BUDGET, KIT_DIR (.gpu_kit), MODELS (random-weight checkpoints, reused), GPU_CHECK_BUDGET (300),
+# KIT_SKIP (comma list of step names already done, e.g. for a second call when one call may run 10 minutes).
 set -u
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -55,6 +56,7 @@ left() { echo $((BUDGET - ($(date +%s) - START))); }
 step() {
     local name=$1 cap=$2 t rc began
     shift 2
+    case ",${KIT_SKIP:-}," in *",$name,"*) echo "$name: skipped (KIT_SKIP)" | tee -a "$OUT/kit.log"; return 0;; esac
     t=$(left)
     [ "$cap" -lt "$t" ] && t=$cap
     if [ "$t" -lt 30 ]; then
@@ -76,7 +78,7 @@ point() {
         --max-len "$len" --steps "$steps" --batch 0 --arms "$arms" --json "$OUT/$name.json"
 }
 
-echo "kit start $(date -u +%FT%TZ), budget $BUDGET s" | tee "$OUT/kit.log"
+echo "kit start $(date -u +%FT%TZ), budget $BUDGET s" | tee -a "$OUT/kit.log"
 nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1
 
 if [ -d "$KIT_DIR/wheels" ] && ls "$KIT_DIR/wheels"/*.whl >/dev/null 2>&1; then

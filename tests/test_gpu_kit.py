@@ -129,7 +129,7 @@ def test_kit_script_is_valid_bash_and_names_every_step():
         assert needed in text, needed
 
 
-def _kit(tmp_path, budget: int):
+def _kit(tmp_path, budget: int, **extra):
     """The kit with a stand-in python that records each command (no GPU, no training here)."""
     stub = tmp_path / "python-stub"
     stub.write_text(f"#!/bin/sh\necho \"$*\" >> {tmp_path / 'calls'}\n"
@@ -137,7 +137,7 @@ def _kit(tmp_path, budget: int):
     stub.chmod(0o755)
     out = tmp_path / "out"
     env = {"PATH": "/usr/bin:/bin", "PYTHON": str(stub), "OUT": str(out), "KIT_BUDGET": str(budget),
-           "KIT_DIR": str(tmp_path / "kit"), "MODELS": str(tmp_path / "models")}
+           "KIT_DIR": str(tmp_path / "kit"), "MODELS": str(tmp_path / "models"), **extra}
     subprocess.run(["bash", str(BENCHMARKS / "gpu_kit.sh")], env=env, check=True, capture_output=True, timeout=60)
     calls = [c for c in (tmp_path / "calls").read_text().splitlines() if not c.endswith("--help")]
     return calls, (out / "kit.log").read_text()
@@ -227,3 +227,11 @@ check.run_bounded([sys.executable, "-c", child], 120, __import__("pathlib").Path
     while alive() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive()
+
+
+def test_kit_second_call_skips_the_steps_named(tmp_path):
+    calls, log = _kit(tmp_path, 720, KIT_SKIP="models,tvt_qwen2.5-1.5b_4bit_512,gpu_check")
+    assert not [c for c in calls if c.startswith(("benchmarks/make_shaped_models.py", "benchmarks/gpu_check.py"))]
+    assert not [c for c in calls if "qwen2.5-1.5b --quant 4bit --max-len 512 " in c]
+    assert [c for c in calls if "qwen2.5-7b --quant none --max-len 2048 " in c]
+    assert "gpu_check: skipped (KIT_SKIP)" in log
