@@ -305,3 +305,10 @@ def test_csv_counts_an_over_long_row_as_read_and_not_valid(tmp_path, monkeypatch
     # before the fix: "2 read, 2 valid, 1 errors"
     assert (report.rows, report.valid_rows, len(report.errors)) == (3, 2, 1)
     assert report.errors[0].line == 3
+
+
+def test_validate_of_a_file_whose_read_fails_is_one_line(tmp_path):
+    data = _bad_data(tmp_path, "unreadable")
+    result = _cli("validate", str(data), timeout=120)
+    line = _one_line(result)  # before the fix: an OSError (EIO) traceback
+    assert result.returncode == 2 and "cannot be read" in line and "Fix:" in line

@@ -55,6 +55,9 @@ def run(args) -> int:
                                   subset=getattr(args, "subset", None))
     except DataError as exc:
         return _unreadable(args, exc)
+    except OSError as exc:  # a read that fails part-way (EIO from a failing disk): one line, not a traceback
+        return _unreadable(args, DataError(f"{args.path}: cannot be read ({exc.strerror or exc}). "
+                                           "Fix: check the file and its disk, or copy the data elsewhere."))
     if args.json:
         _emit(json.dumps(report.to_dict(), ensure_ascii=False))
     else:
