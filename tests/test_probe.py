@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lora_tui.core import probe
+from lora_tui.core import probe, probe_cache
 from lora_tui.core.config import Config, apply_overrides
 from lora_tui.core.probe import Candidate, Measurement, choose, heavier_pays, walk_stops
 
@@ -93,17 +93,17 @@ def test_cache_round_trip_is_keyed_by_what_the_measurement_depends_on(tmp_path, 
                              batching="grouped", attention="sdpa")
     gpu = {"name": "NVIDIA H200", "total_memory": 150 * 2**30}
     walks = [[Candidate(4, 4, False)]]
-    key = probe.cache_key(config, "cuda", gpu, "/no/such/model", [100, 50], choice, walks)
-    assert probe.cached(key) is None
+    key = probe_cache.cache_key(config, "cuda", gpu, "/no/such/model", [100, 50], choice, walks)
+    assert probe_cache.cached(key) is None
     result = probe.ProbeResult(Candidate(4, 4, False), [Measurement(Candidate(4, 4, False), 123.0, 2**30)], reason="r")
-    probe.store(key, result)
-    assert probe.cached(key)["chosen"]["micro_batch"] == 4
-    other_gpu = probe.cache_key(config, "cuda", {**gpu, "total_memory": 80 * 2**30}, "/no/such/model", [100, 50], choice, walks)
-    other_rows = probe.cache_key(config, "cuda", gpu, "/no/such/model", [400, 50], choice, walks)
-    other_lora = probe.cache_key(apply_overrides(Config(), ["lora.r=64"]), "cuda", gpu, "/no/such/model", [100, 50], choice, walks)
+    probe_cache.store(key, result.facts())
+    assert probe_cache.cached(key)["chosen"]["micro_batch"] == 4
+    other_gpu = probe_cache.cache_key(config, "cuda", {**gpu, "total_memory": 80 * 2**30}, "/no/such/model", [100, 50], choice, walks)
+    other_rows = probe_cache.cache_key(config, "cuda", gpu, "/no/such/model", [400, 50], choice, walks)
+    other_lora = probe_cache.cache_key(apply_overrides(Config(), ["lora.r=64"]), "cuda", gpu, "/no/such/model", [100, 50], choice, walks)
     assert len({key, other_gpu, other_rows, other_lora}) == 4
     (tmp_path / "probe.json").write_text("{not json")  # a damaged cache is a miss, never an error
-    assert probe.cached(key) is None
+    assert probe_cache.cached(key) is None
 
 
 def test_liger_patch_is_undone_completely():
@@ -135,7 +135,9 @@ def test_liger_patch_is_undone_completely():
         norm.offset, norm.casting_mode = 0.0, "llama"
         mod.apply_rotary_pos_emb = lambda x: -x
 
-    patch = probe._LigerPatch(model, apply=patcher)
+    from lora_tui.core.probe_trainer import LigerPatch
+
+    patch = LigerPatch(model, apply=patcher)
     x = torch.ones(2)
     patch.enable()
     assert torch.equal(model(x), x * 10) and mod.apply_rotary_pos_emb(1) == -1

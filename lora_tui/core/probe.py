@@ -15,20 +15,16 @@ Probing leaves no trace on the run: gradients are dropped, the RNG states and TR
 back, no optimizer exists yet, and Liger patches are undone when Liger is not chosen, so a run that
 probed trains exactly like one configured with the chosen plan (tests/test_probe.py).
 
+``probe_trainer`` measures and applies plans on the built trainer; ``probe_cache`` keeps the results.
 Not probed: ``torch.compile`` (its first compile takes longer than the whole probe; see the README).
 Must not import torch / transformers at module top, nor touch textual.
 """
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
 import os
-import random
 import time
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 
 PROBE_CHOICES = ("auto", "on", "off")
 FASTER_BY = 1.05  # a heavier plan is taken only when this much faster (tokens/s) than the lighter one
@@ -37,8 +33,6 @@ MAX_CANDIDATES = 12  # measured at most; the walks usually stop well before
 MAX_SECONDS = {"cuda": 90.0, "cpu": 600.0}  # stop measuring past this (a slow GPU or a huge model)
 MEMORY_SHARE = 0.90  # a measured peak within this share of the GPU memory this process can hold fits
 ESTIMATE_SLACK = 1.5  # candidates whose estimate is over budget x this are not even tried (no OOM fishing)
-CACHE_VERSION = 1
-CACHE_ENTRIES = 64  # the cache file keeps the newest entries only (bounded size)
 
 
 @dataclass(frozen=True)
@@ -211,321 +205,21 @@ def walks_for(config, choice, device: str, hardware=None, longest: int | None = 
     return [sorted(walks[k], key=size) for k in order]
 
 
-# ------------------------------------------------------------------ the cache
-def cache_path() -> Path:
-    from lora_tui.core.paths import cache_dir
-
-    return cache_dir() / "probe.json"
-
-
-def _versions() -> dict:
-    from importlib import metadata
-
-    out = {}
-    for name in ("torch", "transformers", "trl", "peft", "bitsandbytes", "liger-kernel", "accelerate"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def _model_config_hash(model_path: str) -> str:
-    config = Path(model_path) / "config.json"
-    try:
-        text = config.read_text(encoding="utf-8")
-        data = json.loads(text)
-        data.pop("_name_or_path", None)
-        data.pop("transformers_version", None)
-        text = json.dumps(data, sort_keys=True)
-    except (OSError, ValueError):
-        text = str(model_path)  # a hub id without a local config: its name stands for its shapes
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def cache_key(config, device: str, device_facts: dict, model_path: str, lengths: list[int], choice, walks) -> str:
-    """What the measurement depends on: the device, the model's shapes, the rows' shape, LoRA, libraries,
-    and the candidates asked about."""
-    longest = sorted(lengths, reverse=True)[:64]
-    parts = {
-        "v": CACHE_VERSION, "device": device, "gpu": device_facts, "model": _model_config_hash(model_path),
-        "load_in": config.model.load_in, "double_quant": config.model.double_quant,
-        "max_seq_len": config.data.max_seq_len, "longest_rows": longest,
-        "lora": [config.lora.r, config.lora.targets, config.lora.dropout, config.lora.use_dora, config.lora.use_rslora],
-        "precision": config.training.precision, "batching": choice.batching, "attention": choice.attention,
-        "kernels": [k for k in choice.kernels if k != "liger"], "libraries": _versions(),
-        "candidates": [[asdict(c) for c in walk] for walk in walks],
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
-
-
-def _read_cache() -> dict:
-    try:
-        data = json.loads(cache_path().read_text(encoding="utf-8"))
-        return data if isinstance(data, dict) and data.get("version") == CACHE_VERSION else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def cached(key: str) -> dict | None:
-    return (_read_cache().get("entries") or {}).get(key)
-
-
-def store(key: str, result: ProbeResult) -> None:
-    """Keep this result (atomic write; the newest CACHE_ENTRIES only). A cache that cannot be written is no error."""
-    data = _read_cache()
-    entries = data.get("entries") or {}
-    entries[key] = {"time": time.time(), **result.facts()}
-    newest = sorted(entries.items(), key=lambda kv: kv[1].get("time", 0))[-CACHE_ENTRIES:]
-    path = cache_path()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".probe.json.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps({"version": CACHE_VERSION, "entries": dict(newest)}, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:
-        pass
-
-
 def _from_facts(facts: dict) -> Candidate:
     chosen = {k: v for k, v in facts["chosen"].items() if k in Candidate.__dataclass_fields__}
     return Candidate(**chosen)
 
 
-# ------------------------------------------------------------------ measuring on the real trainer
-class _Untouched:
-    """Everything a probe step could change, put back afterwards: RNGs, gradients, TRL's metrics."""
-
-    def __init__(self, trainer) -> None:
-        import numpy as np
-        import torch
-
-        self.trainer = trainer
-        self.torch_rng = torch.get_rng_state()
-        self.cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-        self.py_rng = random.getstate()
-        self.np_rng = np.random.get_state()
-        self.metrics = copy.deepcopy(getattr(trainer, "_metrics", None))
-        self.tokens = getattr(trainer, "_total_train_tokens", None)
-        self.had_accum = "current_gradient_accumulation_steps" in vars(trainer)
-        self.accum = getattr(trainer, "current_gradient_accumulation_steps", None)
-
-    def restore(self) -> None:
-        import numpy as np
-        import torch
-
-        t = self.trainer
-        for param in t.model.parameters():
-            param.grad = None
-        torch.set_rng_state(self.torch_rng)
-        if self.cuda_rng is not None:
-            torch.cuda.set_rng_state_all(self.cuda_rng)
-        random.setstate(self.py_rng)
-        np.random.set_state(self.np_rng)
-        if self.metrics is not None:
-            t._metrics = self.metrics
-        if self.tokens is not None:
-            t._total_train_tokens = self.tokens
-        if self.had_accum:
-            t.current_gradient_accumulation_steps = self.accum
-        else:
-            vars(t).pop("current_gradient_accumulation_steps", None)
-
-
-class _LigerPatch:
-    """Liger applied the way transformers applies it, and undone: instance methods and the modeling module's
-    functions it replaced are put back (its kernels patch in place and offer no way back)."""
-
-    def __init__(self, model, apply=None) -> None:
-        self.model, self.apply = model, apply
-        self.saved: list[tuple[object, dict]] = []
-        self.globals: dict[object, dict] = {}
-        self.on = False
-
-    def enable(self) -> None:
-        import sys
-
-        if self.on:
-            return
-        modules = list(self.model.modules())
-        self.saved = [(m, dict(vars(m))) for m in modules]
-        owners = {sys.modules.get(type(m).__module__) for m in modules} - {None}
-        self.globals = {mod: dict(vars(mod)) for mod in owners}
-        if self.apply is None:
-            from transformers.integrations.liger import apply_liger_kernel
-
-            from lora_tui.core.engine import LIGER_KERNELS
-
-            apply_liger_kernel(self.model, dict(LIGER_KERNELS))
-        else:
-            self.apply(self.model)
-        self.on = True
-
-    def disable(self) -> None:
-        if not self.on:
-            return
-        for module, before in self.saved:
-            now = vars(module)
-            for key in [k for k in now if k not in before and not k.startswith("_")]:
-                del now[key]  # attributes and bound methods Liger added (forward, extra_repr, offset, ...)
-            for key in ("forward", "extra_repr"):
-                if key in before and now.get(key) is not before[key]:
-                    now[key] = before[key]
-        for mod, before in self.globals.items():
-            for name, value in before.items():
-                if vars(mod).get(name) is not value and callable(value):
-                    setattr(mod, name, value)
-        self.on = False
-
-
-def set_checkpointing(model, on: bool) -> None:
-    """Turn activation checkpointing on / off the way the Trainer turns it on (non-reentrant)."""
-    if on:
-        if hasattr(model, "activation_checkpointing_enable"):
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        if hasattr(model, "activation_checkpointing_disable"):
-            model.activation_checkpointing_disable()
-        else:
-            model.gradient_checkpointing_disable()
-
-
-def checkpointing_on(model) -> bool:
-    return any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules())
-
-
-def _lengths(dataset) -> list[int]:
-    if "length" in dataset.column_names:
-        return [int(n) for n in dataset["length"]]
-    return [len(ids) for ids in dataset["input_ids"]]
-
-
-def _rows_for(trainer, candidate: Candidate) -> list[dict]:
-    """The candidate's heaviest micro-batch: its longest rows (the grouped sampler runs the longest batch
-    first, too); with a token budget, the fullest packed row. Columns as the trainer's dataloader keeps them."""
-    ds = trainer.train_dataset
-    lengths = _lengths(ds)
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    picked = [order[k % len(order)] for k in range(candidate.micro_batch)]
-    rows = [dict(ds[i]) for i in picked]
-    try:
-        used = set(trainer._signature_columns or []) | {"labels", "seq_lengths", "completion_mask", "assistant_masks"}
-        if trainer._signature_columns:
-            rows = [{k: v for k, v in row.items() if k in used} for row in rows]
-    except AttributeError:
-        pass
-    return [{k: v for k, v in row.items() if k != "length"} for row in rows]
-
-
-def _tokens_in(batch) -> int:
-    if "attention_mask" in batch:
-        return int(batch["attention_mask"].sum())
-    return int(batch["input_ids"].numel())
-
-
-def _measure(trainer, candidate: Candidate, rows: list[dict], device: str, budget: int | None) -> Measurement:
-    import torch
-
-    m = Measurement(candidate)
-    batch = trainer.data_collator(rows)
-    labels = batch.get("labels")
-    items = int((labels[:, 1:] != -100).sum()) if labels is not None else None
-    tokens = _tokens_in(batch)
-    cuda = device == "cuda"
-    try:
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-        trainer.current_gradient_accumulation_steps = candidate.grad_accum
-        times = []
-        for step in range(WARMUP_STEPS + TIMED_STEPS):
-            started = time.perf_counter()
-            trainer.training_step(trainer.model, dict(batch), items)
-            if cuda:
-                torch.cuda.synchronize()
-            if step >= WARMUP_STEPS:
-                times.append(time.perf_counter() - started)
-        m.tokens_per_s = round(tokens / (sum(times) / len(times)), 1)
-        if cuda:
-            m.peak_bytes = int(torch.cuda.max_memory_reserved())
-            m.over = budget is not None and m.peak_bytes > budget
-    except torch.OutOfMemoryError:
-        m.over, m.note = True, "out of memory"
-    except Exception as exc:  # a plan that cannot run here (a kernel, a shape) is not taken; the run goes on
-        m.over, m.note = True, f"failed: {type(exc).__name__}: {str(exc)[:120]}"
-    finally:
-        for param in trainer.model.parameters():
-            param.grad = None
-        if cuda:
-            torch.cuda.empty_cache()
-    return m
-
-
-def _budget(device: str) -> int | None:
-    if device != "cuda":
-        return None
-    import torch
-
-    free, _total = torch.cuda.mem_get_info()
-    return int(MEMORY_SHARE * (free + torch.cuda.memory_reserved()))
-
-
-def _estimate(config, hardware, device: str, candidate: Candidate, longest: int | None) -> int | None:
-    from lora_tui.core.memory import estimate_memory
-    from lora_tui.core.memory_plan import plan_from_config
-
-    trial = config.copy()
-    trial.training.micro_batch, trial.training.gradient_checkpointing = candidate.micro_batch, candidate.gradient_checkpointing
-    trial.training.grad_accum = candidate.grad_accum
-    if candidate.tokens_per_batch:
-        trial.training.tokens_per_batch = candidate.tokens_per_batch
-    try:
-        plan = plan_from_config(trial, hardware, device=device, longest=longest)
-        if candidate.liger and hasattr(plan, "liger"):
-            plan = plan.replace(liger=True)
-        return estimate_memory(plan).total_bytes
-    except Exception:
-        return None
-
-
-def _repack(trainer, tokens: int) -> None:
-    """Token budgets are TRL packing bins (engine.sft_engine_kwargs): re-pack the unpacked rows into bins of
-    ``tokens``, the way SFTTrainer packed them when it was built."""
-    source = getattr(trainer, "_probe_unpacked", None)
-    if source is None:
-        return
-    trainer.args.max_length = tokens
-    trainer.train_dataset = trainer._prepare_dataset(source, trainer.processing_class, trainer.args, True, None, "train")
-
-
-def apply(trainer, candidate: Candidate, liger: _LigerPatch | None = None) -> None:
-    """Make the built trainer run ``candidate``: batch sizes, accumulation, checkpointing, Liger."""
-    args = trainer.args
-    if candidate.tokens_per_batch and getattr(args, "packing", False) and args.max_length != candidate.tokens_per_batch:
-        _repack(trainer, candidate.tokens_per_batch)
-    args.per_device_train_batch_size = candidate.micro_batch
-    trainer._train_batch_size = args.train_batch_size
-    args.gradient_accumulation_steps = candidate.grad_accum
-    name = "activation_checkpointing" if hasattr(args, "activation_checkpointing") else "gradient_checkpointing"
-    setattr(args, name, candidate.gradient_checkpointing)
-    setattr(args, f"{name}_kwargs", {"use_reentrant": False} if candidate.gradient_checkpointing else None)
-    if checkpointing_on(trainer.model) != candidate.gradient_checkpointing:
-        set_checkpointing(trainer.model, candidate.gradient_checkpointing)
-    if liger is not None:
-        (liger.enable if candidate.liger else liger.disable)()
-        args.use_liger_kernel = candidate.liger
-
-
 def settle(trainer, config, choice, device: str, *, hardware=None, lengths: list[int] | None = None,
-           model_path: str = "", on_line=None, liger_patch: _LigerPatch | None = None) -> ProbeResult:
+           model_path: str = "", on_line=None, liger_patch=None) -> ProbeResult:
     """Measure the candidate plans on ``trainer`` (built, not yet trained) and leave it set to the chosen one.
 
     ``choice``: the engine's choice (its plan is among the candidates); ``lengths``: the train rows' token
     counts; ``liger_patch``: given when the probe decides Liger (the trainer was built without it);
     ``on_line``: called with each line worth showing (the Training screen's log tail)."""
+    from lora_tui.core.probe_cache import cache_key, cached, store
+    from lora_tui.core.probe_trainer import Untouched, apply, checkpointing_on, estimate, measure, memory_budget, rows_for
+
     say = on_line or (lambda line: None)
     started = time.monotonic()
     lengths = list(lengths or [])
@@ -547,8 +241,8 @@ def settle(trainer, config, choice, device: str, *, hardware=None, lengths: list
 
     import torch
 
-    budget = _budget(device)
-    untouched = _Untouched(trainer)
+    budget = memory_budget(device)
+    untouched = Untouched(trainer)
     initial_ckpt = checkpointing_on(trainer.model)
     measured: list[Measurement] = []
     say(f"probe: timing up to {sum(len(w) for w in walks)} plans, {WARMUP_STEPS} warm-up + {TIMED_STEPS} steps each"
@@ -560,13 +254,13 @@ def settle(trainer, config, choice, device: str, *, hardware=None, lengths: list
             for cand in walk:
                 if len(measured) >= MAX_CANDIDATES or time.monotonic() - started > MAX_SECONDS.get(device, 90):
                     break
-                estimate = _estimate(config, hardware, device, cand, longest)
-                if budget and estimate and estimate > ESTIMATE_SLACK * budget:
-                    m = Measurement(cand, estimate_bytes=estimate, over=True, note="estimate far over the budget: not tried")
+                estimate_bytes = estimate(config, hardware, device, cand, longest)
+                if budget and estimate_bytes and estimate_bytes > ESTIMATE_SLACK * budget:
+                    m = Measurement(cand, estimate_bytes=estimate_bytes, over=True, note="estimate far over the budget: not tried")
                 else:
                     apply(trainer, cand, liger_patch)
-                    m = _measure(trainer, cand, _rows_for(trainer, cand), device, budget)
-                    m.estimate_bytes = estimate
+                    m = measure(trainer, cand, rows_for(trainer, cand), device, budget)
+                    m.estimate_bytes = estimate_bytes
                 measured.append(m)
                 say(f"probe: {cand.label()}: " + (m.note or "over the memory budget" if m.over else
                     f"{m.tokens_per_s:,.0f} tokens/s" + (f", peak {m.peak_bytes / 2**30:.1f} GiB" if m.peak_bytes else "")))
@@ -595,7 +289,7 @@ def settle(trainer, config, choice, device: str, *, hardware=None, lengths: list
     result = ProbeResult(chosen, measured, cached=False, seconds=time.monotonic() - started, key=key,
                          budget_bytes=budget, reason=reason)
     if winner is not None:
-        store(key, result)
+        store(key, result.facts())
     say(f"probe: chose {chosen.label()} ({reason}) in {result.seconds:.1f} s")
     return result
 
@@ -629,10 +323,12 @@ def for_run(run, trainer, config, choice, device: str, *, resume: bool, hardware
     ``started`` event, or None when the probe is off."""
     if not enabled(config, device) or world_size > 1:
         return None  # several ranks would have to agree on one measurement: not probed (yet)
-    patch = _LigerPatch(trainer.model) if liger_deferred else None
+    from lora_tui.core.probe_trainer import LigerPatch, apply, lengths_of
+
+    patch = LigerPatch(trainer.model) if liger_deferred else None
     train_dataset = train_dataset if train_dataset is not None else trainer.train_dataset
     trainer._probe_unpacked = train_dataset if getattr(trainer.args, "packing", False) else None
-    lengths = _lengths(train_dataset)
+    lengths = lengths_of(train_dataset)
 
     def say(line: str) -> None:
         print(line, flush=True)
