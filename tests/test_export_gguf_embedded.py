@@ -36,7 +36,9 @@ def test_embedded_gguf_round_trip(embedded_run, gguf_type, max_delta):
     facts = read_gguf_facts(path)
     assert facts["architecture"] == "llama" and gguf_type.upper() in facts["types"]
     assert facts["tokens"] == 49152 and facts["eos_token_id"] == 2
-    result = verify_export(embedded_run, path.parent, gguf_file=path.name, n_prompts=2, n_rows=4, max_new_tokens=12)
+    # transformers' loader, as the README's figures; tests/test_export_gguf_kquant.py runs the embedded model in llama.cpp
+    result = verify_export(embedded_run, path.parent, gguf_file=path.name, n_prompts=2, n_rows=4, max_new_tokens=12,
+                           runtime="transformers")
     print(f"\n{gguf_type}: {result.summary()}\n{result.table()}")
     assert result.template_same and result.tokens_same and result.eos_ok, result.table()
     assert result.verdict in ("identical", "close") and abs(result.delta) <= max_delta, result.table()
