@@ -443,6 +443,8 @@ def test_plan_uses_the_checked_datas_longest_row(monkeypatch, embedded_model_dir
     monkeypatch.chdir(REPO)
     state = snapshot_state()
     state.config.data.max_seq_len = 2048
+    # Row micro-batches: a token budget (the CUDA default) is filled to its tokens whatever the rows' lengths.
+    state.config.training.batching = "grouped"
 
     async def go():
         app = make_app(state=state, backend=FixedBackend())
