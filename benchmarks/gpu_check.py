@@ -122,7 +122,7 @@ def pick_model(args, root: Path) -> str:
         return str(target)
     if args.model:
         return args.model
-    from lora_tui.core.embedded import ensure_embedded_model
+    from lora_tui.core.model.embedded import ensure_embedded_model
 
     return str(ensure_embedded_model())
 
@@ -131,7 +131,7 @@ def train_run(root: Path, name: str, model: str, data: Path, steps: int, extra: 
               load_in: str) -> dict:
     """One training run through the trainer process (killed when ``seconds`` run out); its facts."""
     from lora_tui.core.config import Config, apply_overrides, save_config
-    from lora_tui.core.runs import RunDirectory
+    from lora_tui.core.run.runs import RunDirectory
 
     config = apply_overrides(Config(), [
         f"model.name={model}", f"model.load_in={load_in}", f"data.train={data}", "data.validation=",
@@ -208,7 +208,7 @@ def main() -> int:
     def environment(budget):
         import torch
 
-        from lora_tui.core.engine import kernel_libraries
+        from lora_tui.core.train.engine import kernel_libraries
 
         cuda = torch.cuda.is_available()
         return {"torch": torch.__version__, "cuda": torch.version.cuda, "cuda_available": cuda,
@@ -257,7 +257,7 @@ def main() -> int:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from lora_tui.core.export import merge_adapter
+        from lora_tui.core.export.artefacts import merge_adapter
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         merged = merge_adapter(state["run"], root / "merged", dtype="auto", overwrite=True)

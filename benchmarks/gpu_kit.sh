@@ -35,7 +35,7 @@ EOF
     echo "wheels: $pins"
     $PY -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_24_x86_64 --platform manylinux2014_x86_64 --platform any -d "$KIT_DIR/wheels" $pins
-    src=$($PY -c "from lora_tui.core.embedded import ensure_embedded_model; print(ensure_embedded_model())")
+    src=$($PY -c "from lora_tui.core.model.embedded import ensure_embedded_model; print(ensure_embedded_model())")
     for f in tokenizer.json tokenizer_config.json special_tokens_map.json chat_template.jinja; do
         [ -f "$src/$f" ] && cp "$src/$f" "$KIT_DIR/tokenizer/"
     done

@@ -3,7 +3,7 @@
 Memory and speed depend on a model's shapes only (hidden size, layers, heads, kv heads,
 intermediate size, vocabulary), so a random-weight checkpoint of Qwen2.5-1.5B's shape stands in
 for Qwen2.5-1.5B. Each config copies the published config.json's dimensions (the same numbers as
-lora_tui/core/catalogue.json; tests/test_gpu_kit.py checks both agree and that the parameter count
+lora_tui/core/model/catalogue.json; tests/test_gpu_kit.py checks both agree and that the parameter count
 is the published one). Random weights still learn a taught reply in a few dozen QLoRA steps, so
 chat and merge checks show something.
 
@@ -103,7 +103,7 @@ def find_tokenizer(wanted: str | None, scratch: Path) -> Path:
     if wanted:
         return Path(wanted)
     try:
-        from lora_tui.core.embedded import converted_dir, is_converted
+        from lora_tui.core.model.embedded import converted_dir, is_converted
 
         if is_converted():
             return converted_dir()

@@ -1,7 +1,7 @@
 """Estimated against measured peak memory of real LoRA / QLoRA training steps.
 
 Each point runs in a fresh Python process that trains a few steps the way
-``lora_tui.core.training`` does (transformers load, bitsandbytes for 4-bit plus
+``lora_tui.core.train.training`` does (transformers load, bitsandbytes for 4-bit plus
 peft's prepare_model_for_kbit_training, peft LoRA, TRL SFTTrainer, AdamW) and
 reports its peak: RSS (``ru_maxrss``) on CPU; on CUDA, ``max_memory_reserved`` and
 the NVML per-process peak. The parent never imports torch, so its own memory does
@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lora_tui.core.memory import CUDA_CONTEXT_BYTES, GiB, MiB, MemoryPlan, estimate_memory  # noqa: E402
+from lora_tui.core.plan.memory import CUDA_CONTEXT_BYTES, GiB, MiB, MemoryPlan, estimate_memory  # noqa: E402
 
 STEPS = 3  # AdamW states exist from step 2 on, so the peak is reached by then
 CPU_MATRIX = [  # (quant, r, batch, seq_len, grad_checkpointing[, batching[, dtype]]); fp32 unless named
@@ -50,7 +50,7 @@ CPU_MATRIX += [("none", 16, 8, 512, True), ("none", 8, 4, 512, False, "padding_f
 BF16_MATRIX = [("none", 8, 1, 128, False, "grouped", "bfloat16"), ("none", 8, 4, 128, False, "grouped", "bfloat16"),
                ("none", 8, 4, 512, False, "grouped", "bfloat16"), ("none", 16, 8, 512, True, "grouped", "bfloat16")]
 CPU_MATRIX += BF16_MATRIX
-# Held out: no constant in core/memory.py was fitted on these (2 x 512 sits at the 2 MiB huge-page threshold).
+# Held out: no constant in core/plan/memory.py was fitted on these (2 x 512 sits at the 2 MiB huge-page threshold).
 CPU_MATRIX += [("none", 8, 2, 512, False), ("none", 8, 2, 512, False, "grouped", "bfloat16"), ("4bit", 8, 2, 512, False),
                ("none", 8, 4, 256, True, "grouped", "bfloat16")]
 # Checkpointed steps whose tensors stay under 2 MiB (CPU_FORWARD_RETAINED_CHECKPOINTED_SMALL was fitted on these
@@ -102,7 +102,7 @@ def _child(spec: dict) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
     from trl import SFTConfig, SFTTrainer
 
-    from lora_tui.core import engine
+    from lora_tui.core.train import engine
 
     result = {"rss_after_imports": psutil.Process().memory_info().rss}
     cuda = spec["device"] == "cuda"
@@ -194,7 +194,7 @@ def _build_random_model(name: str, out: str, tokenizer: str) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from lora_tui.core.catalogue import _raw_catalogue
+    from lora_tui.core.model.catalogue import _raw_catalogue
 
     if name == "shallow":
         config = AutoConfig.from_pretrained(tokenizer)
@@ -237,7 +237,7 @@ def _local_tokenizer() -> str:
     for folder in sorted((cache_dir() / "models").glob("*")):
         if (folder / "tokenizer.json").exists() or (folder / "tokenizer_config.json").exists():
             return str(folder)
-    from lora_tui.core.embedded import ensure_embedded_model
+    from lora_tui.core.model.embedded import ensure_embedded_model
 
     return str(ensure_embedded_model())
 
@@ -249,7 +249,7 @@ def _build(name: str, out: str, tokenizer: str) -> None:
 
 
 def _cpu_points(matrix, model_dir: str, label: str = "SmolLM2-135M (embedded)") -> list[dict]:
-    from lora_tui.core.catalogue import model_dims
+    from lora_tui.core.model.catalogue import model_dims
 
     dims = model_dims(model_dir)
     rows = []
@@ -273,7 +273,7 @@ def _cpu_points(matrix, model_dir: str, label: str = "SmolLM2-135M (embedded)") 
 
 
 def _gpu_points(matrix, tokenizer: str) -> list[dict]:
-    from lora_tui.core.catalogue import CATALOGUE
+    from lora_tui.core.model.catalogue import CATALOGUE
 
     rows, built = [], {}
     with tempfile.TemporaryDirectory(prefix="mem-bench-models-") as tmp:
@@ -298,7 +298,7 @@ def _gpu_points(matrix, tokenizer: str) -> list[dict]:
 
 def _engine_gpu_points(matrix, tokenizer: str, out: str | None) -> list[dict]:
     """The GPU engine matrix, one fresh process per point; the JSON is rewritten after every point."""
-    from lora_tui.core.catalogue import CATALOGUE
+    from lora_tui.core.model.catalogue import CATALOGUE
 
     rows, built = [], {}
     with tempfile.TemporaryDirectory(prefix="mem-bench-models-") as tmp:
@@ -353,7 +353,7 @@ def _print_row(row: dict) -> None:
 
 def _anchors() -> None:
     """Published sanity figures, printed beside our arithmetic (no measurement)."""
-    from lora_tui.core import memory
+    from lora_tui.core.plan import memory
 
     print("\nSanity anchors (published figures; our estimate for the same setting):")
     llama = "Llama-2-7B"  # LLaMA-1-7B has the same dimensions
@@ -386,15 +386,15 @@ def main() -> int:
     parser.add_argument("--json", default=None, help="also write every point to this file (as it goes with --gpu-matrix)")
     args = parser.parse_args()
 
-    from lora_tui.core.embedded import ensure_embedded_model
-    from lora_tui.core.hardware import probe_hardware
+    from lora_tui.core.model.embedded import ensure_embedded_model
+    from lora_tui.core.machine.hardware import probe_hardware
 
     if args.gpu_matrix:
         hardware = probe_hardware(check_libraries=False)
         if not hardware.gpus:
             print(f"The GPU matrix needs a CUDA GPU ({hardware.nvml_error or 'none found'}).")
             return 2
-        from lora_tui.core.engine import liger_available
+        from lora_tui.core.train.engine import liger_available
 
         matrix = [p for p in ENGINE_GPU_MATRIX if liger_available() or not p[-1]]
         tokenizer = _local_tokenizer()

@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 def one_run(devices: int, args, out: Path) -> dict:
     from lora_tui.core.config import Config, apply_overrides
-    from lora_tui.core.launcher import start_run
+    from lora_tui.core.run.launcher import start_run
 
     config = apply_overrides(Config(), [
         f"model.name={args.model}", f"data.train={args.data}", "data.validation=", "data.val_fraction=0",

@@ -70,7 +70,7 @@ def tiny_model() -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from lora_tui.core.embedded import ensure_embedded_model
+    from lora_tui.core.model.embedded import ensure_embedded_model
 
     out = ROOT / "tiny"
     tok = AutoTokenizer.from_pretrained(ensure_embedded_model())
@@ -100,7 +100,7 @@ def overrides(model: Path, data: Path, steps: int = 30, save: int = 3) -> list[s
 
 
 def wait_state(run_dir: Path, states=("finished", "failed", "stopped", "dead"), timeout=300) -> str:
-    from lora_tui.core.runs import RunDirectory
+    from lora_tui.core.run.runs import RunDirectory
 
     run, deadline = RunDirectory(run_dir), time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -122,7 +122,7 @@ def adapter_diff(a: Path, b: Path) -> float:
 
 # ----------------------------------------------------------------------------------- sections
 def section_kill(model: Path, data: Path, trials: int) -> None:
-    from lora_tui.core.runs import CHECKPOINT_MARKER, RunDirectory
+    from lora_tui.core.run.runs import CHECKPOINT_MARKER, RunDirectory
 
     base = ROOT / "kill-baseline"
     cli("train", *overrides(model, data), "--run-dir", base, "--detach")
@@ -173,7 +173,7 @@ def mount_tmpfs(path: Path, size: str) -> str | None:
 
 
 def section_disk(model: Path, data: Path) -> None:
-    from lora_tui.core.runs import RunDirectory
+    from lora_tui.core.run.runs import RunDirectory
 
     small = ROOT / "disk-small"
     why = mount_tmpfs(small, "10m")
@@ -412,7 +412,7 @@ def section_inputs(model: Path, data: Path) -> None:
                f"{time.monotonic() - started:.1f} s")
     prompts = files / "prompts.txt"
     os.mkfifo(prompts)
-    probe = ("import sys;from types import SimpleNamespace;from lora_tui.core.export_check import check_data\n"
+    probe = ("import sys;from types import SimpleNamespace;from lora_tui.core.export.check import check_data\n"
              "try: check_data(SimpleNamespace(run=None), sys.argv[1], 3, 3)\nexcept ValueError as e: print(e)")
     started = time.monotonic()
     try:
@@ -507,7 +507,7 @@ def case_targets_changed(model: Path, data: Path) -> None:
 
     run_dir = ROOT / "issue16-targets"
     cli("train", *overrides(model, data, 400, 2), "--run-dir", run_dir, "--detach")
-    from lora_tui.core.runs import RunDirectory
+    from lora_tui.core.run.runs import RunDirectory
 
     run, deadline = RunDirectory(run_dir), time.monotonic() + 300
     while run.last_checkpoint() is None and time.monotonic() < deadline:
@@ -531,7 +531,7 @@ def case_no_room_for_adapter(model: Path, data: Path) -> None:
         record("save_steps=0, no room for the adapter", None, f"skipped: cannot mount tmpfs ({why})")
         return
     try:
-        from lora_tui.core.runs import RunDirectory
+        from lora_tui.core.run.runs import RunDirectory
 
         run_dir = small / "run"
         started = time.monotonic()
@@ -557,7 +557,7 @@ def case_absurd_steps() -> None:
 
 def case_signal_history(model: Path, data: Path) -> None:
     """Ctrl-C (no terminal: stop) and SIGTERM to a foreground train: the history is printed once."""
-    from lora_tui.core.runs import RunDirectory
+    from lora_tui.core.run.runs import RunDirectory
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         run_dir = ROOT / f"issue16-signal-{sig.name}"
@@ -577,7 +577,7 @@ def case_signal_history(model: Path, data: Path) -> None:
 def case_torn_seq_and_quoting(model: Path, data: Path) -> None:
     import shlex
 
-    from lora_tui.core.runs import RunDirectory
+    from lora_tui.core.run.runs import RunDirectory
 
     run = RunDirectory(ROOT / "issue16-torn")
     run.path.mkdir()

@@ -1,7 +1,7 @@
 """Throughput, peak memory and MFU of `lora-tui train` (its defaults) against plain TRL SFTTrainer scripts.
 
-The arms are run by lora_tui.core.bench (the code `lora-tui bench` runs; the TRL script is
-lora_tui/core/plain_trl.py), each in its own process. Same machine, data, LoRA (r 16 / alpha 32 /
+The arms are run by lora_tui.core.bench.runner (the code `lora-tui bench` runs; the TRL script is
+lora_tui/core/bench/plain_trl.py), each in its own process. Same machine, data, LoRA (r 16 / alpha 32 /
 dropout 0.05, all linear layers), micro-batch, max length and learning rate in every arm:
 
   ours          `lora-tui train` with its defaults except the micro-batch, pinned to TRL's so the arms
@@ -18,7 +18,7 @@ lengths ~50 to >1,000), --data sample (sample_data/train.jsonl), or a JSONL path
 Tokens/s: non-padding input tokens between the first and the last optimiser step (loading left out).
 Peak: CPU, the child's max RSS; CUDA, torch.cuda.max_memory_reserved. MFU (CUDA): tokens/s x 4N
 FLOPs per trained token / --peak-tflops (default 790, the H200's measured dense bf16), N the
-weights a token multiplies (linear layers + LM head; see lora_tui/core/bench.py). Goals on the
+weights a token multiplies (linear layers + LM head; see lora_tui/core/bench/runner.py). Goals on the
 long-tailed data: peak <= 0.6x (a), tokens/s >= 1.3x the faster of (a) and (b); MFU at defaults on
 the 7B shape >= 30 % (16-bit LoRA), >= 20 % (QLoRA).
 
@@ -50,7 +50,7 @@ TRL_MODES = {"trl": "defaults", "trl_packing": "packing", "trl_fp32": "fp32"}
 
 def base_config(model: str, data: Path, args):
     """The config every arm shares; our arms run it through lora-tui's trainer with the engine's defaults."""
-    from lora_tui.core.bench import bench_config
+    from lora_tui.core.bench.runner import bench_config
     from lora_tui.core.config import Config, apply_overrides
 
     overrides = [f"model.name={model}", f"data.train={data}", f"data.max_seq_len={args.max_len}", "lora.r=16",
@@ -60,7 +60,7 @@ def base_config(model: str, data: Path, args):
 
 
 def run_arm(arm: str, config, data: Path, args, work: Path, env: dict):
-    from lora_tui.core.bench import run_ours, run_plain
+    from lora_tui.core.bench.runner import run_ours, run_plain
     from lora_tui.core.config import apply_overrides
 
     if arm in OURS_EXTRA:
@@ -87,8 +87,8 @@ def main() -> None:
     parser.add_argument("--json", default="", help="also write the figures here (rewritten after every arm)")
     args = parser.parse_args()
     args.quant = args.quant or ("4bit" if args.device == "cuda" else "none")
-    from lora_tui.core.bench import child_env, flops_per_token, mfu, trl_data
-    from lora_tui.core.embedded import ensure_embedded_model
+    from lora_tui.core.bench.runner import child_env, flops_per_token, mfu, trl_data
+    from lora_tui.core.model.embedded import ensure_embedded_model
 
     model = args.model or str(ensure_embedded_model())
     if args.data == "long":

@@ -83,7 +83,7 @@ def one_run(path: Path, steps: int, attached: bool) -> tuple[float, float | None
     """(trainer tokens/s, trainer CPU s per 1000 tokens, wizard CPU % of one core or None)."""
     import psutil
 
-    from lora_tui.core.launcher import start_run
+    from lora_tui.core.run.launcher import start_run
 
     run = start_run(config_for(steps), run_dir=path)
     session, wizard, cpu0, t0 = f"attached-{path.name}", None, None, None
@@ -141,7 +141,7 @@ def main() -> None:
                 print(f"{name:12} {speed:8.1f} tokens/s   trainer CPU "
                       f"{per_1k if per_1k is not None else float('nan'):5.2f} s/1k tokens   load average {load:4.1f}"
                       + (f"   wizard CPU {cpu:.1f}% of one core" if cpu is not None else ""), flush=True)
-        from lora_tui.core.runs import RunDirectory
+        from lora_tui.core.run.runs import RunDirectory
 
         per_poll = poll_cost(RunDirectory(Path(tmp) / "headless-0"))
     h, a = statistics.median(headless), statistics.median(attached)

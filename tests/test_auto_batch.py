@@ -13,13 +13,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from lora_tui.core.auto_batch import (AUTO_BASE, MICRO_BATCH_CAP, batch_for_run, choose_batch,
+from lora_tui.core.plan.auto_batch import (AUTO_BASE, MICRO_BATCH_CAP, batch_for_run, choose_batch,
                                       effective_batch)
 from lora_tui.core.config import Config, ConfigError, apply_overrides, config_to_yaml, load_config
-from lora_tui.core.memory import estimate_memory
-from lora_tui.core.memory_plan import fix_overrides, plan_from_config
-from lora_tui.core.memory_record import CHECKPOINT_SHARE
-from lora_tui.core.run_plan import ENV_PLAN
+from lora_tui.core.plan.memory import estimate_memory
+from lora_tui.core.plan.memory_plan import fix_overrides, plan_from_config
+from lora_tui.core.plan.memory_record import CHECKPOINT_SHARE
+from lora_tui.core.plan.run_plan import ENV_PLAN
 
 GiB = 1024**3
 
@@ -134,7 +134,7 @@ def test_a_smaller_micro_batch_fix_keeps_the_effective_batch():
 
 
 def test_resume_keeps_the_first_starts_batch(tmp_path, monkeypatch):
-    from lora_tui.core.runs import RunDirectory
+    from lora_tui.core.run.runs import RunDirectory
 
     monkeypatch.delenv(ENV_PLAN, raising=False)
     run = RunDirectory(tmp_path / "run")
@@ -151,7 +151,7 @@ def test_resume_keeps_the_first_starts_batch(tmp_path, monkeypatch):
 
 def test_a_run_with_auto_records_its_batch_and_keeps_the_effective_batch(tiny_model_dir, tmp_path, monkeypatch):
     """Real trainer: epoch progress after N steps is N x effective batch / rows, whatever the split."""
-    from lora_tui.core.launcher import start_run
+    from lora_tui.core.run.launcher import start_run
 
     monkeypatch.delenv(ENV_PLAN, raising=False)
     rows = [{"messages": [{"role": "user", "content": f"Say {i}."}, {"role": "assistant", "content": f"{i}!"}]}

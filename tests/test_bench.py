@@ -48,7 +48,7 @@ def test_bench_runs_every_arm_and_reports_ratios_from_them(tiny_model_dir, tmp_p
 
 
 def test_ratios_come_from_measured_arms_only():
-    from lora_tui.core.bench import ArmResult, compute_ratios
+    from lora_tui.core.bench.runner import ArmResult, compute_ratios
 
     arms = {"ours": ArmResult("ours", "o", tokens_per_s=300.0, peak_bytes=100),
             "trl": ArmResult("trl", "a", tokens_per_s=100.0, peak_bytes=400),
@@ -61,8 +61,8 @@ def test_ratios_come_from_measured_arms_only():
 
 
 def test_flops_per_token_is_4n_of_the_multiplied_weights():
-    from lora_tui.core.bench import flops_per_token
-    from lora_tui.core.catalogue import model_dims
+    from lora_tui.core.bench.runner import flops_per_token
+    from lora_tui.core.model.catalogue import model_dims
 
     dims = model_dims("Qwen/Qwen2.5-1.5B")
     per_layer = sum(a * b for a, b in dims.linear_modules.values())
@@ -112,7 +112,7 @@ def test_hardware_screen_b_runs_the_bench_in_a_worker_and_shows_its_table(monkey
     process, are covered by the CLI test above and would add a minute here."""
     import asyncio
 
-    from lora_tui.core.bench import run_bench
+    from lora_tui.core.bench.runner import run_bench
     from lora_tui.ui.app import make_app
     from tests.snapshot_apps.fixed import FixedBackend, snapshot_state
     from tests.test_ui_screens import goto, until
@@ -145,7 +145,7 @@ def test_hardware_screen_b_runs_the_bench_in_a_worker_and_shows_its_table(monkey
 
 
 def test_mfu_and_the_gpu_peaks():
-    from lora_tui.core.bench import gpu_peak_tflops, mfu
+    from lora_tui.core.bench.runner import gpu_peak_tflops, mfu
 
     assert mfu(5000.0, 4 * 1_500_000_000, 790.0) == pytest.approx(5000 * 6e9 / 790e12)
     assert mfu(None, 10, 790.0) is None and mfu(10.0, None, 790.0) is None and mfu(10.0, 10, None) is None

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from lora_tui.core.catalogue import CATALOGUE, ModelDims, model_dims
+from lora_tui.core.model.catalogue import CATALOGUE, ModelDims, model_dims
 
 REQUIRED = ["Llama-2-7B", "Llama-3.1-8B", "Llama-3.2-1B", "Llama-3.2-3B", "Mistral-7B", "Qwen2.5-0.5B",
             "Qwen2.5-1.5B", "Qwen2.5-7B", "SmolLM2-135M", "SmolLM2-360M", "SmolLM2-1.7B", "Phi-3-mini", "Gemma-2-2B"]
@@ -31,7 +31,7 @@ def test_dimensions_build_the_same_model_in_transformers(name):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from lora_tui.core.catalogue import _raw_catalogue
+    from lora_tui.core.model.catalogue import _raw_catalogue
 
     cfg = dict(_raw_catalogue()[name]["config"])
     config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)

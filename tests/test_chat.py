@@ -18,13 +18,13 @@ def fake_run(tmp_path_factory, tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def session(fake_run):
-    from lora_tui.core.chat import ChatSession
+    from lora_tui.core.chat.session import ChatSession
 
     return ChatSession.from_run(fake_run, device="cpu")
 
 
 def settings(**kw):
-    from lora_tui.core.chat import GenerationSettings
+    from lora_tui.core.chat.session import GenerationSettings
 
     return GenerationSettings(**{**GREEDY, **kw})
 
@@ -34,7 +34,7 @@ def ask(text):
 
 
 def test_defaults_match_the_issue():
-    from lora_tui.core.chat import GenerationSettings
+    from lora_tui.core.chat.session import GenerationSettings
 
     s = GenerationSettings()
     assert (s.temperature, s.top_p, s.top_k, s.greedy) == (0.3, 0.9, 40, False)
@@ -112,16 +112,16 @@ def test_adapter_loads_with_plain_peft_and_matches_the_session(session, fake_run
 
 
 def test_missing_run_is_a_clear_error(tmp_path):
-    from lora_tui.core.adapters import AdapterError
-    from lora_tui.core.chat import ChatSession
+    from lora_tui.core.run.adapters import AdapterError
+    from lora_tui.core.chat.session import ChatSession
 
     with pytest.raises(AdapterError, match="No run at"):
         ChatSession.from_run(tmp_path / "nope")
 
 
 def test_run_without_adapter(tmp_path, tiny_model_dir):
-    from lora_tui.core.adapters import AdapterError
-    from lora_tui.core.chat import ChatError, ChatSession
+    from lora_tui.core.run.adapters import AdapterError
+    from lora_tui.core.chat.session import ChatError, ChatSession
 
     run = make_fake_run(tmp_path, tiny_model_dir, with_adapter=False)
     with pytest.raises(AdapterError, match="no adapter yet"):
@@ -134,8 +134,8 @@ def test_run_without_adapter(tmp_path, tiny_model_dir):
 
 
 def test_newest_complete_checkpoint_while_training(tmp_path, tiny_model_dir, session):
-    from lora_tui.core.chat import ChatSession
-    from lora_tui.core.runs import CHECKPOINT_MARKER, RunDirectory
+    from lora_tui.core.chat.session import ChatSession
+    from lora_tui.core.run.runs import CHECKPOINT_MARKER, RunDirectory
 
     run = make_fake_run(tmp_path, tiny_model_dir, with_adapter=False)
     RunDirectory(run).write_status("running", step=6, max_steps=12)  # still training: no adapter/ yet
@@ -147,7 +147,7 @@ def test_newest_complete_checkpoint_while_training(tmp_path, tiny_model_dir, ses
 
 
 def test_bare_adapter_directory(tmp_path, fake_run, session):
-    from lora_tui.core.chat import ChatSession
+    from lora_tui.core.chat.session import ChatSession
 
     bare = shutil.copytree(fake_run / "adapter", tmp_path / "my-adapter")
     chat = ChatSession.from_run(bare)
@@ -158,7 +158,7 @@ def test_bare_adapter_directory(tmp_path, fake_run, session):
 def test_four_bit_run_chats_on_a_four_bit_base(tmp_path, tiny_model_dir):
     import bitsandbytes as bnb
 
-    from lora_tui.core.chat import ChatSession
+    from lora_tui.core.chat.session import ChatSession
 
     run = make_fake_run(tmp_path, tiny_model_dir, load_in="4bit")
     chat = ChatSession.from_run(run, device="cpu")
@@ -170,7 +170,7 @@ def test_four_bit_run_chats_on_a_four_bit_base(tmp_path, tiny_model_dir):
 def test_alpaca_run_uses_the_training_format_and_stops_at_the_next_instruction(tmp_path, tiny_model_dir):
     import yaml
 
-    from lora_tui.core.chat import ChatSession
+    from lora_tui.core.chat.session import ChatSession
     from lora_tui.core.data import ChatFormatter
 
     run = make_fake_run(tmp_path, tiny_model_dir)
@@ -188,7 +188,7 @@ def test_alpaca_run_uses_the_training_format_and_stops_at_the_next_instruction(t
 def test_fallback_jinja_templates_render_like_the_training_formatter(kind, embedded_tokenizer):
     import copy
 
-    from lora_tui.core.chat import apply_training_template
+    from lora_tui.core.chat.session import apply_training_template
     from lora_tui.core.data import ChatFormatter
 
     tokenizer = copy.deepcopy(embedded_tokenizer)
@@ -202,7 +202,7 @@ def test_fallback_jinja_templates_render_like_the_training_formatter(kind, embed
 
 
 def test_stop_trimmer_cuts_at_a_stop_string_split_across_pieces():
-    from lora_tui.core.chat import _StopTrimmer
+    from lora_tui.core.chat.session import _StopTrimmer
 
     trimmer = _StopTrimmer(["### Instruction:"])
     out = [trimmer.feed(p) for p in ["The answer is 4.", "\n\n###", " Instr", "uction: next"]]
@@ -217,7 +217,7 @@ def test_chat_on_a_gpu(fake_run):
 
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    from lora_tui.core.chat import ChatSession
+    from lora_tui.core.chat.session import ChatSession
 
     gpu = ChatSession.from_run(fake_run, device="cuda")
     assert gpu.model.device.type == "cuda"

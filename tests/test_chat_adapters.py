@@ -25,14 +25,14 @@ def runs(tmp_path_factory, tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def session(runs):
-    from lora_tui.core.chat import ChatSession
+    from lora_tui.core.chat.session import ChatSession
 
     _, a, b = runs
     return ChatSession.from_runs([a, b], device="cpu")
 
 
 def settings():
-    from lora_tui.core.chat import GenerationSettings
+    from lora_tui.core.chat.session import GenerationSettings
 
     return GenerationSettings(**GREEDY)
 
@@ -65,7 +65,7 @@ def test_names_are_the_run_folders_in_order(session):
 def test_switching_gives_each_adapters_own_logits_and_answers(session, runs, tiny_model_dir):
     import torch
 
-    from lora_tui.core.chat import BASE, ChatSession
+    from lora_tui.core.chat.session import BASE, ChatSession
 
     _, a, b = runs
     want_a, want_b = plain_logits(tiny_model_dir, a / "adapter"), plain_logits(tiny_model_dir, b / "adapter")
@@ -82,7 +82,7 @@ def test_switching_gives_each_adapters_own_logits_and_answers(session, runs, tin
 
 
 def test_compare_any_two_with_the_same_seed(session):
-    from lora_tui.core.chat import BASE, GenerationSettings
+    from lora_tui.core.chat.session import BASE, GenerationSettings
 
     prompt = ask("Hi there")
     a = session.reply(prompt, adapter="run-a", settings=settings())
@@ -97,14 +97,14 @@ def test_compare_any_two_with_the_same_seed(session):
 
 
 def test_unknown_adapter_name_is_refused(session):
-    from lora_tui.core.chat import ChatError
+    from lora_tui.core.chat.session import ChatError
 
     with pytest.raises(ChatError, match="No adapter named 'run-c'.*run-a, run-b"):
         session.reply(ask("hi"), adapter="run-c", settings=settings())
 
 
 def test_equal_run_names_are_made_unique_and_base_is_reserved(tmp_path, tiny_model_dir, runs):
-    from lora_tui.core.chat_adapters import resolve_adapters
+    from lora_tui.core.chat.adapters import resolve_adapters
 
     _, a, _ = runs
     same = make_fake_run(tmp_path / "elsewhere", tiny_model_dir, name="run-a", with_adapter=False)
@@ -116,7 +116,7 @@ def test_equal_run_names_are_made_unique_and_base_is_reserved(tmp_path, tiny_mod
 
 
 def test_runs_on_different_bases_are_refused(tmp_path, tiny_model_dir, runs):
-    from lora_tui.core.chat_adapters import ChatError, resolve_adapters
+    from lora_tui.core.chat.adapters import ChatError, resolve_adapters
 
     _, a, _ = runs
     quantised = make_fake_run(tmp_path, tiny_model_dir, name="run-4bit", load_in="4bit", with_adapter=False)
@@ -126,9 +126,9 @@ def test_runs_on_different_bases_are_refused(tmp_path, tiny_model_dir, runs):
 
 
 def test_add_a_run_later_and_the_runs_that_could_join(tmp_path, tiny_model_dir, runs):
-    from lora_tui.core.chat import ChatError, ChatSession
-    from lora_tui.core.chat_adapters import runs_sharing_base
-    from lora_tui.core.runs import RunDirectory
+    from lora_tui.core.chat.session import ChatError, ChatSession
+    from lora_tui.core.chat.adapters import runs_sharing_base
+    from lora_tui.core.run.runs import RunDirectory
 
     root, a, b = runs
     chat = ChatSession.from_run(a, device="cpu")
@@ -178,7 +178,7 @@ def test_cli_refuses_unknown_names(runs, flags, says):
 
 
 def test_cli_adapter_and_compare_print_what_the_core_answers(runs, session):
-    from lora_tui.core.chat import BASE
+    from lora_tui.core.chat.session import BASE
 
     _, a, b = runs
     result = lora_tui("chat", a, b, "--prompt", "Tell me a joke", "--greedy", "--max-new-tokens", 10,
@@ -206,7 +206,7 @@ def test_merge_and_zip_take_a_checkpoint_by_path(tmp_path, tiny_model_dir):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from lora_tui.core.export import merge_adapter, zip_adapter
+    from lora_tui.core.export.artefacts import merge_adapter, zip_adapter
     from tests.test_chat_support import make_adapter
 
     run = make_fake_run(tmp_path, tiny_model_dir, name="run-c", seed=1)

@@ -17,7 +17,7 @@ def fake_run(tmp_path_factory, tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def session(fake_run):
-    from lora_tui.core.chat import ChatSession
+    from lora_tui.core.chat.session import ChatSession
 
     return ChatSession.from_run(fake_run)
 
@@ -28,7 +28,7 @@ def lora_tui(*args, stdin=None):
 
 
 def greedy(n=8):
-    from lora_tui.core.chat import GenerationSettings
+    from lora_tui.core.chat.session import GenerationSettings
 
     return GenerationSettings(greedy=True, max_new_tokens=n)
 
@@ -80,7 +80,7 @@ def test_errors_are_one_line_and_exit_2(case, tmp_path, tiny_model_dir):
 
 def test_settings_words():
     from lora_tui.commands.chat import change_settings
-    from lora_tui.core.chat import GenerationSettings
+    from lora_tui.core.chat.session import GenerationSettings
 
     changed = change_settings(GenerationSettings(), ["temperature=0.7", "greedy=on", "max-new-tokens=5", "seed=3"])
     assert (changed.temperature, changed.greedy, changed.max_new_tokens, changed.seed) == (0.7, True, 5, 3)

@@ -15,7 +15,7 @@ def make_adapter(base_dir: Path, out: Path, *, load_in: str = "16bit", scale: fl
     from peft import LoraConfig, get_peft_model
     from transformers import AutoTokenizer
 
-    from lora_tui.core.models import load_base_model
+    from lora_tui.core.model.models import load_base_model
 
     base = load_base_model(str(base_dir), load_in=load_in, precision="fp32", device="cpu")
     model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=TARGETS,
@@ -33,7 +33,7 @@ def make_adapter(base_dir: Path, out: Path, *, load_in: str = "16bit", scale: fl
 def make_fake_run(root: Path, base_dir: Path, *, name: str = "fake-run", load_in: str = "16bit",
                   with_adapter: bool = True, events: bool = True, seed: int = 1) -> Path:
     from lora_tui.core.config import Config, save_config
-    from lora_tui.core.runs import RunDirectory
+    from lora_tui.core.run.runs import RunDirectory
 
     run = RunDirectory(root / name)
     run.path.mkdir(parents=True)

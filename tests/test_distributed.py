@@ -12,10 +12,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from lora_tui.core import distributed as d
+from lora_tui.core.train import distributed as d
 from lora_tui.core.config import Config, ConfigError, apply_overrides, check_value, config_to_yaml, load_config
-from lora_tui.core.distributed_run import rank_failure
-from lora_tui.core.gpu_topology import probe_topology, strategy_line, topology_lines
+from lora_tui.core.train.distributed_run import rank_failure
+from lora_tui.core.machine.gpu_topology import probe_topology, strategy_line, topology_lines
 from tests.test_hardware import A100, FakeNVML, GiB
 
 
@@ -120,7 +120,7 @@ def test_accelerate_reads_the_written_config(tmp_path):
 
 
 def test_rank_helpers_follow_the_launcher_environment(monkeypatch, tmp_path):
-    from lora_tui.core.runs import RunDirectory
+    from lora_tui.core.run.runs import RunDirectory
 
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -137,8 +137,8 @@ def test_rank_helpers_follow_the_launcher_environment(monkeypatch, tmp_path):
 
 
 def test_per_gpu_memory_per_strategy():
-    from lora_tui.core.memory import MemoryPlan
-    from lora_tui.core.memory_strategies import describe, per_gpu_bytes
+    from lora_tui.core.plan.memory import MemoryPlan
+    from lora_tui.core.plan.strategies import describe, per_gpu_bytes
 
     plan = MemoryPlan(model="Llama-3.1-8B", quant="none", r=16, seq_len=1024, batch=1, grad_checkpointing=True)
     one, two, four = (per_gpu_bytes(plan, n) for n in (1, 2, 4))
@@ -213,7 +213,7 @@ class FakeTopologyNVML(FakeNVML):
 
 
 def test_topology_from_fake_nvml():
-    from lora_tui.core.hardware import probe_hardware
+    from lora_tui.core.machine.hardware import probe_hardware
 
     gpus = [dict(A100, procs=[], name=f"NVIDIA A100 #{i}") for i in range(4)]
     report = probe_hardware(FakeTopologyNVML(gpus), check_libraries=False)
@@ -228,7 +228,7 @@ def test_topology_from_fake_nvml():
 
 def test_doctor_prints_topology_and_plan(monkeypatch, capsys):
     from lora_tui.commands import hardware as cmd
-    from lora_tui.core import hardware
+    from lora_tui.core.machine import hardware
 
     gpus = [dict(A100, procs=[], name=f"NVIDIA A100 #{i}") for i in range(4)]
     real = hardware.probe_hardware
@@ -249,7 +249,7 @@ def test_estimate_gives_per_gpu_figures_on_several_gpus(monkeypatch, capsys):
     import json
 
     from lora_tui.cli import main
-    from lora_tui.core import hardware
+    from lora_tui.core.machine import hardware
 
     gpus = [dict(A100, procs=[], used=0, name=f"NVIDIA A100 #{i}") for i in range(4)]
     real = hardware.probe_hardware
@@ -277,8 +277,8 @@ def test_training_screen_gpu_panel_has_one_line_per_gpu():
 
 
 def test_supervisor_keeps_rank_0s_reason_and_names_a_killed_rank(tmp_path):
-    from lora_tui.core.distributed_run import settle
-    from lora_tui.core.runs import RunDirectory
+    from lora_tui.core.train.distributed_run import settle
+    from lora_tui.core.run.runs import RunDirectory
 
     plan = d.DevicePlan(2, cpu=True, strategy="ddp")
     run = RunDirectory(tmp_path)

@@ -37,7 +37,7 @@ def data(tmp_path_factory) -> Path:
 
 def _train(model: Path, data: Path, run_dir: Path, *overrides: str):
     from lora_tui.core.config import Config, apply_overrides
-    from lora_tui.core.launcher import start_run
+    from lora_tui.core.run.launcher import start_run
 
     config = apply_overrides(Config(), [
         f"model.name={model}", f"data.train={data}", "data.validation=", "data.max_seq_len=64",

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from lora_tui.core.config import Config, apply_overrides
-from lora_tui.core.launcher import resume_run, start_run
-from lora_tui.core.runs import RunDirectory, pid_alive
+from lora_tui.core.run.launcher import resume_run, start_run
+from lora_tui.core.run.runs import RunDirectory, pid_alive
 
 
 def _rows(n: int) -> list[dict]:

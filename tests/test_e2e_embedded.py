@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_embedded_model_learns_the_sample_behaviour(tmp_path, embedded_model_dir):
-    from lora_tui.core.chat import ChatSession, GenerationSettings
+    from lora_tui.core.chat.session import ChatSession, GenerationSettings
 
     run_dir = tmp_path / "e2e"
     cmd = [sys.executable, "-m", "lora_tui", "train",

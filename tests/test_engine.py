@@ -1,4 +1,4 @@
-"""The training engine (core/engine.py, core/memory_record.py): the lean LM head gives the plain
+"""The training engine (core/train/engine.py, core/plan/memory_record.py): the lean LM head gives the plain
 loss and gradients, padding-free batches equal padded ones row by row, auto choices and the
 closed-loop memory record."""
 
@@ -44,7 +44,7 @@ def test_lean_head_matches_plain_loss_and_gradients(tiny_model_dir):
     import torch
     from trl.trainer.utils import add_fused_lm_head
 
-    from lora_tui.core.engine import install_lean_head
+    from lora_tui.core.train.engine import install_lean_head
 
     plain, lean = _model(tiny_model_dir), _model(tiny_model_dir)
     add_fused_lm_head(lean, outputs=("log_probs", "entropy", "is_top1"))  # what SFTTrainer does first
@@ -106,7 +106,7 @@ def test_config_engine_fields_and_auto_words(tmp_path):
 
 
 def test_auto_choices_cpu():
-    from lora_tui.core.engine import choose_engine, sft_engine_kwargs
+    from lora_tui.core.train.engine import choose_engine, sft_engine_kwargs
 
     choice = choose_engine(Config(), "cpu")
     assert choice.batching == "grouped" and choice.attention == "sdpa" and "lean_head" in choice.kernels
@@ -119,7 +119,7 @@ def test_auto_choices_cpu():
 def test_checkpointing_auto_follows_the_estimate():
     from types import SimpleNamespace
 
-    from lora_tui.core.memory_record import choose_checkpointing
+    from lora_tui.core.plan.memory_record import choose_checkpointing
 
     config = apply_overrides(Config(), ["data.max_seq_len=512", "training.micro_batch=8"])
     roomy = SimpleNamespace(gpus=[], ram_available=1024**4)
@@ -132,7 +132,7 @@ def test_checkpointing_auto_follows_the_estimate():
 
 
 def test_memory_fields_error_percent():
-    from lora_tui.core.memory_record import error_pct, memory_fields
+    from lora_tui.core.plan.memory_record import error_pct, memory_fields
 
     assert error_pct(110, 100) == 10.0 and error_pct(None, 5) is None
     fields = memory_fields({"comparable_bytes": 90, "measure": "peak_rss"}, 100)
@@ -144,7 +144,7 @@ def test_liger_on_cuda_when_installed():
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    from lora_tui.core.engine import choose_engine, liger_available
+    from lora_tui.core.train.engine import choose_engine, liger_available
 
     choice = choose_engine(Config(), "cuda")
     assert ("liger" in choice.kernels) == liger_available()
@@ -159,10 +159,10 @@ def test_batching_modes_train_lora_only(tiny_model_dir, tmp_path, batching):
     import torch
     from trl import SFTTrainer
 
-    from lora_tui.core.engine import choose_engine, install_lean_head
-    from lora_tui.core.models import load_tokenizer
-    from lora_tui.core.runs import RunDirectory
-    from lora_tui.core.training import build_datasets, build_model, sft_config
+    from lora_tui.core.train.engine import choose_engine, install_lean_head
+    from lora_tui.core.model.models import load_tokenizer
+    from lora_tui.core.run.runs import RunDirectory
+    from lora_tui.core.train.training import build_datasets, build_model, sft_config
 
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Question {i}?" + " more" * (i % 7)},

@@ -22,7 +22,7 @@ def fake_run(runs_root, tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def merged(fake_run, runs_root):
-    from lora_tui.core.export import merge_adapter
+    from lora_tui.core.export.artefacts import merge_adapter
 
     return merge_adapter(fake_run, runs_root / "merged")
 
@@ -35,7 +35,7 @@ def logits(model, ids=(1, 20, 300, 4000, 7)):
 
 
 def test_zip_holds_the_adapter_and_is_not_overwritten_without_the_flag(fake_run, tmp_path):
-    from lora_tui.core.export import ExportError, zip_adapter
+    from lora_tui.core.export.artefacts import ExportError, zip_adapter
 
     path = zip_adapter(fake_run)
     assert path == fake_run / f"{fake_run.name}-adapter.zip"
@@ -56,7 +56,7 @@ def test_unzipped_adapter_loads_with_plain_peft(fake_run, tmp_path, tiny_model_d
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from lora_tui.core.export import zip_adapter
+    from lora_tui.core.export.artefacts import zip_adapter
 
     zipfile.ZipFile(zip_adapter(fake_run, tmp_path / "a.zip")).extractall(tmp_path / "x")
     unzipped = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
@@ -87,7 +87,7 @@ def test_merged_folder_has_a_modelfile_and_gguf_note(merged):
 
 
 def test_merge_refuses_to_overwrite_without_the_flag(merged, fake_run):
-    from lora_tui.core.export import ExportError, merge_adapter
+    from lora_tui.core.export.artefacts import ExportError, merge_adapter
 
     stamp = (merged / "config.json").stat().st_mtime_ns
     with pytest.raises(ExportError, match="not empty"):
@@ -106,7 +106,7 @@ def test_merge_refuses_to_overwrite_without_the_flag(merged, fake_run):
 
 @pytest.mark.parametrize("where", ["run", "adapter", "base"])
 def test_merge_never_writes_over_the_run_or_the_base_model(fake_run, tiny_model_dir, where):
-    from lora_tui.core.export import ExportError, merge_adapter
+    from lora_tui.core.export.artefacts import ExportError, merge_adapter
 
     out = {"run": fake_run, "adapter": fake_run / "adapter", "base": tiny_model_dir}[where]
     with pytest.raises(ExportError, match="must not be touched"):
@@ -120,7 +120,7 @@ def test_merge_of_a_four_bit_run_uses_a_full_precision_base(tmp_path, tiny_model
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from lora_tui.core.export import merge_adapter
+    from lora_tui.core.export.artefacts import merge_adapter
 
     run = make_fake_run(tmp_path, tiny_model_dir, name="qlora-run", load_in="4bit")
     out = merge_adapter(run, tmp_path / "merged-qlora", dtype="float32")
@@ -134,7 +134,7 @@ def test_merge_dtype(tmp_path, fake_run):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from lora_tui.core.export import ExportError, merge_adapter
+    from lora_tui.core.export.artefacts import ExportError, merge_adapter
 
     out = merge_adapter(fake_run, tmp_path / "bf16", dtype="bfloat16")
     assert AutoModelForCausalLM.from_pretrained(out, dtype="auto").dtype == torch.bfloat16
@@ -147,7 +147,7 @@ def test_alpaca_run_merges_with_an_alpaca_template(tmp_path, tiny_model_dir):
     from transformers import AutoTokenizer
 
     from lora_tui.core.data import ChatFormatter
-    from lora_tui.core.export import merge_adapter
+    from lora_tui.core.export.artefacts import merge_adapter
 
     run = make_fake_run(tmp_path, tiny_model_dir, name="alpaca-run")
     config = yaml.safe_load((run / "config.yaml").read_text())
@@ -162,8 +162,8 @@ def test_alpaca_run_merges_with_an_alpaca_template(tmp_path, tiny_model_dir):
 
 
 def test_run_without_adapter(tmp_path, tiny_model_dir):
-    from lora_tui.core.adapters import AdapterError
-    from lora_tui.core.export import export_summary, merge_adapter, zip_adapter
+    from lora_tui.core.run.adapters import AdapterError
+    from lora_tui.core.export.artefacts import export_summary, merge_adapter, zip_adapter
 
     run = make_fake_run(tmp_path, tiny_model_dir, with_adapter=False)
     with pytest.raises(AdapterError, match="no adapter yet"):
@@ -176,7 +176,7 @@ def test_run_without_adapter(tmp_path, tiny_model_dir):
 
 
 def test_summary_lists_adapter_card_zip_and_merges(fake_run, merged):
-    from lora_tui.core.export import export_summary, zip_adapter
+    from lora_tui.core.export.artefacts import export_summary, zip_adapter
 
     zip_adapter(fake_run, overwrite=True)
     summary = export_summary(fake_run)

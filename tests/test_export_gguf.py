@@ -56,14 +56,14 @@ def llama_run(tmp_path_factory, embedded_model_dir):
 
 
 def _check(run, path: Path):
-    from lora_tui.core.export_check import verify_export
+    from lora_tui.core.export.check import verify_export
 
     return verify_export(run, path.parent, gguf_file=path.name, n_prompts=2, n_rows=3, max_new_tokens=8)
 
 
 def test_llama_f16_gguf_round_trip_carries_tokenizer_template_and_eos(llama_run):
-    from lora_tui.core.export import export_gguf, export_summary
-    from lora_tui.core.gguf_export import read_gguf_facts
+    from lora_tui.core.export.artefacts import export_gguf, export_summary
+    from lora_tui.core.export.gguf import read_gguf_facts
 
     path = export_gguf(llama_run, gguf_type="f16")
     assert path == llama_run / "gguf" / "llama-run-f16.gguf"
@@ -79,8 +79,8 @@ def test_llama_f16_gguf_round_trip_carries_tokenizer_template_and_eos(llama_run)
 
 
 def test_q4_0_is_smaller_and_the_verdict_says_how_close(llama_run):
-    from lora_tui.core.export import export_gguf
-    from lora_tui.core.gguf_export import read_gguf_facts
+    from lora_tui.core.export.artefacts import export_gguf
+    from lora_tui.core.export.gguf import read_gguf_facts
 
     path = export_gguf(llama_run, gguf_type="q4_0")
     assert set(read_gguf_facts(path)["types"]) == {"F32", "Q4_0", "Q8_0"}  # embeddings kept at 8 bits
@@ -90,7 +90,7 @@ def test_q4_0_is_smaller_and_the_verdict_says_how_close(llama_run):
 
 
 def test_qwen2_biases_survive_the_round_trip(tmp_path, embedded_model_dir):
-    from lora_tui.core.export import export_gguf
+    from lora_tui.core.export.artefacts import export_gguf
 
     run = _run(tmp_path, _tiny(tmp_path / "base-qwen2", embedded_model_dir, "qwen2"), "qwen-run")
     path = export_gguf(run, gguf_type="f16")
@@ -99,9 +99,9 @@ def test_qwen2_biases_survive_the_round_trip(tmp_path, embedded_model_dir):
 
 
 def test_model_without_chat_template_exports_the_training_format(tmp_path, embedded_model_dir):
-    from lora_tui.core.export import export_gguf, merge_adapter
-    from lora_tui.core.export_check import verify_export
-    from lora_tui.core.gguf_export import read_gguf_facts
+    from lora_tui.core.export.artefacts import export_gguf, merge_adapter
+    from lora_tui.core.export.check import verify_export
+    from lora_tui.core.export.gguf import read_gguf_facts
 
     run = _run(tmp_path, _tiny(tmp_path / "base-plain", embedded_model_dir, "llama", drop_template=True),
                "plain-run", template="alpaca")
@@ -115,8 +115,8 @@ def test_model_without_chat_template_exports_the_training_format(tmp_path, embed
 
 
 def test_a_tampered_artefact_fails_the_template_and_eos_check(tmp_path, llama_run):
-    from lora_tui.core.export import merge_adapter
-    from lora_tui.core.export_check import verify_export
+    from lora_tui.core.export.artefacts import merge_adapter
+    from lora_tui.core.export.check import verify_export
 
     merged = merge_adapter(llama_run, tmp_path / "merged")
     (merged / "chat_template.jinja").unlink()
@@ -137,8 +137,8 @@ def test_unsupported_architecture_names_the_supported_ones(tmp_path, llama_run):
     from transformers import GPT2Config
 
     from lora_tui.core.config import load_config, save_config
-    from lora_tui.core.export import ExportError, export_gguf
-    from lora_tui.core.gguf_export import GGUFExportError, gguf_architecture
+    from lora_tui.core.export.artefacts import ExportError, export_gguf
+    from lora_tui.core.export.gguf import GGUFExportError, gguf_architecture
 
     with pytest.raises(GGUFExportError, match="GPT2LMHeadModel.*Llama 2 / Llama 3.*Mistral.*Qwen2"):
         gguf_architecture(GPT2Config(architectures=["GPT2LMHeadModel"]))
@@ -176,8 +176,8 @@ def _sentencepiece_style_tokenizer(out: Path, template_from: Path) -> Path:
 
 
 def test_sentencepiece_style_vocabulary_round_trips(tmp_path, embedded_model_dir):
-    from lora_tui.core.export import export_gguf
-    from lora_tui.core.gguf_export import read_gguf_facts
+    from lora_tui.core.export.artefacts import export_gguf
+    from lora_tui.core.export.gguf import read_gguf_facts
 
     tokenizer = _sentencepiece_style_tokenizer(tmp_path / "spm-tokenizer", embedded_model_dir)
     run = _run(tmp_path, _tiny(tmp_path / "base-spm", tokenizer, "llama"), "spm-run")

@@ -28,9 +28,9 @@ def embedded_run(tmp_path_factory, embedded_model_dir):
 
 @pytest.mark.parametrize("gguf_type, max_delta", [("f16", 0.01), ("q8_0", 0.05)])
 def test_embedded_gguf_round_trip(embedded_run, gguf_type, max_delta):
-    from lora_tui.core.export import export_gguf
-    from lora_tui.core.export_check import verify_export
-    from lora_tui.core.gguf_export import read_gguf_facts
+    from lora_tui.core.export.artefacts import export_gguf
+    from lora_tui.core.export.check import verify_export
+    from lora_tui.core.export.gguf import read_gguf_facts
 
     path = export_gguf(embedded_run, gguf_type=gguf_type)
     facts = read_gguf_facts(path)

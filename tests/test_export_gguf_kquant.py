@@ -21,7 +21,7 @@ needs_llamacpp = pytest.mark.skipif(not HAS_LLAMACPP, reason='xllamacpp not inst
 
 
 def _types(gguf_type: str, n_layer: int, width: int, ffn: int, *, tied: bool, big: bool = False) -> dict[str, str]:
-    from lora_tui.core.gguf_kquant import kquant_type_name
+    from lora_tui.core.export.gguf_kquant import kquant_type_name
 
     names = ["token_embd.weight"] + ([] if tied else ["output.weight"])
     names += [f"blk.{i}.{t}.weight" for i in range(n_layer) for t in ("attn_q", "attn_v", "ffn_up", "ffn_down")]
@@ -69,7 +69,7 @@ def test_libgguf_blocks_are_byte_for_byte_llama_cpps(type_name):
     import numpy as np
     import xllamacpp
 
-    from lora_tui.core.gguf_kquant import quantize_rows
+    from lora_tui.core.export.gguf_kquant import quantize_rows
 
     ggml = ctypes.CDLL(os.path.join(os.path.dirname(xllamacpp.__file__), "xllamacpp.abi3.so"))
     chunk = ggml.ggml_quantize_chunk
@@ -123,7 +123,7 @@ def wide_run(tmp_path_factory, embedded_model_dir):
 def test_q4_k_m_file_holds_llama_cpps_mix(wide_run):
     import gguf
 
-    from lora_tui.core.export import export_gguf
+    from lora_tui.core.export.artefacts import export_gguf
 
     path = export_gguf(wide_run, gguf_type="q4_k_m")
     assert path.name == "wide-run-q4_k_m.gguf"
@@ -143,8 +143,8 @@ def test_q4_k_m_file_holds_llama_cpps_mix(wide_run):
 @needs_libgguf
 @needs_llamacpp
 def test_round_trip_runs_in_llama_cpp_and_names_it(wide_run):
-    from lora_tui.core.export import export_gguf
-    from lora_tui.core.export_check import verify_export
+    from lora_tui.core.export.artefacts import export_gguf
+    from lora_tui.core.export.check import verify_export
 
     f16 = export_gguf(wide_run, gguf_type="f16", overwrite=True)
     exact = verify_export(wide_run, f16.parent, gguf_file=f16.name, n_prompts=2, n_rows=3, max_new_tokens=8)
@@ -164,8 +164,8 @@ def test_round_trip_runs_in_llama_cpp_and_names_it(wide_run):
 
 @needs_libgguf
 def test_without_llama_cpp_the_check_uses_transformers_and_says_so(wide_run, monkeypatch):
-    from lora_tui.core.export import export_gguf
-    from lora_tui.core.export_check import verify_export
+    from lora_tui.core.export.artefacts import export_gguf
+    from lora_tui.core.export.check import verify_export
 
     monkeypatch.setitem(sys.modules, "xllamacpp", None)  # as on a machine without the extra
     path = export_gguf(wide_run, gguf_type="q4_k_m", overwrite=True)
@@ -179,7 +179,7 @@ def test_without_llama_cpp_the_check_uses_transformers_and_says_so(wide_run, mon
 
 def test_missing_extras_say_which_in_one_line_before_any_work(wide_run, monkeypatch, capsys):
     from lora_tui.cli import main
-    from lora_tui.core import export as export_module
+    from lora_tui.core.export import artefacts as export_module
 
     def no_loading(*args, **kwargs):
         raise AssertionError("the model was loaded before the missing library was reported")
@@ -203,9 +203,9 @@ def test_missing_extras_say_which_in_one_line_before_any_work(wide_run, monkeypa
 def test_embedded_q4_k_m_in_llama_cpp(embedded_run):
     """The README's q4_k_m row: SmolLM2-135M's 576-wide rows take llama.cpp's Q5_0 / Q8_0 fallbacks, its 1536-wide
     ffn_down rows real Q4_K / Q6_K; the answers, template and stop token survive, the weights lose a little."""
-    from lora_tui.core.export import export_gguf
-    from lora_tui.core.export_check import verify_export
-    from lora_tui.core.gguf_export import read_gguf_facts
+    from lora_tui.core.export.artefacts import export_gguf
+    from lora_tui.core.export.check import verify_export
+    from lora_tui.core.export.gguf import read_gguf_facts
 
     path = export_gguf(embedded_run, gguf_type="q4_k_m")
     assert set(read_gguf_facts(path)["types"]) == {"F32", "Q4_K", "Q5_0", "Q6_K", "Q8_0"}

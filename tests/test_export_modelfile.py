@@ -43,7 +43,7 @@ def jinja(tokenizer, messages, strip_bos=True):
 
 
 def test_embedded_chatml_template_with_its_default_system(embedded_tokenizer):
-    from lora_tui.core.modelfile import format_for, modelfile_text
+    from lora_tui.core.export.modelfile import format_for, modelfile_text
 
     fmt = format_for(embedded_tokenizer)
     assert "chatml" in fmt.name and not fmt.note
@@ -56,15 +56,15 @@ def test_embedded_chatml_template_with_its_default_system(embedded_tokenizer):
 
 
 def test_chatml_go_template_text(embedded_tokenizer):
-    from lora_tui.core.chat import CHATML_TEMPLATE
-    from lora_tui.core.modelfile import format_for, named_format
+    from lora_tui.core.chat.session import CHATML_TEMPLATE
+    from lora_tui.core.export.modelfile import format_for, named_format
 
     derived = format_for(with_template(embedded_tokenizer, CHATML_TEMPLATE))
     assert derived.go_template() == CHATML_GO == named_format("chatml").go_template()
 
 
 def test_llama3_template(embedded_tokenizer):
-    from lora_tui.core.modelfile import format_for
+    from lora_tui.core.export.modelfile import format_for
 
     tokenizer = with_template(embedded_tokenizer, LLAMA3, ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"])
     fmt = format_for(tokenizer)
@@ -76,7 +76,7 @@ def test_llama3_template(embedded_tokenizer):
 
 
 def test_mistral_template_without_a_system_role(embedded_tokenizer):
-    from lora_tui.core.modelfile import format_for
+    from lora_tui.core.export.modelfile import format_for
 
     tokenizer = with_template(embedded_tokenizer, MISTRAL)
     fmt = format_for(tokenizer)
@@ -90,7 +90,7 @@ def test_mistral_template_without_a_system_role(embedded_tokenizer):
 
 def test_alpaca_named_format_matches_the_training_formatter(embedded_tokenizer):
     from lora_tui.core.data import ChatFormatter
-    from lora_tui.core.modelfile import named_format
+    from lora_tui.core.export.modelfile import named_format
 
     fmt = named_format("alpaca", embedded_tokenizer.eos_token)
     formatter = ChatFormatter(embedded_tokenizer, "alpaca")
@@ -100,7 +100,7 @@ def test_alpaca_named_format_matches_the_training_formatter(embedded_tokenizer):
 
 
 def test_template_that_rewrites_content_falls_back_to_a_named_format(embedded_tokenizer):
-    from lora_tui.core.modelfile import format_for
+    from lora_tui.core.export.modelfile import format_for
 
     shouting = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] | upper }}<|im_end|>\n{% endfor %}"
                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -109,7 +109,7 @@ def test_template_that_rewrites_content_falls_back_to_a_named_format(embedded_to
 
 
 def test_no_template_uses_chatml_and_names_are_checked(embedded_tokenizer):
-    from lora_tui.core.modelfile import TemplateError, format_for, named_format
+    from lora_tui.core.export.modelfile import TemplateError, format_for, named_format
 
     bare = with_template(embedded_tokenizer, None)
     assert format_for(bare).name == "chatml"
@@ -119,7 +119,7 @@ def test_no_template_uses_chatml_and_names_are_checked(embedded_tokenizer):
 
 
 def test_go_braces_are_escaped_and_triple_quotes_refused(embedded_tokenizer):
-    from lora_tui.core.modelfile import TemplateError, TurnFormat, modelfile_text
+    from lora_tui.core.export.modelfile import TemplateError, TurnFormat, modelfile_text
 
     fmt = TurnFormat("x", "{{sys}} ", "\n", "U: ", "\nA: ", "\n", ["\n"])
     assert '{{ "{{" }}sys}} ' in fmt.go_template()
@@ -128,7 +128,7 @@ def test_go_braces_are_escaped_and_triple_quotes_refused(embedded_tokenizer):
 
 
 def test_write_modelfile_with_a_system_message(tmp_path, embedded_tokenizer):
-    from lora_tui.core.export import write_modelfile
+    from lora_tui.core.export.artefacts import write_modelfile
 
     path = write_modelfile(tmp_path, embedded_tokenizer, system="You answer in French.")
     text = path.read_text()

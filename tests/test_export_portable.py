@@ -28,7 +28,7 @@ def _fake_hub_cache(hf_home: Path, repo_id: str, model_dir: Path) -> None:
 
 
 def test_portable_base_names(tiny_model_dir):
-    from lora_tui.core.hub import EMBEDDED_HUB_ID, local_base, portable_base
+    from lora_tui.core.export.hub import EMBEDDED_HUB_ID, local_base, portable_base
 
     assert portable_base("embedded") == (EMBEDDED_HUB_ID, True)
     assert portable_base("Qwen/Qwen2.5-0.5B-Instruct") == ("Qwen/Qwen2.5-0.5B-Instruct", True)
@@ -42,9 +42,9 @@ def test_embedded_adapter_loads_with_plain_peft_where_the_cache_path_does_not_ex
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lora_tui.core.config import Config, save_config
-    from lora_tui.core.hub import EMBEDDED_HUB_ID
-    from lora_tui.core.runs import RunDirectory
-    from lora_tui.core.training import save_adapter
+    from lora_tui.core.export.hub import EMBEDDED_HUB_ID
+    from lora_tui.core.run.runs import RunDirectory
+    from lora_tui.core.train.training import save_adapter
 
     run = RunDirectory(tmp_path / "run")
     run.path.mkdir()
@@ -85,9 +85,9 @@ def test_embedded_adapter_loads_with_plain_peft_where_the_cache_path_does_not_ex
 
 
 def test_bare_embedded_adapter_still_finds_the_offline_copy(tmp_path, tiny_model_dir, monkeypatch):
-    from lora_tui.core.adapters import find_adapter
-    from lora_tui.core.embedded import EMBEDDED_MODEL
-    from lora_tui.core.hub import EMBEDDED_HUB_ID
+    from lora_tui.core.run.adapters import find_adapter
+    from lora_tui.core.model.embedded import EMBEDDED_MODEL
+    from lora_tui.core.export.hub import EMBEDDED_HUB_ID
 
     run = Path(make_fake_run(tmp_path, tiny_model_dir))
     bare = tmp_path / "copied-adapter"
@@ -111,7 +111,7 @@ def test_report_to_values(value, expected):
 
 def test_report_to_refuses_unknown_and_names_missing_extras(monkeypatch):
     from lora_tui.core.config import ConfigError, config_from_dict
-    from lora_tui.core import tracking
+    from lora_tui.core.train import tracking
 
     with pytest.raises(ConfigError, match="comet.*tensorboard, trackio, wandb, mlflow"):
         config_from_dict({"training": {"report_to": "comet"}})

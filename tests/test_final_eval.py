@@ -3,7 +3,7 @@ step when evaluation is on, so the recipe's own "after" evaluation must not repe
 
 from __future__ import annotations
 
-from lora_tui.core.launcher import start_run
+from lora_tui.core.run.launcher import start_run
 from tests.test_training import _config, _wait_done, data_files  # noqa: F401  (data_files is a fixture)
 
 

@@ -36,7 +36,7 @@ def test_shape_matches_the_published_model(shapes, shape):
     import torch
     from transformers import AutoModelForCausalLM
 
-    entry = json.loads((REPO / "lora_tui" / "core" / "catalogue.json").read_text())["models"][shapes.CATALOGUE_NAMES[shape]]
+    entry = json.loads((REPO / "lora_tui" / "core" / "model" / "catalogue.json").read_text())["models"][shapes.CATALOGUE_NAMES[shape]]
     config = shapes.shape_config(shape)
     for key in ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
                 "intermediate_size", "vocab_size", "tie_word_embeddings"):

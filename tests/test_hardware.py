@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pynvml
 import pytest
 
-from lora_tui.core.hardware import GPUInfo, HardwareReport, SystemSampler, probe_hardware
+from lora_tui.core.machine.hardware import GPUInfo, HardwareReport, SystemSampler, probe_hardware
 
 GiB = 1024**3
 

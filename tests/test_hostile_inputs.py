@@ -123,7 +123,7 @@ def _catch(fn):
 def test_check_prompts_fifo_and_oversize_are_refused(tmp_path):
     from types import SimpleNamespace
 
-    from lora_tui.core.export_check import check_data
+    from lora_tui.core.export.check import check_data
 
     source = SimpleNamespace(run=None)
     fifo = tmp_path / "prompts.txt"
@@ -142,7 +142,7 @@ def test_check_prompts_fifo_and_oversize_are_refused(tmp_path):
 
 @pytest.mark.parametrize("name", ["status.json", "events.jsonl", "config.yaml"])
 def test_run_files_that_are_fifos_never_block_a_reader(tmp_path, name):
-    from lora_tui.core.runs import RunDirectory
+    from lora_tui.core.run.runs import RunDirectory
 
     run = RunDirectory(tmp_path / "run")
     run.path.mkdir()
@@ -156,7 +156,7 @@ def test_run_files_that_are_fifos_never_block_a_reader(tmp_path, name):
 
 
 def test_accelerate_config_fifo_does_not_block_resume_planning(tmp_path):
-    from lora_tui.core.distributed import ACCELERATE_CONFIG, Nodes, saved_nodes
+    from lora_tui.core.train.distributed import ACCELERATE_CONFIG, Nodes, saved_nodes
 
     os.mkfifo(tmp_path / ACCELERATE_CONFIG)
     assert _returns_within(lambda: saved_nodes(tmp_path), unblock=tmp_path / ACCELERATE_CONFIG) == Nodes()

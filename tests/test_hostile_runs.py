@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from lora_tui.core import launcher
+from lora_tui.core.run import launcher
 from lora_tui.core.config import Config, apply_overrides, save_config
-from lora_tui.core.runs import CHECKPOINT_MARKER, RunDirectory, RunError
+from lora_tui.core.run.runs import CHECKPOINT_MARKER, RunDirectory, RunError
 
 
 @pytest.fixture
@@ -115,7 +115,7 @@ def test_overwrite_never_empties_the_current_folder_even_when_it_is_a_run(tmp_pa
 
 
 def test_merge_overwrite_replaces_only_a_merged_model(tmp_path, tiny_model_dir):
-    from lora_tui.core.export import ExportError, merge_adapter
+    from lora_tui.core.export.artefacts import ExportError, merge_adapter
     from tests.test_chat_support import make_fake_run
 
     run = make_fake_run(tmp_path, tiny_model_dir)
@@ -128,7 +128,7 @@ def test_merge_overwrite_replaces_only_a_merged_model(tmp_path, tiny_model_dir):
 
 
 def test_zip_overwrite_replaces_only_a_zip(tmp_path, tiny_model_dir):
-    from lora_tui.core.export import ExportError, zip_adapter
+    from lora_tui.core.export.artefacts import ExportError, zip_adapter
     from tests.test_chat_support import make_fake_run
 
     run = make_fake_run(tmp_path, tiny_model_dir)
@@ -142,7 +142,7 @@ def test_zip_overwrite_replaces_only_a_zip(tmp_path, tiny_model_dir):
 
 
 def test_gguf_overwrite_replaces_only_a_gguf_file(tmp_path, tiny_model_dir):
-    from lora_tui.core.export import ExportError, export_gguf
+    from lora_tui.core.export.artefacts import ExportError, export_gguf
     from tests.test_chat_support import make_fake_run
 
     run = make_fake_run(tmp_path, tiny_model_dir)
@@ -380,7 +380,7 @@ def test_zip_of_a_checkpoint_leaves_the_trainer_state_out(tmp_path, tiny_model_d
     leaked = names & {"optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth", "rng_state_0.pth",
                       "training_args.bin", "trainer_state.json", CHECKPOINT_MARKER}
     assert not leaked, leaked
-    from lora_tui.core.hub import upload_plan
+    from lora_tui.core.export.hub import upload_plan
 
     pushed = {name for _, name in upload_plan(ckpt, "me/adapter").files}  # `push` of the checkpoint: the same
     assert "adapter_model.safetensors" in pushed and not pushed & {"optimizer.pt", "rng_state.pth", "training_args.bin"}

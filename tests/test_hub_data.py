@@ -177,7 +177,7 @@ def test_revision_is_read_from_the_datasets_cache_folder():
 
 def test_tiny_training_from_a_hub_id_records_id_and_revision(hub_env, snapshot, tmp_path, tiny_model_dir):
     from lora_tui.core.config import Config, apply_overrides, load_config
-    from lora_tui.core.launcher import start_run
+    from lora_tui.core.run.launcher import start_run
 
     config = apply_overrides(Config(), [
         f"model.name={tiny_model_dir}", f"data.train={HUB_ID}", f"data.validation={snapshot}:test",

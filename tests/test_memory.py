@@ -9,9 +9,9 @@ import dataclasses
 
 import pytest
 
-from lora_tui.core.catalogue import ModelDims
-from lora_tui.core.hardware import GPUInfo, HardwareReport
-from lora_tui.core.memory import MemoryPlan, estimate_memory, judge_fit
+from lora_tui.core.model.catalogue import ModelDims
+from lora_tui.core.machine.hardware import GPUInfo, HardwareReport
+from lora_tui.core.plan.memory import MemoryPlan, estimate_memory, judge_fit
 
 GiB = 1024**3
 
@@ -164,7 +164,7 @@ def test_cpu_bf16_plan_by_hand():
 def test_cpu_load_peak_when_the_checkpoint_is_converted():
     """An fp32 checkpoint trained in bf16: the mapped file and the bf16 copy are resident together while loading;
     a small run peaks there (measured 1309 MiB for the embedded model at 1 x 128, training itself ~1215)."""
-    from lora_tui.core.memory import CPU_IMPORTS_BYTES
+    from lora_tui.core.plan.memory import CPU_IMPORTS_BYTES
 
     dims = dataclasses.replace(TINY, stored_dtype="float32", checkpoint_bytes=400 * 1024**2)
     bf16 = estimate_memory(MemoryPlan(dims, device="cpu", dtype="bfloat16", seq_len=16, batch=1))
@@ -177,7 +177,7 @@ def test_cpu_load_peak_when_the_checkpoint_is_converted():
 def test_cpu_allocator_share_follows_tensor_size_and_churn():
     """Huge pages (the trainer's default): glibc keeps little of a step whose tensors are >= 2 MiB, unless the
     layers churn small buffers (4-bit dequantization, bf16 autocast); small tensors keep the heap's 0.6."""
-    from lora_tui.core import memory
+    from lora_tui.core.plan import memory
 
     def share(**changes):
         plan = MemoryPlan("SmolLM2-135M", device="cpu", r=8, **changes)
@@ -201,7 +201,7 @@ def test_cpu_plan_dtype_is_the_trainers_precision(monkeypatch, load_in, precisio
     """plan_from_config on CPU trains in the dtype core.config.effective_precision gives the trainer."""
     from lora_tui.core import config as config_module
     from lora_tui.core.config import Config, effective_precision
-    from lora_tui.core.memory_plan import plan_from_config
+    from lora_tui.core.plan.memory_plan import plan_from_config
 
     monkeypatch.setattr(config_module, "cpu_has_bf16", lambda: native_bf16)
     config = Config()
@@ -355,7 +355,7 @@ def test_concatenated_batches_are_estimated_at_their_tokens():
 
 
 def test_heaviest_concatenation_of_long_tailed_rows():
-    from lora_tui.core.memory import heaviest_concatenation
+    from lora_tui.core.plan.memory import heaviest_concatenation
 
     lengths = [1500, 1200] + [80] * 398  # two long rows among short ones
     few = heaviest_concatenation(lengths, 8, 10, max_seq_len=1024, seed=1)
@@ -367,7 +367,7 @@ def test_heaviest_concatenation_of_long_tailed_rows():
 
 
 def test_padding_free_run_estimate_uses_the_datas_rows(monkeypatch):
-    from lora_tui.core import memory_record
+    from lora_tui.core.plan import memory_record
     from lora_tui.core.config import Config, apply_overrides
 
     config = apply_overrides(Config(), ["model.name=Qwen2.5-1.5B", "model.load_in=4bit", "training.micro_batch=8",
@@ -383,9 +383,9 @@ def test_padding_free_run_estimate_uses_the_datas_rows(monkeypatch):
 
 
 def test_gpu_fixed_costs_outside_and_inside_the_reserved_counter():
-    from lora_tui.core import memory_record
+    from lora_tui.core.plan import memory_record
     from lora_tui.core.config import Config, apply_overrides
-    from lora_tui.core.memory import CUDA_CONTEXT_BYTES, CUDA_WORKSPACE_BYTES
+    from lora_tui.core.plan.memory import CUDA_CONTEXT_BYTES, CUDA_WORKSPACE_BYTES
 
     est = estimate_memory(MemoryPlan("SmolLM2-360M", device="cuda"))
     assert est.breakdown["cuda_context"] == CUDA_CONTEXT_BYTES and est.breakdown["cuda_workspaces"] == CUDA_WORKSPACE_BYTES
@@ -398,9 +398,9 @@ def test_gpu_fixed_costs_outside_and_inside_the_reserved_counter():
 
 
 def test_plan_counts_liger_where_the_run_uses_it(monkeypatch):
-    from lora_tui.core import engine
+    from lora_tui.core.train import engine
     from lora_tui.core.config import Config, apply_overrides
-    from lora_tui.core.memory_plan import plan_from_config
+    from lora_tui.core.plan.memory_plan import plan_from_config
 
     monkeypatch.setattr(engine, "liger_available", lambda: True)  # liger-kernel cannot be installed without CUDA here
     gpu = _H200

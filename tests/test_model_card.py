@@ -19,7 +19,7 @@ def front_matter(text: str) -> dict:
 
 @pytest.fixture(scope="module")
 def card(tmp_path_factory, tiny_model_dir):
-    from lora_tui.core.model_card import write_model_card
+    from lora_tui.core.run.model_card import write_model_card
 
     run = make_fake_run(tmp_path_factory.mktemp("card"), tiny_model_dir)
     path = write_model_card(run)
@@ -62,8 +62,8 @@ def test_usage_snippet_runs_with_plain_peft(card):
 
 def test_embedded_model_card_names_the_hub_model_and_license(tmp_path):
     from lora_tui.core.config import Config, save_config
-    from lora_tui.core.model_card import render_model_card
-    from lora_tui.core.runs import RunDirectory
+    from lora_tui.core.run.model_card import render_model_card
+    from lora_tui.core.run.runs import RunDirectory
 
     run = RunDirectory(tmp_path / "embedded-run")
     run.path.mkdir()
@@ -79,7 +79,7 @@ def test_embedded_model_card_names_the_hub_model_and_license(tmp_path):
 
 def test_data_hash_is_computed_when_not_recorded(tmp_path, tiny_model_dir):
     from lora_tui.core.config import load_config, save_config
-    from lora_tui.core.model_card import render_model_card
+    from lora_tui.core.run.model_card import render_model_card
 
     data = tmp_path / "train.jsonl"
     data.write_text('{"instruction": "a", "output": "b"}\n')
@@ -91,8 +91,8 @@ def test_data_hash_is_computed_when_not_recorded(tmp_path, tiny_model_dir):
 
 
 def test_stopped_run(tmp_path, tiny_model_dir):
-    from lora_tui.core.model_card import render_model_card
-    from lora_tui.core.runs import RunDirectory
+    from lora_tui.core.run.model_card import render_model_card
+    from lora_tui.core.run.runs import RunDirectory
 
     run = RunDirectory(make_fake_run(tmp_path, tiny_model_dir, with_adapter=False, events=False))
     run.append_event("started", max_steps=100, method="LoRA")
@@ -104,8 +104,8 @@ def test_stopped_run(tmp_path, tiny_model_dir):
 
 
 def test_no_adapter_folder_is_refused(tmp_path, tiny_model_dir):
-    from lora_tui.core.model_card import write_model_card
-    from lora_tui.core.runs import RunError
+    from lora_tui.core.run.model_card import write_model_card
+    from lora_tui.core.run.runs import RunError
 
     run = make_fake_run(tmp_path, tiny_model_dir, with_adapter=False)
     with pytest.raises(RunError, match="after the adapter is saved"):

@@ -16,8 +16,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "lora_tui"
 
 # --- the memory plan and its fixes -------------------------------------------------------------
 def test_fix_becomes_overrides_that_keep_the_effective_batch():
-    from lora_tui.core.memory import Fix
-    from lora_tui.core.memory_plan import apply_fix, fix_overrides
+    from lora_tui.core.plan.memory import Fix
+    from lora_tui.core.plan.memory_plan import apply_fix, fix_overrides
 
     config = Config()
     config.training.micro_batch, config.training.grad_accum = 8, 3  # effective 24
@@ -32,7 +32,7 @@ def test_fix_becomes_overrides_that_keep_the_effective_batch():
 
 def test_fix_is_all_or_nothing():
     from lora_tui.core.config import ConfigError
-    from lora_tui.core.memory_plan import apply_fix
+    from lora_tui.core.plan.memory_plan import apply_fix
 
     config = Config()
     with pytest.raises(ConfigError):
@@ -42,7 +42,7 @@ def test_fix_is_all_or_nothing():
 
 def test_plan_round_trips_through_overrides():
     """A fix applied as overrides gives the plan the fix describes (same vocabulary both ways)."""
-    from lora_tui.core.memory_plan import fix_overrides, plan_from_config
+    from lora_tui.core.plan.memory_plan import fix_overrides, plan_from_config
 
     config = Config()
     changes = {"quant": "8bit", "r": 4, "grad_checkpointing": True, "batch": 1}
@@ -58,7 +58,7 @@ def test_screens_keep_no_copy_of_the_translation():
 
 # --- one definition each --------------------------------------------------------------------------
 def test_active_states_are_defined_once():
-    from lora_tui.core.runs import STATES_ACTIVE, STATES_DONE
+    from lora_tui.core.run.runs import STATES_ACTIVE, STATES_DONE
 
     assert not set(STATES_ACTIVE) & set(STATES_DONE)
     for path in (PACKAGE / "ui").rglob("*.py"):
@@ -110,9 +110,9 @@ def test_train_writes_where_runs_and_attach_look(tmp_path, monkeypatch):
     import subprocess
     import sys
 
-    from lora_tui.core.launcher import plan_run_dir
+    from lora_tui.core.run.launcher import plan_run_dir
     from lora_tui.core.paths import runs_dir
-    from lora_tui.core.runs import RunDirectory, list_runs
+    from lora_tui.core.run.runs import RunDirectory, list_runs
 
     monkeypatch.setenv("LORA_TUI_RUNS", str(tmp_path / "env-runs"))
     config = Config()

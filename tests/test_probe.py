@@ -1,4 +1,4 @@
-"""The measuring probe (core/probe.py): the rule, the walks, the cache, and the real probe path on CPU.
+"""The measuring probe (core/train/probe.py): the rule, the walks, the cache, and the real probe path on CPU.
 
 The CPU runs use ``training.probe=on`` (the probe is CUDA-only by default) on the tiny random Llama,
 through the real detached trainer: candidates are timed with the trainer's own training step, the
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from lora_tui.core import probe, probe_cache
+from lora_tui.core.train import probe, probe_cache
 from lora_tui.core.config import Config, apply_overrides
-from lora_tui.core.probe import Candidate, Measurement, choose, heavier_pays, walk_stops
+from lora_tui.core.train.probe import Candidate, Measurement, choose, heavier_pays, walk_stops
 
 
 def _m(tps, peak, over=False, micro=4, ckpt=False):
@@ -135,7 +135,7 @@ def test_liger_patch_is_undone_completely():
         norm.offset, norm.casting_mode = 0.0, "llama"
         mod.apply_rotary_pos_emb = lambda x: -x
 
-    from lora_tui.core.probe_trainer import LigerPatch
+    from lora_tui.core.train.probe_trainer import LigerPatch
 
     patch = LigerPatch(model, apply=patcher)
     x = torch.ones(2)
@@ -169,7 +169,7 @@ def _config(model_dir, train, *overrides) -> Config:
 
 
 def _train(config: Config, run_dir: Path, cache: Path, monkeypatch) -> tuple:
-    from lora_tui.core.launcher import start_run
+    from lora_tui.core.run.launcher import start_run
 
     monkeypatch.setenv("LORA_TUI_CACHE", str(cache))
     run = start_run(config, run_dir)
@@ -231,7 +231,7 @@ def test_probe_with_token_budgets_then_kill_9_and_resume_is_bit_identical(tiny_m
 
     import torch
 
-    from lora_tui.core.launcher import resume_run, start_run
+    from lora_tui.core.run.launcher import resume_run, start_run
 
     cache = tmp_path / "cache"
     overrides = ("training.probe=on", "training.batching=token_budget", "training.micro_batch=auto",

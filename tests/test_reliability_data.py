@@ -135,7 +135,7 @@ def test_cli_report_edges(tmp_path):
 
 
 def test_offline_fix_names_the_installed_hub_client():
-    from lora_tui.core.models import _hub_error
+    from lora_tui.core.model.models import _hub_error
 
     message = str(_hub_error("someone/model", OSError("We couldn't connect")))
     assert "hf download" in message and "huggingface-cli" not in message

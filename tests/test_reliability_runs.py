@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from lora_tui.core import launcher
-from lora_tui.core.adapters import AdapterError, find_adapter
+from lora_tui.core.run import launcher
+from lora_tui.core.run.adapters import AdapterError, find_adapter
 from lora_tui.core.config import Config, apply_overrides, load_config, save_config
-from lora_tui.core.runs import CHECKPOINT_MARKER, RunDirectory, RunError
+from lora_tui.core.run.runs import CHECKPOINT_MARKER, RunDirectory, RunError
 
 
 @pytest.fixture
@@ -160,7 +160,7 @@ def test_status_write_leaves_no_temp_file_when_the_disk_is_full(tmp_path, monkey
 
 
 def test_disk_full_failure_is_explained_and_partial_saves_removed(tmp_path):
-    from lora_tui.core import run_guard
+    from lora_tui.core.train import run_guard
 
     run = RunDirectory(tmp_path)
     good = run.checkpoints_dir / "checkpoint-2"

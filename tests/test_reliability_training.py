@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from lora_tui.core.config import Config, apply_overrides, load_config, save_config
-from lora_tui.core.launcher import resume_run, start_run, stop_run
-from lora_tui.core.runs import RunDirectory
+from lora_tui.core.run.launcher import resume_run, start_run, stop_run
+from lora_tui.core.run.runs import RunDirectory
 
 
 @pytest.fixture(scope="module")

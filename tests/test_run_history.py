@@ -1,12 +1,12 @@
-"""One fold of a run's events (core/run_history.py) serves the wizard, `attach` and the model card."""
+"""One fold of a run's events (core/run/history.py) serves the wizard, `attach` and the model card."""
 
 from __future__ import annotations
 
 import io
 import json
 
-from lora_tui.core.run_history import RunHistory
-from lora_tui.core.runs import RunDirectory
+from lora_tui.core.run.history import RunHistory
+from lora_tui.core.run.runs import RunDirectory
 from tests.snapshot_apps.make_demo_run import MAX_STEPS, demo_events, write_demo_run
 
 
@@ -32,7 +32,7 @@ def test_outcome_and_eval_phases(tmp_path):
 
 def test_model_card_reads_the_fold(tmp_path, monkeypatch):
     """The card takes its facts from RunHistory: a fold that says otherwise changes the card."""
-    from lora_tui.core import model_card
+    from lora_tui.core.run import model_card
 
     run = RunDirectory(write_demo_run(tmp_path / "demo"))
     real_of = RunHistory.of

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from lora_tui.core.config import Config, apply_overrides
-from lora_tui.core.hardware import GPUInfo, HardwareReport
+from lora_tui.core.machine.hardware import GPUInfo, HardwareReport
 
 GiB = 1024**3
 
@@ -25,7 +25,7 @@ def h200(free_gib: float = 130) -> HardwareReport:
 @pytest.fixture
 def flash3(monkeypatch):
     """FlashAttention 3 'installed' (only the detector is faked: the wheel needs CUDA)."""
-    from lora_tui.core import engine
+    from lora_tui.core.train import engine
 
     monkeypatch.setattr(engine, "flash_attention_available", lambda: "flash_attention_3")
 
@@ -33,8 +33,8 @@ def flash3(monkeypatch):
 def test_the_estimate_uses_the_compute_capability_the_trainer_uses(flash3):
     """Old code: memory_plan called choose_attention without the capability, so with FlashAttention 3
     installed the estimate planned sdpa while the trainer (capability 9.0) ran FlashAttention 3."""
-    from lora_tui.core.memory_plan import plan_from_config
-    from lora_tui.core.run_plan import DeviceFacts, plan_run
+    from lora_tui.core.plan.memory_plan import plan_from_config
+    from lora_tui.core.plan.run_plan import DeviceFacts, plan_run
 
     config, hw = Config(), h200()
     trainer_plan = plan_run(config, DeviceFacts.from_hardware(hw, "cuda", capability=(9, 0), bf16=True), hw)
@@ -44,8 +44,8 @@ def test_the_estimate_uses_the_compute_capability_the_trainer_uses(flash3):
 
 def test_wizard_and_trainer_make_equal_plans_for_the_same_facts(flash3, monkeypatch):
     """The wizard's estimate and batch (ui.backend) and the trainer's plan agree, field for field."""
-    from lora_tui.core.memory_plan import plan_from_config
-    from lora_tui.core.training import plan_for_run
+    from lora_tui.core.plan.memory_plan import plan_from_config
+    from lora_tui.core.train.training import plan_for_run
     from lora_tui.ui.backend import Backend
 
     monkeypatch.delenv("LORA_TUI_PLAN", raising=False)
@@ -64,9 +64,9 @@ def test_wizard_and_trainer_make_equal_plans_for_the_same_facts(flash3, monkeypa
 def test_the_trainer_takes_the_batch_from_the_plan_not_from_the_config(tmp_path):
     """Old code wrote the chosen batch into the loaded config and built SFTConfig from it; with
     micro_batch=auto left in the config, SFTConfig got None."""
-    from lora_tui.core.run_plan import DeviceFacts, plan_run
-    from lora_tui.core.runs import RunDirectory
-    from lora_tui.core.training import sft_config
+    from lora_tui.core.plan.run_plan import DeviceFacts, plan_run
+    from lora_tui.core.run.runs import RunDirectory
+    from lora_tui.core.train.training import sft_config
 
     config = apply_overrides(Config(), ["training.micro_batch=auto", "training.grad_accum=2"])
     plan = plan_run(config, DeviceFacts(), batch=None).replace(micro_batch=3, grad_accum=5)
@@ -78,11 +78,11 @@ def test_the_trainer_takes_the_batch_from_the_plan_not_from_the_config(tmp_path)
 def test_every_rank_gets_the_supervisors_plan_chosen_at_the_datas_longest_row(tmp_path, monkeypatch, embedded_model_dir):
     """Old code: the supervisor chose the batch without the data's longest row (rows of max_seq_len assumed),
     so a short-row dataset could get checkpointing or a smaller batch than a single-process run."""
-    from lora_tui.core import distributed_run
-    from lora_tui.core.distributed import DevicePlan, Nodes
-    from lora_tui.core.run_plan import ENV_PLAN, RunPlan, plan_from_env
-    from lora_tui.core.runs import RunDirectory
-    from lora_tui.core.training import data_longest
+    from lora_tui.core.train import distributed_run
+    from lora_tui.core.train.distributed import DevicePlan, Nodes
+    from lora_tui.core.plan.run_plan import ENV_PLAN, RunPlan, plan_from_env
+    from lora_tui.core.run.runs import RunDirectory
+    from lora_tui.core.train.training import data_longest
 
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"hi {i}"},
@@ -102,7 +102,7 @@ def test_every_rank_gets_the_supervisors_plan_chosen_at_the_datas_longest_row(tm
 
 
 def test_candidate_plans_keep_the_effective_batch_and_choose_plan_prefers_the_lighter():
-    from lora_tui.core.run_plan import DeviceFacts, candidate_plans, choose_plan
+    from lora_tui.core.plan.run_plan import DeviceFacts, candidate_plans, choose_plan
 
     config, hw = apply_overrides(Config(), ["data.max_seq_len=512"]), h200()
     facts = DeviceFacts.from_hardware(hw, "cuda")
@@ -118,7 +118,7 @@ def test_candidate_plans_keep_the_effective_batch_and_choose_plan_prefers_the_li
 
 
 def test_token_budget_is_the_cuda_default_and_cpu_keeps_grouped():
-    from lora_tui.core.run_plan import DeviceFacts, plan_run
+    from lora_tui.core.plan.run_plan import DeviceFacts, plan_run
 
     cuda = plan_run(Config(), DeviceFacts.from_hardware(h200(), "cuda"), h200())
     assert cuda.batching == "token_budget" and cuda.micro_batch == 1
@@ -133,9 +133,9 @@ def test_token_budget_is_the_cuda_default_and_cpu_keeps_grouped():
 
 def test_sdpa_token_budget_is_capped_flash_is_not(monkeypatch):
     """Without FlashAttention's varlen kernel a packed micro-batch costs N^2 attention: auto stops at 8192 tokens."""
-    from lora_tui.core import engine
-    from lora_tui.core.auto_batch import SDPA_TOKEN_BUDGET_CAP
-    from lora_tui.core.run_plan import DeviceFacts, plan_run
+    from lora_tui.core.train import engine
+    from lora_tui.core.plan.auto_batch import SDPA_TOKEN_BUDGET_CAP
+    from lora_tui.core.plan.run_plan import DeviceFacts, plan_run
 
     config, hw = apply_overrides(Config(), ["data.max_seq_len=1024", "training.grad_accum=16"]), h200()
     monkeypatch.setattr(engine, "flash_attention_available", lambda: None)

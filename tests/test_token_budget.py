@@ -34,11 +34,11 @@ def _setup(tiny_model_dir, tmp_path, tokens: int):
     import torch
     from trl import SFTTrainer
 
-    from lora_tui.core.engine import install_lean_head
-    from lora_tui.core.models import load_tokenizer
-    from lora_tui.core.run_plan import DeviceFacts, plan_run
-    from lora_tui.core.runs import RunDirectory
-    from lora_tui.core.training import build_datasets, build_model, sft_config
+    from lora_tui.core.train.engine import install_lean_head
+    from lora_tui.core.model.models import load_tokenizer
+    from lora_tui.core.plan.run_plan import DeviceFacts, plan_run
+    from lora_tui.core.run.runs import RunDirectory
+    from lora_tui.core.train.training import build_datasets, build_model, sft_config
 
     config = _config(tiny_model_dir, _data(tmp_path), f"training.tokens_per_batch={tokens}")
     plan = plan_run(config, DeviceFacts())
@@ -120,7 +120,7 @@ def test_token_budget_trains_lora_only(tiny_model_dir, tmp_path):
 
 @pytest.mark.parametrize("tokens", [None, 3000], ids=["auto", "set"])
 def test_the_batch_is_stated_in_tokens(tokens):
-    from lora_tui.core.run_plan import DeviceFacts, plan_run
+    from lora_tui.core.plan.run_plan import DeviceFacts, plan_run
 
     config = apply_overrides(Config(), ["training.batching=token_budget", "data.max_seq_len=256", "training.grad_accum=2",
                                         *([f"training.tokens_per_batch={tokens}"] if tokens else [])])
@@ -137,7 +137,7 @@ def test_the_token_budget_is_shown_in_tokens_where_the_batch_is_shown():
     from types import SimpleNamespace
 
     from lora_tui.commands.progress import _engine_line
-    from lora_tui.core.model_card import _batch_row
+    from lora_tui.core.run.model_card import _batch_row
 
     started = {"micro_batch": 1, "grad_accum": 4, "tokens_per_batch": 4096, "batching": "token_budget",
                "attention": "sdpa", "kernels": ["lean_head"], "engine_reasons": {"micro_batch": "auto: fits"}}
@@ -158,7 +158,7 @@ def test_a_packed_row_sees_only_itself_on_cuda(tiny_model_dir):
     from trl import pack_dataset
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from lora_tui.core.engine import choose_attention
+    from lora_tui.core.train.engine import choose_attention
 
     attention, _ = choose_attention("auto", "cuda", torch.cuda.get_device_capability(0))
     dtype = torch.bfloat16 if attention.startswith("flash") else torch.float32

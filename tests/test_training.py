@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from lora_tui.core.config import Config, apply_overrides, apply_preset, load_config
-from lora_tui.core.launcher import resume_run, start_run, stop_run, wait_until_started
-from lora_tui.core.runs import RunDirectory, RunError, RunLocked
+from lora_tui.core.run.launcher import resume_run, start_run, stop_run, wait_until_started
+from lora_tui.core.run.runs import RunDirectory, RunError, RunLocked
 
 
 def _rows(n: int = 24) -> list[dict]:
@@ -95,8 +95,8 @@ def test_training_moves_only_lora_parameters(tiny_model_dir, data_files, tmp_pat
     import torch
     from trl import SFTTrainer
 
-    from lora_tui.core.models import load_tokenizer
-    from lora_tui.core.training import build_datasets, build_model, sft_config
+    from lora_tui.core.model.models import load_tokenizer
+    from lora_tui.core.train.training import build_datasets, build_model, sft_config
 
     config = _config(tiny_model_dir, data_files, "training.max_steps=3", "training.save_steps=0", "training.eval_steps=0")
     tokenizer = load_tokenizer(str(tiny_model_dir))
@@ -237,7 +237,7 @@ def test_qlora_4bit_runs_on_cpu(tiny_model_dir, data_files, tmp_path):
 def test_bad_data_fails_with_reason_not_traceback(tiny_model_dir, tmp_path):
     from transformers import AutoTokenizer
 
-    from lora_tui.core.training import TrainingFailure, _build_datasets
+    from lora_tui.core.train.training import TrainingFailure, _build_datasets
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')  # no assistant turn
@@ -254,7 +254,7 @@ def test_bad_data_fails_with_reason_not_traceback(tiny_model_dir, tmp_path):
 def test_out_of_memory_is_explained():
     import torch
 
-    from lora_tui.core.training import _explain
+    from lora_tui.core.train.training import _explain
 
     reason, fix = _explain(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert reason == "Out of memory."

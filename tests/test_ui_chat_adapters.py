@@ -31,7 +31,7 @@ class RealChat(FixedBackend):
 def test_chat_screen_adds_a_run_on_the_same_base_and_ctrl_t_switches(tmp_path, tiny_model_dir):
     from textual.widgets import Checkbox, Input, OptionList
 
-    from lora_tui.core.chat import ChatSession, GenerationSettings
+    from lora_tui.core.chat.session import ChatSession, GenerationSettings
     from lora_tui.ui.app import make_app
     from lora_tui.ui.screens.chat_adapters import AddRun
 

@@ -36,7 +36,7 @@ def shown(widget) -> list[str]:
 @pytest.fixture
 def long_named_live_run(tmp_path):
     """A run training now (lock held), named the way default run names look."""
-    from lora_tui.core.runs import RunDirectory
+    from lora_tui.core.run.runs import RunDirectory
 
     run = RunDirectory(write_demo_run(tmp_path / "smollm2-135m-20261123-191200", last_step=30, finished=False))
     lock = run.acquire_lock()
@@ -89,7 +89,7 @@ class _RecordingSession:
     """A ChatSession over the real tokenizer and training formatter that records each prompt it would feed the model."""
 
     def __init__(self, tokenizer) -> None:
-        from lora_tui.core.chat import ChatSession
+        from lora_tui.core.chat.session import ChatSession
 
         self.inner = ChatSession(None, tokenizer, has_adapter=True)
         self.has_adapter, self.device, self.source, self.prompts = True, "cpu", None, []

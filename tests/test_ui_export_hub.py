@@ -24,14 +24,14 @@ class HubBackend(FixedBackend):
         return path
 
     def verify_export(self, run, artefact, gguf_file=None, on_progress=None):
-        from lora_tui.core.export_check import AnswerPair, RoundTrip
+        from lora_tui.core.export.check import AnswerPair, RoundTrip
 
         result = RoundTrip(str(artefact), "gguf", [AnswerPair("Hi?", "Ahoy!", "Ahoy!", True, True, [1], [1])],
                            -1.0, -1.01, 40, 0.975, True, "", True, "<|im_end|>", ["<|im_end|>"])
         return result
 
     def upload_plan(self, run, repo_id, kind="adapter"):
-        from lora_tui.core.hub import UploadPlan
+        from lora_tui.core.export.hub import UploadPlan
 
         card = self.tmp_path / "README.md"
         card.write_text("card")

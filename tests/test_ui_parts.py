@@ -9,8 +9,8 @@ import pytest
 
 from lora_tui.core.config import Config, apply_overrides, apply_preset
 from lora_tui.core.config import config_overrides, matching_preset, train_command
-from lora_tui.core.memory_plan import memory_plan_for
-from lora_tui.core.run_history import RunHistory
+from lora_tui.core.plan.memory_plan import memory_plan_for
+from lora_tui.core.run.history import RunHistory
 from tests.snapshot_apps.make_demo_run import MAX_STEPS, demo_events
 
 
@@ -95,7 +95,7 @@ def test_memory_plan_follows_the_config():
 
 
 def test_a_memory_fix_lands_in_the_config():
-    from lora_tui.core.memory_plan import apply_fix
+    from lora_tui.core.plan.memory_plan import apply_fix
 
     config = Config()
     config.training.micro_batch, config.training.grad_accum = 16, 2

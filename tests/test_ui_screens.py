@@ -47,7 +47,7 @@ async def goto(pilot, step: str) -> None:
 @pytest.fixture
 def live_run(tmp_path):
     """A run 'in progress': 10 steps written, the trainer's lock held by this test."""
-    from lora_tui.core.runs import RunDirectory
+    from lora_tui.core.run.runs import RunDirectory
 
     path = write_demo_run(tmp_path / "live-run", last_step=10, finished=False)
     run = RunDirectory(path)
@@ -338,7 +338,7 @@ def test_custom_target_modules_checked_against_the_models_layers(monkeypatch, em
 
 def test_chat_loads_the_model_once_even_when_the_run_ends_meanwhile(tmp_path):
     """Two loads at once once left the chat model with meta tensors: one load per run."""
-    from lora_tui.core.runs import RunDirectory
+    from lora_tui.core.run.runs import RunDirectory
     from lora_tui.ui.app import make_app
 
     class CountingBackend(FixedBackend):

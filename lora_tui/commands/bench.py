@@ -10,7 +10,7 @@ EXIT_BAD_INPUT = 2
 
 def run(args) -> int:
     from lora_tui.commands.train import build_config, split_positionals
-    from lora_tui.core.bench import BenchError, run_bench, summary_lines, table_rows
+    from lora_tui.core.bench.runner import BenchError, run_bench, summary_lines, table_rows
     from lora_tui.core.config import ConfigError
 
     try:

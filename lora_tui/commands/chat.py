@@ -1,7 +1,7 @@
 """`lora-tui chat RUN [RUN ...]`: streaming multi-turn chat in the terminal (plain input/print, no
 Textual), or one answer for scripts with --prompt. Several runs load their adapters on one base;
 --adapter picks which answers, --both / --compare put two answers side by side. All model work is
-lora_tui.core.chat; this module only reads lines, prints pieces, and turns ChatError into one line
+lora_tui.core.chat.session; this module only reads lines, prints pieces, and turns ChatError into one line
 and exit code 2.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from lora_tui.core.adapters import AdapterError
-from lora_tui.core.chat import BASE, ChatError, ChatSession, GenerationSettings
-from lora_tui.core.chat_adapters import resolve_adapters
+from lora_tui.core.run.adapters import AdapterError
+from lora_tui.core.chat.session import BASE, ChatError, ChatSession, GenerationSettings
+from lora_tui.core.chat.adapters import resolve_adapters
 
 HELP = """Commands:
   /adapter on|off     answer with the adapter, or with the base model alone

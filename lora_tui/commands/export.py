@@ -1,6 +1,6 @@
 """`lora-tui export RUN [--zip] [--gguf [--gguf-type T]] [--out]` and `lora-tui merge RUN OUT [--dtype]`.
 
-Front-end only: the work is lora_tui.core.export (and gguf_export, export_check). Every merged
+Front-end only: the work is lora_tui.core.export.artefacts (and gguf_export, export_check). Every merged
 model or GGUF written is loaded back and compared with the adapter (unless --no-check); a failed
 check prints why and exits 1. Foreseeable problems print one line and exit 2; nothing is
 overwritten without --overwrite.
@@ -12,8 +12,8 @@ import sys
 
 from pathlib import Path
 
-from lora_tui.core.adapters import AdapterError, find_adapter
-from lora_tui.core.export import export_gguf, export_summary, merge_adapter, zip_adapter
+from lora_tui.core.run.adapters import AdapterError, find_adapter
+from lora_tui.core.export.artefacts import export_gguf, export_summary, merge_adapter, zip_adapter
 from lora_tui.core.units import human_size
 
 
@@ -34,8 +34,8 @@ def _progress(message: str, fraction: float) -> None:
 
 def check_export(command: str, args, artefact: Path, gguf_file: str | None = None) -> int:
     """Load the export back, print the side-by-side table and verdict; 0 when it passes, 1 when not."""
-    from lora_tui.core.export import record_check
-    from lora_tui.core.export_check import THRESHOLDS, verify_export
+    from lora_tui.core.export.artefacts import record_check
+    from lora_tui.core.export.check import THRESHOLDS, verify_export
 
     if getattr(args, "no_check", False):
         print("Check:       skipped (--no-check)")
@@ -70,7 +70,7 @@ def _export(args) -> int:
 
     gguf_path = None
     if args.gguf and not args.no_check and args.check_runtime == "llama.cpp":
-        from lora_tui.core.llamacpp_runtime import llamacpp_missing
+        from lora_tui.core.export.llamacpp import llamacpp_missing
 
         if llamacpp_missing():  # before minutes of merging and writing
             return _error("export", llamacpp_missing())

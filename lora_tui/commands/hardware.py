@@ -1,7 +1,7 @@
 """`lora-tui doctor` (hardware report) and `lora-tui estimate` (memory estimate,
-fit verdict and ranked fixes): printing only; the work is in lora_tui.core.hardware
-and lora_tui.core.memory; the config -> plan -> fix-as-overrides translation is
-lora_tui.core.memory_plan's. Foreseeable mistakes (unknown model, bad targets, a bad
+fit verdict and ranked fixes): printing only; the work is in lora_tui.core.machine.hardware
+and lora_tui.core.plan.memory; the config -> plan -> fix-as-overrides translation is
+lora_tui.core.plan.memory_plan's. Foreseeable mistakes (unknown model, bad targets, a bad
 config key) print one line and exit 2, never a traceback; a plan that will not fit exits 1.
 """
 
@@ -39,9 +39,9 @@ def run(args) -> int:
 
 # ------------------------------------------------------------------ doctor
 def doctor(args) -> int:
-    from lora_tui.core.hardware import probe_hardware
+    from lora_tui.core.machine.hardware import probe_hardware
 
-    from lora_tui.core.engine import kernel_libraries, kernels_line
+    from lora_tui.core.train.engine import kernel_libraries, kernels_line
 
     report = probe_hardware()
     kernels = kernel_libraries()
@@ -79,7 +79,7 @@ def doctor(args) -> int:
 
 
 def _per_gpu(config, report, plan) -> dict | None:
-    from lora_tui.core.gpu_topology import per_gpu_summary
+    from lora_tui.core.machine.gpu_topology import per_gpu_summary
 
     try:
         return per_gpu_summary(config, report, plan)
@@ -90,7 +90,7 @@ def _per_gpu(config, report, plan) -> dict | None:
 def _topology_lines(report) -> list[str]:
     """GPU-pair links (NVLink / PCIe path) and the multi-device plan of the default config."""
     from lora_tui.core.config import Config
-    from lora_tui.core.gpu_topology import strategy_line, topology_lines
+    from lora_tui.core.machine.gpu_topology import strategy_line, topology_lines
 
     lines = [f"  {line}" for line in topology_lines(report.topology)]
     if len(report.gpus) > 1 and not report.topology:
@@ -127,7 +127,7 @@ def _device(choice: str, report) -> tuple[str, int]:
 
 def _shorthand_overrides(args) -> list[str]:
     from lora_tui.core.config import _cli_value
-    from lora_tui.core.memory_plan import LOAD_FOR_QUANT
+    from lora_tui.core.plan.memory_plan import LOAD_FOR_QUANT
 
     out = []
     for attr, key in SHORTHANDS.items():
@@ -152,9 +152,9 @@ def train_command(args, config_path: str | None, overrides: list[str]) -> str:
 def estimate(args) -> int:
     from lora_tui.commands.train import build_config, split_positionals
     from lora_tui.core.config import ConfigError
-    from lora_tui.core.hardware import probe_hardware
-    from lora_tui.core.memory import judge_fit
-    from lora_tui.core.memory_plan import fix_overrides, plan_from_config
+    from lora_tui.core.machine.hardware import probe_hardware
+    from lora_tui.core.plan.memory import judge_fit
+    from lora_tui.core.plan.memory_plan import fix_overrides, plan_from_config
 
     report = probe_hardware(check_libraries=False)
     try:
@@ -215,7 +215,7 @@ def _print_estimate(dims, plan, targets, verdict, config=None, report=None) -> N
     print(f"micro-batch {plan.batch}{auto_micro} x {plan.seq_len} tokens, gradient checkpointing "
           f"{'on' if plan.grad_checkpointing else 'off'}{auto_ckpt}, on {verdict.device_label}")
     if t is not None and (auto_micro or auto_ckpt):
-        from lora_tui.core.auto_batch import choose_batch
+        from lora_tui.core.plan.auto_batch import choose_batch
 
         batch = choose_batch(config, report, plan.device)
         if auto_micro and batch.tokens_per_batch:

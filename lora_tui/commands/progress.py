@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
-from lora_tui.core.run_history import RunHistory
-from lora_tui.core.runs import STATES_DONE, RunDirectory, quoted
+from lora_tui.core.run.history import RunHistory
+from lora_tui.core.run.runs import STATES_DONE, RunDirectory, quoted
 from lora_tui.core.units import human_duration
 
 
@@ -111,7 +111,7 @@ def _engine_line(started: dict) -> str:
     reasons = started.get("engine_reasons") or {}
     why = reasons.get("micro_batch", "")
     ckpt = "on" if started.get("gradient_checkpointing") else "off"
-    from lora_tui.core.run_plan import batch_text
+    from lora_tui.core.plan.run_plan import batch_text
 
     size = batch_text(started) if started.get("tokens_per_batch") else f"{started['micro_batch']} x {started.get('grad_accum')}"
     return (f"\n         batch {size}"

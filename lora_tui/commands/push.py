@@ -1,6 +1,6 @@
 """`lora-tui push RUN REPO_ID [--private] [--merged] [--gguf] [--dry-run]`.
 
-Front-end only: the work is lora_tui.core.hub. The token is the hub client's business (HF_TOKEN
+Front-end only: the work is lora_tui.core.export.hub. The token is the hub client's business (HF_TOKEN
 or `hf auth login`); this command names where it comes from, never the token. Foreseeable
 problems (no network, no adapter yet, a refused upload) print one line and exit 2.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from lora_tui.core.hub import PushError, push_run, token_source, upload_plan
+from lora_tui.core.export.hub import PushError, push_run, token_source, upload_plan
 from lora_tui.core.units import human_size
 
 

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from lora_tui.commands.progress import follow
 from lora_tui.core.paths import runs_dir
-from lora_tui.core.runs import RunDirectory, RunError, list_runs, quoted
+from lora_tui.core.run.runs import RunDirectory, RunError, list_runs, quoted
 
 
 def _list(args) -> int:
@@ -30,7 +30,7 @@ def _list(args) -> int:
 
 
 def run(args) -> int:
-    from lora_tui.core.launcher import stop_run
+    from lora_tui.core.run.launcher import stop_run
 
     if args.command == "runs":
         return _list(args)

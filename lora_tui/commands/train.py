@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lora_tui.commands.progress import follow
 from lora_tui.core.config import Config, ConfigError, apply_overrides, apply_preset, config_to_yaml, load_config
-from lora_tui.core.runs import RunError, quoted
+from lora_tui.core.run.runs import RunError, quoted
 
 
 def is_override(word: str) -> bool:
@@ -38,7 +38,7 @@ def build_config(args) -> Config:
 
 
 def _ask_on_interrupt(run) -> str:
-    from lora_tui.core.launcher import stop_run
+    from lora_tui.core.run.launcher import stop_run
 
     if not sys.stdin.isatty():
         stop_run(run)
@@ -61,11 +61,11 @@ def _ask_on_interrupt(run) -> str:
 
 def _node_args(args) -> list[str] | None:
     """--nodes/--node-rank/--master checked here (one-line errors) and handed to the trainer."""
-    from lora_tui.core.distributed import Nodes
+    from lora_tui.core.train.distributed import Nodes
 
     if not getattr(args, "nodes", None):
         return None
-    from lora_tui.core.distributed import DistributedError
+    from lora_tui.core.train.distributed import DistributedError
 
     try:
         Nodes(args.nodes, args.node_rank, args.master).check()
@@ -75,7 +75,7 @@ def _node_args(args) -> list[str] | None:
 
 
 def run(args) -> int:
-    from lora_tui.core.launcher import resume_run, start_run, wait_until_started
+    from lora_tui.core.run.launcher import resume_run, start_run, wait_until_started
 
     try:
         if args.resume:
@@ -112,9 +112,9 @@ def _follow_in_foreground(run_dir) -> int:
     the same choice as Ctrl-C without a terminal, and says so; a second SIGTERM leaves at once."""
     import signal
 
-    from lora_tui.core.launcher import stop_run, wait_until_started
+    from lora_tui.core.run.launcher import stop_run, wait_until_started
 
-    from lora_tui.core.run_history import RunHistory
+    from lora_tui.core.run.history import RunHistory
 
     signal.signal(signal.SIGTERM, _raise_terminated)
     started, terms = False, 0

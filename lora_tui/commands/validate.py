@@ -90,14 +90,14 @@ def _unreadable(args, exc: Exception) -> int:
 
 def _tokenizer(model: str | None):
     """The tokenizer measuring token lengths, or None after printing a one-line reason."""
-    from lora_tui.core.models import ModelSourceError, load_tokenizer
+    from lora_tui.core.model.models import ModelSourceError, load_tokenizer
 
     def progress(message: str, fraction: float) -> None:
         print(f"  {message}", file=sys.stderr, flush=True)
 
     try:
         if model is None or model in ("embedded", "default"):
-            from lora_tui.core.embedded import ensure_embedded_model, is_converted
+            from lora_tui.core.model.embedded import ensure_embedded_model, is_converted
 
             if not is_converted():
                 print("Preparing the embedded model (once per machine):", file=sys.stderr)

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from lora_tui.core.embedded import EMBEDDED_MODEL
+from lora_tui.core.model.embedded import EMBEDDED_MODEL
 from lora_tui.core.safe_read import UnsafeFile, clip, read_yaml
 
 TARGET_CHOICES = ("qv", "attention", "all-linear")
@@ -166,8 +166,8 @@ def check_value(section: str, key: str, value: Any) -> Any:
     all_fields = section_fields(section)
     if key not in all_fields:
         raise ConfigError(f"Unknown key '{clip(f'{section}.{key}')}'. Keys in '{section}': {', '.join(all_fields)}.")
-    if (section, key) == ("training", "report_to"):  # a name or a list of names (lora_tui.core.tracking)
-        from lora_tui.core.tracking import normalise_report_to
+    if (section, key) == ("training", "report_to"):  # a name or a list of names (lora_tui.core.train.tracking)
+        from lora_tui.core.train.tracking import normalise_report_to
 
         return normalise_report_to(value)
     f = all_fields[key]
@@ -224,7 +224,7 @@ def check_value(section: str, key: str, value: Any) -> Any:
         bound = f"{rules['max']:,}" if isinstance(rules["max"], int) else rules["max"]
         raise ConfigError(f"{where} must be at most {bound}, not {shown}.")
     if where == "training.devices":
-        from lora_tui.core.distributed import DistributedError, parse_devices
+        from lora_tui.core.train.distributed import DistributedError, parse_devices
 
         try:
             value = parse_devices(value)

@@ -2,7 +2,7 @@
 
     python -m lora_tui.core.trainer_main RUN_DIR [--resume]
 
-Started by ``lora_tui.core.launcher`` in its own session (setsid), with stdout and
+Started by ``lora_tui.core.run.launcher`` in its own session (setsid), with stdout and
 stderr going to RUN_DIR/train.log, so closing the terminal does not stop it.
 """
 
@@ -24,8 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    from lora_tui.core.runs import RunDirectory, RunLocked
-    from lora_tui.core.training import run_training
+    from lora_tui.core.run.runs import RunDirectory, RunLocked
+    from lora_tui.core.train.training import run_training
 
     run = RunDirectory(args.run_dir)
     try:
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _supervise_if_several(run, args) -> str | None:
     """With more than one rank, start them through accelerate and return the final state; else None."""
-    from lora_tui.core import distributed, distributed_run
+    from lora_tui.core.train import distributed, distributed_run
     from lora_tui.core.config import ConfigError, load_config
 
     try:

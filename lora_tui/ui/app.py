@@ -15,7 +15,7 @@ from textual.binding import Binding
 from textual.screen import ModalScreen
 
 from lora_tui.core.paths import runs_dir
-from lora_tui.core.runs import STATES_ACTIVE, quoted
+from lora_tui.core.run.runs import STATES_ACTIVE, quoted
 from lora_tui.ui.backend import Backend
 from lora_tui.ui.errors import plain_error
 from lora_tui.ui.messages import ActiveRuns, HardwareProbed, LinearLayersFound, PlanJudged
@@ -72,7 +72,7 @@ class LoraTuiApp(App[int]):
     def on_mount(self) -> None:
         first = "model"
         if self.initial_run:
-            from lora_tui.core.runs import RunDirectory, RunError
+            from lora_tui.core.run.runs import RunDirectory, RunError
 
             try:
                 self.state.run = RunDirectory.find(self.initial_run)
@@ -186,7 +186,7 @@ class LoraTuiApp(App[int]):
                     "or: lora-tui --run runs/NAME", title="A run is training", timeout=12)
 
     def plan_key(self) -> tuple:
-        from lora_tui.core.memory_plan import plan_inputs
+        from lora_tui.core.plan.memory_plan import plan_inputs
 
         return (*plan_inputs(self.state.config), id(self.state.hardware), self.state.longest_row())
 

@@ -58,18 +58,18 @@ class Backend:
 
     # --- hardware and memory --------------------------------------------------------------
     def probe_hardware(self, check_libraries: bool = True):
-        from lora_tui.core.hardware import probe_hardware
+        from lora_tui.core.machine.hardware import probe_hardware
 
         return probe_hardware(check_libraries=check_libraries)
 
     def memory_plan(self, config: Config, hardware, model: str | None = None, longest: int | None = None):
-        from lora_tui.core.memory_plan import plan_from_config
+        from lora_tui.core.plan.memory_plan import plan_from_config
 
         return plan_from_config(config, hardware, model=model, longest=longest)
 
     def judge(self, config: Config, hardware, longest: int | None = None) -> tuple[Any, Any]:
         """(estimate, verdict) for the current plan on this hardware; rows no longer than ``longest`` when known."""
-        from lora_tui.core.memory import judge_fit
+        from lora_tui.core.plan.memory import judge_fit
 
         plan = self.memory_plan(config, hardware, longest=longest)
         verdict = judge_fit(plan, hardware)
@@ -77,22 +77,22 @@ class Backend:
 
     def batch(self, config: Config, hardware, longest: int | None = None):
         """Micro-batch, accumulation and checkpointing the run would use (auto resolved), with the reasons."""
-        from lora_tui.core.auto_batch import choose_batch
+        from lora_tui.core.plan.auto_batch import choose_batch
 
         return choose_batch(config, hardware, longest=longest)
 
     def bench(self, config: Config, on_arm: Callable[[Any], None] | None = None):
         """`lora-tui bench` on this plan: lora-tui's trainer against plain TRL, each arm in its own process."""
-        from lora_tui.core.bench import run_bench
+        from lora_tui.core.bench.runner import run_bench
 
         return run_bench(config, on_arm=on_arm)
 
     def catalogue(self, config: Config, hardware) -> list[tuple[str, int | None, int | None, str | None]]:
         """(name, parameters, bytes needed with the current plan, verdict) for each catalogue model."""
-        from lora_tui.core.catalogue import CATALOGUE, model_dims
-        from lora_tui.core.memory import judge_fit
+        from lora_tui.core.model.catalogue import CATALOGUE, model_dims
+        from lora_tui.core.plan.memory import judge_fit
 
-        from lora_tui.core.embedded import EMBEDDED_MODEL
+        from lora_tui.core.model.embedded import EMBEDDED_MODEL
 
         rows = []
         entries = [(EMBEDDED_MODEL, model_dims(EMBEDDED_MODEL))]
@@ -107,8 +107,8 @@ class Backend:
 
     # --- models ---------------------------------------------------------------------------
     def check_model(self, name: str, trust_remote_code: bool = False):
-        from lora_tui.core.embedded import is_embedded
-        from lora_tui.core.models import check_model_source
+        from lora_tui.core.model.embedded import is_embedded
+        from lora_tui.core.model.models import check_model_source
 
         if not is_embedded(name):  # the embedded check reads no config: no need to wait for transformers
             warm_imports()
@@ -116,7 +116,7 @@ class Backend:
         return check_model_source(name, trust_remote_code=trust_remote_code)
 
     def linear_layers(self, name: str, trust_remote_code: bool = False) -> list[str]:
-        from lora_tui.core.models import linear_layer_names_from_config
+        from lora_tui.core.model.models import linear_layer_names_from_config
 
         warm_imports()
         with _MODEL_LOCK:
@@ -127,7 +127,7 @@ class Backend:
         warm_imports()
         with self._lock:
             if key not in self._tokenizers:
-                from lora_tui.core.models import load_tokenizer
+                from lora_tui.core.model.models import load_tokenizer
 
                 self._tokenizers[key] = load_tokenizer(config.model.name, trust_remote_code=key[1], revision=key[2])
             return self._tokenizers[key]
@@ -140,7 +140,7 @@ class Backend:
         from lora_tui.core.paths import resolve_data_path
         from lora_tui.ui.state import DatasetView, PreviewRow
 
-        from lora_tui.core.models import resolve_model_path
+        from lora_tui.core.model.models import resolve_model_path
 
         d = config.data
         resolve_model_path(config.model.name, on_progress)  # the embedded model converts once, with progress
@@ -175,23 +175,23 @@ class Backend:
     # --- runs -----------------------------------------------------------------------------
     def active_runs(self, runs_dir: str) -> list:
         """Runs in ``runs_dir`` whose trainer is starting, running or stopping."""
-        from lora_tui.core.runs import STATES_ACTIVE, list_runs
+        from lora_tui.core.run.runs import STATES_ACTIVE, list_runs
 
         return [r for r in list_runs(runs_dir) if r.state in STATES_ACTIVE]
 
     def start_run(self, config: Config):
-        from lora_tui.core.launcher import start_run
+        from lora_tui.core.run.launcher import start_run
 
         return start_run(config)
 
     def stop_run(self, run, wait: float = 0.0) -> str:
-        from lora_tui.core.launcher import stop_run
+        from lora_tui.core.run.launcher import stop_run
 
         return stop_run(run, wait=wait)
 
     # --- chat and export ------------------------------------------------------------------
     def open_chat(self, run, on_progress: Progress | None = None):
-        from lora_tui.core.chat import ChatSession
+        from lora_tui.core.chat.session import ChatSession
 
         warm_imports()
         with _MODEL_LOCK:
@@ -205,7 +205,7 @@ class Backend:
 
     def chat_runs(self, session, folder: str) -> list:
         """(name, path) of the finished runs in ``folder`` on the chat's base model that are not loaded yet."""
-        from lora_tui.core.chat_adapters import runs_sharing_base
+        from lora_tui.core.chat.adapters import runs_sharing_base
 
         source = getattr(session, "source", None)
         if getattr(source, "run", None) is None and getattr(source, "adapter_dir", None) is None:
@@ -214,30 +214,30 @@ class Backend:
         return runs_sharing_base(folder, source, exclude=loaded)
 
     def generation_settings(self, **values):
-        from lora_tui.core.chat import GenerationSettings
+        from lora_tui.core.chat.session import GenerationSettings
 
         return GenerationSettings(**values)
 
     def export_summary(self, run) -> dict:
-        from lora_tui.core.export import export_summary
+        from lora_tui.core.export.artefacts import export_summary
 
         return export_summary(run.path)
 
     def zip_adapter(self, run, overwrite: bool = False) -> Path:
-        from lora_tui.core.export import zip_adapter
+        from lora_tui.core.export.artefacts import zip_adapter
 
         return zip_adapter(run.path, overwrite=overwrite)
 
     def merge(self, run, out: str, dtype: str = "auto", overwrite: bool = False,
               on_progress: Progress | None = None):
-        from lora_tui.core.export import merge_adapter
+        from lora_tui.core.export.artefacts import merge_adapter
 
         warm_imports()
         with _MODEL_LOCK:
             return merge_adapter(run.path, out, dtype=dtype, overwrite=overwrite, on_progress=on_progress)
 
     def export_gguf(self, run, gguf_type: str = "q8_0", overwrite: bool = False, on_progress: Progress | None = None):
-        from lora_tui.core.export import export_gguf
+        from lora_tui.core.export.artefacts import export_gguf
 
         warm_imports()
         with _MODEL_LOCK:
@@ -245,8 +245,8 @@ class Backend:
 
     def verify_export(self, run, artefact, gguf_file: str | None = None, on_progress: Progress | None = None):
         """The round-trip check of a merged model or GGUF; recorded in the run's exports.json."""
-        from lora_tui.core.export import record_check
-        from lora_tui.core.export_check import verify_export
+        from lora_tui.core.export.artefacts import record_check
+        from lora_tui.core.export.check import verify_export
 
         with _MODEL_LOCK:
             result = verify_export(run.path, artefact, gguf_file=gguf_file, on_progress=on_progress)
@@ -254,11 +254,11 @@ class Backend:
         return result
 
     def upload_plan(self, run, repo_id: str, kind: str = "adapter"):
-        from lora_tui.core.hub import upload_plan
+        from lora_tui.core.export.hub import upload_plan
 
         return upload_plan(run.path, repo_id, merged=kind == "merged", gguf=kind == "gguf")
 
     def push(self, plan, private: bool = False) -> str:
-        from lora_tui.core.hub import push_run
+        from lora_tui.core.export.hub import push_run
 
         return push_run(plan, private=private)

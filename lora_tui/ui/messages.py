@@ -22,7 +22,7 @@ class ModelChecked(Message):
     """``check_model_source`` answered for ``name``."""
 
     name: str
-    check: Any  # lora_tui.core.models.ModelCheck
+    check: Any  # lora_tui.core.model.models.ModelCheck
 
 
 @dataclass
@@ -36,7 +36,7 @@ class LinearLayersFound(Message):
 
 @dataclass
 class HardwareProbed(Message):
-    report: Any  # lora_tui.core.hardware.HardwareReport
+    report: Any  # lora_tui.core.machine.hardware.HardwareReport
     error: str | None = None
 
 
@@ -45,10 +45,10 @@ class PlanJudged(Message):
     """Memory estimate and fit verdict for the current plan; ``key`` says which plan."""
 
     key: tuple
-    verdict: Any  # lora_tui.core.memory.FitVerdict | None
-    estimate: Any = None  # lora_tui.core.memory.MemoryEstimate | None
+    verdict: Any  # lora_tui.core.plan.memory.FitVerdict | None
+    estimate: Any = None  # lora_tui.core.plan.memory.MemoryEstimate | None
     error: str | None = None
-    batch: Any = None  # lora_tui.core.auto_batch.BatchChoice: micro-batch and checkpointing with auto resolved
+    batch: Any = None  # lora_tui.core.plan.auto_batch.BatchChoice: micro-batch and checkpointing with auto resolved
 
 
 @dataclass
@@ -71,7 +71,7 @@ class DatasetChecked(Message):
 
 @dataclass
 class RunStarted(Message):
-    run: Any  # lora_tui.core.runs.RunDirectory | None
+    run: Any  # lora_tui.core.run.runs.RunDirectory | None
     error: str | None = None
 
 
@@ -87,7 +87,7 @@ class RunUpdate(Message):
 
 @dataclass
 class ChatReady(Message):
-    session: Any  # lora_tui.core.chat.ChatSession | None
+    session: Any  # lora_tui.core.chat.session.ChatSession | None
     error: str | None = None
     path: str = ""  # the run it was loaded for
 
@@ -180,5 +180,5 @@ class ActiveRuns(Message):
 class BenchDone(Message):
     """`lora-tui bench` finished in a worker (the Hardware screen's b key): its report, or why not."""
 
-    report: Any  # lora_tui.core.bench.BenchReport | None
+    report: Any  # lora_tui.core.bench.runner.BenchReport | None
     error: str | None = None

@@ -50,12 +50,12 @@ class DatasetView:
 @dataclass
 class WizardState:
     config: Config = field(default_factory=Config)
-    model_check: Any = None  # lora_tui.core.models.ModelCheck for config.model.name
+    model_check: Any = None  # lora_tui.core.model.models.ModelCheck for config.model.name
     linear_layers: dict[str, list[str]] = field(default_factory=dict)  # model name -> layer names
     layer_errors: dict[str, str] = field(default_factory=dict)  # model name -> why its layers are unknown
-    hardware: Any = None  # lora_tui.core.hardware.HardwareReport
+    hardware: Any = None  # lora_tui.core.machine.hardware.HardwareReport
     dataset: DatasetView | None = None
-    run: Any = None  # lora_tui.core.runs.RunDirectory being shown on the training screen
+    run: Any = None  # lora_tui.core.run.runs.RunDirectory being shown on the training screen
     config_path: str | None = None  # last YAML saved or loaded
 
     def layers_for_model(self) -> list[str] | None:

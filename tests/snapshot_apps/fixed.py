@@ -20,7 +20,7 @@ GIB = 1024 ** 3
 
 
 def fixed_hardware(gpu: bool = True):
-    from lora_tui.core.hardware import GPUInfo, HardwareReport
+    from lora_tui.core.machine.hardware import GPUInfo, HardwareReport
 
     gpus = [GPUInfo(index=0, name="NVIDIA GeForce RTX 4090", memory_total=24 * GIB, memory_free=int(22.6 * GIB),
                     memory_used=int(1.4 * GIB), utilization=3, temperature=41, power_draw=28.0, power_limit=450.0,

@@ -6,7 +6,7 @@ and the one chosen with ctrl+g, the base model by default). ctrl+o adds another
 finished run trained on the same base model; its adapter loads beside the others.
 
 An optional system message (the CLI's ``--system``) goes first in every request.
-The model loads and generates in thread workers through ``lora_tui.core.chat``;
+The model loads and generates in thread workers through ``lora_tui.core.chat.session``;
 streaming replies arrive as ``ReplyProgress`` messages that replace each other.
 """
 

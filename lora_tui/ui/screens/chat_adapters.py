@@ -20,7 +20,7 @@ from lora_tui.ui.errors import plain_error
 from lora_tui.ui.messages import AdapterAdded, ChatRunsFound
 from lora_tui.ui.screens.base import WizardScreen
 
-BASE = "base"  # lora_tui.core.chat_adapters.BASE (not imported: the wizard paints before the core loads)
+BASE = "base"  # lora_tui.core.chat.adapters.BASE (not imported: the wizard paints before the core loads)
 
 
 class AddRun(ModalScreen[str | None]):

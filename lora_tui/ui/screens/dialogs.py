@@ -18,7 +18,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, DirectoryTree, Input, Label, Static
 
-from lora_tui.core.runs import quoted
+from lora_tui.core.run.runs import quoted
 
 DATASET_SUFFIXES = {".jsonl", ".json", ".csv", ".parquet", ".txt", ".arrow"}
 

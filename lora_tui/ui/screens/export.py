@@ -286,7 +286,7 @@ class ExportScreen(WizardScreen):
         if isinstance(check, str):
             self.query_one("#export-text", Static).update(Text(f"Round-trip check could not run: {check}", style="bold red"))
             return
-        from lora_tui.core.export_check import THRESHOLDS
+        from lora_tui.core.export.check import THRESHOLDS
 
         style = "bold green" if check.ok else "bold red"
         lines = [(check.summary() + "\n", style), ("Thresholds: " + THRESHOLDS + "\n\n", "dim"), (check.table() + "\n", "")]

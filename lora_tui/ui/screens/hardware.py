@@ -110,7 +110,7 @@ class HardwareScreen(WizardScreen):
             text.append(f"Driver {report.driver_version or '?'}  CUDA {report.cuda_version or '?'}  "
                         f"{_libraries(report)}\n", style="dim")
             if len(report.gpus) > 1:  # several GPUs: how they are linked and what training would do
-                from lora_tui.core.gpu_topology import strategy_line, topology_lines
+                from lora_tui.core.machine.gpu_topology import strategy_line, topology_lines
 
                 for line in topology_lines(report.topology) or ["links between GPUs: not reported by NVML"]:
                     text.append(f"  {line}\n", style="dim")
@@ -192,7 +192,7 @@ class HardwareScreen(WizardScreen):
         self._apply(option_list.highlighted)
 
     def _apply(self, index: int) -> None:
-        from lora_tui.core.memory_plan import apply_fix
+        from lora_tui.core.plan.memory_plan import apply_fix
 
         fix = self._fixes[index]
         try:
@@ -234,7 +234,7 @@ class HardwareScreen(WizardScreen):
 
     @on(BenchDone)
     def _bench_done(self, message: BenchDone) -> None:
-        from lora_tui.core.bench import summary_lines, table_rows
+        from lora_tui.core.bench.runner import summary_lines, table_rows
 
         self._benching = False
         widget = self.query_one("#bench", Static)

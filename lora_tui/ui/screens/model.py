@@ -13,7 +13,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Checkbox, DataTable, Input, Label, Static
 
-from lora_tui.core.embedded import EMBEDDED_MODEL, is_embedded
+from lora_tui.core.model.embedded import EMBEDDED_MODEL, is_embedded
 from lora_tui.ui.messages import CatalogueEstimated, ModelChecked
 from lora_tui.ui.screens.base import WizardScreen
 from lora_tui.ui.widgets.tick import Tick
@@ -162,7 +162,7 @@ class ModelScreen(WizardScreen):
         try:
             check = self.backend.check_model(name, trust_remote_code)
         except Exception as exc:  # check_model_source promises no exceptions; keep the wizard alive anyway
-            from lora_tui.core.models import ModelCheck
+            from lora_tui.core.model.models import ModelCheck
 
             check = ModelCheck(False, "unknown", name, f"{type(exc).__name__}: {exc}")
         self.post_message(ModelChecked(name, check))

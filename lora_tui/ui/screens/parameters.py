@@ -23,7 +23,7 @@ from textual.widgets import Label, Select, Static
 from lora_tui.core.config import PRESET_HELP, PRESETS, SECTION_HELP, TARGET_CHOICES, ConfigError, apply_preset, \
     check_value, load_config, save_config
 from lora_tui.core.config import matching_preset, train_command
-from lora_tui.core.runs import STATES_ACTIVE
+from lora_tui.core.run.runs import STATES_ACTIVE
 from lora_tui.ui.errors import plain_error
 from lora_tui.ui.messages import DatasetChecked, RunStarted
 from lora_tui.ui.screens.base import WizardScreen
@@ -131,7 +131,7 @@ class ParametersScreen(WizardScreen):
             row.set_note(f"layers unknown ({error}); checked when training starts" if error
                          else "Finding the model's linear layers…")
             return
-        from lora_tui.core.models import ModelSourceError, resolve_target_modules
+        from lora_tui.core.model.models import ModelSourceError, resolve_target_modules
 
         try:
             chosen = resolve_target_modules(targets, layers)
@@ -165,8 +165,8 @@ class ParametersScreen(WizardScreen):
             line.update("")
             batch_line.update("")
             return
-        from lora_tui.core.engine import choose_kernels
-        from lora_tui.core.run_plan import DeviceFacts, engine_fields
+        from lora_tui.core.train.engine import choose_kernels
+        from lora_tui.core.plan.run_plan import DeviceFacts, engine_fields
 
         t = self.state.config.training
         try:
@@ -230,7 +230,7 @@ class ParametersScreen(WizardScreen):
                 checked = check_value(row.section, row.key,
                                       ",".join(part.strip() for part in checked.split(",") if part.strip()))
             if row.dotted == "lora.targets" and self.state.layers_for_model() is not None:
-                from lora_tui.core.models import resolve_target_modules
+                from lora_tui.core.model.models import resolve_target_modules
 
                 resolve_target_modules(checked, self.state.layers_for_model())
         except (ConfigError, Exception) as exc:  # ModelSourceError for unknown module names

@@ -22,8 +22,8 @@ from textual.widgets import DataTable, Label, ProgressBar, Static
 from textual.worker import get_current_worker
 
 from lora_tui.ui.messages import RunUpdate
-from lora_tui.core.run_history import RunHistory
-from lora_tui.core.runs import STATES_ACTIVE, STATES_DONE, quoted
+from lora_tui.core.run.history import RunHistory
+from lora_tui.core.run.runs import STATES_ACTIVE, STATES_DONE, quoted
 from lora_tui.ui.screens.base import WizardScreen
 from lora_tui.ui.screens.dialogs import Confirm
 from lora_tui.ui.widgets.format import count, duration, gib, number
@@ -129,7 +129,7 @@ class TrainingScreen(WizardScreen):
             self.sync_from_state()
 
     def _list_runs(self) -> None:
-        from lora_tui.core.runs import list_runs
+        from lora_tui.core.run.runs import list_runs
 
         table = self.query_one("#runs", DataTable)
         table.clear()
@@ -139,7 +139,7 @@ class TrainingScreen(WizardScreen):
 
     @on(DataTable.RowSelected, "#runs")
     def _open_run(self, event: DataTable.RowSelected) -> None:
-        from lora_tui.core.runs import RunDirectory
+        from lora_tui.core.run.runs import RunDirectory
 
         self.state.run = RunDirectory(event.row_key.value)
         self.sync_from_state()

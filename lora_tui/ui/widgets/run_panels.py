@@ -11,7 +11,7 @@ import ast
 from rich.text import Text
 from textual_plotext import PlotextPlot
 
-from lora_tui.core.run_history import RunHistory
+from lora_tui.core.run.history import RunHistory
 from lora_tui.ui.widgets.format import GIB, bar, count, number
 
 MAX_POINTS = 400  # plotext draws a few hundred points in well under a frame

@@ -1,0 +1,343 @@
+"""`lora-tui bench`: N steps of lora-tui's trainer against plain TRL scripts, on the user's model, data, device.
+
+Arms (each in its own OS process, so every peak is that arm's own):
+
+  ours         the trainer `lora-tui train` starts, on the user's config (its defaults unless set),
+               only max_steps set and saving / evaluation / validation switched off
+  trl          (a) a plain TRL SFTTrainer script with TRL's defaults (core.plain_trl)
+  trl_packing  (b) the same with TRL's packing
+
+The TRL arms get the same model, LoRA (r, alpha, dropout, targets), max length, learning rate and
+quantisation as ours; their micro-batch is TRL's default unless ``batch`` pins every arm to one.
+Tokens/s: non-padding tokens between the first and the last optimiser step (loading left out).
+Peak: torch.cuda.max_memory_reserved on a GPU, the process's max RSS on a CPU. MFU (GPU only):
+tokens/s x 4N FLOPs per trained token / the GPU's dense bf16 peak, N the parameters a token
+multiplies (linear layers + LM head; attention scores left out) — 2N forward + 2N for the input
+gradients; LoRA trains no base weights, so the 2N of weight gradients never run.
+
+Core module: no printing, no textual; torch never imported here (the children import it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from lora_tui.core.config import Config, ConfigError, apply_overrides, save_config
+
+ARMS = {"ours": "lora-tui train (its defaults)", "trl": "(a) plain TRL, its defaults",
+        "trl_packing": "(b) plain TRL + packing"}
+DEFAULT_ARMS = ("ours", "trl", "trl_packing")
+DEFAULT_STEPS = 12
+# Dense bf16 TFLOP/s by GPU name: H200 measured (~790 of the 989 published); others published.
+PEAK_TFLOPS = {"H200": 790.0, "H100": 790.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
+MEASURE = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
+           "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
+
+
+class BenchError(ValueError):
+    """Bad input for a bench (model, data, arm, steps): the message says what and how to fix it."""
+
+
+@dataclass
+class ArmResult:
+    name: str
+    label: str
+    tokens_per_s: float | None = None
+    tokens: int | None = None
+    seconds: float | None = None
+    peak_bytes: int | None = None
+    mfu: float | None = None  # fraction of the GPU's peak, GPU only
+    estimate_bytes: int | None = None  # ours only: lora-tui's estimate and its error against the peak
+    estimate_error_pct: float | None = None
+    estimate_measured_bytes: int | None = None  # the peak the trainer judged its estimate against
+    settings: dict = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class BenchReport:
+    model: str
+    data: str
+    device: str
+    steps: int
+    peak_measure: str
+    flops_per_token: int | None
+    peak_tflops: float | None
+    arms: dict[str, ArmResult]
+    ratios: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def flops_per_token(model: str) -> int | None:
+    """4N, N the weights one trained token multiplies (see the module docstring); None when unknown."""
+    from lora_tui.core.model.catalogue import model_dims
+
+    try:
+        dims = model_dims(model)
+    except Exception:
+        return None
+    groups = dims.module_groups
+    per_module = dims.linear_modules
+    attention = sum(a * b for n, (a, b) in per_module.items() if n in groups["attention"])
+    mlp = sum(a * b for n, (a, b) in per_module.items() if n in groups["mlp"])
+    n = dims.layers * (attention + mlp * dims.experts_per_token) + dims.vocab * dims.hidden
+    return 4 * n
+
+
+def mfu(tokens_per_s: float | None, flops: int | None, peak_tflops: float | None) -> float | None:
+    """Model FLOPs utilisation: the share of the GPU's peak the trained tokens' 4N FLOPs use."""
+    if not (tokens_per_s and flops and peak_tflops):
+        return None
+    return tokens_per_s * flops / (peak_tflops * 1e12)
+
+
+def gpu_peak_tflops(gpu_name: str | None) -> float | None:
+    for key, value in PEAK_TFLOPS.items():
+        if gpu_name and key.lower() in gpu_name.lower():
+            return value
+    return None
+
+
+def compute_ratios(arms: dict[str, ArmResult]) -> dict[str, float]:
+    """ours against each TRL arm and the faster of them: tokens/s and peak, from the measured arms only."""
+    ok = {k: a for k, a in arms.items() if a.error is None and a.tokens_per_s}
+    out: dict[str, float] = {}
+    if "ours" not in ok:
+        return out
+    mine = ok["ours"]
+    for other in ("trl", "trl_packing"):
+        if other in ok:
+            out[f"tokens_per_s_vs_{other}"] = mine.tokens_per_s / ok[other].tokens_per_s
+            if mine.peak_bytes and ok[other].peak_bytes:
+                out[f"peak_vs_{other}"] = mine.peak_bytes / ok[other].peak_bytes
+    rivals = [ok[k].tokens_per_s for k in ("trl", "trl_packing") if k in ok]
+    if rivals:
+        out["tokens_per_s_vs_faster_trl"] = mine.tokens_per_s / max(rivals)
+    return out
+
+
+def _measured(cmd: list[str], env: dict, timeout: float | None) -> tuple[str, int]:
+    """Run ``cmd`` as a grandchild; (its stdout, its max RSS in bytes). RuntimeError with the output's tail."""
+    result = subprocess.run([sys.executable, "-c", MEASURE, *cmd], capture_output=True, text=True, env=env,
+                            timeout=timeout)
+    if result.returncode != 0:
+        tail = (result.stderr.strip() or result.stdout.strip()).splitlines()[-12:]
+        raise RuntimeError("\n".join(tail) or f"exit status {result.returncode}")
+    rss_kb = int(next(l for l in result.stdout.splitlines() if l.startswith("MAXRSS_KB")).split()[1])
+    return result.stdout, rss_kb * 1024
+
+
+def child_env(device: str) -> dict:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    root = str(Path(__file__).resolve().parents[3])  # the children import this same lora_tui
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
+def bench_config(config: Config, steps: int, batch: int | None = None) -> Config:
+    """The user's config for N timed steps: no checkpoints, no evaluation, no held-out rows."""
+    from lora_tui.core.run.launcher import _absolute_data
+
+    overrides = [f"training.max_steps={steps}", "training.save_steps=0", "training.eval_steps=0",
+                 "training.early_stopping_patience=0", "data.validation=", "data.val_fraction=0",
+                 "output.run_name=bench-ours", "training.devices=1"]
+    if batch:
+        overrides += [f"training.micro_batch={batch}", "training.grad_accum=1"]
+    return _absolute_data(apply_overrides(config.copy(), overrides))
+
+
+def check_inputs(config: Config, steps: int, arms: list[str]) -> None:
+    """BenchError (one line) for what would only fail later: steps, arms, model, data."""
+    from lora_tui.core.run.launcher import _check_startable
+    from lora_tui.core.model.models import check_model_source
+    from lora_tui.core.run.runs import RunError
+
+    if steps < 2:
+        raise BenchError(f"--steps {steps}: at least 2 optimiser steps are needed to time one. Fix: --steps 12.")
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown or not arms:
+        raise BenchError(f"--arms {','.join(arms)}: choose from {', '.join(ARMS)}.")
+    try:
+        _check_startable(config)
+    except RunError as exc:
+        raise BenchError(str(exc)) from None
+    check = check_model_source(config.model.name, trust_remote_code=config.model.trust_remote_code)
+    if not check.ok:
+        raise BenchError(check.message)
+
+
+def trl_data(config: Config, out: Path) -> Path:
+    """The user's rows as the JSONL a plain TRL script reads ({"messages"} or {"text"}), as lora-tui reads them."""
+    from lora_tui.core.data import DataError
+    from lora_tui.core.data.load import load_examples
+
+    try:
+        loaded = load_examples(config.data.train, max_seq_len=config.data.max_seq_len,
+                               subset=getattr(config.data, "subset", None))  # a hub dataset's config name
+    except DataError as exc:
+        raise BenchError(str(exc)) from None
+    if not loaded.examples:
+        raise BenchError(f"{config.data.train}: no row can be trained. Fix: `lora-tui validate {config.data.train}`.")
+    with open(out, "w", encoding="utf-8") as f:
+        for ex in loaded.examples:
+            f.write(json.dumps({"messages": ex.messages} if ex.messages else {"text": ex.text}) + "\n")
+    return out
+
+
+def _trl_targets(config: Config):
+    if config.lora.targets == "all-linear":
+        return "all-linear"
+    from lora_tui.core.model.catalogue import model_dims
+
+    return model_dims(config.model.name).target_modules(config.lora.targets)
+
+
+def run_ours(config: Config, work: Path, env: dict, timeout: float | None, name: str = "ours") -> ArmResult:
+    """lora-tui's trainer process on ``config`` (a bench_config), timed from its events."""
+    from lora_tui.core.run.runs import RunDirectory
+
+    arm = ArmResult(name, ARMS.get(name, name))
+    run = RunDirectory(work / name)
+    run.path.mkdir(parents=True)
+    save_config(config, run.config_path)
+    try:
+        _, rss = _measured([sys.executable, "-m", "lora_tui.core.trainer_main", str(run.path)], env, timeout)
+    except Exception as exc:
+        rss = None
+        arm.error = str(exc)[-800:]
+    events = run.read_events()
+    failed = next((e for e in events if e["type"] == "failed"), None)
+    if failed:
+        arm.error = str(failed.get("reason") or failed.get("error") or "failed")[-800:]
+    steps = [e for e in events if e["type"] == "step"]
+    started = next((e for e in events if e["type"] == "started"), {})
+    memory = next((e for e in reversed(events) if e["type"] == "memory"), {})
+    arm.settings = {k: started.get(k) for k in ("device", "precision", "load_in", "batching", "attention", "kernels",
+                                                 "gradient_checkpointing", "micro_batch", "grad_accum")}
+    if arm.error is None and len(steps) < 2:
+        arm.error = f"{len(steps)} optimiser step(s) logged; two are needed to time one"
+    if arm.error is None:
+        first, last = steps[0], steps[-1]
+        arm.tokens, arm.seconds = last["tokens_seen"] - first["tokens_seen"], last["elapsed_s"] - first["elapsed_s"]
+        arm.tokens_per_s = arm.tokens / arm.seconds if arm.seconds > 0 else None
+        cuda = str(started.get("device", "")).startswith("cuda")
+        arm.peak_bytes = memory.get("memory_peak_bytes") if cuda else rss
+        arm.estimate_bytes = memory.get("memory_estimate_bytes")
+        arm.estimate_error_pct = memory.get("memory_error_pct")
+        arm.estimate_measured_bytes = memory.get("memory_peak_bytes")
+    return arm
+
+
+def run_plain(name: str, config: Config, data: Path, steps: int, batch: int | None, work: Path, env: dict,
+              timeout: float | None, mode: str | None = None) -> ArmResult:
+    """A plain TRL arm (core.plain_trl) with ``config``'s model, LoRA, length, rate and quantisation."""
+    arm = ArmResult(name, ARMS.get(name, name))
+    mode = mode or ("packing" if name == "trl_packing" else "defaults")
+    from lora_tui.core.model.models import resolve_model_path
+
+    spec = {"model": resolve_model_path(config.model.name), "data": str(data), "out": str(work / name),
+            # a packed step carries several rows' tokens: half the steps keep the arm's time alike
+            "steps": max(2, steps // 2) if mode == "packing" else steps, "batch": batch,
+            "max_len": config.data.max_seq_len, "learning_rate": config.training.learning_rate, "mode": mode,
+            "quant": "4bit" if config.model.load_in == "4bit" else "none",
+            "lora": {"r": config.lora.r, "alpha": config.lora.alpha, "dropout": config.lora.dropout,
+                     "targets": _trl_targets(config)}}
+    try:
+        out, rss = _measured([sys.executable, "-m", "lora_tui.core.bench.plain_trl", json.dumps(spec)], env, timeout)
+        figures = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:])
+    except Exception as exc:
+        arm.error = str(exc)[-800:]
+        return arm
+    arm.tokens, arm.seconds, arm.tokens_per_s = figures["tokens"], figures["seconds"], figures["tokens_per_s"]
+    arm.peak_bytes = figures.get("max_reserved") if figures.get("device") == "cuda" else rss
+    arm.settings = {"device": figures.get("device"), **figures.get("settings", {})}
+    return arm
+
+
+def run_bench(config: Config, *, steps: int = DEFAULT_STEPS, arms: list[str] | tuple[str, ...] = DEFAULT_ARMS,
+              device: str = "auto", batch: int | None = None, peak_tflops: float | None = None,
+              timeout: float | None = None, work_dir: str | os.PathLike | None = None,
+              on_arm: Callable[[ArmResult], None] | None = None) -> BenchReport:
+    """Run each arm in turn (one process each) and compare them. BenchError for bad input, before any arm runs."""
+    from lora_tui.core.machine.hardware import probe_hardware
+
+    arms = list(arms)
+    if device not in ("auto", "cpu", "cuda"):
+        raise BenchError(f"--device {device}: one of auto, cpu, cuda.")
+    hardware = probe_hardware(check_libraries=False)
+    if device == "cuda" and not hardware.gpus:
+        raise BenchError(f"--device cuda: no NVIDIA GPU here ({hardware.nvml_error or 'none found'}). Fix: --device cpu.")
+    used = "cpu" if device == "cpu" or not hardware.gpus else "cuda"
+    if used == "cpu" and config.model.load_in != "16bit" and any(a != "ours" for a in arms):
+        raise BenchError(f"model.load_in={config.model.load_in} needs a GPU for the TRL arms (bitsandbytes). "
+                         "Fix: model.load_in=16bit on a CPU.")
+    try:
+        ours = bench_config(config, steps, batch)
+    except ConfigError as exc:
+        raise BenchError(str(exc)) from None
+    check_inputs(ours, steps, arms)
+    gpu_name = hardware.gpus[0].name if used == "cuda" and hardware.gpus else None
+    peak = peak_tflops or gpu_peak_tflops(gpu_name)
+    report = BenchReport(model=config.model.name, data=ours.data.train, device=gpu_name or used, steps=steps,
+                         peak_measure="torch.cuda.max_memory_reserved" if used == "cuda" else "max RSS",
+                         flops_per_token=flops_per_token(config.model.name), peak_tflops=peak, arms={})
+    env = child_env(used)
+    with tempfile.TemporaryDirectory(prefix="lora-tui-bench-", dir=work_dir) as tmp:
+        work = Path(tmp)
+        data = trl_data(ours, work / "trl_data.jsonl") if any(a != "ours" for a in arms) else None
+        for name in arms:
+            if name == "ours":
+                result = run_ours(ours, work, env, timeout)
+            else:
+                result = run_plain(name, ours, data, steps, batch, work, env, timeout)
+            if used == "cuda":
+                result.mfu = mfu(result.tokens_per_s, report.flops_per_token, peak)
+            report.arms[name] = result
+            if on_arm is not None:
+                on_arm(result)
+    report.ratios = compute_ratios(report.arms)
+    return report
+
+
+def table_rows(report: BenchReport) -> list[tuple[str, str, str, str]]:
+    """(arm, tokens/s, peak, MFU) as text, for the CLI and the wizard alike."""
+    rows = []
+    for arm in report.arms.values():
+        if arm.error:
+            rows.append((arm.label, "failed", arm.error.strip().splitlines()[-1][:60] if arm.error.strip() else "", ""))
+            continue
+        peak = f"{arm.peak_bytes / 2**30:.2f} GiB" if arm.peak_bytes else "?"
+        mfu = f"{100 * arm.mfu:.1f} %" if arm.mfu is not None else "-"
+        rows.append((arm.label, f"{arm.tokens_per_s:,.0f}" if arm.tokens_per_s else "?", peak, mfu))
+    return rows
+
+
+def summary_lines(report: BenchReport) -> list[str]:
+    """The ratios and the estimate's error, one line each."""
+    r, lines = report.ratios, []
+    for other, label in (("trl", "(a)"), ("trl_packing", "(b)")):
+        if f"tokens_per_s_vs_{other}" in r:
+            peak = f", peak memory x{r[f'peak_vs_{other}']:.2f}" if f"peak_vs_{other}" in r else ""
+            lines.append(f"ours / {label}: tokens/s x{r[f'tokens_per_s_vs_{other}']:.2f}{peak}")
+    if "tokens_per_s_vs_faster_trl" in r:
+        lines.append(f"ours / the faster TRL arm: tokens/s x{r['tokens_per_s_vs_faster_trl']:.2f}")
+    ours = report.arms.get("ours")
+    if ours and ours.estimate_bytes:
+        measured = (f" vs measured {ours.estimate_measured_bytes / 2**30:.2f} GiB ({ours.estimate_error_pct:+.1f} %)"
+                    if ours.estimate_measured_bytes and ours.estimate_error_pct is not None else " (no peak measured)")
+        lines.append(f"lora-tui's memory estimate: {ours.estimate_bytes / 2**30:.2f} GiB{measured}")
+    if report.flops_per_token and report.peak_tflops:
+        lines.append(f"MFU = tokens/s x {report.flops_per_token / 1e9:.2f} GFLOP per trained token (4N) / "
+                     f"{report.peak_tflops:.0f} TFLOP/s dense bf16")
+    return lines

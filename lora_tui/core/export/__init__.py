@@ -1,0 +1,3 @@
+"""What leaves a run: the PEFT adapter, the merged model and its round-trip check, GGUF files,
+the Ollama Modelfile, zips and the hub push. Imports everything but train/ and bench/.
+"""

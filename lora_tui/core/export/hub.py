@@ -1,0 +1,158 @@
+"""The Hugging Face Hub side of a run: a portable base-model reference in the adapter, and `push`.
+
+- ``portable_base``: what ``adapter_config.json`` should name as its base: the hub id for the
+  embedded model and for hub models (so ``AutoPeftModelForCausalLM.from_pretrained(adapter)``
+  works on any machine), a local directory's path for a local base (there is nothing better).
+- ``upload_plan`` / ``push_run``: upload the adapter with its model card, or the merged model,
+  or the GGUF file(s), through ``huggingface_hub``. The token comes from HF_TOKEN or the hub
+  client's login (``huggingface_hub.get_token``) and is handed to nothing but the hub client:
+  never written to a file, an event, a log or a card, never printed.
+
+Must not: print, import torch / transformers at module top, or write into the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+class PushError(RuntimeError):
+    """Nothing was uploaded; the message says why in one line."""
+
+
+def portable_base(model_name: str) -> tuple[str, bool]:
+    """(reference for base_model_name_or_path, whether it is a hub id)."""
+    from lora_tui.core.model.embedded import is_embedded
+    from lora_tui.core.model.models import model_kind
+
+    if is_embedded(model_name):
+        return EMBEDDED_HUB_ID, True
+    if model_kind(model_name) == "hub":
+        return str(model_name), True
+    return str(Path(os.path.expanduser(str(model_name))).resolve()), False
+
+
+def make_adapter_portable(adapter_dir: str | Path, model_name: str) -> str:
+    """Rewrite adapter_config.json's base_model_name_or_path (PEFT writes the local load path there)."""
+    path = Path(adapter_dir) / "adapter_config.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["base_model_name_or_path"] = portable_base(model_name)[0]
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return data["base_model_name_or_path"]
+
+
+def token_source() -> str:
+    """Where the hub client will find a token, in words (never the token itself)."""
+    if os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN"):
+        return "HF_TOKEN from the environment"
+    try:
+        from huggingface_hub import get_token
+
+        return "the hub client's login (`hf auth login`)" if get_token() else "none"
+    except Exception:
+        return "none"
+
+
+@dataclass
+class UploadPlan:
+    repo_id: str
+    kind: str  # adapter | merged | gguf
+    files: list[tuple[Path, str]] = field(default_factory=list)  # (local file, path in the repo)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(p.stat().st_size for p, _ in self.files)
+
+
+def _folder_files(folder: Path) -> list[tuple[Path, str]]:
+    return [(p, p.relative_to(folder).as_posix()) for p in sorted(folder.rglob("*"))
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+
+
+def upload_plan(run: str | Path, repo_id: str, *, merged: bool = False, gguf: bool = False) -> UploadPlan:
+    """What `push` would send. Raises PushError when the wanted artefact does not exist yet."""
+    from lora_tui.core.run.adapters import AdapterError
+    from lora_tui.core.export.artefacts import export_summary
+
+    if merged and gguf:
+        raise PushError("choose one of --merged or --gguf (push them to separate repositories).")
+    if "/" not in repo_id or repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise PushError(f"'{repo_id}' is not a hub repository id. Fix: give NAMESPACE/NAME, e.g. your-name/my-adapter.")
+    try:
+        summary = export_summary(run)
+    except AdapterError as exc:
+        raise PushError(str(exc)) from None
+    if merged:
+        if not summary["merged"]:
+            raise PushError(f"this run has no merged model yet. Fix: lora-tui merge {run} OUT, then push again.")
+        folder = Path(summary["merged"][-1]["path"])
+        return UploadPlan(repo_id, "merged", _folder_files(folder))
+    if gguf:
+        if not summary["gguf"]:
+            raise PushError(f"this run has no GGUF file yet. Fix: lora-tui export {run} --gguf, then push again.")
+        files: list[tuple[Path, str]] = []
+        for item in summary["gguf"]:
+            files.append((Path(item["path"]), Path(item["path"]).name))
+            if item.get("modelfile") and Path(item["modelfile"]).is_file():
+                files.append((Path(item["modelfile"]), Path(item["modelfile"]).name))
+        card = Path(summary["gguf"][-1]["path"]).parent / "README.md"
+        if card.is_file():
+            files.append((card, "README.md"))
+        return UploadPlan(repo_id, "gguf", files)
+    if not summary["adapter"]:
+        raise PushError(f"this run has no adapter yet (state: {summary['state']}). Fix: wait for it to finish, or stop it.")
+    from lora_tui.core.export.artefacts import is_trainer_state  # a checkpoint given as RUN: its resume state stays home
+
+    return UploadPlan(repo_id, "adapter", [f for f in _folder_files(Path(summary["adapter"]))
+                                           if not is_trainer_state(f[0].name)])
+
+
+def push_run(plan: UploadPlan, *, private: bool = False) -> str:
+    """Create the repository (if needed) and upload the plan's files in one commit. Returns the repo URL."""
+    from lora_tui.core.model.models import hub_reachable
+
+    if not hub_reachable():
+        raise PushError("cannot reach the Hugging Face Hub from here (no network); nothing was uploaded.")
+    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = HfApi()  # finds HF_TOKEN or the login itself: we never hold the token
+    try:
+        url = api.create_repo(plan.repo_id, private=private, exist_ok=True, repo_type="model")
+        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for path, name in plan.files]
+        api.create_commit(plan.repo_id, operations=operations, repo_type="model",
+                          commit_message=f"Upload {plan.kind} with lora-tui")
+    except HfHubHTTPError as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status in (401, 403):
+            raise PushError(f"the hub refused the upload to {plan.repo_id} (HTTP {status}). Fix: set HF_TOKEN to a "
+                            "token with write access, or run `hf auth login`.") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PushError(f"the hub refused the upload: {first}") from None
+    except OSError as exc:
+        raise PushError(f"the upload failed (network): {exc.strerror or exc}") from None
+    return str(url)
+
+
+def local_base(reference: str) -> str:
+    """The base to load for an adapter naming ``reference``: the embedded copy for the embedded model's
+    hub id when the hub's own copy is not in the local cache (so chat and export keep working offline)."""
+    if reference != EMBEDDED_HUB_ID:
+        return reference
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(reference, "config.json"), str):
+            return reference
+    except Exception:
+        pass
+    from lora_tui.core.model.embedded import EMBEDDED_MODEL
+
+    return EMBEDDED_MODEL

@@ -1,0 +1,124 @@
+"""Closed-loop memory: the estimate a run starts with, the peak it reaches, and the error between them.
+
+``choose_checkpointing`` decides ``training.gradient_checkpointing=auto`` from the estimate (with
+``micro_batch=auto``: see ``core/plan/auto_batch.py``).
+``memory_estimate_facts`` is the estimate recorded in the ``started`` event; ``make_memory_callback``
+measures the peak as training goes (``torch.cuda.max_memory_reserved`` on GPU, peak RSS on CPU),
+keeps ``status.json`` current (the Training screen's "estimated X GiB, peak so far Y GiB") and
+appends one ``memory`` event with the error in percent when training ends.
+
+Must not import torch or textual at module top (the wizard imports ``choose_checkpointing``);
+must never take a run down: every measurement failure is swallowed.
+"""
+
+from __future__ import annotations
+
+import resource
+
+# Checkpointing and micro-batch "auto": a plan fits with margin within this share of the memory
+# available. GPU: "fits with margin" (the estimate's 'fits' line is 90%). CPU: RAM is shared with
+# the system and the user's other work. Checkpointing costs 27-49% of CPU speed at an equal micro-batch
+# (benchmarks/micro_batch_sweep.py), so auto_batch turns it on only when micro-batch 4 needs it.
+CHECKPOINT_SHARE = {"cpu": 0.25, "cuda": 0.80}
+
+
+def _available(hardware, device: str) -> int:
+    if device == "cuda" and hardware is not None and getattr(hardware, "gpus", None):
+        return int(hardware.gpus[0].memory_free)
+    if hardware is not None and getattr(hardware, "ram_available", None):
+        return int(hardware.ram_available)
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:
+        return 0
+
+
+def choose_checkpointing(config, hardware=None, device: str | None = None) -> tuple[bool, str]:
+    """(on, why) for the run ``config`` describes; an explicit true/false in the config wins.
+    Decided together with ``micro_batch=auto`` in ``core.auto_batch.choose_batch``."""
+    from lora_tui.core.plan.auto_batch import choose_batch
+
+    batch = choose_batch(config, hardware, device)
+    return batch.gradient_checkpointing, batch.reasons["gradient_checkpointing"]
+
+
+def memory_estimate_facts(config, hardware, device: str, longest: int | None = None,
+                          lengths: list[int] | None = None, micro_batches: int | None = None) -> dict | None:
+    """The pre-run estimate (total and breakdown) of the plan the trainer runs; None when unknown.
+    ``longest``: the data's longest tokenized row (the plan's rows are no longer than that). ``lengths`` and
+    ``micro_batches`` (the run's count): padding-free micro-batches are estimated at the heaviest the run is
+    likely to draw (memory.heaviest_concatenation), not at micro-batch x longest."""
+    from lora_tui.core.plan.memory import estimate_memory, heaviest_concatenation
+    from lora_tui.core.plan.memory_plan import plan_from_config
+
+    try:
+        plan = plan_from_config(config, hardware, device=device, longest=longest)
+        if lengths and plan.batching == "padding_free" and config.training.batching == "padding_free" and plan.batch > 1:
+            t = config.training
+            draws = micro_batches or (t.max_steps * t.grad_accum if t.max_steps > 0
+                                      else int(t.epochs * len(lengths) / plan.batch) + 1)
+            heaviest = heaviest_concatenation(list(lengths), plan.batch, draws, config.data.max_seq_len, config.training.seed)
+            if heaviest:
+                plan = plan.replace(tokens_per_batch=min(heaviest, plan.batch * plan.seq_len))
+        estimate = estimate_memory(plan)
+    except Exception:
+        return None
+    comparable = estimate.total_bytes - estimate.breakdown.get("cuda_context", 0)
+    return {"total_bytes": estimate.total_bytes, "breakdown": dict(estimate.breakdown), "seq_len": plan.seq_len,
+            # torch's reserved counter never sees the CUDA context: compare without it
+            "comparable_bytes": comparable, "measure": "max_memory_reserved" if device == "cuda" else "peak_rss"}
+
+
+def measured_peak(device: str) -> int:
+    """Peak so far: torch.cuda.max_memory_reserved on GPU, peak RSS (ru_maxrss) on CPU, in bytes."""
+    if device == "cuda":
+        try:
+            import torch
+
+            return int(torch.cuda.max_memory_reserved())
+        except Exception:
+            return 0
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def error_pct(estimate: int | None, peak: int | None) -> float | None:
+    """(estimate - measured) / measured in percent: positive means the estimate was above the peak."""
+    if not estimate or not peak:
+        return None
+    return round(100.0 * (estimate - peak) / peak, 1)
+
+
+def memory_fields(facts: dict | None, peak: int) -> dict:
+    estimate = facts.get("comparable_bytes") if facts else None
+    return {"memory_estimate_bytes": estimate, "memory_peak_bytes": peak or None,
+            "memory_error_pct": error_pct(estimate, peak), "memory_measure": facts.get("measure") if facts else None}
+
+
+def make_memory_callback(run, facts: dict | None, device: str):
+    from transformers import TrainerCallback
+
+    class MemoryPeak(TrainerCallback):
+        """Keeps the peak in status.json at every log; one `memory` event at the end of training."""
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            try:
+                if logs and "loss" in logs:
+                    run.write_status(run.read_status().get("state", "running"), **memory_fields(facts, measured_peak(device)))
+            except Exception:
+                pass
+            return control
+
+        def on_train_end(self, args, state, control, **kw):
+            try:
+                fields = memory_fields(facts, measured_peak(device))
+                run.append_event("memory", step=state.global_step, **fields,
+                                 estimate_total_bytes=facts.get("total_bytes") if facts else None,
+                                 breakdown=facts.get("breakdown") if facts else None)
+                run.write_status(run.read_status().get("state", "running"), **fields)
+            except Exception:
+                pass
+            return control
+
+    return MemoryPeak()

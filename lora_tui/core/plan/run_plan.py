@@ -1,0 +1,229 @@
+"""One run plan: precision, attention, batching, kernels, batch and checkpointing, decided once.
+
+``plan_run(config, facts, ...)`` turns a Config and the device's facts (``DeviceFacts``: device,
+compute capability, bf16, installed kernels, world size) into a ``RunPlan``. The same function, fed
+the same facts, is what ``lora-tui estimate``, the wizard, the trainer and every rank use, so they
+cannot disagree: the trainer records the plan in its ``started`` event, the multi-rank supervisor
+hands its plan to every rank (``plan_env`` / ``plan_from_env``), and a resumed run keeps the first
+start's batch.
+
+``candidate_plans`` lists the plans a measuring probe may choose among (same effective batch, other
+memory / speed trades); ``choose_plan`` takes the probe's measurements (or none: the estimate's pick).
+
+The plan is the choice; the Config is what the user asked for. Nothing here changes a Config.
+Must not import torch, transformers or textual (the wizard imports it at start-up).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+
+ENV_PLAN = "LORA_TUI_PLAN"  # the supervisor's RunPlan as JSON: every rank trains with the same one
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    """What the plan depends on besides the Config: read once, from NVML (no torch needed) or torch."""
+
+    device: str = "cpu"  # "cpu" | "cuda"
+    capability: tuple[int, int] | None = None  # CUDA compute capability of GPU 0
+    bf16: bool = False  # the GPU computes in bf16 (Ampere or newer); CPU: core.config.effective_precision decides
+    flash_attention: str | None = None  # "flash_attention_3" | "flash_attention_2" | None (installed package)
+    liger: bool = False  # liger-kernel installed (used on CUDA only)
+    world_size: int = 1
+    free_bytes: int | None = None  # GPU 0's free memory, or available RAM on CPU (informative: the estimate reads hardware)
+
+    @classmethod
+    def from_hardware(cls, hardware=None, device: str | None = None, world_size: int = 1,
+                      capability: tuple[int, int] | None = None, bf16: bool | None = None) -> "DeviceFacts":
+        """Facts from a ``hardware.HardwareReport`` (NVML). ``capability`` / ``bf16``: torch's reading,
+        used only where NVML had none (the trainer passes them)."""
+        from lora_tui.core.train.engine import flash_attention_available, liger_available
+
+        gpus = list(getattr(hardware, "gpus", None) or [])
+        device = device or ("cuda" if gpus else "cpu")
+        gpu = gpus[0] if gpus and device == "cuda" else None
+        cap = tuple(gpu.compute_capability) if gpu is not None and gpu.compute_capability else capability
+        if device == "cuda":
+            has_bf16 = (cap[0] >= 8) if cap else bool(bf16 if bf16 is not None else getattr(gpu, "bf16", False))
+            free = getattr(gpu, "memory_free", None)
+            return cls("cuda", cap, has_bf16, flash_attention_available(), liger_available(), world_size, free)
+        return cls("cpu", None, False, None, False, world_size, getattr(hardware, "ram_available", None))
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["capability"] = list(self.capability) if self.capability else None
+        return out
+
+
+@dataclass
+class RunPlan:
+    """Every engine choice of one run, and why each was made (shown in the wizard, recorded in events)."""
+
+    device: str = "cpu"
+    precision: str = "fp32"  # "fp32" | "bf16" | "fp16"
+    attention: str = "sdpa"
+    batching: str = "grouped"  # "grouped" | "padding_free" | "packed" | "token_budget"
+    kernels: list[str] = field(default_factory=lambda: ["lean_head"])
+    micro_batch: int = 4  # rows per micro-batch; token_budget: 1 packed row of up to tokens_per_batch tokens
+    grad_accum: int = 4
+    gradient_checkpointing: bool = False
+    tokens_per_batch: int | None = None  # token_budget only: tokens per micro-batch
+    max_seq_len: int = 512
+    longest: int | None = None  # the data's longest tokenized row, when known
+    world_size: int = 1
+    capability: tuple[int, int] | None = None
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rows_per_step(self) -> int | None:
+        """Rows per optimiser step and device (None: token_budget, where it is stated in tokens)."""
+        return None if self.batching == "token_budget" else self.micro_batch * self.grad_accum
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Most tokens per optimiser step and device: token_budget exactly what its bins may hold, else rows x row length."""
+        if self.batching == "token_budget" and self.tokens_per_batch:
+            return self.tokens_per_batch * self.grad_accum
+        rows = self.longest if self.longest and self.batching != "packed" else self.max_seq_len
+        return self.micro_batch * self.grad_accum * min(rows, self.max_seq_len)
+
+    def batch_line(self) -> str:
+        """The batch in the user's words: '8 x 4 = 32 rows per step' or '4096 tokens x 4 = 16384 tokens per step'."""
+        return batch_text(self.to_dict())
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["capability"] = list(self.capability) if self.capability else None
+        out["tokens_per_step"] = self.tokens_per_step
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunPlan":
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        if values.get("capability"):
+            values["capability"] = tuple(values["capability"])
+        return cls(**values)
+
+    def replace(self, **changes) -> "RunPlan":
+        return replace(self, **changes)
+
+    def applied_to(self, config):
+        """A copy of ``config`` with every choice of this plan written in (no auto left), for what takes a
+        Config (the memory estimate of the planned run). ``config`` itself is not changed."""
+        out = config.copy()
+        t = out.training
+        t.micro_batch, t.grad_accum, t.gradient_checkpointing = self.micro_batch, self.grad_accum, self.gradient_checkpointing
+        t.attention, t.batching = self.attention, self.batching  # precision: the plan's is effective_precision(config)
+        t.kernels = "liger" if "liger" in self.kernels else "none"
+        if self.batching == "token_budget" and self.tokens_per_batch:
+            rows, rest = divmod(self.tokens_per_batch, out.data.max_seq_len)
+            if t.tokens_per_batch is None and rows and not rest:  # auto's form: micro-batch rows of max_seq_len
+                t.micro_batch = rows
+            else:
+                t.tokens_per_batch = self.tokens_per_batch
+        return out
+
+
+def batch_text(started: dict) -> str:
+    """The batch of a ``started`` event (or ``RunPlan.to_dict()``) in the user's words, '' when not recorded:
+    '8 x 4 = 32 rows per step', or with a token budget '4096 tokens x 4 = 16384 tokens per step'."""
+    micro, accum, tokens = started.get("micro_batch"), started.get("grad_accum") or 1, started.get("tokens_per_batch")
+    if tokens and started.get("batching") == "token_budget":
+        return f"{tokens} tokens x {accum} = {tokens * accum} tokens per step"
+    return f"{micro} x {accum} = {micro * accum} rows per step" if micro else ""
+
+
+def engine_fields(config, facts: DeviceFacts) -> tuple[str, str, dict]:
+    """(attention, batching, reasons) as the plan resolves them: the one place they are decided."""
+    from lora_tui.core.train.engine import choose_attention, choose_batching
+
+    t = config.training
+    attention, why_attention = choose_attention(t.attention, facts.device, facts.capability, flash=facts.flash_attention)
+    batching, why_batching = choose_batching(t.batching, facts.device, attention)
+    return attention, batching, {"attention": why_attention, "batching": why_batching}
+
+
+def plan_run(config, facts: DeviceFacts, hardware=None, longest: int | None = None, batch=None) -> RunPlan:
+    """The run's plan. ``hardware``: the report the memory estimate reads (free memory); ``longest``: the
+    data's longest tokenized row when known; ``batch``: an ``auto_batch.BatchChoice`` already made
+    (a resumed run's, the supervisor's), else it is chosen here."""
+    from lora_tui.core.plan.auto_batch import choose_batch
+    from lora_tui.core.config import effective_precision
+    from lora_tui.core.train.engine import choose_kernels
+
+    attention, batching, reasons = engine_fields(config, facts)
+    kernels, why_kernels = choose_kernels(config.training.kernels, facts.device, liger=facts.liger)
+    precision = effective_precision(config, facts.device, facts.bf16)
+    if batch is None:
+        batch = choose_batch(config, hardware, facts.device, facts.world_size, longest,
+                             engine={"attention": attention, "batching": batching})
+    tokens = getattr(batch, "tokens_per_batch", None) if batching == "token_budget" else None
+    return RunPlan(device=facts.device, precision=precision, attention=attention, batching=batching, kernels=kernels,
+                   micro_batch=batch.micro_batch, grad_accum=batch.grad_accum,
+                   gradient_checkpointing=batch.gradient_checkpointing, tokens_per_batch=tokens,
+                   max_seq_len=config.data.max_seq_len, longest=longest, world_size=facts.world_size,
+                   capability=facts.capability,
+                   reasons={**reasons, "kernels": why_kernels, **batch.reasons})
+
+
+def candidate_plans(config, facts: DeviceFacts, hardware=None, longest: int | None = None) -> list[RunPlan]:
+    """Plans with the same effective batch a measuring probe may choose among, the estimate's pick first.
+
+    Varies what is on ``auto`` in the config: the micro-batch / token budget (each divisor of the effective
+    batch that the estimate says fits), checkpointing, and Liger kernels where installed. Each plan's
+    ``reasons['candidate']`` says what it varies."""
+    from lora_tui.core.plan.auto_batch import batch_candidates
+
+    first = plan_run(config, facts, hardware, longest)
+    out = [first]
+    seen = {_key(first)}
+    t = config.training
+    kernel_options = [first.kernels]
+    if t.kernels == "auto" and "liger" in first.kernels:
+        kernel_options.append([k for k in first.kernels if k != "liger"])
+    for batch in batch_candidates(config, hardware, facts.device, facts.world_size, longest,
+                                  engine={"attention": first.attention, "batching": first.batching}):
+        for kernels in kernel_options:
+            plan = plan_run(config, facts, hardware, longest, batch=batch).replace(kernels=list(kernels))
+            if _key(plan) not in seen:
+                seen.add(_key(plan))
+                plan.reasons["candidate"] = (f"{plan.batch_line()}, checkpointing {'on' if plan.gradient_checkpointing else 'off'}"
+                                             f", kernels {'+'.join(plan.kernels)}")
+                out.append(plan)
+    return out
+
+
+def _key(plan: RunPlan) -> tuple:
+    return (plan.micro_batch, plan.grad_accum, plan.tokens_per_batch, plan.gradient_checkpointing, tuple(plan.kernels),
+            plan.attention, plan.batching)
+
+
+def choose_plan(candidates: list[RunPlan], measured: dict[int, dict] | None = None) -> RunPlan:
+    """The plan to train with. ``measured``: candidate index -> {"tokens_per_s": ..., "peak_bytes": ...}
+    from a probe. A heavier plan must be measurably faster (>= 5 %) than the lightest one measured, else
+    the lighter one is taken. Without measurements: the estimate's pick (the first candidate)."""
+    if not measured:
+        return candidates[0]
+    ok = {i: m for i, m in measured.items() if m.get("tokens_per_s")}
+    if not ok:
+        return candidates[0]
+    by_memory = sorted(ok, key=lambda i: ok[i].get("peak_bytes") or 0)
+    best = by_memory[0]
+    for i in by_memory[1:]:
+        if ok[i]["tokens_per_s"] >= 1.05 * ok[best]["tokens_per_s"]:
+            best = i
+    return candidates[best]
+
+
+def plan_env(plan: RunPlan) -> dict:
+    return {ENV_PLAN: json.dumps(plan.to_dict())}
+
+
+def plan_from_env() -> RunPlan | None:
+    """The supervisor's plan, in a rank it launched (None: a single-process run)."""
+    text = os.environ.get(ENV_PLAN, "")
+    return RunPlan.from_dict(json.loads(text)) if text else None
