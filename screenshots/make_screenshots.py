@@ -63,7 +63,7 @@ def svg_to_png(svg: Path, png: Path) -> None:
 
 def live_scenes(tmp: Path) -> dict:
     """A run in progress (lock held by this process, as a trainer would) and the quit question."""
-    from lora_tui.core.runs import RunDirectory
+    from lora_tui.core.run.runs import RunDirectory
     from lora_tui.ui.app import make_app
     from tests.snapshot_apps.fixed import FixedBackend, snapshot_state
     from tests.snapshot_apps.make_demo_run import write_demo_run
