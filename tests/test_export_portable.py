@@ -28,7 +28,8 @@ def _fake_hub_cache(hf_home: Path, repo_id: str, model_dir: Path) -> None:
 
 
 def test_portable_base_names(tiny_model_dir):
-    from lora_tui.core.export.hub import EMBEDDED_HUB_ID, local_base, portable_base
+    from lora_tui.core.model.embedded import EMBEDDED_HUB_ID
+    from lora_tui.core.model.hub_ids import local_base, portable_base
 
     assert portable_base("embedded") == (EMBEDDED_HUB_ID, True)
     assert portable_base("Qwen/Qwen2.5-0.5B-Instruct") == ("Qwen/Qwen2.5-0.5B-Instruct", True)
@@ -42,7 +43,7 @@ def test_embedded_adapter_loads_with_plain_peft_where_the_cache_path_does_not_ex
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lora_tui.core.config import Config, save_config
-    from lora_tui.core.export.hub import EMBEDDED_HUB_ID
+    from lora_tui.core.model.embedded import EMBEDDED_HUB_ID
     from lora_tui.core.run.runs import RunDirectory
     from lora_tui.core.train.training import save_adapter
 
@@ -87,7 +88,7 @@ def test_embedded_adapter_loads_with_plain_peft_where_the_cache_path_does_not_ex
 def test_bare_embedded_adapter_still_finds_the_offline_copy(tmp_path, tiny_model_dir, monkeypatch):
     from lora_tui.core.run.adapters import find_adapter
     from lora_tui.core.model.embedded import EMBEDDED_MODEL
-    from lora_tui.core.export.hub import EMBEDDED_HUB_ID
+    from lora_tui.core.model.embedded import EMBEDDED_HUB_ID
 
     run = Path(make_fake_run(tmp_path, tiny_model_dir))
     bare = tmp_path / "copied-adapter"

@@ -24,6 +24,8 @@ from typing import Callable
 
 from lora_tui.core.run.adapters import AdapterError, find_adapter
 from lora_tui.core.chat.session import apply_training_template
+from lora_tui.core.export.check import learned_end_token
+from lora_tui.core.model.hub_ids import portable_base
 from lora_tui.core.export.modelfile import write_modelfile  # noqa: F401  (public here too, as documented)
 from lora_tui.core.run.runs import CHECKPOINT_MARKER, RunDirectory
 
@@ -260,8 +262,6 @@ def merge_adapter(run: str | Path, out: str | Path, *, dtype: str = "auto", over
 
 def _stop_on_learned_eos(folder: Path, tokenizer, template: str) -> None:
     """Make the end-of-turn token training taught a stop token of generation_config.json."""
-    from lora_tui.core.export.check import learned_end_token
-
     path = folder / "generation_config.json"
     end = learned_end_token(tokenizer, template)
     if end is None:
@@ -288,7 +288,6 @@ def export_gguf(run: str | Path, out: str | Path | None = None, *, gguf_type: st
     """Merge the adapter and write one GGUF file (tokenizer, chat template, EOS inside) plus a Modelfile."""
     import tempfile
 
-    from lora_tui.core.export.check import learned_end_token
     from lora_tui.core.export.gguf import GGUF_TYPES, GGUFExportError, gguf_architecture, write_gguf
     from lora_tui.core.export.gguf_kquant import KQUANT_TYPES, kquant_missing
     from lora_tui.core.export.modelfile import format_for, modelfile_text
@@ -353,8 +352,6 @@ def _write_gguf_card(folder: Path, source, info) -> None:
     except OSError:
         return
     from huggingface_hub import ModelCard, ModelCardData
-
-    from lora_tui.core.export.hub import portable_base
 
     base, is_hub = portable_base(source.base_model)
     files = sorted(p.name for p in folder.glob("*.gguf"))

@@ -1,8 +1,7 @@
 """The Hugging Face Hub side of a run: a portable base-model reference in the adapter, and `push`.
 
-- ``portable_base``: what ``adapter_config.json`` should name as its base: the hub id for the
-  embedded model and for hub models (so ``AutoPeftModelForCausalLM.from_pretrained(adapter)``
-  works on any machine), a local directory's path for a local base (there is nothing better).
+- ``make_adapter_portable``: rewrite ``adapter_config.json`` to name the base by its hub id
+  (``lora_tui.core.model.hub_ids.portable_base``), so the adapter loads on any machine.
 - ``upload_plan`` / ``push_run``: upload the adapter with its model card, or the merged model,
   or the GGUF file(s), through ``huggingface_hub``. The token comes from HF_TOKEN or the hub
   client's login (``huggingface_hub.get_token``) and is handed to nothing but the hub client:
@@ -18,23 +17,14 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+from lora_tui.core.export.artefacts import export_summary, is_trainer_state
+from lora_tui.core.model.hub_ids import portable_base
+from lora_tui.core.model.models import hub_reachable
+from lora_tui.core.run.adapters import AdapterError
 
 
 class PushError(RuntimeError):
     """Nothing was uploaded; the message says why in one line."""
-
-
-def portable_base(model_name: str) -> tuple[str, bool]:
-    """(reference for base_model_name_or_path, whether it is a hub id)."""
-    from lora_tui.core.model.embedded import is_embedded
-    from lora_tui.core.model.models import model_kind
-
-    if is_embedded(model_name):
-        return EMBEDDED_HUB_ID, True
-    if model_kind(model_name) == "hub":
-        return str(model_name), True
-    return str(Path(os.path.expanduser(str(model_name))).resolve()), False
 
 
 def make_adapter_portable(adapter_dir: str | Path, model_name: str) -> str:
@@ -78,9 +68,6 @@ def _folder_files(folder: Path) -> list[tuple[Path, str]]:
 
 def upload_plan(run: str | Path, repo_id: str, *, merged: bool = False, gguf: bool = False) -> UploadPlan:
     """What `push` would send. Raises PushError when the wanted artefact does not exist yet."""
-    from lora_tui.core.run.adapters import AdapterError
-    from lora_tui.core.export.artefacts import export_summary
-
     if merged and gguf:
         raise PushError("choose one of --merged or --gguf (push them to separate repositories).")
     if "/" not in repo_id or repo_id.count("/") != 1 or not all(repo_id.split("/")):
@@ -108,16 +95,13 @@ def upload_plan(run: str | Path, repo_id: str, *, merged: bool = False, gguf: bo
         return UploadPlan(repo_id, "gguf", files)
     if not summary["adapter"]:
         raise PushError(f"this run has no adapter yet (state: {summary['state']}). Fix: wait for it to finish, or stop it.")
-    from lora_tui.core.export.artefacts import is_trainer_state  # a checkpoint given as RUN: its resume state stays home
-
+    # a checkpoint given as RUN: its resume state stays home
     return UploadPlan(repo_id, "adapter", [f for f in _folder_files(Path(summary["adapter"]))
                                            if not is_trainer_state(f[0].name)])
 
 
 def push_run(plan: UploadPlan, *, private: bool = False) -> str:
     """Create the repository (if needed) and upload the plan's files in one commit. Returns the repo URL."""
-    from lora_tui.core.model.models import hub_reachable
-
     if not hub_reachable():
         raise PushError("cannot reach the Hugging Face Hub from here (no network); nothing was uploaded.")
     from huggingface_hub import CommitOperationAdd, HfApi
@@ -139,20 +123,3 @@ def push_run(plan: UploadPlan, *, private: bool = False) -> str:
     except OSError as exc:
         raise PushError(f"the upload failed (network): {exc.strerror or exc}") from None
     return str(url)
-
-
-def local_base(reference: str) -> str:
-    """The base to load for an adapter naming ``reference``: the embedded copy for the embedded model's
-    hub id when the hub's own copy is not in the local cache (so chat and export keep working offline)."""
-    if reference != EMBEDDED_HUB_ID:
-        return reference
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        if isinstance(try_to_load_from_cache(reference, "config.json"), str):
-            return reference
-    except Exception:
-        pass
-    from lora_tui.core.model.embedded import EMBEDDED_MODEL
-
-    return EMBEDDED_MODEL

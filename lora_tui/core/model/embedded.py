@@ -20,6 +20,7 @@ from typing import Callable
 from lora_tui.core.paths import cache_dir
 
 EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the same model on the hub: what adapters name
 EMBEDDED_ALIASES = {EMBEDDED_MODEL.lower(), "embedded", "smollm2-135m-instruct", "default"}
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Bump when the conversion recipe changes so stale copies are rebuilt.

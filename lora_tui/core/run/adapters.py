@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from lora_tui.core.model.hub_ids import local_base
 from lora_tui.core.run.runs import STATES_DONE, RunDirectory, RunError, quoted
 
 
@@ -45,9 +46,7 @@ def _base_from_adapter_config(adapter_dir: Path) -> str:
     if not base:
         raise AdapterError(f"{adapter_dir / 'adapter_config.json'} does not name its base model "
                         "(base_model_name_or_path). Fix: give the run directory instead of the adapter.")
-    from lora_tui.core.export.hub import local_base  # the embedded model's hub id -> its offline copy here
-
-    return local_base(str(base))
+    return local_base(str(base))  # the embedded model's hub id -> its offline copy here
 
 
 def _run_owning(adapter_dir: Path) -> RunDirectory | None:

@@ -15,8 +15,7 @@ import os
 from pathlib import Path
 
 from lora_tui.core.config import ConfigError, load_config
-from lora_tui.core.model.embedded import is_embedded
-from lora_tui.core.export.hub import EMBEDDED_HUB_ID
+from lora_tui.core.model.embedded import EMBEDDED_HUB_ID, is_embedded
 from lora_tui.core.run.history import RunHistory
 from lora_tui.core.run.runs import RunDirectory, RunError, file_sha256
 from lora_tui.core.units import gib

@@ -15,7 +15,8 @@ Probing leaves no trace on the run: gradients are dropped, the RNG states and TR
 back, no optimizer exists yet, and Liger patches are undone when Liger is not chosen, so a run that
 probed trains exactly like one configured with the chosen plan (tests/test_probe.py).
 
-``probe_trainer`` measures and applies plans on the built trainer; ``probe_cache`` keeps the results.
+``probe_types`` holds the plans and measurements; ``probe_trainer`` measures and applies plans on the
+built trainer; ``probe_cache`` keeps the results.
 Not probed: ``torch.compile`` (its first compile takes longer than the whole probe; see the README).
 Must not import torch / transformers at module top, nor touch textual.
 """
@@ -26,49 +27,16 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 
+from lora_tui.core.train.probe_cache import cache_key, cached, store
+from lora_tui.core.train.probe_trainer import (LigerPatch, Untouched, apply, checkpointing_on, estimate, lengths_of, measure,
+                                               memory_budget, rows_for)
+from lora_tui.core.train.probe_types import TIMED_STEPS, WARMUP_STEPS, Candidate, Measurement
+
 PROBE_CHOICES = ("auto", "on", "off")
 FASTER_BY = 1.05  # a heavier plan is taken only when this much faster (tokens/s) than the lighter one
-WARMUP_STEPS, TIMED_STEPS = 1, 2
 MAX_CANDIDATES = 12  # measured at most; the walks usually stop well before
 MAX_SECONDS = {"cuda": 90.0, "cpu": 600.0}  # stop measuring past this (a slow GPU or a huge model)
-MEMORY_SHARE = 0.90  # a measured peak within this share of the GPU memory this process can hold fits
 ESTIMATE_SLACK = 1.5  # candidates whose estimate is over budget x this are not even tried (no OOM fishing)
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One plan the probe can measure. ``tokens_per_batch`` is set for token-budget batching."""
-
-    micro_batch: int
-    grad_accum: int
-    gradient_checkpointing: bool
-    liger: bool = False
-    tokens_per_batch: int | None = None
-
-    def label(self) -> str:
-        size = (f"{self.tokens_per_batch} tokens" if self.tokens_per_batch
-                else f"{self.micro_batch} row{'s' if self.micro_batch > 1 else ''}")
-        return (f"{size} x {self.grad_accum}, checkpointing {'on' if self.gradient_checkpointing else 'off'}"
-                + (", Liger" if self.liger else ""))
-
-
-@dataclass
-class Measurement:
-    candidate: Candidate
-    tokens_per_s: float | None = None
-    peak_bytes: int | None = None  # torch.cuda.max_memory_reserved during its steps (None on CPU)
-    estimate_bytes: int | None = None
-    over: bool = False  # out of memory, or measured over the budget
-    note: str = ""
-
-    def weight(self) -> float:
-        """How heavy the plan is: its measured peak, else its estimate."""
-        return float(self.peak_bytes if self.peak_bytes is not None else self.estimate_bytes or 0)
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["candidate"]["label"] = self.candidate.label()
-        return out
 
 
 @dataclass
@@ -217,9 +185,6 @@ def settle(trainer, config, choice, device: str, *, hardware=None, lengths: list
     ``choice``: the engine's choice (its plan is among the candidates); ``lengths``: the train rows' token
     counts; ``liger_patch``: given when the probe decides Liger (the trainer was built without it);
     ``on_line``: called with each line worth showing (the Training screen's log tail)."""
-    from lora_tui.core.train.probe_cache import cache_key, cached, store
-    from lora_tui.core.train.probe_trainer import Untouched, apply, checkpointing_on, estimate, measure, memory_budget, rows_for
-
     say = on_line or (lambda line: None)
     started = time.monotonic()
     lengths = list(lengths or [])
@@ -323,7 +288,6 @@ def for_run(run, trainer, config, choice, device: str, *, resume: bool, hardware
     ``started`` event, or None when the probe is off."""
     if not enabled(config, device) or world_size > 1:
         return None  # several ranks would have to agree on one measurement: not probed (yet)
-    from lora_tui.core.train.probe_trainer import LigerPatch, apply, lengths_of
 
     patch = LigerPatch(trainer.model) if liger_deferred else None
     train_dataset = train_dataset if train_dataset is not None else trainer.train_dataset

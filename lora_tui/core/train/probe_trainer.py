@@ -12,7 +12,7 @@ import copy
 import random
 import time
 
-from lora_tui.core.train.probe import MEMORY_SHARE, TIMED_STEPS, WARMUP_STEPS, Candidate, Measurement
+from lora_tui.core.train.probe_types import MEMORY_SHARE, TIMED_STEPS, WARMUP_STEPS, Candidate, Measurement
 
 
 class Untouched:
