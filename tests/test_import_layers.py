@@ -1,0 +1,293 @@
+"""The layers of lora_tui/core hold, imports inside functions included (issue 18 item 2).
+
+The walker reads every module of core with ``ast`` and records each import with its file and line,
+whether at module top or inside a function (the "import torch lazily" habit must not hide a cycle).
+Relative imports and ``from lora_tui.core import x`` / ``from lora_tui.core.train import engine``
+are resolved to the module they load. Imports under ``if TYPE_CHECKING:`` are left out: they never
+run, so they cannot make an import cycle (core has none today).
+
+Nodes: each sub-package of core (``train``, ``export``, ...) is one node, and each base module at
+core's top (``config``, ``units``, ...) is its own node. The tests fail on a cycle between nodes,
+on a cycle between modules, and on core importing the UI, the commands or the CLI.
+
+``python3 tests/test_import_layers.py`` prints the sub-package map (``layer_map()``).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent / "lora_tui"
+CORE = "lora_tui.core"
+FORBIDDEN = ("lora_tui.ui", "lora_tui.commands", "lora_tui.cli")
+
+
+@dataclass(frozen=True)
+class Import:
+    source: str  # importing module, dotted
+    target: str  # imported module, dotted (the deepest module that exists)
+    path: Path
+    line: int
+    in_function: bool
+
+    def where(self) -> str:
+        path = self.path.relative_to(PACKAGE_ROOT.parent) if self.path.is_relative_to(PACKAGE_ROOT.parent) else self.path
+        return f"{path}:{self.line}{' (in a function)' if self.in_function else ''}"
+
+
+def _module_name(path: Path, package_dir: Path) -> str:
+    parts = list(path.relative_to(package_dir.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _imports_in(tree: ast.Module):
+    """(node, in_function) for every import that can run, skipping `if TYPE_CHECKING:` bodies."""
+    stack: list[tuple[ast.AST, bool]] = [(tree, False)]
+    while stack:
+        node, in_function = stack.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node, in_function
+            continue
+        inside = in_function or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            children = node.orelse  # the TYPE_CHECKING body never runs
+        else:
+            children = list(ast.iter_child_nodes(node))
+        stack.extend((child, inside) for child in children)
+
+
+def import_edges(package_dir: Path, scope: str | None = None) -> list[Import]:
+    """Every import made by the modules under ``scope`` (dotted; default: the whole package) of the
+    package at ``package_dir``, each resolved to the module it loads. Imports of modules outside the
+    package are kept only when they name the package's own top (e.g. ``lora_tui.ui``)."""
+    files = {_module_name(p, package_dir): p for p in sorted(package_dir.rglob("*.py"))}
+    top = package_dir.name
+    scope = scope or top
+
+    def deepest(name: str) -> str | None:
+        while name and name not in files:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    out: list[Import] = []
+    for module, path in files.items():
+        if module != scope and not module.startswith(scope + "."):
+            continue
+        is_package = path.name == "__init__.py"
+        for node, in_function in _imports_in(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                base = node.module or ""
+                if node.level:
+                    here = module.split(".") if is_package else module.split(".")[:-1]
+                    here = here[: len(here) - (node.level - 1)]
+                    base = ".".join(here + ([base] if base else []))
+                # `from pkg import x` loads pkg.x when x is a module, else pkg itself
+                names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in files else base for alias in node.names]
+            targets = {deepest(name) for name in names if name == top or name.startswith(top + ".")}
+            out += [Import(module, target, path, node.lineno, in_function)
+                    for target in sorted(targets - {None, module})]
+    return out
+
+
+def node_of(module: str, scope: str = CORE) -> str | None:
+    """The layer node of a module: its sub-package of ``scope``, or the base module itself."""
+    if module == scope:
+        return scope.rpartition(".")[2]
+    if not module.startswith(scope + "."):
+        return None
+    return module[len(scope) + 1:].split(".")[0]
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one member (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    found: list[list[str]] = []
+    counter = 0
+    nodes = sorted(set(edges) | {t for targets in edges.values() for t in targets})
+    for root in nodes:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(edges.get(root, ()))))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(edges.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def graphs(imports: list[Import], scope: str = CORE) -> tuple[dict, dict, dict]:
+    """(module graph, node graph, imports behind each node edge)."""
+    modules: dict[str, set[str]] = defaultdict(set)
+    nodes: dict[str, set[str]] = defaultdict(set)
+    behind: dict[tuple[str, str], list[Import]] = defaultdict(list)
+    for imp in imports:
+        a, b = node_of(imp.source, scope), node_of(imp.target, scope)
+        if a is None or b is None:
+            continue
+        modules[imp.source].add(imp.target)
+        if a != b:
+            nodes[a].add(b)
+            behind[(a, b)].append(imp)
+    return modules, nodes, behind
+
+
+def describe_cycle(members: list[str], behind: dict) -> str:
+    lines = [f"cycle between {', '.join(members)}:"]
+    for (a, b), imps in sorted(behind.items()):
+        if a in members and b in members:
+            lines.append(f"  {a} -> {b}")
+            lines += [f"      {imp.where()}  {imp.source} imports {imp.target}" for imp in imps]
+    return "\n".join(lines)
+
+
+def layer_map(package_dir: Path = PACKAGE_ROOT, scope: str = CORE) -> str:
+    """The sub-package graph, lowest floor first: each node, its floor, and what it imports."""
+    _, nodes, behind = graphs(import_edges(package_dir, scope), scope)
+    everything = sorted(set(nodes) | {t for ts in nodes.values() for t in ts}
+                        | {node_of(_module_name(p, package_dir), scope) for p in (package_dir / scope.split(".", 1)[1]).rglob("*.py")
+                           if _module_name(p, package_dir) != scope})
+    loops = cycles(nodes)
+    group = {m: "{" + ", ".join(c) + "}" for c in loops for m in c}  # a cycle's members share one floor
+    floors: dict[str, int] = {}
+
+    def floor(node: str) -> int:  # 0 for a node importing nothing of core, else one above its highest import
+        key = group.get(node, node)
+        if key not in floors:
+            floors[key] = 0
+            members = [m for m in everything if group.get(m, m) == key]
+            floors[key] = 1 + max((floor(t) for m in members for t in nodes.get(m, ()) if group.get(t, t) != key),
+                                  default=-1)
+        return floors[key]
+
+    lines = ["floor  node: what it imports (* only inside functions)"]
+    for node in sorted(everything, key=lambda n: (floor(n), n)):
+        targets = [t + ("*" if all(imp.in_function for imp in behind[(node, t)]) else "") for t in sorted(nodes.get(node, ()))]
+        lines.append(f"{floor(node):>5}  {node}: {', '.join(targets) or '-'}"
+                     + (f"  CYCLE {group[node]}" if node in group else ""))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ the tests
+def test_no_cycle_between_sub_packages():
+    _, nodes, behind = graphs(import_edges(PACKAGE_ROOT, CORE))
+    found = cycles(nodes)
+    assert not found, "\n" + "\n".join(describe_cycle(c, behind) for c in found)
+
+
+def test_no_cycle_between_modules():
+    imports = import_edges(PACKAGE_ROOT, CORE)
+    modules, _, _ = graphs(imports)
+    found = cycles(modules)
+    lines = []
+    for members in found:
+        lines.append(f"cycle between {', '.join(members)}:")
+        lines += [f"  {imp.where()}  {imp.source} imports {imp.target}" for imp in imports
+                  if imp.source in members and imp.target in members]
+    assert not found, "\n" + "\n".join(lines)
+
+
+def test_core_never_imports_the_ui_the_commands_or_the_cli():
+    bad = [imp for imp in import_edges(PACKAGE_ROOT, CORE) if imp.target.startswith(FORBIDDEN)]
+    assert not bad, "\n".join(f"{imp.where()}  {imp.source} imports {imp.target}" for imp in bad)
+
+
+def _write(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root / "pkg"
+
+
+def test_the_walker_sees_cycles_hidden_in_functions(tmp_path):
+    """A tiny package: core/low imports core/high only inside a function, through each import form."""
+    pkg = _write(tmp_path, {
+        "pkg/__init__.py": "",
+        "pkg/ui.py": "",
+        "pkg/core/__init__.py": "",
+        "pkg/core/config.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.core.high import job\n",
+        "pkg/core/low/__init__.py": "",
+        "pkg/core/low/base.py": "def f():\n    from pkg.core.high import job\n    return job\n",
+        "pkg/core/low/other.py": "def g():\n    from ..high import job\n    from pkg.core import config\n",
+        "pkg/core/high/__init__.py": "",
+        "pkg/core/high/job.py": "from pkg.core.low import base\nimport pkg.core.low.other\n\n"
+                                "class A:\n    def m(self):\n        from pkg import ui\n",
+    })
+    imports = import_edges(pkg, "pkg.core")
+    found = {(i.source, i.target, i.line, i.in_function) for i in imports}
+    assert ("pkg.core.low.base", "pkg.core.high.job", 2, True) in found  # absolute, in a function
+    assert ("pkg.core.low.other", "pkg.core.high.job", 2, True) in found  # relative
+    assert ("pkg.core.low.other", "pkg.core.config", 3, True) in found  # `from package import module`
+    assert ("pkg.core.high.job", "pkg.core.low.other", 2, False) in found  # `import a.b.c`
+    assert ("pkg.core.high.job", "pkg.ui", 6, True) in found  # in a method
+    assert not any(i.source == "pkg.core.config" for i in imports)  # TYPE_CHECKING is left out
+
+    modules, nodes, behind = graphs(imports, "pkg.core")
+    assert cycles(nodes) == [["high", "low"]]
+    assert cycles(modules) == [["pkg.core.high.job", "pkg.core.low.base", "pkg.core.low.other"]]
+    message = describe_cycle(["high", "low"], behind)
+    assert f"{pkg / 'core' / 'low' / 'base.py'}:2 (in a function)" in message
+    assert "low -> high" in message and "high -> low" in message
+
+
+def test_the_walker_finds_no_cycle_where_arrows_point_one_way(tmp_path):
+    pkg = _write(tmp_path, {
+        "pkg/__init__.py": "",
+        "pkg/core/__init__.py": "",
+        "pkg/core/units.py": "",
+        "pkg/core/low/__init__.py": "from . import base\n",
+        "pkg/core/low/base.py": "from pkg.core import units\n",
+        "pkg/core/high/__init__.py": "",
+        "pkg/core/high/job.py": "def f():\n    from pkg.core.low import base\n",
+    })
+    _, nodes, _ = graphs(import_edges(pkg, "pkg.core"), "pkg.core")
+    assert nodes == {"low": {"units"}, "high": {"low"}}
+    assert cycles(nodes) == []
+    text = layer_map(pkg, "pkg.core")
+    assert "0  units: -" in text and "1  low: units" in text and "2  high: low*" in text
+
+
+if __name__ == "__main__":
+    print(layer_map())
