@@ -188,7 +188,7 @@ def test_alpaca_run_uses_the_training_format_and_stops_at_the_next_instruction(t
 def test_fallback_jinja_templates_render_like_the_training_formatter(kind, embedded_tokenizer):
     import copy
 
-    from lora_tui.core.chat.session import apply_training_template
+    from lora_tui.core.data.template import apply_training_template
     from lora_tui.core.data import ChatFormatter
 
     tokenizer = copy.deepcopy(embedded_tokenizer)
@@ -201,8 +201,33 @@ def test_fallback_jinja_templates_render_like_the_training_formatter(kind, embed
             formatter.prompt_text(conversation)
 
 
+def test_chat_stops_on_exactly_the_end_of_turn_tokens_training_teaches(embedded_tokenizer):
+    """Issue 18: chat kept its own end-of-turn list, and it differed from training's: it stopped on
+    <|eom_id|>, which training never teaches, and missed <|END_OF_TURN_TOKEN|>, <|end_of_text|> and
+    <｜end▁of▁sentence｜>, which training does. Each one here is a special token that a model template
+    writes after every turn; chat must stop on it exactly when training trains it after an answer."""
+    import copy
+
+    from lora_tui.core.data import ChatFormatter, Example
+    from lora_tui.core.data.template import end_of_turn_ids
+
+    markers = ["<|eom_id|>", "<|END_OF_TURN_TOKEN|>", "<|end_of_text|>", "<｜end▁of▁sentence｜>", "<|eot_id|>",
+               "<end_of_turn>", "<|end|>"]
+    tokenizer = copy.deepcopy(embedded_tokenizer)
+    tokenizer.add_special_tokens({"additional_special_tokens": markers})
+    stops = set(end_of_turn_ids(tokenizer))
+    taught = {}
+    for marker in markers:
+        tokenizer.chat_template = ("{% for m in messages %}{{ '<' + m['role'] + '>' + m['content'] + '" + marker
+                                   + "' }}{% endfor %}{% if add_generation_prompt %}{{ '<assistant>' }}{% endif %}")
+        item = ChatFormatter(tokenizer, "auto").tokenize(Example(1, ask("Hi") + [{"role": "assistant", "content": "Hello"}]), 64)
+        taught[marker] = tokenizer.convert_tokens_to_ids(marker) in item["labels"]
+    assert taught["<|END_OF_TURN_TOKEN|>"] and not taught["<|eom_id|>"]  # the test sees both kinds
+    assert {m for m in markers if tokenizer.convert_tokens_to_ids(m) in stops} == {m for m in markers if taught[m]}
+
+
 def test_stop_trimmer_cuts_at_a_stop_string_split_across_pieces():
-    from lora_tui.core.chat.session import _StopTrimmer
+    from lora_tui.core.chat.format import _StopTrimmer
 
     trimmer = _StopTrimmer(["### Instruction:"])
     out = [trimmer.feed(p) for p in ["The answer is 4.", "\n\n###", " Instr", "uction: next"]]

@@ -56,7 +56,7 @@ def test_embedded_chatml_template_with_its_default_system(embedded_tokenizer):
 
 
 def test_chatml_go_template_text(embedded_tokenizer):
-    from lora_tui.core.chat.session import CHATML_TEMPLATE
+    from lora_tui.core.data.template import CHATML_TEMPLATE
     from lora_tui.core.export.modelfile import format_for, named_format
 
     derived = format_for(with_template(embedded_tokenizer, CHATML_TEMPLATE))

@@ -23,9 +23,7 @@ from typing import Callable, Iterator
 
 from lora_tui.core.run.adapters import AdapterError, AdapterSource, find_adapter  # noqa: F401  (re-exported)
 from lora_tui.core.chat.adapters import BASE, ChatError, adapter_label, check_same_base, resolve_adapters, unique_name
-from lora_tui.core.chat.format import (  # noqa: F401  (re-exported: exports and tests import them from here)
-    ALPACA_TEMPLATE, CHATML_TEMPLATE, END_OF_TURN_TOKENS, FALLBACK_TEMPLATES, PromptFormat, _StopTrimmer, adds_bos,
-    apply_training_template, end_of_turn_ids, training_formatter)
+from lora_tui.core.chat.format import PromptFormat, _StopTrimmer
 
 Progress = Callable[[str, float], None]
 

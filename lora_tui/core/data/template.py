@@ -7,6 +7,8 @@ pad ids, so the final EOS stays trained even when pad == eos.
 
 Templates: ``auto`` uses the tokenizer's own chat template (ChatML when it has
 none); ``chatml`` and ``alpaca`` are the documented fallbacks a user can pick.
+The same format outside training (chat, exports): ``training_formatter``, the
+fallbacks as Jinja (``apply_training_template``) and ``end_of_turn_ids``.
 Transformers is never imported here: the tokenizer object is passed in.
 """
 
@@ -14,10 +16,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lora_tui.core.config import TEMPLATE_CHOICES
+
 from .bounds import clip_example
 from .records import DataError, Example
 
-TEMPLATES = ("auto", "chatml", "alpaca")
 ALPACA_PREAMBLE = ("Below is an instruction that describes a task. "
                    "Write a response that appropriately completes the request.")
 # End-of-turn markers of common chat templates; the one right after an answer is trained with it.
@@ -37,8 +40,8 @@ class ChatFormatter:
     """Render and tokenize examples the way training will see them."""
 
     def __init__(self, tokenizer, template: str = "auto", train_on_prompt: bool = False):
-        if template not in TEMPLATES:
-            raise ValueError(f"unknown template {template!r}; choose one of {', '.join(TEMPLATES)}")
+        if template not in TEMPLATE_CHOICES:
+            raise ValueError(f"unknown template {template!r}; choose one of {', '.join(TEMPLATE_CHOICES)}")
         self.tokenizer = tokenizer
         self.train_on_prompt = train_on_prompt
         self.eos = getattr(tokenizer, "eos_token", None) or ""
@@ -323,3 +326,61 @@ def _token_ranges(encoding, spans: list[tuple[int, int]]) -> list[tuple[int, int
         last = next(t for t in (encoding.char_to_token(c) for c in range(end - 1, start - 1, -1)) if t is not None)
         ranges.append((first, last))
     return ranges
+
+
+# ----- the training format outside training: chat, merged models, GGUF files, the round-trip check --------------
+# Jinja versions of ChatFormatter's fallback formats, so a merged model carries the
+# format it was trained in (tests check they render exactly what ChatFormatter renders).
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+ALPACA_TEMPLATE = (
+    "{%- set system = messages | selectattr('role', 'equalto', 'system') | map(attribute='content') | join(' ') -%}"
+    "{{ (system if system else '" + ALPACA_PREAMBLE + "') + '\n\n' }}"
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'user' -%}{{ '### Instruction:\n' + message['content'] + '\n\n' }}"
+    "{%- elif message['role'] == 'assistant' -%}{{ '### Response:\n' + message['content'] }}"
+    "{%- if not loop.last %}{{ '\n\n' }}{% else %}{{ eos_token }}{% endif -%}"
+    "{%- endif -%}{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '### Response:\n' }}{%- endif -%}"
+)
+FALLBACK_TEMPLATES = {"chatml": CHATML_TEMPLATE, "alpaca": ALPACA_TEMPLATE}
+
+
+def training_formatter(tokenizer, template: str = "auto"):
+    """The ChatFormatter training used: the model's own template (auto), or the ChatML / Alpaca fallback."""
+    return ChatFormatter(tokenizer, template=template if template in TEMPLATE_CHOICES else "auto")
+
+
+def adds_bos(tokenizer) -> bool:
+    bos = getattr(tokenizer, "bos_token_id", None)
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return bos is not None and bool(ids) and ids[0] == bos and tokenizer("a", add_special_tokens=False)["input_ids"][:1] != [bos]
+
+
+def apply_training_template(tokenizer, template: str = "auto") -> str:
+    """Set ``tokenizer.chat_template`` to the format training used, so a saved tokenizer carries it.
+    Returns the format's name: model | chatml | alpaca."""
+    kind = training_formatter(tokenizer, template).template
+    if kind != "model":
+        # Training tokenized fallback text with the tokenizer's own BOS; chat templates must write it themselves.
+        tokenizer.chat_template = ("{{ bos_token }}" if adds_bos(tokenizer) else "") + FALLBACK_TEMPLATES[kind]
+    return kind
+
+
+def end_of_turn_ids(tokenizer, model=None) -> list[int]:
+    """The ids that end an answer in chat and in exports' generation: the tokenizer's EOS, the model's
+    generation_config EOS ids, and the end-of-turn markers training teaches (END_MARKERS) that are one
+    special token here. A marker training never teaches is no stop (the model was not taught to emit it)."""
+    ids = set()
+    for source in (tokenizer.eos_token_id, getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
+        if isinstance(source, int):
+            ids.add(source)
+        elif isinstance(source, (list, tuple)):
+            ids.update(i for i in source if isinstance(i, int))
+    vocab = tokenizer.get_vocab()
+    # Only special tokens: a word piece that merely looks like "</s>" must not end an answer.
+    special = set(tokenizer.all_special_tokens) | {str(t) for t in getattr(tokenizer, "added_tokens_decoder", {}).values()}
+    ids.update(vocab[token] for token in END_MARKERS if token in vocab and token in special)
+    return sorted(ids)

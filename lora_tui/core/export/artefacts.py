@@ -22,11 +22,14 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
-from lora_tui.core.run.adapters import AdapterError, find_adapter
-from lora_tui.core.chat.session import apply_training_template
+from lora_tui.core.data.template import apply_training_template
 from lora_tui.core.export.check import learned_end_token
+from lora_tui.core.export.gguf import GGUFExportError, GGUF_TYPES, gguf_architecture, write_gguf
+from lora_tui.core.export.gguf_kquant import KQUANT_TYPES, kquant_missing
+from lora_tui.core.export.modelfile import format_for, modelfile_text, write_modelfile  # noqa: F401  (public here too, as documented)
 from lora_tui.core.model.hub_ids import portable_base
-from lora_tui.core.export.modelfile import write_modelfile  # noqa: F401  (public here too, as documented)
+from lora_tui.core.model.models import ModelSourceError, load_base_model, load_model_config, load_tokenizer, resolve_model_path
+from lora_tui.core.run.adapters import AdapterError, find_adapter
 from lora_tui.core.run.runs import CHECKPOINT_MARKER, RunDirectory
 
 Progress = Callable[[str, float], None]
@@ -182,7 +185,6 @@ def _write_merged_readme(out: Path, final: Path, source, dtype: str) -> None:
 def load_merged(source, dtype: str = "float32", on_progress: Progress | None = None):
     """(merged model, tokenizer carrying the training template, base path), all in memory."""
     report = on_progress or (lambda message, fraction: None)
-    from lora_tui.core.model.models import ModelSourceError, load_base_model, load_tokenizer, resolve_model_path
 
     try:
         base_path = resolve_model_path(source.base_model, on_progress)
@@ -222,7 +224,6 @@ def merge_adapter(run: str | Path, out: str | Path, *, dtype: str = "auto", over
     if dtype not in DTYPES:
         raise ExportError(f"dtype must be one of {', '.join(DTYPES)}, not '{dtype}'.")
     source = _final_adapter(run)
-    from lora_tui.core.model.models import ModelSourceError, resolve_model_path
 
     try:
         base_path = resolve_model_path(source.base_model, on_progress)
@@ -288,10 +289,6 @@ def export_gguf(run: str | Path, out: str | Path | None = None, *, gguf_type: st
     """Merge the adapter and write one GGUF file (tokenizer, chat template, EOS inside) plus a Modelfile."""
     import tempfile
 
-    from lora_tui.core.export.gguf import GGUF_TYPES, GGUFExportError, gguf_architecture, write_gguf
-    from lora_tui.core.export.gguf_kquant import KQUANT_TYPES, kquant_missing
-    from lora_tui.core.export.modelfile import format_for, modelfile_text
-
     if gguf_type not in GGUF_TYPES:
         raise ExportError(f"--gguf-type must be one of {', '.join(GGUF_TYPES)}, not '{gguf_type}'.")
     if gguf_type in KQUANT_TYPES and kquant_missing():  # before minutes of loading and merging
@@ -305,7 +302,6 @@ def export_gguf(run: str | Path, out: str | Path | None = None, *, gguf_type: st
         raise ExportError(f"{target} already exists. Fix: pass --overwrite to replace it, or --out to write elsewhere.")
     if target.exists() and not _is_gguf(target):  # --overwrite replaces a GGUF file, never another one
         raise ExportError(f"{target} is not a GGUF file: it was not touched. Fix: --out a new file name (.gguf).")
-    from lora_tui.core.model.models import ModelSourceError, load_model_config
 
     try:
         gguf_architecture(load_model_config(source.base_model, source.trust_remote_code, source.revision))

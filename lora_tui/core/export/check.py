@@ -21,6 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from lora_tui.core.config import load_config
+from lora_tui.core.data import DataError, Example, load_examples
+from lora_tui.core.data.template import apply_training_template, end_of_turn_ids, training_formatter
+from lora_tui.core.export.gguf import read_gguf_facts
+from lora_tui.core.export.llamacpp import LlamaCppModel, llamacpp_missing, llamacpp_version
+from lora_tui.core.model.models import load_base_model
+from lora_tui.core.run.adapters import find_adapter
+from lora_tui.core.safe_read import UnsafeFile, read_bounded
+
 IDENTICAL_NATS = 1e-3  # |difference in mean log-likelihood| per token, for "identical"
 CLOSE_NATS = 0.05  # ... for "close"
 CLOSE_AGREEMENT = 0.9  # share of positions where both models pick the same next token, for "close"
@@ -127,9 +136,6 @@ class RoundTrip:
 
 def learned_end_token(tokenizer, template: str = "auto") -> int | None:
     """The token id that ends an answer in training: the last trained label of a rendered conversation."""
-    from lora_tui.core.chat.session import training_formatter
-    from lora_tui.core.data import Example
-
     formatter = training_formatter(tokenizer, template)
     item = formatter.tokenize(Example(1, [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]), 256)
     trained = [label for label in item["labels"] if label != -100]
@@ -147,9 +153,6 @@ MAX_PROMPTS_BYTES = 4 * 2**20  # each prompt is generated in turn: more than thi
 
 def check_data(source, check_prompts: str | None, n_prompts: int, n_rows: int):
     """(prompts as message lists, held-out conversations) from --check-prompts or the run's validation data."""
-    from lora_tui.core.config import load_config
-    from lora_tui.core.data import DataError, load_examples
-
     rows = []
     if source.run is not None:
         config = load_config(source.run.config_path)
@@ -164,8 +167,6 @@ def check_data(source, check_prompts: str | None, n_prompts: int, n_rows: int):
     if check_prompts:
         path = Path(check_prompts).expanduser()
         if path.suffix.lower() in (".txt", ""):
-            from lora_tui.core.safe_read import UnsafeFile, read_bounded
-
             try:  # a FIFO is refused before it is opened; a prompts file is small
                 raw = read_bounded(path, MAX_PROMPTS_BYTES, "a prompts file", "one prompt per line in a text file")
                 lines = [line.strip() for line in raw.decode("utf-8").splitlines() if line.strip()]
@@ -242,10 +243,6 @@ def verify_export(run, artefact: str | Path, *, gguf_file: str | None = None, ch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lora_tui.core.run.adapters import find_adapter
-    from lora_tui.core.chat.session import apply_training_template, end_of_turn_ids, training_formatter
-    from lora_tui.core.model.models import load_base_model
-
     report = on_progress or (lambda message, fraction: None)
     cpp_runtime = resolve_runtime(runtime, gguf_file) == "llama.cpp"  # ValueError (one line) when it cannot run
     source = find_adapter(run, allow_checkpoint=False)
@@ -262,8 +259,6 @@ def verify_export(run, artefact: str | Path, *, gguf_file: str | None = None, ch
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     art_tok = AutoTokenizer.from_pretrained(artefact, **kwargs)  # the file's template and vocabulary, as written
     if cpp_runtime:
-        from lora_tui.core.export.llamacpp import LlamaCppModel, llamacpp_version
-
         report("Check: loading the GGUF file in llama.cpp", 0.3)
         result.runtime = f"llama.cpp, {llamacpp_version()}"
         art = LlamaCppModel(artefact / gguf_file, n_ctx=max(2048, 512 + max_new_tokens + 64))
@@ -278,8 +273,6 @@ def verify_export(run, artefact: str | Path, *, gguf_file: str | None = None, ch
     end_id = learned_end_token(ref_tok, source.template)
     result.learned_eos = ref_tok.convert_ids_to_tokens(end_id) if end_id is not None else None
     if cpp_runtime:  # what llama.cpp itself ends a completion on, among the tokens that could matter
-        from lora_tui.core.export.gguf import read_gguf_facts
-
         facts = read_gguf_facts(artefact / gguf_file)
         candidates = {i for i in (end_id, facts["eos_token_id"], facts["eot_token_id"], art_tok.eos_token_id)
                       if isinstance(i, int)}
@@ -288,8 +281,6 @@ def verify_export(run, artefact: str | Path, *, gguf_file: str | None = None, ch
     else:
         stops = _stop_ids(art, art_tok)
     if gguf_file and not cpp_runtime:
-        from lora_tui.core.export.gguf import read_gguf_facts
-
         facts = read_gguf_facts(artefact / gguf_file)  # what llama.cpp / Ollama will stop on
         stops = sorted(set(stops) | {i for i in (facts["eos_token_id"], facts["eot_token_id"]) if isinstance(i, int)})
     result.artefact_stops = [ref_tok.convert_ids_to_tokens(i) for i in stops if i < len(ref_tok)]
@@ -332,8 +323,6 @@ def verify_export(run, artefact: str | Path, *, gguf_file: str | None = None, ch
 
     report("Check: log-likelihood of held-out rows", 0.8)
     if not held_out:
-        from lora_tui.core.data import Example
-
         # No validation data to hand: score the adapter's own answers, which still compares the weights.
         held_out = [Example(i + 1, m + [{"role": "assistant", "content": a.reference or "OK."}])
                     for i, (m, a) in enumerate(zip(prompts, result.answers))]
@@ -373,8 +362,6 @@ RUNTIMES = ("auto", "llama.cpp", "transformers")
 
 def resolve_runtime(runtime: str, gguf_file: str | None) -> str:
     """The runtime a check will use: transformers for merged folders; for GGUF, llama.cpp when asked or installed."""
-    from lora_tui.core.export.llamacpp import llamacpp_missing
-
     if runtime not in RUNTIMES:
         raise ValueError(f"check runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}.")
     if not gguf_file or runtime == "transformers":
