@@ -130,3 +130,77 @@ def test_train_writes_where_runs_and_attach_look(tmp_path, monkeypatch):
     assert plan_run_dir(config) == tmp_path / "elsewhere" / "mine"
     monkeypatch.delenv("LORA_TUI_RUNS")
     assert runs_dir() == Path("runs") and runs_dir("") == Path("runs")
+
+
+# --- one home per name (issue 18 item 3) ---------------------------------------------------------
+def _homes(name: str) -> list[str]:
+    """The modules of lora_tui that define ``name`` at module level (def, class or assignment)."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            names = [node.name] if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) else []
+            if isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names = [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+            if name in names:
+                found.append(path.relative_to(PACKAGE.parent).as_posix())
+    return found
+
+
+def _string_collections(pred) -> list[str]:
+    """file:line of every tuple / list / set literal of strings in lora_tui for which ``pred(values)`` holds."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.Tuple, ast.List, ast.Set)) and node.elts and all(
+                    isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts):
+                if pred([e.value for e in node.elts]):
+                    found.append(f"{path.relative_to(PACKAGE.parent).as_posix()}:{node.lineno}")
+    return found
+
+
+def test_template_names_have_one_home():
+    """config.TEMPLATE_CHOICES; data/template and chat once kept their own copies. The CLI's argparse
+    list stays literal (--help imports no core module) and must say the same."""
+    from lora_tui.cli import build_parser
+    from lora_tui.core.config import TEMPLATE_CHOICES
+
+    copies = _string_collections(lambda values: set(values) == set(TEMPLATE_CHOICES))
+    assert [c.split(":")[0] for c in copies] == ["lora_tui/cli.py", "lora_tui/core/config.py"], copies
+    validate = build_parser()._subparsers._group_actions[0].choices["validate"]
+    assert next(a for a in validate._actions if a.dest == "template").choices == list(TEMPLATE_CHOICES)
+    assert _homes("TEMPLATE_CHOICES") == ["lora_tui/core/config.py"] and _homes("TEMPLATES") == []
+
+
+def test_end_of_turn_tokens_have_one_home():
+    """Training's END_MARKERS is the one list: chat once kept a second one that differed from it
+    (see tests/test_chat.py for what that broke). A format's own stop strings (a Modelfile's) name one."""
+    from lora_tui.core.data.template import END_MARKERS
+
+    copies = _string_collections(lambda values: len(set(values) & set(END_MARKERS)) >= 2)
+    assert [c.split(":")[0] for c in copies] == ["lora_tui/core/data/template.py"], copies
+    assert _homes("END_OF_TURN_TOKENS") == []
+
+
+@pytest.mark.parametrize("name", ["CHATML_TEMPLATE", "ALPACA_TEMPLATE", "FALLBACK_TEMPLATES", "training_formatter",
+                                  "apply_training_template", "end_of_turn_ids", "adds_bos"])
+def test_the_training_formats_helpers_live_with_training(name):
+    """The template helpers chat and the exports share live in data/template.py, beside ChatFormatter."""
+    assert _homes(name) == ["lora_tui/core/data/template.py"]
+
+
+@pytest.mark.parametrize("name, home", [("EMBEDDED_HUB_ID", "model/embedded.py"), ("portable_base", "model/hub_ids.py"),
+                                        ("local_base", "model/hub_ids.py"), ("Candidate", "train/probe_types.py"),
+                                        ("Measurement", "train/probe_types.py")])
+def test_names_moved_down_to_break_cycles_have_one_home(name, home):
+    assert _homes(name) == [f"lora_tui/core/{home}"]
+
+
+def test_train_command_has_one_home():
+    """One writer of `lora-tui train` lines for the wizard (a config) and `lora-tui estimate` (its fixes)."""
+    from lora_tui.core.config import train_command
+
+    assert _homes("train_command") == ["lora_tui/core/config.py"]
+    assert train_command(None, "my run.yaml", preset="qlora", overrides=["lora.r=8", "data.max_seq_len=256", "lora.r=16"]) \
+        == "lora-tui train --preset qlora 'my run.yaml' data.max_seq_len=256 lora.r=16"
+    assert train_command(None, None, overrides=[]) == "lora-tui train"

@@ -137,21 +137,9 @@ def _shorthand_overrides(args) -> list[str]:
     return out
 
 
-def train_command(args, config_path: str | None, overrides: list[str]) -> str:
-    """The `lora-tui train` line for this estimate's inputs plus ``overrides``; a key given
-    twice keeps only its last value, so the line says each setting once."""
-    import shlex
-
-    last = {item.split("=", 1)[0]: n for n, item in enumerate(overrides)}
-    kept = [item for n, item in enumerate(overrides) if last[item.split("=", 1)[0]] == n]
-    words = ["lora-tui", "train"] + (["--preset", args.preset] if args.preset else [])
-    words += ([config_path] if config_path else []) + kept
-    return " ".join(shlex.quote(w) for w in words)
-
-
 def estimate(args) -> int:
     from lora_tui.commands.train import build_config, split_positionals
-    from lora_tui.core.config import ConfigError
+    from lora_tui.core.config import ConfigError, train_command
     from lora_tui.core.machine.hardware import probe_hardware
     from lora_tui.core.plan.memory import judge_fit
     from lora_tui.core.plan.memory_plan import fix_overrides, plan_from_config
@@ -177,12 +165,12 @@ def estimate(args) -> int:
         out = verdict.to_dict()
         for entry, (_, fix_words) in zip(out["fixes"], fixes):
             entry["overrides"] = fix_words
-            entry["command"] = train_command(args, config_path, args.overrides + fix_words)
+            entry["command"] = train_command(None, config_path, preset=args.preset, overrides=args.overrides + fix_words)
         out["plan"] = {"model": dims.name, "params": dims.params, "quant": plan.quant, "r": plan.r, "targets": targets,
                        "seq_len": plan.seq_len, "batch": plan.batch, "grad_checkpointing": plan.grad_checkpointing,
                        "batch_auto": config.training.micro_batch is None,
                        "device": plan.device, "device_index": index}
-        out["command"] = train_command(args, config_path, args.overrides)
+        out["command"] = train_command(None, config_path, preset=args.preset, overrides=args.overrides)
         out["per_gpu"] = _per_gpu(config, report, plan)
         print(json.dumps(out, indent=2))
         return code
@@ -196,7 +184,7 @@ def estimate(args) -> int:
         for n, (fix, fix_words) in enumerate(fixes, 1):
             word = VERDICT_WORDS[fix.verdict].split(" ")[0].lower()
             print(f"  {n}. {fix.title}: {size(fix.new_total_bytes)} ({word})")
-            print(f"     {train_command(args, config_path, args.overrides + fix_words)}")
+            print(f"     {train_command(None, config_path, preset=args.preset, overrides=args.overrides + fix_words)}")
     notes = verdict.estimate.notes + verdict.notes
     if notes:
         print()

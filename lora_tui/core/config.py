@@ -374,13 +374,18 @@ def config_overrides(config: Config, base: Config | None = None) -> list[str]:
     return out
 
 
-def train_command(config: Config, config_path: str | None = None) -> str:
-    """The headless command that trains what the wizard would: `lora-tui train CONFIG.yaml`
-    when the config was saved unchanged, else the overrides on top of the defaults."""
-    if config_path:
-        return f"lora-tui train {shlex.quote(str(config_path))}"
-    parts = ["lora-tui", "train", *config_overrides(config)]
-    return " ".join(shlex.quote(p) for p in parts)
+def train_command(config: Config | None = None, config_path: str | None = None, *, preset: str | None = None,
+                  overrides: list[str] | None = None) -> str:
+    """The headless `lora-tui train` line: ``--preset``, the config file, then ``overrides``. Without
+    ``overrides``: `lora-tui train CONFIG.yaml` when the config was saved unchanged, else the overrides
+    that give ``config`` on top of the defaults (the wizard's command). A key given twice keeps only its
+    last value, so the line says each setting once (`lora-tui estimate`'s fixes)."""
+    if overrides is None:
+        overrides = config_overrides(config) if config is not None and not config_path else []
+    last = {item.split("=", 1)[0]: n for n, item in enumerate(overrides)}
+    kept = [item for n, item in enumerate(overrides) if last[item.split("=", 1)[0]] == n]
+    words = ["lora-tui", "train"] + (["--preset", preset] if preset else []) + ([str(config_path)] if config_path else [])
+    return " ".join(shlex.quote(w) for w in words + kept)
 
 
 def matching_preset(config: Config) -> str | None:
