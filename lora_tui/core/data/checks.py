@@ -37,12 +37,6 @@ NOT_WORD = re.compile(r"[\W_]+")
 MAX_DUPLICATE_ROWS = 1_000_000  # rows remembered for the duplicate checks (about 200 bytes each)
 
 
-def hygiene_findings(examples: list[Example], special_tokens: list[str] | tuple = ()) -> list[Finding]:
-    """Warnings for duplicates and dubious content, in example order."""
-    hygiene = Hygiene(special_tokens)
-    return [f for ex in examples for f in hygiene.check(ex)]
-
-
 class Hygiene:
     """The checks one row at a time. Rows are remembered by a 64-bit hash of their text (not the text),
     so memory stays bounded: at most MAX_DUPLICATE_ROWS rows are remembered."""

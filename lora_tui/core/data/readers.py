@@ -17,7 +17,6 @@ This module never writes to the user's files and never prints.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 from pathlib import Path
@@ -179,12 +178,6 @@ def _csv_rows(reader, header: list[str], faults: list[Finding], result: ReadResu
                           "quote fields that contain the delimiter, or add the missing fields", "schema_mismatch")
             continue
         yield RawRow(start, dict(zip(header, fields)))
-
-
-def read_csv(p: Path, raw: bytes, delimiter: str = ",") -> ReadResult:
-    """A CSV already in memory (tests, small files)."""
-    encoding, bom = sniff_encoding(raw[:65536])
-    return read_csv_stream(p, io.BytesIO(raw), encoding, bom, delimiter).drain()
 
 
 def read_parquet(p: Path) -> ReadResult:

@@ -111,8 +111,3 @@ def skip_ws(text: str, i: int) -> int:
     while i < n and text[i] in " \t\r\n":
         i += 1
     return i
-
-
-def rows_from_records(container: str, records: list[dict]) -> ReadResult:
-    rows = [RawRow(i, r) for i, r in enumerate(records, 1)]
-    return ReadResult(container, rows=rows, rows_total=len(rows))
