@@ -15,7 +15,10 @@ import os
 import re
 from pathlib import Path
 
+from lora_tui.core.model.embedded import converted_dir, is_embedded
+from lora_tui.core.model.models import model_kind
 from lora_tui.core.run.adapters import AdapterError, AdapterSource, find_adapter
+from lora_tui.core.run.runs import list_runs
 
 BASE = "base"  # the base model alone, as a name on the command line and in the wizard
 
@@ -26,9 +29,6 @@ class ChatError(AdapterError):
 
 def base_key(source: AdapterSource) -> tuple[str, str | None, str]:
     """What must be equal for two adapters to share one loaded base: the model, its revision, how it is loaded."""
-    from lora_tui.core.model.embedded import converted_dir, is_embedded
-    from lora_tui.core.model.models import model_kind
-
     name = str(source.base_model)
     if is_embedded(name):
         model = "embedded"
@@ -102,8 +102,6 @@ def resolve_adapters(runs: list[str | Path], *, require_adapter: bool = True
 
 def runs_sharing_base(folder: str | Path, like: AdapterSource, exclude: list[Path] = ()) -> list[tuple[str, Path]]:
     """(name, path) of the finished runs in ``folder`` whose adapter fits the base ``like`` was loaded on."""
-    from lora_tui.core.run.runs import list_runs
-
     skip = {Path(p).resolve() for p in exclude}
     found = []
     for summary in list_runs(folder):

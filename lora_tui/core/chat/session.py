@@ -21,9 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from lora_tui.core.run.adapters import AdapterError, AdapterSource, find_adapter  # noqa: F401  (re-exported)
 from lora_tui.core.chat.adapters import BASE, ChatError, adapter_label, check_same_base, resolve_adapters, unique_name
 from lora_tui.core.chat.format import PromptFormat, _StopTrimmer
+from lora_tui.core.config import Config, effective_precision
+from lora_tui.core.model.models import ModelSourceError, load_base_model, load_tokenizer, resolve_model_path
+from lora_tui.core.run.adapters import AdapterError, AdapterSource, find_adapter  # noqa: F401  (re-exported)
 
 Progress = Callable[[str, float], None]
 
@@ -93,8 +95,6 @@ class ChatSession:
         """Load the base model once and every run's adapter on it (refused when their bases differ)."""
         report = on_progress or (lambda message, fraction: None)
         source, adapters = resolve_adapters(list(runs), require_adapter=require_adapter)
-        from lora_tui.core.config import Config, effective_precision
-        from lora_tui.core.model.models import ModelSourceError, load_base_model, load_tokenizer, resolve_model_path
 
         device = _auto_device() if device == "auto" else device
         bf16 = False

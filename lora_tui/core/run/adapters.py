@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from lora_tui.core.config import ConfigError, load_config
 from lora_tui.core.model.hub_ids import local_base
 from lora_tui.core.run.runs import STATES_DONE, RunDirectory, RunError, quoted
 
@@ -82,8 +83,6 @@ def find_adapter(run: str | Path, *, require_adapter: bool = True, allow_checkpo
 
     A run still training has no ``adapter/`` yet: its newest complete checkpoint is used
     when ``allow_checkpoint`` (chat), never for exports."""
-    from lora_tui.core.config import ConfigError, load_config
-
     path = Path(run).expanduser()
     adapter_dir: Path | None = None
     note = ""
