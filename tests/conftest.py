@@ -84,3 +84,11 @@ def tiny_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="module")
+def data_files(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny chat training set and its validation split (tests/support/training.py)."""
+    from tests.support.training import write_data_files
+
+    return write_data_files(tmp_path_factory.mktemp("data"))

@@ -8,7 +8,6 @@ for the embedded model's dimensions.
 from __future__ import annotations
 
 import json
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -20,6 +19,7 @@ from lora_tui.core.plan.memory import estimate_memory
 from lora_tui.core.plan.memory_plan import fix_overrides, plan_from_config
 from lora_tui.core.plan.memory_record import CHECKPOINT_SHARE
 from lora_tui.core.plan.run_plan import ENV_PLAN
+from tests.support.wait import wait_until
 
 GiB = 1024**3
 
@@ -163,9 +163,7 @@ def test_a_run_with_auto_records_its_batch_and_keeps_the_effective_batch(tiny_mo
                                         "training.eval_steps=0", "training.save_steps=0", "lora.r=4"])
     assert config.training.micro_batch is None
     run = start_run(config, tmp_path / "runs" / "auto")
-    deadline = time.monotonic() + 240
-    while run.state() not in ("finished", "failed", "stopped", "dead") and time.monotonic() < deadline:
-        time.sleep(0.3)
+    wait_until(lambda: run.state() in ("finished", "failed", "stopped", "dead"), 240, interval=0.3, what="the run to end")
     assert run.state() == "finished", run.log_path.read_text()[-3000:]
     events = run.read_events()
     started = next(e for e in events if e["type"] == "started")

@@ -6,10 +6,11 @@ on a machine with two or more GPUs:  python -m pytest -q -m gpu tests/test_distr
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.gpu
 
@@ -44,9 +45,8 @@ def _train(model: Path, data: Path, run_dir: Path, *overrides: str):
         "training.micro_batch=2", "training.grad_accum=1", "training.max_steps=4", "training.eval_steps=0",
         "training.save_steps=2", "lora.r=4", "lora.alpha=8", "training.devices=2", *overrides])
     run = start_run(config, run_dir)
-    deadline = time.monotonic() + 600
-    while (run.state() not in ("finished", "failed", "stopped", "dead") or run.is_locked()) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    wait_until(lambda: run.state() in ("finished", "failed", "stopped", "dead") and not run.is_locked(), 600,
+               interval=0.5, what="the run to end and let go of its lock")
     return run
 
 

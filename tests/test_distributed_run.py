@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ import pytest
 from lora_tui.core.config import Config, apply_overrides
 from lora_tui.core.run.launcher import resume_run, start_run
 from lora_tui.core.run.runs import RunDirectory, pid_alive
+from tests.support.wait import wait_until
 
 
 def _rows(n: int) -> list[dict]:
@@ -43,12 +43,8 @@ def _config(model: Path, data: Path, *overrides: str) -> Config:
 
 
 def _wait(predicate, run: RunDirectory, timeout: float = 300, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; state {run.state()}; log tail:\n{_tail(run)}")
+    wait_until(predicate, timeout, interval=0.3, what=what,
+               details=lambda: f"state {run.state()}; log tail:\n{_tail(run)}")
 
 
 def _tail(run: RunDirectory, n: int = 4000) -> str:

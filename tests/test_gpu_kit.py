@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
+from tests.support.wait import wait_until
 
 BENCHMARKS = REPO / "benchmarks"
 
@@ -197,7 +198,6 @@ def test_a_terminated_check_takes_its_run_in_flight_with_it(tmp_path):
     gpu_check must kill it itself, or it would hold the GPU through the kit's next steps."""
     import os
     import signal
-    import time
 
     pid_file = tmp_path / "pid"
     driver = tmp_path / "driver.py"
@@ -210,9 +210,7 @@ child = "import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); 
 check.run_bounded([sys.executable, "-c", child], 120, __import__("pathlib").Path({str(tmp_path / 'log')!r}))
 """)
     proc = subprocess.Popen([sys.executable, str(driver)])
-    deadline = time.monotonic() + 60
-    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: pid_file.exists() and pid_file.read_text(), 60, what="the trainer's pid file")
     run_pid = int(pid_file.read_text())
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 128 + signal.SIGTERM
@@ -223,9 +221,7 @@ check.run_bounded([sys.executable, "-c", child], 120, __import__("pathlib").Path
         except OSError:
             return False
 
-    deadline = time.monotonic() + 10
-    while alive() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: not alive(), 10, what=f"the trainer (pid {run_pid}) to die")
     assert not alive()
 
 

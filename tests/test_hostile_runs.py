@@ -16,6 +16,7 @@ import pytest
 from lora_tui.core.run import launcher
 from lora_tui.core.config import Config, apply_overrides, save_config
 from lora_tui.core.run.runs import CHECKPOINT_MARKER, RunDirectory, RunError
+from tests.support.wait import until, wait_until
 
 
 @pytest.fixture
@@ -197,7 +198,6 @@ def test_attach_to_a_finished_run_with_garbage_status_does_not_advise_resume(fin
 
 def test_wizard_quits_a_finished_run_with_garbage_status_without_asking(finished_garbage):
     import asyncio
-    import time
 
     from lora_tui.ui.app import make_app
     from tests.snapshot_apps.fixed import FixedBackend
@@ -205,10 +205,8 @@ def test_wizard_quits_a_finished_run_with_garbage_status_without_asking(finished
     async def go():
         app = make_app(run=str(finished_garbage.path), backend=FixedBackend())
         async with app.run_test(size=(80, 24)) as pilot:
-            deadline = time.monotonic() + 60
-            while not (app.current_mode == "training" and app.screen.history.step == 60):
-                assert time.monotonic() < deadline, "the training screen never showed the run"
-                await pilot.pause(0.05)
+            await until(pilot, lambda: app.current_mode == "training" and app.screen.history.step == 60, 60,
+                        what="the training screen to show the run")
             assert app.screen.run_state == "finished"
             await pilot.press("ctrl+q")
             await pilot.pause(0.3)
@@ -236,15 +234,7 @@ def _tiny(model: Path, data: Path, *overrides: str) -> Config:
 
 
 def _until(predicate, run: RunDirectory, timeout: float = 240):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out; log:\n{run.log_path.read_text()[-3000:]}")
+    return wait_until(predicate, timeout, interval=0.05, details=lambda: f"log:\n{run.log_path.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")

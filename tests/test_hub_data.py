@@ -16,11 +16,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.support.wait import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 HUB_ID = "lora-tui-test/tiny-alpaca"
@@ -184,9 +185,7 @@ def test_tiny_training_from_a_hub_id_records_id_and_revision(hub_env, snapshot, 
         "data.max_seq_len=64", "training.micro_batch=4", "training.grad_accum=1", "training.max_steps=2",
         "training.eval_steps=0", "training.save_steps=0", "lora.r=4", "lora.alpha=8"])
     run = start_run(config, tmp_path / "runs" / "hub")
-    deadline = time.monotonic() + 300
-    while run.state() not in ("finished", "failed", "stopped", "dead") and time.monotonic() < deadline:
-        time.sleep(0.3)
+    wait_until(lambda: run.state() in ("finished", "failed", "stopped", "dead"), 300, interval=0.3, what="the run to end")
     assert run.state() == "finished", run.log_path.read_text()[-3000:]
     assert load_config(run.config_path).data.train == HUB_ID  # kept as an id, not made a path
     card = (run.adapter_dir / "README.md").read_text()

@@ -17,6 +17,7 @@ import pytest
 from lora_tui.core.train import probe, probe_cache
 from lora_tui.core.config import Config, apply_overrides
 from lora_tui.core.train.probe import Candidate, Measurement, choose, heavier_pays, walk_stops
+from tests.support.wait import wait_until
 
 
 def _m(tps, peak, over=False, micro=4, ckpt=False):
@@ -173,10 +174,8 @@ def _train(config: Config, run_dir: Path, cache: Path, monkeypatch) -> tuple:
 
     monkeypatch.setenv("LORA_TUI_CACHE", str(cache))
     run = start_run(config, run_dir)
-    deadline = time.monotonic() + 300
-    while run.state() not in ("finished", "failed", "stopped", "dead"):
-        assert time.monotonic() < deadline, run.log_path.read_text()[-3000:]
-        time.sleep(0.3)
+    wait_until(lambda: run.state() in ("finished", "failed", "stopped", "dead"), 300, interval=0.3,
+               what="the run to end", details=lambda: run.log_path.read_text()[-3000:])
     assert run.state() == "finished", run.log_path.read_text()[-3000:]
     started = next(e for e in run.read_events() if e["type"] == "started")
     return run, started
@@ -251,18 +250,23 @@ def test_probe_with_token_budgets_then_kill_9_and_resume_is_bit_identical(tiny_m
 
     monkeypatch.setenv("LORA_TUI_CACHE", str(tmp_path / "fresh-cache"))  # the killed run measures for itself
     killed = start_run(_config(tiny_model_dir, train_file, *overrides), tmp_path / "killed")
-    deadline = time.monotonic() + 300
-    while killed.last_checkpoint() is None:
-        assert time.monotonic() < deadline and killed.state() not in ("failed", "finished"), killed.log_path.read_text()[-3000:]
-        time.sleep(0.2)
+    deadline = time.monotonic() + 300  # for the three waits together
+
+    def log() -> str:
+        return killed.log_path.read_text()[-3000:]
+
+    def checkpointed():
+        checkpoint = killed.last_checkpoint()
+        if checkpoint is None:
+            assert killed.state() not in ("failed", "finished"), log()  # it ended before it could be killed
+        return checkpoint
+
+    wait_until(checkpointed, deadline - time.monotonic(), interval=0.2, what="a checkpoint", details=log)
     os.kill(killed.read_status()["pid"], signal.SIGKILL)
-    while killed.state() != "dead":
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    wait_until(lambda: killed.state() == "dead", deadline - time.monotonic(), interval=0.2, what="the killed run to read dead")
     resume_run(killed.path)
-    while killed.state() not in ("finished", "failed", "dead"):
-        assert time.monotonic() < deadline, killed.log_path.read_text()[-3000:]
-        time.sleep(0.3)
+    wait_until(lambda: killed.state() in ("finished", "failed", "dead"), deadline - time.monotonic(), interval=0.3,
+               what="the resumed run to end", details=log)
     assert killed.state() == "finished", killed.log_path.read_text()[-3000:]
     starts = [e for e in killed.read_events() if e["type"] == "started"]
     assert len(starts) == 2 and starts[1]["probe"]["chosen"] == starts[0]["probe"]["chosen"]

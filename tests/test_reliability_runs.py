@@ -3,6 +3,7 @@ atomically, bounded waits, stop escalating to SIGKILL, honest resumes, corrupted
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -20,6 +21,7 @@ from lora_tui.core.run import launcher
 from lora_tui.core.run.adapters import AdapterError, find_adapter
 from lora_tui.core.config import Config, apply_overrides, load_config, save_config
 from lora_tui.core.run.runs import CHECKPOINT_MARKER, RunDirectory, RunError
+from tests.support.wait import wait_until
 
 
 @pytest.fixture
@@ -73,9 +75,10 @@ def _race(fn, *args_list):
 
 
 def _wait_unlocked(run: RunDirectory, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while run.is_locked() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    """Let the winner's trainer let go of the run before the test ends: a courtesy wait, not a check
+    (as before: a run still locked after the timeout does not fail the test)."""
+    with contextlib.suppress(AssertionError):
+        wait_until(lambda: not run.is_locked(), timeout)
 
 
 def test_two_launches_at_the_same_instant_one_wins(tmp_path, data):

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import pytest
 from lora_tui.core.config import Config, apply_overrides, load_config, save_config
 from lora_tui.core.run.launcher import resume_run, start_run, stop_run
 from lora_tui.core.run.runs import RunDirectory
+from tests.support.wait import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +35,7 @@ def _config(model: Path, data: Path, *overrides: str) -> Config:
 
 
 def _wait(predicate, run: RunDirectory, timeout: float = 240):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out; log:\n{run.log_path.read_text()[-3000:]}")
+    return wait_until(predicate, timeout, interval=0.05, details=lambda: f"log:\n{run.log_path.read_text()[-3000:]}")
 
 
 def _done(run: RunDirectory, timeout: float = 240) -> str:

@@ -11,55 +11,15 @@ import hashlib
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
-from lora_tui.core.config import Config, apply_overrides, apply_preset, load_config
+from lora_tui.core.config import load_config
 from lora_tui.core.run.launcher import resume_run, start_run, stop_run, wait_until_started
 from lora_tui.core.run.runs import RunDirectory, RunError, RunLocked
-
-
-def _rows(n: int = 24) -> list[dict]:
-    rows = []
-    for i in range(n):
-        rows.append({"messages": [
-            {"role": "user", "content": f"What is {i} plus {i}?"},
-            {"role": "assistant", "content": f"Ahoy! {i} plus {i} is {2 * i}. — Cap'n LoRA"},
-        ]})
-    return rows
-
-
-@pytest.fixture(scope="module")
-def data_files(tmp_path_factory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("data")
-    train, valid = folder / "train.jsonl", folder / "valid.jsonl"
-    train.write_text("".join(json.dumps(r) + "\n" for r in _rows(24)))
-    valid.write_text("".join(json.dumps(r) + "\n" for r in _rows(30)[24:]))
-    return train, valid
-
-
-def _config(model_dir: Path, data: tuple[Path, Path], *overrides: str, preset: str | None = None) -> Config:
-    config = Config()
-    if preset:
-        apply_preset(config, preset)
-    return apply_overrides(config, [
-        f"model.name={model_dir}", f"data.train={data[0]}", f"data.validation={data[1]}",
-        "data.max_seq_len=64", "training.micro_batch=4", "training.grad_accum=1", "training.learning_rate=0.01",
-        "training.max_steps=6", "training.eval_steps=3", "training.save_steps=3", "lora.r=4", "lora.alpha=8",
-        *overrides,
-    ])
-
-
-def _wait_done(run: RunDirectory, timeout: float = 240) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = run.state()
-        if state in ("finished", "failed", "stopped", "dead"):
-            return state
-        time.sleep(0.3)
-    raise AssertionError(f"run did not end in {timeout} s; log:\n{run.log_path.read_text()[-3000:]}")
+from tests.support.training import tiny_config, wait_done
+from tests.support.wait import wait_until
 
 
 def _sha(folder: Path) -> str:
@@ -72,8 +32,8 @@ def _sha(folder: Path) -> str:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, tiny_model_dir, data_files) -> tuple[RunDirectory, str]:
     base_hash = _sha(tiny_model_dir)
-    run = start_run(_config(tiny_model_dir, data_files), tmp_path_factory.mktemp("runs") / "lora")
-    state = _wait_done(run)
+    run = start_run(tiny_config(tiny_model_dir, data_files), tmp_path_factory.mktemp("runs") / "lora")
+    state = wait_done(run)
     assert state == "finished", run.log_path.read_text()[-3000:]
     return run, base_hash
 
@@ -98,7 +58,7 @@ def test_training_moves_only_lora_parameters(tiny_model_dir, data_files, tmp_pat
     from lora_tui.core.model.models import load_tokenizer
     from lora_tui.core.train.training import build_datasets, build_model, sft_config
 
-    config = _config(tiny_model_dir, data_files, "training.max_steps=3", "training.save_steps=0", "training.eval_steps=0")
+    config = tiny_config(tiny_model_dir, data_files, "training.max_steps=3", "training.save_steps=0", "training.eval_steps=0")
     tokenizer = load_tokenizer(str(tiny_model_dir))
     train_ds, _, _ = build_datasets(config, tokenizer)
     model, targets = build_model(config, "cpu", "fp32")
@@ -162,7 +122,7 @@ def test_existing_run_is_not_overwritten(finished_run, tiny_model_dir, data_file
     run, _ = finished_run
     before = (run.adapter_dir / "adapter_model.safetensors").read_bytes()
     with pytest.raises(RunError, match="already exists"):
-        start_run(_config(tiny_model_dir, data_files), run.path)
+        start_run(tiny_config(tiny_model_dir, data_files), run.path)
     assert (run.adapter_dir / "adapter_model.safetensors").read_bytes() == before
 
 
@@ -171,7 +131,7 @@ def test_stop_leaves_loadable_adapter_and_resume_after_kill(tiny_model_dir, data
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    config = _config(tiny_model_dir, data_files, "training.max_steps=400", "training.save_steps=5",
+    config = tiny_config(tiny_model_dir, data_files, "training.max_steps=400", "training.save_steps=5",
                      "training.eval_steps=0", "training.learning_rate=0.001")
     run = start_run(config, tmp_path / "stoppable")
     wait_until_started(run)
@@ -209,24 +169,23 @@ def test_stop_leaves_loadable_adapter_and_resume_after_kill(tiny_model_dir, data
 
 
 def _wait_for(predicate, run: RunDirectory, timeout: float = 180):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def holds_unless_failed():
         value = predicate()
-        if value:
-            return value
-        if run.state() == "failed":
+        if not value and run.state() == "failed":
             raise AssertionError(run.log_path.read_text()[-3000:])
-        time.sleep(0.2)
-    raise AssertionError(f"timed out; log:\n{run.log_path.read_text()[-3000:]}")
+        return value
+
+    return wait_until(holds_unless_failed, timeout, interval=0.2,
+                      details=lambda: f"log:\n{run.log_path.read_text()[-3000:]}")
 
 
 def test_qlora_4bit_runs_on_cpu(tiny_model_dir, data_files, tmp_path):
     pytest.importorskip("bitsandbytes")
-    config = _config(tiny_model_dir, data_files, "training.max_steps=2", "training.eval_steps=0",
+    config = tiny_config(tiny_model_dir, data_files, "training.max_steps=2", "training.eval_steps=0",
                      "training.save_steps=0", "lora.r=4", preset="qlora")
     assert config.model.load_in == "4bit"
     run = start_run(config, tmp_path / "qlora")
-    assert _wait_done(run) == "finished", run.log_path.read_text()[-3000:]
+    assert wait_done(run) == "finished", run.log_path.read_text()[-3000:]
     started = next(e for e in run.read_events() if e["type"] == "started")
     assert started["method"] == "QLoRA"
     assert started["quantized_layers"] == 2 * 7, "every targeted linear layer of the 2-layer base is 4-bit"
@@ -241,7 +200,7 @@ def test_bad_data_fails_with_reason_not_traceback(tiny_model_dir, tmp_path):
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')  # no assistant turn
-    config = _config(tiny_model_dir, (bad, bad), "data.validation=")
+    config = tiny_config(tiny_model_dir, (bad, bad), "data.validation=")
     with pytest.raises(RunError, match="no usable row"):  # refused at launch (issue 16 item 6): no run dir
         start_run(config, tmp_path / "bad-run")
     assert not (tmp_path / "bad-run").exists()
@@ -264,10 +223,10 @@ def test_out_of_memory_is_explained():
 
 def test_early_stopping_on_eval_loss(tiny_model_dir, data_files, tmp_path):
     # A learning rate too small to move the eval loss: patience 1 stops at the second evaluation.
-    config = _config(tiny_model_dir, data_files, "training.max_steps=40", "training.eval_steps=2",
+    config = tiny_config(tiny_model_dir, data_files, "training.max_steps=40", "training.eval_steps=2",
                      "training.save_steps=0", "training.learning_rate=1e-7", "training.early_stopping_patience=1")
     run = start_run(config, tmp_path / "early")
-    assert _wait_done(run) == "finished", run.log_path.read_text()[-3000:]
+    assert wait_done(run) == "finished", run.log_path.read_text()[-3000:]
     finished = run.read_events()[-1]
     assert finished["early_stopped"] is True and finished["step"] == 4
     assert any("early stopping" in e.get("message", "") for e in run.read_events() if e["type"] == "log")

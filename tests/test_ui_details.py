@@ -11,20 +11,13 @@ from textual.geometry import Region
 from tests.conftest import REPO
 from tests.snapshot_apps.fixed import FixedBackend, snapshot_state
 from tests.snapshot_apps.make_demo_run import write_demo_run
+from tests.support.wait import until
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def _run(coro) -> None:
     asyncio.run(coro)
-
-
-async def until(pilot, condition, timeout: float = 30.0, what: str = "the condition") -> None:
-    for _ in range(int(timeout / 0.05)):
-        if condition():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def shown(widget) -> list[str]:
@@ -50,7 +43,7 @@ def test_training_header_shows_step_and_eta_at_80x24(long_named_live_run):
     async def go():
         app = make_app(run=str(long_named_live_run.path), backend=FixedBackend())
         async with app.run_test(size=(80, 24)) as pilot:
-            await until(pilot, lambda: app.current_mode == "training" and app.screen.history.step == 30)
+            await until(pilot, lambda: app.current_mode == "training" and app.screen.history.step == 30, 30)
             await pilot.pause(0.1)
             lines = shown(app.screen.query_one("#run-header"))
             assert len(lines) == 2
@@ -66,9 +59,9 @@ def test_log_pane_shows_readable_lines(long_named_live_run):
     async def go():
         app = make_app(run=str(long_named_live_run.path), backend=FixedBackend())
         async with app.run_test(size=(80, 24)) as pilot:
-            await until(pilot, lambda: app.current_mode == "training" and app.screen.history.step == 30)
+            await until(pilot, lambda: app.current_mode == "training" and app.screen.history.step == 30, 30)
             await until(pilot, lambda: any("loss" in line for line in shown(app.screen.query_one("#log-tail"))),
-                        what="the log tail")
+                        30, what="the log tail")
             lines = shown(app.screen.query_one("#log-tail"))
             assert not any("{'" in line for line in lines), lines
             assert "loss 0.9318 · grad norm 0.415 · lr 3.71e-05 · epoch 1.75" in lines
@@ -118,13 +111,13 @@ def test_chat_system_message_reaches_the_models_prompt(monkeypatch, embedded_tok
     async def go():
         app = make_app(run="tests/snapshot_apps/runs/capn-lora-demo", state=snapshot_state(), backend=Backend())
         async with app.run_test(size=(80, 24)) as pilot:
-            await until(pilot, lambda: app.current_mode == "training")
+            await until(pilot, lambda: app.current_mode == "training", 30)
             app.goto("chat")
-            await until(pilot, lambda: app.current_mode == "chat" and app.screen.session is session)
+            await until(pilot, lambda: app.current_mode == "chat" and app.screen.session is session, 30)
             app.screen.query_one("#system", Input).value = "Answer like a pirate captain."
             app.screen.query_one("#prompt", Input).focus()
             await pilot.press(*"Hello", "enter")
-            await until(pilot, lambda: session.prompts and not app.screen._busy, what="the reply")
+            await until(pilot, lambda: session.prompts and not app.screen._busy, 30, what="the reply")
             assert "Answer like a pirate captain." in session.prompts[0]
             assert session.prompts[0].index("Answer like a pirate") < session.prompts[0].index("Hello")
             assert app.screen.messages == [{"role": "user", "content": "Hello"},

@@ -9,12 +9,12 @@ code path (launcher, trainer process, events, adapter, chat, zip) is the real on
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import SAMPLE_DATA
+from tests.support.wait import until
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -37,15 +37,6 @@ def _tiny_config(model_dir: Path, runs: Path):
     return config
 
 
-async def _until(pilot, condition, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        await pilot.pause(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 async def _type_into(pilot, selector: str, text: str) -> None:
     """Focus an input and replace its text, with keys only."""
     pilot.app.screen.query_one(selector).focus()
@@ -64,16 +55,16 @@ def test_whole_flow_by_keyboard(tiny_model_dir, tmp_path):
         async with app.run_test(size=(80, 24)) as pilot:
             # 1. Model: the given local model is checked before we may move on.
             assert app.current_mode == "model"
-            await _until(pilot, lambda: state.model_check is not None, what="the model check")
+            await until(pilot, lambda: state.model_check is not None, what="the model check")
             assert state.model_check.ok, state.model_check.message
             await pilot.press("ctrl+n")
             assert app.current_mode == "hardware"
             # 2. Hardware: the probe reports this machine (CPU-only here).
-            await _until(pilot, lambda: state.hardware is not None, what="the hardware probe")
+            await until(pilot, lambda: state.hardware is not None, what="the hardware probe")
             await pilot.press("ctrl+n")
             assert app.current_mode == "dataset"
             # 3. Dataset: validated with the model's tokenizer before moving on.
-            await _until(pilot, lambda: state.dataset_current() is not None, what="dataset validation")
+            await until(pilot, lambda: state.dataset_current() is not None, what="dataset validation")
             assert state.dataset.report.valid_rows > 0 and state.dataset.refusal() is None
             await pilot.press("ctrl+n")
             assert app.current_mode == "parameters"
@@ -100,9 +91,9 @@ def test_whole_flow_by_keyboard(tiny_model_dir, tmp_path):
             assert app.screen.query_one("#field-training-max_steps Input").value == "2"
             # 5. Training: starts a detached trainer and follows its events to the end.
             await pilot.press("ctrl+n")
-            await _until(pilot, lambda: app.current_mode == "training", what="the training screen")
+            await until(pilot, lambda: app.current_mode == "training", what="the training screen")
             training = app.screen
-            await _until(pilot, lambda: training.run_state in ("finished", "failed", "dead"), timeout=400,
+            await until(pilot, lambda: training.run_state in ("finished", "failed", "dead"), timeout=400,
                          what="the training run to end")
             assert training.run_state == "finished", (state.run.log_path.read_text()[-3000:])
             assert training.history.steps and training.history.step == 2
@@ -112,16 +103,16 @@ def test_whole_flow_by_keyboard(tiny_model_dir, tmp_path):
             await pilot.press("ctrl+n")
             assert app.current_mode == "chat"
             chat = app.screen
-            await _until(pilot, lambda: chat.session is not None, timeout=120, what="the chat model to load")
+            await until(pilot, lambda: chat.session is not None, timeout=120, what="the chat model to load")
             await _type_into(pilot, "#set-max_new_tokens", "6")
             await _type_into(pilot, "#prompt", "How do I read a map scale?")
             await pilot.press("enter")
-            await _until(pilot, lambda: not chat._busy and len(chat.messages) == 2, timeout=120,
+            await until(pilot, lambda: not chat._busy and len(chat.messages) == 2, timeout=120,
                          what="the streamed reply")
             assert chat.messages[0] == {"role": "user", "content": "How do I read a map scale?"}
             assert chat.messages[1]["role"] == "assistant"
             await pilot.press("ctrl+r")
-            await _until(pilot, lambda: not chat._busy, timeout=120, what="base vs adapter")
+            await until(pilot, lambda: not chat._busy, timeout=120, what="base vs adapter")
             assert chat.query_one("#compare").display
             assert "Q: How do I read a map scale?" in str(chat.query_one("#compare-base").render())
             # 7. Export: zip the adapter.
@@ -130,7 +121,7 @@ def test_whole_flow_by_keyboard(tiny_model_dir, tmp_path):
             await pilot.pause(0.5)
             await pilot.press("z")
             zip_path = state.run.path / "wizard-run-adapter.zip"
-            await _until(pilot, zip_path.is_file, timeout=60, what="the zip")
+            await until(pilot, zip_path.is_file, timeout=60, what="the zip")
             await pilot.press("ctrl+q")  # nothing is training: quits at once
         assert app.return_code == 0
 

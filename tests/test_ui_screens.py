@@ -17,30 +17,14 @@ import pytest
 from tests.conftest import REPO
 from tests.snapshot_apps.fixed import DATA, FixedBackend, snapshot_state
 from tests.snapshot_apps.make_demo_run import MAX_STEPS, demo_events, write_demo_run
+from tests.support.ui import goto
+from tests.support.wait import until
 
 pytestmark = pytest.mark.timeout(300)
 
 
-async def until(pilot, condition, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _run(coro):
     return asyncio.run(coro)
-
-
-async def goto(pilot, step: str) -> None:
-    """Switch to a step and wait until its screen is mounted and shown."""
-    app = pilot.app
-    app.goto(step)
-    await until(pilot, lambda: getattr(app.screen, "STEP", None) == step and app.screen.is_mounted,
-                what=f"the {step} step")
-    await pilot.pause()
 
 
 # --- training screen ---------------------------------------------------------------------------------

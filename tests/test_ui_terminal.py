@@ -11,11 +11,11 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
 from tests.conftest import REPO
+from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.timeout(120),
               pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")]
@@ -29,14 +29,14 @@ def _pane(session: str) -> str:
 
 
 def _wait_for(session: str, text: str, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    screen = ""
-    while time.monotonic() < deadline:
-        screen = _pane(session)
-        if text in screen:
-            return screen
-        time.sleep(0.2)
-    raise AssertionError(f"{text!r} did not appear within {timeout:.0f}s; the pane shows:\n{screen}")
+    last = {"screen": ""}  # the last look, for the failure message
+
+    def shows_text() -> str | None:
+        last["screen"] = _pane(session)
+        return last["screen"] if text in last["screen"] else None
+
+    return wait_until(shows_text, timeout, interval=0.2, what=f"{text!r} to appear",
+                      details=lambda: f"the pane shows:\n{last['screen']}")
 
 
 def test_readme_run_command_opens_the_wizard(tmp_path, embedded_model_dir):

@@ -1,0 +1,52 @@
+"""The tiny training set and config the training tests share (tests/test_training.py, tests/test_final_eval.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lora_tui.core.config import Config, apply_overrides, apply_preset
+from lora_tui.core.run.runs import RunDirectory
+from tests.support.wait import wait_until
+
+ENDED = ("finished", "failed", "stopped", "dead")
+
+
+def rows(n: int = 24) -> list[dict]:
+    out = []
+    for i in range(n):
+        out.append({"messages": [
+            {"role": "user", "content": f"What is {i} plus {i}?"},
+            {"role": "assistant", "content": f"Ahoy! {i} plus {i} is {2 * i}. — Cap'n LoRA"},
+        ]})
+    return out
+
+
+def write_data_files(folder: Path) -> tuple[Path, Path]:
+    """24 training rows and 6 validation rows (the ``data_files`` fixture in tests/conftest.py)."""
+    train, valid = folder / "train.jsonl", folder / "valid.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows(24)))
+    valid.write_text("".join(json.dumps(r) + "\n" for r in rows(30)[24:]))
+    return train, valid
+
+
+def tiny_config(model_dir: Path, data: tuple[Path, Path], *overrides: str, preset: str | None = None) -> Config:
+    config = Config()
+    if preset:
+        apply_preset(config, preset)
+    return apply_overrides(config, [
+        f"model.name={model_dir}", f"data.train={data[0]}", f"data.validation={data[1]}",
+        "data.max_seq_len=64", "training.micro_batch=4", "training.grad_accum=1", "training.learning_rate=0.01",
+        "training.max_steps=6", "training.eval_steps=3", "training.save_steps=3", "lora.r=4", "lora.alpha=8",
+        *overrides,
+    ])
+
+
+def wait_done(run: RunDirectory, timeout: float = 240) -> str:
+    """Wait for the run to end; return its final state."""
+    def ended() -> str | None:
+        state = run.state()
+        return state if state in ENDED else None
+
+    return wait_until(ended, timeout, interval=0.3, what="the run to end",
+                      details=lambda: f"log:\n{run.log_path.read_text()[-3000:]}")
