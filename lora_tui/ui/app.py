@@ -9,10 +9,11 @@ imports torch: heavy work happens in thread workers via ``app.backend``.
 
 from __future__ import annotations
 
-from textual import on, work
+from textual import on
 from textual.app import App
 from textual.binding import Binding
 from textual.screen import ModalScreen
+from textual.worker import Worker
 
 from lora_tui.core.paths import runs_dir
 from lora_tui.core.run.runs import STATES_ACTIVE, quoted
@@ -21,6 +22,7 @@ from lora_tui.ui.errors import plain_error
 from lora_tui.ui.messages import ActiveRuns, HardwareProbed, LinearLayersFound, PlanJudged
 from lora_tui.ui.state import WizardState
 from lora_tui.ui.steps import STEPS
+from lora_tui.ui.workers import failure, thread_worker
 
 
 
@@ -156,15 +158,12 @@ class LoraTuiApp(App[int]):
             if isinstance(screen, WizardScreen) and screen.composed:
                 screen.state_changed(what)
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="hardware")
+    @thread_worker("hardware")
     def probe_hardware(self, check_libraries: bool = False) -> None:
         """GPUs and RAM take milliseconds and are all a memory verdict needs. The library check
         (torch, CUDA, a bitsandbytes round trip) takes seconds of CPU, so it runs only for the
         Hardware step, never while the wizard merely watches a run train."""
-        try:
-            self.post_message(HardwareProbed(self.backend.probe_hardware(check_libraries=check_libraries)))
-        except Exception as exc:  # the probe promises no exceptions; a bug must not kill the wizard
-            self.post_message(HardwareProbed(None, error=f"{type(exc).__name__}: {exc}"))
+        self.post_message(HardwareProbed(self.backend.probe_hardware(check_libraries=check_libraries)))
 
     @on(HardwareProbed)
     def _hardware_probed(self, message: HardwareProbed) -> None:
@@ -173,9 +172,9 @@ class LoraTuiApp(App[int]):
         self.notify_screens("hardware")
         self.request_judgement()
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="runs")
+    @thread_worker("runs")
     def find_active_runs(self, runs_dir: str) -> None:
-        """Reopening the wizard while a run trains: say so, and where to watch it."""
+        """Reopening the wizard while a run trains: say so, and where to watch it (a failure only means no note)."""
         active = self.backend.active_runs(runs_dir)
         if active:
             self.post_message(ActiveRuns([f"{r.name} (step {r.step or 0}/{r.max_steps or '?'})" for r in active]))
@@ -198,14 +197,11 @@ class LoraTuiApp(App[int]):
             self._judge_timer.stop()
         self._judge_timer = self.set_timer(0.15, lambda: self.judge_plan(self.plan_key()))
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="judge")
+    @thread_worker("judge")
     def judge_plan(self, key: tuple) -> None:
-        try:
-            config, longest = self.state.config.copy(), key[-1]  # the data's longest row, once it is checked
-            estimate, verdict = self.backend.judge(config, self.state.hardware, longest)
-            self.post_message(PlanJudged(key, verdict, estimate, batch=self.backend.batch(config, self.state.hardware, longest)))
-        except Exception as exc:
-            self.post_message(PlanJudged(key, None, error=plain_error(exc)))
+        config, longest = self.state.config.copy(), key[-1]  # the data's longest row, once it is checked
+        estimate, verdict = self.backend.judge(config, self.state.hardware, longest)
+        self.post_message(PlanJudged(key, verdict, estimate, batch=self.backend.batch(config, self.state.hardware, longest)))
 
     @on(PlanJudged)
     def _plan_judged(self, message: PlanJudged) -> None:
@@ -223,12 +219,9 @@ class LoraTuiApp(App[int]):
         if name not in self.state.linear_layers and name not in self.state.layer_errors:
             self.find_layers(name, self.state.config.model.trust_remote_code)
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="layers")
+    @thread_worker("layers")
     def find_layers(self, name: str, trust_remote_code: bool) -> None:
-        try:
-            self.post_message(LinearLayersFound(name, self.backend.linear_layers(name, trust_remote_code)))
-        except Exception as exc:
-            self.post_message(LinearLayersFound(name, None, error=plain_error(exc)))
+        self.post_message(LinearLayersFound(name, self.backend.linear_layers(name, trust_remote_code)))
 
     @on(LinearLayersFound)
     def _layers_found(self, message: LinearLayersFound) -> None:
@@ -237,6 +230,19 @@ class LoraTuiApp(App[int]):
         else:
             self.state.layer_errors[message.name] = message.error or "unknown error"
         self.notify_screens("layers")
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The app's workers that raised: each group's message, with the error the screens show."""
+        failed = failure(event)
+        if failed is None:
+            return
+        exc, call = failed.error, failed.args
+        if failed.group == "hardware":  # the probe promises no exceptions; a bug must not kill the wizard
+            self.post_message(HardwareProbed(None, error=f"{type(exc).__name__}: {exc}"))
+        elif failed.group == "judge":
+            self.post_message(PlanJudged(call["key"], None, error=plain_error(exc)))
+        elif failed.group == "layers":
+            self.post_message(LinearLayersFound(call["name"], None, error=plain_error(exc)))
 
 
 def make_app(model: str | None = None, data: str | None = None, run: str | None = None, **options) -> LoraTuiApp:

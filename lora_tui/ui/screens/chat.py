@@ -15,17 +15,19 @@ from __future__ import annotations
 import threading
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Checkbox, Input, Label, Static
+from textual.worker import Worker
 
 from lora_tui.ui.errors import plain_error
 from lora_tui.ui.messages import ChatReady, CompareReady, ReplyProgress, WorkProgress
 from lora_tui.ui.screens.chat_adapters import BASE, ChatAdapters
 from lora_tui.ui.widgets.chat_bubble import ChatBubble
 from lora_tui.ui.widgets.tick import Tick
+from lora_tui.ui.workers import failure, thread_worker
 
 SETTINGS = (  # (field of GenerationSettings, label, type, lowest, highest)
     ("temperature", "temp", float, 0.0, 5.0),
@@ -53,6 +55,7 @@ class ChatScreen(ChatAdapters):
         self._reply_id = 0
         self._stop = threading.Event()
         self._bubble: ChatBubble | None = None
+        self._streamed = ""  # the current reply's text so far, kept when its worker fails
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="chat-body", classes="body"):
@@ -105,14 +108,11 @@ class ChatScreen(ChatAdapters):
             if self.app.screen is self:
                 self.sync_from_state()
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="chat-load")
+    @thread_worker("chat-load")
     def _load(self, run) -> None:
-        try:
-            session = self.backend.open_chat(run, on_progress=lambda text, fraction:
-                                             self.post_message(WorkProgress("chat", text, fraction)))
-            self.post_message(ChatReady(session, path=str(run.path)))
-        except Exception as exc:
-            self.post_message(ChatReady(None, error=plain_error(exc), path=str(run.path)))
+        session = self.backend.open_chat(run, on_progress=lambda text, fraction:
+                                         self.post_message(WorkProgress("chat", text, fraction)))
+        self.post_message(ChatReady(session, path=str(run.path)))
 
     @on(WorkProgress)
     def _loading(self, message: WorkProgress) -> None:
@@ -205,26 +205,24 @@ class ChatScreen(ChatAdapters):
         conversation.mount(self._bubble)
         conversation.scroll_end(animate=False)
         self._reply_id += 1
+        self._streamed = ""
         self._busy = True
         self._stop.clear()
         self._stream(self._reply_id, self.system_messages() + self.messages, who, settings)
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="reply")
+    @thread_worker("reply")
     def _stream(self, reply_id: int, messages: list[dict], who: str, settings) -> None:
         text = ""
-        try:
-            for piece in self.session.stream(messages, adapter=who, settings=settings,
-                                             should_stop=self._stop.is_set):
-                text += piece
-                self.post_message(ReplyProgress(reply_id, text))
-            self.post_message(ReplyProgress(reply_id, text, done=True))
-        except Exception as exc:
-            self.post_message(ReplyProgress(reply_id, text, done=True, error=plain_error(exc)))
+        for piece in self.session.stream(messages, adapter=who, settings=settings, should_stop=self._stop.is_set):
+            text += piece
+            self.post_message(ReplyProgress(reply_id, text))
+        self.post_message(ReplyProgress(reply_id, text, done=True))
 
     @on(ReplyProgress)
     def _progress(self, message: ReplyProgress) -> None:
         if message.reply_id != self._reply_id or self._bubble is None:
             return
+        self._streamed = message.text
         note = ""
         if message.done:
             self._busy = False
@@ -288,13 +286,26 @@ class ChatScreen(ChatAdapters):
         self._busy = True
         self._compare(prompt, self.system_messages() + history, settings, sides)
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="reply")
+    @thread_worker("reply")
     def _compare(self, prompt: str, history: list[dict], settings, sides: tuple[str, str]) -> None:
-        try:
-            adapter_text, base_text = self.session.compare(history, settings=settings, sides=sides)
-            self.post_message(CompareReady(prompt, adapter_text, base_text))
-        except Exception as exc:
-            self.post_message(CompareReady(prompt, None, None, error=plain_error(exc)))
+        adapter_text, base_text = self.session.compare(history, settings=settings, sides=sides)
+        self.post_message(CompareReady(prompt, adapter_text, base_text))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The loading and answering workers that raised: the error where their result would show.
+        (ChatAdapters' handler, called too, takes the adapter workers.)"""
+        failed = failure(event)
+        if failed is None:
+            return
+        call, error = failed.args, plain_error(failed.error)
+        if failed.group == "chat-load":
+            self.post_message(ChatReady(None, error=error, path=str(call["run"].path)))
+        elif failed.name == "_stream":  # the text so far stays; every piece was shown before the failure
+            reply_id = call["reply_id"]
+            text = self._streamed if reply_id == self._reply_id else ""
+            self.post_message(ReplyProgress(reply_id, text, done=True, error=error))
+        elif failed.name == "_compare":
+            self.post_message(CompareReady(call["prompt"], None, None, error=error))
 
     @on(CompareReady)
     def _compared(self, message: CompareReady) -> None:

@@ -8,17 +8,19 @@ Workers only call the backend and post messages; the handlers own the widgets.
 from __future__ import annotations
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Checkbox, Label, OptionList, Static
 from textual.widgets.option_list import Option
+from textual.worker import Worker
 
 from lora_tui.ui.errors import plain_error
 from lora_tui.ui.messages import AdapterAdded, ChatRunsFound
 from lora_tui.ui.screens.base import WizardScreen
+from lora_tui.ui.workers import failure, thread_worker
 
 BASE = "base"  # lora_tui.core.chat.adapters.BASE (not imported: the wizard paints before the core loads)
 
@@ -126,13 +128,9 @@ class ChatAdapters(WizardScreen):
         self._show_adapters()
 
     # --- adding runs on the same base ---------------------------------------------------------------
-    @work(thread=True, exclusive=True, exit_on_error=False, group="chat-runs")
+    @thread_worker("chat-runs")
     def _find_runs(self, session, folder: str, path: str) -> None:
-        try:
-            runs = self.backend.chat_runs(session, folder)
-        except Exception:  # a listing that fails only means nothing to offer
-            runs = []
-        self.post_message(ChatRunsFound(runs, path=path))
+        self.post_message(ChatRunsFound(self.backend.chat_runs(session, folder), path=path))
 
     @on(ChatRunsFound)
     def _runs_found(self, message: ChatRunsFound) -> None:
@@ -155,12 +153,19 @@ class ChatAdapters(WizardScreen):
             self.query_one("#chat-header", Static).update(f"Loading the adapter of {path}…")
             self._add(self.session, path)
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="reply")
+    @thread_worker("reply")  # one model: adding an adapter and answering take turns
     def _add(self, session, path: str) -> None:
-        try:
-            self.post_message(AdapterAdded(self.backend.add_chat_adapter(session, path)))
-        except Exception as exc:
-            self.post_message(AdapterAdded(None, error=plain_error(exc)))
+        self.post_message(AdapterAdded(self.backend.add_chat_adapter(session, path)))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The adapter workers that raised (ChatScreen's own handler takes the reply workers)."""
+        failed = failure(event)
+        if failed is None:
+            return
+        if failed.group == "chat-runs":  # a listing that fails only means nothing to offer
+            self.post_message(ChatRunsFound([], path=failed.args["path"]))
+        elif failed.group == "reply" and failed.name == "_add":
+            self.post_message(AdapterAdded(None, error=plain_error(failed.error)))
 
     @on(AdapterAdded)
     def _added(self, message: AdapterAdded) -> None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Input, Label, Static, TabbedContent, TabPane, Tree
+from textual.worker import Worker
 
 from lora_tui.ui.errors import plain_error
 from lora_tui.ui.messages import DatasetChecked, WorkProgress
@@ -24,6 +25,7 @@ from lora_tui.ui.screens.base import WizardScreen
 from lora_tui.ui.screens.dialogs import FilePicker
 from lora_tui.ui.widgets.dataset_views import finding_label, group_findings, group_label, histogram_text, \
     preview_text
+from lora_tui.ui.workers import failure, thread_worker
 
 
 class DatasetScreen(WizardScreen):
@@ -73,18 +75,21 @@ class DatasetScreen(WizardScreen):
         self.query_one("#data-verdict", Static).update("[yellow]Checking the dataset…[/]")
         self._validate(self.state.config.copy(), key)
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="dataset")
+    @thread_worker("dataset")
     def _validate(self, config, key: tuple) -> None:
         def progress(text: str, fraction: float) -> None:
             self.post_message(WorkProgress("dataset", text, fraction))
 
-        try:
-            progress("Loading the tokenizer", 0.0)
-            view = self.backend.validate(config, on_progress=progress)
-            view.key = key
-            self.post_message(DatasetChecked(key, view))
-        except Exception as exc:
-            self.post_message(DatasetChecked(key, None, error=plain_error(exc)))
+        progress("Loading the tokenizer", 0.0)
+        view = self.backend.validate(config, on_progress=progress)
+        view.key = key
+        self.post_message(DatasetChecked(key, view))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The check raised (a DataError names the line and the fix): shown as the check's result."""
+        failed = failure(event)
+        if failed is not None and failed.group == "dataset":
+            self.post_message(DatasetChecked(failed.args["key"], None, error=plain_error(failed.error)))
 
     @on(WorkProgress)
     def _progress(self, message: WorkProgress) -> None:

@@ -12,17 +12,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Markdown, Static
+from textual.worker import Worker
 
 from lora_tui.ui.errors import plain_error
 from lora_tui.ui.messages import ExportDone, WorkProgress
 from lora_tui.ui.screens.base import WizardScreen
 from lora_tui.ui.screens.dialogs import Confirm, PathPrompt
 from lora_tui.ui.widgets.format import human_size
+from lora_tui.ui.workers import failure, thread_worker
 
 
 def _without_front_matter(card: str) -> str:
@@ -82,12 +84,9 @@ class ExportScreen(WizardScreen):
         where.update("Reading the run…")
         self._summary(run)
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="export-summary")
+    @thread_worker("export-summary")
     def _summary(self, run) -> None:
-        try:
-            self.post_message(ExportDone("summary", self.backend.export_summary(run)))
-        except Exception as exc:
-            self.post_message(ExportDone("summary", None, error=plain_error(exc)))
+        self.post_message(ExportDone("summary", self.backend.export_summary(run)))
 
     def _show_summary(self, summary: dict | None, error: str | None) -> None:
         run = self.state.run
@@ -165,12 +164,9 @@ class ExportScreen(WizardScreen):
         self.query_one("#export-result", Static).update("Zipping the adapter…")
         self._zip(self.state.run, overwrite)
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="export")
+    @thread_worker("export")
     def _zip(self, run, overwrite: bool) -> None:
-        try:
-            self.post_message(ExportDone("zip", self.backend.zip_adapter(run, overwrite=overwrite)))
-        except Exception as exc:
-            self.post_message(ExportDone("zip", None, error=plain_error(exc)))
+        self.post_message(ExportDone("zip", self.backend.zip_adapter(run, overwrite=overwrite)))
 
     def action_merge(self) -> None:
         if self._refuse():
@@ -198,15 +194,12 @@ class ExportScreen(WizardScreen):
         self.query_one("#export-result", Static).update("Merging: loading the base model…")
         self._merge(self.state.run, out, overwrite)
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="export")
+    @thread_worker("export")
     def _merge(self, run, out: str, overwrite: bool) -> None:
-        try:
-            progress = lambda text, fraction: self.post_message(WorkProgress("merge", text, fraction))  # noqa: E731
-            result = self.backend.merge(run, out, overwrite=overwrite, on_progress=progress)
-            check = self._check(run, result, None, progress)
-            self.post_message(ExportDone("merge", result, details={"out": out, "check": check}))
-        except Exception as exc:
-            self.post_message(ExportDone("merge", None, error=plain_error(exc)))
+        progress = lambda text, fraction: self.post_message(WorkProgress("merge", text, fraction))  # noqa: E731
+        result = self.backend.merge(run, out, overwrite=overwrite, on_progress=progress)
+        check = self._check(run, result, None, progress)
+        self.post_message(ExportDone("merge", result, details={"out": out, "check": check}))
 
     def _check(self, run, artefact, gguf_file, progress):
         """The round-trip check; its failure to run is reported, never raised over the written export."""
@@ -230,15 +223,12 @@ class ExportScreen(WizardScreen):
         self.query_one("#export-result", Static).update("GGUF: loading and merging…")
         self._gguf(self.state.run, overwrite)
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="export")
+    @thread_worker("export")
     def _gguf(self, run, overwrite: bool) -> None:
-        try:
-            progress = lambda text, fraction: self.post_message(WorkProgress("gguf", text, fraction))  # noqa: E731
-            path = self.backend.export_gguf(run, "q8_0", overwrite=overwrite, on_progress=progress)
-            check = self._check(run, path.parent, path.name, progress)
-            self.post_message(ExportDone("gguf", path, details={"check": check}))
-        except Exception as exc:
-            self.post_message(ExportDone("gguf", None, error=plain_error(exc)))
+        progress = lambda text, fraction: self.post_message(WorkProgress("gguf", text, fraction))  # noqa: E731
+        path = self.backend.export_gguf(run, "q8_0", overwrite=overwrite, on_progress=progress)
+        check = self._check(run, path.parent, path.name, progress)
+        self.post_message(ExportDone("gguf", path, details={"check": check}))
 
     def action_push(self) -> None:
         if self._refuse():
@@ -254,12 +244,9 @@ class ExportScreen(WizardScreen):
                                         f"your-name/{run.name}", "The token comes from HF_TOKEN or `hf auth login` "
                                         "and is never written anywhere. Nothing is sent before you confirm."), chosen)
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="export")
+    @thread_worker("export")
     def _push_plan(self, run, repo_id: str) -> None:
-        try:
-            self.post_message(ExportDone("push-plan", self.backend.upload_plan(run, repo_id)))
-        except Exception as exc:
-            self.post_message(ExportDone("push", None, error=plain_error(exc)))
+        self.post_message(ExportDone("push-plan", self.backend.upload_plan(run, repo_id)))
 
     def _confirm_push(self, plan) -> None:
         files = "\n".join(f"  {name} ({human_size(path.stat().st_size)})" for path, name in plan.files)
@@ -271,12 +258,18 @@ class ExportScreen(WizardScreen):
         self._busy = False
         self.query_one("#export-result", Static).update("Push cancelled: nothing was sent.")
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="export")
+    @thread_worker("export")
     def _push(self, plan) -> None:
-        try:
-            self.post_message(ExportDone("push", self.backend.push(plan)))
-        except Exception as exc:
-            self.post_message(ExportDone("push", None, error=plain_error(exc)))
+        self.post_message(ExportDone("push", self.backend.push(plan)))
+
+    FAILED_AS = {"_summary": "summary", "_zip": "zip", "_merge": "merge", "_gguf": "gguf",
+                 "_push_plan": "push", "_push": "push"}  # worker -> the ExportDone its failure reads as
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """An export worker that raised: its ExportDone with the error (shown as ✗ ..., the busy mark cleared)."""
+        failed = failure(event)
+        if failed is not None and failed.group in ("export", "export-summary"):
+            self.post_message(ExportDone(self.FAILED_AS[failed.name], None, error=plain_error(failed.error)))
 
     def _show_check(self, check) -> None:
         if check is None:

@@ -12,17 +12,19 @@ from __future__ import annotations
 
 from rich.markup import escape
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Label, OptionList, Static
 from textual.widgets.option_list import Option
+from textual.worker import Worker
 
 from lora_tui.ui.errors import plain_error
 from lora_tui.ui.messages import BenchDone, WorkProgress
 from lora_tui.ui.screens.base import WizardScreen
 from lora_tui.ui.widgets.format import GIB, bar, gib, verdict_markup
+from lora_tui.ui.workers import failure, thread_worker
 
 def _libraries(report) -> str:
     if report.torch_version is None:
@@ -215,16 +217,19 @@ class HardwareScreen(WizardScreen):
             "every arm loads the model in its own process…")
         self._bench(self.state.config.copy())
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="bench")
+    @thread_worker("bench")
     def _bench(self, config) -> None:
         def arm_done(arm) -> None:
             figure = "failed" if arm.error else f"{arm.tokens_per_s:,.0f} tokens/s" if arm.tokens_per_s else "no figure"
             self.post_message(WorkProgress("bench", f"{arm.label}: {figure}"))
 
-        try:
-            self.post_message(BenchDone(self.backend.bench(config, on_arm=arm_done)))
-        except Exception as exc:  # BenchError (bad plan, no data) and the unforeseen alike: shown, not raised
-            self.post_message(BenchDone(None, error=plain_error(exc)))
+        self.post_message(BenchDone(self.backend.bench(config, on_arm=arm_done)))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """BenchError (bad plan, no data) and the unforeseen alike: shown, not raised."""
+        failed = failure(event)
+        if failed is not None and failed.group == "bench":
+            self.post_message(BenchDone(None, error=plain_error(failed.error)))
 
     @on(WorkProgress)
     def _bench_progress(self, message: WorkProgress) -> None:

@@ -8,10 +8,11 @@ The check and the estimates run in thread workers (they import transformers).
 
 from __future__ import annotations
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Checkbox, DataTable, Input, Label, Static
+from textual.worker import Worker
 
 from lora_tui.core.model.embedded import EMBEDDED_MODEL, is_embedded
 from lora_tui.ui.messages import CatalogueEstimated, ModelChecked
@@ -19,6 +20,7 @@ from lora_tui.ui.screens.base import WizardScreen
 from lora_tui.ui.widgets.tick import Tick
 from lora_tui.ui.screens.dialogs import Confirm
 from lora_tui.ui.widgets.format import count, gib, verdict_markup
+from lora_tui.ui.workers import failure, thread_worker
 
 EMBEDDED_LABEL = "embedded: SmolLM2-135M-Instruct (offline)"
 TRUST_WARNING = ("Trusting remote code runs Python files shipped with the model, with your permissions, "
@@ -86,13 +88,10 @@ class ModelScreen(WizardScreen):
         self._catalogue_key = key
         self.estimate_catalogue(key)
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="catalogue")
+    @thread_worker("catalogue")
     def estimate_catalogue(self, key: tuple) -> None:
-        try:
-            rows = self.backend.catalogue(self.state.config.copy(), self.state.hardware)
-            self.post_message(CatalogueEstimated(key, rows))
-        except Exception as exc:
-            self.post_message(CatalogueEstimated(key, [], error=str(exc)))
+        rows = self.backend.catalogue(self.state.config.copy(), self.state.hardware)
+        self.post_message(CatalogueEstimated(key, rows))
 
     @on(CatalogueEstimated)
     def _catalogue(self, message: CatalogueEstimated) -> None:
@@ -157,15 +156,23 @@ class ModelScreen(WizardScreen):
         self.query_one("#model-status", Static).update(f"Checking {name} …")
         self._run_check(name, self.state.config.model.trust_remote_code)
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="model-check")
+    @thread_worker("model-check")
     def _run_check(self, name: str, trust_remote_code: bool) -> None:
-        try:
-            check = self.backend.check_model(name, trust_remote_code)
-        except Exception as exc:  # check_model_source promises no exceptions; keep the wizard alive anyway
+        self.post_message(ModelChecked(name, self.backend.check_model(name, trust_remote_code)))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """This screen's workers that raised: the catalogue says it is unavailable, the check says why."""
+        failed = failure(event)
+        if failed is None:
+            return
+        exc, call = failed.error, failed.args
+        if failed.group == "catalogue":
+            self.post_message(CatalogueEstimated(call["key"], [], error=str(exc)))
+        elif failed.group == "model-check":  # check_model_source promises no exceptions; keep the wizard alive anyway
             from lora_tui.core.model.models import ModelCheck
 
-            check = ModelCheck(False, "unknown", name, f"{type(exc).__name__}: {exc}")
-        self.post_message(ModelChecked(name, check))
+            name = call["name"]
+            self.post_message(ModelChecked(name, ModelCheck(False, "unknown", name, f"{type(exc).__name__}: {exc}")))
 
     @on(ModelChecked)
     def _checked(self, message: ModelChecked) -> None:

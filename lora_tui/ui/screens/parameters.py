@@ -14,11 +14,12 @@ from pathlib import Path
 
 from rich.markup import escape
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Label, Select, Static
+from textual.worker import Worker
 
 from lora_tui.core.config import PRESET_HELP, PRESETS, SECTION_HELP, TARGET_CHOICES, ConfigError, apply_preset, \
     check_value, load_config, save_config
@@ -30,6 +31,7 @@ from lora_tui.ui.screens.base import WizardScreen
 from lora_tui.ui.screens.dialogs import Confirm, PathPrompt
 from lora_tui.ui.widgets.fields import FieldRow
 from lora_tui.ui.widgets.format import gib, verdict_markup
+from lora_tui.ui.workers import failure, thread_worker
 
 PRESET_LABELS = {"lora": "LoRA (16-bit base)", "qlora": "QLoRA (4-bit base)", "lora-8bit": "LoRA on an 8-bit base"}
 CUSTOM = "custom"
@@ -340,23 +342,26 @@ class ParametersScreen(WizardScreen):
         self.query_one("#memory-line", Static).update("Checking the dataset and starting the trainer…")
         self._start(self.state.config.copy(), self.state.dataset_key(), self.state.dataset_current() is None)
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="start")
+    @thread_worker("start")
     def _start(self, config, key: tuple, validate: bool) -> None:
-        try:
-            if validate:
-                view = self.backend.validate(config)
-                view.key = key
-                self.post_message(DatasetChecked(key, view))
-                refusal = view.refusal()
-                if refusal:
-                    self.post_message(RunStarted(None, error=refusal))
-                    return
-            elif self.state.dataset.refusal():
-                self.post_message(RunStarted(None, error=self.state.dataset.refusal()))
+        if validate:
+            view = self.backend.validate(config)
+            view.key = key
+            self.post_message(DatasetChecked(key, view))
+            refusal = view.refusal()
+            if refusal:  # the data refused: a result, not a failure
+                self.post_message(RunStarted(None, error=refusal))
                 return
-            self.post_message(RunStarted(self.backend.start_run(config)))
-        except Exception as exc:
-            self.post_message(RunStarted(None, error=plain_error(exc)))
+        elif self.state.dataset.refusal():
+            self.post_message(RunStarted(None, error=self.state.dataset.refusal()))
+            return
+        self.post_message(RunStarted(self.backend.start_run(config)))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """Starting raised (the check or the launcher): the run did not start, and the reason is shown."""
+        failed = failure(event)
+        if failed is not None and failed.group == "start":
+            self.post_message(RunStarted(None, error=plain_error(failed.error)))
 
     @on(DatasetChecked)
     def _dataset_checked(self, message: DatasetChecked) -> None:

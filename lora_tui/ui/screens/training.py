@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -28,6 +28,7 @@ from lora_tui.ui.screens.base import WizardScreen
 from lora_tui.ui.screens.dialogs import Confirm
 from lora_tui.ui.widgets.format import count, duration, gib, number
 from lora_tui.ui.widgets.run_panels import LossPlot, now_panel, readable_log_line, system_panel
+from lora_tui.ui.workers import thread_worker
 
 POLL_SECONDS = 0.5
 LOG_LINES = 4
@@ -145,7 +146,7 @@ class TrainingScreen(WizardScreen):
         self.sync_from_state()
 
     # --- following ---------------------------------------------------------------------------
-    @work(thread=True, exclusive=True, exit_on_error=False, group="follow")
+    @thread_worker("follow")
     def follow(self, run) -> None:
         worker = get_current_worker()
         offset, log_signature, last_state = 0, None, None
