@@ -92,3 +92,18 @@ def data_files(tmp_path_factory) -> tuple[Path, Path]:
     from tests.support.training import write_data_files
 
     return write_data_files(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def embedded_run(tmp_path_factory, embedded_model_dir):
+    """A finished fake run on the embedded model with a small non-zero adapter (the GGUF export tests)."""
+    from lora_tui.core.config import load_config, save_config
+    from tests.support.chat import make_adapter, make_fake_run
+
+    run = Path(make_fake_run(tmp_path_factory.mktemp("emb-gguf"), embedded_model_dir, name="emb", with_adapter=False))
+    make_adapter(embedded_model_dir, run / "adapter", scale=0.02)
+    config = load_config(run / "config.yaml")
+    config.model.name = "embedded"
+    config.data.train, config.data.validation = str(REPO / "sample_data/train.jsonl"), str(REPO / "sample_data/valid.jsonl")
+    save_config(config, run / "config.yaml")
+    return run

@@ -115,7 +115,8 @@ def test_hardware_screen_b_runs_the_bench_in_a_worker_and_shows_its_table(monkey
     from lora_tui.core.bench.runner import run_bench
     from lora_tui.ui.app import make_app
     from tests.snapshot_apps.fixed import FixedBackend, snapshot_state
-    from tests.test_ui_screens import goto, until
+    from tests.support.ui import goto
+    from tests.support.wait import until
 
     calls = []
 

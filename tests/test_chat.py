@@ -1,4 +1,4 @@
-"""ChatSession on a tiny random model with a non-zero LoRA adapter (see test_chat_support)."""
+"""ChatSession on a tiny random model with a non-zero LoRA adapter (see tests/support/chat.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from tests.test_chat_support import make_adapter, make_fake_run
+from tests.support.chat import make_adapter, make_fake_run
 
 GREEDY = dict(greedy=True, max_new_tokens=12)
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from tests.test_chat_support import make_fake_run
+from tests.support.chat import make_fake_run
 
 GREEDY = dict(greedy=True, max_new_tokens=10)
 IDS = [[1, 20, 300, 4000, 77]]
@@ -207,7 +207,7 @@ def test_merge_and_zip_take_a_checkpoint_by_path(tmp_path, tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     from lora_tui.core.export.artefacts import merge_adapter, zip_adapter
-    from tests.test_chat_support import make_adapter
+    from tests.support.chat import make_adapter
 
     run = make_fake_run(tmp_path, tiny_model_dir, name="run-c", seed=1)
     checkpoint = make_adapter(tiny_model_dir, run / "checkpoints" / "checkpoint-6", seed=6)

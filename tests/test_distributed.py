@@ -16,7 +16,7 @@ from lora_tui.core.train import distributed as d
 from lora_tui.core.config import Config, ConfigError, apply_overrides, check_value, config_to_yaml, load_config
 from lora_tui.core.train.distributed_run import rank_failure
 from lora_tui.core.machine.gpu_topology import probe_topology, strategy_line, topology_lines
-from tests.test_hardware import A100, FakeNVML, GiB
+from tests.support.nvml import A100, FakeNVML, GiB
 
 
 @pytest.mark.parametrize("typed, stored", [("auto", "auto"), ("4", "4"), (4, "4"), ("0,2", "0,2"), ("[1, 3]", "1,3"),

@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from tests.test_chat_support import make_fake_run
+from tests.support.chat import make_fake_run
 
 
 @pytest.fixture(scope="module")

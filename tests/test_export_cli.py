@@ -6,7 +6,7 @@ import subprocess
 import sys
 import zipfile
 
-from tests.test_chat_support import make_fake_run
+from tests.support.chat import make_fake_run
 
 
 def lora_tui(*args):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_chat_support import make_adapter, make_fake_run
+from tests.support.chat import make_adapter, make_fake_run
 
 ROOT = Path(__file__).resolve().parents[1]
 

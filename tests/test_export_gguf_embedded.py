@@ -4,26 +4,7 @@ A small untrained-but-nonzero adapter keeps it quick; q8_0 may differ a little, 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-
-from tests.test_chat_support import make_adapter, make_fake_run
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def embedded_run(tmp_path_factory, embedded_model_dir):
-    from lora_tui.core.config import load_config, save_config
-
-    run = Path(make_fake_run(tmp_path_factory.mktemp("emb-gguf"), embedded_model_dir, name="emb", with_adapter=False))
-    make_adapter(embedded_model_dir, run / "adapter", scale=0.02)
-    config = load_config(run / "config.yaml")
-    config.model.name = "embedded"
-    config.data.train, config.data.validation = str(ROOT / "sample_data/train.jsonl"), str(ROOT / "sample_data/valid.jsonl")
-    save_config(config, run / "config.yaml")
-    return run
 
 
 @pytest.mark.parametrize("gguf_type, max_delta", [("f16", 0.01), ("q8_0", 0.05)])

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_chat_support import make_adapter, make_fake_run
-from tests.test_export_gguf_embedded import embedded_run  # noqa: F401  (fixture, for the slow test)
+from tests.support.chat import make_adapter, make_fake_run
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_LIBGGUF = importlib.util.find_spec("libgguf") is not None

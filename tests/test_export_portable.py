@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_chat_support import make_fake_run
+from tests.support.chat import make_fake_run
 
 
 def _fake_hub_cache(hf_home: Path, repo_id: str, model_dir: Path) -> None:

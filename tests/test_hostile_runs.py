@@ -117,7 +117,7 @@ def test_overwrite_never_empties_the_current_folder_even_when_it_is_a_run(tmp_pa
 
 def test_merge_overwrite_replaces_only_a_merged_model(tmp_path, tiny_model_dir):
     from lora_tui.core.export.artefacts import ExportError, merge_adapter
-    from tests.test_chat_support import make_fake_run
+    from tests.support.chat import make_fake_run
 
     run = make_fake_run(tmp_path, tiny_model_dir)
     folder = tmp_path / "work"
@@ -130,7 +130,7 @@ def test_merge_overwrite_replaces_only_a_merged_model(tmp_path, tiny_model_dir):
 
 def test_zip_overwrite_replaces_only_a_zip(tmp_path, tiny_model_dir):
     from lora_tui.core.export.artefacts import ExportError, zip_adapter
-    from tests.test_chat_support import make_fake_run
+    from tests.support.chat import make_fake_run
 
     run = make_fake_run(tmp_path, tiny_model_dir)
     precious = tmp_path / "thesis.pdf"
@@ -144,7 +144,7 @@ def test_zip_overwrite_replaces_only_a_zip(tmp_path, tiny_model_dir):
 
 def test_gguf_overwrite_replaces_only_a_gguf_file(tmp_path, tiny_model_dir):
     from lora_tui.core.export.artefacts import ExportError, export_gguf
-    from tests.test_chat_support import make_fake_run
+    from tests.support.chat import make_fake_run
 
     run = make_fake_run(tmp_path, tiny_model_dir)
     precious = tmp_path / "thesis.gguf.txt"
@@ -355,7 +355,7 @@ def test_zip_of_a_checkpoint_leaves_the_trainer_state_out(tmp_path, tiny_model_d
     import shutil
     import zipfile
 
-    from tests.test_chat_support import make_fake_run
+    from tests.support.chat import make_fake_run
 
     run = RunDirectory(make_fake_run(tmp_path, tiny_model_dir))
     ckpt = run.checkpoints_dir / "checkpoint-12"

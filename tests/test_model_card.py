@@ -9,7 +9,7 @@ import re
 import pytest
 import yaml
 
-from tests.test_chat_support import make_fake_run
+from tests.support.chat import make_fake_run
 
 
 def front_matter(text: str) -> dict:

@@ -8,8 +8,9 @@ import asyncio
 import pytest
 
 from tests.snapshot_apps.fixed import FixedBackend
-from tests.test_chat_support import make_fake_run
-from tests.test_ui_screens import goto, until
+from tests.support.chat import make_fake_run
+from tests.support.ui import goto
+from tests.support.wait import until
 
 pytestmark = pytest.mark.timeout(600)
 

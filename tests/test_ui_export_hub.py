@@ -3,11 +3,14 @@ and sends nothing until confirmed. The backend is faked: the real work is covere
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.snapshot_apps.fixed import FixedBackend
 from tests.snapshot_apps.make_demo_run import write_demo_run
-from tests.test_ui_screens import _run, goto, until
+from tests.support.ui import goto
+from tests.support.wait import until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -72,4 +75,4 @@ def test_gguf_button_shows_the_check_and_push_asks_first(tmp_path):
                             what="the push outcome")
             assert backend.pushed == ["me/demo"]
 
-    _run(scenario())
+    asyncio.run(scenario())
