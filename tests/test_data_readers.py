@@ -147,11 +147,17 @@ def test_hf_disk_dataset_dict_uses_train_split(tmp_path):
     assert _codes(loaded) == [(None, "split_chosen")]
 
 
+def _empty_folder(d: Path) -> Path:
+    folder = d / "nothing"
+    folder.mkdir()
+    return folder
+
+
 @pytest.mark.parametrize("make, needle", [
     (lambda d: d / "missing.jsonl", "no such file"),
     (lambda d: _write(d / "empty.jsonl", "\n \n"), "empty"),
     (lambda d: _write(d / "data.xlsx", "PK\x03\x04"), "unsupported"),
-    (lambda d: (d / "nothing").mkdir() or d / "nothing", "no .txt files"),
+    (_empty_folder, "no .txt files"),
     (lambda d: _write(d / "broken.parquet", "not parquet"), "Parquet"),
 ])
 def test_unreadable_inputs_raise_data_error_naming_the_file(tmp_path, make, needle):

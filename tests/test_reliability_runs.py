@@ -113,7 +113,8 @@ def test_resume_without_checkpoint_keeps_the_adapter_or_says_from_scratch(tmp_pa
     with pytest.raises(RunError, match="no complete checkpoint"):
         launcher.resume_run(run.path)
     assert (run.adapter_dir / "adapter_config.json").exists()
-    other = _fake_run(tmp_path / "b", data, checkpoints=(), step=3) if (tmp_path / "b").mkdir() is None else None
+    (tmp_path / "b").mkdir()
+    other = _fake_run(tmp_path / "b", data, checkpoints=(), step=3)
     assert "starts again from step 0" in launcher.resume_run(other.path).resume_note
 
 
