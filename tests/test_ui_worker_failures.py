@@ -136,3 +136,56 @@ def test_app_worker_failure_reaches_the_plan_verdict(tmp_path):
             assert app.is_running
 
     asyncio.run(scenario())
+
+
+class Recorded(FixedBackend):
+    """A run whose zip and q8_0 GGUF exist already: each export asks before writing over them."""
+
+    def __init__(self, tmp_path) -> None:
+        super().__init__()
+        self.tmp_path, self.calls = tmp_path, []
+
+    def export_summary(self, run) -> dict:
+        return {**super().export_summary(run), "zip": str(self.tmp_path / "adapter.zip"), "zip_bytes": 2,
+                "gguf": [{"path": str(self.tmp_path / "demo-q8_0.gguf"), "type": "q8_0", "bytes": 4}]}
+
+    def zip_adapter(self, run, overwrite=False):
+        self.calls.append(("zip", overwrite))
+        return self.tmp_path / "adapter.zip"
+
+    def export_gguf(self, run, gguf_type="q8_0", overwrite=False, on_progress=None):
+        self.calls.append(("gguf", overwrite))
+        raise RuntimeError("llama.cpp's converter is missing (fix: pip install gguf)")
+
+
+def test_export_asks_before_replacing_and_no_leaves_everything(tmp_path):
+    """The one confirm -> start -> worker sequence: no starts nothing, yes starts with overwrite=True."""
+    from textual.widgets import Static
+
+    from lora_tui.ui.app import make_app
+
+    path = write_demo_run(tmp_path / "demo-run", last_step=10, finished=True)
+    backend = Recorded(tmp_path)
+
+    async def scenario():
+        app = make_app(run=str(path), backend=backend)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await goto(pilot, "export")
+            screen = app.screen
+            await until(pilot, lambda: screen._summary_data.get("zip"), what="the summary")
+            result = lambda: str(screen.query_one("#export-result", Static).render())  # noqa: E731
+            for key, name, title, done in (("z", "zip", "Replace the zip?", "✓ Zipped"),
+                                           ("g", "gguf", "Replace the GGUF?", "✗ llama.cpp's converter is missing")):
+                for answer in ("escape", "y"):
+                    await pilot.press(key)
+                    await until(pilot, lambda: getattr(app.screen, "title_text", "") == title, what=title)
+                    await pilot.press(answer)
+                    await until(pilot, lambda: app.screen is screen, what="the export screen again")
+                    if answer == "escape":
+                        assert not screen._busy and name not in [what for what, _ in backend.calls]
+                await until(pilot, lambda: result().startswith(done), what=done)
+                assert not screen._busy
+            assert backend.calls == [("zip", True), ("gguf", True)]
+            assert app.is_running
+
+    asyncio.run(scenario())

@@ -10,6 +10,7 @@ and the table is shown. Nothing existing is replaced unless the user confirms.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from rich.text import Text
 from textual import on
@@ -149,20 +150,29 @@ class ExportScreen(WizardScreen):
             return True
         return False
 
+    def _export(self, worker: Callable[..., object], *args, ask: Confirm | None = None, working: str | None = None,
+                cancelled: Callable[[], None] | None = None) -> None:
+        """Every export's sequence: ``ask`` first when given (no: ``cancelled``, else nothing happens), then the
+        screen is busy, the result line says ``working`` and ``worker(*args)`` starts; its ExportDone ends it."""
+
+        def start() -> None:
+            self._busy = True
+            if working is not None:
+                self.query_one("#export-result", Static).update(working)
+            worker(*args)
+
+        if ask is None:
+            start()
+        else:
+            self.app.push_screen(ask, lambda yes: start() if yes else cancelled() if cancelled else None)
+
     def action_zip(self) -> None:
         if self._refuse():
             return
         existing = self._summary_data.get("zip")
-        if existing:
-            self.app.push_screen(Confirm("Replace the zip?", f"{existing} exists. Zip the adapter again over it?",
-                                         yes="Replace"), lambda yes: self._start_zip(True) if yes else None)
-        else:
-            self._start_zip(False)
-
-    def _start_zip(self, overwrite: bool) -> None:
-        self._busy = True
-        self.query_one("#export-result", Static).update("Zipping the adapter…")
-        self._zip(self.state.run, overwrite)
+        ask = Confirm("Replace the zip?", f"{existing} exists. Zip the adapter again over it?", yes="Replace") \
+            if existing else None
+        self._export(self._zip, self.state.run, bool(existing), ask=ask, working="Zipping the adapter…")
 
     @thread_worker("export")
     def _zip(self, run, overwrite: bool) -> None:
@@ -178,21 +188,14 @@ class ExportScreen(WizardScreen):
             if not out:
                 return
             path = Path(out).expanduser()
-            if path.exists() and any(path.iterdir()):
-                self.app.push_screen(Confirm("Replace the folder?", f"{out} exists and is not empty. Replace it "
-                                             "with the merged model?", yes="Replace", danger=True),
-                                     lambda yes: self._start_merge(out, True) if yes else None)
-            else:
-                self._start_merge(out, False)
+            full = path.exists() and any(path.iterdir())
+            ask = Confirm("Replace the folder?", f"{out} exists and is not empty. Replace it with the merged model?",
+                          yes="Replace", danger=True) if full else None
+            self._export(self._merge, self.state.run, out, full, ask=ask, working="Merging: loading the base model…")
 
         self.app.push_screen(PathPrompt("Merge the adapter into the base model: output folder", default,
                                         "A standalone model that loads with plain transformers, plus an Ollama "
                                         "Modelfile."), chosen)
-
-    def _start_merge(self, out: str, overwrite: bool) -> None:
-        self._busy = True
-        self.query_one("#export-result", Static).update("Merging: loading the base model…")
-        self._merge(self.state.run, out, overwrite)
 
     @thread_worker("export")
     def _merge(self, run, out: str, overwrite: bool) -> None:
@@ -212,16 +215,9 @@ class ExportScreen(WizardScreen):
         if self._refuse():
             return
         existing = [g for g in self._summary_data.get("gguf") or [] if g.get("type") == "q8_0"]
-        if existing:
-            self.app.push_screen(Confirm("Replace the GGUF?", f"{existing[0]['path']} exists. Write it again?",
-                                         yes="Replace"), lambda yes: self._start_gguf(True) if yes else None)
-        else:
-            self._start_gguf(False)
-
-    def _start_gguf(self, overwrite: bool) -> None:
-        self._busy = True
-        self.query_one("#export-result", Static).update("GGUF: loading and merging…")
-        self._gguf(self.state.run, overwrite)
+        ask = Confirm("Replace the GGUF?", f"{existing[0]['path']} exists. Write it again?", yes="Replace") \
+            if existing else None
+        self._export(self._gguf, self.state.run, bool(existing), ask=ask, working="GGUF: loading and merging…")
 
     @thread_worker("export")
     def _gguf(self, run, overwrite: bool) -> None:
@@ -237,8 +233,7 @@ class ExportScreen(WizardScreen):
 
         def chosen(repo_id: str | None) -> None:
             if repo_id:
-                self._busy = True
-                self._push_plan(run, repo_id.strip())
+                self._export(self._push_plan, run, repo_id.strip())  # the plan comes back to be confirmed
 
         self.app.push_screen(PathPrompt("Push the adapter and its model card to the Hugging Face Hub: repository id",
                                         f"your-name/{run.name}", "The token comes from HF_TOKEN or `hf auth login` "
@@ -250,9 +245,9 @@ class ExportScreen(WizardScreen):
 
     def _confirm_push(self, plan) -> None:
         files = "\n".join(f"  {name} ({human_size(path.stat().st_size)})" for path, name in plan.files)
-        self.app.push_screen(Confirm("Upload to the Hub?", f"https://huggingface.co/{plan.repo_id} gets "
-                                     f"{len(plan.files)} files ({human_size(plan.total_bytes)}):\n{files}", yes="Upload"),
-                             lambda yes: self._push(plan) if yes else self._cancel_push())
+        self._export(self._push, plan, ask=Confirm("Upload to the Hub?", f"https://huggingface.co/{plan.repo_id} gets "
+                                                   f"{len(plan.files)} files ({human_size(plan.total_bytes)}):\n{files}",
+                                                   yes="Upload"), cancelled=self._cancel_push)
 
     def _cancel_push(self) -> None:
         self._busy = False
