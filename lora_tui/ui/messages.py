@@ -109,15 +109,6 @@ class AdapterAdded(Message):
 
 
 @dataclass
-class ChatLoading(Message):
-    text: str
-    fraction: float | None = None
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, ChatLoading)
-
-
-@dataclass
 class ReplyProgress(Message):
     """A streaming reply: the whole text so far (so a newer one can replace an older one)."""
 
@@ -136,15 +127,6 @@ class CompareReady(Message):
     adapter_text: str | None
     base_text: str | None
     error: str | None = None
-
-
-@dataclass
-class ExportProgress(Message):
-    text: str
-    fraction: float | None = None
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, ExportProgress)
 
 
 @dataclass
