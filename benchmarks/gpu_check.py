@@ -208,7 +208,7 @@ def main() -> int:
     def environment(budget):
         import torch
 
-        from lora_tui.core.train.engine import kernel_libraries
+        from lora_tui.core.machine.kernels import kernel_libraries
 
         cuda = torch.cuda.is_available()
         return {"torch": torch.__version__, "cuda": torch.version.cuda, "cuda_available": cuda,

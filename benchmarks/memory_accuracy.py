@@ -34,7 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lora_tui.core.plan.memory import CUDA_CONTEXT_BYTES, GiB, MiB, MemoryPlan, estimate_memory  # noqa: E402
+from lora_tui.core.plan.memory import CUDA_CONTEXT_BYTES, MemoryPlan, estimate_memory  # noqa: E402
+from lora_tui.core.units import GiB, MiB  # noqa: E402
 
 STEPS = 3  # AdamW states exist from step 2 on, so the peak is reached by then
 CPU_MATRIX = [  # (quant, r, batch, seq_len, grad_checkpointing[, batching[, dtype]]); fp32 unless named
@@ -394,7 +395,7 @@ def main() -> int:
         if not hardware.gpus:
             print(f"The GPU matrix needs a CUDA GPU ({hardware.nvml_error or 'none found'}).")
             return 2
-        from lora_tui.core.train.engine import liger_available
+        from lora_tui.core.machine.kernels import liger_available
 
         matrix = [p for p in ENGINE_GPU_MATRIX if liger_available() or not p[-1]]
         tokenizer = _local_tokenizer()

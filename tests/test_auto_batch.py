@@ -12,12 +12,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from lora_tui.core.plan.auto_batch import (AUTO_BASE, MICRO_BATCH_CAP, batch_for_run, choose_batch,
-                                      effective_batch)
 from lora_tui.core.config import Config, ConfigError, apply_overrides, config_to_yaml, load_config
 from lora_tui.core.plan.memory import estimate_memory
-from lora_tui.core.plan.memory_plan import fix_overrides, plan_from_config
-from lora_tui.core.plan.memory_record import CHECKPOINT_SHARE
+from lora_tui.core.plan.memory_plan import (AUTO_BASE, CHECKPOINT_SHARE, MICRO_BATCH_CAP, batch_for_run, choose_batch,
+                                           effective_batch, fix_overrides, plan_from_config)
 from lora_tui.core.plan.run_plan import ENV_PLAN
 from tests.support.wait import wait_until
 

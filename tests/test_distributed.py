@@ -5,7 +5,6 @@ topology read from a FAKE NVML module (no GPU here). Real two-rank runs: test_di
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -13,9 +12,12 @@ from types import SimpleNamespace
 import pytest
 
 from lora_tui.core.train import distributed as d
-from lora_tui.core.config import Config, ConfigError, apply_overrides, check_value, config_to_yaml, load_config
+from lora_tui.core.config import (Config, ConfigError, DistributedError, apply_overrides, check_value, config_to_yaml,
+                                  load_config)
 from lora_tui.core.train.distributed_run import rank_failure
-from lora_tui.core.machine.gpu_topology import probe_topology, strategy_line, topology_lines
+from lora_tui.core.machine.gpu_topology import topology_lines
+from lora_tui.core.plan import devices
+from lora_tui.core.plan.devices import strategy_line
 from tests.support.nvml import A100, FakeNVML, GiB
 
 
@@ -44,66 +46,66 @@ def test_settings_have_help_and_survive_yaml(tmp_path):
 
 
 def test_processes_per_device_setting():
-    assert d.count_processes("auto", 0) == (1, None, True)  # CPU, auto: one process, as before
-    assert d.count_processes("2", 0) == (2, None, True)  # CPU: two gloo processes
-    assert d.count_processes("auto", 8) == (8, None, False)
-    assert d.count_processes("2", 8) == (2, [0, 1], False)
-    assert d.count_processes("1,3", 4) == (2, [1, 3], False)
-    with pytest.raises(d.DistributedError, match="only 2 GPU"):
-        d.count_processes("4", 2)
-    with pytest.raises(d.DistributedError, match="no GPU is visible"):
-        d.count_processes("0,1", 0)
-    with pytest.raises(d.DistributedError, match="GPU 5"):
-        d.count_processes("0,5", 4)
+    assert devices.count_processes("auto", 0) == (1, None, True)  # CPU, auto: one process, as before
+    assert devices.count_processes("2", 0) == (2, None, True)  # CPU: two gloo processes
+    assert devices.count_processes("auto", 8) == (8, None, False)
+    assert devices.count_processes("2", 8) == (2, [0, 1], False)
+    assert devices.count_processes("1,3", 4) == (2, [1, 3], False)
+    with pytest.raises(DistributedError, match="only 2 GPU"):
+        devices.count_processes("4", 2)
+    with pytest.raises(DistributedError, match="no GPU is visible"):
+        devices.count_processes("0,1", 0)
+    with pytest.raises(DistributedError, match="GPU 5"):
+        devices.count_processes("0,5", 4)
 
 
 def test_strategy_choice():
     fits = {"ddp": 20 * GiB, "fsdp": 8 * GiB}
-    assert d.choose_strategy("auto", 1, False, fits, 80 * GiB)[0] == "single"
-    assert d.choose_strategy("auto", 4, True, {}, None)[0] == "ddp"  # CPU processes
-    assert d.choose_strategy("auto", 4, False, fits, 80 * GiB)[0] == "ddp"
-    strategy, why = d.choose_strategy("auto", 4, False, {"ddp": 140 * GiB, "fsdp": 40 * GiB}, 80 * GiB)
+    assert devices.choose_strategy("auto", 1, False, fits, 80 * GiB)[0] == "single"
+    assert devices.choose_strategy("auto", 4, True, {}, None)[0] == "ddp"  # CPU processes
+    assert devices.choose_strategy("auto", 4, False, fits, 80 * GiB)[0] == "ddp"
+    strategy, why = devices.choose_strategy("auto", 4, False, {"ddp": 140 * GiB, "fsdp": 40 * GiB}, 80 * GiB)
     assert strategy == "fsdp" and "does not fit" in why
-    assert d.choose_strategy("ddp", 4, False, {"ddp": 140 * GiB}, 80 * GiB)[0] == "ddp"  # the user's word
-    with pytest.raises(d.DistributedError, match="needs GPUs"):
-        d.choose_strategy("fsdp", 2, True, {}, None)
-    with pytest.raises(d.DistributedError, match="8-bit"):
-        d.choose_strategy("fsdp", 2, False, {}, None, load_in="8bit")
+    assert devices.choose_strategy("ddp", 4, False, {"ddp": 140 * GiB}, 80 * GiB)[0] == "ddp"  # the user's word
+    with pytest.raises(DistributedError, match="needs GPUs"):
+        devices.choose_strategy("fsdp", 2, True, {}, None)
+    with pytest.raises(DistributedError, match="8-bit"):
+        devices.choose_strategy("fsdp", 2, False, {}, None, load_in="8bit")
 
 
 def test_plan_on_this_cpu_and_node_flags():
     config = apply_overrides(Config(), ["training.devices=2"])
-    plan = d.plan_devices(config, gpu_count=0)
+    plan = devices.plan_devices(config, gpu_count=0)
     assert (plan.world_size, plan.strategy, plan.backend, plan.launches) == (2, "ddp", "gloo", True)
-    assert not d.plan_devices(Config(), gpu_count=0).launches
-    two_nodes = d.plan_devices(config, gpu_count=0, nodes=d.Nodes(2, 1, "10.0.0.1:29501"))
+    assert not devices.plan_devices(Config(), gpu_count=0).launches
+    two_nodes = devices.plan_devices(config, gpu_count=0, nodes=devices.Nodes(2, 1, "10.0.0.1:29501"))
     assert two_nodes.world_size == 4
-    with pytest.raises(d.DistributedError, match="--master"):
-        d.Nodes(2, 0, None).check()
-    with pytest.raises(d.DistributedError, match="ADDR:PORT"):
-        d.Nodes(2, 0, "10.0.0.1").check()
-    with pytest.raises(d.DistributedError, match="node-rank"):
-        d.Nodes(2, 2, "h:1").check()
+    with pytest.raises(DistributedError, match="--master"):
+        devices.Nodes(2, 0, None).check()
+    with pytest.raises(DistributedError, match="ADDR:PORT"):
+        devices.Nodes(2, 0, "10.0.0.1").check()
+    with pytest.raises(DistributedError, match="node-rank"):
+        devices.Nodes(2, 2, "h:1").check()
 
 
 def test_accelerate_config_and_launch_line(tmp_path):
     import yaml
 
     config = Config()
-    ddp = d.DevicePlan(2, cpu=True, strategy="ddp")
-    path = d.write_accelerate_config(tmp_path, ddp, config)
+    ddp = devices.DevicePlan(2, cpu=True, strategy="ddp")
+    path = devices.write_accelerate_config(tmp_path, ddp, config)
     saved = yaml.safe_load(path.read_text())
     assert saved["distributed_type"] == "MULTI_GPU" and saved["use_cpu"] is True and saved["num_processes"] == 2
     assert "accelerate launch --config_file" in path.read_text().splitlines()[1]
-    fsdp = d.DevicePlan(4, cpu=False, gpu_ids=[0, 1, 2, 3], strategy="fsdp",
-                        nodes=d.Nodes(2, 1, "10.0.0.1:29501"))
-    cfg = d.accelerate_config(fsdp, config)
+    fsdp = devices.DevicePlan(4, cpu=False, gpu_ids=[0, 1, 2, 3], strategy="fsdp",
+                        nodes=devices.Nodes(2, 1, "10.0.0.1:29501"))
+    cfg = devices.accelerate_config(fsdp, config)
     assert cfg["distributed_type"] == "FSDP" and cfg["num_processes"] == 8 and cfg["num_machines"] == 2
     assert cfg["machine_rank"] == 1 and cfg["main_process_ip"] == "10.0.0.1" and cfg["main_process_port"] == 29501
     fc = cfg["fsdp_config"]
     assert fc["fsdp_cpu_ram_efficient_loading"] and fc["fsdp_sync_module_states"] and not fc["fsdp_use_orig_params"]
-    d.write_accelerate_config(tmp_path, fsdp, config)
-    assert d.saved_nodes(tmp_path) == d.Nodes(2, 1, "10.0.0.1:29501")  # --resume keeps the machine layout
+    devices.write_accelerate_config(tmp_path, fsdp, config)
+    assert devices.saved_nodes(tmp_path) == devices.Nodes(2, 1, "10.0.0.1:29501")  # --resume keeps the machine layout
     cmd = d.launch_command(path, tmp_path, resume=True)
     assert cmd[1:4] == ["-m", "accelerate.commands.launch", "--config_file"]
     assert cmd[-3:] == [str(tmp_path), "--worker", "--resume"]
@@ -113,7 +115,7 @@ def test_accelerate_reads_the_written_config(tmp_path):
     """The file is one accelerate itself accepts (its own loader, not ours)."""
     from accelerate.commands.config.config_args import load_config_from_file
 
-    path = d.write_accelerate_config(tmp_path, d.DevicePlan(4, cpu=False, strategy="fsdp"), Config())
+    path = devices.write_accelerate_config(tmp_path, devices.DevicePlan(4, cpu=False, strategy="fsdp"), Config())
     loaded = load_config_from_file(str(path))
     assert str(loaded.distributed_type).endswith("FSDP") and loaded.num_processes == 4
     assert loaded.fsdp_config["fsdp_cpu_ram_efficient_loading"] is True
@@ -280,7 +282,7 @@ def test_supervisor_keeps_rank_0s_reason_and_names_a_killed_rank(tmp_path):
     from lora_tui.core.train.distributed_run import settle
     from lora_tui.core.run.runs import RunDirectory
 
-    plan = d.DevicePlan(2, cpu=True, strategy="ddp")
+    plan = devices.DevicePlan(2, cpu=True, strategy="ddp")
     run = RunDirectory(tmp_path)
     run.append_event("failed", reason="data.jsonl line 3: no assistant turn", fix="fix the row")
     run.write_status("failed", step=0)

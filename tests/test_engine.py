@@ -106,7 +106,8 @@ def test_config_engine_fields_and_auto_words(tmp_path):
 
 
 def test_auto_choices_cpu():
-    from lora_tui.core.train.engine import choose_engine, sft_engine_kwargs
+    from lora_tui.core.plan.run_plan import choose_engine
+    from lora_tui.core.train.engine import sft_engine_kwargs
 
     choice = choose_engine(Config(), "cpu")
     assert choice.batching == "grouped" and choice.attention == "sdpa" and "lean_head" in choice.kernels
@@ -119,7 +120,11 @@ def test_auto_choices_cpu():
 def test_checkpointing_auto_follows_the_estimate():
     from types import SimpleNamespace
 
-    from lora_tui.core.plan.memory_record import choose_checkpointing
+    from lora_tui.core.plan.memory_plan import choose_batch
+
+    def choose_checkpointing(config, hardware, device):  # checkpointing=auto is decided with the batch
+        batch = choose_batch(config, hardware, device)
+        return batch.gradient_checkpointing, batch.reasons["gradient_checkpointing"]
 
     config = apply_overrides(Config(), ["data.max_seq_len=512", "training.micro_batch=8"])
     roomy = SimpleNamespace(gpus=[], ram_available=1024**4)
@@ -144,7 +149,8 @@ def test_liger_on_cuda_when_installed():
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    from lora_tui.core.train.engine import choose_engine, liger_available
+    from lora_tui.core.machine.kernels import liger_available
+    from lora_tui.core.plan.run_plan import choose_engine
 
     choice = choose_engine(Config(), "cuda")
     assert ("liger" in choice.kernels) == liger_available()
@@ -159,7 +165,8 @@ def test_batching_modes_train_lora_only(tiny_model_dir, tmp_path, batching):
     import torch
     from trl import SFTTrainer
 
-    from lora_tui.core.train.engine import choose_engine, install_lean_head
+    from lora_tui.core.plan.run_plan import choose_engine
+    from lora_tui.core.train.engine import install_lean_head
     from lora_tui.core.model.models import load_tokenizer
     from lora_tui.core.run.runs import RunDirectory
     from lora_tui.core.train.training import build_datasets, build_model, sft_config

@@ -157,7 +157,7 @@ def test_run_files_that_are_fifos_never_block_a_reader(tmp_path, name):
 
 
 def test_accelerate_config_fifo_does_not_block_resume_planning(tmp_path):
-    from lora_tui.core.train.distributed import ACCELERATE_CONFIG, Nodes, saved_nodes
+    from lora_tui.core.plan.devices import ACCELERATE_CONFIG, Nodes, saved_nodes
 
     os.mkfifo(tmp_path / ACCELERATE_CONFIG)
     assert _returns_within(lambda: saved_nodes(tmp_path), unblock=tmp_path / ACCELERATE_CONFIG) == Nodes()

@@ -398,11 +398,11 @@ def test_gpu_fixed_costs_outside_and_inside_the_reserved_counter():
 
 
 def test_plan_counts_liger_where_the_run_uses_it(monkeypatch):
-    from lora_tui.core.train import engine
+    from lora_tui.core.machine import kernels
     from lora_tui.core.config import Config, apply_overrides
     from lora_tui.core.plan.memory_plan import plan_from_config
 
-    monkeypatch.setattr(engine, "liger_available", lambda: True)  # liger-kernel cannot be installed without CUDA here
+    monkeypatch.setattr(kernels, "liger_available", lambda: True)  # liger-kernel cannot be installed without CUDA here
     gpu = _H200
     config = apply_overrides(Config(), ["model.name=Qwen2.5-1.5B", "training.micro_batch=4", "training.gradient_checkpointing=off"])
     assert plan_from_config(config, gpu, device="cuda").liger

@@ -191,7 +191,15 @@ def test_the_training_formats_helpers_live_with_training(name):
 
 @pytest.mark.parametrize("name, home", [("EMBEDDED_HUB_ID", "model/embedded.py"), ("portable_base", "model/hub_ids.py"),
                                         ("local_base", "model/hub_ids.py"), ("Candidate", "train/probe_types.py"),
-                                        ("Measurement", "train/probe_types.py")])
+                                        ("Measurement", "train/probe_types.py"),
+                                        ("parse_devices", "config.py"), ("DistributedError", "config.py"),
+                                        ("normalise_report_to", "config.py"), ("TRACKERS", "config.py"),
+                                        ("TARGET_CHOICES", "config.py"), ("STRATEGY_CHOICES", "config.py"),
+                                        ("strategy_line", "plan/devices.py"), ("per_gpu_summary", "plan/devices.py"),
+                                        ("liger_available", "machine/kernels.py"),
+                                        ("kernel_libraries", "machine/kernels.py"),
+                                        ("choose_kernels", "plan/engine_choice.py"),
+                                        ("choose_batch", "plan/memory_plan.py"), ("PLAN_FIELDS", "plan/memory_plan.py")])
 def test_names_moved_down_to_break_cycles_have_one_home(name, home):
     assert _homes(name) == [f"lora_tui/core/{home}"]
 
@@ -204,3 +212,19 @@ def test_train_command_has_one_home():
     assert train_command(None, "my run.yaml", preset="qlora", overrides=["lora.r=8", "data.max_seq_len=256", "lora.r=16"]) \
         == "lora-tui train --preset qlora 'my run.yaml' data.max_seq_len=256 lora.r=16"
     assert train_command(None, None, overrides=[]) == "lora-tui train"
+
+
+def test_binary_units_have_one_home():
+    """GiB and MiB are defined in core/units.py only; a second `GIB = 2**30` is how two screens drift apart."""
+    for name in ("GiB", "MiB", "GIB"):
+        assert _homes(name) in ([], ["lora_tui/core/units.py"]), (name, _homes(name))
+    assert _homes("GiB") == ["lora_tui/core/units.py"]
+
+
+def test_estimate_shorthands_use_the_plan_vocabulary():
+    """`estimate --batch 2` sets the key memory_plan.PLAN_FIELDS names for 'batch': one mapping, not two."""
+    from lora_tui.commands.hardware import SHORTHANDS
+    from lora_tui.core.plan.memory_plan import PLAN_FIELDS
+
+    assert set(SHORTHANDS) <= set(PLAN_FIELDS)
+    assert _homes("PLAN_FIELDS") == ["lora_tui/core/plan/memory_plan.py"]

@@ -25,9 +25,9 @@ def h200(free_gib: float = 130) -> HardwareReport:
 @pytest.fixture
 def flash3(monkeypatch):
     """FlashAttention 3 'installed' (only the detector is faked: the wheel needs CUDA)."""
-    from lora_tui.core.train import engine
+    from lora_tui.core.machine import kernels
 
-    monkeypatch.setattr(engine, "flash_attention_available", lambda: "flash_attention_3")
+    monkeypatch.setattr(kernels, "flash_attention_available", lambda: "flash_attention_3")
 
 
 def test_the_estimate_uses_the_compute_capability_the_trainer_uses(flash3):
@@ -79,7 +79,7 @@ def test_every_rank_gets_the_supervisors_plan_chosen_at_the_datas_longest_row(tm
     """Old code: the supervisor chose the batch without the data's longest row (rows of max_seq_len assumed),
     so a short-row dataset could get checkpointing or a smaller batch than a single-process run."""
     from lora_tui.core.train import distributed_run
-    from lora_tui.core.train.distributed import DevicePlan, Nodes
+    from lora_tui.core.plan.devices import DevicePlan, Nodes
     from lora_tui.core.plan.run_plan import ENV_PLAN, RunPlan, plan_from_env
     from lora_tui.core.run.runs import RunDirectory
     from lora_tui.core.train.training import data_longest
@@ -133,15 +133,15 @@ def test_token_budget_is_the_cuda_default_and_cpu_keeps_grouped():
 
 def test_sdpa_token_budget_is_capped_flash_is_not(monkeypatch):
     """Without FlashAttention's varlen kernel a packed micro-batch costs N^2 attention: auto stops at 8192 tokens."""
-    from lora_tui.core.train import engine
-    from lora_tui.core.plan.auto_batch import SDPA_TOKEN_BUDGET_CAP
+    from lora_tui.core.machine import kernels
+    from lora_tui.core.plan.memory_plan import SDPA_TOKEN_BUDGET_CAP
     from lora_tui.core.plan.run_plan import DeviceFacts, plan_run
 
     config, hw = apply_overrides(Config(), ["data.max_seq_len=1024", "training.grad_accum=16"]), h200()
-    monkeypatch.setattr(engine, "flash_attention_available", lambda: None)
+    monkeypatch.setattr(kernels, "flash_attention_available", lambda: None)
     sdpa = plan_run(config, DeviceFacts.from_hardware(hw, "cuda"), hw)
     assert sdpa.attention == "sdpa" and sdpa.tokens_per_batch == SDPA_TOKEN_BUDGET_CAP
     assert sdpa.tokens_per_step == 64 * 1024 and "without FlashAttention" in sdpa.reasons["micro_batch"]
-    monkeypatch.setattr(engine, "flash_attention_available", lambda: "flash_attention_2")  # faked: needs CUDA
+    monkeypatch.setattr(kernels, "flash_attention_available", lambda: "flash_attention_2")  # faked: needs CUDA
     flash = plan_run(config, DeviceFacts.from_hardware(hw, "cuda"), hw)
     assert flash.attention == "flash_attention_2" and flash.tokens_per_batch > SDPA_TOKEN_BUDGET_CAP

@@ -158,7 +158,7 @@ def test_a_packed_row_sees_only_itself_on_cuda(tiny_model_dir):
     from trl import pack_dataset
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from lora_tui.core.train.engine import choose_attention
+    from lora_tui.core.plan.engine_choice import choose_attention
 
     attention, _ = choose_attention("auto", "cuda", torch.cuda.get_device_capability(0))
     dtype = torch.bfloat16 if attention.startswith("flash") else torch.float32

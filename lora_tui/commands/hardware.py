@@ -41,7 +41,7 @@ def run(args) -> int:
 def doctor(args) -> int:
     from lora_tui.core.machine.hardware import probe_hardware
 
-    from lora_tui.core.train.engine import kernel_libraries, kernels_line
+    from lora_tui.core.machine.kernels import kernel_libraries, kernels_line
 
     report = probe_hardware()
     kernels = kernel_libraries()
@@ -79,7 +79,7 @@ def doctor(args) -> int:
 
 
 def _per_gpu(config, report, plan) -> dict | None:
-    from lora_tui.core.machine.gpu_topology import per_gpu_summary
+    from lora_tui.core.plan.devices import per_gpu_summary
 
     try:
         return per_gpu_summary(config, report, plan)
@@ -90,7 +90,8 @@ def _per_gpu(config, report, plan) -> dict | None:
 def _topology_lines(report) -> list[str]:
     """GPU-pair links (NVLink / PCIe path) and the multi-device plan of the default config."""
     from lora_tui.core.config import Config
-    from lora_tui.core.machine.gpu_topology import strategy_line, topology_lines
+    from lora_tui.core.machine.gpu_topology import topology_lines
+    from lora_tui.core.plan.devices import strategy_line
 
     lines = [f"  {line}" for line in topology_lines(report.topology)]
     if len(report.gpus) > 1 and not report.topology:
@@ -99,16 +100,9 @@ def _topology_lines(report) -> list[str]:
 
 
 # ---------------------------------------------------------------- estimate
-# Shorthand flag -> the config key it sets; `estimate --batch 2` is `estimate training.micro_batch=2`.
-SHORTHANDS = {
-    "model": "model.name",
-    "quant": "model.load_in",
-    "r": "lora.r",
-    "targets": "lora.targets",
-    "seq_len": "data.max_seq_len",
-    "batch": "training.micro_batch",
-    "grad_checkpointing": "training.gradient_checkpointing",
-}
+# Shorthand flags, named after the memory plan's fields: `estimate --batch 2` is `estimate training.micro_batch=2`
+# (the config key each sets is memory_plan.PLAN_FIELDS[flag], one vocabulary).
+SHORTHANDS = ("model", "quant", "r", "targets", "seq_len", "batch", "grad_checkpointing")
 EXIT_FITS, EXIT_WONT_FIT, EXIT_BAD_INPUT = 0, 1, 2
 
 
@@ -127,13 +121,13 @@ def _device(choice: str, report) -> tuple[str, int]:
 
 def _shorthand_overrides(args) -> list[str]:
     from lora_tui.core.config import _cli_value
-    from lora_tui.core.plan.memory_plan import LOAD_FOR_QUANT
+    from lora_tui.core.plan.memory_plan import LOAD_FOR_QUANT, PLAN_FIELDS
 
     out = []
-    for attr, key in SHORTHANDS.items():
+    for attr in SHORTHANDS:
         value = getattr(args, attr, None)
         if value is not None:
-            out.append(f"{key}={_cli_value(LOAD_FOR_QUANT.get(value, value) if attr == 'quant' else value)}")
+            out.append(f"{PLAN_FIELDS[attr]}={_cli_value(LOAD_FOR_QUANT.get(value, value) if attr == 'quant' else value)}")
     return out
 
 
@@ -203,7 +197,7 @@ def _print_estimate(dims, plan, targets, verdict, config=None, report=None) -> N
     print(f"micro-batch {plan.batch}{auto_micro} x {plan.seq_len} tokens, gradient checkpointing "
           f"{'on' if plan.grad_checkpointing else 'off'}{auto_ckpt}, on {verdict.device_label}")
     if t is not None and (auto_micro or auto_ckpt):
-        from lora_tui.core.plan.auto_batch import choose_batch
+        from lora_tui.core.plan.memory_plan import choose_batch
 
         batch = choose_batch(config, report, plan.device)
         if auto_micro and batch.tokens_per_batch:

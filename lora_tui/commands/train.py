@@ -61,11 +61,11 @@ def _ask_on_interrupt(run) -> str:
 
 def _node_args(args) -> list[str] | None:
     """--nodes/--node-rank/--master checked here (one-line errors) and handed to the trainer."""
-    from lora_tui.core.train.distributed import Nodes
+    from lora_tui.core.plan.devices import Nodes
 
     if not getattr(args, "nodes", None):
         return None
-    from lora_tui.core.train.distributed import DistributedError
+    from lora_tui.core.config import DistributedError
 
     try:
         Nodes(args.nodes, args.node_rank, args.master).check()

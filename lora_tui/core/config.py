@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import io
 import math
+import re
 import shlex
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -30,6 +31,8 @@ TEMPLATE_CHOICES = ("auto", "chatml", "alpaca")
 BATCHING_CHOICES = ("auto", "grouped", "padding_free", "packed", "token_budget")
 ATTENTION_CHOICES = ("auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3")
 KERNEL_CHOICES = ("auto", "liger", "none")
+STRATEGY_CHOICES = ("auto", "ddp", "fsdp")
+TRACKERS = ("tensorboard", "trackio", "wandb", "mlflow")  # training.report_to (core/train/tracking.py runs them)
 AUTO_WORDS = {"auto": None, "on": True, "off": False}  # for fields whose None means auto (metadata auto=True)
 # Step counts above this are typos (1e30 was accepted: lr 3e-33, an ETA of 5e27 h); 10 million steps is weeks on any GPU.
 MAX_STEPS = 10_000_000
@@ -95,7 +98,7 @@ class TrainingSection:
     seed: int = _f(42, "Random seed for shuffling, dropout and adapter initialisation.", min=0, max=2**32 - 1)
     report_to: str = _f("none", "Also send metrics to: none, tensorboard (logs in <run>/tensorboard; `tensorboard --logdir runs/`), trackio, wandb, mlflow, or a comma list.")
     devices: str = _f("auto", "Devices to train on: auto (every visible GPU), a count (4), or GPU indices (0,2). Without a GPU a count above 1 runs that many CPU processes (gloo).")
-    strategy: str = _f("auto", "With several GPUs: ddp (a full copy per GPU, bigger effective batch), fsdp (weights sharded over the GPUs, for models one GPU cannot hold; works with 4bit), or auto (ddp when the estimate fits one GPU, else fsdp).", choices=("auto", "ddp", "fsdp"))
+    strategy: str = _f("auto", "With several GPUs: ddp (a full copy per GPU, bigger effective batch), fsdp (weights sharded over the GPUs, for models one GPU cannot hold; works with 4bit), or auto (ddp when the estimate fits one GPU, else fsdp).", choices=STRATEGY_CHOICES)
 
 
 @dataclass
@@ -160,15 +163,55 @@ def _type_name(f: dataclasses.Field) -> str:
     return str(f.type).replace("typing.", "")
 
 
+class DistributedError(ValueError):
+    """A device, node or strategy setting that cannot work here; the message says how to fix it."""
+
+
+def parse_devices(value) -> str:
+    """Normalise ``training.devices``: 'auto', a count ('4'), or GPU indices ('0,2,3')."""
+    if isinstance(value, (list, tuple)):
+        value = ",".join(str(v) for v in value)
+    text = re.sub(r"[\s\[\]]", "", str(value)).lower()
+    if text in ("", "auto", "all"):
+        return "auto"
+    if re.fullmatch(r"\d+", text) and "[" not in str(value):
+        if int(text) < 1:
+            raise DistributedError("training.devices must be at least 1 (or 'auto').")
+        return str(int(text))
+    parts = [p for p in text.split(",") if p != ""]
+    if parts and all(p.isdigit() for p in parts):
+        if len(set(parts)) != len(parts):
+            raise DistributedError(f"training.devices lists a GPU twice: '{value}'.")
+        # A one-element list means "that GPU", which is not the count "N": keep the trailing comma.
+        return ",".join(str(int(p)) for p in parts) + ("," if len(parts) == 1 else "")
+    raise DistributedError(f"training.devices must be 'auto', a count such as 4, or GPU indices such as 0,1; not '{value}'.")
+
+
+def normalise_report_to(value) -> str:
+    """'none', one tracker, or a comma list ('tensorboard,wandb'); a YAML list is accepted too."""
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        items = [str(v) for v in value]
+    else:
+        items = str(value).strip().strip("[]").replace(";", ",").split(",")
+    names = [i.strip().strip("'\"").lower() for i in items if i.strip().strip("'\"")]
+    if not names or names == ["none"]:
+        return "none"
+    unknown = [n for n in names if n not in TRACKERS]
+    if unknown or "none" in names:
+        raise ConfigError(f"training.report_to: '{', '.join(unknown) or 'none'}' is not a tracker here. "
+                          f"Use none, or one or more of {', '.join(TRACKERS)} (comma separated).")
+    return ",".join(dict.fromkeys(names))
+
+
 def check_value(section: str, key: str, value: Any) -> Any:
     """Convert ``value`` (a YAML scalar or string typed by a user) to the field's type,
     check its rules, and return it. Raises ConfigError with a plain reason."""
     all_fields = section_fields(section)
     if key not in all_fields:
         raise ConfigError(f"Unknown key '{clip(f'{section}.{key}')}'. Keys in '{section}': {', '.join(all_fields)}.")
-    if (section, key) == ("training", "report_to"):  # a name or a list of names (lora_tui.core.train.tracking)
-        from lora_tui.core.train.tracking import normalise_report_to
-
+    if (section, key) == ("training", "report_to"):  # a name or a list of names
         return normalise_report_to(value)
     f = all_fields[key]
     kind = _type_name(f)
@@ -224,8 +267,6 @@ def check_value(section: str, key: str, value: Any) -> Any:
         bound = f"{rules['max']:,}" if isinstance(rules["max"], int) else rules["max"]
         raise ConfigError(f"{where} must be at most {bound}, not {shown}.")
     if where == "training.devices":
-        from lora_tui.core.train.distributed import DistributedError, parse_devices
-
         try:
             value = parse_devices(value)
         except DistributedError as exc:

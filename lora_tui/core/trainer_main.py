@@ -40,14 +40,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _supervise_if_several(run, args) -> str | None:
     """With more than one rank, start them through accelerate and return the final state; else None."""
-    from lora_tui.core.train import distributed, distributed_run
-    from lora_tui.core.config import ConfigError, load_config
+    from lora_tui.core.config import ConfigError, DistributedError, load_config
+    from lora_tui.core.plan import devices
+    from lora_tui.core.train import distributed_run
 
     try:
         config = load_config(run.config_path)
-        nodes = distributed.Nodes(args.nodes, args.node_rank, args.master) if args.nodes else distributed.saved_nodes(run.path)
-        plan = distributed.plan_devices(config, nodes=nodes)
-    except (ConfigError, distributed.DistributedError) as exc:
+        nodes = devices.Nodes(args.nodes, args.node_rank, args.master) if args.nodes else devices.saved_nodes(run.path)
+        plan = devices.plan_devices(config, nodes=nodes)
+    except (ConfigError, DistributedError) as exc:
         run.acquire_lock()
         run.append_event("failed", reason=str(exc), fix="Change training.devices / training.strategy or the node flags.")
         run.write_status("failed", pid=os.getpid(), message=str(exc))

@@ -77,7 +77,7 @@ class Backend:
 
     def batch(self, config: Config, hardware, longest: int | None = None):
         """Micro-batch, accumulation and checkpointing the run would use (auto resolved), with the reasons."""
-        from lora_tui.core.plan.auto_batch import choose_batch
+        from lora_tui.core.plan.memory_plan import choose_batch
 
         return choose_batch(config, hardware, longest=longest)
 

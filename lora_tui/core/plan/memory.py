@@ -18,11 +18,9 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from lora_tui.core.model.catalogue import ModelDims, model_dims
+from lora_tui.core.units import MiB
 
-MiB = 1024**2
-GiB = 1024**3
 QUANTS = ("none", "8bit", "4bit")
-TARGET_CHOICES = ("qv", "attention", "all-linear")
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 # CPU constants, fitted once on 14 measured points (benchmarks/memory_accuracy.py: the

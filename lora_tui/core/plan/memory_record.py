@@ -1,13 +1,12 @@
 """Closed-loop memory: the estimate a run starts with, the peak it reaches, and the error between them.
 
-``choose_checkpointing`` decides ``training.gradient_checkpointing=auto`` from the estimate (with
-``micro_batch=auto``: see ``core/plan/auto_batch.py``).
+(``training.gradient_checkpointing=auto`` is decided with ``micro_batch=auto`` in ``memory_plan.choose_batch``.)
 ``memory_estimate_facts`` is the estimate recorded in the ``started`` event; ``make_memory_callback``
 measures the peak as training goes (``torch.cuda.max_memory_reserved`` on GPU, peak RSS on CPU),
 keeps ``status.json`` current (the Training screen's "estimated X GiB, peak so far Y GiB") and
 appends one ``memory`` event with the error in percent when training ends.
 
-Must not import torch or textual at module top (the wizard imports ``choose_checkpointing``);
+Must not import torch or textual at module top (the trainer imports it before torch);
 must never take a run down: every measurement failure is swallowed.
 """
 
@@ -15,34 +14,8 @@ from __future__ import annotations
 
 import resource
 
-# Checkpointing and micro-batch "auto": a plan fits with margin within this share of the memory
-# available. GPU: "fits with margin" (the estimate's 'fits' line is 90%). CPU: RAM is shared with
-# the system and the user's other work. Checkpointing costs 27-49% of CPU speed at an equal micro-batch
-# (benchmarks/micro_batch_sweep.py), so auto_batch turns it on only when micro-batch 4 needs it.
-CHECKPOINT_SHARE = {"cpu": 0.25, "cuda": 0.80}
-
-
-def _available(hardware, device: str) -> int:
-    if device == "cuda" and hardware is not None and getattr(hardware, "gpus", None):
-        return int(hardware.gpus[0].memory_free)
-    if hardware is not None and getattr(hardware, "ram_available", None):
-        return int(hardware.ram_available)
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except Exception:
-        return 0
-
-
-def choose_checkpointing(config, hardware=None, device: str | None = None) -> tuple[bool, str]:
-    """(on, why) for the run ``config`` describes; an explicit true/false in the config wins.
-    Decided together with ``micro_batch=auto`` in ``core.auto_batch.choose_batch``."""
-    from lora_tui.core.plan.auto_batch import choose_batch
-
-    batch = choose_batch(config, hardware, device)
-    return batch.gradient_checkpointing, batch.reasons["gradient_checkpointing"]
-
+from lora_tui.core.plan.memory import estimate_memory, heaviest_concatenation
+from lora_tui.core.plan.memory_plan import plan_from_config
 
 def memory_estimate_facts(config, hardware, device: str, longest: int | None = None,
                           lengths: list[int] | None = None, micro_batches: int | None = None) -> dict | None:
@@ -50,9 +23,6 @@ def memory_estimate_facts(config, hardware, device: str, longest: int | None = N
     ``longest``: the data's longest tokenized row (the plan's rows are no longer than that). ``lengths`` and
     ``micro_batches`` (the run's count): padding-free micro-batches are estimated at the heaviest the run is
     likely to draw (memory.heaviest_concatenation), not at micro-batch x longest."""
-    from lora_tui.core.plan.memory import estimate_memory, heaviest_concatenation
-    from lora_tui.core.plan.memory_plan import plan_from_config
-
     try:
         plan = plan_from_config(config, hardware, device=device, longest=longest)
         if lengths and plan.batching == "padding_free" and config.training.batching == "padding_free" and plan.batch > 1:

@@ -20,42 +20,11 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from lora_tui.core.config import effective_precision
+from lora_tui.core.plan.engine_choice import DeviceFacts, choose_kernels, engine_fields
+from lora_tui.core.plan.memory_plan import batch_candidates, choose_batch
+
 ENV_PLAN = "LORA_TUI_PLAN"  # the supervisor's RunPlan as JSON: every rank trains with the same one
-
-
-@dataclass(frozen=True)
-class DeviceFacts:
-    """What the plan depends on besides the Config: read once, from NVML (no torch needed) or torch."""
-
-    device: str = "cpu"  # "cpu" | "cuda"
-    capability: tuple[int, int] | None = None  # CUDA compute capability of GPU 0
-    bf16: bool = False  # the GPU computes in bf16 (Ampere or newer); CPU: core.config.effective_precision decides
-    flash_attention: str | None = None  # "flash_attention_3" | "flash_attention_2" | None (installed package)
-    liger: bool = False  # liger-kernel installed (used on CUDA only)
-    world_size: int = 1
-    free_bytes: int | None = None  # GPU 0's free memory, or available RAM on CPU (informative: the estimate reads hardware)
-
-    @classmethod
-    def from_hardware(cls, hardware=None, device: str | None = None, world_size: int = 1,
-                      capability: tuple[int, int] | None = None, bf16: bool | None = None) -> "DeviceFacts":
-        """Facts from a ``hardware.HardwareReport`` (NVML). ``capability`` / ``bf16``: torch's reading,
-        used only where NVML had none (the trainer passes them)."""
-        from lora_tui.core.train.engine import flash_attention_available, liger_available
-
-        gpus = list(getattr(hardware, "gpus", None) or [])
-        device = device or ("cuda" if gpus else "cpu")
-        gpu = gpus[0] if gpus and device == "cuda" else None
-        cap = tuple(gpu.compute_capability) if gpu is not None and gpu.compute_capability else capability
-        if device == "cuda":
-            has_bf16 = (cap[0] >= 8) if cap else bool(bf16 if bf16 is not None else getattr(gpu, "bf16", False))
-            free = getattr(gpu, "memory_free", None)
-            return cls("cuda", cap, has_bf16, flash_attention_available(), liger_available(), world_size, free)
-        return cls("cpu", None, False, None, False, world_size, getattr(hardware, "ram_available", None))
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["capability"] = list(self.capability) if self.capability else None
-        return out
 
 
 @dataclass
@@ -137,24 +106,10 @@ def batch_text(started: dict) -> str:
     return f"{micro} x {accum} = {micro * accum} rows per step" if micro else ""
 
 
-def engine_fields(config, facts: DeviceFacts) -> tuple[str, str, dict]:
-    """(attention, batching, reasons) as the plan resolves them: the one place they are decided."""
-    from lora_tui.core.train.engine import choose_attention, choose_batching
-
-    t = config.training
-    attention, why_attention = choose_attention(t.attention, facts.device, facts.capability, flash=facts.flash_attention)
-    batching, why_batching = choose_batching(t.batching, facts.device, attention)
-    return attention, batching, {"attention": why_attention, "batching": why_batching}
-
-
 def plan_run(config, facts: DeviceFacts, hardware=None, longest: int | None = None, batch=None) -> RunPlan:
     """The run's plan. ``hardware``: the report the memory estimate reads (free memory); ``longest``: the
-    data's longest tokenized row when known; ``batch``: an ``auto_batch.BatchChoice`` already made
+    data's longest tokenized row when known; ``batch``: an ``memory_plan.BatchChoice`` already made
     (a resumed run's, the supervisor's), else it is chosen here."""
-    from lora_tui.core.plan.auto_batch import choose_batch
-    from lora_tui.core.config import effective_precision
-    from lora_tui.core.train.engine import choose_kernels
-
     attention, batching, reasons = engine_fields(config, facts)
     kernels, why_kernels = choose_kernels(config.training.kernels, facts.device, liger=facts.liger)
     precision = effective_precision(config, facts.device, facts.bf16)
@@ -170,14 +125,21 @@ def plan_run(config, facts: DeviceFacts, hardware=None, longest: int | None = No
                    reasons={**reasons, "kernels": why_kernels, **batch.reasons})
 
 
+def choose_engine(config, device: str, hardware=None, capability: tuple[int, int] | None = None,
+                  world_size: int = 1, batch=None, longest: int | None = None):
+    """Resolve every ``auto`` engine setting of ``config`` for ``device`` ("cpu" | "cuda"): the run plan
+    (``plan_run``) for the facts read from ``hardware``. ``batch``: the run's
+    ``memory_plan.BatchChoice`` when already made (the trainer's, see batch_for_run)."""
+    facts = DeviceFacts.from_hardware(hardware, device, world_size, capability)
+    return plan_run(config, facts, hardware, longest, batch)
+
+
 def candidate_plans(config, facts: DeviceFacts, hardware=None, longest: int | None = None) -> list[RunPlan]:
     """Plans with the same effective batch a measuring probe may choose among, the estimate's pick first.
 
     Varies what is on ``auto`` in the config: the micro-batch / token budget (each divisor of the effective
     batch that the estimate says fits), checkpointing, and Liger kernels where installed. Each plan's
     ``reasons['candidate']`` says what it varies."""
-    from lora_tui.core.plan.auto_batch import batch_candidates
-
     first = plan_run(config, facts, hardware, longest)
     out = [first]
     seen = {_key(first)}

@@ -8,7 +8,7 @@ stay per GPU in both. Pure Python: no torch, no textual.
 
 from __future__ import annotations
 
-GIB = 2**30
+from lora_tui.core.units import GiB
 
 
 def per_gpu_bytes(plan, world_size: int) -> dict[str, int]:
@@ -38,5 +38,5 @@ def _layers(plan) -> int:
 
 def describe(figures: dict[str, int], world_size: int) -> str:
     """One line: 'per GPU on 4 GPUs: DDP 18.2 GiB, FSDP 6.1 GiB'."""
-    return (f"per GPU on {world_size} GPUs: DDP {figures['ddp'] / GIB:.1f} GiB, "
-            f"FSDP {figures['fsdp'] / GIB:.1f} GiB (one GPU alone: {figures['single'] / GIB:.1f} GiB)")
+    return (f"per GPU on {world_size} GPUs: DDP {figures['ddp'] / GiB:.1f} GiB, "
+            f"FSDP {figures['fsdp'] / GiB:.1f} GiB (one GPU alone: {figures['single'] / GiB:.1f} GiB)")

@@ -1,243 +1,28 @@
-"""More than one device: which processes to start, with which strategy, and how.
+"""Inside the ranks of a run on several devices: who this rank is, who writes, and the pieces of the
+recipe that differ per rank (checkpoint barrier, FSDP loading and saving, the stop every rank agrees on).
 
-The trainer process (``trainer_main``) asks ``plan_devices`` how many workers the run
-needs. With one it trains itself, as always. With more it writes the accelerate config
-into the run directory (``accelerate_config.yaml``, reusable by hand) and starts the
-workers through ``accelerate launch`` (see ``distributed_run``). Inside a worker, the rank
-helpers here decide who writes: rank 0 alone writes the run directory.
+How many ranks, with which strategy, is the device plan's (core/plan/devices.py); the supervisor that
+starts them through ``accelerate launch`` is core/train/distributed_run.py. Only rank 0 writes the run
+directory (``for_this_rank``). Workers watch the supervisor: if it disappears (kill -9) they exit.
 
-No launcher or collective code of our own: accelerate/torchrun start the ranks, the
-Trainer does the gradient all-reduce; the one collective here (``agree_to_stop``) is
-torch.distributed's all_reduce so every rank stops at the same step. Pure Python at
-import (yaml only): torch is imported inside the functions that need it.
+No launcher or collective code of our own: accelerate/torchrun start the ranks, the Trainer does the
+gradient all-reduce; the one collective here (``agree_to_stop``) is torch.distributed's all_reduce so
+every rank stops at the same step. Pure Python at import: torch is imported inside the functions that
+need it.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import sys
-from dataclasses import dataclass, field
+import threading
+import time
 from pathlib import Path
 
-from lora_tui.core.units import gib
+from lora_tui.core.run.runs import RunDirectory, pid_alive
 
-STRATEGY_CHOICES = ("auto", "ddp", "fsdp")
-ACCELERATE_CONFIG = "accelerate_config.yaml"
 ENV_WORKER = "LORA_TUI_WORKER"  # set on every launched rank
 ENV_SUPERVISOR = "LORA_TUI_SUPERVISOR_PID"  # the trainer process that holds the run lock
-DEFAULT_PORT = 29500
-
-
-class DistributedError(ValueError):
-    """A device, node or strategy setting that cannot work here; the message says how to fix it."""
-
-
-def parse_devices(value) -> str:
-    """Normalise ``training.devices``: 'auto', a count ('4'), or GPU indices ('0,2,3')."""
-    if isinstance(value, (list, tuple)):
-        value = ",".join(str(v) for v in value)
-    text = re.sub(r"[\s\[\]]", "", str(value)).lower()
-    if text in ("", "auto", "all"):
-        return "auto"
-    if re.fullmatch(r"\d+", text) and "[" not in str(value):
-        if int(text) < 1:
-            raise DistributedError("training.devices must be at least 1 (or 'auto').")
-        return str(int(text))
-    parts = [p for p in text.split(",") if p != ""]
-    if parts and all(p.isdigit() for p in parts):
-        if len(set(parts)) != len(parts):
-            raise DistributedError(f"training.devices lists a GPU twice: '{value}'.")
-        # A one-element list means "that GPU", which is not the count "N": keep the trailing comma.
-        return ",".join(str(int(p)) for p in parts) + ("," if len(parts) == 1 else "")
-    raise DistributedError(f"training.devices must be 'auto', a count such as 4, or GPU indices such as 0,1; not '{value}'.")
-
-
-@dataclass
-class Nodes:
-    """Where this machine sits in a multi-machine run (``--nodes/--node-rank/--master``)."""
-
-    count: int = 1
-    rank: int = 0
-    master: str | None = None  # ADDR:PORT of the node-rank-0 machine
-
-    def check(self) -> "Nodes":
-        if self.count < 1 or not 0 <= self.rank < self.count:
-            raise DistributedError(f"--node-rank must be between 0 and {self.count - 1} (got {self.rank}) with --nodes {self.count}.")
-        if self.count > 1 and not self.master:
-            raise DistributedError("--nodes > 1 needs --master ADDR:PORT (the node-rank-0 machine, reachable from every node).")
-        if self.master:
-            self.address()
-        return self
-
-    def address(self) -> tuple[str, int]:
-        if not self.master:
-            return "127.0.0.1", 0  # 0: accelerate picks a free port on this machine
-        host, _, port = self.master.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise DistributedError(f"--master must be ADDR:PORT, e.g. 10.0.0.1:{DEFAULT_PORT}; not '{self.master}'.")
-        return host.strip("[]"), int(port)
-
-
-@dataclass
-class DevicePlan:
-    processes: int  # ranks on this machine
-    cpu: bool
-    gpu_ids: list[int] | None = None  # None: every visible GPU
-    strategy: str = "single"  # single | ddp | fsdp
-    reason: str = ""
-    nodes: Nodes = field(default_factory=Nodes)
-    per_gpu: dict = field(default_factory=dict)  # strategy -> estimated bytes per GPU
-
-    @property
-    def world_size(self) -> int:
-        return self.processes * self.nodes.count
-
-    @property
-    def backend(self) -> str:
-        return "gloo" if self.cpu else "nccl"
-
-    @property
-    def launches(self) -> bool:
-        """True when the trainer must start workers instead of training itself."""
-        return self.world_size > 1
-
-
-def count_processes(devices: str, gpu_count: int) -> tuple[int, list[int] | None, bool]:
-    """(ranks on this machine, GPU ids or None for all, CPU?) for ``training.devices``."""
-    devices = parse_devices(devices)
-    if devices == "auto":
-        return (max(gpu_count, 1), None, gpu_count == 0)
-    if "," in devices:
-        ids = [int(p) for p in devices.split(",") if p]
-        if gpu_count == 0:
-            raise DistributedError(f"training.devices={devices.rstrip(',')} names GPUs, but no GPU is visible. "
-                                   "Fix: give a count (training.devices=2 runs two CPU processes) or 'auto'.")
-        missing = [i for i in ids if i >= gpu_count]
-        if missing:
-            raise DistributedError(f"training.devices names GPU {missing[0]}, but only {gpu_count} GPU(s) are visible "
-                                   f"(0..{gpu_count - 1}). Fix: `lora-tui doctor` lists them.")
-        return len(ids), ids, False
-    count = int(devices)
-    if gpu_count == 0:
-        return count, None, True  # CPU processes with gloo: how a laptop and the tests run this path
-    if count > gpu_count:
-        raise DistributedError(f"training.devices={count}, but only {gpu_count} GPU(s) are visible. "
-                               f"Fix: training.devices={gpu_count} or 'auto'.")
-    return count, (list(range(count)) if count < gpu_count else None), False
-
-
-def choose_strategy(wanted: str, world_size: int, cpu: bool, per_gpu: dict, free_bytes: int | None,
-                    load_in: str = "16bit") -> tuple[str, str]:
-    """(strategy, why). ``per_gpu``: estimated bytes per GPU for 'ddp' and 'fsdp'."""
-    if world_size <= 1:
-        return "single", "one device"
-    if wanted == "ddp" or (wanted == "auto" and cpu):
-        return "ddp", "chosen in the config" if wanted == "ddp" else "CPU processes: data parallel (gloo)"
-    if wanted == "fsdp":
-        if cpu:
-            raise DistributedError("training.strategy=fsdp needs GPUs. Fix: training.strategy=ddp (or auto) on CPU.")
-        if load_in == "8bit":
-            raise DistributedError("FSDP cannot shard 8-bit bitsandbytes weights. Fix: model.load_in=4bit (QLoRA + FSDP) or 16bit.")
-        return "fsdp", "chosen in the config"
-    ddp = per_gpu.get("ddp")
-    if ddp is None or free_bytes is None or ddp <= free_bytes * 0.9 or load_in == "8bit":
-        return "ddp", "the model fits on one GPU: data parallel, bigger effective batch"
-    return "fsdp", (f"the model does not fit one GPU with DDP (~{gib(ddp)} per GPU); "
-                    f"FSDP shards it (~{gib(per_gpu.get('fsdp', 0))} per GPU)")
-
-
-def plan_devices(config, gpu_count: int | None = None, nodes: Nodes | None = None, hardware=None) -> DevicePlan:
-    """The device plan of a run on this machine. ``gpu_count`` None: ask torch (what the workers will see)."""
-    nodes = (nodes or Nodes()).check()
-    if gpu_count is None:
-        gpu_count = visible_gpu_count()
-    processes, ids, cpu = count_processes(config.training.devices, gpu_count)
-    plan = DevicePlan(processes, cpu, ids, nodes=nodes)
-    free = None
-    if plan.world_size > 1 and not cpu and config.training.strategy == "auto":
-        plan.per_gpu, free = _per_gpu_figures(config, hardware, plan)
-    plan.strategy, plan.reason = choose_strategy(config.training.strategy, plan.world_size, cpu, plan.per_gpu, free,
-                                                 config.model.load_in)
-    return plan
-
-
-def _per_gpu_figures(config, hardware, plan: DevicePlan) -> tuple[dict, int | None]:
-    try:
-        from lora_tui.core.plan.memory_plan import memory_plan_for
-        from lora_tui.core.plan.strategies import per_gpu_bytes
-
-        if hardware is None:
-            from lora_tui.core.machine.hardware import probe_hardware
-
-            hardware = probe_hardware(check_libraries=False)
-        gpus = [g for g in hardware.gpus if plan.gpu_ids is None or g.index in plan.gpu_ids]
-        figures = per_gpu_bytes(memory_plan_for(config, hardware), plan.world_size)
-        return figures, min((int(g.memory_free) for g in gpus), default=None)
-    except Exception:  # an estimate we cannot make must not block training: DDP is the safe default
-        return {}, None
-
-
-def visible_gpu_count() -> int:
-    try:
-        import torch
-
-        return torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except Exception:
-        return 0
-
-
-# --- the accelerate config and the launch command -------------------------------------
-
-def accelerate_config(plan: DevicePlan, config) -> dict:
-    """The accelerate config of this plan (what `accelerate config` would have asked)."""
-    host, port = plan.nodes.address()
-    out = {
-        "compute_environment": "LOCAL_MACHINE",
-        # MULTI_GPU is accelerate's torchrun path; with use_cpu the ranks pick gloo (MULTI_CPU).
-        "distributed_type": "FSDP" if plan.strategy == "fsdp" else "MULTI_GPU",
-        "use_cpu": plan.cpu,
-        "num_processes": plan.world_size,
-        "num_machines": plan.nodes.count,
-        "machine_rank": plan.nodes.rank,
-        "main_process_port": port,
-        "mixed_precision": "no",  # the Trainer sets bf16/fp16 from the run's precision
-        "rdzv_backend": "static",
-        "same_network": True,
-        "gpu_ids": ",".join(map(str, plan.gpu_ids)) if plan.gpu_ids else "all",
-        "debug": False,
-    }
-    if plan.nodes.count > 1:
-        out["main_process_ip"] = host
-    if plan.strategy == "fsdp":
-        # PEFT's "FSDP + QLoRA" recipe: rank 0 loads the weights (the others build on meta),
-        # trainable and frozen parameters are wrapped apart (use_orig_params false).
-        out["fsdp_config"] = {
-            "fsdp_version": 1,
-            "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
-            "fsdp_backward_prefetch": "BACKWARD_PRE",
-            "fsdp_cpu_ram_efficient_loading": True,
-            "fsdp_sync_module_states": True,
-            "fsdp_forward_prefetch": False,
-            "fsdp_offload_params": False,
-            "fsdp_sharding_strategy": "FULL_SHARD",
-            "fsdp_state_dict_type": "SHARDED_STATE_DICT",
-            "fsdp_use_orig_params": False,
-            "fsdp_activation_checkpointing": False,  # the Trainer's own checkpointing is used
-        }
-    return out
-
-
-def write_accelerate_config(run_path: Path, plan: DevicePlan, config) -> Path:
-    import yaml
-
-    path = Path(run_path) / ACCELERATE_CONFIG
-    text = (f"# accelerate config of this run ({plan.strategy}, {plan.world_size} processes), written by lora-tui.\n"
-            f"# Reuse: accelerate launch --config_file {path} -m lora_tui.core.trainer_main {run_path} --worker\n")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text + yaml.safe_dump(accelerate_config(plan, config), sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def launch_command(config_file: Path, run_path: Path, resume: bool) -> list[str]:
@@ -278,8 +63,6 @@ def for_this_rank(run):
     """The run directory as this rank may use it: rank 0 writes, every other rank only reads."""
     if is_main_process():
         return run
-    from lora_tui.core.run.runs import RunDirectory
-
     class ReadOnlyRun(RunDirectory):
         def append_event(self, type: str, **fields) -> dict:
             return {"type": type, **fields}
@@ -304,25 +87,115 @@ def agree_to_stop(local: bool) -> bool:
     return bool(flag.item())
 
 
-def started_fields() -> dict:
-    """What the `started` event records about the devices."""
-    return {"world_size": world_size(), "strategy": strategy(),
-            "nodes": int(os.environ.get("LORA_TUI_NODES", "1"))}
+# --- the recipe's per-rank pieces ---------------------------------------------------------------
+
+def enter_worker(run: RunDirectory) -> RunDirectory:
+    """Per-rank set-up: this rank's GPU, the supervisor watch, and the run as this rank may use it."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank())
+    except Exception:
+        pass
+    _watch_supervisor()
+    return for_this_rank(run)
 
 
-def saved_nodes(run_path) -> Nodes:
-    """The node layout a run was started with (its accelerate config), so --resume keeps it."""
-    from lora_tui.core.config import MAX_CONFIG_BYTES
-    from lora_tui.core.safe_read import UnsafeFile, read_yaml
+def owner_pid() -> int:
+    """The pid that owns the run (status.json): the supervisor in a worker, else this process."""
+    return int(os.environ.get(ENV_SUPERVISOR) or os.getpid()) if is_worker() else os.getpid()
 
-    try:  # bounded, and a FIFO put there is refused, not waited on
-        saved = read_yaml(Path(run_path) / ACCELERATE_CONFIG, MAX_CONFIG_BYTES) or {}
-    except UnsafeFile:
-        return Nodes()
-    if not isinstance(saved, dict):
-        return Nodes()
-    count = int(saved.get("num_machines") or 1)
-    if count <= 1:
-        return Nodes()
-    master = f"{saved.get('main_process_ip')}:{saved.get('main_process_port') or DEFAULT_PORT}"
-    return Nodes(count, int(saved.get("machine_rank") or 0), master)
+
+def _watch_supervisor(interval: float = 1.0) -> None:
+    supervisor = int(os.environ.get(ENV_SUPERVISOR) or 0)
+    if not supervisor:
+        return
+
+    def loop() -> None:
+        while pid_alive(supervisor):
+            time.sleep(interval)
+        # The trainer that owns the run is gone (kill -9, reboot of its session): leave no rank behind.
+        print(f"lora-tui: rank {rank()}: trainer process {supervisor} is gone; exiting.", flush=True)
+        os._exit(1)
+
+    threading.Thread(target=loop, name="supervisor-watch", daemon=True).start()
+
+
+def started_fields(device: str) -> dict:
+    """What the `started` event records about the devices: world_size, strategy, nodes and every rank's
+    pid/device (all ranks call this)."""
+    import socket
+
+    fields = {"world_size": world_size(), "strategy": strategy(), "nodes": int(os.environ.get("LORA_TUI_NODES", "1"))}
+    me = {"rank": rank(), "pid": os.getpid(), "host": socket.gethostname(),
+          "device": f"{device}:{local_rank()}" if device == "cuda" else device}
+    ranks = [me]
+    if is_worker() and world_size() > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            ranks = [None] * dist.get_world_size()
+            dist.all_gather_object(ranks, me)
+    fields["ranks"] = ranks
+    return fields
+
+
+def sft_kwargs(device: str) -> dict:
+    """Trainer arguments that only matter with several ranks."""
+    if world_size() <= 1:
+        return {}
+    # LoRA uses every adapter parameter each step: skip DDP's unused-parameter search.
+    return {"ddp_find_unused_parameters": False}
+
+
+def mark_checkpoint(write_marker) -> None:
+    """Every rank has written its part of the checkpoint before rank 0 marks it complete."""
+    if world_size() > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.barrier()
+    if is_main_process():
+        write_marker()
+
+
+def save_adapter_from_ranks(trainer, tokenizer, run: RunDirectory, save_single):
+    """The final adapter, written once (rank 0). FSDP gathers the full state dict from every rank first."""
+    if strategy() == "fsdp":
+        import shutil
+
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+        tmp = run.path / ".adapter.tmp-fsdp"
+        trainer.save_model(str(tmp))  # collective: every rank takes part, rank 0 writes
+        if is_main_process():
+            tokenizer.save_pretrained(tmp)
+            shutil.rmtree(run.adapter_dir, ignore_errors=True)
+            tmp.rename(run.adapter_dir)
+        return run.adapter_dir
+    if not is_main_process():
+        return run.adapter_dir
+    return save_single(trainer.model, tokenizer, run)
+
+
+def fsdp_base_loader():
+    """For FSDP: a base-model loader with no device placement (FSDP places the shards) and, for
+    4-bit, a bnb_4bit_quant_storage dtype FSDP can shard (PEFT's FSDP + QLoRA recipe)."""
+    if strategy() != "fsdp":
+        return None
+
+    def load(name, *, load_in="16bit", precision="bf16", double_quant=True, device="cuda",
+             trust_remote_code=False, revision=None):
+        from transformers import AutoModelForCausalLM
+
+        from lora_tui.core.model.models import quantization_config, resolve_model_path, torch_dtype_for
+
+        dtype = torch_dtype_for(precision)
+        kwargs: dict = {"trust_remote_code": trust_remote_code, "revision": revision, "dtype": dtype}
+        quant = quantization_config(load_in, precision, double_quant)
+        if quant is not None:
+            quant.bnb_4bit_quant_storage = dtype
+            kwargs["quantization_config"] = quant
+        return AutoModelForCausalLM.from_pretrained(resolve_model_path(name), **kwargs)
+
+    return load

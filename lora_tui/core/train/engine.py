@@ -1,8 +1,8 @@
 """How the training step runs: loss head, batching, attention, kernels and the CPU allocator.
 
-``choose_engine`` turns the config's ``auto`` values into concrete choices (with the reason for
-each), ``sft_engine_kwargs`` turns them into TRL ``SFTConfig`` arguments, ``prepare_model`` and
-``install_lean_head`` apply them to the model. Everything goes through the libraries' own
+The run plan (core/plan/run_plan.py, ``choose_engine``) turns the config's ``auto`` values into concrete
+choices (with the reason for each); ``sft_engine_kwargs`` turns them into TRL ``SFTConfig`` arguments,
+``prepare_model`` and ``install_lean_head`` apply them to the model. Everything goes through the libraries' own
 mechanisms (TRL padding-free / bfd packing, TRL's chunked log-prob kernel, transformers'
 attention implementations, Liger's layer kernels); no hand-written kernels.
 
@@ -12,129 +12,21 @@ tiles, and computes entropy and top-1 over every position for two log lines. The
 scores only positions with a label, in narrower vocabulary tiles on CPU, and estimates the two
 metrics on a fixed, evenly spread sample of positions (no RNG use, so resume stays bit-identical).
 
-Must not import torch / transformers / trl at module top: the wizard imports ``choose_engine``.
+Must not import torch / transformers / trl at module top: the trainer imports it before torch.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
-from lora_tui.core.config import ATTENTION_CHOICES, BATCHING_CHOICES, KERNEL_CHOICES  # noqa: F401 (re-exported)
 from lora_tui.core.plan.run_plan import RunPlan
 
 # Vocabulary columns per tile of the chunked log-prob. CPU: narrower tiles keep its ~7 fp32 tile-sized
 # temporaries small (measured: same speed); CUDA keeps TRL's Triton tile width.
 CPU_VOCAB_TILE, CUDA_VOCAB_TILE = 8192, 32768
 METRIC_SAMPLE = 64  # positions per micro-batch scored in full for entropy / mean_token_accuracy
-# Peak RSS on CPU: glibc keeps freed activation blocks (< 32 MiB, its dynamic mmap threshold) in its
-# arenas. A fixed threshold makes every large tensor its own mapping, returned to the OS when freed.
-CPU_MMAP_THRESHOLD = 256 * 1024
 LIGER_KERNELS = {"rope": True, "rms_norm": True, "swiglu": True, "cross_entropy": False,
                  "fused_linear_cross_entropy": False}  # TRL's fused head owns the loss
-
-
-EngineChoice = RunPlan  # the earlier name: the engine choices are the run plan
-
-
-def installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def liger_available() -> bool:
-    return installed("liger_kernel")
-
-
-def flash_attention_available() -> str | None:
-    """The newest FlashAttention package installed: "flash_attention_3", "flash_attention_2" or None."""
-    if installed("flash_attn_interface"):
-        return "flash_attention_3"
-    if installed("flash_attn"):
-        return "flash_attention_2"
-    return None
-
-
-def kernel_libraries() -> dict:
-    """Versions of the optional speed libraries (None: not installed), for `lora-tui doctor`."""
-    from importlib import metadata
-
-    out = {}
-    for name in ("liger-kernel", "flash-attn", "flash-attn-3", "triton"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def kernels_line(libraries: dict, cuda: bool) -> str:
-    """One doctor line: what the engine will use, and how to get what is missing."""
-    liger = libraries.get("liger-kernel")
-    flash = libraries.get("flash-attn-3") or libraries.get("flash-attn")
-    parts = [f"Liger {liger}" + (" (used on CUDA)" if cuda else " (CUDA only: not used here)") if liger
-             else "Liger not installed" + (": pip install 'lora-tui[gpu]'" if cuda else " (CUDA only)"),
-             f"FlashAttention {flash}" if flash else "FlashAttention not installed (SDPA is used)"]
-    return "; ".join(parts)
-
-
-_DETECT = "detect"  # a fact not given: read it from what is installed
-
-
-def choose_attention(wanted: str, device: str, capability: tuple[int, int] | None = None,
-                     flash: str | None = _DETECT) -> tuple[str, str]:
-    """``flash``: the installed FlashAttention (run_plan.DeviceFacts), detected when not given."""
-    if wanted != "auto":
-        return wanted, "set in the config"
-    if device != "cuda":
-        return "sdpa", "CPU: PyTorch scaled-dot-product attention"
-    flash = flash_attention_available() if flash == _DETECT else flash
-    major = capability[0] if capability else 0
-    if flash == "flash_attention_3" and major >= 9:
-        return flash, "FlashAttention 3 installed, Hopper GPU"
-    if flash and major >= 8:
-        return "flash_attention_2", "FlashAttention 2 installed, Ampere or newer GPU"
-    return "sdpa", "no FlashAttention for this GPU: PyTorch SDPA" if flash else "FlashAttention not installed: PyTorch SDPA"
-
-
-def choose_batching(wanted: str, device: str, attention: str) -> tuple[str, str]:
-    if wanted != "auto":
-        return wanted, "set in the config"
-    if device == "cuda":
-        # A GPU step wants thousands of tokens (issue 17: 8 short rows = ~700 tokens left an H200 at ~4 % of
-        # its peak). Whole rows packed up to a token budget, each attending only to itself.
-        how = ("FlashAttention varlen" if attention.startswith("flash_attention")
-               else "position ids -> block-diagonal mask" if attention in ("sdpa", "flex_attention", "eager") else attention)
-        return "token_budget", f"CUDA: micro-batches filled to a token budget, no padding ({how})"
-    # CPU: a padding-free row of n tokens costs an n x n masked attention in SDPA, while length-grouped
-    # rows waste little padding (measured on CPU: benchmarks/train_vs_trl.py).
-    return "grouped", "CPU: length-grouped rows, little padding, no cross-row attention cost"
-
-
-def choose_kernels(wanted: str, device: str, liger: bool | None = None) -> tuple[list[str], str]:
-    """``liger``: liger-kernel is installed (run_plan.DeviceFacts), detected when not given."""
-    kernels = ["lean_head"]
-    if wanted == "none":
-        return kernels, "Liger off (set in the config)"
-    if device == "cuda" and (liger_available() if liger is None else liger):
-        return kernels + ["liger"], "Liger RMSNorm / SwiGLU / RoPE kernels (liger-kernel installed)"
-    if wanted == "liger":
-        why = "liger-kernel is not installed (pip install 'lora-tui[gpu]')" if device == "cuda" else "Liger needs a CUDA GPU"
-        return kernels, f"Liger asked for but not used: {why}"
-    return kernels, "Liger: CUDA and liger-kernel needed" if device != "cuda" else "Liger not installed"
-
-
-def choose_engine(config, device: str, hardware=None, capability: tuple[int, int] | None = None,
-                  world_size: int = 1, batch=None, longest: int | None = None):
-    """Resolve every ``auto`` engine setting of ``config`` for ``device`` ("cpu" | "cuda"): the run plan
-    (``run_plan.plan_run``) for the facts read from ``hardware``. ``batch``: the run's
-    ``auto_batch.BatchChoice`` when already made (the trainer's, see batch_for_run)."""
-    from lora_tui.core.plan.run_plan import DeviceFacts, plan_run
-
-    facts = DeviceFacts.from_hardware(hardware, device, world_size, capability)
-    return plan_run(config, facts, hardware, longest, batch)
 
 
 def sft_engine_kwargs(choice, max_seq_len: int) -> dict:
@@ -157,22 +49,6 @@ def sft_engine_kwargs(choice, max_seq_len: int) -> dict:
     if "liger" in choice.kernels:
         kwargs.update(use_liger_kernel=True, liger_kernel_config=dict(LIGER_KERNELS))
     return kwargs
-
-
-def tune_cpu_allocator() -> bool:
-    """Make glibc return freed large blocks to the OS (see CPU_MMAP_THRESHOLD). True when applied.
-
-    Not applied by the trainer: measured on a checkpointed 8 x 512 step it cut peak RSS 3.64 -> 2.11 GiB
-    but cost 43% more CPU time (102.9 vs 71.9 s), with huge pages on in both."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        M_MMAP_THRESHOLD, M_TRIM_THRESHOLD = -3, -1
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, CPU_MMAP_THRESHOLD)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024))
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
-        return False
 
 
 def prefer_huge_pages() -> None:

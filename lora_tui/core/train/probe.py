@@ -95,7 +95,7 @@ def enabled(config, device: str) -> bool:
 
 def probes_liger(config, device: str) -> bool:
     """Liger is probed (not simply applied) when kernels=auto on CUDA with liger-kernel installed."""
-    from lora_tui.core.train.engine import liger_available
+    from lora_tui.core.machine.kernels import liger_available
 
     return device == "cuda" and getattr(config.training, "kernels", "auto") == "auto" and liger_available()
 
@@ -110,7 +110,7 @@ def candidates(config, choice, device: str, liger: bool | None = None) -> list[C
     micro-batch / budget ladder x checkpointing x Liger, for what the config leaves to auto. ``liger``: True
     when the probe decides Liger; else the engine's choice stays. Used when ``run_plan.candidate_plans``
     is not there to ask."""
-    from lora_tui.core.plan.auto_batch import AUTO_BASE, MICRO_BATCH_CAP
+    from lora_tui.core.plan.memory_plan import AUTO_BASE, MICRO_BATCH_CAP
 
     t = config.training
     tokens = getattr(choice, "tokens_per_batch", None) if getattr(choice, "batching", "") == "token_budget" else None
@@ -145,7 +145,8 @@ def walks_for(config, choice, device: str, hardware=None, longest: int | None = 
     offers them, else ``candidates``; the engine's choice is always among them."""
     found: list[Candidate] = []
     try:
-        from lora_tui.core.plan.run_plan import DeviceFacts, candidate_plans
+        from lora_tui.core.plan.engine_choice import DeviceFacts
+        from lora_tui.core.plan.run_plan import candidate_plans
 
         facts = DeviceFacts.from_hardware(hardware, device, getattr(choice, "world_size", 1),
                                           getattr(choice, "capability", None))

@@ -1,4 +1,5 @@
-"""Experiment tracking: ``training.report_to`` checked, and turned into the trainer's ``report_to``.
+"""Experiment tracking: ``training.report_to`` (checked by ``config.normalise_report_to``) turned into the
+trainer's ``report_to``.
 
 TensorBoard writes into ``<run>/tensorboard`` (so ``tensorboard --logdir runs/`` shows every run)
 and is installed with lora-tui; trackio, wandb and mlflow are optional extras. A tracker that is
@@ -13,30 +14,10 @@ import importlib.util
 import os
 from pathlib import Path
 
-TRACKERS = ("tensorboard", "trackio", "wandb", "mlflow")
+
 # tracker -> (modules that provide it, pip extra / package that installs it)
 PROVIDERS = {"tensorboard": (("tensorboard", "tensorboardX"), "tensorboard"),
              "trackio": (("trackio",), "trackio"), "wandb": (("wandb",), "wandb"), "mlflow": (("mlflow",), "mlflow")}
-
-
-def normalise_report_to(value) -> str:
-    """'none', one tracker, or a comma list ('tensorboard,wandb'); a YAML list is accepted too."""
-    from lora_tui.core.config import ConfigError
-
-    if value is None:
-        return "none"
-    if isinstance(value, (list, tuple)):
-        items = [str(v) for v in value]
-    else:
-        items = str(value).strip().strip("[]").replace(";", ",").split(",")
-    names = [i.strip().strip("'\"").lower() for i in items if i.strip().strip("'\"")]
-    if not names or names == ["none"]:
-        return "none"
-    unknown = [n for n in names if n not in TRACKERS]
-    if unknown or "none" in names:
-        raise ConfigError(f"training.report_to: '{', '.join(unknown) or 'none'}' is not a tracker here. "
-                          f"Use none, or one or more of {', '.join(TRACKERS)} (comma separated).")
-    return ",".join(dict.fromkeys(names))
 
 
 def trackers(report_to: str) -> list[str]:

@@ -112,7 +112,8 @@ class HardwareScreen(WizardScreen):
             text.append(f"Driver {report.driver_version or '?'}  CUDA {report.cuda_version or '?'}  "
                         f"{_libraries(report)}\n", style="dim")
             if len(report.gpus) > 1:  # several GPUs: how they are linked and what training would do
-                from lora_tui.core.machine.gpu_topology import strategy_line, topology_lines
+                from lora_tui.core.machine.gpu_topology import topology_lines
+                from lora_tui.core.plan.devices import strategy_line
 
                 for line in topology_lines(report.topology) or ["links between GPUs: not reported by NVML"]:
                     text.append(f"  {line}\n", style="dim")

@@ -167,8 +167,7 @@ class ParametersScreen(WizardScreen):
             line.update("")
             batch_line.update("")
             return
-        from lora_tui.core.train.engine import choose_kernels
-        from lora_tui.core.plan.run_plan import DeviceFacts, engine_fields
+        from lora_tui.core.plan.engine_choice import DeviceFacts, choose_kernels, engine_fields
 
         t = self.state.config.training
         try:
