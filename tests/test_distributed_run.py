@@ -137,10 +137,17 @@ def test_kill_one_rank_fails_clearly_resume_continues_stop_ends_both(tiny_model_
     assert not any(pid_alive(r["pid"]) for r in ranks), "no rank may be left running"
     checkpoint = int(run.last_checkpoint().name.split("-")[1])
 
+    before = len(run.read_events())
     resume_run(run_dir)
-    _wait(lambda: any(e["type"] == "step" and e["step"] > checkpoint + 1 for e in run.read_events()[-5:]),
+
+    def after_resume() -> list[dict]:
+        # Only events written after resume_run: the killed run's last step events (past its last complete
+        # checkpoint) must not pass for steps of the resumed run.
+        return run.read_events()[before:]
+
+    _wait(lambda: any(e["type"] == "step" and e["step"] > checkpoint + 1 for e in after_resume()),
           run, what="steps after the resume")
-    resumed = [e for e in run.read_events() if e["type"] == "started"][-1]
+    resumed = [e for e in after_resume() if e["type"] == "started"][-1]
     assert resumed["resumed_from"] and resumed["world_size"] == 2
     stopped = _cli("stop", str(run_dir), "--wait", "240")
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr

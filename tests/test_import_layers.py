@@ -10,7 +10,8 @@ Nodes: each sub-package of core (``train``, ``export``, ...) is one node, and ea
 core's top (``config``, ``units``, ...) is its own node. The tests fail on a cycle between nodes,
 on a cycle between modules, and on core importing the UI, the commands or the CLI.
 
-``python3 tests/test_import_layers.py`` prints the sub-package map (``layer_map()``).
+``python3 tests/test_import_layers.py`` prints the sub-package map (``layer_map()``); the README's "Code map"
+table must name every node of core and allow every import it makes.
 """
 
 from __future__ import annotations
@@ -231,6 +232,48 @@ def test_no_cycle_between_modules():
 def test_core_never_imports_the_ui_the_commands_or_the_cli():
     bad = [imp for imp in import_edges(PACKAGE_ROOT, CORE) if imp.target.startswith(FORBIDDEN)]
     assert not bad, "\n".join(f"{imp.where()}  {imp.source} imports {imp.target}" for imp in bad)
+
+
+BASE = ("units", "paths", "disk", "safe_read")
+
+
+def readme_code_map(readme: Path = PACKAGE_ROOT.parent / "README.md") -> list[tuple[list[str], set[str]]]:
+    """The README's core table as (nodes of a row, nodes that row may import), rows lowest first.
+    The imports column reads: 'base' (the four base modules), names, 'everything above [but X]',
+    'the standard library' / 'nothing of ours' (no node of core)."""
+    lines = readme.read_text(encoding="utf-8").splitlines()
+    start = lines.index("| package | owns | imports |") + 2
+    rows, above = [], []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        first, _, allowed = [cell.strip() for cell in line.strip("|").split("|")]
+        names = [n.strip("`/ ") for n in first.replace("base:", "").split(",")]
+        names = [n for part in names for n in part.replace("`", "").split()]
+        may: set[str] = set()
+        if allowed.startswith("everything above"):
+            may = set(above) - {n.strip() for n in allowed.partition(" but ")[2].split(",") if n.strip()}
+        else:
+            for word in (w.strip() for w in allowed.split(",")):
+                may |= set(BASE) if word == "base" else set() if " " in word else {word}
+        rows.append((names, may))
+        above += names
+    return rows
+
+
+def test_readme_code_map_names_every_sub_package_and_its_imports():
+    """The README's "Code map" is the import graph as it is: every node of core in one row, and no
+    node importing a node its row does not name."""
+    _, nodes, behind = graphs(import_edges(PACKAGE_ROOT, CORE))
+    rows = readme_code_map()
+    listed = [n for names, _ in rows for n in names]
+    present = {node_of(m) for m in (imp.source for imp in import_edges(PACKAGE_ROOT, CORE))} - {"core", None}
+    present |= {p.stem if p.is_file() else p.name for p in (PACKAGE_ROOT / "core").iterdir()
+                if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()}
+    assert sorted(listed) == sorted(present), "README code map rows vs lora_tui/core"
+    wrong = [f"{node} -> {target}: {behind[(node, target)][0].where()}"
+             for names, may in rows for node in names for target in sorted(nodes.get(node, ())) if target not in may]
+    assert not wrong, "imports the README's code map does not allow:\n" + "\n".join(wrong)
 
 
 def _write(root: Path, files: dict[str, str]) -> Path:
