@@ -8,8 +8,7 @@ import asyncio
 import pytest
 
 from tests.snapshot_apps.fixed import FixedBackend
-from tests.snapshot_apps.make_demo_run import write_demo_run
-from tests.support.ui import goto
+from tests.support.ui import export_screen
 from tests.support.wait import until
 
 pytestmark = pytest.mark.timeout(300)
@@ -48,15 +47,11 @@ class HubBackend(FixedBackend):
 def test_gguf_button_shows_the_check_and_push_asks_first(tmp_path):
     from textual.widgets import Input, Static
 
-    from lora_tui.ui.app import make_app
-
-    path = write_demo_run(tmp_path / "demo-run", last_step=10, finished=True)
     backend = HubBackend(tmp_path)
 
     async def scenario():
-        app = make_app(run=str(path), backend=backend)
-        async with app.run_test(size=(120, 40)) as pilot:
-            await goto(pilot, "export")
+        async with export_screen(tmp_path, backend) as pilot:
+            app = pilot.app
             await pilot.press("g")
             text = lambda: str(app.screen.query_one("#export-text", Static).render())  # noqa: E731
             await until(pilot, lambda: "Round trip: close" in text(), what="the round-trip table")

@@ -12,7 +12,7 @@ import pytest
 
 from tests.snapshot_apps.fixed import FakeChatSession, FixedBackend
 from tests.snapshot_apps.make_demo_run import write_demo_run
-from tests.support.ui import goto
+from tests.support.ui import export_screen, goto
 from tests.support.wait import until
 
 pytestmark = pytest.mark.timeout(300)
@@ -37,15 +37,11 @@ class BrokenZip(FixedBackend):
 def test_export_worker_failure_is_shown_and_the_next_export_runs(tmp_path):
     from textual.widgets import Static
 
-    from lora_tui.ui.app import make_app
-
-    path = write_demo_run(tmp_path / "demo-run", last_step=10, finished=True)
     backend = BrokenZip(tmp_path)
 
     async def scenario():
-        app = make_app(run=str(path), backend=backend)
-        async with app.run_test(size=(120, 40)) as pilot:
-            await goto(pilot, "export")
+        async with export_screen(tmp_path, backend) as pilot:
+            app = pilot.app
             screen = app.screen
             result = lambda: str(screen.query_one("#export-result", Static).render())  # noqa: E731
             await pilot.press("z")
@@ -162,15 +158,11 @@ def test_export_asks_before_replacing_and_no_leaves_everything(tmp_path):
     """The one confirm -> start -> worker sequence: no starts nothing, yes starts with overwrite=True."""
     from textual.widgets import Static
 
-    from lora_tui.ui.app import make_app
-
-    path = write_demo_run(tmp_path / "demo-run", last_step=10, finished=True)
     backend = Recorded(tmp_path)
 
     async def scenario():
-        app = make_app(run=str(path), backend=backend)
-        async with app.run_test(size=(120, 40)) as pilot:
-            await goto(pilot, "export")
+        async with export_screen(tmp_path, backend) as pilot:
+            app = pilot.app
             screen = app.screen
             await until(pilot, lambda: screen._summary_data.get("zip"), what="the summary")
             result = lambda: str(screen.query_one("#export-result", Static).render())  # noqa: E731

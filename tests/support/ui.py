@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+
+from tests.snapshot_apps.make_demo_run import write_demo_run
 from tests.support.wait import until
 
 
@@ -12,3 +15,16 @@ async def goto(pilot, step: str) -> None:
     await until(pilot, lambda: getattr(app.screen, "STEP", None) == step and app.screen.is_mounted,
                 what=f"the {step} step")
     await pilot.pause()
+
+
+@contextlib.asynccontextmanager
+async def export_screen(tmp_path, backend, size: tuple[int, int] = (120, 40)):
+    """The wizard on the Export step of a finished demo run (``tmp_path/demo-run``), ``backend``
+    answering every core call; yields the pilot (``pilot.app.screen`` is the Export screen)."""
+    from lora_tui.ui.app import make_app
+
+    path = write_demo_run(tmp_path / "demo-run", last_step=10, finished=True)
+    app = make_app(run=str(path), backend=backend)
+    async with app.run_test(size=size) as pilot:
+        await goto(pilot, "export")
+        yield pilot
