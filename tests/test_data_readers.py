@@ -145,6 +145,8 @@ def test_hf_disk_dataset_dict_uses_train_split(tmp_path):
     loaded = load_examples(tmp_path / "dd")
     assert loaded.container == "hf-disk" and [e.text for e in loaded.examples] == ["x", "y"]
     assert _codes(loaded) == [(None, "split_chosen")]
+    assert "using split 'train' of train, test" in loaded.findings[0].message
+    assert [e.line for e in loaded.examples] == [1, 2]  # rows numbered from 1, as in every other reader
 
 
 def _empty_folder(d: Path) -> Path:

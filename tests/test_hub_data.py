@@ -111,7 +111,9 @@ def test_snapshot_folder_loads_with_row_numbers(snapshot, tmp_path, monkeypatch)
     assert (loaded.container, loaded.format, loaded.rows, len(loaded.examples)) == ("hub-snapshot", "alpaca", 12, 11)
     assert [(f.line, f.code) for f in loaded.findings if f.severity == "error"] == [(4, "empty_field")]
     assert loaded.source == {"dataset": str(snapshot), "split": "train", "revision": "local snapshot"}
-    assert any(f.code == "split_chosen" for f in loaded.findings)  # train of train, test: said, not silent
+    chosen = [f for f in loaded.findings if f.code == "split_chosen"]  # train of train, test: said, not silent
+    assert len(chosen) == 1 and "using split 'train' of train, test" in chosen[0].message
+    assert f"e.g. {snapshot}:test" in chosen[0].fix  # how to pick the other one, named
     test = load_examples(f"{snapshot}:test")
     assert test.rows == 3 and test.examples[0].messages[-1]["content"] == "50 plus 50 is 100."
 

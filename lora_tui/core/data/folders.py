@@ -11,35 +11,22 @@ from pathlib import Path
 
 from .bounds import MAX_TXT_PIECE_CHARS, open_regular, sniff_encoding
 from .records import DataError, Finding
-from .rows import RawRow, ReadResult, undecodable
+from .rows import ARROW_BATCH_ROWS, RawRow, ReadResult, arrow_rows, training_split, undecodable
 
 
 def read_hf_disk(p: Path) -> ReadResult:
     try:
-        from datasets import Dataset, load_from_disk
+        from datasets import load_from_disk
 
         loaded = load_from_disk(str(p))
     except Exception as exc:  # datasets raises FileNotFoundError, ValueError, pyarrow errors...
         raise DataError(f"{p}: cannot be read as a `datasets` save_to_disk folder ({exc}). "
                         "Fix: save it again with Dataset.save_to_disk.") from None
-    notes: list[Finding] = []
-    if not isinstance(loaded, Dataset):  # a DatasetDict: pick the training split
-        names = list(loaded.keys())
-        if not names:
-            raise DataError(f"{p}: the DatasetDict has no splits. Fix: save a dataset with rows.")
-        split = "train" if "train" in names else names[0]
-        if len(names) > 1:
-            notes.append(Finding(None, "warning", f"using split '{split}' of {', '.join(names)}",
-                                 "save the split you want to train on by itself to choose another", "split_chosen"))
-        loaded = loaded[split]
+    loaded, _, notes = training_split(loaded, str(p), "the DatasetDict has no splits. Fix: save a dataset with rows.",
+                                      "save the split you want to train on by itself to choose another")
     result = ReadResult("hf-disk", findings=notes)
-
-    def rows():  # the table is memory-mapped: one row at a time
-        for number, record in enumerate(loaded, 1):
-            result.rows_total += 1
-            yield RawRow(number, record)
-
-    result.stream = rows()
+    rows = arrow_rows(result, loaded.with_format("arrow").iter(batch_size=ARROW_BATCH_ROWS))  # memory-mapped
+    result.stream = rows
     return result
 
 

@@ -16,8 +16,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .records import DataError, Finding
-from .rows import RawRow, ReadResult
+from .records import DataError
+from .rows import ARROW_BATCH_ROWS, ReadResult, arrow_rows, training_split
 
 # org/name with an optional :split; hub names allow letters, digits, '-', '_' and '.'.
 HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)(?::(?P<split>[A-Za-z0-9._-]+))?$")
@@ -26,7 +26,6 @@ FILE_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".pq"
 SNAPSHOT_DATA = {".parquet", ".jsonl", ".json", ".csv", ".tsv", ".arrow"}  # data files a snapshot's data/ holds
 SAVE_TO_DISK_MARKERS = ("dataset_info.json", "dataset_dict.json", "state.json")
 LOCAL_SNAPSHOT = "local snapshot"
-BATCH_ROWS = 1024
 
 
 @dataclass(frozen=True)
@@ -156,15 +155,8 @@ def _read(source: str, subset: str | None, split: str | None, container: str, in
     info.setdefault("revision", _revision(dataset))
     result = HubReadResult(container, findings=notes, source={k: v for k, v in info.items() if v is not None})
 
-    def rows():  # the Arrow table is memory-mapped: a batch of rows at a time, never the whole split
-        number = 0
-        for batch in dataset.with_format("arrow").iter(batch_size=BATCH_ROWS):
-            for record in batch.to_pylist():
-                number += 1
-                result.rows_total += 1
-                yield RawRow(number, record)
-
-    result.stream = rows()
+    # the Arrow table is memory-mapped: a batch of rows at a time, never the whole split
+    result.stream = arrow_rows(result, dataset.with_format("arrow").iter(batch_size=ARROW_BATCH_ROWS))
     return result
 
 
@@ -184,16 +176,9 @@ def _load_split(source: str, subset: str | None, split: str | None, label: str):
                         "`hf auth login` first.") from None
     except Exception as exc:  # a wrong split or subset (ValueError), a broken data file, a pyarrow error...
         raise DataError(_load_error(label, subset, split, exc)) from None
-    notes: list[Finding] = []
-    if not isinstance(loaded, datasets.Dataset):  # a DatasetDict: the training split, as for save_to_disk
-        names = list(loaded.keys())
-        if not names:
-            raise DataError(f"{label}: the dataset has no splits. Fix: point at a dataset with rows.")
-        split = "train" if "train" in names else names[0]
-        if len(names) > 1:
-            notes.append(Finding(None, "warning", f"using split '{split}' of {', '.join(names)}",
-                                 f"name another after a colon, e.g. {label}:{names[-1]}", "split_chosen"))
-        loaded = loaded[split]
+    loaded, chosen, notes = training_split(loaded, label, "the dataset has no splits. Fix: point at a dataset with rows.",
+                                           f"name another after a colon, e.g. {label}:{{other}}")  # as for save_to_disk
+    split = chosen or split
     return loaded, split, notes
 
 

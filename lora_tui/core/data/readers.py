@@ -25,7 +25,7 @@ from .bounds import MAX_JSON_ARRAY_BYTES, MAX_LINE_BYTES, capped_lines, check_re
 from .folders import read_hf_disk, read_txt_files
 from .json_files import iter_jsonl, read_json
 from .records import DataError, Finding
-from .rows import RawRow, ReadResult, undecodable
+from .rows import ARROW_BATCH_ROWS, RawRow, ReadResult, arrow_rows, undecodable
 
 __all__ = ["RawRow", "ReadResult", "open_path", "read_path"]
 
@@ -163,7 +163,7 @@ def _csv_rows(reader, header: list[str], faults: list[Finding], result: ReadResu
                           f"(one field is limited to {MAX_LINE_BYTES // 2**20} MiB)", "malformed_csv")
             previous_end = reader.line_num
             continue
-        end, previous_end = reader.line_num, reader.line_num
+        previous_end = reader.line_num
         spoiled = bool(faults)  # a line of this row was undecodable or too long: already reported
         yield from faults
         faults.clear()
@@ -189,13 +189,5 @@ def read_parquet(p: Path) -> ReadResult:
         raise DataError(f"{p}: cannot be read as Parquet ({exc}). Fix: re-export the file, or use .jsonl.") from None
     result = ReadResult("parquet")
 
-    def rows():  # a batch of rows at a time, never the whole table
-        number = 0
-        for batch in table.iter_batches(batch_size=1024):
-            for record in batch.to_pylist():
-                number += 1
-                result.rows_total += 1
-                yield RawRow(number, record)
-
-    result.stream = rows()
+    result.stream = arrow_rows(result, table.iter_batches(batch_size=ARROW_BATCH_ROWS))  # a batch at a time
     return result

@@ -52,6 +52,37 @@ class ReadResult:
         return self
 
 
+ARROW_BATCH_ROWS = 1024  # rows per Arrow batch: memory-mapped tables are read a batch at a time, never whole
+
+
+def arrow_rows(result: ReadResult, batches) -> Iterator[RawRow]:
+    """The rows of an iterable of Arrow record batches (Parquet, a ``datasets`` table), numbered from 1;
+    counts ``result.rows_total`` as it goes. One batch is in memory at a time."""
+    number = 0
+    for batch in batches:
+        for record in batch.to_pylist():
+            number += 1
+            result.rows_total += 1
+            yield RawRow(number, record)
+
+
+def training_split(loaded, label: str, empty_fix: str, choose_fix: str):
+    """(Dataset, split name or None, findings) for a ``datasets`` Dataset or DatasetDict: a DatasetDict
+    gives its "train" split (else its first), with a warning naming the others when there are several
+    (``{other}`` in ``choose_fix`` becomes the last split's name)."""
+    import datasets
+
+    if isinstance(loaded, datasets.Dataset):
+        return loaded, None, []
+    names = list(loaded.keys())
+    if not names:
+        raise DataError(f"{label}: {empty_fix}")
+    split = "train" if "train" in names else names[0]
+    notes = []
+    if len(names) > 1:
+        notes.append(Finding(None, "warning", f"using split '{split}' of {', '.join(names)}", choose_fix.replace("{other}", names[-1]), "split_chosen"))
+    return loaded[split], split, notes
+
 def read_bytes(p: Path) -> bytes:
     try:
         raw = p.read_bytes()
