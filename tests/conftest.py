@@ -17,6 +17,41 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call" and report.failed:
+        item.stash[_FAILED] = True
+    return report
+
+
+@pytest.fixture(autouse=True)
+def _no_trainer_outlives_its_failed_test(request, tmp_path_factory):
+    """A test that fails before it stops its run (an assertion between start and stop) would leave a
+    detached trainer training for minutes beside every later test (the 2000-step DDP run did: CI ran
+    slower and later waits timed out). After a failed test, the trainers it started are killed."""
+    import time
+
+    started = time.time()
+    yield
+    if not request.node.stash.get(_FAILED, False):
+        return
+    import psutil
+
+    base = str(tmp_path_factory.getbasetemp())
+    for proc in psutil.process_iter(["cmdline", "create_time"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if ("lora_tui.core.trainer_main" in cmdline or "accelerate" in cmdline) and base in cmdline \
+                and (proc.info["create_time"] or 0) >= started - 1:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+
+
 @pytest.fixture(scope="session")
 def embedded_model_dir() -> Path:
     """The converted embedded SmolLM2-135M-Instruct (converted once per machine, then cached)."""
@@ -92,6 +127,12 @@ def data_files(tmp_path_factory) -> tuple[Path, Path]:
     from tests.support.training import write_data_files
 
     return write_data_files(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def train_file(data_files) -> Path:
+    """The training rows of ``data_files`` alone, for runs without a validation set."""
+    return data_files[0]
 
 
 @pytest.fixture(scope="module")

@@ -113,9 +113,8 @@ def test_hardware_screen_b_runs_the_bench_in_a_worker_and_shows_its_table(monkey
     import asyncio
 
     from lora_tui.core.bench.runner import run_bench
-    from lora_tui.ui.app import make_app
     from tests.snapshot_apps.fixed import FixedBackend, snapshot_state
-    from tests.support.ui import goto
+    from tests.support.ui import wizard_at
     from tests.support.wait import until
 
     calls = []
@@ -129,9 +128,8 @@ def test_hardware_screen_b_runs_the_bench_in_a_worker_and_shows_its_table(monkey
     state = snapshot_state(model__name=str(tiny_model_dir), data__max_seq_len=64)
 
     async def go():
-        app = make_app(state=state, backend=BenchBackend())
-        async with app.run_test(size=(100, 40)) as pilot:
-            await goto(pilot, "hardware")
+        async with wizard_at("hardware", (100, 40), state=state, backend=BenchBackend()) as pilot:
+            app = pilot.app
             await pilot.press("b")
             widget = app.screen.query_one("#bench")
             assert "Bench" in str(widget.content)

@@ -16,7 +16,8 @@ import pytest
 from lora_tui.core.run import launcher
 from lora_tui.core.config import Config, apply_overrides, save_config
 from lora_tui.core.run.runs import CHECKPOINT_MARKER, RunDirectory, RunError
-from tests.support.wait import until, wait_until
+from tests.support.training import train_only_config, wait_run
+from tests.support.wait import until
 
 
 @pytest.fixture
@@ -217,30 +218,17 @@ def test_wizard_quits_a_finished_run_with_garbage_status_without_asking(finished
 
 
 # ----------------------------------------------------------------------------- item 4: lora.targets on resume
-@pytest.fixture(scope="module")
-def tiny_train_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "train.jsonl"
-    rows = [{"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
-                          {"role": "assistant", "content": f"Ahoy! {i} plus {i} is {2 * i}."}]} for i in range(24)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
 def _tiny(model: Path, data: Path, *overrides: str) -> Config:
-    return apply_overrides(Config(), [
-        f"model.name={model}", f"data.train={data}", "data.validation=", "data.max_seq_len=64",
-        "training.micro_batch=4", "training.grad_accum=1", "training.learning_rate=0.01", "training.eval_steps=0",
-        "training.max_steps=400", "training.save_steps=2", "lora.r=4", "lora.alpha=8", *overrides])
+    return train_only_config(model, data, "training.max_steps=400", "training.save_steps=2", *overrides)
 
 
-def _until(predicate, run: RunDirectory, timeout: float = 240):
-    return wait_until(predicate, timeout, interval=0.05, details=lambda: f"log:\n{run.log_path.read_text()[-3000:]}")
+_until = wait_run
 
 
 @pytest.fixture(scope="module")
-def stopped_tiny_run(tiny_model_dir, tiny_train_file, tmp_path_factory) -> RunDirectory:
+def stopped_tiny_run(tiny_model_dir, train_file, tmp_path_factory) -> RunDirectory:
     """A real run on the tiny model (all-linear targets), stopped after its first checkpoints."""
-    run = launcher.start_run(_tiny(tiny_model_dir, tiny_train_file), tmp_path_factory.mktemp("targets") / "run")
+    run = launcher.start_run(_tiny(tiny_model_dir, train_file), tmp_path_factory.mktemp("targets") / "run")
     _until(lambda: run.last_checkpoint(), run)
     assert launcher.stop_run(run, wait=240) == "stopped", run.log_path.read_text()[-3000:]
     return run
@@ -304,11 +292,11 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
-def test_no_room_for_the_adapter_without_checkpoints_is_refused_before_training(tiny_model_dir, tiny_train_file,
+def test_no_room_for_the_adapter_without_checkpoints_is_refused_before_training(tiny_model_dir, train_file,
                                                                                  small_disk):
     # save_steps=0: the adapter (~4.5 MB with the tokenizer, + 8 MB margin) is the only thing ever saved, and
     # 10 MB cannot hold it: training all steps would end with nothing kept.
-    run = launcher.start_run(_tiny(tiny_model_dir, tiny_train_file, "training.max_steps=30", "training.save_steps=0"),
+    run = launcher.start_run(_tiny(tiny_model_dir, train_file, "training.max_steps=30", "training.save_steps=0"),
                              small_disk / "run")
     assert _until(lambda: run.state() if run.state() in ("failed", "finished", "stopped", "dead") else None,
                   run) == "failed"
@@ -395,12 +383,12 @@ def test_printed_hints_are_shell_quoted_for_paths_with_spaces(tmp_path, data):
 
 
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
-def test_history_is_printed_once_after_ctrl_c_or_sigterm(tiny_model_dir, tiny_train_file, tmp_path, sig):
+def test_history_is_printed_once_after_ctrl_c_or_sigterm(tiny_model_dir, train_file, tmp_path, sig):
     import signal
 
     run_dir = tmp_path / "fg"
     proc = subprocess.Popen([sys.executable, "-m", "lora_tui", "train", f"model.name={tiny_model_dir}",
-                             f"data.train={tiny_train_file}", "data.validation=", "data.max_seq_len=64",
+                             f"data.train={train_file}", "data.validation=", "data.max_seq_len=64",
                              "training.max_steps=400", "training.save_steps=0", "training.eval_steps=0",
                              "--run-dir", str(run_dir)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)

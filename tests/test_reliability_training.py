@@ -3,7 +3,6 @@ after kill -9, SIGTERM to a foreground `train`, a stop during start-up, a FIFO a
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,34 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from lora_tui.core.config import Config, apply_overrides, load_config, save_config
+from lora_tui.core.config import Config, save_config
 from lora_tui.core.run.launcher import resume_run, start_run, stop_run
 from lora_tui.core.run.runs import RunDirectory
-from tests.support.wait import wait_until
-
-
-@pytest.fixture(scope="module")
-def train_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "train.jsonl"
-    rows = [{"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
-                          {"role": "assistant", "content": f"Ahoy! {i} plus {i} is {2 * i}."}]} for i in range(24)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+from tests.support.training import train_only_config, wait_done as _done, wait_run
 
 
 def _config(model: Path, data: Path, *overrides: str) -> Config:
-    return apply_overrides(Config(), [
-        f"model.name={model}", f"data.train={data}", "data.validation=", "data.max_seq_len=64",
-        "training.micro_batch=4", "training.grad_accum=1", "training.learning_rate=0.01", "training.eval_steps=0",
-        "training.max_steps=30", "training.save_steps=4", "lora.r=4", "lora.alpha=8", *overrides])
+    return train_only_config(model, data, "training.max_steps=30", "training.save_steps=4", *overrides)
 
 
-def _wait(predicate, run: RunDirectory, timeout: float = 240):
-    return wait_until(predicate, timeout, interval=0.05, details=lambda: f"log:\n{run.log_path.read_text()[-3000:]}")
-
-
-def _done(run: RunDirectory, timeout: float = 240) -> str:
-    return _wait(lambda: run.state() if run.state() in ("finished", "failed", "stopped", "dead") else None, run, timeout)
+_wait = wait_run
 
 
 def _tensors(adapter: Path) -> dict:

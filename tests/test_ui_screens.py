@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import REPO
 from tests.snapshot_apps.fixed import DATA, FixedBackend, snapshot_state
 from tests.snapshot_apps.make_demo_run import MAX_STEPS, demo_events, write_demo_run
-from tests.support.ui import goto
+from tests.support.ui import goto, wizard_at
 from tests.support.wait import until
 
 pytestmark = pytest.mark.timeout(300)
@@ -132,15 +132,12 @@ def test_unknown_run_is_reported_not_raised(tmp_path):
 @pytest.mark.parametrize("name, reason", [("no_valid_rows.jsonl", "has no valid row"),
                                           ("all_masked.jsonl", "Every label is masked")])
 def test_dataset_refuses_data_that_cannot_train(monkeypatch, embedded_model_dir, name, reason):
-    from lora_tui.ui.app import make_app
-
     monkeypatch.chdir(REPO)
     state = snapshot_state(data__train=str(DATA / name))
 
     async def go():
-        app = make_app(state=state, backend=FixedBackend())
-        async with app.run_test(size=(80, 24)) as pilot:
-            await goto(pilot, "dataset")
+        async with wizard_at("dataset", state=state, backend=FixedBackend()) as pilot:
+            app = pilot.app
             await until(pilot, lambda: state.dataset_current() is not None, what="validation")
             assert reason in str(app.screen.query_one("#data-verdict").render())
             await pilot.press("ctrl+n")
@@ -151,15 +148,12 @@ def test_dataset_refuses_data_that_cannot_train(monkeypatch, embedded_model_dir,
 
 
 def test_dataset_unreadable_path_is_a_message(monkeypatch, embedded_model_dir, tmp_path):
-    from lora_tui.ui.app import make_app
-
     monkeypatch.chdir(REPO)
     state = snapshot_state()
 
     async def go():
-        app = make_app(state=state, backend=FixedBackend())
-        async with app.run_test(size=(80, 24)) as pilot:
-            await goto(pilot, "dataset")
+        async with wizard_at("dataset", state=state, backend=FixedBackend()) as pilot:
+            app = pilot.app
             await until(pilot, lambda: state.dataset_current() is not None)
             screen = app.screen
             screen.query_one("#data-path").focus()
@@ -175,7 +169,6 @@ def test_dataset_unreadable_path_is_a_message(monkeypatch, embedded_model_dir, t
 # --- parameters --------------------------------------------------------------------------------------------
 def test_parameters_save_and_load_yaml(monkeypatch, embedded_model_dir, tmp_path):
     from lora_tui.core.config import load_config
-    from lora_tui.ui.app import make_app
 
     monkeypatch.chdir(REPO)
     state = snapshot_state()
@@ -190,9 +183,8 @@ def test_parameters_save_and_load_yaml(monkeypatch, embedded_model_dir, tmp_path
         await pilot.press("ctrl+a", "ctrl+k", *str(path), "enter")
 
     async def go():
-        app = make_app(state=state, backend=FixedBackend())
-        async with app.run_test(size=(80, 24)) as pilot:
-            await goto(pilot, "parameters")
+        async with wizard_at("parameters", state=state, backend=FixedBackend()) as pilot:
+            app = pilot.app
             screen = app.screen
             await pilot.press("ctrl+s")
             await type_path(pilot, target)
@@ -220,15 +212,12 @@ def test_parameters_save_and_load_yaml(monkeypatch, embedded_model_dir, tmp_path
 
 
 def test_preset_by_keyboard(monkeypatch, embedded_model_dir):
-    from lora_tui.ui.app import make_app
-
     monkeypatch.chdir(REPO)
     state = snapshot_state()
 
     async def go():
-        app = make_app(state=state, backend=FixedBackend())
-        async with app.run_test(size=(80, 24)) as pilot:
-            await goto(pilot, "parameters")
+        async with wizard_at("parameters", state=state, backend=FixedBackend()) as pilot:
+            app = pilot.app
             app.screen.query_one("#preset").focus()
             await pilot.press("enter", "down", "enter")  # LoRA -> QLoRA
             await until(pilot, lambda: state.config.model.load_in == "4bit", what="the preset")
@@ -267,16 +256,13 @@ def test_trust_remote_code_needs_a_confirmed_warning(monkeypatch, embedded_model
 
 
 def test_hardware_fix_is_applied_with_a_key(monkeypatch, embedded_model_dir):
-    from lora_tui.ui.app import make_app
-
     monkeypatch.chdir(REPO)
     state = snapshot_state(data__max_seq_len=4096, training__micro_batch=16,
                            training__gradient_checkpointing=False)  # auto would switch it on and fit
 
     async def go():
-        app = make_app(state=state, backend=FixedBackend())
-        async with app.run_test(size=(80, 24)) as pilot:
-            await goto(pilot, "hardware")
+        async with wizard_at("hardware", state=state, backend=FixedBackend()) as pilot:
+            app = pilot.app
             await until(pilot, lambda: app.current_judgement() is not None, what="the verdict")
             assert app.current_judgement().verdict.verdict == "wont_fit"
             first = app.screen._fixes[0]
@@ -292,15 +278,12 @@ def test_hardware_fix_is_applied_with_a_key(monkeypatch, embedded_model_dir):
 
 
 def test_custom_target_modules_checked_against_the_models_layers(monkeypatch, embedded_model_dir):
-    from lora_tui.ui.app import make_app
-
     monkeypatch.chdir(REPO)
     state = snapshot_state()
 
     async def go():
-        app = make_app(state=state, backend=FixedBackend())
-        async with app.run_test(size=(80, 24)) as pilot:
-            await goto(pilot, "parameters")
+        async with wizard_at("parameters", state=state, backend=FixedBackend()) as pilot:
+            app = pilot.app
             await until(pilot, lambda: state.layers_for_model() is not None, what="the model's layers")
             screen = app.screen
             custom = screen.query_one("#field-lora-targets-custom")
@@ -377,15 +360,12 @@ def test_reopening_the_wizard_mentions_a_run_in_progress(live_run):
 
 
 def test_q_in_a_text_field_is_a_letter_not_quit(monkeypatch, embedded_model_dir):
-    from lora_tui.ui.app import make_app
-
     monkeypatch.chdir(REPO)
     state = snapshot_state()
 
     async def go():
-        app = make_app(state=state, backend=FixedBackend())
-        async with app.run_test(size=(80, 24)) as pilot:
-            await goto(pilot, "parameters")
+        async with wizard_at("parameters", state=state, backend=FixedBackend()) as pilot:
+            app = pilot.app
             app.screen.query_one("#field-output-run_name Input").focus()
             await pilot.press(*"quick-q")
             assert app.is_running and state.config.output.run_name == "quick-q"
@@ -422,8 +402,6 @@ def test_training_header_shows_the_batch_auto_chose(tmp_path):
 
 def test_plan_uses_the_checked_datas_longest_row(monkeypatch, embedded_model_dir):
     """Once the dataset is checked, the memory plan (and the auto batch) assume its longest row, as the trainer does."""
-    from lora_tui.ui.app import make_app
-
     monkeypatch.chdir(REPO)
     state = snapshot_state()
     state.config.data.max_seq_len = 2048
@@ -431,9 +409,8 @@ def test_plan_uses_the_checked_datas_longest_row(monkeypatch, embedded_model_dir
     state.config.training.batching = "grouped"
 
     async def go():
-        app = make_app(state=state, backend=FixedBackend())
-        async with app.run_test(size=(160, 40)) as pilot:
-            await goto(pilot, "parameters")
+        async with wizard_at("parameters", (160, 40), state=state, backend=FixedBackend()) as pilot:
+            app = pilot.app
             await until(pilot, lambda: app.current_judgement() is not None, what="the first estimate")
             worst = app.current_judgement().verdict.estimate.total_bytes
             assert state.longest_row() is None

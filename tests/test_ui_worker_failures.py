@@ -12,7 +12,7 @@ import pytest
 
 from tests.snapshot_apps.fixed import FakeChatSession, FixedBackend
 from tests.snapshot_apps.make_demo_run import write_demo_run
-from tests.support.ui import export_screen, goto
+from tests.support.ui import export_screen, wizard_at
 from tests.support.wait import until
 
 pytestmark = pytest.mark.timeout(300)
@@ -84,14 +84,11 @@ class BrokenChat(FixedBackend):
 def test_reply_worker_failure_keeps_the_text_so_far_and_the_chat_goes_on(tmp_path):
     from textual.widgets import Input
 
-    from lora_tui.ui.app import make_app
-
     path = write_demo_run(tmp_path / "demo-run", last_step=10, finished=True)
 
     async def scenario():
-        app = make_app(run=str(path), backend=BrokenChat())
-        async with app.run_test(size=(120, 40)) as pilot:
-            await goto(pilot, "chat")
+        async with wizard_at("chat", (120, 40), run=str(path), backend=BrokenChat()) as pilot:
+            app = pilot.app
             chat = app.screen
             await until(pilot, lambda: chat.session is not None, what="the chat session")
 

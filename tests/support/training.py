@@ -1,4 +1,5 @@
-"""The tiny training set and config the training tests share (tests/test_training.py, tests/test_final_eval.py)."""
+"""The tiny training set, config and waits the training tests share (test_training, test_final_eval,
+test_reliability_training, test_hostile_runs)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,17 @@ def tiny_config(model_dir: Path, data: tuple[Path, Path], *overrides: str, prese
         "training.max_steps=6", "training.eval_steps=3", "training.save_steps=3", "lora.r=4", "lora.alpha=8",
         *overrides,
     ])
+
+
+def train_only_config(model_dir: Path, train: Path, *overrides: str) -> Config:
+    """``tiny_config`` without a validation set or evaluation: for the runs that are killed, stopped, resumed."""
+    return tiny_config(model_dir, (train, ""), "training.eval_steps=0", *overrides)
+
+
+def wait_run(predicate, run: RunDirectory, timeout: float = 240, what: str = ""):
+    """``wait_until`` polled every 50 ms (a kill right after a checkpoint lands on it), the log tail on timeout."""
+    return wait_until(predicate, timeout, interval=0.05, what=what,
+                      details=lambda: f"log:\n{run.log_path.read_text()[-3000:]}")
 
 
 def wait_done(run: RunDirectory, timeout: float = 240) -> str:

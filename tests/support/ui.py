@@ -18,13 +18,18 @@ async def goto(pilot, step: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def export_screen(tmp_path, backend, size: tuple[int, int] = (120, 40)):
-    """The wizard on the Export step of a finished demo run (``tmp_path/demo-run``), ``backend``
-    answering every core call; yields the pilot (``pilot.app.screen`` is the Export screen)."""
+async def wizard_at(step: str, size: tuple[int, int] = (80, 24), **app_kwargs):
+    """The wizard (``make_app(**app_kwargs)``) under a pilot, switched to ``step``; yields the pilot."""
     from lora_tui.ui.app import make_app
 
-    path = write_demo_run(tmp_path / "demo-run", last_step=10, finished=True)
-    app = make_app(run=str(path), backend=backend)
+    app = make_app(**app_kwargs)
     async with app.run_test(size=size) as pilot:
-        await goto(pilot, "export")
+        await goto(pilot, step)
         yield pilot
+
+
+def export_screen(tmp_path, backend, size: tuple[int, int] = (120, 40)):
+    """The wizard on the Export step of a finished demo run (``tmp_path/demo-run``), ``backend``
+    answering every core call; yields the pilot (``pilot.app.screen`` is the Export screen)."""
+    path = write_demo_run(tmp_path / "demo-run", last_step=10, finished=True)
+    return wizard_at("export", size, run=str(path), backend=backend)
