@@ -148,3 +148,28 @@ def embedded_run(tmp_path_factory, embedded_model_dir):
     config.data.train, config.data.validation = str(REPO / "sample_data/train.jsonl"), str(REPO / "sample_data/valid.jsonl")
     save_config(config, run / "config.yaml")
     return run
+
+
+@pytest.fixture
+def hello_data(tmp_path) -> Path:
+    """Four rows of plain text: enough for a config to load; for runs that fail or are faked."""
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"text": "hello"}\n' * 4)
+    return path
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 10 MiB tmpfs (needs root): a full disk, for real. Skipped where it cannot be mounted."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=10m", "tmpfs", str(mount)], check=True,
+                       capture_output=True, timeout=20)
+    except (subprocess.CalledProcessError, FileNotFoundError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"cannot mount a small tmpfs here ({getattr(exc, 'stderr', b'') or exc}); "
+                    "benchmarks/torture.py covers the same where it can")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)

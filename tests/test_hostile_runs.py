@@ -16,21 +16,8 @@ import pytest
 from lora_tui.core.run import launcher
 from lora_tui.core.config import Config, apply_overrides, save_config
 from lora_tui.core.run.runs import CHECKPOINT_MARKER, RunDirectory, RunError
-from tests.support.training import train_only_config, wait_run
+from tests.support.training import no_model_config, train_only_config, wait_run
 from tests.support.wait import until
-
-
-@pytest.fixture
-def data(tmp_path) -> Path:
-    path = tmp_path / "train.jsonl"
-    path.write_text('{"text": "hello"}\n' * 4)
-    return path
-
-
-def _config(data: Path, *overrides: str) -> Config:
-    # A model that does not exist: a spawned trainer fails at once, nothing heavy runs.
-    return apply_overrides(Config(), [f"data.train={data}", "data.validation=", "model.name=/nonexistent/model",
-                                      "training.max_steps=4", *overrides])
 
 
 def _cli(*args, cwd=None, timeout=120, env=None):
@@ -52,65 +39,65 @@ def _snapshot(path: Path) -> dict[str, bytes]:
 
 
 # ----------------------------------------------------------------------------- item 1: --overwrite
-def test_overwrite_refuses_a_folder_that_is_not_a_run_and_deletes_nothing(tmp_path, data):
+def test_overwrite_refuses_a_folder_that_is_not_a_run_and_deletes_nothing(tmp_path, hello_data):
     folder = tmp_path / "work"
     before = _user_folder(folder)
     for overwrite in (False, True):
         with pytest.raises(RunError) as info:
-            launcher.start_run(_config(data), folder, overwrite=overwrite)
+            launcher.start_run(no_model_config(hello_data), folder, overwrite=overwrite)
         message = str(info.value)
         assert "not a lora-tui run" in message and "thesis.tex" in message, message
         assert "--overwrite to replace" not in message and "--resume" not in message, message
         assert _snapshot(folder) == before
 
 
-def test_overwrite_cli_refuses_dot_and_home_in_one_line(tmp_path, data):
+def test_overwrite_cli_refuses_dot_and_home_in_one_line(tmp_path, hello_data):
     folder = tmp_path / "here"
     before = _user_folder(folder)
     home = tmp_path / "home"
     home_before = _user_folder(home)
     for run_dir, cwd in ((".", folder), (str(home), folder)):
-        result = _cli("train", f"data.train={data}", "data.validation=", "model.name=/nonexistent/model",
+        result = _cli("train", f"data.train={hello_data}", "data.validation=", "model.name=/nonexistent/model",
                       "--run-dir", run_dir, "--overwrite", cwd=cwd, env={"HOME": str(home)})
         assert result.returncode == 2, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
     assert _snapshot(folder) == before and _snapshot(home) == home_before
 
 
-def test_overwrite_replaces_a_run_and_an_empty_folder_is_used(tmp_path, data, monkeypatch):
+def test_overwrite_replaces_a_run_and_an_empty_folder_is_used(tmp_path, hello_data, monkeypatch):
     monkeypatch.setattr(launcher, "_spawn", lambda *a, **k: 0)
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert launcher.start_run(_config(data), empty).config_path.is_file()
+    assert launcher.start_run(no_model_config(hello_data), empty).config_path.is_file()
 
     run = RunDirectory(tmp_path / "old-run")
     run.path.mkdir()
-    save_config(_config(data), run.config_path)
+    save_config(no_model_config(hello_data), run.config_path)
     run.append_event("started", max_steps=4)
     (run.checkpoints_dir / "checkpoint-2").mkdir(parents=True)
     with pytest.raises(RunError, match="--overwrite to replace it"):  # a run: the flag is the right advice
-        launcher.start_run(_config(data, "lora.r=8"), run.path)
-    launcher.start_run(_config(data, "lora.r=8"), run.path, overwrite=True)
+        launcher.start_run(no_model_config(hello_data, "lora.r=8"), run.path)
+    launcher.start_run(no_model_config(hello_data, "lora.r=8"), run.path, overwrite=True)
     assert not run.checkpoints_dir.exists() and not run.events_path.exists()
     assert "r: 8" in run.config_path.read_text()
 
 
-def test_run_dir_that_is_a_file_is_refused_in_one_line(tmp_path, data):
+def test_run_dir_that_is_a_file_is_refused_in_one_line(tmp_path, hello_data):
     target = tmp_path / "thesis.pdf"
     target.write_bytes(b"%PDF-1.7")
-    result = _cli("train", f"data.train={data}", "data.validation=", "model.name=/nonexistent/model",
+    result = _cli("train", f"data.train={hello_data}", "data.validation=", "model.name=/nonexistent/model",
                   "--run-dir", target, "--overwrite")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert target.read_bytes() == b"%PDF-1.7"
 
 
-def test_overwrite_never_empties_the_current_folder_even_when_it_is_a_run(tmp_path, data):
+def test_overwrite_never_empties_the_current_folder_even_when_it_is_a_run(tmp_path, hello_data):
     run = RunDirectory(tmp_path / "a-run")
     run.path.mkdir()
-    save_config(_config(data), run.config_path)
+    save_config(no_model_config(hello_data), run.config_path)
     run.write_status("failed")
     before = _snapshot(run.path)
-    result = _cli("train", f"data.train={data}", "data.validation=", "model.name=/nonexistent/model",
+    result = _cli("train", f"data.train={hello_data}", "data.validation=", "model.name=/nonexistent/model",
                   "--run-dir", ".", "--overwrite", cwd=run.path)
     assert result.returncode == 2 and "current folder" in result.stderr, result.stderr
     assert _snapshot(run.path) == before
@@ -278,20 +265,6 @@ def test_trainer_refuses_changed_targets_when_the_launcher_cannot_tell(stopped_t
 
 
 # ----------------------------------------------------------------------------- item 7: no room for the adapter
-@pytest.fixture
-def small_disk(tmp_path):
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=10m", "tmpfs", str(mount)], check=True,
-                       capture_output=True, timeout=20)
-    except (subprocess.CalledProcessError, FileNotFoundError, subprocess.TimeoutExpired) as exc:
-        pytest.skip(f"cannot mount a small tmpfs here ({getattr(exc, 'stderr', b'') or exc}); "
-                    "benchmarks/torture.py covers the same where it can")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-
-
 def test_no_room_for_the_adapter_without_checkpoints_is_refused_before_training(tiny_model_dir, train_file,
                                                                                  small_disk):
     # save_steps=0: the adapter (~4.5 MB with the tokenizer, + 8 MB margin) is the only thing ever saved, and
@@ -364,9 +337,9 @@ def test_zip_of_a_checkpoint_leaves_the_trainer_state_out(tmp_path, tiny_model_d
     assert "adapter_model.safetensors" in pushed and not pushed & {"optimizer.pt", "rng_state.pth", "training_args.bin"}
 
 
-def test_printed_hints_are_shell_quoted_for_paths_with_spaces(tmp_path, data):
+def test_printed_hints_are_shell_quoted_for_paths_with_spaces(tmp_path, hello_data):
     run_dir = tmp_path / "my runs" / "it's a run"
-    result = _cli("train", f"data.train={data}", "data.validation=", "model.name=/nonexistent/model",
+    result = _cli("train", f"data.train={hello_data}", "data.validation=", "model.name=/nonexistent/model",
                   "training.max_steps=4", "--run-dir", run_dir, "--detach")
     assert result.returncode == 0, result.stderr
     hints = [l.split(":", 1)[1].strip() for l in result.stdout.splitlines() if l.strip().startswith(("follow:", "stop:"))]

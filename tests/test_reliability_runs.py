@@ -19,29 +19,17 @@ import pytest
 
 from lora_tui.core.run import launcher
 from lora_tui.core.run.adapters import AdapterError, find_adapter
-from lora_tui.core.config import Config, apply_overrides, load_config, save_config
+from lora_tui.core.config import Config, load_config, save_config
 from lora_tui.core.run.runs import CHECKPOINT_MARKER, RunDirectory, RunError
+from tests.support.training import no_model_config
 from tests.support.wait import wait_until
 
 
-@pytest.fixture
-def data(tmp_path) -> Path:
-    path = tmp_path / "train.jsonl"
-    path.write_text('{"text": "hello"}\n' * 4)
-    return path
-
-
-def _config(data: Path, *overrides: str) -> Config:
-    # A model that does not exist: a spawned trainer fails at once, nothing heavy runs.
-    return apply_overrides(Config(), [f"data.train={data}", "data.validation=", "model.name=/nonexistent/model",
-                                      "training.max_steps=4", *overrides])
-
-
-def _fake_run(tmp_path: Path, data: Path, *, state="stopped", step=8, checkpoints=(4,), adapter=False,
+def _fake_run(tmp_path: Path, hello_data: Path, *, state="stopped", step=8, checkpoints=(4,), adapter=False,
               r=4, lora_r_now=None) -> RunDirectory:
     run = RunDirectory(tmp_path / "run")
     run.path.mkdir()
-    save_config(_config(data, f"lora.r={lora_r_now or r}"), run.config_path)
+    save_config(no_model_config(hello_data, f"lora.r={lora_r_now or r}"), run.config_path)
     run.write_status(state, step=step, max_steps=8)
     for n in checkpoints:
         ckpt = run.checkpoints_dir / f"checkpoint-{n}"
@@ -81,9 +69,9 @@ def _wait_unlocked(run: RunDirectory, timeout: float = 60) -> None:
         wait_until(lambda: not run.is_locked(), timeout)
 
 
-def test_two_launches_at_the_same_instant_one_wins(tmp_path, data):
+def test_two_launches_at_the_same_instant_one_wins(tmp_path, hello_data):
     target = tmp_path / "same"
-    results = _race(lambda c: launcher.start_run(c, target), (_config(data, "lora.r=4"),), (_config(data, "lora.r=8"),))
+    results = _race(lambda c: launcher.start_run(c, target), (no_model_config(hello_data, "lora.r=4"),), (no_model_config(hello_data, "lora.r=8"),))
     kinds = sorted(k for k, _ in results)
     assert kinds == ["ok", "refused"], results
     refused = next(m for k, m in results if k == "refused")
@@ -93,54 +81,54 @@ def test_two_launches_at_the_same_instant_one_wins(tmp_path, data):
     _wait_unlocked(RunDirectory(target))
 
 
-def test_two_resumes_at_the_same_instant_one_wins(tmp_path, data):
-    run = _fake_run(tmp_path, data)
+def test_two_resumes_at_the_same_instant_one_wins(tmp_path, hello_data):
+    run = _fake_run(tmp_path, hello_data)
     results = _race(launcher.resume_run, (run.path,), (run.path,))
     assert sorted(k for k, _ in results) == ["ok", "refused"], results
     _wait_unlocked(run)
 
 
-def test_resume_says_which_checkpoint_and_which_steps_are_trained_again(tmp_path, data, monkeypatch):
+def test_resume_says_which_checkpoint_and_which_steps_are_trained_again(tmp_path, hello_data, monkeypatch):
     monkeypatch.setattr(launcher, "_spawn", lambda *a, **k: 0)
-    run = _fake_run(tmp_path, data, checkpoints=(2, 4), step=8)
+    run = _fake_run(tmp_path, hello_data, checkpoints=(2, 4), step=8)
     note = launcher.resume_run(run.path).resume_note
     assert "checkpoint-4 (step 4)" in note and "steps 5-8 are trained again" in note
 
 
-def test_resume_without_checkpoint_keeps_the_adapter_or_says_from_scratch(tmp_path, data, monkeypatch):
+def test_resume_without_checkpoint_keeps_the_adapter_or_says_from_scratch(tmp_path, hello_data, monkeypatch):
     monkeypatch.setattr(launcher, "_spawn", lambda *a, **k: 0)
-    run = _fake_run(tmp_path, data, checkpoints=(), adapter=True)
+    run = _fake_run(tmp_path, hello_data, checkpoints=(), adapter=True)
     with pytest.raises(RunError, match="no complete checkpoint"):
         launcher.resume_run(run.path)
     assert (run.adapter_dir / "adapter_config.json").exists()
     (tmp_path / "b").mkdir()
-    other = _fake_run(tmp_path / "b", data, checkpoints=(), step=3)
+    other = _fake_run(tmp_path / "b", hello_data, checkpoints=(), step=3)
     assert "starts again from step 0" in launcher.resume_run(other.path).resume_note
 
 
-def test_resume_after_lora_r_changed_names_the_setting(tmp_path, data, monkeypatch):
+def test_resume_after_lora_r_changed_names_the_setting(tmp_path, hello_data, monkeypatch):
     monkeypatch.setattr(launcher, "_spawn", lambda *a, **k: 0)
-    run = _fake_run(tmp_path, data, r=4, lora_r_now=8)
+    run = _fake_run(tmp_path, hello_data, r=4, lora_r_now=8)
     with pytest.raises(RunError) as info:
         launcher.resume_run(run.path)
     assert "lora.r=8" in str(info.value) and "lora.r=4" in str(info.value) and "checkpoint-4" in str(info.value)
 
 
-def test_relative_model_folder_is_stored_resolved(tmp_path, data, monkeypatch):
+def test_relative_model_folder_is_stored_resolved(tmp_path, hello_data, monkeypatch):
     (tmp_path / "models" / "mine").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
-    config = launcher._absolute_data(_config(data, "model.name=models/mine"))
+    config = launcher._absolute_data(no_model_config(hello_data, "model.name=models/mine"))
     assert config.model.name == str((tmp_path / "models" / "mine").resolve())
-    assert launcher._absolute_data(_config(data, "model.name=org/hub-model")).model.name == "org/hub-model"
+    assert launcher._absolute_data(no_model_config(hello_data, "model.name=org/hub-model")).model.name == "org/hub-model"
 
 
-def test_max_steps_zero_and_fifo_data_are_refused_before_anything_is_written(tmp_path, data):
+def test_max_steps_zero_and_fifo_data_are_refused_before_anything_is_written(tmp_path, hello_data):
     with pytest.raises(RunError, match="max_steps=0"):
-        launcher.start_run(_config(data, "training.max_steps=0"), tmp_path / "zero")
+        launcher.start_run(no_model_config(hello_data, "training.max_steps=0"), tmp_path / "zero")
     fifo = tmp_path / "pipe.jsonl"
     os.mkfifo(fifo)
     with pytest.raises(RunError, match="FIFO"):
-        launcher.start_run(_config(fifo), tmp_path / "fifo")
+        launcher.start_run(no_model_config(fifo), tmp_path / "fifo")
     assert not (tmp_path / "zero").exists() and not (tmp_path / "fifo").exists()
 
 
@@ -180,11 +168,11 @@ def test_disk_full_failure_is_explained_and_partial_saves_removed(tmp_path):
     assert run_guard.explain(ValueError("other"), run) is None
 
 
-def test_attach_on_garbage_status_returns(tmp_path, data, monkeypatch):
+def test_attach_on_garbage_status_returns(tmp_path, hello_data, monkeypatch):
     from lora_tui.commands import progress
 
     run = RunDirectory(tmp_path)
-    save_config(_config(data), run.config_path)
+    save_config(no_model_config(hello_data), run.config_path)
     run.status_path.write_text("\x00garbage{{{")
     run.events_path.write_text('{"seq": 1, "type": "step", "step": "x"}\nnot json\n')
     monkeypatch.setattr(progress, "NO_TRAINER_WAIT_S", 0.5)
@@ -198,10 +186,10 @@ def test_attach_on_garbage_status_returns(tmp_path, data, monkeypatch):
     assert "status.json cannot be read" in text, text
 
 
-def test_stop_kills_a_trainer_that_ignores_it(tmp_path, data):
+def test_stop_kills_a_trainer_that_ignores_it(tmp_path, hello_data):
     run = RunDirectory(tmp_path / "stuck")
     run.path.mkdir()
-    save_config(_config(data), run.config_path)
+    save_config(no_model_config(hello_data), run.config_path)
     stubborn = textwrap.dedent(f"""
         import fcntl, os, signal, sys, time
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -218,8 +206,8 @@ def test_stop_kills_a_trainer_that_ignores_it(tmp_path, data):
     assert run.read_events()[-1]["type"] == "stopped" and "SIGKILL" in run.read_events()[-1]["reason"]
 
 
-def test_adapter_deleted_from_a_finished_run_is_named(tmp_path, data):
-    run = _fake_run(tmp_path, data, state="finished", checkpoints=(4,))
+def test_adapter_deleted_from_a_finished_run_is_named(tmp_path, hello_data):
+    run = _fake_run(tmp_path, hello_data, state="finished", checkpoints=(4,))
     for kwargs in ({}, {"allow_checkpoint": False}):  # chat, export
         with pytest.raises(AdapterError) as info:
             find_adapter(run.path, **kwargs)
@@ -233,8 +221,8 @@ def _cli(*args, cwd=None, timeout=120):
 
 
 @pytest.mark.parametrize("damage", ["garbage_status", "garbage_config", "no_config_events_folder", "huge_event_line"])
-def test_corrupted_run_directories_give_one_line_answers(tmp_path, data, damage):
-    run = _fake_run(tmp_path, data, state="finished", checkpoints=())
+def test_corrupted_run_directories_give_one_line_answers(tmp_path, hello_data, damage):
+    run = _fake_run(tmp_path, hello_data, state="finished", checkpoints=())
     if damage == "garbage_status":
         run.status_path.write_bytes(b"\xff\xfe garbage")
     elif damage == "garbage_config":

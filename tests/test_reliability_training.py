@@ -95,20 +95,6 @@ def test_fifo_as_data_fails_the_trainer_instead_of_hanging(tiny_model_dir, train
     assert failed["type"] == "failed" and "FIFO" in failed["reason"] and run.state() == "failed"
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=10m", "tmpfs", str(mount)], check=True,
-                       capture_output=True, timeout=20)
-    except (subprocess.CalledProcessError, FileNotFoundError, subprocess.TimeoutExpired) as exc:
-        pytest.skip(f"cannot mount a small tmpfs here ({getattr(exc, 'stderr', b'') or exc}); "
-                    "benchmarks/torture.py covers the same where it can")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-
-
 def test_full_disk_fails_plainly_and_resume_works_after_freeing_space(tiny_model_dir, train_file, small_disk):
     # The tiny model's checkpoint is ~3.6 MB (mostly tokenizer.json): 10 MB cannot hold it plus the margin.
     run = start_run(_config(tiny_model_dir, train_file, "training.max_steps=8"), small_disk / "run")

@@ -43,6 +43,12 @@ def tiny_config(model_dir: Path, data: tuple[Path, Path], *overrides: str, prese
     ])
 
 
+def no_model_config(data: Path, *overrides: str) -> Config:
+    """A config whose model does not exist: a spawned trainer fails at once, nothing heavy runs."""
+    return apply_overrides(Config(), [f"data.train={data}", "data.validation=", "model.name=/nonexistent/model",
+                                      "training.max_steps=4", *overrides])
+
+
 def train_only_config(model_dir: Path, train: Path, *overrides: str) -> Config:
     """``tiny_config`` without a validation set or evaluation: for the runs that are killed, stopped, resumed."""
     return tiny_config(model_dir, (train, ""), "training.eval_steps=0", *overrides)
