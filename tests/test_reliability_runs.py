@@ -95,6 +95,26 @@ def test_resume_says_which_checkpoint_and_which_steps_are_trained_again(tmp_path
     assert "checkpoint-4 (step 4)" in note and "steps 5-8 are trained again" in note
 
 
+def test_a_long_runs_end_is_read_from_the_end_of_its_events(tmp_path, hello_data):
+    """events.jsonl of a long run is larger than one read_events slice (8 MiB): the steps trained again on
+    resume and the final training loss come from its end, not from wherever the first slice stops."""
+    from lora_tui.core.run import runs
+    from lora_tui.core.run.claim import plan_resume
+
+    run = _fake_run(tmp_path, hello_data, checkpoints=(4,), step=8)
+    run.status_path.write_text("{ torn")  # status.json unreadable: the events decide
+    pad = "x" * 200
+    steps = 40_000
+    with open(run.events_path, "w") as fh:
+        fh.write(json.dumps({"seq": 1, "type": "started", "max_steps": steps}) + "\n")
+        for step in range(1, steps + 1):
+            fh.write(json.dumps({"seq": step + 1, "type": "step", "step": step, "loss": 1 / step, "pad": pad}) + "\n")
+    assert run.events_path.stat().st_size > runs.EVENTS_READ_BYTES
+    assert max(e["step"] for e in run.read_events() if e["type"] == "step") < steps  # one slice: not the end
+    assert run.last_loss() == 1 / steps
+    assert f"steps 5-{steps} are trained again" in plan_resume(run, load_config(run.config_path)).message
+
+
 def test_resume_without_checkpoint_keeps_the_adapter_or_says_from_scratch(tmp_path, hello_data, monkeypatch):
     monkeypatch.setattr(launcher, "_spawn", lambda *a, **k: 0)
     run = _fake_run(tmp_path, hello_data, checkpoints=(), adapter=True)

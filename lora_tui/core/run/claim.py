@@ -128,7 +128,7 @@ def _reached_step(run: RunDirectory) -> int:
     step = run.read_status().get("step")
     if isinstance(step, int):
         return step
-    steps = [e.get("step") for e in run.read_events() if e.get("type") == "step"]
+    steps = [e.get("step") for e in run.tail_events() if e.get("type") == "step"]  # the end, however long the run
     return max((s for s in steps if isinstance(s, int)), default=0)
 
 

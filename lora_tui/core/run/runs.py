@@ -176,7 +176,37 @@ class RunDirectory:
         return event
 
     def read_events(self, offset: int = 0) -> list[dict]:
+        """Events from byte ``offset``, at most EVENTS_READ_BYTES of them (a long run's file is larger:
+        page with ``read_events_from``; its end is ``tail_events``)."""
         return self.read_events_from(offset)[0]
+
+    def tail_events(self) -> list[dict]:
+        """The events in the last EVENTS_TAIL_BYTES of events.jsonl, in order: a run's last steps and outcome,
+        however long the run (read_events stops after its first EVENTS_READ_BYTES)."""
+        try:
+            with _open_run_file(self.events_path) as fh:
+                size = fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, size - EVENTS_TAIL_BYTES))
+                data = fh.read(EVENTS_TAIL_BYTES)
+        except OSError:
+            return []
+        lines = data.split(b"\n")
+        if size > EVENTS_TAIL_BYTES:
+            lines = lines[1:]  # the first line of the slice is (most likely) cut
+        events = []
+        for raw in lines:
+            try:
+                event = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+        return events
+
+    def last_loss(self) -> float | None:
+        """The training loss of the last step event that has one (None before the first)."""
+        return next((e["loss"] for e in reversed(self.tail_events())
+                     if e.get("type") == "step" and e.get("loss") is not None), None)
 
     def read_events_from(self, offset: int = 0) -> tuple[list[dict], int]:
         """Complete event lines from byte ``offset``; returns them and the next offset.
@@ -249,24 +279,8 @@ class RunDirectory:
         """What status.json would say, rebuilt from the tail of events.jsonl: the outcome after the last
         start (else "running": the lock check in ``state`` makes a trainer-less one "dead"), the last step.
         {} when there are no events. Reads at most EVENTS_TAIL_BYTES."""
-        try:
-            with _open_run_file(self.events_path) as fh:
-                size = fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, size - EVENTS_TAIL_BYTES))
-                data = fh.read(EVENTS_TAIL_BYTES)
-        except OSError:
-            return {}
-        lines = data.split(b"\n")
-        if size > EVENTS_TAIL_BYTES:
-            lines = lines[1:]  # the first line of the slice is (most likely) cut
         status: dict = {}
-        for raw in lines:
-            try:
-                event = json.loads(raw)
-            except ValueError:
-                continue
-            if not isinstance(event, dict):
-                continue
+        for event in self.tail_events():
             kind = event.get("type")
             if kind == "started":
                 status.update(state="running", max_steps=event.get("max_steps"))

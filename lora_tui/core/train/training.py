@@ -452,7 +452,7 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
         final_eval = trainer.evaluate()["eval_loss"]
     run_guard.check_adapter_space(run, trainer.model)
     adapter = distributed.save_adapter_from_ranks(trainer, tokenizer, run, save_adapter)
-    train_loss = next((e["loss"] for e in reversed(run.read_events()) if e["type"] == "step" and e.get("loss") is not None), None)
+    train_loss = run.last_loss()  # from the tail: a long run's events outgrow one read_events slice
     if stopped:
         run.append_event("stopped", step=step, reason=callback.stop_reason or "stop requested", adapter=str(adapter))
         state = "stopped"
