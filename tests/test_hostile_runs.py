@@ -15,7 +15,7 @@ import pytest
 
 from lora_tui.core.run import launcher
 from lora_tui.core.config import Config, apply_overrides, save_config
-from lora_tui.core.run.runs import CHECKPOINT_MARKER, RunDirectory, RunError
+from lora_tui.core.run.runs import CHECKPOINT_MARKER, RunDirectory, RunError, write_run_marker
 from tests.support.training import no_model_config, train_only_config, wait_run
 from tests.support.wait import until
 
@@ -70,9 +70,7 @@ def test_overwrite_replaces_a_run_and_an_empty_folder_is_used(tmp_path, hello_da
     empty.mkdir()
     assert launcher.start_run(no_model_config(hello_data), empty).config_path.is_file()
 
-    run = RunDirectory(tmp_path / "old-run")
-    run.path.mkdir()
-    save_config(no_model_config(hello_data), run.config_path)
+    run = launcher.start_run(no_model_config(hello_data), tmp_path / "old-run")  # a run, as train writes it
     run.append_event("started", max_steps=4)
     (run.checkpoints_dir / "checkpoint-2").mkdir(parents=True)
     with pytest.raises(RunError, match="--overwrite to replace it"):  # a run: the flag is the right advice
@@ -80,6 +78,42 @@ def test_overwrite_replaces_a_run_and_an_empty_folder_is_used(tmp_path, hello_da
     launcher.start_run(no_model_config(hello_data, "lora.r=8"), run.path, overwrite=True)
     assert not run.checkpoints_dir.exists() and not run.events_path.exists()
     assert "r: 8" in run.config_path.read_text()
+
+
+def test_overwrite_refuses_a_look_alike_folder_with_config_and_status(tmp_path, hello_data):
+    """Issue 25 item 1: config.yaml + status.json (any content) beside someone's files is not a run."""
+    folder = tmp_path / "look-alike"
+    before = _user_folder(folder)
+    (folder / "config.yaml").write_text("model:\n  name: mine\n")
+    (folder / "status.json").write_text('{"state": "failed"}')
+    (folder / "nested").mkdir()
+    (folder / "nested" / "data.csv").write_text("a,b\n1,2\n")
+    before = _snapshot(folder)
+    result = _cli("train", f"data.train={hello_data}", "data.validation=", "model.name=/nonexistent/model",
+                  "--run-dir", folder, "--overwrite", "--detach")
+    assert result.returncode == 2 and "not a lora-tui run" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert _snapshot(folder) == before
+
+
+def test_overwrite_of_a_real_run_refuses_when_other_files_live_beside_it(tmp_path, hello_data, monkeypatch):
+    """Issue 25 item 1: --overwrite removes only the files a run consists of; anything else is a refusal."""
+    monkeypatch.setattr(launcher, "_spawn", lambda *a, **k: 0)
+    run = launcher.start_run(no_model_config(hello_data), tmp_path / "run")
+    run.append_event("started", max_steps=4)
+    (run.path / "thesis.tex").write_text("\\chapter{Results}")
+    (run.path / "gguf").mkdir()
+    (run.path / "gguf" / "run-q8_0.gguf").write_bytes(b"GGUF....")
+    before = _snapshot(run.path)
+    with pytest.raises(RunError, match="not part of a run") as info:
+        launcher.start_run(no_model_config(hello_data, "lora.r=8"), run.path, overwrite=True)
+    assert "thesis.tex" in str(info.value) and "gguf/" in str(info.value)
+    assert {k: v for k, v in _snapshot(run.path).items() if k != "trainer.lock"} == \
+        {k: v for k, v in before.items() if k != "trainer.lock"}
+    (run.path / "thesis.tex").unlink()
+    subprocess.run(["rm", "-r", str(run.path / "gguf")], check=True)
+    launcher.start_run(no_model_config(hello_data, "lora.r=8"), run.path, overwrite=True)  # only a run: replaced
+    assert "r: 8" in run.config_path.read_text() and not run.events_path.exists()
 
 
 def test_run_dir_that_is_a_file_is_refused_in_one_line(tmp_path, hello_data):
@@ -94,6 +128,7 @@ def test_run_dir_that_is_a_file_is_refused_in_one_line(tmp_path, hello_data):
 def test_overwrite_never_empties_the_current_folder_even_when_it_is_a_run(tmp_path, hello_data):
     run = RunDirectory(tmp_path / "a-run")
     run.path.mkdir()
+    write_run_marker(run.path)
     save_config(no_model_config(hello_data), run.config_path)
     run.write_status("failed")
     before = _snapshot(run.path)

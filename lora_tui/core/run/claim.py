@@ -22,7 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lora_tui.core.run.runs import LOCK_FD_ENV, RunDirectory, RunError, RunLocked, is_run_directory, quoted
+from lora_tui.core.run.runs import (LOCK_FD_ENV, RunDirectory, RunError, RunLocked, is_run_directory, is_run_entry,
+                                    quoted, write_run_marker)
 
 STOP_GRACE_S = 120.0  # `lora-tui stop` waits this long for a graceful stop, then kills the trainer (SIGKILL)
 
@@ -63,14 +64,17 @@ def replaceable_entries(path: Path, overwrite: bool) -> list[Path]:
     if not leftovers:
         return []
     if not is_run_directory(path):
-        shown = ", ".join(c.name + ("/" if c.is_dir() else "") for c in leftovers[:3])
-        shown += f" and {len(leftovers) - 3} more" if len(leftovers) > 3 else ""
         flag = "--overwrite replaces only a run, so " if overwrite else ""
-        raise RunError(f"{path} is not empty and not a lora-tui run (it holds {shown}): {flag}nothing there was "
-                       "touched. Fix: give --run-dir a new or empty folder.")
+        raise RunError(f"{path} is not empty and not a lora-tui run (it holds {_listed(leftovers)}): {flag}nothing "
+                       "there was touched. Fix: give --run-dir a new or empty folder.")
     if not overwrite:
         raise RunError(f"{path} already exists and holds a run. Fix: choose another run name or --run-dir, "
                        f"`lora-tui train --resume {quoted(path)}` to continue it, or --overwrite to replace it.")
+    foreign = [c for c in leftovers if not is_run_entry(c.name)]
+    if foreign:  # exports, notes, data: --overwrite replaces a run, never what else lives beside it
+        raise RunError(f"{path} holds a run and also {_listed(foreign)}, which are not part of a run: --overwrite "
+                       f"removes only a run's own files, so nothing was touched. Fix: move those out of {quoted(path)} "
+                       "first, or choose another --run-dir.")
     where = path.resolve()
     if where == Path.home().resolve() or where == Path.cwd().resolve() or where in Path.cwd().resolve().parents:
         what = "your home folder" if where == Path.home().resolve() else "the current folder (or one above it)"
@@ -79,13 +83,22 @@ def replaceable_entries(path: Path, overwrite: bool) -> list[Path]:
     return leftovers
 
 
+def _listed(entries: list[Path]) -> str:
+    from lora_tui.core.safe_read import clip
+
+    shown = ", ".join(clip(c.name, 60) + ("/" if c.is_dir() else "") for c in entries[:3])
+    return shown + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
+
+
 def clear_for_start(run: RunDirectory, overwrite: bool) -> None:
-    """Under the claim: refuse a used directory (or empty a run with overwrite); the lock file stays."""
+    """Under the claim: refuse a used directory (or empty a run with overwrite: only its own files); the lock
+    file stays. Then the folder is marked as a run (``runs.RUN_MARKER``)."""
     for child in replaceable_entries(run.path, overwrite):
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)
         else:
             child.unlink()
+    write_run_marker(run.path)
 
 
 @dataclass

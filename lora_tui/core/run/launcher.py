@@ -19,7 +19,7 @@ from lora_tui.core.run import claim as run_claim
 from lora_tui.core.config import Config, save_config
 from lora_tui.core.model.embedded import is_embedded
 from lora_tui.core.paths import resolve_data_path, runs_dir
-from lora_tui.core.run.runs import STATES_DONE, RunDirectory, RunError, quoted
+from lora_tui.core.run.runs import RUN_MARKER, STATES_DONE, RunDirectory, RunError, quoted
 
 
 def default_run_name(config: Config) -> str:
@@ -85,7 +85,7 @@ def start_run(config: Config, run_dir: str | os.PathLike | None = None, *, overw
         run.write_status("created")
         _spawn(run, resume=False, lock=lock, node_args=node_args)
     except OSError as exc:  # a full disk or a read-only folder: one line, and nothing half-written is kept
-        for leftover in (run.config_path, run.status_path):
+        for leftover in (run.config_path, run.status_path, run.path / RUN_MARKER):
             leftover.unlink(missing_ok=True)
         raise RunError(f"cannot start a run in {path}: {exc.strerror or exc}. Fix: free disk space there (or "
                        "choose another --run-dir) and start again.") from None

@@ -2,6 +2,7 @@
 and the wizard.
 
     runs/<name>/
+      lora_tui_run       the marker: this folder is a run lora-tui wrote (`train --overwrite` needs it)
       config.yaml        the config the run was started with (commented YAML)
       events.jsonl       append-only, one JSON object a line, increasing "seq"
       status.json        latest state, rewritten atomically
@@ -20,6 +21,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shlex
 import time
 from dataclasses import dataclass
@@ -38,14 +40,48 @@ def quoted(path: str | os.PathLike) -> str:
     return shlex.quote(str(path))
 
 
+RUN_MARKER = "lora_tui_run"  # written first into every run directory: what makes a folder a run
+RUN_MARKER_TEXT = "lora-tui run directory"
+# What a run consists of: all that `train --overwrite` may remove (with the temp files of each, ".NAME.tmp-PID").
+# Anything else in the folder (a user's notes, an export's zip or gguf/) makes --overwrite a refusal.
+RUN_ENTRIES = frozenset({RUN_MARKER, "config.yaml", "events.jsonl", "status.json", "train.log", "trainer.lock",
+                         "stop_requested", "checkpoints", "adapter", "exports.json", "accelerate_config.yaml",
+                         ".space_reserve", "tensorboard", "mlruns", "wandb"})
+
+
+def is_run_entry(name: str) -> bool:
+    """Whether a name in a run folder is one of the files a run consists of (or a temp file of one)."""
+    if name in RUN_ENTRIES:
+        return True
+    temp = re.fullmatch(r"\.(.+)\.tmp(?:-\w+)?", name)
+    return bool(temp) and temp.group(1) in RUN_ENTRIES
+
+
 def is_run_directory(path: str | os.PathLike) -> bool:
-    """Whether a folder is a lora-tui run: its config.yaml with events.jsonl and/or status.json.
-    Only such a folder may be emptied by `train --overwrite`."""
+    """Whether a folder is a run lora-tui wrote: its marker file (RUN_MARKER), or for runs made before the
+    marker, a config.yaml with the header `train` writes and an events.jsonl that starts with event 1.
+    A config.yaml and a status.json alone (anyone's files) do not make a run."""
     path = Path(path)
+    if _starts_with(path / RUN_MARKER, RUN_MARKER_TEXT.encode()):
+        return True
+    return _starts_with(path / "config.yaml", b"# lora-tui run '") and _starts_with(path / "events.jsonl", b'{"seq": 1, ')
+
+
+def _starts_with(path: Path, prefix: bytes) -> bool:
+    """Whether a regular file starts with ``prefix`` (a FIFO, a device or a folder never does)."""
+    from lora_tui.core.safe_read import UnsafeFile, open_regular
+
     try:
-        return (path / "config.yaml").is_file() and ((path / "events.jsonl").is_file() or (path / "status.json").exists())
-    except OSError:
+        with open_regular(path, buffering=0) as fh:
+            return fh.read(len(prefix)) == prefix
+    except (UnsafeFile, OSError):
         return False
+
+
+def write_run_marker(path: str | os.PathLike) -> None:
+    """Mark a folder as a run directory (the launcher, before anything else is written there)."""
+    _write_atomic(Path(path) / RUN_MARKER, f"{RUN_MARKER_TEXT}: written by `lora-tui train`. `train --overwrite` "
+                                          f"removes only a run's own files ({', '.join(sorted(RUN_ENTRIES))}).\n")
 
 
 class RunError(RuntimeError):
