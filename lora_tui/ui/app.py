@@ -15,30 +15,22 @@ from textual.binding import Binding
 from textual.screen import ModalScreen
 from textual.worker import Worker
 
+from lora_tui.core.config import set_training_data
 from lora_tui.core.paths import runs_dir
 from lora_tui.core.run.runs import STATES_ACTIVE, quoted
 from lora_tui.ui.backend import Backend
 from lora_tui.ui.errors import plain_error
 from lora_tui.ui.messages import ActiveRuns, HardwareProbed, LinearLayersFound, PlanJudged
 from lora_tui.ui.state import WizardState
-from lora_tui.ui.steps import STEPS
+from lora_tui.ui.steps import STEP_NAMES, STEPS, Step
 from lora_tui.ui.workers import failure, thread_worker
 
 
-
-SCREENS = {  # step -> (module, class); a step's module is imported when the step is first shown
-    "model": ("model", "ModelScreen"), "hardware": ("hardware", "HardwareScreen"),
-    "dataset": ("dataset", "DatasetScreen"), "parameters": ("parameters", "ParametersScreen"),
-    "training": ("training", "TrainingScreen"), "chat": ("chat", "ChatScreen"), "export": ("export", "ExportScreen"),
-}
-
-
-def _screen_factory(step: str):
-    def make():
+def _screen_factory(step: Step):
+    def make():  # a step's screen module is imported when the step is first shown (tests/test_import_layers.py sees it)
         import importlib
 
-        module, name = SCREENS[step]
-        return getattr(importlib.import_module(f"lora_tui.ui.screens.{module}"), name)()
+        return getattr(importlib.import_module(step.module), step.screen)()
 
     return make
 
@@ -62,13 +54,13 @@ class LoraTuiApp(App[int]):
         if model:
             self.state.config.model.name = model
         if data:
-            self.state.config.data.train = data
+            set_training_data(self.state.config, data)
         self.backend = backend or Backend()
         self.initial_run = run
         self.judgement: PlanJudged | None = None
         self._judge_timer = None
-        for name in SCREENS:
-            self.add_mode(name, _screen_factory(name))
+        for step in STEPS:
+            self.add_mode(step.name, _screen_factory(step))
 
     # --- start-up --------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -89,7 +81,7 @@ class LoraTuiApp(App[int]):
 
     # --- navigation ------------------------------------------------------------------------
     def step_names(self) -> list[str]:
-        return [name for name, _ in STEPS]
+        return list(STEP_NAMES)
 
     def goto(self, step: str) -> None:
         if isinstance(self.screen, ModalScreen) or step == self.current_mode:

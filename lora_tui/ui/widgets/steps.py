@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
-from lora_tui.ui.steps import STEPS
+from lora_tui.ui.steps import STEPS, Step
 
 
 class StepBar(Widget):
@@ -15,10 +15,10 @@ class StepBar(Widget):
     StepBar { height: 1; width: 1fr; background: $panel; }
     """
 
-    def __init__(self, current: str, steps: tuple[tuple[str, str], ...] | None = None, **kwargs) -> None:
+    def __init__(self, current: str, steps: tuple[Step, ...] = STEPS, **kwargs) -> None:
         super().__init__(**kwargs)
         self.current = current
-        self.steps = steps or STEPS
+        self.steps = steps
         self._spans: list[tuple[int, int, str]] = []
 
     def render(self) -> Text:
@@ -27,10 +27,11 @@ class StepBar(Widget):
             text.append(" lora-tui ", style="bold reverse")
             text.append(" ")
         self._spans = []
-        current_index = [name for name, _ in self.steps].index(self.current) if self.current in dict(self.steps) else -1
-        for index, (name, label) in enumerate(self.steps):
-            piece = f" {index + 1} {label} "
-            if name == self.current:
+        names = [step.name for step in self.steps]
+        current_index = names.index(self.current) if self.current in names else -1
+        for index, step in enumerate(self.steps):
+            piece = f" {index + 1} {step.label} "
+            if step.name == self.current:
                 style = "bold reverse"
             elif index < current_index:
                 style = "green"
@@ -38,7 +39,7 @@ class StepBar(Widget):
                 style = "dim"
             start = len(text)
             text.append(piece, style=style)
-            self._spans.append((start, len(text), name))
+            self._spans.append((start, len(text), step.name))
         return text
 
     def on_click(self, event) -> None:
