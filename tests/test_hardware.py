@@ -15,7 +15,7 @@ import os
 import pynvml
 import pytest
 
-from lora_tui.core.machine.hardware import GPUInfo, HardwareReport, SystemSampler, probe_hardware
+from lora_tui.core.machine.hardware import GPUInfo, HardwareReport, SystemSampler, device_for, probe_hardware
 from tests.support.nvml import A100, T4, FakeNVML, GiB
 
 def test_no_driver_gives_cpu_only_report_with_named_reason():
@@ -104,11 +104,12 @@ def test_sampler_without_driver_or_process_never_raises():
 def test_sampler_counts_children():
     import subprocess
     import sys
-    import time
 
-    child = subprocess.Popen([sys.executable, "-c", "b = b'x' * (64 * 1024 * 1024); import time; time.sleep(30)"])
+    child = subprocess.Popen([sys.executable, "-c", "import time; b = b'x' * (64 * 1024 * 1024); "
+                              "print('allocated', flush=True); time.sleep(30)"], stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.5)
+        # The child says when its 64 MiB are written (a fixed pause raced a slow start on a busy machine).
+        assert child.stdout.readline() == "allocated\n", "the child ended before allocating"
         alone = SystemSampler(pid=child.pid).sample()["rss"]
         with_children = SystemSampler().sample()["rss"]
         assert alone > 60 * 1024**2
@@ -116,3 +117,12 @@ def test_sampler_counts_children():
     finally:
         child.kill()
         child.wait()
+
+
+def test_device_for_is_the_asked_device_else_the_gpu_nvml_saw():
+    gpu = GPUInfo(index=0, name="NVIDIA A100", memory_total=80 * GiB, memory_free=79 * GiB, memory_used=GiB)
+    with_gpu = HardwareReport(gpus=[gpu], cpu_count=8, ram_total=64 * GiB, ram_available=60 * GiB)
+    without = HardwareReport(gpus=[], cpu_count=8, ram_total=64 * GiB, ram_available=60 * GiB)
+    assert (device_for(with_gpu), device_for(without), device_for(None)) == ("cuda", "cpu", "cpu")
+    assert device_for(with_gpu, "cpu") == "cpu"
+    assert device_for(without, "cuda") == "cuda"  # `estimate --device cuda` plans for a GPU this machine lacks

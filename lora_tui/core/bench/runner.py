@@ -270,7 +270,7 @@ def run_bench(config: Config, *, steps: int = DEFAULT_STEPS, arms: list[str] | t
               timeout: float | None = None, work_dir: str | os.PathLike | None = None,
               on_arm: Callable[[ArmResult], None] | None = None) -> BenchReport:
     """Run each arm in turn (one process each) and compare them. BenchError for bad input, before any arm runs."""
-    from lora_tui.core.machine.hardware import probe_hardware
+    from lora_tui.core.machine.hardware import device_for, probe_hardware
 
     arms = list(arms)
     if device not in ("auto", "cpu", "cuda"):
@@ -278,7 +278,7 @@ def run_bench(config: Config, *, steps: int = DEFAULT_STEPS, arms: list[str] | t
     hardware = probe_hardware(check_libraries=False)
     if device == "cuda" and not hardware.gpus:
         raise BenchError(f"--device cuda: no NVIDIA GPU here ({hardware.nvml_error or 'none found'}). Fix: --device cpu.")
-    used = "cpu" if device == "cpu" or not hardware.gpus else "cuda"
+    used = device_for(hardware, None if device == "auto" else device)
     if used == "cpu" and config.model.load_in != "16bit" and any(a != "ours" for a in arms):
         raise BenchError(f"model.load_in={config.model.load_in} needs a GPU for the TRL arms (bitsandbytes). "
                          "Fix: model.load_in=16bit on a CPU.")

@@ -73,6 +73,12 @@ class HardwareReport:
         return out
 
 
+def device_for(hardware: HardwareReport | None, device: str | None = None) -> str:
+    """The device a plan or a run is for: ``device`` when one was asked for ("cpu" / "cuda"; an estimate
+    may plan for a GPU this machine lacks), else "cuda" where NVML saw a GPU, else "cpu" (no report: no GPU)."""
+    return device or ("cuda" if getattr(hardware, "gpus", None) else "cpu")
+
+
 def _load_nvml(nvml):
     if nvml is not None:
         return nvml
