@@ -15,7 +15,6 @@ from textual.binding import Binding
 from textual.screen import ModalScreen
 from textual.worker import Worker
 
-from lora_tui.core.config import set_training_data
 from lora_tui.core.paths import runs_dir
 from lora_tui.core.run.runs import STATES_ACTIVE, quoted
 from lora_tui.ui.backend import Backend
@@ -54,7 +53,7 @@ class LoraTuiApp(App[int]):
         if model:
             self.state.config.model.name = model
         if data:
-            set_training_data(self.state.config, data)
+            self.state.config.data.train = data
         self.backend = backend or Backend()
         self.initial_run = run
         self.judgement: PlanJudged | None = None
