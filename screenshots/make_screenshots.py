@@ -65,9 +65,9 @@ def live_scenes(tmp: Path) -> dict:
     """A run in progress (lock held by this process, as a trainer would) and the quit question."""
     from lora_tui.core.run.runs import RunDirectory
     from lora_tui.ui.app import make_app
-    from tests.snapshot_apps.fixed import FixedBackend, snapshot_state
-    from tests.snapshot_apps.make_demo_run import write_demo_run
-    from tests.snapshot_apps.scenes import settle
+    from screenshots.fixed import FixedBackend, snapshot_state
+    from screenshots.make_demo_run import write_demo_run
+    from screenshots.scenes import settle
 
     path = write_demo_run(tmp / "runs" / "capn-lora-demo", last_step=35, finished=False)
     run = RunDirectory(path)
@@ -78,12 +78,13 @@ def live_scenes(tmp: Path) -> dict:
         return make_app(run="runs/capn-lora-demo", state=snapshot_state(), backend=FixedBackend())
 
     async def training(pilot):
-        await settle(pilot, lambda: pilot.app.current_mode == "training" and pilot.app.screen.history.step == 35)
+        await settle(pilot, lambda: pilot.app.current_mode == "training" and pilot.app.screen.history.step == 35,
+                     "the live run at step 35")
 
     async def quit_question(pilot):
         await training(pilot)
         await pilot.press("ctrl+q")
-        await settle(pilot, lambda: type(pilot.app.screen).__name__ == "QuitDuringTraining")
+        await settle(pilot, lambda: type(pilot.app.screen).__name__ == "QuitDuringTraining", "the quit question")
 
     return {"training_live": (make, training), "quit_during_training": (make, quit_question)}
 
@@ -105,7 +106,7 @@ def main() -> None:
     args = parser.parse_args()
     size = tuple(int(x) for x in args.size.split("x"))
     os.chdir(REPO)  # scenes show paths relative to the repository
-    from tests.snapshot_apps.scenes import SCENES
+    from screenshots.scenes import SCENES
 
     with tempfile.TemporaryDirectory() as tmp:
         scenes = {**SCENES, **live_scenes(Path(tmp))}

@@ -113,7 +113,7 @@ def test_hardware_screen_b_runs_the_bench_in_a_worker_and_shows_its_table(monkey
     import asyncio
 
     from lora_tui.core.bench.runner import run_bench
-    from tests.snapshot_apps.fixed import FixedBackend, snapshot_state
+    from screenshots.fixed import FixedBackend, snapshot_state
     from tests.support.ui import wizard_at
     from tests.support.wait import until
 

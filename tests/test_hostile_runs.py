@@ -181,7 +181,7 @@ def test_gguf_overwrite_replaces_only_a_gguf_file(tmp_path, tiny_model_dir):
 @pytest.fixture
 def finished_garbage(tmp_path) -> RunDirectory:
     """A finished run (60 of 60 steps, checkpoints, adapter) whose status.json is garbage."""
-    from tests.snapshot_apps.make_demo_run import write_demo_run
+    from screenshots.make_demo_run import write_demo_run
 
     run = RunDirectory(write_demo_run(tmp_path / "done-run", finished=True))
     for step in (40, 60):
@@ -223,7 +223,7 @@ def test_wizard_quits_a_finished_run_with_garbage_status_without_asking(finished
     import asyncio
 
     from lora_tui.ui.app import make_app
-    from tests.snapshot_apps.fixed import FixedBackend
+    from screenshots.fixed import FixedBackend
 
     async def go():
         app = make_app(run=str(finished_garbage.path), backend=FixedBackend())
@@ -232,7 +232,8 @@ def test_wizard_quits_a_finished_run_with_garbage_status_without_asking(finished
                         what="the training screen to show the run")
             assert app.screen.run_state == "finished"
             await pilot.press("ctrl+q")
-            await pilot.pause(0.3)
+            await until(pilot, lambda: app.return_code is not None or type(app.screen).__name__ == "QuitDuringTraining",
+                        what="the wizard to quit or to ask")
             assert type(app.screen).__name__ != "QuitDuringTraining", "it claims training is still running"
         assert app.return_code == 0
 

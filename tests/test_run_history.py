@@ -7,7 +7,7 @@ import json
 
 from lora_tui.core.run.history import RunHistory
 from lora_tui.core.run.runs import RunDirectory
-from tests.snapshot_apps.make_demo_run import MAX_STEPS, demo_events, write_demo_run
+from screenshots.make_demo_run import MAX_STEPS, demo_events, write_demo_run
 
 
 def test_poll_reads_only_new_complete_lines(tmp_path):

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from tests.snapshot_apps.fixed import FixedBackend
+from screenshots.fixed import FixedBackend
 from tests.support.chat import make_fake_run
 from tests.support.ui import goto
 from tests.support.wait import until

@@ -9,8 +9,8 @@ import pytest
 from textual.geometry import Region
 
 from tests.conftest import REPO
-from tests.snapshot_apps.fixed import FixedBackend, snapshot_state
-from tests.snapshot_apps.make_demo_run import write_demo_run
+from screenshots.fixed import FixedBackend, snapshot_state
+from screenshots.make_demo_run import write_demo_run
 from tests.support.wait import until
 
 pytestmark = pytest.mark.timeout(120)
@@ -44,8 +44,10 @@ def test_training_header_shows_step_and_eta_at_80x24(long_named_live_run):
         app = make_app(run=str(long_named_live_run.path), backend=FixedBackend())
         async with app.run_test(size=(80, 24)) as pilot:
             await until(pilot, lambda: app.current_mode == "training" and app.screen.history.step == 30, 30)
-            await pilot.pause(0.1)
-            lines = shown(app.screen.query_one("#run-header"))
+            header = app.screen.query_one("#run-header")
+            await until(pilot, lambda: any(line.startswith("step 30/") for line in shown(header)),
+                        what="the header to show step 30")
+            lines = shown(header)
             assert len(lines) == 2
             assert lines[0].startswith("smollm2-135m-20261123-191200 running")
             assert lines[1].startswith("step 30/60  ETA 45s"), lines

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from tests.snapshot_apps.fixed import FixedBackend
+from screenshots.fixed import FixedBackend
 from tests.support.ui import export_screen
 from tests.support.wait import until
 

@@ -118,7 +118,8 @@ def test_whole_flow_by_keyboard(tiny_model_dir, tmp_path):
             # 7. Export: zip the adapter.
             await pilot.press("ctrl+n")
             assert app.current_mode == "export"
-            await pilot.pause(0.5)
+            await until(pilot, lambda: getattr(app.screen, "STEP", None) == "export" and bool(app.screen._summary_data),
+                        what="the Export step's summary of the run")
             await pilot.press("z")
             zip_path = state.run.path / "wizard-run-adapter.zip"
             await until(pilot, zip_path.is_file, timeout=60, what="the zip")

@@ -11,7 +11,7 @@ from lora_tui.core.config import Config, apply_overrides, apply_preset
 from lora_tui.core.config import config_overrides, matching_preset, train_command
 from lora_tui.core.plan.memory_plan import plan_from_config
 from lora_tui.core.run.history import RunHistory
-from tests.snapshot_apps.make_demo_run import MAX_STEPS, demo_events
+from screenshots.make_demo_run import MAX_STEPS, demo_events
 
 
 def test_run_history_folds_events_once_and_in_order():
@@ -81,7 +81,7 @@ def test_matching_preset():
 
 
 def test_memory_plan_follows_the_config():
-    from tests.snapshot_apps.fixed import fixed_hardware
+    from screenshots.fixed import fixed_hardware
 
     config = _changed_config()
     config.training.micro_batch = 2

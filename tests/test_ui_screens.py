@@ -10,15 +10,14 @@ a trainer would, so the screen's live following is tested without a training run
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
 from tests.conftest import REPO
-from tests.snapshot_apps.fixed import DATA, FixedBackend, snapshot_state
-from tests.snapshot_apps.make_demo_run import MAX_STEPS, demo_events, write_demo_run
+from screenshots.fixed import DATA, FixedBackend, snapshot_state
+from screenshots.make_demo_run import MAX_STEPS, demo_events, write_demo_run
 from tests.support.ui import goto, wizard_at
-from tests.support.wait import until
+from tests.support.wait import until, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -121,7 +120,7 @@ def test_unknown_run_is_reported_not_raised(tmp_path):
     async def go():
         app = make_app(run=str(tmp_path / "nope"), backend=FixedBackend())
         async with app.run_test(size=(80, 24)) as pilot:
-            await pilot.pause(0.2)
+            await until(pilot, lambda: getattr(app.screen, "STEP", None) is not None, what="the first step")
             assert app.current_mode == "model"
             assert any("No run at" in n.message for n in app._notifications)
 
@@ -244,9 +243,9 @@ def test_trust_remote_code_needs_a_confirmed_warning(monkeypatch, embedded_model
             await pilot.press("space")
             await until(pilot, lambda: type(app.screen).__name__ == "Confirm", what="the warning")
             await pilot.press("n")
-            await pilot.pause(0.1)
+            await until(pilot, lambda: getattr(app.screen, "STEP", None) == "model"
+                        and app.screen.query_one("#trust").value is False, what="the declined warning to untick the box")
             assert state.config.model.trust_remote_code is False
-            assert app.screen.query_one("#trust").value is False
             await pilot.press("space")
             await until(pilot, lambda: type(app.screen).__name__ == "Confirm", what="the warning")
             await pilot.press("y")
@@ -310,10 +309,12 @@ def test_chat_loads_the_model_once_even_when_the_run_ends_meanwhile(tmp_path):
 
     class CountingBackend(FixedBackend):
         loads = 0
+        run_end_seen = staticmethod(lambda: False)  # set below: the Training step has seen the run end
 
         def open_chat(self, run, on_progress=None):
             CountingBackend.loads += 1
-            time.sleep(0.5)  # a load takes a while: the run ends meanwhile
+            # A load takes a while: the run ends meanwhile, and the wizard hears of it before the load is done.
+            wait_until(self.run_end_seen, 60, what="the Training step to see the run end")
             return super().open_chat(run, on_progress)
 
     path = write_demo_run(tmp_path / "ending-run", last_step=59, finished=False)
@@ -321,9 +322,12 @@ def test_chat_loads_the_model_once_even_when_the_run_ends_meanwhile(tmp_path):
     lock = run.acquire_lock()
 
     async def go():
-        app = make_app(run=str(path), backend=CountingBackend())
+        backend = CountingBackend()
+        app = make_app(run=str(path), backend=backend)
         async with app.run_test(size=(80, 24)) as pilot:
             await until(pilot, lambda: app.current_mode == "training" and app.screen.history.step == 59)
+            training = app.screen
+            backend.run_end_seen = lambda: training.run_state == "finished"  # its follower then tells the chat step
             await goto(pilot, "chat")
             chat = app.screen
             finished = demo_events(finished=True)[-1]
@@ -331,7 +335,8 @@ def test_chat_loads_the_model_once_even_when_the_run_ends_meanwhile(tmp_path):
             run.write_status("finished")
             lock.close()
             await until(pilot, lambda: chat.session is not None, what="the chat model")
-            await pilot.pause(1.5)  # the follower's last update ("run-ended") arrives
+            await until(pilot, lambda: all(w.is_finished for w in app.workers if w.group == "chat-load"),
+                        what="every chat load to end")  # a second load, started when the run ended, included
             assert CountingBackend.loads == 1
 
     _run(go())

@@ -1,6 +1,6 @@
 """Snapshots of every wizard screen at 80x24 (the SSH default) and 120x40.
 
-Deterministic by construction (tests/snapshot_apps/fixed.py): a fixed hardware
+Deterministic by construction (screenshots/fixed.py): a fixed hardware
 report, canned chat answers, a hand-made run directory, the embedded tokenizer on
 a small committed dataset. Review a changed snapshot before accepting it:
 `python3 -m pytest tests/test_ui_snapshots.py --snapshot-update`, then look at
@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import REPO
-from tests.snapshot_apps.scenes import SCENES
+from screenshots.scenes import SCENES
 
 pytestmark = pytest.mark.timeout(300)
 

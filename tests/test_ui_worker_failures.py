@@ -10,8 +10,8 @@ import asyncio
 
 import pytest
 
-from tests.snapshot_apps.fixed import FakeChatSession, FixedBackend
-from tests.snapshot_apps.make_demo_run import write_demo_run
+from screenshots.fixed import FakeChatSession, FixedBackend
+from screenshots.make_demo_run import write_demo_run
 from tests.support.ui import export_screen, wizard_at
 from tests.support.wait import until
 
@@ -113,7 +113,7 @@ def test_reply_worker_failure_keeps_the_text_so_far_and_the_chat_goes_on(tmp_pat
 def test_app_worker_failure_reaches_the_plan_verdict(tmp_path):
     """The app's own workers report too: a memory estimate that raises becomes the verdict's error."""
     from lora_tui.ui.app import make_app
-    from tests.snapshot_apps.fixed import snapshot_state
+    from screenshots.fixed import snapshot_state
 
     class BrokenJudge(FixedBackend):
         def judge(self, config, hardware, longest=None):

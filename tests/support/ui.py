@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
-from tests.snapshot_apps.make_demo_run import write_demo_run
+from screenshots.make_demo_run import write_demo_run
 from tests.support.wait import until
 
 

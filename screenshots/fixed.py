@@ -12,10 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from lora_tui.ui.backend import Backend
+from screenshots import REPO, SCENE_FILES
 
-HERE = Path(__file__).resolve().parent
-DEMO_RUN = HERE / "runs" / "capn-lora-demo"
-DATA = HERE / "data"
+DEMO_RUN = REPO / SCENE_FILES / "runs" / "capn-lora-demo"
+DATA = REPO / SCENE_FILES / "data"
 GIB = 1024 ** 3
 
 
@@ -94,7 +94,7 @@ def snapshot_state(**config_changes):
     from lora_tui.ui.state import WizardState
 
     config = Config()
-    config.data.train = "tests/snapshot_apps/data/train.jsonl"
+    config.data.train = f"{SCENE_FILES}/data/train.jsonl"
     config.data.validation = None
     config.data.val_fraction = 0.1
     config.data.max_seq_len = 96

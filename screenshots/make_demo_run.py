@@ -3,7 +3,7 @@
 A hand-made run (events.jsonl in the trainer's event format, status.json,
 config.yaml, train.log, and an adapter folder holding only its config and model
 card): deterministic numbers, no clock, nothing machine-specific. Run it again
-after changing the event format: `python3 tests/snapshot_apps/make_demo_run.py`.
+after changing the event format: `python3 -m screenshots.make_demo_run` (from the repository root).
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import shutil
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-DEMO = HERE / "runs" / "capn-lora-demo"
+from screenshots import REPO, SCENE_FILES
+
+DEMO = REPO / SCENE_FILES / "runs" / "capn-lora-demo"
 GIB = 1024 ** 3
 MAX_STEPS = 60
 T0 = 1_700_000_000.0  # fixed clock: events carry times, the screens show only differences

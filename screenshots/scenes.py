@@ -8,33 +8,33 @@ caller must make the working directory.
 
 from __future__ import annotations
 
-import time
 from typing import Awaitable, Callable
 
 from textual.widgets import Input
 
-from tests.snapshot_apps.fixed import FixedBackend, snapshot_state
+from screenshots import SCENE_FILES
+from screenshots.fixed import FixedBackend, snapshot_state
+from screenshots.wait import until
 
-DEMO_RUN = "tests/snapshot_apps/runs/capn-lora-demo"
+DEMO_RUN = f"{SCENE_FILES}/runs/capn-lora-demo"
 
 
-async def settle(pilot, condition: Callable[[], bool] = lambda: True, timeout: float = 60.0) -> None:
-    """Wait until ``condition`` holds and no worker is running, then let the screen repaint."""
+async def settle(pilot, condition: Callable[[], bool] = lambda: True, what: str = "the screen",
+                 timeout: float = 60.0) -> None:
+    """Wait until ``condition`` holds and no worker is left to run (a live run's follower never ends),
+    then until the screen has handled what the workers posted and repainted. Fails naming ``what``
+    when that does not happen within ``timeout``: a scene must never be taken half-drawn."""
     app = pilot.app
     app.animation_level = "none"  # tab underlines and scrolls land at once, not mid-animation
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        await pilot.pause(0.05)
-        busy = [w for w in app.workers if w.is_running and w.group != "follow"]
-        if condition() and not busy:
-            break
+
+    def working() -> list[str]:
+        return [w.name or w.group for w in app.workers if not w.is_finished and w.group != "follow"]
+
+    await until(pilot, lambda: condition() and not working(), timeout, what=f"{what}, with every worker done",
+                details=lambda: f"condition holds: {bool(condition())}; workers still running: {working()}")
     for field in app.screen.query(Input):
         field.cursor_blink = False  # a blinking cursor would make snapshots differ by timing
-    others = [w for w in app.workers if w.group != "follow"]  # a live run's follower never completes
-    if others:  # (an empty list would mean "wait for all of them")
-        await app.workers.wait_for_complete(others)
-    await pilot.pause(0.2)
-    await pilot.pause()
+    await pilot.wait_for_scheduled_animations()  # the messages the workers posted are handled and painted
 
 
 def _model_app():
@@ -46,14 +46,15 @@ def _model_app():
 async def _model(pilot) -> None:
     app = pilot.app
     await settle(pilot, lambda: app.state.model_check is not None and app.current_judgement() is not None
-                 and app.screen.query_one("#models").row_count > 1)
+                 and app.screen.query_one("#models").row_count > 1, "the model check, estimate and model table")
 
 
 async def _hardware(pilot) -> None:
     app = pilot.app
     await _model(pilot)
     await pilot.press("ctrl+n")
-    await settle(pilot, lambda: app.current_mode == "hardware" and app.current_judgement() is not None)
+    await settle(pilot, lambda: app.current_mode == "hardware" and app.current_judgement() is not None,
+                 "the Hardware step's estimate")
 
 
 def _hardware_tight_app():
@@ -68,10 +69,11 @@ async def _dataset(pilot, tab: str | None = None) -> None:
     app = pilot.app
     await _hardware(pilot)
     await pilot.press("ctrl+n")
-    await settle(pilot, lambda: app.current_mode == "dataset" and app.state.dataset_current() is not None)
+    await settle(pilot, lambda: app.current_mode == "dataset" and app.state.dataset_current() is not None,
+                 "the Dataset step's check")
     if tab:
         app.screen.query_one("#data-tabs").active = tab
-        await settle(pilot)
+        await settle(pilot, what=f"the {tab} tab")
 
 
 async def _parameters(pilot) -> None:
@@ -79,9 +81,9 @@ async def _parameters(pilot) -> None:
     await _dataset(pilot)
     await pilot.press("ctrl+n")
     await settle(pilot, lambda: app.current_mode == "parameters" and app.current_judgement() is not None
-                 and app.state.layers_for_model() is not None)
+                 and app.state.layers_for_model() is not None, "the Parameters step's estimate and layers")
     app.screen.query_one("#field-lora-r Input").focus()
-    await settle(pilot)
+    await settle(pilot, what="the focused rank field")
 
 
 def _run_app():
@@ -92,24 +94,25 @@ def _run_app():
 
 async def _training(pilot) -> None:
     app = pilot.app
-    await settle(pilot, lambda: app.current_mode == "training" and app.screen.history.outcome is not None)
+    await settle(pilot, lambda: app.current_mode == "training" and app.screen.history.outcome is not None,
+                 "the demo run's whole history")
 
 
 async def _chat(pilot, compare: bool = False) -> None:
     app = pilot.app
     await _training(pilot)
     await pilot.press("ctrl+n")
-    await settle(pilot, lambda: app.current_mode == "chat" and app.screen.session is not None)
+    await settle(pilot, lambda: app.current_mode == "chat" and app.screen.session is not None, "the chat model")
     await pilot.press(*"How do I read a map scale?")
     await pilot.press("ctrl+r" if compare else "enter")
-    await settle(pilot, lambda: not app.screen._busy)
+    await settle(pilot, lambda: not app.screen._busy, "the answer")
 
 
 async def _export(pilot) -> None:
     app = pilot.app
     await _training(pilot)
     await pilot.press("ctrl+n", "ctrl+n")
-    await settle(pilot, lambda: app.current_mode == "export" and bool(app.screen._summary_data))
+    await settle(pilot, lambda: app.current_mode == "export" and bool(app.screen._summary_data), "the export summary")
 
 
 SCENES: dict[str, tuple[Callable, Callable[..., Awaitable[None]]]] = {
