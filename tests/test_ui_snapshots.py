@@ -9,10 +9,12 @@ the report pytest-textual-snapshot writes.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from screenshots.scenes import SCENES, settle
 from tests.conftest import REPO
-from screenshots.scenes import SCENES
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -38,3 +40,16 @@ def test_screen(snap_compare, scene, size):
 def test_screen_detail(snap_compare, scene):
     make, drive = SCENES[scene]
     assert snap_compare(make(), terminal_size=SIZES["80x24"], run_before=drive)
+
+
+def test_a_scene_that_never_settles_fails_naming_what_it_awaited():
+    """A scene is never taken half-drawn: settle raises, where it once went on after its timeout."""
+    make, _ = SCENES["model"]
+
+    async def go():
+        app = make()
+        async with app.run_test(size=SIZES["80x24"]) as pilot:
+            with pytest.raises(AssertionError, match="timed out after 0.5s waiting for the impossible, with every worker"):
+                await settle(pilot, lambda: False, "the impossible", timeout=0.5)
+
+    asyncio.run(go())
