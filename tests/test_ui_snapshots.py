@@ -44,11 +44,10 @@ def test_screen_detail(snap_compare, scene):
 
 def test_a_scene_that_never_settles_fails_naming_what_it_awaited():
     """A scene is never taken half-drawn: settle raises, where it once went on after its timeout."""
-    make, _ = SCENES["model"]
+    from textual.app import App
 
     async def go():
-        app = make()
-        async with app.run_test(size=SIZES["80x24"]) as pilot:
+        async with App().run_test(size=SIZES["80x24"]) as pilot:
             with pytest.raises(AssertionError, match="timed out after 0.5s waiting for the impossible, with every worker"):
                 await settle(pilot, lambda: False, "the impossible", timeout=0.5)
 
