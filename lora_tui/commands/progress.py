@@ -25,7 +25,8 @@ def describe(event: dict, history: RunHistory | None = None) -> str | None:
                 f"{event.get('num_train_rows')} train / {event.get('num_eval_rows')} eval rows, "
                 f"{event.get('max_steps')} steps\n         trainable params: {event.get('trainable_params', 0):,} of "
                 f"{event.get('total_params', 0):,} ({100 * event.get('trainable_params', 0) / max(event.get('total_params', 1), 1):.3f}%)"
-                f", targets: {', '.join(event.get('target_modules') or [])}" + _engine_line(event))
+                f", targets: {', '.join(event.get('target_modules') or [])}" + _engine_line(event)
+                + (f"\n         validation: {line}" if (line := (event.get("data") or {}).get("validation_line")) else ""))
     if kind == "step":
         tps = event.get("tokens_per_s")
         total = event.get("max_steps") or (history.max_steps if history else None)

@@ -55,7 +55,7 @@ class ModelSection:
 @dataclass
 class DataSection:
     train: str = _f("sample_data/train.jsonl", "Training data: JSONL, JSON, CSV, Parquet, a folder of .txt files, a save_to_disk folder, or a hub dataset id org/name[:split] (a local path of that name wins).")
-    validation: str | None = _f("sample_data/valid.jsonl", "Validation data (a path or org/name[:split]); empty to hold out val_fraction of the training rows.")
+    validation: str | None = _f("sample_data/valid.jsonl", "Validation data (a path or org/name[:split]) for data.train; empty to hold out val_fraction of the training rows. Another data.train given without it holds out too.")
     subset: str | None = _f(None, "Config name (subset) of a hub dataset, e.g. 'en'; empty for its default. Used for train and validation.")
     val_fraction: float = _f(0.05, "Share of training rows held out for validation when no validation file is given.", min=0.0, max=0.5)
     template: str = _f("auto", "Prompt format: the model's own chat template (auto), or ChatML / Alpaca for models without one.", choices=TEMPLATE_CHOICES)
@@ -286,13 +286,31 @@ def set_value(config: Config, dotted: str, value: Any) -> None:
     setattr(getattr(config, section), key, value)
 
 
+def set_training_data(config: Config, train: str) -> None:
+    """Point ``data.train`` at ``train``. A validation file belongs to the training data it came with (the
+    sample's valid.jsonl to its train.jsonl): new training data drops it, so ``data.val_fraction`` of the new
+    rows is held out instead. The overrides, a config file and the wizard all change the data through here;
+    whoever gives ``data.validation`` together with ``data.train`` sets it after this."""
+    if train != config.data.train:
+        config.data.validation = None
+    config.data.train = train
+
+
 def apply_overrides(config: Config, overrides: list[str]) -> Config:
-    """Apply ``section.key=value`` strings in order."""
+    """Apply ``section.key=value`` strings in order (``data.train`` without ``data.validation``: see
+    ``set_training_data``)."""
+    pairs = []
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"Override '{clip(item)}' is not section.key=value (e.g. lora.r=32).")
         dotted, value = item.split("=", 1)
-        set_value(config, dotted.strip(), value)
+        pairs.append((dotted.strip(), value))
+    keeps_validation = any(dotted == "data.validation" for dotted, _ in pairs)
+    for dotted, value in pairs:
+        if dotted == "data.train" and not keeps_validation:
+            set_training_data(config, check_value("data", "train", value))
+        else:
+            set_value(config, dotted, value)
     return config
 
 
@@ -317,9 +335,13 @@ def config_from_dict(data: dict | None, source: str = "config", base: Config | N
             raise ConfigError(f"{source}: section '{clip(section)}' must be a mapping of keys to values.")
         for key, value in values.items():
             try:
-                setattr(getattr(config, section), key, check_value(section, key, value))
+                checked = check_value(section, key, value)
             except ConfigError as exc:
                 raise ConfigError(f"{source}: {exc}") from None
+            if (section, key) == ("data", "train") and "validation" not in values:
+                set_training_data(config, checked)  # the base's validation file belonged to the base's data
+            else:
+                setattr(getattr(config, section), key, checked)
     return config
 
 

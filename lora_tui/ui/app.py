@@ -15,6 +15,7 @@ from textual.binding import Binding
 from textual.screen import ModalScreen
 from textual.worker import Worker
 
+from lora_tui.core.config import set_training_data
 from lora_tui.core.paths import runs_dir
 from lora_tui.core.run.runs import STATES_ACTIVE, quoted
 from lora_tui.ui.backend import Backend
@@ -53,7 +54,7 @@ class LoraTuiApp(App[int]):
         if model:
             self.state.config.model.name = model
         if data:
-            self.state.config.data.train = data
+            set_training_data(self.state.config, data)
         self.backend = backend or Backend()
         self.initial_run = run
         self.judgement: PlanJudged | None = None

@@ -135,7 +135,8 @@ class Backend:
     # --- data -----------------------------------------------------------------------------
     def validate(self, config: Config, on_progress: Progress | None = None):
         """Validate the training file with the model's tokenizer; render a few rows as training sees them."""
-        from lora_tui.core.data import ChatFormatter, split_examples, validate_dataset
+        from lora_tui.core.data import ChatFormatter, validate_dataset
+        from lora_tui.core.data.load import hold_out, validation_line
         from lora_tui.core.data.hub_data import parse_hub_id
         from lora_tui.core.paths import resolve_data_path
         from lora_tui.ui.state import DatasetView, PreviewRow
@@ -157,19 +158,16 @@ class Backend:
                 vpath = d.validation if parse_hub_id(d.validation) else resolve_data_path(d.validation)
                 vreport = validate_dataset(vpath, max_seq_len=d.max_seq_len, subset=d.subset)
                 view.validation_rows = vreport.valid_rows
-                view.validation_note = f"{vreport.valid_rows} valid rows in {d.validation}"
+                view.validation_note = validation_line(d.train, d.validation, d.val_fraction, report.valid_rows,
+                                                       vreport.valid_rows)
                 if vreport.errors:
                     view.validation_note += f" ({len(vreport.errors)} rows with errors are skipped)"
             except Exception as exc:  # DataError: unreadable validation file
                 view.validation_note = f"cannot read {d.validation}: {exc}"
-        elif report.examples:
-            _, held_out = split_examples(report.examples, d.val_fraction, config.training.seed)
+        else:  # the trainer's own split of these rows (core.data.load.hold_out)
+            _, held_out = hold_out([None] * report.valid_rows, d.val_fraction, config.training.seed)  # its size
             view.validation_rows = len(held_out)
-            view.validation_note = (f"{len(held_out)} row{'s' if len(held_out) != 1 else ''} held out of "
-                                    f"{report.valid_rows} "
-                                    f"({d.val_fraction:.0%}, data.val_fraction)")
-        else:
-            view.validation_note = "no validation rows"
+            view.validation_note = validation_line(d.train, None, d.val_fraction, report.valid_rows, len(held_out))
         return view
 
     # --- runs -----------------------------------------------------------------------------

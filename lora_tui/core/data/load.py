@@ -1,8 +1,10 @@
 """Load a dataset into normalised examples, and split off a validation set.
 
 What the training engine calls: ``load_examples`` (read + detect format +
-normalise, with row findings) and ``split_examples``. No printing, and the
-user's file is only ever read.
+normalise, with row findings) and ``hold_out`` (the validation split of training
+data given without a validation file, also what the wizard shows); ``validation_line``
+says in one line where the eval rows come from. No printing, and the user's file is
+only ever read.
 """
 
 from __future__ import annotations
@@ -64,3 +66,31 @@ def split_examples(examples: list[Example], val_fraction: float, seed: int) -> t
     train = [e for i, e in enumerate(examples) if i not in held_out]
     val = [e for i, e in enumerate(examples) if i in held_out]
     return train, val
+
+
+# Fewer training rows than this: every one is kept for training, and no validation split is held out
+# (one or two held-out rows would measure nothing and cost a share of tiny data).
+MIN_ROWS_TO_HOLD_OUT = 20
+
+
+def hold_out(examples: list, val_fraction: float, seed: int) -> tuple[list, list]:
+    """(train, held out) for training data given without a validation file: ``split_examples`` with
+    ``val_fraction``, or nothing held out below MIN_ROWS_TO_HOLD_OUT rows. The trainer and the wizard's
+    Dataset step both call this, so they hold out the same rows."""
+    if val_fraction <= 0 or len(examples) < MIN_ROWS_TO_HOLD_OUT:
+        return list(examples), []
+    return split_examples(examples, val_fraction, seed)
+
+
+def validation_line(train: str, validation: str | None, val_fraction: float, rows: int, eval_rows: int) -> str:
+    """Where the eval rows come from, in the user's words: the run's output, its started event, the wizard's
+    Dataset step and the model card say this. ``rows``: valid training rows before any were held out."""
+    plural = "s" if eval_rows != 1 else ""
+    if validation:
+        return f"{eval_rows} row{plural} from {validation}"
+    if eval_rows:
+        return f"{eval_rows} row{plural} held out of the {rows} in {train} (data.val_fraction {val_fraction:.0%})"
+    if val_fraction <= 0:
+        return "none (data.val_fraction is 0 and no data.validation is given): no eval loss"
+    return (f"none: {rows} row{'s are' if rows != 1 else ' is'} too few to hold out "
+            f"{val_fraction:.0%} ({MIN_ROWS_TO_HOLD_OUT} needed); set data.validation for an eval loss")

@@ -23,6 +23,7 @@ from typing import Callable
 
 from lora_tui.core.config import load_config
 from lora_tui.core.data import DataError, Example, load_examples
+from lora_tui.core.data.load import hold_out
 from lora_tui.core.data.template import apply_training_template, end_of_turn_ids, training_formatter
 from lora_tui.core.export.gguf import read_gguf_facts
 from lora_tui.core.export.llamacpp import LlamaCppModel, llamacpp_missing, llamacpp_version
@@ -158,11 +159,13 @@ def check_data(source, check_prompts: str | None, n_prompts: int, n_rows: int):
         config = load_config(source.run.config_path)
         data = config.data.validation or config.data.train
         try:
-            rows = [e for e in load_examples(data, subset=config.data.subset).examples if e.messages]
+            rows = load_examples(data, subset=config.data.subset).examples
         except DataError:
             rows = []
-        if not config.data.validation:
-            rows = rows[-n_rows:]  # the tail is closest to held out when no validation file was given
+        if not config.data.validation:  # the rows training held out (as it split them), else the tail
+            _, held = hold_out(rows, config.data.val_fraction, config.training.seed)
+            rows = held or rows[-n_rows:]
+        rows = [e for e in rows if e.messages]
     held_out = [e for e in rows if any(m["role"] == "assistant" for m in e.messages)][:n_rows]
     if check_prompts:
         path = Path(check_prompts).expanduser()

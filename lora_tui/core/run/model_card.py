@@ -119,11 +119,11 @@ def render_model_card(run: str | Path | RunDirectory) -> str:
     lines += ["## Data", "", "| Split | Path | Rows | SHA-256 / revision |", "|---|---|---|---|"]
     for split, path in (("train", data.train), ("validation", data.validation)):
         info = recorded.get(split) or {}
-        path = info.get("path") or path
-        if not path:
-            lines.append(f"| {split} | held out from train ({data.val_fraction:g}) | "
-                         f"{_num(started.get('num_eval_rows'))} | - |")
+        if split == "validation" and not data.validation:  # rows held out of train, or none: the run said which
+            said = recorded.get("validation_line") or f"held out from train ({data.val_fraction:g})"
+            lines.append(f"| {split} | {said} | {_num(started.get('num_eval_rows'))} | - |")
             continue
+        path = info.get("path") or path
         if info.get("dataset"):  # a hub id (or a snapshot folder): the id and the revision datasets resolved
             lines.append(_hub_data_row(split, info))
             continue

@@ -60,8 +60,8 @@ def build_datasets(config: Config, tokenizer):
 def _build_datasets(config: Config, tokenizer):
     from datasets import Dataset
 
-    from lora_tui.core.data import ChatFormatter, load_examples, split_examples
-    from lora_tui.core.data.load import skipped_summary
+    from lora_tui.core.data import ChatFormatter, load_examples
+    from lora_tui.core.data.load import hold_out, skipped_summary, validation_line
     from lora_tui.core.data.records import row_unit
 
     max_len = config.data.max_seq_len
@@ -73,8 +73,8 @@ def _build_datasets(config: Config, tokenizer):
     if config.data.validation:
         eval_set = load_examples(config.data.validation, tokenizer=tokenizer, max_seq_len=max_len, subset=subset)
         eval_rows = eval_set.examples
-    elif config.data.val_fraction > 0 and len(train_rows) >= 20:
-        train_rows, eval_rows = split_examples(train_rows, config.data.val_fraction, config.training.seed)
+    else:  # training data given alone: its own held-out rows (core.config.set_training_data)
+        train_rows, eval_rows = hold_out(train_rows, config.data.val_fraction, config.training.seed)
     if not train_rows:
         raise TrainingFailure(f"{config.data.train} has no valid rows.", f"Run `lora-tui validate {config.data.train}`.")
     formatter = ChatFormatter(tokenizer, template=config.data.template, train_on_prompt=config.data.train_on_prompt)
@@ -105,6 +105,8 @@ def _build_datasets(config: Config, tokenizer):
         if loaded is not None and loaded.source and facts[split]:  # a hub id: its id and revision, not a hash
             facts[split]["dataset"] = loaded.source
     facts["train"]["skipped"] = skipped
+    facts["validation_line"] = validation_line(config.data.train, config.data.validation, config.data.val_fraction,
+                                               len(train_set.examples), len(eval_ds) if eval_ds is not None else 0)
     return train_ds, eval_ds, facts
 
 

@@ -19,6 +19,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Input, Label, Static, TabbedContent, TabPane, Tree
 from textual.worker import Worker
 
+from lora_tui.core.config import set_training_data
 from lora_tui.ui.errors import plain_error
 from lora_tui.ui.messages import DatasetChecked, WorkProgress
 from lora_tui.ui.screens.base import WizardScreen
@@ -163,7 +164,7 @@ class DatasetScreen(WizardScreen):
     def use_path(self, path: str) -> None:
         if not path:
             return
-        self.state.config.data.train = path
+        set_training_data(self.state.config, path)  # another file: its own held-out rows, not the old validation file
         with self.query_one("#data-path", Input).prevent(Input.Changed):
             self.query_one("#data-path", Input).value = path
         self.validate()

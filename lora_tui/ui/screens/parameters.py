@@ -23,7 +23,7 @@ from textual.worker import Worker
 
 from lora_tui.core.config import PRESET_HELP, PRESETS, SECTION_HELP, TARGET_CHOICES, ConfigError, apply_preset, \
     check_value, load_config, save_config
-from lora_tui.core.config import matching_preset, train_command
+from lora_tui.core.config import matching_preset, set_training_data, train_command
 from lora_tui.core.run.runs import STATES_ACTIVE
 from lora_tui.ui.errors import plain_error
 from lora_tui.ui.messages import DatasetChecked, RunStarted
@@ -240,7 +240,11 @@ class ParametersScreen(WizardScreen):
             return
         row.set_error(None)
         if getattr(getattr(config, row.section), row.key) != checked:
-            setattr(getattr(config, row.section), row.key, checked)
+            if row.dotted == "data.train":  # its validation file goes with the old data (set_training_data)
+                set_training_data(config, checked)
+                self.query_one("#field-data-validation", FieldRow).show_value(config.data.validation)
+            else:
+                setattr(getattr(config, row.section), row.key, checked)
             self.config_changed(row.dotted)
         self._focus_help(row)
 
