@@ -113,7 +113,12 @@ def _auto_dtype(model_path: str) -> str:
     return dtype if dtype in DTYPES[1:] else "float32"
 
 
-def _check_out(out: Path, protected: list[Path], overwrite: bool) -> None:
+def _check_out(out: Path, protected: list[Path], overwrite: bool, home: Path | None = None) -> None:
+    """Refuse an output folder that overlaps ``protected`` (adapter, checkpoints, base model) or is, or holds,
+    ``home``: the run folder, which may hold the merged model (as it holds the zip and gguf/) but is never it."""
+    if home is not None and (out == home.resolve() or out in home.resolve().parents):
+        raise ExportError(f"{out} is the run folder (or holds it), which must not be touched. "
+                          f"Fix: choose a folder inside it, such as {home.resolve() / 'merged'}, or a separate one.")
     for keep in protected:
         keep = keep.resolve()
         if out == keep or out in keep.parents or keep in out.parents:
@@ -230,9 +235,10 @@ def merge_adapter(run: str | Path, out: str | Path, *, dtype: str = "auto", over
     except ModelSourceError as exc:
         raise ExportError(str(exc)) from None
     final = Path(out).expanduser().resolve()
-    protected = [source.adapter_dir] + ([source.run.path] if source.run else [])
+    # Inside the run folder is fine (default_merged_path), beside its zip and gguf/; its own files are not.
+    protected = [source.adapter_dir] + ([source.run.adapter_dir, source.run.checkpoints_dir] if source.run else [])
     protected += [Path(base_path)] if Path(base_path).is_dir() else []
-    _check_out(final, protected, overwrite)
+    _check_out(final, protected, overwrite, home=source.run.path if source.run else None)
     dtype = _auto_dtype(base_path) if dtype == "auto" else dtype
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -276,6 +282,11 @@ def _stop_on_learned_eos(folder: Path, tokenizer, template: str) -> None:
     if end not in ids:
         data["eos_token_id"] = ids + [end] if ids else end
         path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def default_merged_path(run: str | Path) -> Path:
+    """Where a merge goes unless told: ``<run>/merged``, beside the run's zip and gguf/ (merge_adapter accepts it)."""
+    return Path(run) / "merged"
 
 
 def default_gguf_path(source, gguf_type: str) -> Path:

@@ -182,7 +182,9 @@ class ExportScreen(WizardScreen):
         if self._refuse():
             return
         run = self.state.run
-        default = str(run.path / "merged")
+        from lora_tui.core.export.artefacts import default_merged_path
+
+        default = str(default_merged_path(run.path))  # inside the run folder, which merge_adapter accepts
 
         def chosen(out: str | None) -> None:
             if not out:
