@@ -121,6 +121,22 @@ def tiny_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_family(tmp_path_factory, tokenizer_dir):
+    """``tiny_family(key)``: the tiny random-weight model of a family (lora_tui/core/model/tiny.py: hidden 64, 2
+    layers, the tokenizer above with the family's chat template), built once per session."""
+    from lora_tui.core.model.tiny import build_tiny
+
+    built: dict[str, Path] = {}
+
+    def get(key: str) -> Path:
+        if key not in built:
+            built[key] = build_tiny(key, tmp_path_factory.mktemp(f"tiny-{key}"), tokenizer_dir)
+        return built[key]
+
+    return get
+
+
 @pytest.fixture(scope="module")
 def data_files(tmp_path_factory) -> tuple[Path, Path]:
     """A tiny chat training set and its validation split (tests/support/training.py)."""

@@ -230,6 +230,10 @@ def load_base_model(name: str, *, load_in: str = "16bit", precision: str = "fp32
         raise _hub_error(name, exc) from None
     if quant is None and device == "cuda":
         model = model.to("cuda")
+    from lora_tui.core.model.families import without_cache
+
+    if without_cache(model.config):  # only linear-attention layers: the cache cannot size masks (chat, checks)
+        model.config.use_cache = model.generation_config.use_cache = False
     return model
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from lora_tui.core.machine import kernels as installed_kernels
+from lora_tui.core.plan.family_rules import family_attention, family_batching
 
 
 @dataclass(frozen=True)
@@ -98,5 +99,8 @@ def engine_fields(config, facts: DeviceFacts) -> tuple[str, str, dict]:
     """(attention, batching, reasons) as the plan resolves them: the one place they are decided."""
     t = config.training
     attention, why_attention = choose_attention(t.attention, facts.device, facts.capability, flash=facts.flash_attention)
+    # Gemma 2 / gpt-oss: no SDPA path in transformers
+    attention, why_attention = family_attention(config, facts.device, facts.flash_attention, attention, why_attention)
     batching, why_batching = choose_batching(t.batching, facts.device, attention)
+    batching, why_batching = family_batching(config, batching, why_batching)  # Qwen3.5's linear attention: no packing
     return attention, batching, {"attention": why_attention, "batching": why_batching}

@@ -103,6 +103,10 @@ def _check_startable(config: Config) -> None:
     if config.training.max_steps == 0:
         raise RunError("training.max_steps=0 would train nothing. Fix: a positive number of steps, or -1 to train "
                        "for training.epochs epochs.")
+    from lora_tui.core.plan.family_rules import family_problem
+
+    if problem := family_problem(config):  # an attention or batching this model's family cannot train with
+        raise RunError(problem)
     hub = _check_hub_data(config)
     train = resolve_data_path(config.data.train)
     if config.data.train not in hub and not train.exists():

@@ -360,6 +360,10 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
 
     if missing := missing_trackers(config.training.report_to):  # before minutes of loading, not at step 1
         raise TrainingFailure(missing[0])
+    from lora_tui.core.plan.family_rules import family_problem
+
+    if problem := family_problem(config):  # config.yaml edited after the launch refused it: the same line
+        raise TrainingFailure(problem)
     device, bf16_ok = pick_device()
     torch.manual_seed(config.training.seed)
     checkpoint = run.last_checkpoint() if resume else None
