@@ -135,18 +135,24 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
+    from lora_tui.core.export.formats import EXPORT_FORMATS, export_format, pushable
+
     p = sub.add_parser("export", help="show or package a run's adapter (zip)")
     p.add_argument("run", help="the adapter to use: run directory or run name (its final adapter), or an adapter folder such as RUN/checkpoints/checkpoint-N").complete = DIRECTORY
-    p.add_argument("--zip", action="store_true", help="write <run>/<name>-adapter.zip (default: only show the adapter)")
+    for fmt in EXPORT_FORMATS:  # one flag per format `export` writes: lora_tui/core/export/formats.py
+        if fmt.flag:
+            p.add_argument(fmt.flag, action="store_true", help=fmt.help)
+        if fmt.flag and fmt.option_flag:
+            p.add_argument(fmt.option_flag, choices=fmt.options, default=fmt.default, help=fmt.option_help)
     p.add_argument("--out", default=None, help="where to write the zip or GGUF (default: <run>/<name>-adapter.zip, <run>/gguf/)").complete = FILE
-    p.add_argument("--overwrite", action="store_true", help="replace an existing zip")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing zip or GGUF file (only one lora-tui wrote)")
     _add_export_checks(p, gguf=True)
 
     p = sub.add_parser("merge", help="merge the adapter into the base model and save a standalone model")
     p.add_argument("run", help="the adapter to use: run directory or run name (its final adapter), or an adapter folder such as RUN/checkpoints/checkpoint-N").complete = DIRECTORY
     p.add_argument("out", help="output directory for the merged model").complete = DIRECTORY
-    p.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
-                   help="dtype of the saved weights; auto keeps the base model's")
+    merged = export_format("merged")
+    p.add_argument("--dtype", choices=merged.options, default=merged.default, help=merged.option_help)
     p.add_argument("--overwrite", action="store_true", help="replace an existing merged model folder (only one lora-tui wrote)")
     _add_export_checks(p, gguf=False)
 
@@ -154,17 +160,14 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="run directory or run name").complete = DIRECTORY
     p.add_argument("repo_id", help="hub repository, e.g. your-name/my-adapter")
     p.add_argument("--private", action="store_true", help="create the repository as private")
-    p.add_argument("--merged", action="store_true", help="upload the run's latest merged model instead of the adapter")
-    p.add_argument("--gguf", action="store_true", help="upload the run's GGUF file(s) instead of the adapter")
+    for fmt in pushable():  # e.g. --merged, --gguf
+        p.add_argument(fmt.push_flag, action="store_true", help=fmt.push_help)
     p.add_argument("--dry-run", action="store_true", help="list what would be uploaded; send nothing")
 
 
 def _add_export_checks(p: argparse.ArgumentParser, gguf: bool) -> None:
     """Options of lora_tui.commands.export shared by export and merge (issue 11)."""
     if gguf:
-        p.add_argument("--gguf", action="store_true", help="write the merged model as one GGUF file (llama.cpp, Ollama)")
-        p.add_argument("--gguf-type", choices=["f16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k"], default="q8_0",
-                       help='GGUF weight type (k-quants q4_k_m, q5_k_m, q6_k: pip install "lora-tui[gguf-kquant]")')
         p.add_argument("--check-runtime", choices=["auto", "llama.cpp", "transformers"], default="auto",
                        help='what runs the GGUF in the round-trip check; auto: llama.cpp when installed '
                             '(pip install "lora-tui[llamacpp]"), else transformers\' GGUF loader')

@@ -78,7 +78,7 @@ def test_llama_f16_gguf_round_trip_carries_tokenizer_template_and_eos(llama_run)
     assert export_summary(llama_run)["gguf"][0]["type"] == "f16"
 
 
-def test_q4_0_is_smaller_and_the_verdict_says_how_close(llama_run):
+def test_q4_0_is_smaller_and_the_verdict_says_how_it_moves(llama_run):
     from lora_tui.core.export.artefacts import export_gguf
     from lora_tui.core.export.gguf import read_gguf_facts
 
@@ -86,7 +86,9 @@ def test_q4_0_is_smaller_and_the_verdict_says_how_close(llama_run):
     assert set(read_gguf_facts(path)["types"]) == {"F32", "Q4_0", "Q8_0"}  # embeddings kept at 8 bits
     result = _check(llama_run, path)
     assert result.delta is not None and result.delta != 0.0  # 4-bit weights cannot be exact
-    assert result.verdict in ("close", "differs") and f"{result.delta:+.4f}" in result.table()
+    # a random adapter on 3 rows: too little to judge the gain, so the q4_0 band judges the move
+    assert result.gguf_type == "q4_0" and result.verdict == "normal" and result.ok, result.table()
+    assert "only 3 held-out rows" in result.verdict_words and "normal for q4_0" in result.table()
 
 
 def test_qwen2_biases_survive_the_round_trip(tmp_path, embedded_model_dir):
@@ -140,7 +142,7 @@ def test_unsupported_architecture_names_the_supported_ones(tmp_path, llama_run):
     from lora_tui.core.export.artefacts import ExportError, export_gguf
     from lora_tui.core.export.gguf import GGUFExportError, gguf_architecture
 
-    with pytest.raises(GGUFExportError, match="GPT2LMHeadModel.*Llama 2 / Llama 3.*Mistral.*Qwen2"):
+    with pytest.raises(GGUFExportError, match="GPT2LMHeadModel.*Llama 2 / 3.x.*Mistral.*Qwen2 / Qwen2.5.*Qwen3.*Gemma 2"):
         gguf_architecture(GPT2Config(architectures=["GPT2LMHeadModel"]))
     gpt2 = tmp_path / "gpt2"
     GPT2Config(architectures=["GPT2LMHeadModel"]).save_pretrained(gpt2)

@@ -1,6 +1,7 @@
 """GGUF round trip on the embedded SmolLM2-135M-Instruct (issue 11): f16 and q8_0 written with the
 gguf package, loaded back by transformers (gguf_file=), compared with the adapter on the base.
-A small untrained-but-nonzero adapter keeps it quick; q8_0 may differ a little, and the verdict says how much."""
+A small untrained-but-nonzero adapter keeps it quick; q8_0 may differ a little, and the verdict says whether that is
+what a q8_0 normally moves (tests/test_export_gain.py judges a trained adapter)."""
 
 from __future__ import annotations
 
@@ -22,5 +23,6 @@ def test_embedded_gguf_round_trip(embedded_run, gguf_type, max_delta):
                            runtime="transformers")
     print(f"\n{gguf_type}: {result.summary()}\n{result.table()}")
     assert result.template_same and result.tokens_same and result.eos_ok, result.table()
-    assert result.verdict in ("identical", "close") and abs(result.delta) <= max_delta, result.table()
+    # a random adapter on 4 rows: too little to judge the gain, judged by the type's normal band
+    assert result.verdict in ("identical", "normal") and result.ok and abs(result.delta) <= max_delta, result.table()
     assert result.agreement >= 0.9

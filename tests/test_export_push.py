@@ -46,10 +46,10 @@ def test_token_is_never_written_and_every_export_is_checked(tmp_path, tiny_model
     assert cli("export", str(run), "--zip").returncode == 0
     merged = cli("merge", str(run), str(tmp_path / "merged"))
     assert merged.returncode == 0, merged.stdout[-3000:] + merged.stderr[-2000:]
-    assert "Round trip: identical" in merged.stdout and "Adapter on base" in merged.stdout
+    assert "PASS: identical to the adapter" in merged.stdout and "Adapter on base" in merged.stdout
     gguf = cli("export", str(run), "--gguf", "--gguf-type", "f16")
     assert gguf.returncode == 0, gguf.stdout[-3000:] + gguf.stderr[-2000:]
-    assert "GGUF artefact" in gguf.stdout and "EOS '<|im_end|>' is a stop token" in gguf.stdout
+    assert "GGUF artefact" in gguf.stdout and "Stop token       <|im_end|> (taught) stops it" in gguf.stdout
 
     dry = cli("push", str(run), "me/canary-adapter", "--dry-run")
     assert dry.returncode == 0 and "adapter_model.safetensors" in dry.stdout and "nothing was sent" in dry.stdout

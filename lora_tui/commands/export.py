@@ -1,8 +1,9 @@
 """`lora-tui export RUN [--zip] [--gguf [--gguf-type T]] [--out]` and `lora-tui merge RUN OUT [--dtype]`.
 
-Front-end only: the work is lora_tui.core.export.artefacts (and gguf_export, export_check). Every merged
-model or GGUF written is loaded back and compared with the adapter (unless --no-check); a failed
-check prints why and exits 1. Foreseeable problems print one line and exit 2; nothing is
+Front-end only: the formats and their flags come from lora_tui.core.export.formats, the work from
+lora_tui.core.export (artefacts, check). Every merged model or GGUF written is loaded back and checked
+(unless --no-check); the check exits 1 only when the file loses the fine-tune or its template, stop
+token or taught end-of-turn differ (lora_tui.core.export.gain). Foreseeable problems print one line and exit 2; nothing is
 overwritten without --overwrite.
 """
 
@@ -13,7 +14,8 @@ import sys
 from pathlib import Path
 
 from lora_tui.core.run.adapters import AdapterError, find_adapter
-from lora_tui.core.export.artefacts import export_gguf, export_summary, merge_adapter, zip_adapter
+from lora_tui.core.export.artefacts import export_summary, merge_adapter
+from lora_tui.core.export.formats import DEFAULT_GGUF_TYPE, EXPORT_FORMATS
 from lora_tui.core.units import human_size
 
 
@@ -33,7 +35,8 @@ def _progress(message: str, fraction: float) -> None:
 
 
 def check_export(command: str, args, artefact: Path, gguf_file: str | None = None) -> int:
-    """Load the export back, print the side-by-side table and verdict; 0 when it passes, 1 when not."""
+    """Load the export back, print the answers side by side and the verdict table; 0 when it keeps the fine-tune
+    (or, when training changed too little to judge, moves as its type normally does), 1 when not."""
     from lora_tui.core.export.artefacts import record_check
     from lora_tui.core.export.check import THRESHOLDS, verify_export
 
@@ -49,7 +52,7 @@ def check_export(command: str, args, artefact: Path, gguf_file: str | None = Non
     print()
     print(result.table())
     print(f"Thresholds:  {THRESHOLDS}")
-    print(result.summary())
+    print(f"Ran in:      {result.runtime}")
     for problem in result.problems:
         print(f"Problem:     {problem}")
     for note in result.notes:
@@ -60,31 +63,45 @@ def check_export(command: str, args, artefact: Path, gguf_file: str | None = Non
     if source.run is not None:
         record_check(source.run, str(artefact / gguf_file if gguf_file else artefact), result.to_dict())
     if not result.ok:
-        print(f"CHECK FAILED: {result.artefact} does not behave like the adapter (see above). It was kept so you can inspect it.")
+        print(f"CHECK FAILED: {result.artefact}: {result.verdict_words if result.judgement else 'not judged'}"
+              f"{'' if result.template_same else '; the chat template differs'}"
+              f"{'' if result.eos_ok else '; the taught end-of-turn does not stop it'}. It was kept so you can inspect it.")
         return 1
     return 0
+
+
+def _chosen(args) -> list:
+    """The formats this `export` line asks for, in the table's order."""
+    return [f for f in EXPORT_FORMATS if f.flag and getattr(args, f.flag.lstrip("-").replace("-", "_"), False)]
+
+
+def _option(args, fmt) -> str | None:
+    return getattr(args, fmt.option_flag.lstrip("-").replace("-", "_")) if fmt.option_flag else None
 
 
 def _export(args) -> int:
     from lora_tui.commands.chat import quiet_libraries
 
-    gguf_path = None
-    if args.gguf and not args.no_check and args.check_runtime == "llama.cpp":
+    chosen = _chosen(args)
+    checked = [f for f in chosen if f.check]
+    if checked and not args.no_check and args.check_runtime == "llama.cpp":
         from lora_tui.core.export.llamacpp import llamacpp_missing
 
         if llamacpp_missing():  # before minutes of merging and writing
             return _error("export", llamacpp_missing())
+    written = []
     try:
-        zip_path = zip_adapter(args.run, args.out if not args.gguf else None, overwrite=args.overwrite) if args.zip else None
-        if args.gguf:
-            quiet_libraries()
-            gguf_path = export_gguf(args.run, args.out, gguf_type=args.gguf_type, overwrite=args.overwrite,
-                                    on_progress=_progress)
+        for fmt in chosen:  # --out goes to the last format asked for (the zip keeps its place beside a GGUF)
+            if fmt.progress:
+                quiet_libraries()
+            out = args.out if fmt is chosen[-1] else None
+            written.append((fmt, fmt.write(args.run, out, option=_option(args, fmt), overwrite=args.overwrite,
+                                           on_progress=_progress)))
         summary = export_summary(args.run)
     except AdapterError as exc:  # ExportError included
         return _error("export", str(exc))
-    if args.out and not (args.zip or args.gguf):
-        print("(--out only matters with --zip or --gguf)", file=sys.stderr)
+    if args.out and not chosen:
+        print(f"(--out only matters with {' or '.join(f.flag for f in EXPORT_FORMATS if f.flag)})", file=sys.stderr)
     print(f"Run:         {summary['run'] or summary['name']} ({summary['state']})")
     print(f"Base model:  {summary['base_model']}")
     if not summary["adapter"]:
@@ -93,6 +110,7 @@ def _export(args) -> int:
     print(f"Adapter:     {summary['adapter']}  ({human_size(summary['adapter_bytes'])}: "
           f"{', '.join(summary['adapter_files'])})")
     print(f"Model card:  {summary['model_card'] or 'missing (written when the trainer saves the adapter)'}")
+    zip_path = next((path for fmt, path in written if fmt.name == "zip"), None)
     if zip_path is not None:
         print(f"Zip:         {zip_path}  ({human_size(zip_path.stat().st_size)}) written")
     elif summary["zip"]:
@@ -108,15 +126,18 @@ def _export(args) -> int:
         verdict = f", check: {item['check']['verdict']}" if item.get("check") else ""
         print(f"GGUF:        {item['path']}  ({human_size(item['bytes'])}, {item['type']}{verdict})")
     if not summary["gguf"]:
-        print(f"GGUF:        none yet (lora-tui export {args.run} --gguf [--gguf-type q8_0])")
+        print(f"GGUF:        none yet (lora-tui export {args.run} --gguf [--gguf-type {DEFAULT_GGUF_TYPE}])")
     print(f"Load it:     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(BASE), \"{summary['adapter']}\")")
-    if gguf_path is not None:
-        modelfile = gguf_path.with_name(f"Modelfile-{args.gguf_type}")
-        print(f"Written:     {gguf_path}  ({human_size(gguf_path.stat().st_size)})")
-        print(f"  llama.cpp: llama-cli -m {gguf_path}")
-        print(f"  Ollama:    cd {gguf_path.parent} && ollama create {gguf_path.stem.lower()} -f {modelfile.name}")
-        return check_export("export", args, gguf_path.parent, gguf_path.name)
-    return 0
+    status = 0
+    for fmt, path in written:
+        if fmt.name == "gguf":
+            modelfile = path.with_name(f"Modelfile-{_option(args, fmt)}")
+            print(f"Written:     {path}  ({human_size(path.stat().st_size)})")
+            print(f"  llama.cpp: llama-cli -m {path}")
+            print(f"  Ollama:    cd {path.parent} && ollama create {path.stem.lower()} -f {modelfile.name}")
+        if fmt.check:
+            status = max(status, check_export("export", args, path.parent, path.name))
+    return status
 
 
 def _merge(args) -> int:

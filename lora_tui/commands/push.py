@@ -1,4 +1,4 @@
-"""`lora-tui push RUN REPO_ID [--private] [--merged] [--gguf] [--dry-run]`.
+"""`lora-tui push RUN REPO_ID [--private] [--merged] [--gguf] [--dry-run]` (the kinds: core/export/formats.py).
 
 Front-end only: the work is lora_tui.core.export.hub. The token is the hub client's business (HF_TOKEN
 or `hf auth login`); this command names where it comes from, never the token. Foreseeable
@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import sys
 
+from lora_tui.core.export.formats import pushable
 from lora_tui.core.export.hub import PushError, push_run, token_source, upload_plan
 from lora_tui.core.units import human_size
 
 
 def run(args) -> int:
+    kinds = [f.name for f in pushable() if getattr(args, f.push_flag.lstrip("-").replace("-", "_"), False)]
+    if len(kinds) > 1:
+        print(f"lora-tui push: choose one of {', '.join(f.push_flag for f in pushable())} "
+              "(push them to separate repositories).", file=sys.stderr)
+        return 2
     try:
-        plan = upload_plan(args.run, args.repo_id, merged=args.merged, gguf=args.gguf)
+        plan = upload_plan(args.run, args.repo_id, kinds[0] if kinds else "adapter")
     except PushError as exc:
         print(f"lora-tui push: {exc}", file=sys.stderr)
         return 2

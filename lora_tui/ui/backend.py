@@ -234,12 +234,20 @@ class Backend:
         with _MODEL_LOCK:
             return merge_adapter(run.path, out, dtype=dtype, overwrite=overwrite, on_progress=on_progress)
 
-    def export_gguf(self, run, gguf_type: str = "q8_0", overwrite: bool = False, on_progress: Progress | None = None):
-        from lora_tui.core.export.artefacts import export_gguf
+    def export_gguf(self, run, gguf_type: str | None = None, overwrite: bool = False, on_progress: Progress | None = None):
+        from lora_tui.core.export.formats import export_format
 
         warm_imports()
         with _MODEL_LOCK:
-            return export_gguf(run.path, gguf_type=gguf_type, overwrite=overwrite, on_progress=on_progress)
+            return export_format("gguf").write(run.path, option=gguf_type, overwrite=overwrite, on_progress=on_progress)
+
+    def export_sizes(self, run) -> dict:
+        """Estimated bytes of each GGUF type of the run's base model, before anything is written."""
+        from lora_tui.core.config import load_config
+        from lora_tui.core.export.sizes import gguf_sizes
+
+        model = load_config(run.config_path).model
+        return gguf_sizes(model.name, trust_remote_code=model.trust_remote_code, revision=model.revision)
 
     def verify_export(self, run, artefact, gguf_file: str | None = None, on_progress: Progress | None = None):
         """The round-trip check of a merged model or GGUF; recorded in the run's exports.json."""
@@ -254,7 +262,7 @@ class Backend:
     def upload_plan(self, run, repo_id: str, kind: str = "adapter"):
         from lora_tui.core.export.hub import upload_plan
 
-        return upload_plan(run.path, repo_id, merged=kind == "merged", gguf=kind == "gguf")
+        return upload_plan(run.path, repo_id, kind)
 
     def push(self, plan, private: bool = False) -> str:
         from lora_tui.core.export.hub import push_run

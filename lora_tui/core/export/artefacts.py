@@ -8,8 +8,8 @@
 - ``export_summary``: paths and sizes for the wizard's export screen and `lora-tui export`.
 Round-trip checks of what is written live in ``export_check``.
 
-Must not: overwrite anything without ``overwrite=True``, write into the run's adapter or the
-base model's folder, print, or import torch / transformers / peft at module top.
+Must not: overwrite anything without ``overwrite=True``, write into the run's adapter (but for its model
+card, re-rendered by run/model_card with each check's figures) or the base model's folder, print, or import torch / transformers / peft at module top.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from typing import Callable
 
 from lora_tui.core.data.template import apply_training_template
 from lora_tui.core.export.check import learned_end_token
-from lora_tui.core.export.gguf import GGUFExportError, GGUF_TYPES, gguf_architecture, write_gguf
+from lora_tui.core.export.choices import DEFAULT_GGUF_TYPE, GGUF_TYPES, MERGE_DTYPES
+from lora_tui.core.export.gguf import GGUFExportError, gguf_architecture, write_gguf
 from lora_tui.core.export.gguf_kquant import KQUANT_TYPES, kquant_missing
 from lora_tui.core.export.modelfile import format_for, modelfile_text, write_modelfile  # noqa: F401  (public here too, as documented)
 from lora_tui.core.model.hub_ids import portable_base
@@ -33,7 +34,6 @@ from lora_tui.core.run.adapters import AdapterError, find_adapter
 from lora_tui.core.run.runs import CHECKPOINT_MARKER, RunDirectory
 
 Progress = Callable[[str, float], None]
-DTYPES = ("auto", "float32", "float16", "bfloat16")
 EXPORTS_FILE = "exports.json"  # in the run directory: merged models written from this run
 
 
@@ -110,7 +110,7 @@ def _auto_dtype(model_path: str) -> str:
     except (OSError, ValueError):
         return "float32"
     dtype = str(config.get("dtype") or config.get("torch_dtype") or "float32")
-    return dtype if dtype in DTYPES[1:] else "float32"
+    return dtype if dtype in MERGE_DTYPES[1:] else "float32"
 
 
 def _check_out(out: Path, protected: list[Path], overwrite: bool, home: Path | None = None) -> None:
@@ -226,8 +226,8 @@ def merge_adapter(run: str | Path, out: str | Path, *, dtype: str = "auto", over
                   on_progress: Progress | None = None) -> Path:
     """Write base + adapter as one model folder; returns it."""
     report = on_progress or (lambda message, fraction: None)
-    if dtype not in DTYPES:
-        raise ExportError(f"dtype must be one of {', '.join(DTYPES)}, not '{dtype}'.")
+    if dtype not in MERGE_DTYPES:
+        raise ExportError(f"dtype must be one of {', '.join(MERGE_DTYPES)}, not '{dtype}'.")
     source = _final_adapter(run)
 
     try:
@@ -295,7 +295,7 @@ def default_gguf_path(source, gguf_type: str) -> Path:
     return folder / f"{name}-{gguf_type}.gguf"
 
 
-def export_gguf(run: str | Path, out: str | Path | None = None, *, gguf_type: str = "f16", overwrite: bool = False,
+def export_gguf(run: str | Path, out: str | Path | None = None, *, gguf_type: str = DEFAULT_GGUF_TYPE, overwrite: bool = False,
                 on_progress: Progress | None = None) -> Path:
     """Merge the adapter and write one GGUF file (tokenizer, chat template, EOS inside) plus a Modelfile."""
     import tempfile
@@ -396,14 +396,27 @@ def record_check(run: RunDirectory, artefact: str, check: dict) -> None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return
+    from lora_tui.core.export.gain import columns
+
     for kind in ("merged", "gguf"):
         for item in data.get(kind, []):
             if item.get("path") == artefact or artefact.startswith(item.get("path", "\0") + "/"):
-                item["check"] = {k: check[k] for k in ("verdict", "ok", "delta_loglik", "agreement", "template_same",
-                                                       "learned_eos", "artefact_stops") if k in check}
+                item["check"] = {k: check[k] for k in ("verdict", "verdict_words", "ok", "runtime", "gguf_type",
+                                                       "judgement", "delta_loglik", "agreement", "template_same",
+                                                       "tokens_same", "eos_ok", "learned_eos", "artefact_stops")
+                                 if k in check}
+                item["check"]["columns"] = columns(check)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+    if (run.adapter_dir / "adapter_config.json").is_file():  # the card's Exports table shows the check
+        from lora_tui.core.run.model_card import write_model_card
+        from lora_tui.core.run.runs import RunError
+
+        try:
+            write_model_card(run)
+        except (RunError, OSError):  # the export and its record stand; the card says what it said before
+            pass
 
 
 def export_summary(run: str | Path) -> dict:

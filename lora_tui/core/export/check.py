@@ -6,8 +6,10 @@ otherwise through transformers' GGUF loader (which dequantises); the result name
 Three comparisons, all on the run's own data (or the user's prompts):
 - greedy answers to a few validation prompts, the artefact answering with its own tokenizer,
   chat template and stop tokens (as a user's runtime will);
-- mean log-likelihood of held-out rows' trained tokens, and how often both models pick the
-  same next token (same token ids fed to both, so this measures the weights);
+- held-out rows' trained tokens scored under the base model, the adapter and the artefact
+  (``scoring``; same token ids fed to all, so this measures the weights), judged by ``gain``: the
+  fine-tune's gain, the share of it the artefact keeps (with a 95 % interval over rows), the KL
+  divergence from the adapter and the same-top-token share beside the band normal for the type;
 - the chat template and the stop token: one conversation rendered both ways, and the end-of-turn
   token training taught must be a stop token of the artefact.
 
@@ -30,13 +32,11 @@ from lora_tui.core.export.llamacpp import LlamaCppModel, llamacpp_missing, llama
 from lora_tui.core.model.models import load_base_model
 from lora_tui.core.run.adapters import find_adapter
 from lora_tui.core.safe_read import UnsafeFile, read_bounded
+from lora_tui.core.export.gain import THRESHOLDS, Judgement, judge, verdict_rows  # noqa: F401  (THRESHOLDS: public here too)
+from lora_tui.core.export.scoring import score_rows
 
 IDENTICAL_NATS = 1e-3  # |difference in mean log-likelihood| per token, for "identical"
-CLOSE_NATS = 0.05  # ... for "close"
-CLOSE_AGREEMENT = 0.9  # share of positions where both models pick the same next token, for "close"
 DEFAULT_PROMPTS = ("Hello! What can you help me with?", "Explain in two sentences why the sky is blue.")
-THRESHOLDS = (f"identical: every greedy answer and every next-token choice the same, |Δ mean log-likelihood| ≤ {IDENTICAL_NATS} nats/token; "
-              f"close: |Δ| ≤ {CLOSE_NATS} nats/token and ≥ {CLOSE_AGREEMENT:.0%} same next token; differs: otherwise")
 
 
 @dataclass
@@ -71,6 +71,9 @@ class RoundTrip:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     runtime: str = "transformers"  # what ran the artefact: transformers | llama.cpp, with its version
+    base_loglik: float | None = None
+    gguf_type: str | None = None  # the GGUF weight type; None for a merged folder
+    judgement: Judgement | None = None  # what the artefact keeps of the fine-tune (export.gain)
 
     @property
     def delta(self) -> float | None:
@@ -83,28 +86,35 @@ class RoundTrip:
         return self.learned_eos is not None and self.learned_eos in self.artefact_stops
 
     @property
-    def verdict(self) -> str:
+    def identical(self) -> bool:
         delta = self.delta
-        if delta is None:
-            return "differs"
-        if abs(delta) <= IDENTICAL_NATS and all(a.same for a in self.answers) and self.agreement == 1.0:
-            return "identical"
-        if abs(delta) <= CLOSE_NATS and (self.agreement or 0) >= CLOSE_AGREEMENT:
-            return "close"
-        return "differs"
+        return delta is not None and abs(delta) <= IDENTICAL_NATS and self.agreement == 1.0 and \
+            all(a.same for a in self.answers)
+
+    @property
+    def verdict(self) -> str:
+        """identical | keeps | loses | normal | abnormal (export.gain), or unchecked when nothing was scored."""
+        if self.judgement is None:
+            return "unchecked"
+        return "identical" if self.identical and self.judgement.ok else self.judgement.verdict
+
+    @property
+    def verdict_words(self) -> str:
+        if self.judgement is None:
+            return "not judged: no held-out rows were scored"
+        words = self.judgement.words
+        return ("identical to the adapter in every answer and next-token choice; " + words) if self.verdict == "identical" else words
 
     @property
     def ok(self) -> bool:
-        return self.verdict != "differs" and self.template_same and self.eos_ok and not self.problems
+        return self.judgement is not None and self.judgement.ok and self.template_same and self.eos_ok and not self.problems
 
     def summary(self) -> str:
-        delta = self.delta
-        how = "" if delta is None else (f" (Δ mean log-likelihood {delta:+.4f} nats/token over {self.scored_tokens} tokens, "
-                                       f"same next token {self.agreement:.1%})")
-        return f"Round trip: {self.verdict}{how}; template {'same' if self.template_same else 'DIFFERENT'}; " \
-               f"EOS {self.learned_eos!r} {'is a stop token' if self.eos_ok else 'is NOT a stop token'}; ran in {self.runtime}"
+        return (f"Verdict: {self.verdict_words}. Template {'same' if self.template_same else 'DIFFERENT'}; "
+                f"stop token {self.learned_eos!r} {'stops it' if self.eos_ok else 'does NOT stop it'}; ran in {self.runtime}")
 
     def table(self, width: int = 38) -> str:
+        """The greedy answers side by side, then the verdict table."""
         def cut(text: str) -> str:
             text = " ".join(text.split())
             return text if len(text) <= width else text[:width - 1] + "…"
@@ -117,20 +127,22 @@ class RoundTrip:
             if not a.artefact_stopped and a.reference_stopped:
                 mark += " (artefact did not stop)"
             lines.append(f"{cut(a.prompt):<{width}} | {cut(a.reference):<{width}} | {cut(a.artefact):<{width}} | {mark}")
-        if self.reference_loglik is not None:
-            lines.append(f"{'Mean log-likelihood (held-out)':<{width}} | {self.reference_loglik:<{width}.4f} | "
-                         f"{self.artefact_loglik:<{width}.4f} | Δ {self.delta:+.4f}")
-        lines.append(f"{'Chat template / tokens':<{width}} | {'(training)':<{width}} | "
-                     f"{('same' if self.template_same else 'DIFFERENT') + ' / ' + ('same ids' if self.tokens_same else 'DIFFERENT ids'):<{width}} |")
-        lines.append(f"{'End-of-turn token learned':<{width}} | {str(self.learned_eos):<{width}} | "
-                     f"{'stops on ' + ', '.join(self.artefact_stops):<{width}} | {'yes' if self.eos_ok else 'NO'}")
+        lines.append("")
+        lines += [f"{name:<16} {value}" for name, value in self.verdict_rows()]
         return "\n".join(lines)
 
+    def verdict_rows(self) -> list[tuple[str, str]]:
+        """(what, measured) rows: the fine-tune's gain, what the artefact keeps, how far it moves, template, stop token."""
+        return verdict_rows(self.to_dict())
+
     def to_dict(self) -> dict:
-        return {"artefact": self.artefact, "kind": self.kind, "runtime": self.runtime, "verdict": self.verdict, "ok": self.ok, "notes": self.notes,
+        return {"artefact": self.artefact, "kind": self.kind, "runtime": self.runtime, "verdict": self.verdict,
+                "verdict_words": self.verdict_words, "ok": self.ok, "notes": self.notes, "gguf_type": self.gguf_type,
+                "judgement": self.judgement.to_dict() if self.judgement else None,
                 "delta_loglik": self.delta, "reference_loglik": self.reference_loglik,
-                "artefact_loglik": self.artefact_loglik, "scored_tokens": self.scored_tokens,
-                "agreement": self.agreement, "template_same": self.template_same, "tokens_same": self.tokens_same,
+                "artefact_loglik": self.artefact_loglik, "base_loglik": self.base_loglik,
+                "scored_tokens": self.scored_tokens, "agreement": self.agreement,
+                "template_same": self.template_same, "tokens_same": self.tokens_same, "eos_ok": self.eos_ok,
                 "learned_eos": self.learned_eos, "artefact_stops": self.artefact_stops, "problems": self.problems,
                 "answers": [a.__dict__ for a in self.answers], "thresholds": THRESHOLDS}
 
@@ -208,22 +220,6 @@ def _greedy(model, tokenizer, messages, stops: list[int], max_new_tokens: int,
     return tokenizer.decode(new[:-1] if stopped else new), stopped, new
 
 
-def _loglik(model, rows: list[dict]) -> tuple[list, int]:
-    """Per row: (log-probs of trained tokens, argmax ids at those positions)."""
-    import torch
-
-    out = []
-    with torch.no_grad():
-        for row in rows:
-            ids = torch.tensor([row["input_ids"]])
-            labels = torch.tensor(row["labels"][1:])
-            logits = model(input_ids=ids).logits[0, :-1].float()
-            mask = labels != -100
-            logp = torch.log_softmax(logits, -1)[mask].gather(-1, labels[mask].unsqueeze(-1)).squeeze(-1)
-            out.append((logp, logits[mask].argmax(-1)))
-    return out, sum(int(p.numel()) for p, _ in out)
-
-
 def _stop_ids(model, tokenizer) -> list[int]:
     """The stop tokens the artefact itself declares (generation config and tokenizer), nothing guessed."""
     ids: set[int] = set()
@@ -237,7 +233,7 @@ def _stop_ids(model, tokenizer) -> list[int]:
 
 
 def verify_export(run, artefact: str | Path, *, gguf_file: str | None = None, check_prompts: str | None = None,
-                  n_prompts: int = 3, n_rows: int = 8, max_new_tokens: int = 40, runtime: str = "auto",
+                  n_prompts: int = 3, n_rows: int = 40, max_new_tokens: int = 40, runtime: str = "auto",
                   on_progress: Callable[[str, float], None] | None = None) -> RoundTrip:
     """Load ``artefact`` (a merged model folder, or the folder of ``gguf_file``) and compare it with the adapter.
 
@@ -324,39 +320,65 @@ def verify_export(run, artefact: str | Path, *, gguf_file: str | None = None, ch
         result.answers.append(AnswerPair(messages[-1]["content"], ref_text, art_text, ref_stopped, art_stopped,
                                          ref_ids, art_ids))
 
-    report("Check: log-likelihood of held-out rows", 0.8)
+    report("Check: scoring held-out rows under the base, the adapter and the artefact", 0.7)
+    if check_prompts:  # the user's own file counts too: its answers as written, else the adapter's answers to it
+        answered = _answered(check_prompts) or [
+            Example(i + 1, m + [{"role": "assistant", "content": a.reference}])
+            for i, (m, a) in enumerate(zip(prompts, result.answers)) if a.reference_stopped and a.reference.strip()]
+        held_out = held_out + answered
     if not held_out:
         # No validation data to hand: score the adapter's own answers, which still compares the weights.
         held_out = [Example(i + 1, m + [{"role": "assistant", "content": a.reference or "OK."}])
                     for i, (m, a) in enumerate(zip(prompts, result.answers))]
-        result.notes.append("no validation data found: the log-likelihood is of the adapter's own answers")
+        result.notes.append("no validation data found: the scores are of the adapter's own answers")
     rows = formatter.tokenize_many(held_out, 512) if held_out else []
     rows = [r for r in rows if any(label != -100 for label in r["labels"][1:])]
     if rows:
-        ref_scores, n = _loglik(ref, rows)
-        art_scores = _llamacpp_loglik(art, rows) if cpp_runtime else _loglik(art, rows)[0]
-        if cpp_runtime:  # positions llama.cpp could not report are left out on both sides
-            keep = [~torch.isnan(p) for p, _ in art_scores]
-            skipped = sum(int((~k).sum()) for k in keep)
-            if skipped:
-                ref_scores = [(p[k], a[k]) for (p, a), k in zip(ref_scores, keep)]
-                art_scores = [(p[k], a[k]) for (p, a), k in zip(art_scores, keep)]
-                n -= skipped
-                result.notes.append(f"{skipped} scored positions left out: llama.cpp's server withholds tokens "
-                                    "that end inside a UTF-8 character")
-        result.scored_tokens = n = max(n, 1)
-        result.reference_loglik = float(sum(p.sum() for p, _ in ref_scores)) / n
-        result.artefact_loglik = float(sum(p.sum() for p, _ in art_scores)) / n
-        same = sum(int((a == b).sum()) for (_, a), (_, b) in zip(ref_scores, art_scores))
-        result.agreement = same / n
-        if not math.isfinite(result.artefact_loglik):
+        progress = lambda done, total: report(f"Check: scored {done} of {total} held-out rows", 0.7 + 0.29 * done / total)  # noqa: E731
+        scores = score_rows(ref, rows, art, llamacpp=cpp_runtime, on_row=progress)
+        if scores.skipped:
+            result.notes.append(f"{scores.skipped} scored positions left out: llama.cpp's server withholds tokens "
+                                "that end inside a UTF-8 character")
+        result.scored_tokens = scores.tokens
+        result.reference_loglik, result.artefact_loglik = scores.mean("adapter"), scores.mean("artefact")
+        result.base_loglik = scores.mean("base")
+        result.agreement = sum(float(r.sum()) for r in scores.same_top) / max(scores.tokens, 1)
+        result.gguf_type = _gguf_type(artefact / gguf_file) if gguf_file else None
+        result.judgement = judge(scores.base, scores.adapter, scores.artefact, scores.kl, scores.same_top,
+                                 gguf_type=result.gguf_type or "f16", rest_mass=scores.rest_mass)
+        if result.artefact_loglik is None or not math.isfinite(result.artefact_loglik):
             result.problems.append("The artefact's log-likelihood is not finite (broken weights).")
     else:
-        result.problems.append("No held-out rows with answers to score: the log-likelihood was not compared.")
+        result.problems.append("No held-out rows with answers to score: the fine-tune's gain was not measured.")
     if cpp_runtime:
         art.close()
     report("Check done", 1.0)
     return result
+
+
+def _answered(check_prompts: str) -> list:
+    """The conversations of a chat JSONL --check-prompts file that end in an answer (none for a text file)."""
+    path = Path(check_prompts).expanduser()
+    if path.suffix.lower() in (".txt", ""):
+        return []
+    try:
+        return [e for e in load_examples(path).examples if e.messages and e.messages[-1]["role"] == "assistant"]
+    except DataError:
+        return []
+
+
+def _gguf_type(path: Path) -> str | None:
+    """The weight type a GGUF file says it holds (general.file_type), as lora-tui names it."""
+    import gguf
+
+    from lora_tui.core.export.choices import GGUF_TYPES
+
+    value = read_gguf_facts(path)["file_type"]
+    try:
+        name = gguf.LlamaFileType(int(value)).name.removeprefix("MOSTLY_").lower()
+    except (TypeError, ValueError):
+        return None
+    return name if name in GGUF_TYPES else ("f16" if name in ("all_f32", "bf16") else None)
 
 
 LLAMACPP_HINT = 'pip install "lora-tui[llamacpp]" runs it in llama.cpp itself'
@@ -373,15 +395,3 @@ def resolve_runtime(runtime: str, gguf_file: str | None) -> str:
     if runtime == "llama.cpp" and missing:
         raise ValueError(missing)
     return "transformers" if missing else "llama.cpp"
-
-
-def _llamacpp_loglik(model, rows: list[dict]) -> list:
-    """As ``_loglik``, computed by llama.cpp on the same token ids."""
-    import torch
-
-    out = []
-    for row in rows:
-        positions = [t for t in range(1, len(row["input_ids"])) if row["labels"][t] != -100]
-        logps, tops = model.score(list(row["input_ids"]), positions)
-        out.append((torch.tensor(logps), torch.tensor(tops)))
-    return out

@@ -7,9 +7,11 @@ Each row says what the format is called (``name``, ``label``), how it is asked f
 (``"module:function"``, imported only when used, so the CLI and the wizard start without torch),
 and where it lands (``file_name``, relative to the run directory).
 
-The GGUF weight types are listed here once, best first, with their default.
+The GGUF weight types, their default and the merge dtypes are written once, in ``choices`` (the writers
+check against them; this table, above the writers, offers them).
 
-Must not: import anything beyond the standard library at module top, print, or write files.
+Must not: import anything beyond the standard library and ``export.choices`` at module top, print, or
+write files.
 """
 
 from __future__ import annotations
@@ -18,11 +20,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable
 
-GGUF_TYPES = ("f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")
-DEFAULT_GGUF_TYPE = "q8_0"
-MERGE_DTYPES = ("auto", "float32", "float16", "bfloat16")
-GGUF_TYPE_NOTES = {"f16": "exact", "q8_0": "8-bit", "q6_k": "6-bit K", "q5_k_m": "5-bit K mix",
-                   "q4_k_m": "4-bit K mix (Ollama's usual pick)", "q4_0": "4-bit"}
+from lora_tui.core.export.choices import DEFAULT_GGUF_TYPE, GGUF_TYPE_NOTES, GGUF_TYPES, MERGE_DTYPES  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -30,6 +28,7 @@ class ExportFormat:
     name: str  # the kind recorded in <run>/exports.json and shown in summaries
     label: str
     key: str  # the Export screen's key
+    short: str  # the Export screen's button
     flag: str | None  # `lora-tui export` flag; None: its own command (`lora-tui merge RUN OUT`)
     writer: str  # "module:function", called as writer(run, out, overwrite=..., on_progress=..., **{option_arg: option})
     file_name: str  # relative to the run directory; {name}: the run's export name, {option}: the chosen option
@@ -59,16 +58,16 @@ class ExportFormat:
 
 
 EXPORT_FORMATS: tuple[ExportFormat, ...] = (
-    ExportFormat("zip", "Adapter zip", "z", "--zip", "lora_tui.core.export.artefacts:zip_adapter",
+    ExportFormat("zip", "Adapter zip", "z", "Zip", "--zip", "lora_tui.core.export.artefacts:zip_adapter",
                  "{name}-adapter.zip", help="write <run>/<name>-adapter.zip (default: only show the adapter)",
                  progress=False),
-    ExportFormat("merged", "Merged model (safetensors)", "m", None, "lora_tui.core.export.artefacts:merge_adapter",
+    ExportFormat("merged", "Merged model (safetensors)", "m", "Merge", None, "lora_tui.core.export.artefacts:merge_adapter",
                  "merged", help="the base model with the adapter merged in, loads with plain transformers",
                  options=MERGE_DTYPES, default="auto", option_arg="dtype",
                  option_help="dtype of the saved weights; auto keeps the base model's",
                  check="lora_tui.core.export.check:verify_export", push_flag="--merged",
                  push_help="upload the run's latest merged model instead of the adapter"),
-    ExportFormat("gguf", "GGUF (merged, llama.cpp / Ollama)", "g", "--gguf", "lora_tui.core.export.artefacts:export_gguf",
+    ExportFormat("gguf", "GGUF (merged, llama.cpp / Ollama)", "g", "GGUF…", "--gguf", "lora_tui.core.export.artefacts:export_gguf",
                  "gguf/{name}-{option}.gguf", help="write the merged model as one GGUF file (llama.cpp, Ollama)",
                  options=GGUF_TYPES, default=DEFAULT_GGUF_TYPE, option_flag="--gguf-type", option_arg="gguf_type",
                  option_help=f"GGUF weight type (default {DEFAULT_GGUF_TYPE}; k-quants q6_k, q5_k_m, q4_k_m: "

@@ -80,8 +80,10 @@ def _interval(numerators, denominators) -> tuple[float | None, float | None]:
     from scipy.stats import bootstrap
 
     num, den = np.asarray(numerators, dtype=float), np.asarray(denominators, dtype=float)
-    if len(num) < MIN_ROWS or not np.any(num != num[0]) and not np.any(den != den[0]):
+    if len(num) < MIN_ROWS:
         return None, None
+    if not np.any(num * den[0] != num[0] * den):  # every row the same ratio: no spread to resample
+        return float(num.sum() / den.sum()), float(num.sum() / den.sum())
 
     def ratio(n, d, axis=-1):
         return n.sum(axis=axis) / d.sum(axis=axis)
@@ -200,11 +202,8 @@ def verdict_rows(check: dict) -> list[tuple[str, str]]:
     return rows
 
 
-COLUMNS = ("Gain kept", "KL mean / p99", "Same top token", "Template", "Stop token", "Verdict")
-
-
 def columns(check: dict) -> dict[str, str]:
-    """The measured columns of the model card's and README's export tables, from a check."""
+    """The measured columns (run/model_card.EXPORT_COLUMNS) of the model card's and README's export tables."""
     j = check.get("judgement") or {}
     return {"Gain kept": kept_text(j) if j else "-",
             "KL mean / p99": f"{j['kl_mean']:.4f} / {j['kl_p99']:.3f}" if j else "-",

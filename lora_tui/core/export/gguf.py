@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-GGUF_TYPES = ("f16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k")
+from lora_tui.core.export.choices import GGUF_TYPES
 # transformers class -> llama.cpp architecture. Mistral is written as "llama", as llama.cpp does.
 ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
 SUPPORTED = ("Llama 2 / Llama 3 / SmolLM (LlamaForCausalLM), Mistral (MistralForCausalLM), "

@@ -66,33 +66,34 @@ def _folder_files(folder: Path) -> list[tuple[Path, str]]:
             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
 
 
-def upload_plan(run: str | Path, repo_id: str, *, merged: bool = False, gguf: bool = False) -> UploadPlan:
-    """What `push` would send. Raises PushError when the wanted artefact does not exist yet."""
-    if merged and gguf:
-        raise PushError("choose one of --merged or --gguf (push them to separate repositories).")
+def upload_plan(run: str | Path, repo_id: str, kind: str = "adapter") -> UploadPlan:
+    """What `push` would send: the adapter, or the recorded files of a pushable export format
+    (``formats.pushable()``: the latest merged model, the GGUF files). Raises PushError when it does not exist yet."""
+    from lora_tui.core.export.formats import export_format
+
     if "/" not in repo_id or repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise PushError(f"'{repo_id}' is not a hub repository id. Fix: give NAMESPACE/NAME, e.g. your-name/my-adapter.")
     try:
         summary = export_summary(run)
     except AdapterError as exc:
         raise PushError(str(exc)) from None
-    if merged:
-        if not summary["merged"]:
-            raise PushError(f"this run has no merged model yet. Fix: lora-tui merge {run} OUT, then push again.")
-        folder = Path(summary["merged"][-1]["path"])
-        return UploadPlan(repo_id, "merged", _folder_files(folder))
-    if gguf:
-        if not summary["gguf"]:
-            raise PushError(f"this run has no GGUF file yet. Fix: lora-tui export {run} --gguf, then push again.")
+    if kind != "adapter":
+        fmt = export_format(kind)
+        items = summary.get(kind) or []
+        if not items:
+            how = f"lora-tui export {run} {fmt.flag}" if fmt.flag else f"lora-tui {'merge' if kind == 'merged' else 'export'} {run} OUT"
+            raise PushError(f"this run has no {fmt.label} yet. Fix: {how}, then push again.")
+        if Path(items[-1]["path"]).is_dir():  # a folder (the merged model): the latest one, whole
+            return UploadPlan(repo_id, kind, _folder_files(Path(items[-1]["path"])))
         files: list[tuple[Path, str]] = []
-        for item in summary["gguf"]:
+        for item in items:
             files.append((Path(item["path"]), Path(item["path"]).name))
             if item.get("modelfile") and Path(item["modelfile"]).is_file():
                 files.append((Path(item["modelfile"]), Path(item["modelfile"]).name))
-        card = Path(summary["gguf"][-1]["path"]).parent / "README.md"
+        card = Path(items[-1]["path"]).parent / "README.md"
         if card.is_file():
             files.append((card, "README.md"))
-        return UploadPlan(repo_id, "gguf", files)
+        return UploadPlan(repo_id, kind, files)
     if not summary["adapter"]:
         raise PushError(f"this run has no adapter yet (state: {summary['state']}). Fix: wait for it to finish, or stop it.")
     # a checkpoint given as RUN: its resume state stays home

@@ -7,7 +7,8 @@ driven through its in-process server API, the code path ``llama-server`` users r
   template (Jinja) with its own tokenizer and stops on its own end-of-generation tokens;
 - log-likelihood: one 1-token completion per scored position, with the position's true next token
   forced by a logit bias. llama.cpp reports that token's log-probability from the raw logits (the
-  bias acts only in the sampler), and the raw top token, which is the model's own next-token choice.
+  bias acts only in the sampler), and the raw top tokens (the first is the model's own next-token
+  choice; the check asks for 200 of them to measure the KL divergence from the adapter).
   The prompt cache makes each step cost one token;
 - stops: a forced token that ends the completion is an end-of-generation token for llama.cpp.
 
@@ -81,24 +82,27 @@ class LlamaCppModel:
             ids = None  # byte tokens inside a UTF-8 character are left out of the server's list: ids unknown
         return text, choice.get("finish_reason") == "stop", ids, int(usage.get("prompt_tokens", 0))
 
-    def score(self, ids: list[int], positions: list[int]) -> tuple[list[float], list[int]]:
-        """For each position t: log p(ids[t] | ids[:t]) and llama.cpp's own top token there (NaN, -1 where the
-        server withholds a token that leaves UTF-8 incomplete)."""
-        logps, tops = [], []
+    def score(self, ids: list[int], positions: list[int], top_k: int = 1) -> tuple[list[float], list[int], list]:
+        """For each position t: log p(ids[t] | ids[:t]), llama.cpp's own top token there, and its ``top_k`` most
+        likely tokens as (ids, log-probs) from the raw logits (NaN, -1, ([], []) where the server withholds a
+        token that leaves UTF-8 incomplete)."""
+        logps, tops, listed = [], [], []
         for t in positions:
-            out = self._complete({"prompt": ids[:t], "max_tokens": 1, "n_probs": 1, "temperature": 0.0,
+            out = self._complete({"prompt": ids[:t], "max_tokens": 1, "n_probs": max(1, top_k), "temperature": 0.0,
                                   "logit_bias": [[int(ids[t]), FORCE]], "cache_prompt": True})
             content = (out["choices"][0].get("logprobs") or {}).get("content") or []
             if not content:  # a byte token that leaves UTF-8 incomplete: the server withholds it, and its probabilities
                 logps.append(float("nan"))
                 tops.append(-1)
+                listed.append(([], []))
                 continue
             item = content[0]
             if int(item["id"]) != int(ids[t]):
                 raise RuntimeError(f"llama.cpp did not take the forced token {ids[t]} (took {item['id']})")
             logps.append(float(item["logprob"]))
             tops.append(int(item["top_logprobs"][0]["id"]))
-        return logps, tops
+            listed.append(([int(x["id"]) for x in item["top_logprobs"]], [float(x["logprob"]) for x in item["top_logprobs"]]))
+        return logps, tops, listed
 
     def stops_on(self, token_id: int, prompt: list[int]) -> bool:
         """Whether llama.cpp ends a completion on ``token_id`` (one of its end-of-generation tokens)."""

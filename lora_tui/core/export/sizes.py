@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from lora_tui.core.export.formats import GGUF_TYPES
+from lora_tui.core.export.choices import GGUF_TYPES
 
 
 def _shapes(folder: Path) -> dict[str, tuple[int, ...]]:

@@ -142,6 +142,8 @@ def render_model_card(run: str | Path | RunDirectory) -> str:
     lines += ["## Memory", "", "| Estimate before training | Measured peak | Error |", "|---|---|---|",
               f"| {_gib(memory.get('estimate'))} | {_gib(memory.get('peak'))}{measure} | {error} |", ""]
 
+    lines += _exports_section(run)
+
     command = started.get("command")
     lines += ["## Reproduce", "", "```bash"]
     if command:
@@ -168,6 +170,39 @@ def render_model_card(run: str | Path | RunDirectory) -> str:
     from huggingface_hub import ModelCard
 
     return str(ModelCard("---\n" + card_data.to_yaml() + "\n---\n\n" + "\n".join(lines)))
+
+
+def _exports_section(run: RunDirectory) -> list[str]:
+    """The merged models and GGUF files written from this run (<run>/exports.json, kept by core/export), each
+    with its round-trip check's measured columns (core/export/gain.py: what it keeps of the fine-tune)."""
+    import json
+
+    try:
+        recorded = json.loads((run.path / "exports.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    rows = []
+    for kind in sorted(recorded):
+        for item in recorded.get(kind) or []:
+            path = Path(item.get("path", ""))
+            if not path.exists():
+                continue
+            size = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+            columns = (item.get("check") or {}).get("columns") or {}
+            rows.append(f"| `{path.name}` | {item.get('type') or item.get('dtype') or kind} | {gib(size, 2)} | "
+                        + " | ".join(columns.get(c, "not checked") for c in EXPORT_COLUMNS) + " |")
+    if not rows:
+        return []
+    return ["## Exports", "", "Checked by loading each file back (GGUF in llama.cpp) and scoring held-out rows under the "
+            "base model, the adapter and the file: the share of what training taught that the file keeps (95 % "
+            "interval over rows), how far it moves from the adapter (KL divergence, nats/token) and how often both "
+            "pick the same next token.", "",
+            "| File | Type | Size | " + " | ".join(EXPORT_COLUMNS) + " |", "|---" * (3 + len(EXPORT_COLUMNS)) + "|",
+            *rows, ""]
+
+
+# the measured columns of an export's check (core/export/gain.py's columns() fills them)
+EXPORT_COLUMNS = ("Gain kept", "KL mean / p99", "Same top token", "Template", "Stop token", "Verdict")
 
 
 def _hub_data_row(split: str, info: dict) -> str:

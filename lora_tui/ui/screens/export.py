@@ -1,10 +1,13 @@
 """Step 7, Export: where the adapter and its model card are, and the ways to take it
-elsewhere: a zip of the adapter, a merged standalone model, a GGUF file (llama.cpp,
-Ollama, LM Studio), an Ollama Modelfile, and a push to the Hugging Face Hub.
+elsewhere: a zip of the adapter, a merged standalone model, a GGUF file of any type
+(llama.cpp, Ollama, LM Studio; each offered with its size before writing), an Ollama
+Modelfile, and a push to the Hugging Face Hub. The formats, their keys and GGUF types come
+from ``lora_tui.core.export.formats``.
 
 Zip, merge, GGUF and push run in thread workers through ``lora_tui.core`` (export,
-export_check, hub); a merged model or GGUF is loaded back and compared with the adapter,
-and the table is shown. Nothing existing is replaced unless the user confirms.
+export_check, hub); a merged model or GGUF is loaded back and checked, and the verdict table
+(gain kept, KL, same top token, template, stop token) is shown. Nothing existing is replaced
+unless the user confirms.
 """
 
 from __future__ import annotations
@@ -17,8 +20,12 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, Markdown, Static
+from textual.screen import ModalScreen
+from textual.widgets import Button, Label, Markdown, OptionList, Static
+from textual.widgets.option_list import Option
 from textual.worker import Worker
+
+from lora_tui.core.export.formats import DEFAULT_GGUF_TYPE, EXPORT_FORMATS, GGUF_TYPE_NOTES, export_format
 
 from lora_tui.ui.errors import plain_error
 from lora_tui.ui.messages import ExportDone, WorkProgress
@@ -42,9 +49,42 @@ def _verdict(item: dict) -> str:
     return f", check: {check['verdict']}{'' if check.get('ok') else ' (FAILED)'}" if check.get("verdict") else ""
 
 
+class GGUFChoice(ModalScreen[str | None]):
+    """Every GGUF type (formats.GGUF_TYPES), each with its estimated size; returns the type chosen."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, sizes: dict, existing: set[str]) -> None:
+        super().__init__(classes="dialog-screen")
+        self.sizes, self.existing = sizes, existing
+
+    def compose(self) -> ComposeResult:
+        gguf = export_format("gguf")
+        options = []
+        for name in gguf.options:
+            size = f"~{human_size(self.sizes[name])}" if name in self.sizes else "size unknown"
+            mark = " default" if name == gguf.default else ""
+            mark += " written" if name in self.existing else ""
+            options.append(Option(f"{name:<7}{GGUF_TYPE_NOTES.get(name, ''):<24}{size:>11}{mark}", id=name))
+        with Vertical(classes="dialog"):
+            yield Label("Write the merged model as GGUF: which type?", classes="dialog-title")
+            yield OptionList(*options, id="gguf-types")
+            yield Static("Sizes are estimated before writing. The file is loaded back in llama.cpp and checked: "
+                         "how much of what training taught it keeps. Enter writes, esc cancels.", classes="hint")
+
+    def on_mount(self) -> None:
+        types = self.query_one("#gguf-types", OptionList)
+        types.highlighted = list(export_format("gguf").options).index(export_format("gguf").default)
+        types.focus()
+
+    @on(OptionList.OptionSelected)
+    def _chosen(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
+
+
 class ExportScreen(WizardScreen):
     STEP = "export"
-    BINDINGS = [Binding("z", "zip", "Zip"), Binding("m", "merge", "Merge"), Binding("g", "gguf", "GGUF"),
+    BINDINGS = [*(Binding(f.key, f"export('{f.name}')", f.short) for f in EXPORT_FORMATS),
                 Binding("o", "modelfile", "Modelfile"), Binding("p", "push", "Push")]
 
     def __init__(self) -> None:
@@ -54,14 +94,14 @@ class ExportScreen(WizardScreen):
         self._shown_for: str | None = None
         self._detail_shown = False  # the detail panel shows a Modelfile: keep it over the model card
         self._summary_data: dict = {}
+        self._sizes: dict = {}  # estimated bytes of each GGUF type, before writing
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="export-body", classes="body"):
             yield Static(id="export-where")
             with Horizontal(id="export-buttons", classes="row"):
-                yield Button("Zip (z)", id="zip", compact=True)
-                yield Button("Merge (m)", id="merge", compact=True)
-                yield Button("GGUF q8_0 (g)", id="gguf", compact=True)
+                for fmt in EXPORT_FORMATS:
+                    yield Button(f"{fmt.short} ({fmt.key})", id=fmt.name, compact=True)
                 yield Button("Modelfile (o)", id="modelfile", compact=True)
                 yield Button("Push to Hub (p)", id="push", compact=True)
             yield Static(id="export-result")
@@ -84,10 +124,16 @@ class ExportScreen(WizardScreen):
             self.query_one("#export-card", Markdown).update("")
         where.update("Reading the run…")
         self._summary(run)
+        if not self._sizes:
+            self._estimate(run)
 
     @thread_worker("export-summary")
     def _summary(self, run) -> None:
         self.post_message(ExportDone("summary", self.backend.export_summary(run)))
+
+    @thread_worker("export-sizes")
+    def _estimate(self, run) -> None:
+        self.post_message(ExportDone("sizes", self.backend.export_sizes(run)))
 
     def _show_summary(self, summary: dict | None, error: str | None) -> None:
         run = self.state.run
@@ -137,8 +183,14 @@ class ExportScreen(WizardScreen):
     # --- actions -------------------------------------------------------------------------------
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:
-        {"zip": self.action_zip, "merge": self.action_merge, "modelfile": self.action_modelfile,
-         "gguf": self.action_gguf, "push": self.action_push}[event.button.id]()
+        if event.button.id in ("modelfile", "push"):
+            {"modelfile": self.action_modelfile, "push": self.action_push}[event.button.id]()
+        else:
+            self.action_export(event.button.id)
+
+    def action_export(self, name: str) -> None:
+        """One export format of formats.EXPORT_FORMATS: how each asks for its options."""
+        {"zip": self.action_zip, "merged": self.action_merge, "gguf": self.action_gguf}[name]()
 
     def _refuse(self) -> bool:
         run = self.state.run
@@ -216,17 +268,25 @@ class ExportScreen(WizardScreen):
     def action_gguf(self) -> None:
         if self._refuse():
             return
-        existing = [g for g in self._summary_data.get("gguf") or [] if g.get("type") == "q8_0"]
-        ask = Confirm("Replace the GGUF?", f"{existing[0]['path']} exists. Write it again?", yes="Replace") \
-            if existing else None
-        self._export(self._gguf, self.state.run, bool(existing), ask=ask, working="GGUF: loading and merging…")
+        written = {g.get("type") for g in self._summary_data.get("gguf") or []}
+
+        def chosen(gguf_type: str | None) -> None:
+            if not gguf_type:
+                return
+            existing = [g for g in self._summary_data.get("gguf") or [] if g.get("type") == gguf_type]
+            ask = Confirm("Replace the GGUF?", f"{existing[0]['path']} exists. Write it again?", yes="Replace") \
+                if existing else None
+            self._export(self._gguf, self.state.run, gguf_type, bool(existing), ask=ask,
+                         working=f"GGUF {gguf_type}: loading and merging…")
+
+        self.app.push_screen(GGUFChoice(self._sizes, written), chosen)
 
     @thread_worker("export")
-    def _gguf(self, run, overwrite: bool) -> None:
+    def _gguf(self, run, gguf_type: str, overwrite: bool) -> None:
         progress = lambda text, fraction: self.post_message(WorkProgress("gguf", text, fraction))  # noqa: E731
-        path = self.backend.export_gguf(run, "q8_0", overwrite=overwrite, on_progress=progress)
+        path = self.backend.export_gguf(run, gguf_type, overwrite=overwrite, on_progress=progress)
         check = self._check(run, path.parent, path.name, progress)
-        self.post_message(ExportDone("gguf", path, details={"check": check}))
+        self.post_message(ExportDone("gguf", path, details={"check": check, "type": gguf_type}))
 
     def action_push(self) -> None:
         if self._refuse():
@@ -259,13 +319,13 @@ class ExportScreen(WizardScreen):
     def _push(self, plan) -> None:
         self.post_message(ExportDone("push", self.backend.push(plan)))
 
-    FAILED_AS = {"_summary": "summary", "_zip": "zip", "_merge": "merge", "_gguf": "gguf",
+    FAILED_AS = {"_summary": "summary", "_estimate": "sizes", "_zip": "zip", "_merge": "merge", "_gguf": "gguf",
                  "_push_plan": "push", "_push": "push"}  # worker -> the ExportDone its failure reads as
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """An export worker that raised: its ExportDone with the error (shown as ✗ ..., the busy mark cleared)."""
         failed = failure(event)
-        if failed is not None and failed.group in ("export", "export-summary"):
+        if failed is not None and failed.group in ("export", "export-summary", "export-sizes"):
             self.post_message(ExportDone(self.FAILED_AS[failed.name], None, error=plain_error(failed.error)))
 
     def _show_check(self, check) -> None:
@@ -279,7 +339,10 @@ class ExportScreen(WizardScreen):
         from lora_tui.core.export.check import THRESHOLDS
 
         style = "bold green" if check.ok else "bold red"
-        lines = [(check.summary() + "\n", style), ("Thresholds: " + THRESHOLDS + "\n\n", "dim"), (check.table() + "\n", "")]
+        lines = [(("PASS" if check.ok else "FAIL") + f" ({check.runtime}): {check.verdict_words}\n\n", style)]
+        for name, value in check.verdict_rows()[:-1]:
+            lines += [(f"{name:<16}", "bold"), (value + "\n", "")]
+        lines += [("\n" + check.table(width=22).split("\n\n")[0] + "\n\n", ""), ("Thresholds: " + THRESHOLDS + "\n", "dim")]
         lines += [(f"Problem: {p}\n", "red") for p in check.problems] + [(f"Note: {n}\n", "dim") for n in check.notes]
         self.query_one("#export-text", Static).update(Text.assemble(*lines))
 
@@ -316,6 +379,9 @@ class ExportScreen(WizardScreen):
         if message.what == "summary":
             self._show_summary(message.result, message.error)
             return
+        if message.what == "sizes":  # unknown sizes (an error) leave the chooser saying so
+            self._sizes = message.result or {}
+            return
         if message.what == "push-plan":
             self._confirm_push(message.result)
             return
@@ -336,8 +402,9 @@ class ExportScreen(WizardScreen):
             self._show_check(message.details.get("check"))
         elif message.what == "gguf":
             path = Path(str(message.result))
-            result.update(Text(f"✓ GGUF: {path} (Ollama: cd {path.parent} && ollama create my-model -f "
-                               f"Modelfile-q8_0)", style="bold green"))
+            kind = message.details.get("type") or DEFAULT_GGUF_TYPE
+            result.update(Text(f"✓ GGUF {kind}: {path} (Ollama: cd {path.parent} && ollama create my-model -f "
+                               f"Modelfile-{kind})", style="bold green"))
             self._show_check(message.details.get("check"))
         elif message.what == "push":
             result.update(Text(f"✓ Uploaded: {message.result}", style="bold green"))
