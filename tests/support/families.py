@@ -22,8 +22,8 @@ _SHAPES: dict[str, tuple[str, str, dict]] = {
         "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
                             "high_freq_factor": 4.0, "original_max_position_embeddings": 256}}),
     "mistral": ("MistralConfig", "MistralForCausalLM", {"sliding_window": None, "head_dim": 16}),
-    "ministral": ("MinistralConfig", "MinistralForCausalLM", {  # Ministral-8B-2410: interleaved sliding windows
-        "head_dim": 16, "sliding_window": 8, "layer_types": ["sliding_attention", "full_attention"],
+    "ministral": ("MinistralConfig", "MinistralForCausalLM", {  # Ministral-8B-2410: its window is its context
+        "head_dim": 16, "sliding_window": 2048, "layer_types": ["sliding_attention", "full_attention"],
         "rope_parameters": {"rope_type": "default", "rope_theta": 100000000.0}}),
     "ministral3": ("Ministral3Config", "Ministral3ForCausalLM", {  # Ministral 3 (3B / 8B / 14B), yarn rope
         "head_dim": 16, "rope_parameters": {"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 16.0,
@@ -49,7 +49,8 @@ _SHAPES: dict[str, tuple[str, str, dict]] = {
         "head_dim": 16, "global_head_dim": 32, "sliding_window": 8,
         "layer_types": ["sliding_attention", "full_attention"], "hidden_size_per_layer_input": 16,
         "vocab_size_per_layer_input": None, "num_kv_shared_layers": 0}),
-    "smollm3": ("SmolLM3Config", "SmolLM3ForCausalLM", {"no_rope_layer_interval": 2}),
+    "smollm3": ("SmolLM3Config", "SmolLM3ForCausalLM", {  # 4 layers: the 4th has no rope, as in SmolLM3-3B
+        "num_hidden_layers": 4, "no_rope_layer_interval": 4}),
     "phi3": ("Phi3Config", "Phi3ForCausalLM", {}),  # Phi-3-mini: fused qkv_proj and gate_up_proj
     "phi4": ("Phi3Config", "Phi3ForCausalLM", {  # Phi-4-mini: the same classes, partial rotary, tied
         "tie_word_embeddings": True, "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
@@ -60,15 +61,16 @@ _SHAPES: dict[str, tuple[str, str, dict]] = {
     "granite": ("GraniteConfig", "GraniteForCausalLM", {
         "embedding_multiplier": 12.0, "logits_scaling": 8.0, "residual_multiplier": 0.22,
         "attention_multiplier": 0.0078125, "tie_word_embeddings": True}),
-    "gpt_oss": ("GptOssConfig", "GptOssForCausalLM", {
+    "gpt_oss": ("GptOssConfig", "GptOssForCausalLM", {  # gpt-oss-20b's rope: yarn x32 from 4096, not truncated
         "head_dim": 16, "num_local_experts": 4, "num_experts_per_tok": 2, "sliding_window": 8,
-        "layer_types": ["sliding_attention", "full_attention"], "rope_parameters": {
-            "rope_type": "yarn", "rope_theta": 150000.0, "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
-            "truncate": False, "original_max_position_embeddings": 64}}),
+        "layer_types": ["sliding_attention", "full_attention"], "max_position_embeddings": 131072,
+        "rope_parameters": {"rope_type": "yarn", "rope_theta": 150000.0, "factor": 32.0, "beta_fast": 32.0,
+                            "beta_slow": 1.0, "truncate": False, "original_max_position_embeddings": 4096}}),
 }
 FAMILIES: tuple[str, ...] = tuple(_SHAPES)
 COMMON = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-              num_key_value_heads=2, max_position_embeddings=2048)
+              num_key_value_heads=2, max_position_embeddings=2048,
+              initializer_range=0.2)  # attention far from uniform, so a wrong rope, window or scale shows
 
 
 def _embedded_tokenizer_dir() -> Path:

@@ -42,21 +42,29 @@ def is_70b(arch: str, n_layer: int, n_head: int, n_kv: int) -> bool:
 
 
 def kquant_type_name(gguf_name: str, n_cols: int, gguf_type: str, n_layer: int, *, tied: bool,
-                     big_model: bool = False) -> str:
-    """The GGML type name for one 2-D weight of a K-quant file, as llama.cpp's quantiser picks it."""
+                     big_model: bool = False, n_expert: int = 0) -> str:
+    """The GGML type name for one 2-D (or stacked 3-D expert) weight of a K-quant file, as llama.cpp's
+    quantiser picks it (``llama_tensor_get_type_impl``: attn_v, and the fused attn_qkv that shares its rule;
+    ffn_down, experts included; the output matrix; 8-expert models)."""
     new = _BASE[gguf_type]
     parts = gguf_name.split(".")
     layer = int(parts[1]) if parts[0] == "blk" and len(parts) > 2 and parts[1].isdigit() else None
     if gguf_name == "output.weight" or (tied and gguf_name == "token_embd.weight"):
         new = "Q8_0" if n_cols % _BLOCK[new] else "Q6_K"
-    elif "attn_v.weight" in gguf_name and layer is not None:
+    elif ("attn_v.weight" in gguf_name or "attn_qkv.weight" in gguf_name) and layer is not None:
         if gguf_type in ("q4_k_m", "q5_k_m") and _use_more_bits(layer, n_layer):
             new = "Q6_K"
         if big_model and new == "Q4_K":
             new = "Q5_K"  # 70B: attn_v is 8x smaller than attn_q, more bits are nearly free
+        if n_expert == 8:
+            new = "Q8_0"  # llama.cpp: for 8-expert models this costs little
+    elif "attn_k.weight" in gguf_name and n_expert == 8:
+        new = "Q8_0"
     elif "ffn_down" in gguf_name and layer is not None:
         if gguf_type in ("q4_k_m", "q5_k_m") and _use_more_bits(layer, n_layer):
             new = "Q6_K"
+    elif "attn_output.weight" in gguf_name and n_expert == 8 and gguf_type == "q4_k_m":
+        new = "Q5_K"
     if n_cols % _BLOCK[new]:
         new = _FALLBACK.get(new, new)
         if n_cols % _BLOCK[new]:

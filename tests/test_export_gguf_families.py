@@ -1,0 +1,209 @@
+"""GGUF export of every family the writer knows (issue 23 item 4), each loaded back in llama.cpp itself.
+
+One tiny random model per family (tests/support/families.py: hidden 64, attention far from uniform, norms and
+biases random, so a lost norm offset, a wrong rope layout, sliding window, soft-cap or expert order moves
+llama.cpp's next-token choices) with a small LoRA adapter on every linear layer. For each family the run is
+exported as f16, q8_0 and q4_k_m with ``export_gguf`` (the CLI's path) and llama.cpp scores one conversation
+against the merged model in transformers: f16 must choose the merged model's next token almost everywhere, the
+quantised files must stay finite and near it. The product's full round-trip check (``verify_export``) runs on
+the f16 file of three families that each need a different mapping (norm offset and sliding windows, stacked
+experts, fused projections); benchmarks/gguf_families.py runs it on every family and type.
+Families llama.cpp loads but the export does not write are refused in one line before any loading.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+from tests.support.families import FAMILIES, build_tiny
+
+ROOT = Path(__file__).resolve().parents[1]
+HAS_LLAMACPP = importlib.util.find_spec("xllamacpp") is not None and importlib.util.find_spec("libgguf") is not None
+WRITTEN = [f for f in FAMILIES if f not in ("qwen3_5", "gemma4")]
+CHECKED = ("gemma3", "qwen3_moe", "phi3")
+# f16 in llama.cpp against float32 PyTorch: the same next token almost everywhere (a layout bug gives < 60 %)
+F16_SAME_TOP = 0.95
+
+
+def make_run(root: Path, family: str) -> Path:
+    """A finished fake run on ``family``'s tiny model with a small LoRA adapter on all linear layers."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lora_tui.core.config import load_config, save_config
+    from tests.support.chat import make_fake_run
+
+    base = build_tiny(family, root / f"base-{family}")
+    # not named after the family: llama.cpp keys vocabulary fix-ups on general.name ("phi3", "gpt-oss") that look
+    # up tokens the embedded tokenizer does not have
+    run = Path(make_fake_run(root, base, name="tiny-run", with_adapter=False))
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32),
+                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
+    model.save_pretrained(run / "adapter")
+    AutoTokenizer.from_pretrained(base).save_pretrained(run / "adapter")
+    config = load_config(run / "config.yaml")
+    config.data.train, config.data.validation = str(ROOT / "sample_data/train.jsonl"), str(ROOT / "sample_data/valid.jsonl")
+    save_config(config, run / "config.yaml")
+    return run
+
+
+CONVERSATION = [{"role": "user", "content": "Why is the sky blue? Then count 1 2 3 and name three colours."},
+                {"role": "assistant", "content": "Sunlight scatters off the air, blue most: 1, 2, 3; red, green, blue."}]
+
+
+def merged_reference(run: Path):
+    """(merged model, tokenizer, token ids of one conversation, the merged model's log-probs at each position)."""
+    import torch
+
+    from lora_tui.core.export.artefacts import load_merged
+    from lora_tui.core.run.adapters import find_adapter
+
+    model, tokenizer, _ = load_merged(find_adapter(run, allow_checkpoint=False), "float32")
+    ids = tokenizer(tokenizer.apply_chat_template(CONVERSATION, tokenize=False), add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logp = torch.log_softmax(model.eval()(torch.tensor([ids])).logits[0].float(), -1)
+    return model, tokenizer, ids, logp
+
+
+def llamacpp_against(reference, gguf_path: Path) -> tuple[float, float]:
+    """(share of positions where llama.cpp and the merged model pick the same next token, mean |Δ log p|)
+    over the reference conversation, fed as the same token ids to both."""
+    from lora_tui.core.export.llamacpp import LlamaCppModel
+
+    _, _, ids, logp = reference
+    positions = list(range(1, len(ids)))
+    cpp = LlamaCppModel(gguf_path, n_ctx=512)
+    try:
+        got, tops = cpp.score(ids, positions)[:2]
+    finally:
+        cpp.close()
+    pairs = [(float(logp[t - 1, ids[t]]), g, int(logp[t - 1].argmax()) == top)
+             for t, g, top in zip(positions, got, tops) if not math.isnan(g)]
+    assert len(pairs) > 0.9 * len(positions)
+    return sum(same for *_, same in pairs) / len(pairs), sum(abs(a - b) for a, b, _ in pairs) / len(pairs)
+
+
+@pytest.fixture(scope="session")
+def family_runs(tmp_path_factory):
+    runs: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in runs:
+            runs[family] = make_run(tmp_path_factory.mktemp(f"gguf-{family}"), family)
+        return runs[family]
+
+    return get
+
+
+@pytest.mark.skipif(not HAS_LLAMACPP, reason='needs llama.cpp and K-quants: pip install "lora-tui[llamacpp,gguf-kquant]"')
+@pytest.mark.parametrize("family", WRITTEN)
+def test_family_gguf_answers_like_the_merged_model_in_llama_cpp(family, family_runs, tmp_path):
+    from lora_tui.core.export.artefacts import export_gguf
+    from lora_tui.core.export.check import learned_end_token
+    from lora_tui.core.export.gguf import read_gguf_facts, write_gguf
+
+    run = family_runs(family)
+    reference = merged_reference(run)
+    model, tokenizer, _, _ = reference
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    figures = {}
+    for gguf_type in ("f16", "q8_0", "q4_k_m"):
+        if gguf_type == "f16":  # the CLI's path once; the other types from the same merged model, as it writes them
+            path = export_gguf(run, gguf_type=gguf_type)
+        else:
+            path = tmp_path / f"{gguf_type}.gguf"
+            write_gguf(model, tokenizer, tmp_path / "tokenizer", path, gguf_type=gguf_type,
+                       eos_token_id=learned_end_token(tokenizer))
+        facts = read_gguf_facts(path)
+        assert facts["eos_token_id"] == 2 and "<|im_start|>" in facts["chat_template"]  # <|im_end|>, as trained
+        figures[gguf_type] = same, delta = llamacpp_against(reference, path)
+        assert math.isfinite(delta), (family, gguf_type)
+    print(f"\n{family}: " + ", ".join(f"{t} same next token {s:.0%}, mean |Δ log p| {d:.4f}" for t, (s, d) in figures.items()))
+    assert figures["f16"][0] >= F16_SAME_TOP and figures["f16"][1] < 0.02, figures
+    # 8 and ~5 bits per weight move a 64-wide random model more than a real one, but not to another model
+    assert figures["q8_0"][0] >= 0.75 and figures["q4_k_m"][0] >= 0.3, figures
+
+
+@pytest.mark.skipif(not HAS_LLAMACPP, reason='needs llama.cpp: pip install "lora-tui[llamacpp]"')
+@pytest.mark.parametrize("family", CHECKED)
+def test_round_trip_check_passes_in_llama_cpp(family, family_runs):
+    from lora_tui.core.export.artefacts import export_gguf
+    from lora_tui.core.export.check import verify_export
+
+    run = family_runs(family)
+    path = export_gguf(run, gguf_type="f16", overwrite=True)
+    result = verify_export(run, path.parent, gguf_file=path.name, n_prompts=1, n_rows=3, max_new_tokens=8)
+    assert result.runtime.startswith("llama.cpp") and result.ok, result.table()
+    assert result.template_same and result.tokens_same and result.eos_ok, result.table()
+
+
+def test_a_layout_bug_is_what_the_llama_cpp_comparison_catches(tmp_path, family_runs, monkeypatch):
+    """The comparison above is not blind: the same Llama 3 model written without llama.cpp's rope layout
+    (q/k rows not permuted) picks other next tokens."""
+    import dataclasses
+
+    if not HAS_LLAMACPP:
+        pytest.skip("needs llama.cpp")
+    from lora_tui.core.export import gguf_families
+    from lora_tui.core.export.artefacts import export_gguf
+
+    run = family_runs("llama3")
+    wrong = dataclasses.replace(gguf_families.FAMILIES["LlamaForCausalLM"], rope="neox")
+    monkeypatch.setitem(gguf_families.FAMILIES, "LlamaForCausalLM", wrong)
+    same, _ = llamacpp_against(merged_reference(run), export_gguf(run, tmp_path / "wrong.gguf", gguf_type="f16"))
+    assert same < 0.6
+
+
+@pytest.mark.parametrize("family, words", [("qwen3_5", "Qwen3.5 (hybrid linear attention)"), ("gemma4", "Gemma 4")])
+def test_a_family_not_written_is_refused_in_one_line_before_loading(family, words, tmp_path, monkeypatch, capsys):
+    from lora_tui.cli import main
+    from lora_tui.core.export import artefacts
+    from lora_tui.core.export.gguf import gguf_support
+
+    run = make_run(tmp_path, family)
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the refusal")
+
+    monkeypatch.setattr(artefacts, "load_merged", no_loading)
+    capsys.readouterr()  # building the tiny model printed progress bars
+    assert main(["export", str(run), "--gguf", "--gguf-type", "f16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0] and "merged model" in err[0] and "Traceback" not in err[0]
+    supported, line = gguf_support(_config(tmp_path / f"base-{family}"))
+    assert not supported and words in line and "\n" not in line
+
+
+def _config(folder: Path):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(folder)
+
+
+def test_gguf_support_answers_for_configs_names_and_refusals():
+    from transformers import GPT2Config, Gemma2Config, MinistralConfig
+
+    from lora_tui.core.export.gguf import gguf_support
+
+    assert gguf_support("qwen3") == (True, "GGUF export writes Qwen3 as llama.cpp's 'qwen3' architecture.")
+    assert gguf_support("Gemma3ForCausalLM")[0] and gguf_support("gpt_oss")[0]
+    ok, line = gguf_support(GPT2Config(architectures=["GPT2LMHeadModel"]))
+    assert not ok and "GPT2LMHeadModel" in line and "Qwen3-MoE" in line and "merged model" in line
+    # configs llama.cpp would load but compute differently are refused with the reason
+    sliding = MinistralConfig(head_dim=16, sliding_window=8, max_position_embeddings=2048, num_hidden_layers=2,
+                              layer_types=["sliding_attention", "full_attention"], architectures=["MinistralForCausalLM"])
+    ok, line = gguf_support(sliding)
+    assert not ok and "sliding window" in line
+    gemma = Gemma2Config(head_dim=16, query_pre_attn_scalar=20, num_hidden_layers=2, architectures=["Gemma2ForCausalLM"])
+    ok, line = gguf_support(gemma)
+    assert not ok and "query_pre_attn_scalar" in line
