@@ -15,15 +15,19 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from lora_tui.core.model.families import FAMILIES
+from lora_tui.core.model.layout import layout
+
 _CATALOGUE_FILE = Path(__file__).with_name("catalogue.json")
 
 # Families whose layout differs from Llama's in ways the estimate cares about.
-_FOUR_NORMS = {"gemma2", "gemma3", "gemma3_text"}
-_EAGER_ATTENTION = {"gemma2"}  # attention softcapping: transformers refuses sdpa, the eager path keeps s x s weights
+_FOUR_NORMS = {"gemma2", "gemma3", "gemma3_text", "gemma4", "gemma4_text"}
+# No SDPA path (families.py: Gemma 2's soft-capping, gpt-oss's sinks): on a CPU the eager path keeps s x s weights.
+_EAGER_ATTENTION = {t for f in FAMILIES if f.needs for t in f.model_types}
 _FUSED = {"phi3"}  # one qkv_proj and one gate_up_proj
 _QKV_BIAS = {"qwen2", "qwen2_moe"}
 _UNGATED_MLP = {"gpt2", "gpt_neox", "phi", "gpt_bigcode", "falcon", "opt", "gptj", "starcoder2"}
-_TIED_BY_DEFAULT = {"gemma", "gemma2", "gemma3", "gemma3_text", "gpt2", "gpt_bigcode", "opt"}
+_TIED_BY_DEFAULT = {"gemma", "gemma2", "gemma3", "gemma3_text", "gemma4", "gemma4_text", "gpt2", "gpt_bigcode", "opt"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,11 @@ class ModelDims:
     sliding_window: bool = False
     experts: int = 1
     experts_per_token: int = 1
+    expert_params: int = 0  # MoE: all experts' parameters (resident; 3-D tensors, not quantized by bitsandbytes)
+    active_expert_params: int = 0  # MoE: the experts' parameters one token runs through (k of them)
+    per_layer_embedding_params: int = 0  # Gemma 3n / 4: the per-layer embedding table (a lookup, never a matmul)
+    linear_attention_layers: int = 0  # hybrid models (Qwen3.5): Gated DeltaNet layers, a fixed-size state each
+    exact_linear_params: int | None = None  # nn.Linear weights of all decoder layers, from model/layout.py
     stored_dtype: str = "bfloat16"
     checkpoint_bytes: int | None = None  # size of the weights on disk, when a local directory says so
     notes: tuple[str, ...] = field(default=())
@@ -71,6 +80,8 @@ class ModelDims:
     def linear_modules(self) -> dict[str, tuple[int, int]]:
         """(in_features, out_features) of each linear layer in one decoder layer (one expert's MLP)."""
         h, i = self.hidden, self.intermediate
+        if self.experts > 1:  # transformers 5 keeps experts as fused 3-D parameters, not linear layers
+            return {"q_proj": (h, self.q_dim), "k_proj": (h, self.kv_dim), "v_proj": (h, self.kv_dim), "o_proj": (self.q_dim, h)}
         if self.fused_projections:
             attn = {"qkv_proj": (h, self.q_dim + 2 * self.kv_dim), "o_proj": (self.q_dim, h)}
             mlp = {"gate_up_proj": (h, 2 * i), "down_proj": (i, h)}
@@ -107,6 +118,8 @@ class ModelDims:
 
     @property
     def linear_params_per_layer(self) -> int:
+        if self.exact_linear_params is not None:
+            return self.exact_linear_params // max(self.layers, 1)
         attention = sum(a * b for n, (a, b) in self.linear_modules.items() if n in self.module_groups["attention"])
         mlp = sum(a * b for n, (a, b) in self.linear_modules.items() if n in self.module_groups["mlp"])
         router = self.hidden * self.experts if self.experts > 1 else 0
@@ -144,10 +157,26 @@ def dims_from_config(cfg: dict, name: str, **extra) -> ModelDims:
     if missing:
         raise ValueError(f"{name}: config has no {', '.join(missing)}, so its memory cannot be estimated.")
     notes: list[str] = []
-    known = model_type in {"llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2", "gemma3_text", "mixtral", "qwen2_moe", "olmo2", "granite"}
+    try:  # exact for every family of the matrix (model/layout.py), a Llama-like count otherwise
+        parts = layout({**cfg, "model_type": model_type})
+    except (KeyError, TypeError, ValueError):
+        parts = None
+    known = model_type in {"gemma", "mixtral", "qwen2_moe"} or any(model_type in f.model_types for f in FAMILIES)
     if not known:
         notes.append(f"model type '{model_type}' is estimated as a Llama-like decoder")
     experts = int(_first(cfg, "num_local_experts", "num_experts", default=1) or 1)
+    if parts is not None:
+        extra = {"params": parts.total, "expert_params": parts.experts, "active_expert_params": parts.active_experts,
+                 "per_layer_embedding_params": parts.per_layer_embedding,
+                 "linear_attention_layers": parts.linear_attention_layers, "exact_linear_params": parts.linear, **extra}
+    width = _first(cfg, "moe_intermediate_size") if experts > 1 and model_type != "gpt_oss" else None
+    if parts is not None and parts.experts:
+        notes.append(f"{experts} experts ({parts.experts / 1e9:.2f} B parameters) are all resident, "
+                     f"{_first(cfg, 'num_experts_per_tok', 'top_k_experts', default=1)} per token active; a 4/8-bit load "
+                     "quantizes the linear layers only, the experts' 3-D tensors stay unquantized")
+    if parts is not None and parts.per_layer_embedding:
+        notes.append(f"per-layer embeddings: {parts.per_layer_embedding / 1e9:.2f} B parameters of lookup tables, "
+                     "resident and never quantized")
     return ModelDims(
         name=name,
         model_type=model_type,
@@ -156,7 +185,7 @@ def dims_from_config(cfg: dict, name: str, **extra) -> ModelDims:
         heads=int(heads),
         kv_heads=int(_first(cfg, "num_key_value_heads", default=heads)),
         head_dim=int(_first(cfg, "head_dim", default=int(hidden) // int(heads))),
-        intermediate=int(_first(cfg, "intermediate_size", "n_inner", "ffn_dim", default=4 * int(hidden))),
+        intermediate=int(width or _first(cfg, "intermediate_size", "n_inner", "ffn_dim", default=4 * int(hidden))),
         vocab=int(vocab),
         tied_embeddings=bool(cfg.get("tie_word_embeddings", model_type in _TIED_BY_DEFAULT)),
         norms_per_layer=4 if model_type in _FOUR_NORMS else 2,
