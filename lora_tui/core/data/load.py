@@ -93,4 +93,4 @@ def validation_line(train: str, validation: str | None, val_fraction: float, row
     if val_fraction <= 0:
         return "none (data.val_fraction is 0 and no data.validation is given): no eval loss"
     return (f"none: {rows} row{'s are' if rows != 1 else ' is'} too few to hold out "
-            f"{val_fraction:.0%} ({MIN_ROWS_TO_HOLD_OUT} needed); set data.validation for an eval loss")
+            f"{val_fraction:.0%} ({MIN_ROWS_TO_HOLD_OUT} needed; or set data.validation)")
