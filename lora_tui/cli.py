@@ -81,7 +81,10 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("path", help="dataset: .jsonl, .json, .csv, .parquet, a folder of .txt files, a save_to_disk folder, or a hub dataset id org/name[:split]").complete = FILE
     p.add_argument("--subset", default=None, help="config name (subset) of a hub dataset (default: its default config)")
     p.add_argument("--model", default=None, help="model whose tokenizer and chat template measure token lengths (default: the embedded model)")
-    p.add_argument("--max-seq-len", type=int, default=1024, help="rows longer than this many tokens are reported as truncated")
+    from lora_tui.core.config import DataSection  # training's data.max_seq_len: validate measures what train will cut
+
+    p.add_argument("--max-seq-len", type=int, default=DataSection().max_seq_len,
+                   help="rows longer than this many tokens are reported as truncated, as training's data.max_seq_len")
     p.add_argument("--template", choices=["auto", "chatml", "alpaca"], default="auto", help="fallback prompt format for models without a chat template")
     p.add_argument("--train-on-prompt", action="store_true", help="count prompt tokens as trained (default: responses only)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the report (default: the report)")

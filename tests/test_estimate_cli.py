@@ -25,8 +25,9 @@ def test_config_file_and_overrides_are_read_like_train(tmp_path, capsys):
     code, out = _estimate(capsys, str(config), "training.micro_batch=2", "model.load_in=8bit", "--device", "cpu")
     assert code == 0
     plan = out["plan"]
-    assert (plan["r"], plan["targets"], plan["seq_len"], plan["batch"], plan["quant"]) == \
+    assert (plan["r"], plan["targets"], plan["max_seq_len"], plan["batch"], plan["quant"]) == \
         (8, ["q_proj", "v_proj"], 256, 2, "8bit")
+    assert plan["seq_len"] == min(plan["longest"], 256)  # the plan's rows: the data's longest, as the trainer's
     assert out["command"] == f"lora-tui train {shlex.quote(str(config))} training.micro_batch=2 model.load_in=8bit"
 
 

@@ -82,7 +82,7 @@ def test_every_rank_gets_the_supervisors_plan_chosen_at_the_datas_longest_row(tm
     from lora_tui.core.plan.devices import DevicePlan, Nodes
     from lora_tui.core.plan.run_plan import ENV_PLAN, RunPlan, plan_from_env
     from lora_tui.core.run.runs import RunDirectory
-    from lora_tui.core.train.training import data_longest
+    from lora_tui.core.train.data_lengths import measure_data
 
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"hi {i}"},
@@ -90,7 +90,7 @@ def test_every_rank_gets_the_supervisors_plan_chosen_at_the_datas_longest_row(tm
                             for i in range(6)))
     config = apply_overrides(Config(), [f"model.name={embedded_model_dir}", f"data.train={data}", "data.validation=",
                                         "data.max_seq_len=2048"])
-    longest = data_longest(config)
+    longest = measure_data(config).longest
     assert longest and longest < 100
     dp = DevicePlan(processes=2, cpu=True, strategy="ddp", reason="test", nodes=Nodes())
     monkeypatch.delenv(ENV_PLAN, raising=False)

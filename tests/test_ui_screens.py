@@ -405,8 +405,10 @@ def test_training_header_shows_the_batch_auto_chose(tmp_path):
     _run(go())
 
 
-def test_plan_uses_the_checked_datas_longest_row(monkeypatch, embedded_model_dir):
-    """Once the dataset is checked, the memory plan (and the auto batch) assume its longest row, as the trainer does."""
+def test_plan_uses_the_datas_longest_row_from_the_first_estimate(monkeypatch, embedded_model_dir):
+    """The memory plan (and the auto batch) assume the data's longest row, as the trainer does, from the first
+    estimate on: the wizard reads the data's lengths before it shows a figure, and checking the dataset later
+    changes nothing (issue 24 item 6: it used to show rows of max_seq_len until the Dataset step)."""
     monkeypatch.chdir(REPO)
     state = snapshot_state()
     state.config.data.max_seq_len = 2048
@@ -416,17 +418,16 @@ def test_plan_uses_the_checked_datas_longest_row(monkeypatch, embedded_model_dir
     async def go():
         async with wizard_at("parameters", (160, 40), state=state, backend=FixedBackend()) as pilot:
             app = pilot.app
-            await until(pilot, lambda: app.current_judgement() is not None, what="the first estimate")
-            worst = app.current_judgement().verdict.estimate.total_bytes
-            assert state.longest_row() is None
-            await goto(pilot, "dataset")
-            await until(pilot, lambda: state.dataset_current() is not None, what="validation")
+            await until(pilot, lambda: app.current_judgement() is not None, timeout=120, what="the first estimate")
+            first = app.current_judgement().verdict.estimate.total_bytes
             longest = state.longest_row()
             assert longest is not None and longest < 2048
-            await goto(pilot, "parameters")
-            await until(pilot, lambda: app.current_judgement() is not None, what="the estimate with the data")
-            assert app.current_judgement().verdict.estimate.total_bytes < worst
             batch_line = str(app.screen.query_one("#batch-line").render())
             assert f"rows up to {longest} tokens" in batch_line, batch_line
+            await goto(pilot, "dataset")
+            await until(pilot, lambda: state.dataset_current() is not None, what="validation")
+            await goto(pilot, "parameters")
+            await until(pilot, lambda: app.current_judgement() is not None, what="the estimate again")
+            assert app.current_judgement().verdict.estimate.total_bytes == first
 
     _run(go())

@@ -144,7 +144,9 @@ def estimate(args) -> int:
         args.config, args.overrides = config_path, overrides + _shorthand_overrides(args)
         config = build_config(args)
         device, index = _device(args.device, report)
-        plan = plan_from_config(config, report, device=device)
+        plan_from_config(config, report, device=device)  # a wrong model or value: one line, before the data is read
+        lengths = _data_lengths(config)  # the trainer plans rows as long as the data's longest: so does this
+        plan = plan_from_config(config, report, device=device, longest=lengths.longest)
         dims = plan.dims()
         targets = dims.target_modules(plan.targets)
         verdict = judge_fit(plan, report, device_index=index)
@@ -161,14 +163,16 @@ def estimate(args) -> int:
             entry["overrides"] = fix_words
             entry["command"] = train_command(None, config_path, preset=args.preset, overrides=args.overrides + fix_words)
         out["plan"] = {"model": dims.name, "params": dims.params, "quant": plan.quant, "r": plan.r, "targets": targets,
-                       "seq_len": plan.seq_len, "batch": plan.batch, "grad_checkpointing": plan.grad_checkpointing,
+                       "seq_len": plan.seq_len, "max_seq_len": config.data.max_seq_len, "longest": lengths.longest,
+                       "rows": lengths.rows_text(config.data.max_seq_len),
+                       "batch": plan.batch, "grad_checkpointing": plan.grad_checkpointing,
                        "batch_auto": config.training.micro_batch is None,
                        "device": plan.device, "device_index": index}
         out["command"] = train_command(None, config_path, preset=args.preset, overrides=args.overrides)
         out["per_gpu"] = _per_gpu(config, report, plan)
         print(json.dumps(out, indent=2))
         return code
-    _print_estimate(dims, plan, targets, verdict, config, report)
+    _print_estimate(dims, plan, targets, verdict, config, report, lengths)
     per_gpu = _per_gpu(config, report, plan)
     if per_gpu:  # several GPUs: what each strategy needs on each of them
         print(per_gpu.get("error") or f"On {per_gpu['world_size']} GPUs, per GPU: DDP {size(per_gpu['ddp_bytes'])}, "
@@ -187,7 +191,23 @@ def estimate(args) -> int:
     return code
 
 
-def _print_estimate(dims, plan, targets, verdict, config=None, report=None) -> None:
+def _data_lengths(config):
+    """The data's longest row, read as the trainer reads it (core/train/data_lengths.py); on a terminal a
+    line says so meanwhile (the tokenizer and a large file take seconds)."""
+    from lora_tui.core.train.data_lengths import measure_data
+
+    tty = sys.stderr.isatty()
+    if tty:
+        print(f"Reading {config.data.train} with the model's tokenizer for its longest row...", end="",
+              file=sys.stderr, flush=True)
+    try:
+        return measure_data(config)
+    finally:
+        if tty:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
+
+
+def _print_estimate(dims, plan, targets, verdict, config=None, report=None, lengths=None) -> None:
     load = {"none": f"{ {'float32': 'fp32', 'bfloat16': 'bf16', 'float16': 'fp16'}.get(plan.compute_dtype(), '16-bit')} LoRA", "8bit": "8-bit base (LoRA)",
             "4bit": "4-bit NF4 QLoRA" + (" + double quant" if plan.double_quant else "")}[plan.quant]
     print(f"{dims.name} ({dims.params / 1e9:.2f} B parameters): {load}, r {plan.r} on {', '.join(targets)}")
@@ -196,10 +216,12 @@ def _print_estimate(dims, plan, targets, verdict, config=None, report=None) -> N
     auto_ckpt = " (auto)" if t is not None and t.gradient_checkpointing is None else ""
     print(f"micro-batch {plan.batch}{auto_micro} x {plan.seq_len} tokens, gradient checkpointing "
           f"{'on' if plan.grad_checkpointing else 'off'}{auto_ckpt}, on {verdict.device_label}")
+    if lengths is not None and config is not None:
+        print(f"  {lengths.rows_text(config.data.max_seq_len)}")
     if t is not None and (auto_micro or auto_ckpt):
         from lora_tui.core.plan.memory_plan import choose_batch
 
-        batch = choose_batch(config, report, plan.device)
+        batch = choose_batch(config, report, plan.device, longest=lengths.longest if lengths else None)
         if auto_micro and batch.tokens_per_batch:
             print(f"  token budget: {batch.tokens_per_batch} tokens x {batch.grad_accum} accumulation = "
                   f"{batch.tokens_per_batch * batch.grad_accum} tokens per step, rows packed whole; {batch.reasons['micro_batch']}")

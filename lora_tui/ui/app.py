@@ -20,7 +20,7 @@ from lora_tui.core.paths import runs_dir
 from lora_tui.core.run.runs import STATES_ACTIVE, quoted
 from lora_tui.ui.backend import Backend
 from lora_tui.ui.errors import plain_error
-from lora_tui.ui.messages import ActiveRuns, HardwareProbed, LinearLayersFound, PlanJudged
+from lora_tui.ui.messages import ActiveRuns, DataMeasured, HardwareProbed, LinearLayersFound, PlanJudged
 from lora_tui.ui.state import WizardState
 from lora_tui.ui.steps import STEP_NAMES, STEPS, Step
 from lora_tui.ui.workers import failure, thread_worker
@@ -59,6 +59,7 @@ class LoraTuiApp(App[int]):
         self.initial_run = run
         self.judgement: PlanJudged | None = None
         self._judge_timer = None
+        self._measuring: tuple | None = None  # the dataset_key whose lengths a worker is reading
         for step in STEPS:
             self.add_mode(step.name, _screen_factory(step))
 
@@ -182,12 +183,37 @@ class LoraTuiApp(App[int]):
         return (*plan_inputs(self.state.config), id(self.state.hardware), self.state.longest_row())
 
     def request_judgement(self) -> None:
-        """Re-estimate memory for the current plan, debounced so typing does not queue estimates."""
+        """Re-estimate memory for the current plan, debounced so typing does not queue estimates. The plan
+        waits for the data's longest row (as the trainer plans with it): one figure, never a first one at
+        rows of max_seq_len that changes once the data is read."""
         if self.state.hardware is None:
             return
         if self._judge_timer is not None:
             self._judge_timer.stop()
-        self._judge_timer = self.set_timer(0.15, lambda: self.judge_plan(self.plan_key()))
+        self._judge_timer = self.set_timer(0.15, self._judge_when_measured)
+
+    def _judge_when_measured(self) -> None:
+        if self.state.lengths() is not None:
+            self.judge_plan(self.plan_key())
+            return
+        key = self.state.dataset_key()
+        if self._measuring != key:
+            self._measuring = key
+            self.measure_data(key, self.state.config.copy())
+
+    @thread_worker("lengths")
+    def measure_data(self, key: tuple, config) -> None:
+        self.post_message(DataMeasured(key, self.backend.data_lengths(config)))
+
+    @on(DataMeasured)
+    def _data_measured(self, message: DataMeasured) -> None:
+        if self._measuring == message.key:
+            self._measuring = None
+        self.state.data_lengths = (message.key, message.lengths)
+        if message.key == self.state.dataset_key():
+            self.request_judgement()
+        else:  # the data changed meanwhile: measure that
+            self._judge_when_measured()
 
     @thread_worker("judge")
     def judge_plan(self, key: tuple) -> None:
@@ -235,6 +261,10 @@ class LoraTuiApp(App[int]):
             self.post_message(PlanJudged(call["key"], None, error=plain_error(exc)))
         elif failed.group == "layers":
             self.post_message(LinearLayersFound(call["name"], None, error=plain_error(exc)))
+        elif failed.group == "lengths":  # e.g. no tokenizer: the plan assumes max_seq_len and says why
+            from lora_tui.core.train.data_lengths import DataLengths
+
+            self.post_message(DataMeasured(call["key"], DataLengths(None, plain_error(exc))))
 
 
 def make_app(model: str | None = None, data: str | None = None, run: str | None = None, **options) -> LoraTuiApp:

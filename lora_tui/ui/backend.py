@@ -87,8 +87,9 @@ class Backend:
 
         return run_bench(config, on_arm=on_arm)
 
-    def catalogue(self, config: Config, hardware) -> list[tuple[str, int | None, int | None, str | None]]:
-        """(name, parameters, bytes needed with the current plan, verdict) for each catalogue model."""
+    def catalogue(self, config: Config, hardware, longest: int | None = None) -> list[tuple[str, int | None, int | None, str | None]]:
+        """(name, parameters, bytes needed with the current plan, verdict) for each catalogue model; rows no
+        longer than ``longest`` (the data's longest, measured with the current model's tokenizer)."""
         from lora_tui.core.model.catalogue import CATALOGUE, model_dims
         from lora_tui.core.plan.memory import judge_fit
 
@@ -99,7 +100,7 @@ class Backend:
         entries += [(dims.hub_id or name, dims) for name, dims in CATALOGUE.items()]
         for name, dims in entries:
             try:
-                verdict = judge_fit(self.memory_plan(config, hardware, model=name), hardware)
+                verdict = judge_fit(self.memory_plan(config, hardware, model=name, longest=longest), hardware)
                 rows.append((name, dims.params, verdict.estimate.total_bytes, verdict.verdict))
             except Exception:  # one odd entry must not hide the rest of the table
                 rows.append((name, dims.params, None, None))
@@ -144,7 +145,8 @@ class Backend:
         from lora_tui.core.model.models import resolve_model_path
 
         d = config.data
-        resolve_model_path(config.model.name, on_progress)  # the embedded model converts once, with progress
+        with _MODEL_LOCK:  # the embedded model converts once, with progress (data_lengths may want it too)
+            resolve_model_path(config.model.name, on_progress)
         tokenizer = self.tokenizer(config)
         train_path = d.train if parse_hub_id(d.train) else resolve_data_path(d.train)  # org/name: a hub dataset
         report = validate_dataset(train_path, tokenizer=tokenizer, max_seq_len=d.max_seq_len, template=d.template,
@@ -169,6 +171,16 @@ class Backend:
             view.validation_rows = len(held_out)
             view.validation_note = validation_line(d.train, None, d.val_fraction, report.valid_rows, len(held_out))
         return view
+
+    def data_lengths(self, config: Config):
+        """The data's longest row as the trainer tokenizes it (core/train/data_lengths.py): what every memory
+        plan the wizard shows assumes, so the wizard, `lora-tui estimate` and the run show one figure."""
+        from lora_tui.core.model.models import resolve_model_path
+        from lora_tui.core.train.data_lengths import measure_data
+
+        with _MODEL_LOCK:
+            resolve_model_path(config.model.name)
+        return measure_data(config, tokenizer=self.tokenizer(config))
 
     # --- runs -----------------------------------------------------------------------------
     def active_runs(self, runs_dir: str) -> list:

@@ -52,6 +52,14 @@ class PlanJudged(Message):
 
 
 @dataclass
+class DataMeasured(Message):
+    """The data's longest row for ``key`` (WizardState.dataset_key): core.train.data_lengths.DataLengths."""
+
+    key: tuple
+    lengths: Any
+
+
+@dataclass
 class CatalogueEstimated(Message):
     """Rows for the model table: (name, parameters, bytes needed, verdict) per catalogue model."""
 

@@ -57,21 +57,27 @@ class WizardState:
     dataset: DatasetView | None = None
     run: Any = None  # lora_tui.core.run.runs.RunDirectory being shown on the training screen
     config_path: str | None = None  # last YAML saved or loaded
+    data_lengths: tuple | None = None  # (dataset_key(), core.train.data_lengths.DataLengths) last measured
 
     def layers_for_model(self) -> list[str] | None:
         return self.linear_layers.get(self.config.model.name)
 
     def dataset_key(self) -> tuple:
         """What a validation depends on: a change to any of these needs a new one."""
-        d = self.config.data
-        return (self.config.model.name, d.train, d.validation, d.val_fraction, d.template, d.train_on_prompt,
-                d.max_seq_len, d.subset)
+        d, m = self.config.data, self.config.model
+        return (m.name, d.train, d.validation, d.val_fraction, d.template, d.train_on_prompt,
+                d.max_seq_len, d.subset, m.trust_remote_code, m.revision)
+
+    def lengths(self):
+        """The data's measured lengths (DataLengths) for the current data and model, or None until measured."""
+        measured = self.data_lengths
+        return measured[1] if measured is not None and measured[0] == self.dataset_key() else None
 
     def longest_row(self) -> int | None:
-        """Tokens in the longest valid row of the checked training file (the trainer plans memory with it)."""
-        view = self.dataset_current()
-        stats = getattr(getattr(view, "report", None), "token_stats", None) if view is not None else None
-        return getattr(stats, "max", None) or None
+        """Tokens in the data's longest row, train and eval, as the trainer tokenizes it (it plans memory with
+        it); None until measured, or when the data cannot be read (the plan then assumes max_seq_len)."""
+        lengths = self.lengths()
+        return lengths.longest if lengths is not None else None
 
     def dataset_current(self) -> DatasetView | None:
         view = self.dataset

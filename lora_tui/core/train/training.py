@@ -376,8 +376,9 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
 
     tokenizer = load_tokenizer(config.model.name, config.model.trust_remote_code, config.model.revision)
     train_ds, eval_ds, data_facts = build_datasets(config, tokenizer)
-    # The plan's rows are no longer than the data's longest (short data: no needless checkpointing).
-    longest = max([*train_ds["length"], *(eval_ds["length"] if eval_ds is not None else [])])
+    # The plan's rows are no longer than the data's longest (short data: no needless checkpointing); estimate
+    # and the wizard measure the same (core/train/data_lengths.py).
+    longest = longest_row(train_ds, eval_ds)
     hardware = probe_hardware()
     capability = torch.cuda.get_device_capability(0) if device == "cuda" else None
     # The run plan: decided once (a resume keeps the first start's batches; every rank takes the supervisor's)
@@ -524,13 +525,6 @@ def plan_for_run(run: RunDirectory, config: Config, hardware, device: str, resum
     return plan_run(config, facts, hardware, longest, batch)
 
 
-def data_longest(config: Config) -> int | None:
-    """The data's longest tokenized row (train and eval), as the trainer sees it; None when it cannot be read."""
-    from lora_tui.core.model.models import load_tokenizer
-
-    try:
-        tokenizer = load_tokenizer(config.model.name, config.model.trust_remote_code, config.model.revision)
-        train_ds, eval_ds, _ = build_datasets(config, tokenizer)
-    except Exception:  # the ranks report the problem themselves
-        return None
+def longest_row(train_ds, eval_ds) -> int:
+    """Tokens in the longest row of the run's datasets (train and eval), as built by ``build_datasets``."""
     return max([*train_ds["length"], *(eval_ds["length"] if eval_ds is not None else [])])

@@ -146,13 +146,16 @@ class HardwareScreen(WizardScreen):
         longest = self.state.longest_row()
         rows = (f"{c.data.max_seq_len} tokens (data: rows up to {longest})" if longest and longest < c.data.max_seq_len
                 else f"{c.data.max_seq_len} tokens")
+        if self.state.lengths() is not None and longest is None:  # the data could not be read: say what was assumed
+            rows += f" (the data's lengths are unknown: {self.state.lengths().reason})"
         tokens = getattr(batch, "tokens_per_batch", None) if batch is not None else None
         size = (f"token budget {'' if c.training.tokens_per_batch else 'auto → '}{tokens} tokens (rows of up to "
                 f"{c.data.max_seq_len} packed whole)" if tokens else f"micro-batch {micro} x {rows}")
         describe = escape(f"Plan: {c.model.load_in} base · r {c.lora.r} on {c.lora.targets} · {size}"
                           f" · gradient checkpointing {ckpt}")
         if self.state.hardware is None or judgement is None:
-            plan.update(describe + "\n[dim]Estimating memory…[/]")
+            reading = " (reading the data's row lengths)" if self.state.lengths() is None else ""
+            plan.update(describe + f"\n[dim]Estimating memory{reading}…[/]")
             breakdown.update("")
             self._set_fixes([])
             return

@@ -83,14 +83,14 @@ class ModelScreen(WizardScreen):
             f"{'auto' if c.training.micro_batch is None else c.training.micro_batch} x "
             f"{c.data.max_seq_len} tokens); Fits: against free {where}.")
         key = self.app.plan_key()[1:]  # the plan without the model name
-        if self.state.hardware is None or key == self._catalogue_key:
-            return
+        if self.state.hardware is None or self.state.lengths() is None or key == self._catalogue_key:
+            return  # (no figure before the data's lengths are read: it would not be the one the run uses)
         self._catalogue_key = key
         self.estimate_catalogue(key)
 
     @thread_worker("catalogue")
     def estimate_catalogue(self, key: tuple) -> None:
-        rows = self.backend.catalogue(self.state.config.copy(), self.state.hardware)
+        rows = self.backend.catalogue(self.state.config.copy(), self.state.hardware, self.state.longest_row())
         self.post_message(CatalogueEstimated(key, rows))
 
     @on(CatalogueEstimated)

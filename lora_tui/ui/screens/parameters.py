@@ -150,7 +150,8 @@ class ParametersScreen(WizardScreen):
             return
         judgement = self.app.current_judgement()
         if judgement is None:
-            line.update("Memory: estimating…")
+            line.update("Memory: estimating" + (" (reading the data's row lengths)" if self.state.lengths() is None
+                                                else "") + "…")
         elif judgement.error:
             line.update(f"[yellow]Memory: no estimate ({judgement.error})[/]")
         else:
