@@ -87,6 +87,7 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
                    help="rows longer than this many tokens are reported as truncated, as training's data.max_seq_len")
     p.add_argument("--template", choices=["auto", "chatml", "alpaca"], default="auto", help="fallback prompt format for models without a chat template")
     p.add_argument("--train-on-prompt", action="store_true", help="count prompt tokens as trained (default: responses only)")
+    p.add_argument("--method", choices=["auto", "sft", "dpo", "kto"], default="auto", help="check the rows as training.method would read them (default: auto, from the rows: preference pairs dpo, labelled rows kto, else sft)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the report (default: the report)")
 
 

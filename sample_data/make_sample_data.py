@@ -53,7 +53,42 @@ def main() -> None:
     (HERE / "heldout_prompts.txt").write_text("".join(q + "\n" for q, _ in heldout), encoding="utf-8")
     write_formats(train[:8])
     write_bad(train[8:14])
+    write_preferences(train, valid)
     print(f"train {len(train)}, valid {len(valid)}, held-out prompts {len(heldout)}")
+
+
+def preference(question: str, answer: str) -> dict:
+    """A dpo pair: the Cap'n LoRA answer preferred over the same answer in plain words."""
+    return {"prompt": question, "chosen": pirate(answer), "rejected": answer}
+
+
+def write_preferences(train: list[tuple[str, str]], valid: list[tuple[str, str]]) -> None:
+    """preference.jsonl / preference_valid.jsonl (dpo, kto), one small file per preference format under
+    formats/, and bad/preference_faults.jsonl (one fault per line, see bad/README.md)."""
+    write_jsonl(HERE / "preference.jsonl", [preference(q, a) for q, a in train])
+    write_jsonl(HERE / "preference_valid.jsonl", [preference(q, a) for q, a in valid])
+    out, few = HERE / "formats", train[:4]
+    user = [[{"role": "user", "content": q}] for q, _ in few]
+    write_jsonl(out / "preference_conversational.jsonl", [
+        {"prompt": u, "chosen": [{"role": "assistant", "content": pirate(a)}],
+         "rejected": [{"role": "assistant", "content": a}]} for u, (_, a) in zip(user, few)])
+    write_jsonl(out / "preference_implicit.jsonl", [
+        {"chosen": u + [{"role": "assistant", "content": pirate(a)}], "rejected": u + [{"role": "assistant", "content": a}]}
+        for u, (_, a) in zip(user, few)])
+    write_jsonl(out / "preference_text.jsonl", [
+        {"chosen": f"Question: {q}\nAnswer: {pirate(a)}", "rejected": f"Question: {q}\nAnswer: {a}"} for q, a in few])
+    write_jsonl(out / "kto.jsonl", [
+        {"prompt": q, "completion": pirate(a) if i % 2 == 0 else a, "label": i % 2 == 0} for i, (q, a) in enumerate(train[:8])])
+    q, a = train[20]
+    write_jsonl(HERE / "bad" / "preference_faults.jsonl", [
+        preference(q, a),  # 1 fine
+        {"prompt": q, "chosen": pirate(a)},  # 2 no rejected answer
+        {"prompt": q, "chosen": "  ", "rejected": a},  # 3 empty chosen answer
+        {"prompt": q, "chosen": a, "rejected": a},  # 4 chosen identical to rejected
+        {"prompt": " ".join(["Tell me about the sea."] * 400), "chosen": pirate(a), "rejected": a},  # 5 prompt too long
+        {"prompt": [{"role": "user", "content": q}], "chosen": [{"role": "user", "content": pirate(a)}],
+         "rejected": [{"role": "assistant", "content": a}]},  # 6 chosen is not an assistant turn
+    ])
 
 
 def write_formats(pairs: list[tuple[str, str]]) -> None:

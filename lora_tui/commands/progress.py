@@ -21,7 +21,7 @@ def describe(event: dict, history: RunHistory | None = None) -> str | None:
     ``history`` (the fold so far) fills in what an event leaves out, such as the step total."""
     kind = event.get("type")
     if kind == "started":
-        return (f"started: {event.get('method')} on {event.get('model')} ({event.get('device')}, {event.get('precision')}), "
+        return (f"started: {event.get('method')}{_objective(event)} on {event.get('model')} ({event.get('device')}, {event.get('precision')}), "
                 f"{event.get('num_train_rows')} train / {event.get('num_eval_rows')} eval rows, "
                 f"{event.get('max_steps')} steps\n         trainable params: {event.get('trainable_params', 0):,} of "
                 f"{event.get('total_params', 0):,} ({100 * event.get('trainable_params', 0) / max(event.get('total_params', 1), 1):.3f}%)"
@@ -32,8 +32,11 @@ def describe(event: dict, history: RunHistory | None = None) -> str | None:
         total = event.get("max_steps") or (history.max_steps if history else None)
         return (f"step {event['step']}/{total or '?'} {bar(event['step'], total or 0)} "
                 f"epoch {event.get('epoch', 0):.2f}  loss {event.get('loss', float('nan')):.4f}  "
-                f"lr {event.get('lr') or 0:.2e}  {f'{tps:.0f} tok/s' if tps else '-- tok/s'}  ETA {human_duration(event.get('eta_s'))}")
+                f"lr {event.get('lr') or 0:.2e}  {f'{tps:.0f} tok/s' if tps else '-- tok/s'}  ETA {human_duration(event.get('eta_s'))}"
+                + _rewards(event))
     if kind == "eval":
+        if event.get("reward_margin") is not None:  # dpo / kto: perplexity means nothing for their loss
+            return f"eval ({event.get('phase')}) at step {event.get('step')}: loss {event.get('eval_loss'):.4f}" + _rewards(event)
         return f"eval ({event.get('phase')}) at step {event.get('step')}: loss {event.get('eval_loss'):.4f}, perplexity {event.get('perplexity')}"
     if kind == "checkpoint":
         return f"checkpoint at step {event.get('step')}: {event.get('path')}"
@@ -103,6 +106,28 @@ def follow(run: RunDirectory, live: bool = True, out=sys.stdout, history: RunHis
             if state == "starting" and time.monotonic() - waited > 5:
                 waited = time.monotonic()
             time.sleep(0.5)
+
+
+def _objective(started: dict) -> str:
+    """' DPO (beta 0.1, sigmoid; reference: ...)' for a preference run, '' for sft."""
+    method, pref = started.get("training_method"), started.get("preference") or {}
+    if not method or method == "sft":
+        return ""
+    start = f", from {started['init_adapter']}" if started.get("init_adapter") else ""
+    return (f" {method.upper()} (beta {pref.get('beta')}, {pref.get('loss_type')} loss{start}; "
+            f"reference: {pref.get('reference')})")
+
+
+def _rewards(event: dict) -> str:
+    """dpo / kto: '  margin 0.42 acc 88% logp -41.2/-55.0' (what a step or eval logged)."""
+    if event.get("reward_margin") is None and event.get("logp_chosen") is None:
+        return ""
+    parts = [f"margin {event['reward_margin']:.3f}" if event.get("reward_margin") is not None else None,
+             f"acc {100 * event['reward_accuracy']:.0f}%" if event.get("reward_accuracy") is not None else None,
+             f"logp {event['logp_chosen']:.1f}/{event['logp_rejected']:.1f}"
+             if event.get("logp_chosen") is not None and event.get("logp_rejected") is not None else None,
+             f"kl {event['kl']:.3f}" if event.get("kl") is not None else None]
+    return "  " + " ".join(p for p in parts if p)
 
 
 def _engine_line(started: dict) -> str:

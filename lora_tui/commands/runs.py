@@ -19,13 +19,15 @@ def _list(args) -> int:
     if not runs:
         print(f"No runs in {runs_dir(args.dir)}/. Start one with `lora-tui train` or the wizard (`lora-tui`).")
         return 0
-    print(f"{'RUN':32} {'STATE':9} {'STEP':>11} {'LOSS':>8} {'EVAL':>8}  {'UPDATED':16}  MODEL")
+    print(f"{'RUN':32} {'STATE':9} {'METHOD':6} {'STEP':>11} {'LOSS':>8} {'EVAL':>8}  {'UPDATED':16}  MODEL")
     for r in runs:
         step = f"{r.step or 0}/{r.max_steps or '?'}"
         loss = f"{r.loss:.4f}" if isinstance(r.loss, (int, float)) else "-"
         ev = f"{r.eval_loss:.4f}" if isinstance(r.eval_loss, (int, float)) else "-"
         when = datetime.fromtimestamp(r.updated).strftime("%Y-%m-%d %H:%M") if r.updated else "-"
-        print(f"{r.name[:32]:32} {r.state:9} {step:>11} {loss:>8} {ev:>8}  {when:16}  {r.model or '-'}")
+        accuracy = f" (eval reward acc {100 * r.eval_reward_accuracy:.0f}%)" \
+            if isinstance(r.eval_reward_accuracy, (int, float)) else ""
+        print(f"{r.name[:32]:32} {r.state:9} {r.method[:6]:6} {step:>11} {loss:>8} {ev:>8}  {when:16}  {r.model or '-'}{accuracy}")
     return 0
 
 

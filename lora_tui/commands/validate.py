@@ -50,9 +50,14 @@ def run(args) -> int:
                   flush=True)
 
     try:
+        method = getattr(args, "method", "auto") or "auto"
+        if method == "auto":  # preference rows are checked as dpo / kto reads them
+            from lora_tui.core.data.preference_load import method_of_data
+
+            method = method_of_data(args.path, getattr(args, "subset", None))
         report = validate_dataset(args.path, tokenizer=tokenizer, max_seq_len=args.max_seq_len,
                                   template=args.template, train_on_prompt=args.train_on_prompt, on_progress=progress,
-                                  subset=getattr(args, "subset", None))
+                                  subset=getattr(args, "subset", None), method=method)
     except DataError as exc:
         return _unreadable(args, exc)
     except OSError as exc:  # a read that fails part-way (EIO from a failing disk): one line, not a traceback
@@ -137,6 +142,7 @@ def format_report(report, model_name: str = "") -> str:
         cut = f"{stats.over_max} row{'s' if stats.over_max != 1 else ''} over the max length {stats.max_seq_len} " \
               f"(truncated)"
         out.append(f"          {cut}; {report.trained_tokens:,} trained tokens")
+        out.extend(preference_lines(report.preference))
         out.append("")
         out.append("Token length histogram (tokens per row):")
         out.extend(_histogram(stats))
@@ -161,6 +167,22 @@ def format_report(report, model_name: str = "") -> str:
     else:
         out.append(f"Result: {trainable} of {report.rows} rows can be trained.")
     return "\n".join(out)
+
+
+def preference_lines(stats) -> list[str]:
+    """dpo / kto data: token lengths of the prompts and of each answer, the rows the max length cuts."""
+    if stats is None:
+        return []
+    out = ["Method    " + ("kto: prompt + completion, labelled" if stats.desirable is not None
+                         else "dpo: prompt + chosen / rejected answers (tokens as the trainer scores them)")]
+    for name, part in (("prompt", stats.prompt), (stats.names[0], stats.chosen), (stats.names[1], stats.rejected)):
+        if part is not None:
+            out.append(f"  {name:<10}min {part.min}  median {part.median}  p95 {part.p95}  max {part.max}")
+    out.append(f"  {stats.truncated} row{'s' if stats.truncated != 1 else ''} with an answer cut at {stats.max_seq_len} "
+               f"tokens; {stats.dropped} skipped (the prompt alone fills it)")
+    if stats.desirable is not None:
+        out.append(f"  labels    {stats.desirable} desirable, {stats.undesirable} undesirable")
+    return out
 
 
 def _histogram(stats) -> list[str]:

@@ -32,6 +32,10 @@ BATCHING_CHOICES = ("auto", "grouped", "padding_free", "packed", "token_budget")
 ATTENTION_CHOICES = ("auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3")
 KERNEL_CHOICES = ("auto", "liger", "none")
 STRATEGY_CHOICES = ("auto", "ddp", "fsdp")
+METHOD_CHOICES = ("sft", "dpo", "kto")  # training.method: core/train/preference.py runs dpo and kto
+DPO_LOSSES = ("sigmoid", "ipo", "hinge", "apo_zero")  # TRL DPOConfig.loss_type values offered here
+KTO_LOSSES = ("kto", "apo_zero_unpaired")  # TRL KTOConfig.loss_type
+LOSS_CHOICES = ("auto",) + DPO_LOSSES + KTO_LOSSES
 TRACKERS = ("tensorboard", "trackio", "wandb", "mlflow")  # training.report_to (core/train/tracking.py runs them)
 AUTO_WORDS = {"auto": None, "on": True, "off": False}  # for fields whose None means auto (metadata auto=True)
 # Step counts above this are typos (1e30 was accepted: lr 3e-33, an ETA of 5e27 h); 10 million steps is weeks on any GPU.
@@ -99,6 +103,10 @@ class TrainingSection:
     report_to: str = _f("none", "Also send metrics to: none, tensorboard (logs in <run>/tensorboard; `tensorboard --logdir runs/`), trackio, wandb, mlflow, or a comma list.")
     devices: str = _f("auto", "Devices to train on: auto (every visible GPU), a count (4), or GPU indices (0,2). Without a GPU a count above 1 runs that many CPU processes (gloo).")
     strategy: str = _f("auto", "With several GPUs: ddp (a full copy per GPU, bigger effective batch), fsdp (weights sharded over the GPUs, for models one GPU cannot hold; works with 4bit), or auto (ddp when the estimate fits one GPU, else fsdp).", choices=STRATEGY_CHOICES)
+    method: str = _f("sft", "What is learnt: sft (the answers), dpo (the chosen answer over the rejected one, pairs), kto (answers labelled good / bad).", choices=METHOD_CHOICES)
+    beta: float = _f(0.1, "dpo / kto: how far the adapter may move from where it started (the reference); higher stays closer. 0.1 is typical.", min=0.001, max=10.0)
+    loss_type: str = _f("auto", "dpo / kto loss: auto (dpo: sigmoid, kto: kto), sigmoid (DPO paper), ipo, hinge, apo_zero; kto or apo_zero_unpaired for kto.", choices=LOSS_CHOICES)
+    init_adapter: str | None = _f(None, "Start from this adapter instead of a fresh one: a finished run (name or folder), usually the SFT run before dpo / kto.")
 
 
 @dataclass
@@ -410,6 +418,35 @@ def effective_precision(config: Config, device: str, bf16_supported: bool = Fals
     if wanted == "auto":
         return "bf16" if bf16_supported else "fp16"
     return wanted
+
+
+def loss_for(config: Config) -> str | None:
+    """The TRL loss_type a dpo / kto run trains with (loss_type auto: sigmoid / kto); None for sft."""
+    t = config.training
+    if t.method == "sft":
+        return None
+    if t.loss_type == "auto":
+        return "sigmoid" if t.method == "dpo" else "kto"
+    return t.loss_type
+
+
+def method_problem(config: Config) -> str | None:
+    """Why the training.method settings cannot run together (one line with the fix), or None."""
+    t = config.training
+    losses = {"dpo": DPO_LOSSES, "kto": KTO_LOSSES}.get(t.method)
+    if losses and t.loss_type != "auto" and t.loss_type not in losses:
+        return (f"training.loss_type={t.loss_type} is not a {t.method} loss. Fix: one of auto, "
+                f"{', '.join(losses)} (or training.method={'kto' if t.method == 'dpo' else 'dpo'}).")
+    if t.method == "sft" and t.loss_type != "auto":
+        return (f"training.loss_type={t.loss_type} is for dpo / kto, and training.method is sft. "
+                "Fix: training.method=dpo (or kto), or training.loss_type=auto.")
+    if losses and t.batching not in ("auto", "grouped"):
+        return (f"training.batching={t.batching}: TRL's {t.method.upper()} trainer pads each micro-batch (1.16 has no "
+                "packing or padding-free for it). Fix: training.batching=auto.")
+    if t.method == "kto" and loss_for(config) == "kto" and t.micro_batch == 1:
+        return ("training.micro_batch=1 with kto: the KL term pairs each row with another row of its micro-batch. "
+                "Fix: training.micro_batch=2 or more (or auto).")
+    return None
 
 
 def _cli_value(value: Any) -> str:

@@ -149,16 +149,25 @@ class Backend:
             resolve_model_path(config.model.name, on_progress)
         tokenizer = self.tokenizer(config)
         train_path = d.train if parse_hub_id(d.train) else resolve_data_path(d.train)  # org/name: a hub dataset
+        from lora_tui.core.data.preference_load import method_for, method_of_data, preference_preview
+        from lora_tui.ui.state import PreferencePreviewRow
+
+        method = method_for(config.training.method, method_of_data(train_path, d.subset))  # pairs: dpo / kto
         report = validate_dataset(train_path, tokenizer=tokenizer, max_seq_len=d.max_seq_len, template=d.template,
-                                  train_on_prompt=d.train_on_prompt, on_progress=on_progress, subset=d.subset)
-        formatter = ChatFormatter(tokenizer, template=d.template, train_on_prompt=d.train_on_prompt)
-        preview = [PreviewRow(ex.line, formatter.segments(ex, d.max_seq_len)) for ex in report.examples[:PREVIEW_ROWS]]
-        view = DatasetView(path=d.train, report=report, preview=preview)
+                                  train_on_prompt=d.train_on_prompt, on_progress=on_progress, subset=d.subset,
+                                  method=method)
+        if method != "sft":
+            preview = [PreferencePreviewRow(*row) for row in
+                       preference_preview(report.examples, tokenizer, d.template, d.max_seq_len, PREVIEW_ROWS)]
+        else:
+            formatter = ChatFormatter(tokenizer, template=d.template, train_on_prompt=d.train_on_prompt)
+            preview = [PreviewRow(ex.line, formatter.segments(ex, d.max_seq_len)) for ex in report.examples[:PREVIEW_ROWS]]
+        view = DatasetView(path=d.train, report=report, preview=preview, method=method)
         if d.validation:
             view.validation_path = d.validation
             try:
                 vpath = d.validation if parse_hub_id(d.validation) else resolve_data_path(d.validation)
-                vreport = validate_dataset(vpath, max_seq_len=d.max_seq_len, subset=d.subset)
+                vreport = validate_dataset(vpath, max_seq_len=d.max_seq_len, subset=d.subset, method=method)
                 view.validation_rows = vreport.valid_rows
                 view.validation_note = validation_line(d.train, d.validation, d.val_fraction, report.valid_rows,
                                                        vreport.valid_rows)

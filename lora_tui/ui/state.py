@@ -23,6 +23,15 @@ class PreviewRow:
 
 
 @dataclass
+class PreferencePreviewRow:
+    """One dpo / kto row as the trainer scores it: the prompt (masked) and each answer."""
+
+    line: int
+    prompt: str
+    answers: list[tuple[str, str, int]]  # (chosen / rejected / desirable / undesirable, text, tokens cut)
+
+
+@dataclass
 class DatasetView:
     """What the dataset screen shows: the validation report and rendered rows."""
 
@@ -33,6 +42,7 @@ class DatasetView:
     validation_rows: int | None = None  # rows in the validation file, or held out from train
     validation_note: str = ""
     key: tuple = ()  # WizardState.dataset_key() it was computed for
+    method: str = "sft"  # the training.method the rows were checked for (the rows decide sft vs dpo / kto)
 
     def refusal(self) -> str | None:
         """Why training cannot start on this data, or None when it can."""

@@ -30,6 +30,10 @@ FORMAT_FIELDS = {  # format -> (required keys, optional keys)
 }
 ACCEPTED = "messages, conversations (ShareGPT), instruction+output (Alpaca), instruction+response, prompt+completion, text"
 
+# Preference rows (training.method dpo / kto: ``preference`` normalises them); an sft run refuses them by name.
+PREFERENCE_FIELDS = {"preference": ("prompt", "chosen", "rejected"), "preference_implicit": ("chosen", "rejected"),
+                     "unpaired_preference": ("prompt", "completion", "label")}
+
 ROLE_ALIASES = {
     "system": "system", "user": "user", "assistant": "assistant",
     "human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant", "chatgpt": "assistant",
@@ -37,6 +41,9 @@ ROLE_ALIASES = {
 
 
 def detect_row_format(row: dict) -> str | None:
+    for name, required in PREFERENCE_FIELDS.items():  # before prompt_completion: a KTO row has prompt + completion too
+        if all(k in row for k in required) and (name != "unpaired_preference" or isinstance(row["label"], bool)):
+            return name
     for name, (required, _) in FORMAT_FIELDS.items():
         if all(k in row for k in required):
             return name
@@ -76,6 +83,12 @@ class Normaliser:
                                              f"rename the columns to one of: {ACCEPTED}", "unknown_format",
                                              sample[0].source))
             return
+        if self.format in PREFERENCE_FIELDS:
+            method = "kto" if self.format == "unpaired_preference" else "dpo (or kto)"
+            self.findings.append(Finding(sample[0].line, "error", f"these are preference rows "
+                                         f"({', '.join(PREFERENCE_FIELDS[self.format])}) and training.method is sft",
+                                         f"train them with training.method={method}", "preference_for_sft", sample[0].source))
+            return
         self.required, optional = FORMAT_FIELDS[self.format]
         self.usual_keys = Counter(frozenset(r.value) for r, d in zip(sample, detected)
                                   if d == self.format).most_common(1)[0][0]
@@ -84,7 +97,7 @@ class Normaliser:
     def row(self, row: RawRow) -> tuple[Example | None, list[Finding]]:
         """(the example or None, findings of this row)."""
         fmt = self.format
-        if fmt == "unknown":
+        if fmt == "unknown" or fmt in PREFERENCE_FIELDS:
             return None, []
         required, known, usual_keys = self.required, self.known, self.usual_keys
         row_format = detect_row_format(row.value)

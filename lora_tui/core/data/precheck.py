@@ -14,6 +14,7 @@ from itertools import islice
 from lora_tui.core.safe_read import clip
 
 from .formats import Normaliser
+from .preference import PreferenceNormaliser, label_findings
 from .hub_data import open_dataset
 from .records import DataError
 from .rows import RawRow
@@ -21,9 +22,10 @@ from .rows import RawRow
 PREFIX_ITEMS = 1000  # rows or faulty lines looked at; each line is at most bounds.MAX_LINE_BYTES
 
 
-def check_trainable_prefix(path, *, subset: str | None = None) -> int:
+def check_trainable_prefix(path, *, subset: str | None = None, method: str = "sft") -> int:
     """The number of usable rows among the first PREFIX_ITEMS of `path` (at least 1); DataError, with the
-    fix, when there is none or the data cannot be read."""
+    fix, when there is none or the data cannot be read. `method` dpo / kto: preference rows
+    (``preference.PreferenceNormaliser``): SFT rows, KTO rows for dpo, or pairs with no usable row are refused."""
     try:
         read = open_dataset(path, subset=subset)  # missing, empty, FIFO, unsupported: DataError here
         items = list(islice(read.items(), PREFIX_ITEMS))
@@ -32,12 +34,17 @@ def check_trainable_prefix(path, *, subset: str | None = None) -> int:
                         "(`lora-tui validate` reads it the same way).") from None
     rows = [item for item in items if isinstance(item, RawRow)]
     faults = [item for item in items if not isinstance(item, RawRow)]
-    normaliser = Normaliser(rows)
+    normaliser = Normaliser(rows) if method == "sft" else PreferenceNormaliser(rows, method)
     usable = 0
     for row in rows:
         example, findings = normaliser.row(row)
-        usable += example is not None
+        usable += bool(example)
         faults.extend(findings)
+    if usable and method == "kto":
+        examples = [e for row in rows for e in normaliser.row(row)[0]]
+        one_sided = [f for f in label_findings(examples, method) if f.severity == "error"]
+        if one_sided and len(items) < PREFIX_ITEMS:  # the whole file was read: nothing to contrast
+            raise DataError(f"{path}: {one_sided[0].message}. Fix: {one_sided[0].fix}.")
     if usable:
         return usable
     first = min((f for f in faults + normaliser.findings if f.severity == "error"),
@@ -45,5 +52,7 @@ def check_trainable_prefix(path, *, subset: str | None = None) -> int:
     n = len(items)
     looked = f"the first {n:,} rows" if n >= PREFIX_ITEMS else f"the {n:,} row{'s' if n != 1 else ''} it holds"
     why = f" ({f'line {first.line}: ' if first and first.line is not None else ''}{clip(first.message, 160)})" if first else ""
+    if first is not None and "training.method" in (first.fix or ""):  # rows for another method: say which
+        raise DataError(f"{path}: no usable row in {looked}{why}. Fix: {first.fix}.")
     raise DataError(f"{path}: no usable row in {looked}{why}. Fix: `lora-tui validate {path}` lists every "
                     "problem; point data.train at your dataset file.")

@@ -101,6 +101,8 @@ class ValidationReport:
     trainable_rows: int | None = None  # valid rows with at least one trained token (None: no tokenizer)
     examples_complete: bool = True
     source: dict | None = None  # hub id or snapshot folder: {"dataset", "subset", "split", "revision"}
+    # dpo / kto data (data/preference_tokens.PreferenceStats): prompt and answer lengths, rows cut, KTO labels
+    preference: object = None
 
     @property
     def errors(self) -> list[Finding]:
@@ -130,4 +132,5 @@ class ValidationReport:
             "trainable_rows": self.trainable_rows,
             "template": self.template,
             **({"dataset": self.source} if self.source else {}),
+            **({"preference": self.preference.to_dict()} if self.preference is not None else {}),
         }

@@ -109,6 +109,28 @@ class ChatFormatter:
             spans = [(0, len(text))]
         return Rendered(text, spans, self.template != "model")
 
+    def render_answer(self, prompt: list[dict] | str, answer: str) -> Rendered:
+        """The prompt followed by one answer, only that answer (and its end-of-turn token) trained, whatever
+        train_on_prompt says: what dpo / kto score (``preference_tokens``). A str prompt is plain text that the
+        answer continues (EOS appended, as for text rows)."""
+        if isinstance(prompt, str):
+            text = prompt + answer
+            if self.eos and not text.endswith(self.eos):
+                text += self.eos
+            return Rendered(text, [(len(prompt), len(text))], True)
+        messages = [*prompt, {"role": "assistant", "content": answer}]
+        if self.template == "model":
+            text, spans = self._model_template(messages)
+        elif self.template == "chatml":
+            text, spans = self._chatml(messages)
+        else:
+            text, spans = self._alpaca(messages)
+        return Rendered(text, spans[-1:], self.template != "model")
+
+    def encode(self, rendered: list[Rendered]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """Token ids and trained token ranges (inclusive) of rendered texts, untruncated."""
+        return self._encode(rendered)
+
     def _answer_end(self, text: str, end: int) -> int:
         """Extend an answer's span over the end-of-turn marker that directly follows it."""
         tail = text[end:end + 64]

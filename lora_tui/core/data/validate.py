@@ -38,13 +38,19 @@ KEEP_CHARS = 64 * 2**20  # example text kept in the report for previews
 
 def validate_dataset(path, *, tokenizer=None, max_seq_len: int = 1024, template: str = "auto",
                      train_on_prompt: bool = False, on_progress: Progress | None = None,
-                     subset: str | None = None) -> ValidationReport:
+                     subset: str | None = None, method: str = "sft") -> ValidationReport:
     """Check `path` (a file, folder or hub id; `subset`: a hub dataset's config name) and report.
     Raises DataError only when the data cannot be read at all.
 
     Without a tokenizer the token statistics are skipped (token_stats is None).
-    `on_progress(message, fraction)` is called between stages.
+    `on_progress(message, fraction)` is called between stages. `method` dpo / kto: preference rows
+    (``preference_load.validate_preferences``).
     """
+    if method in ("dpo", "kto"):
+        from .preference_load import validate_preferences
+
+        return validate_preferences(path, method, tokenizer=tokenizer, max_seq_len=max_seq_len, template=template,
+                                    on_progress=on_progress, subset=subset)
     progress = on_progress or (lambda message, fraction: None)
     progress("Reading rows", 0.0)
     read = open_dataset(path, subset=subset, tokenizer=tokenizer, max_seq_len=max_seq_len)

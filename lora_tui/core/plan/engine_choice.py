@@ -82,8 +82,12 @@ def choose_batching(wanted: str, device: str, attention: str) -> tuple[str, str]
     return "grouped", "CPU: length-grouped rows, little padding, no cross-row attention cost"
 
 
-def choose_kernels(wanted: str, device: str, liger: bool | None = None) -> tuple[list[str], str]:
-    """``liger``: liger-kernel is installed (DeviceFacts), detected when not given."""
+def choose_kernels(wanted: str, device: str, liger: bool | None = None, method: str = "sft") -> tuple[list[str], str]:
+    """``liger``: liger-kernel is installed (DeviceFacts), detected when not given. ``method`` dpo / kto: TRL's
+    preference trainers score with their own fused head (its mean logits feed their metrics), and TRL 1.16
+    deprecates Liger there: neither the lean head nor Liger."""
+    if method != "sft":
+        return ["trl_fused_head"], f"{method}: TRL's fused LM head (chunked log-probabilities); no Liger"
     kernels = ["lean_head"]
     if wanted == "none":
         return kernels, "Liger off (set in the config)"
@@ -102,5 +106,10 @@ def engine_fields(config, facts: DeviceFacts) -> tuple[str, str, dict]:
     # Gemma 2 / gpt-oss: no SDPA path in transformers
     attention, why_attention = family_attention(config, facts.device, facts.flash_attention, attention, why_attention)
     batching, why_batching = choose_batching(t.batching, facts.device, attention)
+    if t.method != "sft":  # core.config.method_problem refuses an explicit other batching
+        batching, why_batching = "grouped", (f"{t.method}: padded micro-batches (TRL 1.16's {t.method.upper()} trainer has no "
+                                             "packing; its padding_free is switched off)"
+                                             + ("; length-grouped" if t.method == "dpo" else
+                                                "; rows in order (the KL term pairs neighbours)"))
     batching, why_batching = family_batching(config, batching, why_batching)  # Qwen3.5's linear attention: no packing
     return attention, batching, {"attention": why_attention, "batching": why_batching}

@@ -98,6 +98,10 @@ class MemoryPlan:
     # padding_free / packed / token_budget: tokens in the heaviest micro-batch when known (a token budget, or the
     # data's heaviest concatenation of `batch` rows); None: batch x seq_len (every row as long as the longest).
     tokens_per_batch: int | None = None
+    # training.method: "sft" | "dpo" | "kto" (see _preference_parts); dpo / kto from a starting adapter also hold
+    # TRL's frozen copy of it ("ref"), a fresh adapter has none (the reference is the base, adapter off).
+    method: str = "sft"
+    reference_adapter: bool = False
 
     def dims(self) -> ModelDims:
         return self.model if isinstance(self.model, ModelDims) else model_dims(self.model)
@@ -129,6 +133,8 @@ class MemoryPlan:
             problems.append(f"batching must be one of {', '.join(BATCHING)}")
         if self.attention not in ATTENTION:
             problems.append(f"attention must be one of {', '.join(ATTENTION)}")
+        if self.method not in ("sft", "dpo", "kto"):
+            problems.append("method must be 'sft', 'dpo' or 'kto'")
         if problems:
             raise ValueError("Memory plan: " + "; ".join(problems) + ".")
 
@@ -243,6 +249,20 @@ def _layer_bytes(d: ModelDims, targets: list[str], w: _Widths, plan: MemoryPlan)
     return total
 
 
+# dpo / kto: the reference forward (and kto's KL forwards) run without gradients while the policy's saved
+# activations wait for backward: their live tensors are about one layer's worth at a time (a first guess,
+# to be fitted on measured DPO peaks), on top of the head's tiles.
+REFERENCE_PASS_LAYERS = 1.0
+
+
+def _preference_parts(plan: MemoryPlan, tokens: int, per_layer: int, head_temp: int, adapter_bytes: int) -> dict:
+    """What dpo / kto add to an SFT step of the same rows (dpo's doubled rows are already in ``tokens``)."""
+    parts = {"reference_pass": int(tokens * per_layer * REFERENCE_PASS_LAYERS + head_temp)}
+    if plan.reference_adapter:  # TRL's frozen copy of the starting adapter (its weights only)
+        parts["reference_adapter"] = adapter_bytes
+    return parts
+
+
 def _lora_params(d: ModelDims, targets: list[str], r: int) -> int:
     per_layer = 0
     for name in targets:
@@ -281,6 +301,8 @@ def estimate_memory(plan: MemoryPlan) -> MemoryEstimate:
         # data's heaviest concatenation when known, else batch x seq_len (the bound: every row the longest).
         tokens = plan.tokens_per_batch or plan.batch * plan.seq_len
         plan = plan.replace(batch=1, seq_len=max(1, int(tokens)), batching=plan.batching)
+    if plan.method == "dpo":  # each row's chosen and rejected answers go through one padded forward: 2 x rows
+        plan = plan.replace(batch=2 * plan.batch)
     tokens = plan.batch * plan.seq_len
     notes = list(d.notes)
     parts: dict[str, int] = {}
@@ -323,6 +345,8 @@ def estimate_memory(plan: MemoryPlan) -> MemoryEstimate:
     layer_grads = tokens * (mlp_grads * d.intermediate * d.experts_per_token + 2 * d.hidden) * w.stream
     dequant = 2 * max(a * b for a, b in d.linear_modules.values()) * compute if plan.quant != "none" else 0
     parts["temporary_buffers"] = max(head_temp, layer_grads) + dequant
+    if plan.method != "sft":
+        parts.update(_preference_parts(plan, tokens, per_layer, head_temp, lora * w.adapter))
     if cpu:
         # With huge pages (the trainer's default) glibc keeps little of the forward's freed memory when
         # checkpointing frees it layer by layer, or when the tensors are big enough to be huge-page blocks.

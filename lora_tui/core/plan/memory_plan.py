@@ -57,7 +57,7 @@ PLAN_FIELDS = {
 # Config keys the plan reads besides PLAN_FIELDS (precision decides the GPU dtype).
 # grad_accum: with micro_batch auto the effective batch (4 x grad_accum) bounds the micro-batch.
 EXTRA_KEYS = ("training.precision", "training.batching", "training.attention", "training.grad_accum",
-              "training.tokens_per_batch")
+              "training.tokens_per_batch", "training.method", "training.init_adapter")
 QUANT_FOR_LOAD = {"16bit": "none", "8bit": "8bit", "4bit": "4bit"}
 LOAD_FOR_QUANT = {"none": "16bit", "16bit": "16bit", "8bit": "8bit", "4bit": "4bit"}
 DTYPE_FOR_PRECISION = {"auto": None, "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -107,12 +107,21 @@ def plan_from_config(config: Config, hardware=None, model: str | None = None, de
         dropout=config.lora.dropout,
         **_memory_engine(engine),
         liger=_uses_liger(config, device),
+        **_method_fields(config),
     )
+
+
+def _method_fields(config: Config) -> dict:
+    """dpo / kto: their rows, reference pass and TRL's own fused head (core/train/preference.py)."""
+    method = config.training.method
+    if method == "sft":
+        return {}
+    return {"method": method, "loss_head": "chunked", "reference_adapter": bool(config.training.init_adapter)}
 
 
 def _uses_liger(config: Config, device: str) -> bool:
     """Liger's kernels in the step (CUDA, liger-kernel installed, kernels not 'none'), as the run plan decides."""
-    return device == "cuda" and "liger" in choose_kernels(config.training.kernels, device)[0]
+    return device == "cuda" and "liger" in choose_kernels(config.training.kernels, device, method=config.training.method)[0]
 
 
 def planned_seq_len(config: Config, batching: str, longest: int | None) -> int:

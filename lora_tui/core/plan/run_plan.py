@@ -111,7 +111,8 @@ def plan_run(config, facts: DeviceFacts, hardware=None, longest: int | None = No
     data's longest tokenized row when known; ``batch``: an ``memory_plan.BatchChoice`` already made
     (a resumed run's, the supervisor's), else it is chosen here."""
     attention, batching, reasons = engine_fields(config, facts)
-    kernels, why_kernels = choose_kernels(config.training.kernels, facts.device, liger=facts.liger)
+    kernels, why_kernels = choose_kernels(config.training.kernels, facts.device, liger=facts.liger,
+                                          method=config.training.method)
     precision = effective_precision(config, facts.device, facts.bf16)
     if batch is None:
         batch = choose_batch(config, hardware, facts.device, facts.world_size, longest,

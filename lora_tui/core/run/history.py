@@ -24,6 +24,10 @@ class RunHistory:
     lrs: list[float] = field(default_factory=list)
     eval_steps: list[int] = field(default_factory=list)
     eval_losses: list[float] = field(default_factory=list)
+    # dpo / kto: the reward margin (chosen - rejected) and reward accuracy per logged step
+    reward_steps: list[int] = field(default_factory=list)
+    reward_margins: list[float] = field(default_factory=list)
+    reward_accuracies: list[float | None] = field(default_factory=list)
     last_eval: dict | None = None
     evals_by_phase: dict[str, dict] = field(default_factory=dict)
     system: dict | None = None
@@ -68,6 +72,11 @@ class RunHistory:
                     plot_changed = True
                 if event.get("lr") is not None:
                     self.lrs.append(float(event["lr"]))
+                if event.get("reward_margin") is not None:
+                    self.reward_steps.append(int(event.get("step", 0)))
+                    self.reward_margins.append(float(event["reward_margin"]))
+                    accuracy = event.get("reward_accuracy")
+                    self.reward_accuracies.append(float(accuracy) if accuracy is not None else None)
             elif kind == "eval":
                 self.last_eval = event
                 self.evals_by_phase[event.get("phase", "during")] = event
@@ -109,6 +118,11 @@ class RunHistory:
     finished = property(lambda self: self._outcome("finished"))
     stopped = property(lambda self: self._outcome("stopped"))
     failed = property(lambda self: self._outcome("failed"))
+
+    @property
+    def method(self) -> str:
+        """sft | dpo | kto: what the run trains (runs from before training.method are sft)."""
+        return str((self.started or {}).get("training_method") or "sft")
 
     @property
     def eval_before(self) -> dict | None:

@@ -45,6 +45,13 @@ def _absolute_data(config: Config) -> Config:
     model = Path(config.model.name).expanduser()
     if not model.is_absolute() and model.exists():  # a local folder typed relative: resumes and chat run elsewhere
         config.model.name = str(model.resolve())
+    if config.training.init_adapter:  # the adapter folder itself: a run name means another thing elsewhere
+        from lora_tui.core.run.init_adapter import init_adapter_dir
+
+        try:
+            config.training.init_adapter = str(init_adapter_dir(config))
+        except RunError:
+            pass  # refused before this by _check_startable; the trainer says it again
     return config
 
 
@@ -107,6 +114,12 @@ def _check_startable(config: Config) -> None:
 
     if problem := family_problem(config):  # an attention or batching this model's family cannot train with
         raise RunError(problem)
+    from lora_tui.core.config import method_problem
+    from lora_tui.core.run.init_adapter import init_adapter_dir
+
+    if problem := method_problem(config):
+        raise RunError(problem)
+    init_adapter_dir(config)  # a missing, unfinished or other-base adapter: refused here
     hub = _check_hub_data(config)
     train = resolve_data_path(config.data.train)
     if config.data.train not in hub and not train.exists():
@@ -119,7 +132,8 @@ def _check_startable(config: Config) -> None:
         try:
             if value and value not in hub:
                 check_regular(resolve_data_path(value))  # a FIFO as data would block the trainer in open() forever
-                check_trainable_prefix(resolve_data_path(value))  # empty, garbage, unreadable: refused here
+                # empty, garbage, unreadable, or rows of another method's kind: refused here
+                check_trainable_prefix(resolve_data_path(value), method=config.training.method)
         except DataError as exc:
             raise RunError(str(exc)) from None
 

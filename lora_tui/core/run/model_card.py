@@ -77,7 +77,8 @@ def render_model_card(run: str | Path | RunDirectory) -> str:
     method = started.get("method") or {"4bit": "QLoRA", "8bit": "LoRA-8bit"}.get(m.load_in, "LoRA")
     recorded = started.get("data") or {}
     memory = _memory(run, history)
-    card_data = _card_data(run, base_id, method, is_embedded(m.name), recorded, before, finished or after, memory)
+    card_data = _card_data(run, base_id, method, is_embedded(m.name), recorded, before, finished or after, memory,
+                           objective=history.method)
 
     load = {"16bit": "16-bit (fp32 on CPU)", "8bit": "8-bit (bitsandbytes)",
             "4bit": "4-bit NF4" + (" + double quantisation" if m.double_quant else "")}[m.load_in]
@@ -102,6 +103,7 @@ def render_model_card(run: str | Path | RunDirectory) -> str:
              f"| Base model | `{m.name}`{f' (revision {m.revision})' if m.revision else ''} |",
              f"| Base weights | {load} |",
              f"| Method | {method} |",
+             *_objective_row(started),
              f"| Rank (r) | {r} |", f"| Alpha | {alpha} |", f"| Dropout | {dropout:g} |",
              f"| rsLoRA / DoRA | {'on' if rslora else 'off'} / {'on' if dora else 'off'} |",
              f"| Target modules | {targets} |",
@@ -137,6 +139,7 @@ def render_model_card(run: str | Path | RunDirectory) -> str:
               f"| After training | {_num((finished or after or {}).get('eval_loss'))} | "
               f"{_num((finished or after or {}).get('perplexity'), 3)} |", "",
               f"Final train loss: {_num(train_loss)}.", ""]
+    lines += _preference_results(history, before, after)
     measure = f" ({memory['measure']})" if memory.get("measure") else ""
     error = f"{memory['error_pct']:+g}%" if memory.get("error_pct") is not None else MISSING
     lines += ["## Memory", "", "| Estimate before training | Measured peak | Error |", "|---|---|---|",
@@ -225,6 +228,36 @@ def _hub_datasets(recorded: dict) -> list[str]:
     return ids
 
 
+def _objective_row(started: dict) -> list[str]:
+    """dpo / kto: what was optimised, against which reference, from which adapter (the started event)."""
+    objective, pref = started.get("training_method"), started.get("preference") or {}
+    start = f"; started from the adapter `{started['init_adapter']}`" if started.get("init_adapter") else ""
+    if not objective or objective == "sft":
+        return [f"| Objective | SFT{start} |"] if start else []
+    weights = (pref.get("kto") or {}).get("weights")
+    kto = f"; desirable / undesirable weights {weights[0]:g} / {weights[1]:g}" if weights else ""
+    return [f"| Objective | {objective.upper()}: beta {pref.get('beta')}, {pref.get('loss_type')} loss; reference: "
+            f"{pref.get('reference')}{kto}{start} |"]
+
+
+PREFERENCE_COLUMNS = (("reward_accuracy", "Reward accuracy"), ("reward_margin", "Reward margin"),
+                      ("logp_chosen", "log p(chosen)"), ("logp_rejected", "log p(rejected)"))
+
+
+def _preference_results(history, before, after) -> list[str]:
+    """dpo / kto: the evaluations' reward accuracy (share of held-out pairs whose chosen answer gains more than the
+    rejected one, against the reference), reward margin and answers' log-probabilities, before and after."""
+    if history.method == "sft" or not any((e or {}).get("reward_margin") is not None for e in (before, after)):
+        return []
+    last = history.last_step or {}
+    lines = ["Preference metrics on the validation pairs (rewards are beta x log-ratio to the reference):", "",
+             "| | " + " | ".join(label for _, label in PREFERENCE_COLUMNS) + " |", "|---" * (1 + len(PREFERENCE_COLUMNS)) + "|"]
+    for label, event in (("Before training", before), ("After training", after), ("Last train step", last)):
+        if event and any(event.get(key) is not None for key, _ in PREFERENCE_COLUMNS):
+            lines.append(f"| {label} | " + " | ".join(_num(event.get(key), 3) for key, _ in PREFERENCE_COLUMNS) + " |")
+    return lines + [""]
+
+
 def _gib(value) -> str:
     return gib(value, 2) if isinstance(value, (int, float)) and value else MISSING
 
@@ -293,11 +326,12 @@ def _base_note(name: str, saved_base: str | None, base_id: str | None) -> str:
             "only on the training machine. Elsewhere, load your copy of the base and pass it to `PeftModel.from_pretrained`.")
 
 
-def _card_data(run: RunDirectory, base_id, method: str, embedded: bool, recorded: dict, before, after, memory: dict):
+def _card_data(run: RunDirectory, base_id, method: str, embedded: bool, recorded: dict, before, after, memory: dict,
+               objective: str = "sft"):
     """The hub-parsed metadata: base model, library, tags, eval results (model-index), data hashes, memory."""
     from huggingface_hub import EvalResult, ModelCardData
 
-    tags = ([method.lower()] if method != "LoRA" else []) + ["lora", "peft", "sft", "trl", "lora-tui"]
+    tags = ([method.lower()] if method != "LoRA" else []) + ["lora", "peft", objective, "trl", "lora-tui"]
     hashes = {split: (recorded.get(split) or {}).get("sha256") for split in ("train", "validation")}
     revisions = {split: ((recorded.get(split) or {}).get("dataset") or {}).get("revision")
                  for split in ("train", "validation")}

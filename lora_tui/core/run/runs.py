@@ -147,6 +147,8 @@ class RunSummary:
     eval_loss: float | None
     updated: float | None
     model: str | None
+    method: str = "sft"  # training.method
+    eval_reward_accuracy: float | None = None  # dpo: the latest evaluation's reward accuracy
 
 
 class RunDirectory:
@@ -405,16 +407,19 @@ class RunDirectory:
     # --- summary -------------------------------------------------------------------------
     def summary(self) -> RunSummary:
         status = self.read_status() or self.status_from_events()  # garbage status.json: the events say it
-        model = None
+        model, method = None, "sft"
         try:
             from lora_tui.core.config import MAX_CONFIG_BYTES
             from lora_tui.core.safe_read import read_yaml
 
-            model = (read_yaml(self.config_path, MAX_CONFIG_BYTES) or {}).get("model", {}).get("name")
+            saved = read_yaml(self.config_path, MAX_CONFIG_BYTES) or {}
+            model = saved.get("model", {}).get("name")
+            method = str((saved.get("training") or {}).get("method") or "sft")
         except Exception:
             pass
         return RunSummary(self.name, self.path, self.state(), status.get("step"), status.get("max_steps"),
-                          status.get("loss"), status.get("eval_loss"), status.get("updated"), model)
+                          status.get("loss"), status.get("eval_loss"), status.get("updated"), model, method,
+                          status.get("eval_reward_accuracy"))
 
 
 def list_runs(parent: str | os.PathLike | None = None) -> list[RunSummary]:

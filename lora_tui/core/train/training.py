@@ -21,18 +21,13 @@ import time
 from pathlib import Path
 
 from lora_tui.core.train import distributed, exact_resume, run_guard
+from lora_tui.core.train.setup import TrainingFailure, build_model, data_sha256, trainer_arguments  # noqa: F401 (tests)
 from lora_tui.core.config import Config, load_config
 from lora_tui.core.run.runs import CHECKPOINT_MARKER, RunDirectory, file_sha256
 
 OOM_FIX = ("Fixes, most effective first: load the base in 4-bit (model.load_in=4bit), turn on gradient "
            "checkpointing (training.gradient_checkpointing=true), lower training.micro_batch and raise "
            "training.grad_accum, shorten data.max_seq_len. `lora-tui estimate` shows the effect of each.")
-
-
-class TrainingFailure(RuntimeError):
-    def __init__(self, reason: str, fix: str = "") -> None:
-        super().__init__(reason)
-        self.reason, self.fix = reason, fix
 
 
 def reproduce_command(run: RunDirectory) -> str:
@@ -52,6 +47,10 @@ def build_datasets(config: Config, tokenizer):
     from lora_tui.core.data import DataError
 
     try:
+        if config.training.method != "sft":  # dpo / kto: token ids of prompts and answers
+            from lora_tui.core.train import preference
+
+            return preference.build_datasets(config, tokenizer)
         return _build_datasets(config, tokenizer)
     except DataError as exc:
         raise TrainingFailure(str(exc), f"Run `lora-tui validate {config.data.train}` to see every problem.") from None
@@ -95,10 +94,10 @@ def _build_datasets(config: Config, tokenizer):
     train_ds = Dataset.from_dict(train_cols)
     eval_ds = Dataset.from_dict(eval_cols) if eval_cols["input_ids"] else None
     facts = {
-        "train": {"path": str(config.data.train), "sha256": _data_sha256(train_set, config.data.train),
+        "train": {"path": str(config.data.train), "sha256": data_sha256(train_set, config.data.train),
                   "rows": len(train_ds)},
         "validation": ({"path": str(config.data.validation or config.data.train) + ("" if config.data.validation else f" (held out {config.data.val_fraction:.0%})"),
-                        "sha256": _data_sha256(eval_set, config.data.validation) if eval_set else None,
+                        "sha256": data_sha256(eval_set, config.data.validation) if eval_set else None,
                         "rows": len(eval_ds)} if eval_ds is not None else None),
     }
     for split, loaded in (("train", train_set), ("validation", eval_set)):
@@ -110,86 +109,22 @@ def _build_datasets(config: Config, tokenizer):
     return train_ds, eval_ds, facts
 
 
-def _data_sha256(loaded, path) -> str | None:
-    """The file (or folder) hash the model card records; None for a hub dataset (its revision is recorded)."""
-    return None if loaded.source else file_sha256(path)
-
-
-def build_model(config: Config, device: str, precision: str, choice=None):
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
-    from lora_tui.core.plan.run_plan import choose_engine
-    from lora_tui.core.train.engine import prepare_model
-    from lora_tui.core.model.models import linear_layer_names, load_base_model, resolve_target_modules
-
-    choice = choice or choose_engine(config, device)
-    m = config.model
-    model = (distributed.fsdp_base_loader() or load_base_model)(m.name, load_in=m.load_in, precision=precision, double_quant=m.double_quant,
-                            device=device, trust_remote_code=m.trust_remote_code, revision=m.revision)
-    prepare_model(model, choice)  # attention implementation
-    if m.load_in != "16bit" and distributed.strategy() != "fsdp":  # FSDP needs one dtype per flat param
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=choice.gradient_checkpointing)
-    available = linear_layer_names(model)
-    targets = resolve_target_modules(config.lora.targets, available)
-    lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-                      target_modules=targets, use_rslora=config.lora.use_rslora, use_dora=config.lora.use_dora,
-                      bias="none", task_type="CAUSAL_LM")
-    model = get_peft_model(model, lora)
-    model.lora_tui_linear_layers = available  # in the started event: a resume checks lora.targets without the model
-    return model, targets
-
-
 def sft_config(config: Config, run: RunDirectory, device: str, precision: str, has_eval: bool, choice=None):
     from trl import SFTConfig
 
     from lora_tui.core.plan.run_plan import choose_engine
     from lora_tui.core.train.engine import sft_engine_kwargs
-    from lora_tui.core.train.tracking import trainer_report_to
 
     choice = choice or choose_engine(config, device)
-    t = config.training
-    evaluate = has_eval and t.eval_steps > 0
-    # transformers 5.2x renamed gradient_checkpointing -> activation_checkpointing.
-    checkpointing = "activation_checkpointing" if "activation_checkpointing" in SFTConfig.__dataclass_fields__ else "gradient_checkpointing"
-    kwargs = dict(
-        output_dir=str(run.checkpoints_dir),
-        per_device_train_batch_size=choice.micro_batch,  # the plan's, never written back into the config
-        per_device_eval_batch_size=choice.micro_batch,
-        gradient_accumulation_steps=choice.grad_accum,
-        learning_rate=t.learning_rate,
-        num_train_epochs=t.epochs,
-        max_steps=t.max_steps,
-        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio of total steps
-        lr_scheduler_type=t.scheduler,
-        weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm,
-        logging_steps=t.logging_steps,
-        eval_strategy="steps" if evaluate else "no",
-        eval_steps=t.eval_steps if evaluate else None,
-        save_strategy="steps" if t.save_steps > 0 else "no",
-        save_steps=t.save_steps if t.save_steps > 0 else 500,
-        save_total_limit=2,
-        seed=t.seed,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        use_cpu=device == "cpu",
-        **{checkpointing: choice.gradient_checkpointing,
-           f"{checkpointing}_kwargs": {"use_reentrant": False} if choice.gradient_checkpointing else None},
-        max_length=config.data.max_seq_len,
-        include_num_input_tokens_seen="non_padding",
-        report_to=trainer_report_to(t.report_to, run.path),
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=device == "cuda",
-    )
+    kwargs = trainer_arguments(config, run, device, precision, has_eval, choice)
     kwargs.update(sft_engine_kwargs(choice, config.data.max_seq_len))  # batching mode, Liger kernels
-    kwargs.update(distributed.sft_kwargs(device))
     return SFTConfig(**kwargs)
 
 
 def _make_callback(run: RunDirectory, stop_flag: threading.Event, config: Config):
     from transformers import TrainerCallback
+
+    from lora_tui.core.train.preference import metric_fields
 
     class RunEvents(TrainerCallback):
         """Turns trainer progress into run-directory events; turns a stop request into a graceful stop."""
@@ -226,13 +161,17 @@ def _make_callback(run: RunDirectory, stop_flag: threading.Event, config: Config
                 fields = dict(step=state.global_step, max_steps=state.max_steps, epoch=round(state.epoch or 0, 4),
                               loss=logs.get("loss"), lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
                               tokens_per_s=round(rate, 2) if rate else None, tokens_seen=tokens,
-                              elapsed_s=round(elapsed, 2), eta_s=round(eta, 1) if eta is not None else None)
+                              elapsed_s=round(elapsed, 2), eta_s=round(eta, 1) if eta is not None else None,
+                              **metric_fields(logs))  # dpo / kto: reward margin, accuracy, log-probabilities
                 run.append_event("step", **fields)
                 run.write_status("running", **{k: fields[k] for k in ("step", "max_steps", "epoch", "loss", "tokens_per_s", "eta_s")})
             if "eval_loss" in logs:
                 loss = logs["eval_loss"]
-                run.append_event("eval", step=state.global_step, phase=self.eval_phase, eval_loss=loss, perplexity=_ppl(loss))
-                run.write_status(run.read_status().get("state", "running"), eval_loss=loss)
+                run.append_event("eval", step=state.global_step, phase=self.eval_phase, eval_loss=loss, perplexity=_ppl(loss),
+                                 **metric_fields(logs, "eval_"))
+                run.write_status(run.read_status().get("state", "running"), eval_loss=loss,
+                                 **({"eval_reward_accuracy": logs["eval_rewards/accuracies"]}
+                                    if logs.get("eval_rewards/accuracies") is not None else {}))
                 if self.eval_phase == "after":
                     self.final_eval = loss
                 if self.eval_phase != "during":
@@ -290,7 +229,9 @@ def save_adapter(model, tokenizer, run: RunDirectory) -> Path:
     tmp = run.path / f".adapter.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        # Only the trained adapter: dpo / kto from a starting adapter also hold TRL's frozen "ref" copy of it.
+        trained = ["default"] if "ref" in (getattr(model, "peft_config", None) or {}) else None
+        model.save_pretrained(tmp, safe_serialization=True, selected_adapters=trained)
         tokenizer.save_pretrained(tmp)
         from lora_tui.core.export.hub import make_adapter_portable  # hub id, not this machine's cache path
 
@@ -394,22 +335,31 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
         run.append_event("log", level="warning", message=f"{config.data.train}: {data_facts['train']['skipped']}")
     from lora_tui.core.train import probe
 
+    from lora_tui.core.train import preference
+
+    preferring = config.training.method != "sft"  # dpo / kto: TRL's preference trainers (core/train/preference.py)
     # training.probe: Liger is left to the probe (patched in only where it pays), see core/train/probe.py
-    liger_deferred = probe.defer_liger(config, choice, device, distributed.world_size())
-    model, targets = build_model(config, device, precision, choice)
+    liger_deferred = not preferring and probe.defer_liger(config, choice, device, distributed.world_size())
+    callbacks = [_make_callback(run, stop_flag, config), memory_record.make_memory_callback(run, memory_facts, device),
+                 run_guard.space_callback(run)]
+    if preferring:
+        trainer, targets = preference.trainer_for_run(config, run, device, precision, choice, tokenizer, train_ds,
+                                                      eval_ds, callbacks, data_facts)
+        model = trainer.model
+    else:
+        model, targets = build_model(config, device, precision, choice)
     if checkpoint is not None:
         _check_checkpoint_targets(run, checkpoint, config, targets)
     trainable, total = model.get_nb_trainable_parameters()
     quantized = sum(1 for m in model.modules() if type(m).__module__.startswith("bitsandbytes"))
     print(f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}", flush=True)
 
-    trainer = SFTTrainer(model=model, args=sft_config(config, run, device, precision, eval_ds is not None, choice),
-                         train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
-                         callbacks=[_make_callback(run, stop_flag, config),
-                                    memory_record.make_memory_callback(run, memory_facts, device),
-                                    run_guard.space_callback(run)])
+    if not preferring:
+        trainer = SFTTrainer(model=model, args=sft_config(config, run, device, precision, eval_ds is not None, choice),
+                             train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer, callbacks=callbacks)
     exact_resume.seed_the_sampler(trainer, config.training.seed)  # kill -9 + --resume: the same batches
-    if not engine.install_lean_head(trainer.model, engine.CPU_VOCAB_TILE if device == "cpu" else engine.CUDA_VOCAB_TILE):
+    # TRL's preference trainers score with their own fused head (its mean logits feed their metrics).
+    if preferring or not engine.install_lean_head(trainer.model, engine.CPU_VOCAB_TILE if device == "cpu" else engine.CUDA_VOCAB_TILE):
         choice.kernels = [k for k in choice.kernels if k != "lean_head"] + ["trl_fused_head"]
     if config.model.load_in != "16bit" and precision != "bf16":
         # TRL casts a quantized model's adapters to bf16 (the QLoRA paper's GPU recipe). On CPU, where
@@ -421,9 +371,9 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     from lora_tui.core.model.models import resolve_model_path
 
     # The memory-for-speed choices measured on this model and data before step 1 (core/train/probe.py).
-    probed = probe.for_run(run, trainer, config, choice, device, resume=resume, hardware=hardware, train_dataset=train_ds,
-                           model_path=resolve_model_path(config.model.name), liger_deferred=liger_deferred,
-                           world_size=distributed.world_size())
+    probed = None if preferring else probe.for_run(  # dpo / kto: the estimate decides
+        run, trainer, config, choice, device, resume=resume, hardware=hardware, train_dataset=train_ds,
+        model_path=resolve_model_path(config.model.name), liger_deferred=liger_deferred, world_size=distributed.world_size())
 
     run.append_event(
         "started", model=config.model.name, model_path=resolve_model_path(config.model.name), method=method,
@@ -439,7 +389,7 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
         engine_reasons=choice.reasons,
         cpu_allocator_tuned=allocator_tuned, memory_estimate=memory_facts, probe=probed,
         adapter_dtypes=sorted({str(p.dtype) for p in trainer.model.parameters() if p.requires_grad}),
-        **distributed.started_fields(device))
+        **preference.started_fields(config, data_facts), **distributed.started_fields(device))
     if distributed.is_main_process():
         _start_system_sampler(run, sampler_stop)
     started = time.monotonic()

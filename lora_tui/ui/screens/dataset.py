@@ -25,7 +25,7 @@ from lora_tui.ui.messages import DatasetChecked, WorkProgress
 from lora_tui.ui.screens.base import WizardScreen
 from lora_tui.ui.screens.dialogs import FilePicker
 from lora_tui.ui.widgets.dataset_views import finding_label, group_findings, group_label, histogram_text, \
-    preview_text
+    preference_lengths_text, preference_preview_text, preview_text
 from lora_tui.ui.workers import failure, thread_worker
 
 
@@ -109,6 +109,9 @@ class DatasetScreen(WizardScreen):
             self._show_error(message.error)
             return
         self.state.dataset = message.view
+        method = getattr(message.view, "method", None)
+        if method and method != self.state.config.training.method:  # the rows decide: pairs are dpo / kto data
+            self.state.config.training.method = method
         self._show(message.view)
         self.app.request_judgement()  # the plan now knows the data's longest row
 
@@ -130,6 +133,8 @@ class DatasetScreen(WizardScreen):
         summary.append(f"{errors} errors  ", style="red" if errors else "dim")
         summary.append(f"{warnings} warnings  ", style="yellow" if warnings else "dim")
         summary.append(f"{report.trained_tokens:,} trained tokens", style="dim")
+        if report.preference is not None:
+            summary.append(f"\nPreference data: trains with training.method={view.method}", style="bold")
         summary.append(f"\nTemplate: {report.template or '?'}   Validation: {view.validation_note}", style="dim")
         self.query_one("#data-summary", Static).update(summary)
         refusal = view.refusal()
@@ -141,8 +146,14 @@ class DatasetScreen(WizardScreen):
         from lora_tui.core.data.records import row_unit
 
         unit = row_unit(report.container, report.source)  # a hub dataset's rows, a JSON array's elements: "row"
-        self.query_one("#preview", Static).update(preview_text(view.preview, unit))
-        self.query_one("#histogram", Static).update(histogram_text(report.token_stats))
+        if report.preference is not None:  # dpo / kto: the prompt, then each answer as scored
+            self.query_one("#preview", Static).update(preference_preview_text(view.preview, unit))
+            lengths = preference_lengths_text(report.preference)
+            lengths.append_text(histogram_text(report.token_stats))
+            self.query_one("#histogram", Static).update(lengths)
+        else:
+            self.query_one("#preview", Static).update(preview_text(view.preview, unit))
+            self.query_one("#histogram", Static).update(histogram_text(report.token_stats))
         tree = self.query_one("#findings", Tree)
         tree.clear()
         if not report.findings:

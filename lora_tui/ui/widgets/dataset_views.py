@@ -37,6 +37,49 @@ def preview_text(rows, unit: str = "line") -> Text:
     return text
 
 
+REJECTED_STYLE = "bold white on red"
+ANSWER_STYLES = {"chosen": TRAINED_STYLE, "desirable": TRAINED_STYLE, "rejected": REJECTED_STYLE,
+                 "undesirable": REJECTED_STYLE}
+
+
+def preference_preview_text(rows, unit: str = "line") -> Text:
+    """dpo / kto rows (``PreferencePreviewRow``): the prompt once, dim (masked), then each answer after it as the
+    trainer scores it (tokens decoded, the end-of-turn token included); what the max length cuts is said."""
+    text = Text()
+    text.append("Each answer follows its prompt as the trainer scores it. Dim: the prompt (masked); green: the chosen "
+                "(desirable) answer; red: the rejected (undesirable) one.\n", style="italic")
+    for row in rows:
+        text.append(f"── {unit} {row.line} ", style="bold cyan")
+        text.append("─" * 20 + "\n", style="cyan")
+        text.append(row.prompt[-MAX_PREVIEW_CHARS:], style=PROMPT_STYLE)
+        for name, answer, cut in row.answers:
+            text.append(f"\n  {name}: ", style="bold")
+            text.append(answer[:MAX_PREVIEW_CHARS], style=ANSWER_STYLES.get(name, TRAINED_STYLE))
+            if cut:
+                text.append(f" …({cut} tokens cut by the max length)", style="yellow")
+        text.append("\n")
+    if not rows:
+        text.append("No valid row to show.", style="yellow")
+    return text
+
+
+def preference_lengths_text(stats) -> Text:
+    """Token lengths of the prompts and of each answer, and the rows the max length cuts (dpo / kto)."""
+    text = Text()
+    if stats is None:
+        return text
+    for name, part in (("prompt", stats.prompt), (stats.names[0], stats.chosen), (stats.names[1], stats.rejected)):
+        if part is not None:
+            text.append(f"{name + ' tokens:':<19}", style="bold")
+            text.append(f"min {part.min}  median {part.median}  p95 {part.p95}  max {part.max}\n")
+    style = "yellow" if stats.truncated or stats.dropped else "green"
+    text.append(f"{stats.truncated} row{'s' if stats.truncated != 1 else ''} with an answer cut at {stats.max_seq_len} "
+                f"tokens (prompt + answer); {stats.dropped} skipped: the prompt alone fills it.\n", style=style)
+    if stats.desirable is not None:
+        text.append(f"Labels: {stats.desirable} desirable, {stats.undesirable} undesirable.\n")
+    return text
+
+
 def group_findings(findings) -> "OrderedDict[tuple[str, str], list]":
     """Findings grouped by (severity, code), errors first, in file order inside a group."""
     groups: OrderedDict[tuple[str, str], list] = OrderedDict()

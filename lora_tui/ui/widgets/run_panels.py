@@ -81,12 +81,31 @@ def now_panel(history: RunHistory) -> Text:
         row("eval loss", number(last_eval.get("eval_loss")) + (f"  ppl {ppl:.3g}" if ppl else ""), "bold")
     if before and before is not last_eval:
         row("  before", number(before.get("eval_loss")))
+    if history.method != "sft":
+        for line in preference_rows(step, last_eval, before):
+            row(*line)
     row("lr", f"{step['lr']:.2e}" if step.get("lr") is not None else "–")
     row("grad norm", number(step.get("grad_norm"), 3))
     speed = f"{step['tokens_per_s']:.0f}" if step.get("tokens_per_s") is not None else "–"
     row("tokens/s", speed + (f"  ({count(step['tokens_seen'])} seen)" if step.get("tokens_seen") else ""))
     text.rstrip()
     return text
+
+
+def preference_rows(step: dict, last_eval: dict, before: dict) -> list[tuple[str, str]]:
+    """dpo / kto: the reward margin (chosen - rejected), reward accuracy (share of pairs whose chosen answer
+    gains more than the rejected one), and the answers' log-probabilities; the evaluation's beside them."""
+    def pct(value) -> str:
+        return f"{100 * value:.0f}%" if value is not None else "–"
+
+    rows = [("margin", number(step.get("reward_margin"), 3)), ("reward acc", pct(step.get("reward_accuracy")))]
+    if last_eval.get("reward_accuracy") is not None:
+        was = f" (before {pct(before.get('reward_accuracy'))})" if before and before is not last_eval else ""
+        rows.append(("  eval acc", pct(last_eval.get("reward_accuracy")) + was))
+    chosen, rejected = step.get("logp_chosen"), step.get("logp_rejected")
+    if chosen is not None or rejected is not None:
+        rows.append(("logp c/r", f"{number(chosen, 1)} / {number(rejected, 1)}"))
+    return rows
 
 
 def system_panel(event: dict | None, width: int = 16, ended: bool = False) -> Text:
