@@ -38,7 +38,7 @@ def make_run(root: Path, family: str) -> Path:
     from lora_tui.core.config import load_config, save_config
     from tests.support.chat import make_fake_run
 
-    base = build_tiny(family, root / f"base-{family}")
+    base = build_tiny(family, root / "base-model")
     # not named after the family: llama.cpp keys vocabulary fix-ups on general.name ("phi3", "gpt-oss") that look
     # up tokens the embedded tokenizer does not have
     run = Path(make_fake_run(root, base, name="tiny-run", with_adapter=False))
@@ -75,14 +75,14 @@ def merged_reference(run: Path):
     return model, tokenizer, ids, logp
 
 
-def llamacpp_against(reference, gguf_path: Path) -> tuple[float, float]:
+def llamacpp_against(reference, gguf_path: Path, lora: Path | None = None) -> tuple[float, float]:
     """(share of positions where llama.cpp and the merged model pick the same next token, mean |Δ log p|)
-    over the reference conversation, fed as the same token ids to both."""
+    over the reference conversation, fed as the same token ids to both; ``lora``: a LoRA GGUF llama.cpp applies."""
     from lora_tui.core.export.llamacpp import LlamaCppModel
 
     _, _, ids, logp = reference
     positions = list(range(1, len(ids)))
-    cpp = LlamaCppModel(gguf_path, n_ctx=512)
+    cpp = LlamaCppModel(gguf_path, n_ctx=512, lora=lora)
     try:
         got, tops = cpp.score(ids, positions)[:2]
     finally:
@@ -180,7 +180,7 @@ def test_a_family_not_written_is_refused_in_one_line_before_loading(family, word
     assert main(["export", str(run), "--gguf", "--gguf-type", "f16"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and words in err[0] and "merged model" in err[0] and "Traceback" not in err[0]
-    supported, line = gguf_support(_config(tmp_path / f"base-{family}"))
+    supported, line = gguf_support(_config(tmp_path / "base-model"))
     assert not supported and words in line and "\n" not in line
 
 

@@ -1,4 +1,4 @@
-"""`lora-tui export RUN [--zip] [--gguf [--gguf-type T]] [--out]` and `lora-tui merge RUN OUT [--dtype]`.
+"""`lora-tui export RUN [--zip] [--gguf [--gguf-type T]] [--gguf-adapter] [--out]` and `lora-tui merge RUN OUT [--dtype]`.
 
 Front-end only: the formats and their flags come from lora_tui.core.export.formats, the work from
 lora_tui.core.export (artefacts, check). Every merged model or GGUF written is loaded back and checked
@@ -34,7 +34,7 @@ def _progress(message: str, fraction: float) -> None:
     print(f"  {message}", file=sys.stderr, flush=True)
 
 
-def check_export(command: str, args, artefact: Path, gguf_file: str | None = None) -> int:
+def check_export(command: str, args, artefact: Path, gguf_file: str | None = None, lora: Path | None = None) -> int:
     """Load the export back, print the answers side by side and the verdict table; 0 when it keeps the fine-tune
     (or, when training changed too little to judge, moves as its type normally does), 1 when not."""
     from lora_tui.core.export.artefacts import record_check
@@ -45,7 +45,7 @@ def check_export(command: str, args, artefact: Path, gguf_file: str | None = Non
         return 0
     try:
         result = verify_export(args.run, artefact, gguf_file=gguf_file, check_prompts=args.check_prompts,
-                               runtime=getattr(args, "check_runtime", "auto"), on_progress=_progress)
+                               runtime=getattr(args, "check_runtime", "auto"), lora=lora, on_progress=_progress)
     except (AdapterError, ValueError, OSError) as exc:
         print(f"lora-tui {command}: the export was written, but the round-trip check could not run: {exc}", file=sys.stderr)
         return 1
@@ -61,7 +61,7 @@ def check_export(command: str, args, artefact: Path, gguf_file: str | None = Non
         print(f"Template:    {result.template_note}")
     source = find_adapter(args.run, allow_checkpoint=False)
     if source.run is not None:
-        record_check(source.run, str(artefact / gguf_file if gguf_file else artefact), result.to_dict())
+        record_check(source.run, str(lora or (artefact / gguf_file if gguf_file else artefact)), result.to_dict())
     if not result.ok:
         print(f"CHECK FAILED: {result.artefact}: {result.verdict_words if result.judgement else 'not judged'}"
               f"{'' if result.template_same else '; the chat template differs'}"
@@ -84,13 +84,21 @@ def _export(args) -> int:
 
     chosen = _chosen(args)
     checked = [f for f in chosen if f.check]
-    if checked and not args.no_check and args.check_runtime == "llama.cpp":
+    lora_check = getattr(args, "gguf_adapter", False) and not args.no_check  # a LoRA GGUF runs only in llama.cpp
+    if (checked and not args.no_check and args.check_runtime == "llama.cpp") or lora_check:
         from lora_tui.core.export.llamacpp import llamacpp_missing
 
         if llamacpp_missing():  # before minutes of merging and writing
             return _error("export", llamacpp_missing())
     written = []
+    adapter_gguf = None
     try:
+        if getattr(args, "gguf_adapter", False):  # the LoRA GGUF (gguf_adapter.py), beside the table's formats
+            from lora_tui.core.export.gguf_adapter import write_adapter_gguf
+
+            quiet_libraries()
+            adapter_gguf = write_adapter_gguf(args.run, None if chosen else args.out, overwrite=args.overwrite,
+                                              on_progress=_progress)
         for fmt in chosen:  # --out goes to the last format asked for (the zip keeps its place beside a GGUF)
             if fmt.progress:
                 quiet_libraries()
@@ -129,6 +137,14 @@ def _export(args) -> int:
         print(f"GGUF:        none yet (lora-tui export {args.run} --gguf [--gguf-type {DEFAULT_GGUF_TYPE}])")
     print(f"Load it:     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(BASE), \"{summary['adapter']}\")")
     status = 0
+    if adapter_gguf is not None:
+        info = adapter_gguf
+        print(f"Written:     {info.path}  ({human_size(info.path.stat().st_size)}, LoRA adapter)")
+        print(f"  base:      {info.base_path}  ({human_size(info.base_path.stat().st_size)}, {info.base_type}, "
+              f"{'reused: written for an earlier adapter of this base' if info.base_reused else 'written once, shared by every adapter of this base'})")
+        print(f"  llama.cpp: llama-cli -m {info.base_path} --lora {info.path}")
+        print(f"  Ollama:    cd {info.path.parent} && ollama create {info.path.stem.lower()} -f {info.modelfile.name}")
+        status = check_export("export", args, info.base_path.parent, info.base_path.name, lora=info.path)
     for fmt, path in written:
         if fmt.name == "gguf":
             modelfile = path.with_name(f"Modelfile-{_option(args, fmt)}")

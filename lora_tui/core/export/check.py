@@ -234,10 +234,14 @@ def _stop_ids(model, tokenizer) -> list[int]:
 
 def verify_export(run, artefact: str | Path, *, gguf_file: str | None = None, check_prompts: str | None = None,
                   n_prompts: int = 3, n_rows: int = 40, max_new_tokens: int = 40, runtime: str = "auto",
+                  lora: str | Path | None = None,
                   on_progress: Callable[[str, float], None] | None = None) -> RoundTrip:
     """Load ``artefact`` (a merged model folder, or the folder of ``gguf_file``) and compare it with the adapter.
 
-    ``runtime`` (GGUF only): ``llama.cpp``, ``transformers``, or ``auto`` (llama.cpp when installed)."""
+    ``runtime`` (GGUF only): ``llama.cpp``, ``transformers``, or ``auto`` (llama.cpp when installed).
+    ``lora``: a LoRA adapter GGUF that llama.cpp applies on ``gguf_file`` (the base): only llama.cpp can."""
+    if lora is not None:
+        runtime = "llama.cpp"
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -260,7 +264,7 @@ def verify_export(run, artefact: str | Path, *, gguf_file: str | None = None, ch
     if cpp_runtime:
         report("Check: loading the GGUF file in llama.cpp", 0.3)
         result.runtime = f"llama.cpp, {llamacpp_version()}"
-        art = LlamaCppModel(artefact / gguf_file, n_ctx=max(2048, 512 + max_new_tokens + 64))
+        art = LlamaCppModel(artefact / gguf_file, n_ctx=max(2048, 512 + max_new_tokens + 64), lora=lora)
     else:
         report("Check: loading the artefact back" + (" (transformers, gguf_file=)" if gguf_file else ""), 0.3)
         art = AutoModelForCausalLM.from_pretrained(artefact, dtype=torch.float32, **kwargs).eval()

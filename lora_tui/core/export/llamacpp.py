@@ -41,13 +41,17 @@ def llamacpp_version() -> str:
 class LlamaCppModel:
     """One GGUF file loaded in llama.cpp (CPU), one slot, quiet."""
 
-    def __init__(self, gguf_path: str | Path, n_ctx: int = 2048, threads: int | None = None):
+    def __init__(self, gguf_path: str | Path, n_ctx: int = 2048, threads: int | None = None,
+                 lora: str | Path | None = None):
+        """``lora``: a LoRA adapter GGUF applied at scale 1 (llama-server's --lora)."""
         import os
 
         import xllamacpp
 
         params = xllamacpp.CommonParams()
         params.model.path = str(gguf_path)
+        if lora is not None:
+            params.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(str(lora), 1.0)]
         params.n_ctx = n_ctx
         params.n_parallel = 1
         threads = threads or max(1, min(8, os.cpu_count() or 1))

@@ -172,13 +172,14 @@ def check_format(fmt: TurnFormat, tokenizer, *, with_system: bool = True) -> Non
                                 f"template renders {expected!r}")
 
 
-def modelfile_text(fmt: TurnFormat, *, system: str | None = None, source: str = ".") -> str:
+def modelfile_text(fmt: TurnFormat, *, system: str | None = None, source: str = ".", adapter: str | None = None) -> str:
     where = ("# FROM . imports this safetensors folder; `lora-tui export RUN --gguf` writes a Modelfile for the GGUF."
-             if source == "." else f"# FROM {source}: the GGUF file beside this Modelfile (tokenizer, template and EOS inside).")
+             if source == "." else f"# FROM {source}: the GGUF file beside this Modelfile (tokenizer, template and EOS inside)."
+             if not adapter else "# FROM: the base model's GGUF, shared by its adapters; ADAPTER: this run's LoRA GGUF.")
     lines = ["# Ollama Modelfile written by lora-tui. Build with:  ollama create my-model -f <this file>",
              where,
              f"# Chat format: {fmt.name}" + (f" ({fmt.note})" if fmt.note else ""),
-             f"FROM {source}", "", f'TEMPLATE """{fmt.go_template()}"""', ""]
+             f"FROM {source}", *([f"ADAPTER {adapter}"] if adapter else []), "", f'TEMPLATE """{fmt.go_template()}"""', ""]
     if system:
         lines += [f'SYSTEM """{_go_literal(system)}"""', ""]
     lines += [f'PARAMETER stop "{stop}"' for stop in fmt.stops if '"' not in stop]
