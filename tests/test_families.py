@@ -1,0 +1,82 @@
+"""The family matrix (issue 23 item 1): a tiny random-weight model of every family, built from transformers'
+own config class (no download), through the flow a user takes: the estimate (parameter count exact), a
+LoRA run in the detached trainer (adapter moved, base untouched), multi-turn chat that stops on the family's
+end-of-turn token, two adapters in one chat, merge (logits equal to the adapter's) and its Modelfile.
+
+QLoRA 4-bit and kill -9 + resume run here on a representative subset: the families whose layers differ
+where those paths differ (quantizable layer types: MoE experts, linear attention, per-layer embeddings;
+exact resume: MoE routing, eager attention with sinks, the linear-attention kernels). Llama takes both in
+test_training.py / test_reliability_training.py; the Llama-like families (Mistral, Ministral, Qwen2/3,
+SmolLM3, Granite, OLMo, Phi-3) share its code paths. `python3 benchmarks/family_matrix.py` runs every
+family through every step, GGUF f16 / q8_0 / q4_k_m in llama.cpp and the full round-trip check included
+(tests/test_export_gguf*.py check each family's GGUF files in llama.cpp)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lora_tui.core.model.families import FAMILIES
+from tests.support.families import matrix
+
+KEYS = [f.key for f in FAMILIES]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, tokenizer_dir):
+    made: dict = {}
+
+    def get(key: str):
+        if key not in made:
+            made[key] = matrix().prepare(key, tmp_path_factory.mktemp(f"matrix-{key}"), tokenizer_dir)
+        return made[key]
+
+    return get
+
+
+def _ok(fam, step: str, **kwargs) -> str:
+    m = matrix()
+    if kwargs:
+        m.STEP_FUNCTIONS[step](fam, **kwargs)
+        return "ok"
+    cell = m.run_step(fam, step)
+    assert cell.status == "ok", f"{fam.key} {step}: {cell.status}: {cell.detail}"
+    return cell.detail
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_a_family_goes_through_the_flow(key, prepared):
+    fam = prepared(key)
+    for step in ("estimate", "train", "chat", "adapters"):
+        _ok(fam, step)
+    _ok(fam, "merge", full_check=False)
+    _ok(fam, "modelfile")
+
+
+@pytest.mark.parametrize("key", ["qwen3_5", "qwen3_moe", "gemma2", "gemma4", "gpt_oss"])
+def test_qlora_4bit(key, prepared):
+    _ok(prepared(key), "qlora")
+
+
+@pytest.mark.parametrize("key", ["qwen3_5", "qwen3_moe", "gpt_oss"])
+def test_kill_9_and_resume_is_bit_identical(key, prepared):
+    _ok(prepared(key), "resume")
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_gguf_is_written_or_refused_in_one_line_as_gguf_support_says(key, prepared, tmp_path):
+    """A family GGUF export cannot write is refused before anything loads, in the line gguf_support gives the
+    Model screen; one it writes is checked in llama.cpp by tests/test_export_gguf*.py (f16, q8_0, q4_k_m)."""
+    from lora_tui.core.export.artefacts import ExportError, export_gguf
+    from lora_tui.core.export.gguf import gguf_support
+    from lora_tui.core.model.models import load_model_config
+    from tests.support.chat import make_fake_run
+
+    fam = prepared(key)
+    supported, line = gguf_support(load_model_config(str(fam.model)))
+    assert line and "\n" not in line
+    if supported:
+        return
+    run = make_fake_run(tmp_path, fam.model)
+    with pytest.raises(ExportError) as refused:
+        export_gguf(run, tmp_path / "out.gguf", gguf_type="q8_0")
+    assert "\n" not in str(refused.value) and not (tmp_path / "out.gguf").exists()
