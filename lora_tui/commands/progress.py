@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from lora_tui.core.run.history import RunHistory
+from lora_tui.core.run.history import RunHistory, progress_text
 from lora_tui.core.run.runs import STATES_DONE, RunDirectory, quoted
 from lora_tui.core.units import human_duration
 
@@ -38,6 +38,8 @@ def describe(event: dict, history: RunHistory | None = None) -> str | None:
         if event.get("reward_margin") is not None:  # dpo / kto: perplexity means nothing for their loss
             return f"eval ({event.get('phase')}) at step {event.get('step')}: loss {event.get('eval_loss'):.4f}" + _rewards(event)
         return f"eval ({event.get('phase')}) at step {event.get('step')}: loss {event.get('eval_loss'):.4f}, perplexity {event.get('perplexity')}"
+    if kind == "progress":
+        return progress_text(event)
     if kind == "checkpoint":
         return f"checkpoint at step {event.get('step')}: {event.get('path')}"
     if kind == "log":
@@ -64,6 +66,7 @@ def follow(run: RunDirectory, live: bool = True, out=sys.stdout, history: RunHis
     history, pending_step = history if history is not None else RunHistory(), False
     no_trainer_since = None
     waited = time.monotonic()
+    shown, printed = None, {}  # the live line on the terminal; when progress was last printed (not a terminal)
     while True:
         events = history.poll(run)
         for event in events:
@@ -71,11 +74,11 @@ def follow(run: RunDirectory, live: bool = True, out=sys.stdout, history: RunHis
                 line = describe(event, history)
             except (KeyError, TypeError, ValueError, AttributeError):  # a corrupted event: say so, go on
                 line = f"(an unreadable {str(event.get('type', 'unknown'))[:20]} event, seq {event.get('seq')}, skipped)"
-            if line is None:
+            if line is None or (event["type"] == "progress" and not tty and not _worth_a_line(event, printed)):
                 continue
-            if event["type"] == "step" and tty:
+            if event["type"] in ("step", "progress") and tty:
                 out.write("\r\033[K" + line)
-                pending_step = True
+                pending_step, shown = True, line
             else:
                 if pending_step:
                     out.write("\n")
@@ -103,9 +106,44 @@ def follow(run: RunDirectory, live: bool = True, out=sys.stdout, history: RunHis
                           f"lora-tui train --resume {quoted(run.path)}\n")
             return state
         if not events:
-            if state == "starting" and time.monotonic() - waited > 5:
-                waited = time.monotonic()
+            if tty and live and state in ("created", "starting", "running", "stopping"):
+                ticking = _live_line(history, waited)  # between events the clocks move on (issue 24 item 5)
+                if ticking and ticking != shown:
+                    out.write("\r\033[K" + ticking)
+                    out.flush()
+                    pending_step, shown = True, ticking
             time.sleep(0.5)
+
+
+QUIET_PROGRESS_S = 15.0  # not a terminal (a log file): an evaluation's progress at most every this many seconds
+
+
+def _worth_a_line(event: dict, printed: dict) -> bool:
+    """Off a terminal, every start-up phase, and an evaluation's first batch, last batch and one every
+    QUIET_PROGRESS_S seconds: a log shows an evaluation moving without a line every two seconds."""
+    if event.get("what") != "eval":
+        return True
+    now = time.monotonic()
+    if event.get("done") in (1, event.get("total")) or now - printed.get("eval", 0.0) >= QUIET_PROGRESS_S:
+        printed["eval"] = now
+        return True
+    return False
+
+
+def _live_line(history: RunHistory, since: float) -> str | None:
+    """The line a terminal keeps rewriting while no event comes: what the trainer is doing (a start-up phase,
+    an evaluation) or the latest step, with its clocks moved on; before any word from the trainer, how long
+    it has been starting (``since``: when following began)."""
+    now = time.monotonic()
+    if history.progress:
+        return history.waiting_text(now)
+    if history.last_step:
+        elapsed, eta = history.live_step(now)
+        line = describe({**history.last_step, "eta_s": eta}, history)
+        return line + (f"  elapsed {human_duration(elapsed)}" if elapsed is not None else "")
+    if history.started is None and history.outcome is None:
+        return f"starting the trainer... {human_duration(now - since)}"
+    return None
 
 
 def _objective(started: dict) -> str:

@@ -31,6 +31,40 @@ def _list(args) -> int:
     return 0
 
 
+class _StopClock:
+    """While `stop` waits: what the trainer is doing and the time against the grace period. On a terminal
+    one line ticking (cut to its width); elsewhere a line every QUIET_S seconds."""
+
+    QUIET_S = 15.0
+
+    def __init__(self, run_dir: RunDirectory, limit: float) -> None:
+        self.run, self.limit, self.tty = run_dir, limit, sys.stdout.isatty()
+        self.shown, self.printed = "", None
+
+    def __call__(self, waited: float) -> None:
+        import shutil
+
+        from lora_tui.core.units import human_duration
+
+        status = self.run.read_status()
+        doing = status.get("message") or ""
+        if doing in ("", "stop requested", "training", "loading"):
+            doing = f"training, at step {status.get('step') or 0}/{status.get('max_steps') or '?'}"
+        line = f"waiting for it: {doing}; {human_duration(waited)} of {human_duration(self.limit)}"
+        if self.tty:
+            line = line[:max(20, shutil.get_terminal_size().columns - 1)]
+            if line != self.shown:
+                print("\r\033[K" + line, end="", flush=True)
+                self.shown = line
+        elif self.printed is None or waited - self.printed >= self.QUIET_S:
+            print(line, flush=True)
+            self.printed = waited
+
+    def done(self) -> None:
+        if self.tty and self.shown:
+            print(flush=True)
+
+
 def run(args) -> int:
     from lora_tui.core.run.launcher import stop_run
 
@@ -55,9 +89,15 @@ def run(args) -> int:
     if state == "dead":
         print(f"No trainer is running in {run_dir.path} (it was killed). Resume with `lora-tui train --resume {quoted(run_dir.path)}`.")
         return 0
-    print(f"Asking the trainer in {run_dir.path} to stop (checkpoint + adapter)...")
+    from lora_tui.core.units import human_duration
+
+    print(f"Asking the trainer in {run_dir.path} to stop (checkpoint + adapter). It stops at the end of its "
+          f"current step (an evaluation runs to its end first); after {human_duration(args.wait)} (--wait) it "
+          "is killed.", flush=True)
     # After --wait seconds (the grace period, 120 s by default) a trainer still running is killed (SIGKILL).
-    state = stop_run(run_dir, wait=args.wait, kill_after_wait=True)
+    clock = _StopClock(run_dir, args.wait)
+    state = stop_run(run_dir, wait=args.wait, kill_after_wait=True, on_wait=clock)
+    clock.done()
     if getattr(run_dir, "kill_note", None):
         print(run_dir.kill_note)
     adapter = run_dir.adapter_dir

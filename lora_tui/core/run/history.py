@@ -10,7 +10,10 @@ Must not: import torch, textual or anything heavy, write to the run directory, o
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+
+from lora_tui.core.units import human_duration
 
 OUTCOMES = ("finished", "failed", "stopped")
 
@@ -35,6 +38,8 @@ class RunHistory:
     checkpoints: list[dict] = field(default_factory=list)
     outcome: dict | None = None  # the finished / failed / stopped event
     logs: list[dict] = field(default_factory=list)
+    progress: dict | None = None  # the latest "progress" event (a start-up phase, evaluation batches) since a step
+    seen: dict = field(default_factory=dict)  # "step" / "progress": time.monotonic() when the latest was folded in
     last_seq: int = 0
     offset: int = 0  # bytes of events.jsonl already read by ``poll``
 
@@ -61,11 +66,17 @@ class RunHistory:
                 continue  # already folded (a re-read after a resume, say)
             self.last_seq = max(self.last_seq, seq)
             kind = event.get("type")
+            if kind in ("started", "step", "eval") or kind in OUTCOMES:
+                self.progress = None  # what it was doing is over (a phase, an evaluation)
             if kind == "started":
                 self.started = event
                 self.outcome = None  # a resumed run starts again
+            elif kind == "progress":
+                self.progress = event
+                self.seen["progress"] = time.monotonic()
             elif kind == "step":
                 self.last_step = event
+                self.seen["step"] = time.monotonic()
                 if event.get("loss") is not None:
                     self.steps.append(int(event.get("step", len(self.steps))))
                     self.losses.append(float(event["loss"]))
@@ -124,6 +135,27 @@ class RunHistory:
         """sft | dpo | kto: what the run trains (runs from before training.method are sft)."""
         return str((self.started or {}).get("training_method") or "sft")
 
+    def _since(self, kind: str, now: float | None) -> float:
+        """Seconds since the latest ``kind`` event was folded in (``now``: time.monotonic(); None: none).
+        Counted from when this reader saw it, not from the event's clock: a reader on another machine
+        (or a replayed history) ticks on from the figures it was given."""
+        return max(0.0, now - self.seen.get(kind, now)) if now is not None else 0.0
+
+    def live_step(self, now: float | None = None) -> tuple[float | None, float | None]:
+        """(elapsed, ETA) in seconds of the latest step, moved on to ``now`` (time.monotonic()): between step
+        events the elapsed clock ticks on and the ETA counts down, instead of both standing still."""
+        step, since = self.last_step or {}, self._since("step", now)
+        elapsed = step["elapsed_s"] + since if step.get("elapsed_s") is not None else None
+        eta = max(0.0, step["eta_s"] - since) if step.get("eta_s") is not None else None
+        return elapsed, eta
+
+    def waiting_text(self, now: float | None = None) -> str | None:
+        """What the trainer is doing while no step comes (a start-up phase, an evaluation), with its clock
+        moved on to ``now`` (time.monotonic()): 'evaluating before training: 12/40 batches, 30s, about 1m10s
+        left', 'loading the model... 12s'; None when nothing is reported."""
+        return progress_text(self.progress, self._since("progress", now) if now is not None else None) \
+            if self.progress else None
+
     @property
     def eval_before(self) -> dict | None:
         return self.evals_by_phase.get("before")
@@ -132,3 +164,16 @@ class RunHistory:
     def eval_after(self) -> dict | None:
         """The final evaluation: the "after" one, else the latest one."""
         return self.evals_by_phase.get("after") or self.last_eval
+
+
+def progress_text(event: dict, since: float | None = None) -> str:
+    """A ``progress`` event in words: 'evaluating before training: 12/40 batches, 30s, about 1m10s left',
+    'loading the model...'; with ``since`` (seconds since it was seen) the clocks move on: 'loading the
+    model... 12s'."""
+    if event.get("what") == "eval":
+        elapsed = (event.get("elapsed_s") or 0) + (since or 0)
+        eta = event.get("eta_s")
+        going = eta is not None and event.get("done") != event.get("total")
+        left = f", about {human_duration(max(0.0, eta - (since or 0)))} left" if going else ""
+        return f"{event.get('message')}, {human_duration(elapsed)}{left}"
+    return f"{event.get('message')}..." + (f" {human_duration(since)}" if since is not None else "")

@@ -191,11 +191,13 @@ def resume_run(run_dir: str | os.PathLike) -> RunDirectory:
     return run
 
 
-def stop_run(run: RunDirectory, wait: float = 0.0, *, kill_after_wait: bool = False) -> str:
+def stop_run(run: RunDirectory, wait: float = 0.0, *, kill_after_wait: bool = False,
+             on_wait=None) -> str:
     """Ask the trainer to stop gracefully (checkpoint + adapter) and optionally wait for it.
 
     With ``kill_after_wait``, a trainer still running after `wait` seconds (the grace period,
-    ``run_claim.STOP_GRACE_S`` by default in the CLI) is killed with SIGKILL; ``run.kill_note`` says so."""
+    ``run_claim.STOP_GRACE_S`` by default in the CLI) is killed with SIGKILL; ``run.kill_note`` says so.
+    ``on_wait(seconds waited)`` is called while waiting (four times a second), for a clock on screen."""
     state = run.state()
     if state in STATES_DONE:
         return state
@@ -204,12 +206,15 @@ def stop_run(run: RunDirectory, wait: float = 0.0, *, kill_after_wait: bool = Fa
     run.request_stop()
     if run.read_status().get("state") in ("starting", "running"):
         run.write_status("stopping", message="stop requested")
-    deadline = time.monotonic() + wait
+    began = time.monotonic()
+    deadline = began + wait
     while time.monotonic() < deadline:
         state = run.state()
         # Done means the trainer has also exited (lock released), so a resume can start at once.
         if (state in STATES_DONE and not run.is_locked()) or state == "dead":
             return state
+        if on_wait is not None:
+            on_wait(time.monotonic() - began)
         time.sleep(0.25)
     if kill_after_wait and run.is_locked():
         run.kill_note = run_claim.kill_trainer(run, wait)

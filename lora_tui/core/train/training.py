@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from lora_tui.core.train import distributed, exact_resume, run_guard
+from lora_tui.core.train import distributed, exact_resume, run_guard, run_progress
 from lora_tui.core.train.setup import TrainingFailure, build_model, data_sha256, trainer_arguments  # noqa: F401 (tests)
 from lora_tui.core.config import Config, load_config
 from lora_tui.core.run.runs import CHECKPOINT_MARKER, RunDirectory, file_sha256
@@ -139,6 +139,8 @@ def _make_callback(run: RunDirectory, stop_flag: threading.Event, config: Config
 
         def on_step_end(self, args, state, control, **kw):
             if distributed.agree_to_stop(stop_flag.is_set() or run.stop_requested()):  # same step on every rank
+                if self.stop_reason is None:  # what `stop` and the wizard wait for now
+                    run_progress.phase(run, f"stopping at step {state.global_step}: saving a checkpoint and the adapter")
                 self.stop_reason = self.stop_reason or "stop requested"
                 control.should_training_stop = True
                 control.should_save = True  # a resumable checkpoint at this exact step
@@ -315,6 +317,7 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     from lora_tui.core.plan import memory_record
     from lora_tui.core.machine.hardware import probe_hardware
 
+    run_progress.phase(run, "reading the data")  # the silences before step 1 say what they are (issue 24)
     tokenizer = load_tokenizer(config.model.name, config.model.trust_remote_code, config.model.revision)
     train_ds, eval_ds, data_facts = build_datasets(config, tokenizer)
     # The plan's rows are no longer than the data's longest (short data: no needless checkpointing); estimate
@@ -342,6 +345,8 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     liger_deferred = not preferring and probe.defer_liger(config, choice, device, distributed.world_size())
     callbacks = [_make_callback(run, stop_flag, config), memory_record.make_memory_callback(run, memory_facts, device),
                  run_guard.space_callback(run)]
+    callbacks.append(run_progress.eval_progress(run, callbacks[0]))  # evaluation batches, as they go
+    run_progress.phase(run, "loading the model")
     if preferring:
         trainer, targets = preference.trainer_for_run(config, run, device, precision, choice, tokenizer, train_ds,
                                                       eval_ds, callbacks, data_facts)
@@ -396,6 +401,7 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     callback = next(c for c in trainer.callback_handler.callbacks if type(c).__name__ == "RunEvents")
     if eval_ds is not None and checkpoint is None:
         callback.eval_phase = "before"
+        run_progress.phase(run, "evaluating before training")
         trainer.evaluate()
     callback.eval_phase = "during"
     run.write_status("running", message="training")

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -88,6 +88,16 @@ class TrainingScreen(WizardScreen):
         self.run_state = "missing"
         self._following: str | None = None
         self._memory_peak: int | None = None
+        self._since = time.monotonic()  # when following began: the clock of a trainer still starting
+
+    @on(events.Mount)
+    def _start_clock(self) -> None:
+        # Between events (minutes before step 1, long steps) the clocks move on: elapsed, ETA, what it does.
+        self.set_interval(1.0, self._tick)
+
+    def _tick(self) -> None:
+        if self.state.run is not None and self.run_state in ACTIVE + ("created",):
+            self._render_all()
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="training-empty", classes="body"):
@@ -121,6 +131,7 @@ class TrainingScreen(WizardScreen):
             self._following = str(run.path)
             self.history = RunHistory()
             self._memory_peak = None
+            self._since = time.monotonic()
             self.run_state = run.state()
             self._render_all(plot=True)
             self.follow(run)
@@ -206,13 +217,14 @@ class TrainingScreen(WizardScreen):
         total = h.max_steps
         # Most wanted first: on a narrow terminal the end of the line is what gets cut.
         header.append(f"step {h.step}/{total or '?'}")
-        if self.run_state in ACTIVE and step.get("eta_s") is not None:
-            header.append(f"  ETA {duration(step['eta_s'])}", style="bold")
+        elapsed, eta = h.live_step(time.monotonic() if self.run_state in ACTIVE else None)  # ticking while active
+        if self.run_state in ACTIVE and eta is not None:
+            header.append(f"  ETA {duration(eta)}", style="bold")
         if step.get("epoch") is not None:
             epochs = started.get("epochs")
             header.append(f"  epoch {step['epoch']:.2f}" + (f"/{epochs:g}" if epochs else ""))
-        if step.get("elapsed_s") is not None:
-            header.append(f"  elapsed {duration(step['elapsed_s'])}")
+        if elapsed is not None:
+            header.append(f"  elapsed {duration(elapsed)}")
         if started.get("num_train_rows") is not None:
             header.append(f"  {started['num_train_rows']} train / {started.get('num_eval_rows') or 0} eval rows",
                           style="dim")
@@ -235,8 +247,11 @@ class TrainingScreen(WizardScreen):
             if self.run_state == "dead":
                 return Text(f"The trainer died without a word (killed?). Continue it: lora-tui train --resume "
                             f"{run.path}   Log: {run.log_path}", style="bold red")
+            waiting = self.history.waiting_text(time.monotonic()) if self.run_state in ACTIVE else None
+            if waiting:  # a start-up phase or an evaluation, with its clock (core/train/run_progress.py)
+                return Text(waiting[:1].upper() + waiting[1:], style="yellow")
             if self.run_state in ("created", "starting"):
-                return Text("Starting the trainer: loading the model and data…", style="yellow")
+                return Text(f"Starting the trainer… {duration(time.monotonic() - self._since)}", style="yellow")
             return Text("")
         kind = outcome.get("type")
         if kind == "finished":
