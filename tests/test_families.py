@@ -80,3 +80,30 @@ def test_gguf_is_written_or_refused_in_one_line_as_gguf_support_says(key, prepar
     with pytest.raises(ExportError) as refused:
         export_gguf(run, tmp_path / "out.gguf", gguf_type="q8_0")
     assert "\n" not in str(refused.value) and not (tmp_path / "out.gguf").exists()
+
+
+@pytest.mark.parametrize("key", ["qwen3_moe", "gpt_oss"])
+def test_moe_experts_are_an_opt_in_target_and_the_estimate_counts_them(key, tiny_family, train_file):
+    """Default: attention (and dense layers) only, the experts untouched; lora.targets=all-linear,experts: PEFT's
+    target_parameters adapts every expert. The estimate's LoRA size is PEFT's trainable count either way."""
+    from lora_tui.core.config import Config, apply_overrides
+    from lora_tui.core.model.catalogue import model_dims
+    from lora_tui.core.plan.family_rules import family_problem
+    from lora_tui.core.plan.memory import _lora_params
+    from lora_tui.core.train.setup import build_model
+
+    model_dir = tiny_family(key)
+    dims = model_dims(str(model_dir))
+    for experts in (False, True):
+        config = apply_overrides(Config(), [f"model.name={model_dir}", f"data.train={train_file}", "lora.r=4",
+                                            "lora.dropout=0", f"lora.targets={'all-linear,experts' if experts else 'all-linear'}"])
+        assert family_problem(config) is None
+        model, targets = build_model(config, "cpu", "fp32")
+        trainable = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
+        on_experts = [n for n in trainable if ".experts." in n]
+        assert bool(on_experts) == experts, on_experts
+        assert sum(trainable.values()) == _lora_params(dims, dims.target_modules("all-linear"), 4, experts)
+    dropout = apply_overrides(config.copy(), ["lora.dropout=0.05"])
+    assert family_problem(dropout).startswith("lora.targets=all-linear,experts with lora.dropout=0.05:")
+    dense = apply_overrides(Config(), [f"model.name={tiny_family('llama')}", "lora.dropout=0", "lora.targets=qv,experts"])
+    assert "not a mixture-of-experts model" in family_problem(dense)

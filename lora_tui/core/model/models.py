@@ -264,6 +264,27 @@ def linear_layer_names(model) -> list[str]:
     return sorted(names - _NEVER)
 
 
+EXPERTS = "experts"  # in lora.targets ("all-linear,experts"): every MoE expert's tensors too (PEFT target_parameters)
+
+
+def split_experts(targets: str) -> tuple[str, bool]:
+    """(lora.targets without the ``experts`` word, whether it was there): "all-linear,experts" -> ("all-linear", True)."""
+    parts = [t.strip() for t in str(targets).split(",") if t.strip()]
+    return ",".join(t for t in parts if t != EXPERTS), EXPERTS in parts
+
+
+def expert_parameter_names(model) -> list[str]:
+    """PEFT ``target_parameters`` names of a mixture-of-experts model's fused expert tensors (3-D, one slice per
+    expert), such as ``mlp.experts.gate_up_proj``; [] for a dense model. transformers 5 keeps experts as these
+    parameters, not linear layers, so ``lora.targets`` never reaches them (``lora.experts`` does)."""
+    names = set()
+    for full, param in model.named_parameters():
+        if param.ndim == 3 and ".experts." in full:
+            owner, leaf = full.split(".experts.", 1)
+            names.add(f"{owner.rsplit('.', 1)[-1]}.experts.{leaf}")
+    return sorted(names)
+
+
 def linear_layer_names_from_config(name: str, trust_remote_code: bool = False) -> list[str]:
     """The same, from the config alone: the model is built on the meta device (no weights, no memory)."""
     from accelerate import init_empty_weights

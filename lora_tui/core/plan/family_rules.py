@@ -47,6 +47,10 @@ def family_batching(config, batching: str, why: str) -> tuple[str, str]:
 
 def family_problem(config) -> str | None:
     """One line for a setting this model's family cannot train with (None: nothing to refuse)."""
+    from lora_tui.core.model.models import split_experts
+
+    if split_experts(config.lora.targets)[1] and (problem := _experts_problem(config)):
+        return problem
     fam = config_family(config)
     if fam is None:
         return None
@@ -57,4 +61,29 @@ def family_problem(config) -> str | None:
     if not fam.packs_rows and t.batching in PACKED:
         return (f"training.batching={t.batching}: rows would see each other in {fam.label} ({fam.no_packing}). "
                 "Fix: training.batching=grouped (or auto).")
+    return None
+
+
+def _experts_problem(config) -> str | None:
+    """``experts`` in lora.targets: PEFT's target_parameters adapts fused expert tensors without dropout or DoRA (peft 0.21's
+    ParamWrapper refuses both), and only a mixture-of-experts model has them."""
+    from lora_tui.core.model.catalogue import model_dims
+
+    lo = config.lora
+    try:
+        experts = model_dims(config.model.name).experts
+    except (LookupError, ValueError, OSError):
+        experts = None
+    if experts is not None and experts <= 1:
+        return (f"lora.targets={lo.targets}: {config.model.name} is not a mixture-of-experts model. "
+                "Fix: take experts out of lora.targets.")
+    if lo.dropout > 0:
+        return (f"lora.targets={lo.targets} with lora.dropout={lo.dropout}: PEFT cannot apply dropout inside the experts' "
+                "fused weights. Fix: lora.dropout=0 (or take experts out of lora.targets).")
+    if lo.use_dora:
+        return (f"lora.targets={lo.targets} with lora.use_dora=true: PEFT has no DoRA for expert tensors. "
+                "Fix: lora.use_dora=false.")
+    if config.training.method != "sft":
+        return (f"lora.targets={lo.targets}: experts are adapted in sft runs only. Fix: take experts out of lora.targets "
+                f"for {config.training.method}.")
     return None

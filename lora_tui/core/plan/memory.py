@@ -102,6 +102,7 @@ class MemoryPlan:
     # TRL's frozen copy of it ("ref"), a fresh adapter has none (the reference is the base, adapter off).
     method: str = "sft"
     reference_adapter: bool = False
+    lora_experts: bool = False  # lora.experts: every MoE expert adapted too (resident: all of them)
 
     def dims(self) -> ModelDims:
         return self.model if isinstance(self.model, ModelDims) else model_dims(self.model)
@@ -263,12 +264,13 @@ def _preference_parts(plan: MemoryPlan, tokens: int, per_layer: int, head_temp: 
     return parts
 
 
-def _lora_params(d: ModelDims, targets: list[str], r: int) -> int:
+def _lora_params(d: ModelDims, targets: list[str], r: int, experts: bool = False) -> int:
     per_layer = 0
     for name in targets:
         fan_in, fan_out = d.linear_modules[name]
-        experts = d.experts if name in d.module_groups["mlp"] else 1
-        per_layer += experts * r * (fan_in + fan_out)
+        per_layer += r * (fan_in + fan_out)
+    if experts and d.experts > 1:  # lora.experts: gate_up (h -> 2i) and down (i -> h) of every expert, rank r each
+        per_layer += d.experts * r * ((d.hidden + 2 * d.intermediate) + (d.intermediate + d.hidden))
     return d.layers * per_layer
 
 
@@ -315,7 +317,7 @@ def estimate_memory(plan: MemoryPlan) -> MemoryEstimate:
         # The unquantized fp32 tensors are zero-copy views of the memory-mapped checkpoint,
         # which keeps every page the quantizer read resident.
         parts["mapped_checkpoint"] = (d.checkpoint_bytes or d.params * 4) - (d.params - d.layers * d.linear_params_per_layer) * 4
-    lora = _lora_params(d, targets, plan.r)
+    lora = _lora_params(d, targets, plan.r, plan.lora_experts)
     # Autocast caches a 16-bit copy of each fp32 adapter weight for the step.
     autocast_copies = lora * 2 if DTYPE_BYTES[plan.compute_dtype()] == 2 and w.adapter == 4 else 0
     parts["lora_weights"] = lora * w.adapter + autocast_copies

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from lora_tui.core import config as config_rules  # cpu_has_bf16 read through the module: one answer, patchable in tests
 from lora_tui.core.config import Config, _cli_value, apply_overrides, effective_precision
 from lora_tui.core.plan.engine_choice import DeviceFacts, choose_kernels, engine_fields
+from lora_tui.core.model.models import split_experts
 from lora_tui.core.plan.memory import ATTENTION, BATCHING, MemoryPlan, estimate_memory
 from lora_tui.core.units import GiB
 
@@ -99,7 +100,8 @@ def plan_from_config(config: Config, hardware=None, model: str | None = None, de
         quant=QUANT_FOR_LOAD[config.model.load_in],
         double_quant=config.model.double_quant,
         r=config.lora.r,
-        targets=config.lora.targets,
+        targets=split_experts(config.lora.targets)[0],
+        lora_experts=split_experts(config.lora.targets)[1],  # "all-linear,experts": every MoE expert too
         seq_len=seq_len,
         **batch,
         device=device,

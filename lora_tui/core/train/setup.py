@@ -44,15 +44,21 @@ def load_base_for_lora(config: Config, device: str, precision: str, choice=None)
     return model, available
 
 
-def lora_config(config: Config, available):
-    """(the LoraConfig of a fresh adapter, its target modules among ``available``)."""
+def lora_config(config: Config, available, experts: list[str] | tuple = ()):
+    """(the LoraConfig of a fresh adapter, its target modules among ``available``). ``experts``: the model's fused
+    expert tensors (models.expert_parameter_names), adapted when lora.targets names ``experts``."""
     from peft import LoraConfig
 
-    from lora_tui.core.model.models import resolve_target_modules
+    from lora_tui.core.model.models import resolve_target_modules, split_experts
 
-    targets = resolve_target_modules(config.lora.targets, available)
+    choice, with_experts = split_experts(config.lora.targets)
+    targets = resolve_target_modules(choice, available) if choice or not with_experts else []
+    if with_experts and not experts:  # refused before launch (plan/family_rules.py); a config edited since
+        raise TrainingFailure("lora.targets names experts: this model has no expert tensors to adapt.",
+                              "Take experts out of lora.targets.")
     lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
                       target_modules=targets, use_rslora=config.lora.use_rslora, use_dora=config.lora.use_dora,
+                      target_parameters=list(experts) if with_experts else None,
                       bias="none", task_type="CAUSAL_LM")
     return lora, targets
 
@@ -65,7 +71,9 @@ def build_model(config: Config, device: str, precision: str, choice=None):
     if config.training.init_adapter:
         model, targets = load_start_adapter(model, config.training.init_adapter)
     else:
-        lora, targets = lora_config(config, available)
+        from lora_tui.core.model.models import expert_parameter_names
+
+        lora, targets = lora_config(config, available, expert_parameter_names(model))
         model = get_peft_model(model, lora)
     model.lora_tui_linear_layers = available
     return model, targets
