@@ -25,6 +25,7 @@ or the CLI, and on a front end (cli, commands, ui, core: the README's code map) 
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -152,9 +153,10 @@ def loaded_by_name() -> dict[str, set[str]]:
             "lora_tui.ui.app": {step.module for step in STEPS}}
 
 
-def edges(scope: str | None = None) -> list[Import]:
-    """``import_edges`` of lora_tui (under ``scope``), its by-name imports resolved."""
-    return import_edges(PACKAGE_ROOT, scope, loaded_by_name())
+@functools.lru_cache(maxsize=None)
+def edges(scope: str | None = None) -> tuple[Import, ...]:
+    """``import_edges`` of lora_tui (under ``scope``), its by-name imports resolved; read once per session."""
+    return tuple(import_edges(PACKAGE_ROOT, scope, loaded_by_name()))
 
 
 def node_of(module: str, scope: str = CORE) -> str | None:
