@@ -107,3 +107,20 @@ def test_moe_experts_are_an_opt_in_target_and_the_estimate_counts_them(key, tiny
     assert family_problem(dropout).startswith("lora.targets=all-linear,experts with lora.dropout=0.05:")
     dense = apply_overrides(Config(), [f"model.name={tiny_family('llama')}", "lora.dropout=0", "lora.targets=qv,experts"])
     assert "not a mixture-of-experts model" in family_problem(dense)
+
+
+def test_the_model_screen_claims_only_the_matrix_families():
+    """The Steps column (core/export/family_support.py): every step for a family this file takes through the
+    flow, GGUF as the export itself says, and nothing for a model type outside the matrix."""
+    from lora_tui.core.export.family_support import STEPS, family_steps, steps_cell, steps_line
+    from lora_tui.core.export.gguf import gguf_support
+
+    for fam in FAMILIES:
+        for model_type in fam.model_types:
+            rows = dict((step, ok) for step, ok, _ in family_steps(model_type))
+            assert list(rows) == list(STEPS)
+            assert rows["GGUF"] == gguf_support(model_type)[0]
+            assert all(ok for step, ok in rows.items() if step != "GGUF")
+    assert steps_cell("qwen3_5_text") == "no GGUF" and "GGUF: GGUF export does not write" in steps_line("qwen3_5_text")
+    assert steps_cell("llama") == "all 8"
+    assert steps_cell("bert") == "untested" and "no step is proven" in steps_line("bert")

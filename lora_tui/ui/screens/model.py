@@ -1,5 +1,6 @@
-"""Step 1, Model: the embedded default first, the catalogue with parameter counts and
-the memory each would need with the current plan, and free entry of a hub id or a
+"""Step 1, Model: the embedded default first, the catalogue with parameter counts, the
+memory each would need with the current plan and the steps of the flow its family has
+passed (the family matrix), and free entry of a hub id or a
 local path, checked before the user moves on. trust_remote_code stays off unless
 the user ticks it and confirms a warning.
 
@@ -14,6 +15,10 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Checkbox, DataTable, Input, Label, Static
 from textual.worker import Worker
 
+from rich.markup import escape
+
+from lora_tui.core.export.family_support import steps_cell, steps_line
+from lora_tui.core.model.catalogue import model_dims
 from lora_tui.core.model.embedded import EMBEDDED_MODEL, is_embedded
 from lora_tui.ui.messages import CatalogueEstimated, ModelChecked
 from lora_tui.ui.screens.base import WizardScreen
@@ -25,6 +30,14 @@ from lora_tui.ui.workers import failure, thread_worker
 EMBEDDED_LABEL = "embedded: SmolLM2-135M-Instruct (offline)"
 TRUST_WARNING = ("Trusting remote code runs Python files shipped with the model, with your permissions, "
                  "when it loads. Only do this for a model whose author you trust and whose code you have read.")
+
+
+def _steps(name: str) -> str:
+    """The Steps cell: "all 8" / "no GGUF" / "untested" for the model's family (core/export/family_support.py)."""
+    try:
+        return steps_cell(model_dims(name).model_type)
+    except (LookupError, ValueError):
+        return "?"
 
 
 class ModelScreen(WizardScreen):
@@ -44,7 +57,8 @@ class ModelScreen(WizardScreen):
             table = DataTable(id="models", cursor_type="row", zebra_stripes=True)
             # Fixed widths for the numbers: auto widths only grow, so they would depend on update order.
             self._columns = [table.add_column("Model"), table.add_column("Params", width=6),
-                             table.add_column("Needs", width=9), table.add_column("Fits", width=11)]
+                             table.add_column("Needs", width=9), table.add_column("Fits", width=11),
+                             table.add_column("Steps", width=8)]  # of the flow that work for its family
             yield table
             with Horizontal(id="model-entry", classes="row"):
                 yield Label("Hub id or path ", classes="field-label")
@@ -56,7 +70,7 @@ class ModelScreen(WizardScreen):
     # --- state ------------------------------------------------------------------------------
     def on_mount(self) -> None:
         table = self.query_one("#models", DataTable)
-        table.add_row(EMBEDDED_LABEL, "135M", "…", "…", key=EMBEDDED_MODEL)
+        table.add_row(EMBEDDED_LABEL, "135M", "…", "…", _steps(EMBEDDED_MODEL), key=EMBEDDED_MODEL)
 
     def sync_from_state(self) -> None:
         config = self.state.config
@@ -100,7 +114,8 @@ class ModelScreen(WizardScreen):
             self.query_one("#model-status", Static).update(f"[yellow]Catalogue unavailable: {message.error}[/]")
             return
         rows = {EMBEDDED_MODEL if is_embedded(name) else name: (EMBEDDED_LABEL if is_embedded(name) else name,
-                                                                count(params), gib(needed), verdict_markup(verdict))
+                                                                count(params), gib(needed), verdict_markup(verdict),
+                                                                _steps(name))
                 for name, params, needed, verdict in message.rows}
         if [key.value for key in table.rows] == list(rows):  # same models: update in place, no flicker
             for key, cells in rows.items():
@@ -193,6 +208,7 @@ class ModelScreen(WizardScreen):
         if check.ok:
             lines = [f"[green]✓[/] [b]{check.name}[/]: {check.message}"]
             lines += [f"[yellow]! {w}[/]" for w in check.warnings]
+            lines.append(escape(steps_line(check.model_type)))  # which steps of the flow its family has passed
         else:
             lines = [f"[red]✗ {check.message}[/]"]
         status.update("\n".join(lines))
