@@ -25,8 +25,8 @@ def cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def llama_run(tmp_path_factory, cache):
-    return make_run(tmp_path_factory.mktemp("lora-gguf"), "llama3")
+def llama_run(tmp_path_factory, cache, tokenizer_dir):
+    return make_run(tmp_path_factory.mktemp("lora-gguf"), "llama", tokenizer_dir)
 
 
 def test_adapter_gguf_is_what_llama_cpp_reads_as_a_lora(llama_run, cache):
@@ -50,7 +50,7 @@ def test_adapter_gguf_is_what_llama_cpp_reads_as_a_lora(llama_run, cache):
     assert tensors["blk.1.ffn_down.weight.lora_b"].data.shape == (64, 4)
     assert len(tensors) == 2 * 7 * 2  # A and B of 7 linear layers in 2 blocks
     modelfile = info.modelfile.read_text()
-    assert f"FROM {info.base_path}\nADAPTER ./tiny-run-lora.gguf\n" in modelfile and "TEMPLATE" in modelfile
+    assert f"FROM {info.base_path}\nADAPTER ./tiny-run-lora.gguf\n" in modelfile and "<|eot_id|>" in modelfile
 
 
 @needs_llamacpp

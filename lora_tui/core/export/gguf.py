@@ -265,6 +265,9 @@ def write_gguf(model, tokenizer, tokenizer_dir: str | Path, out_file: str | Path
                           "model's tokenizer.model present, writes the exact ones)")
     if pre == "default" and kind == "gpt2":
         info.notes.append("pre-tokenizer not recognised: written as 'default' (GPT-2 splitting)")
+    if _rope(config)[1].get("truncate") is False:
+        info.notes.append("llama.cpp rounds YaRN's correction range, this model (truncate: false) does not: a few "
+                          "rope dimensions differ slightly in llama.cpp")
 
     writer = gguf.GGUFWriter(str(out_file), arch_name, use_temp_file=True)
     writer.add_type(gguf.GGUFType.MODEL)

@@ -132,6 +132,8 @@ def _granite_hparams(writer, config) -> None:
 
 
 def _gpt_oss_hparams(writer, config) -> None:
+    # llama.cpp rounds YaRN's correction range outward; gpt-oss (truncate: false) does not: the rope of a few
+    # dimensions differs a little (tiny model, f16: 96 % same next token, mean |Δ log p| 0.04; with truncate 100 %)
     _yarn(writer, config)
     _experts(writer, config, "num_local_experts")
     writer.add_expert_feed_forward_length(int(config.intermediate_size))
