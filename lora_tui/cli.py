@@ -150,9 +150,6 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
             p.add_argument(fmt.option_flag, choices=fmt.options, default=fmt.default, help=fmt.option_help)
     p.add_argument("--out", default=None, help="where to write the zip or GGUF (default: <run>/<name>-adapter.zip, <run>/gguf/)").complete = FILE
     p.add_argument("--overwrite", action="store_true", help="replace an existing zip or GGUF file (only one lora-tui wrote)")
-    p.add_argument("--gguf-adapter", action="store_true", help="write the adapter alone as a llama.cpp LoRA GGUF "
-                   "(<run>/gguf/<name>-lora.gguf) and the base model's f16 GGUF once, shared by every adapter of that "
-                   "base, with an Ollama Modelfile-lora (FROM base, ADAPTER lora)")
     _add_export_checks(p, gguf=True)
 
     p = sub.add_parser("merge", help="merge the adapter into the base model and save a standalone model")

@@ -162,3 +162,16 @@ def test_the_users_check_prompts_are_scored_too(taught_run, tmp_path):
     path = export_gguf(taught_run, tmp_path / "q8_0.gguf", gguf_type="q8_0")
     result = verify_export(taught_run, path.parent, gguf_file=path.name, check_prompts=str(mine), max_new_tokens=4)
     assert len(result.answers) == 3 and result.judgement.rows == 9 and result.verdict == "keeps", result.table()
+
+
+def test_the_lora_gguf_on_its_base_is_checked_the_same_way(taught_run, capsys):
+    """`lora-tui export RUN --gguf-adapter` (a format of the table): llama.cpp applies the LoRA GGUF on the base
+    file and the check says what it keeps; the model card lists it."""
+    from lora_tui.cli import main
+
+    assert main(["export", str(taught_run), "--gguf-adapter"]) == 0
+    out = capsys.readouterr().out
+    assert "LoRA adapter" in out and "PASS: keeps" in out and "Ran in:      llama.cpp" in out, out
+    assert f"LoRA GGUF:   {taught_run / 'gguf' / (taught_run.name + '-lora.gguf')}" in out
+    card = (taught_run / "adapter" / "README.md").read_text()
+    assert f"`{taught_run.name}-lora.gguf` | LoRA on the f16 base |" in card and "| keeps |" in card, card[-1500:]

@@ -21,7 +21,7 @@ class HubBackend(FixedBackend):
 
     def export_sizes(self, run):
         return {"f16": 270 * 2**20, "q8_0": 144 * 2**20, "q6_k": 138 * 2**20, "q5_k_m": 113 * 2**20,
-                "q4_k_m": 105 * 2**20, "q4_0": 92 * 2**20}
+                "q4_k_m": 105 * 2**20, "q4_0": 92 * 2**20, "gguf_adapter": 9 * 2**20}
 
     def export_gguf(self, run, gguf_type="q8_0", overwrite=False, on_progress=None):
         self.written = gguf_type
@@ -68,7 +68,8 @@ def test_gguf_button_shows_the_check_and_push_asks_first(tmp_path):
             await until(pilot, lambda: type(app.screen).__name__ == "GGUFChoice", what="the GGUF types")
             listed = app.screen.query_one(OptionList)
             shown = [str(listed.get_option_at_index(i).prompt) for i in range(listed.option_count)]
-            assert [s.split()[0] for s in shown] == list(GGUF_TYPES) and "~105.0 MiB" in shown[4], shown
+            assert [s.split()[0] for s in shown] == [*GGUF_TYPES, "lora"] and "~105.0 MiB" in shown[4], shown
+            assert "the adapter alone" in shown[-1] and "~9.0 MiB" in shown[-1]  # the LoRA GGUF, on the f16 base
             assert listed.highlighted == 1 and "default" in shown[1]
             await pilot.press("down", "down", "down", "enter")  # q4_k_m
             text = lambda: str(app.screen.query_one("#export-text", Static).render())  # noqa: E731

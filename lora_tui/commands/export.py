@@ -84,21 +84,13 @@ def _export(args) -> int:
 
     chosen = _chosen(args)
     checked = [f for f in chosen if f.check]
-    lora_check = getattr(args, "gguf_adapter", False) and not args.no_check  # a LoRA GGUF runs only in llama.cpp
-    if (checked and not args.no_check and args.check_runtime == "llama.cpp") or lora_check:
+    if checked and not args.no_check and (args.check_runtime == "llama.cpp" or any(f.llamacpp_only for f in checked)):
         from lora_tui.core.export.llamacpp import llamacpp_missing
 
         if llamacpp_missing():  # before minutes of merging and writing
             return _error("export", llamacpp_missing())
     written = []
-    adapter_gguf = None
     try:
-        if getattr(args, "gguf_adapter", False):  # the LoRA GGUF (gguf_adapter.py), beside the table's formats
-            from lora_tui.core.export.gguf_adapter import write_adapter_gguf
-
-            quiet_libraries()
-            adapter_gguf = write_adapter_gguf(args.run, None if chosen else args.out, overwrite=args.overwrite,
-                                              on_progress=_progress)
         for fmt in chosen:  # --out goes to the last format asked for (the zip keeps its place beside a GGUF)
             if fmt.progress:
                 quiet_libraries()
@@ -135,16 +127,17 @@ def _export(args) -> int:
         print(f"GGUF:        {item['path']}  ({human_size(item['bytes'])}, {item['type']}{verdict})")
     if not summary["gguf"]:
         print(f"GGUF:        none yet (lora-tui export {args.run} --gguf [--gguf-type {DEFAULT_GGUF_TYPE}])")
+    for item in summary.get("gguf_adapter") or []:
+        verdict = f", check: {item['check']['verdict']}" if item.get("check") else ""
+        print(f"LoRA GGUF:   {item['path']}  ({human_size(item['bytes'])}, on {item['type']} base {item['base']}{verdict})")
     print(f"Load it:     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(BASE), \"{summary['adapter']}\")")
     status = 0
-    if adapter_gguf is not None:
-        info = adapter_gguf
+    for info in (result for fmt, result in written if fmt.name == "gguf_adapter"):
         print(f"Written:     {info.path}  ({human_size(info.path.stat().st_size)}, LoRA adapter)")
         print(f"  base:      {info.base_path}  ({human_size(info.base_path.stat().st_size)}, {info.base_type}, "
               f"{'reused: written for an earlier adapter of this base' if info.base_reused else 'written once, shared by every adapter of this base'})")
         print(f"  llama.cpp: llama-cli -m {info.base_path} --lora {info.path}")
         print(f"  Ollama:    cd {info.path.parent} && ollama create {info.path.stem.lower()} -f {info.modelfile.name}")
-        status = check_export("export", args, info.base_path.parent, info.base_path.name, lora=info.path)
     for fmt, path in written:
         if fmt.name == "gguf":
             modelfile = path.with_name(f"Modelfile-{_option(args, fmt)}")
@@ -152,7 +145,8 @@ def _export(args) -> int:
             print(f"  llama.cpp: llama-cli -m {path}")
             print(f"  Ollama:    cd {path.parent} && ollama create {path.stem.lower()} -f {modelfile.name}")
         if fmt.check:
-            status = max(status, check_export("export", args, path.parent, path.name))
+            artefact, gguf_file, lora = fmt.check_target(path)
+            status = max(status, check_export("export", args, artefact, gguf_file, lora=lora))
     return status
 
 

@@ -268,16 +268,33 @@ class Backend:
         from lora_tui.core.export.sizes import gguf_sizes
 
         model = load_config(run.config_path).model
-        return gguf_sizes(model.name, trust_remote_code=model.trust_remote_code, revision=model.revision)
+        sizes = gguf_sizes(model.name, trust_remote_code=model.trust_remote_code, revision=model.revision)
+        if (run.adapter_dir / "adapter_config.json").is_file():  # the LoRA GGUF: its tensors at f16
+            from lora_tui.core.export.sizes import adapter_values
 
-    def verify_export(self, run, artefact, gguf_file: str | None = None, on_progress: Progress | None = None):
-        """The round-trip check of a merged model or GGUF; recorded in the run's exports.json."""
+            sizes["gguf_adapter"] = 2 * adapter_values(run.adapter_dir)
+        return sizes
+
+    def write_export(self, run, name: str, option: str | None = None, overwrite: bool = False,
+                     on_progress: Progress | None = None):
+        """Write one format of core/export/formats.py's table (its writer's result: a path, or an info)."""
+        from lora_tui.core.export.formats import export_format
+
+        warm_imports()
+        with _MODEL_LOCK:
+            return export_format(name).write(run.path, option=option, overwrite=overwrite, on_progress=on_progress)
+
+    def verify_export(self, run, artefact, gguf_file: str | None = None, on_progress: Progress | None = None,
+                      lora=None):
+        """The round-trip check of a merged model, a GGUF, or a LoRA GGUF applied on its base GGUF (``lora``);
+        recorded in the run's exports.json."""
         from lora_tui.core.export.artefacts import record_check
         from lora_tui.core.export.check import verify_export
 
         with _MODEL_LOCK:
-            result = verify_export(run.path, artefact, gguf_file=gguf_file, on_progress=on_progress)
-        record_check(run, str(Path(artefact) / gguf_file if gguf_file else artefact), result.to_dict())
+            result = verify_export(run.path, artefact, gguf_file=gguf_file, on_progress=on_progress,
+                                   **({"lora": lora} if lora else {}))
+        record_check(run, str(lora or (Path(artefact) / gguf_file if gguf_file else artefact)), result.to_dict())
         return result
 
     def upload_plan(self, run, repo_id: str, kind: str = "adapter"):

@@ -398,7 +398,7 @@ def record_check(run: RunDirectory, artefact: str, check: dict) -> None:
         return
     from lora_tui.core.export.gain import columns
 
-    for kind in ("merged", "gguf"):
+    for kind in data:  # merged, gguf, gguf_adapter (the LoRA GGUF is recorded by its own path)
         for item in data.get(kind, []):
             if item.get("path") == artefact or artefact.startswith(item.get("path", "\0") + "/"):
                 item["check"] = {k: check[k] for k in ("verdict", "verdict_words", "ok", "runtime", "gguf_type",
@@ -427,7 +427,7 @@ def export_summary(run: str | Path) -> dict:
                      "name": source.run.name if source.run else (adapter.name if adapter else None),
                      "state": source.run.state() if source.run else "finished",
                      "base_model": source.base_model, "adapter": None, "adapter_bytes": 0, "adapter_files": [],
-                     "model_card": None, "zip": None, "zip_bytes": 0, "merged": [], "gguf": []}
+                     "model_card": None, "zip": None, "zip_bytes": 0, "merged": [], "gguf": [], "gguf_adapter": []}
     if adapter is not None:
         summary.update(adapter=str(adapter), adapter_bytes=_size(adapter),
                        adapter_files=sorted(p.name for p in adapter.iterdir() if p.is_file() and not is_trainer_state(p.name)))
@@ -451,4 +451,9 @@ def export_summary(run: str | Path) -> dict:
             if path.is_file():
                 summary["gguf"].append({"path": str(path), "type": item.get("type"), "bytes": _size(path),
                                         "modelfile": item.get("modelfile"), "check": item.get("check")})
+        for item in recorded.get("gguf_adapter", []):  # a LoRA GGUF and the shared base file it applies on
+            path = Path(item.get("path", ""))
+            if path.is_file():
+                summary["gguf_adapter"].append({"path": str(path), "base": item.get("base"), "type": item.get("type"),
+                                                "bytes": _size(path), "check": item.get("check")})
     return summary

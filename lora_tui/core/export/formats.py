@@ -42,6 +42,7 @@ class ExportFormat:
     push_flag: str | None = None  # `lora-tui push` flag that uploads the recorded files of this kind
     push_help: str = ""
     progress: bool = True  # the writer takes on_progress
+    llamacpp_only: bool = False  # its check can run nowhere else (a LoRA GGUF applied on its base)
 
     def function(self, which: str = "writer") -> Callable:
         module, _, attr = getattr(self, which).partition(":")
@@ -56,6 +57,16 @@ class ExportFormat:
             kwargs[self.option_arg] = option or self.default
         return self.function()(run, out, **kwargs)
 
+    def check_target(self, written) -> tuple:
+        """(artefact, gguf_file, lora) for the check of what ``write`` returned: a merged folder, a GGUF file, or a
+        LoRA GGUF (an info with ``path`` and ``base_path``) that llama.cpp applies on its base file."""
+        from pathlib import Path
+
+        if hasattr(written, "base_path"):
+            return written.base_path.parent, written.base_path.name, written.path
+        written = Path(written)
+        return (written.parent, written.name, None) if written.suffix == ".gguf" else (written, None, None)
+
 
 EXPORT_FORMATS: tuple[ExportFormat, ...] = (
     ExportFormat("zip", "Adapter zip", "z", "Zip", "--zip", "lora_tui.core.export.artefacts:zip_adapter",
@@ -67,6 +78,12 @@ EXPORT_FORMATS: tuple[ExportFormat, ...] = (
                  option_help="dtype of the saved weights; auto keeps the base model's",
                  check="lora_tui.core.export.check:verify_export", push_flag="--merged",
                  push_help="upload the run's latest merged model instead of the adapter"),
+    ExportFormat("gguf_adapter", "GGUF LoRA adapter (llama.cpp --lora, Ollama ADAPTER)", "a", "LoRA GGUF", "--gguf-adapter",
+                 "lora_tui.core.export.gguf_adapter:write_adapter_gguf", "gguf/{name}-lora.gguf",
+                 help="write the adapter alone as a llama.cpp LoRA GGUF (<run>/gguf/<name>-lora.gguf) and the base "
+                      "model's f16 GGUF once, shared by every adapter of that base, with an Ollama Modelfile-lora "
+                      "(FROM base, ADAPTER lora)",
+                 check="lora_tui.core.export.check:verify_export", llamacpp_only=True),
     ExportFormat("gguf", "GGUF (merged, llama.cpp / Ollama)", "g", "GGUF…", "--gguf", "lora_tui.core.export.artefacts:export_gguf",
                  "gguf/{name}-{option}.gguf", help="write the merged model as one GGUF file (llama.cpp, Ollama)",
                  options=GGUF_TYPES, default=DEFAULT_GGUF_TYPE, option_flag="--gguf-type", option_arg="gguf_type",

@@ -192,7 +192,9 @@ def _exports_section(run: RunDirectory) -> list[str]:
                 continue
             size = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
             columns = (item.get("check") or {}).get("columns") or {}
-            rows.append(f"| `{path.name}` | {item.get('type') or item.get('dtype') or kind} | {gib(size, 2)} | "
+            kind_shown = f"LoRA on the {item.get('type')} base" if kind == "gguf_adapter" else \
+                item.get("type") or item.get("dtype") or kind
+            rows.append(f"| `{path.name}` | {kind_shown} | {gib(size, 2)} | "
                         + " | ".join(columns.get(c, "not checked") for c in EXPORT_COLUMNS) + " |")
     if not rows:
         return []

@@ -49,8 +49,13 @@ def _verdict(item: dict) -> str:
     return f", check: {check['verdict']}{'' if check.get('ok') else ' (FAILED)'}" if check.get("verdict") else ""
 
 
+# formats offered in the GGUF chooser rather than as buttons of their own (the LoRA GGUF)
+GROUPED = tuple(f for f in EXPORT_FORMATS if f.name.startswith("gguf_"))
+
+
 class GGUFChoice(ModalScreen[str | None]):
-    """Every GGUF type (formats.GGUF_TYPES), each with its estimated size; returns the type chosen."""
+    """Every GGUF type (formats.GGUF_TYPES) and the LoRA GGUF, each with its estimated size; returns the type
+    chosen, or the LoRA GGUF's format name."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
 
@@ -66,11 +71,18 @@ class GGUFChoice(ModalScreen[str | None]):
             mark = " default" if name == gguf.default else ""
             mark += " written" if name in self.existing else ""
             options.append(Option(f"{name:<7}{GGUF_TYPE_NOTES.get(name, ''):<24}{size:>11}{mark}", id=name))
+        for fmt in GROUPED:
+            size = f"~{human_size(self.sizes[fmt.name])}" if fmt.name in self.sizes else "size unknown"
+            mark = " written" if fmt.name in self.existing else ""
+            options.append(Option(f"{'lora':<7}{'the adapter alone':<24}{size:>11}{mark}", id=fmt.name))
         with Vertical(classes="dialog"):
-            yield Label("Write the merged model as GGUF: which type?", classes="dialog-title")
+            yield Label("Write a GGUF file: which type?", classes="dialog-title")
             yield OptionList(*options, id="gguf-types")
-            yield Static("Sizes are estimated before writing. The file is loaded back in llama.cpp and checked: "
-                         "how much of what training taught it keeps. Enter writes, esc cancels.", classes="hint")
+            base = f" (~{human_size(self.sizes['f16'])})" if "f16" in self.sizes else ""
+            yield Static("Sizes are estimated before writing. lora applies on the base model's f16 GGUF, written "
+                         f"once{base} and shared by every adapter of that base. The file is loaded back in llama.cpp "
+                         "and checked: how much of what training taught it keeps. Enter writes, esc cancels.",
+                         classes="hint")
 
     def on_mount(self) -> None:
         types = self.query_one("#gguf-types", OptionList)
@@ -84,7 +96,7 @@ class GGUFChoice(ModalScreen[str | None]):
 
 class ExportScreen(WizardScreen):
     STEP = "export"
-    BINDINGS = [*(Binding(f.key, f"export('{f.name}')", f.short) for f in EXPORT_FORMATS),
+    BINDINGS = [*(Binding(f.key, f"export('{f.name}')", f.short) for f in EXPORT_FORMATS if f not in GROUPED),
                 Binding("o", "modelfile", "Modelfile"), Binding("p", "push", "Push")]
 
     def __init__(self) -> None:
@@ -101,7 +113,8 @@ class ExportScreen(WizardScreen):
             yield Static(id="export-where")
             with Horizontal(id="export-buttons", classes="row"):
                 for fmt in EXPORT_FORMATS:
-                    yield Button(f"{fmt.short} ({fmt.key})", id=fmt.name, compact=True)
+                    if fmt not in GROUPED:
+                        yield Button(f"{fmt.short} ({fmt.key})", id=fmt.name, compact=True)
                 yield Button("Modelfile (o)", id="modelfile", compact=True)
                 yield Button("Push to Hub (p)", id="push", compact=True)
             yield Static(id="export-result")
@@ -167,6 +180,8 @@ class ExportScreen(WizardScreen):
             self._merged = Path(merged[-1]["path"])
         for item in summary.get("gguf") or []:
             row("GGUF", f"{item['path']}  ({item.get('type')}, {human_size(item.get('bytes') or 0)}{_verdict(item)})")
+        for item in summary.get("gguf_adapter") or []:
+            row("LoRA GGUF", f"{item['path']}  ({human_size(item.get('bytes') or 0)}{_verdict(item)})")
         if not summary.get("gguf"):
             row("GGUF", "not yet (g)", "dim")
         text.append("Load it     ", style="bold")
@@ -269,9 +284,17 @@ class ExportScreen(WizardScreen):
         if self._refuse():
             return
         written = {g.get("type") for g in self._summary_data.get("gguf") or []}
+        written |= {f.name for f in GROUPED if self._summary_data.get(f.name)}
 
         def chosen(gguf_type: str | None) -> None:
             if not gguf_type:
+                return
+            if gguf_type in {f.name for f in GROUPED}:
+                existing = self._summary_data.get(gguf_type) or []
+                ask = Confirm("Replace the LoRA GGUF?", f"{existing[0]['path']} exists. Write it again?",
+                              yes="Replace") if existing else None
+                self._export(self._grouped, self.state.run, gguf_type, bool(existing), ask=ask,
+                             working="LoRA GGUF: writing the adapter (and the base once)…")
                 return
             existing = [g for g in self._summary_data.get("gguf") or [] if g.get("type") == gguf_type]
             ask = Confirm("Replace the GGUF?", f"{existing[0]['path']} exists. Write it again?", yes="Replace") \
@@ -287,6 +310,18 @@ class ExportScreen(WizardScreen):
         path = self.backend.export_gguf(run, gguf_type, overwrite=overwrite, on_progress=progress)
         check = self._check(run, path.parent, path.name, progress)
         self.post_message(ExportDone("gguf", path, details={"check": check, "type": gguf_type}))
+
+    @thread_worker("export")
+    def _grouped(self, run, name: str, overwrite: bool) -> None:
+        progress = lambda text, fraction: self.post_message(WorkProgress("gguf", text, fraction))  # noqa: E731
+        info = self.backend.write_export(run, name, overwrite=overwrite, on_progress=progress)
+        artefact, gguf_file, lora = export_format(name).check_target(info)
+        try:
+            check = self.backend.verify_export(run, artefact, gguf_file=gguf_file, on_progress=progress, lora=lora)
+        except Exception as exc:
+            check = plain_error(exc)
+        self.post_message(ExportDone("gguf", info.path, details={"check": check, "type": "lora",
+                                                                 "modelfile": info.modelfile.name}))
 
     def action_push(self) -> None:
         if self._refuse():
@@ -320,6 +355,7 @@ class ExportScreen(WizardScreen):
         self.post_message(ExportDone("push", self.backend.push(plan)))
 
     FAILED_AS = {"_summary": "summary", "_estimate": "sizes", "_zip": "zip", "_merge": "merge", "_gguf": "gguf",
+                 "_grouped": "gguf",
                  "_push_plan": "push", "_push": "push"}  # worker -> the ExportDone its failure reads as
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
@@ -403,8 +439,9 @@ class ExportScreen(WizardScreen):
         elif message.what == "gguf":
             path = Path(str(message.result))
             kind = message.details.get("type") or DEFAULT_GGUF_TYPE
+            modelfile = message.details.get("modelfile") or f"Modelfile-{kind}"
             result.update(Text(f"✓ GGUF {kind}: {path} (Ollama: cd {path.parent} && ollama create my-model -f "
-                               f"Modelfile-{kind})", style="bold green"))
+                               f"{modelfile})", style="bold green"))
             self._show_check(message.details.get("check"))
         elif message.what == "push":
             result.update(Text(f"✓ Uploaded: {message.result}", style="bold green"))
