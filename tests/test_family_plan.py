@@ -100,3 +100,29 @@ def test_a_packed_row_sees_only_itself(key, tiny_family):
     same = torch.allclose(alone, together, atol=1e-4)
     assert same == family(key).packs_rows, (f"{key}: max difference {float((alone - together).abs().max()):.2e}; "
                                             f"the family table says packs_rows={family(key).packs_rows}")
+
+
+def test_a_model_of_only_linear_attention_layers_generates(tmp_path, tokenizer_dir):
+    """Qwen3.5's own layout for 2 layers is all linear attention: transformers' cache then has no attention layer
+    and generation raised `get_mask_sizes can only be called on Attention layers` (chat, the merge check). Loaded
+    through load_base_model it generates without the cache, token for token what a full forward predicts."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from lora_tui.core.model.models import load_base_model
+    from lora_tui.core.model.tiny import family_tokenizer, tiny_config
+
+    tokenizer = family_tokenizer("qwen3_5", tokenizer_dir)
+    config = tiny_config("qwen3_5", tokenizer)
+    config.layer_types = ["linear_attention", "linear_attention"]
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    model = load_base_model(str(tmp_path)).eval()
+    ids = torch.tensor([[5, 6, 7, 8]])
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False)
+    expected = ids
+    with torch.no_grad():
+        for _ in range(4):
+            expected = torch.cat([expected, model(expected).logits[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(out, expected)
