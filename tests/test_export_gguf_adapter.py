@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_export_gguf_families import llamacpp_against, make_run, merged_reference
+from tests.test_export_gguf_families import add_run, llamacpp_against, make_run, merged_reference
 
 HAS_LLAMACPP = importlib.util.find_spec("xllamacpp") is not None
 needs_llamacpp = pytest.mark.skipif(not HAS_LLAMACPP, reason='needs llama.cpp: pip install "lora-tui[llamacpp]"')
@@ -75,27 +75,15 @@ def test_adapters_of_one_base_share_one_base_file_and_rslora_scaling_survives(tm
     base file; llama.cpp applies each adapter on it as the merged model computes."""
     import json
 
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from peft import LoraConfig
 
     from lora_tui.core.config import load_config
     from lora_tui.core.export.gguf_adapter import write_adapter_gguf
-    from tests.support.chat import make_fake_run
 
     first = write_adapter_gguf(llama_run, overwrite=True)
-    base = load_config(llama_run / "config.yaml").model.name
-    run = Path(make_fake_run(tmp_path, Path(base), name="second", with_adapter=False))
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32),
-                           LoraConfig(r=8, lora_alpha=4, use_rslora=True, target_modules=["q_proj", "k_proj", "v_proj"],
-                                      task_type="CAUSAL_LM"))
-    generator = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
-    model.save_pretrained(run / "adapter")
-    AutoTokenizer.from_pretrained(base).save_pretrained(run / "adapter")
+    base = Path(load_config(llama_run / "config.yaml").model.name)
+    run = add_run(tmp_path, base, "second", LoraConfig(r=8, lora_alpha=4, use_rslora=True, task_type="CAUSAL_LM",
+                                                       target_modules=["q_proj", "k_proj", "v_proj"]), scale=0.1, seed=2)
     second = write_adapter_gguf(run)
     assert second.base_reused and second.base_path == first.base_path
     assert len(list(cache.rglob("*.gguf"))) == 1

@@ -71,22 +71,29 @@ def sensitive_tiny(family: str, out: Path, tokenizer_dir: Path) -> Path:
 
 def make_run(root: Path, family: str, tokenizer_dir: Path) -> Path:
     """A finished fake run on ``family``'s tiny model with a small LoRA adapter on all linear layers."""
+    from peft import LoraConfig
+
+    base = sensitive_tiny(family, root / "base-model", tokenizer_dir)
+    return add_run(root, base, "tiny-run", LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
+                                                      task_type="CAUSAL_LM"), scale=0.05, seed=1)
+
+
+def add_run(root: Path, base: Path, name: str, lora, *, scale: float, seed: int) -> Path:
+    """A finished fake run named ``name`` on ``base`` whose adapter (``lora``: a peft LoraConfig) has random B."""
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lora_tui.core.config import load_config, save_config
     from tests.support.chat import make_fake_run
 
-    base = sensitive_tiny(family, root / "base-model", tokenizer_dir)
-    run = Path(make_fake_run(root, base, name="tiny-run", with_adapter=False))
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32),
-                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
-    generator = torch.Generator().manual_seed(1)
+    run = Path(make_fake_run(root, base, name=name, with_adapter=False))
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), lora)
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
+        for param_name, param in model.named_parameters():
+            if "lora_B" in param_name:
+                param.copy_(torch.randn(param.shape, generator=generator) * scale)
     model.save_pretrained(run / "adapter")
     AutoTokenizer.from_pretrained(base).save_pretrained(run / "adapter")
     config = load_config(run / "config.yaml")

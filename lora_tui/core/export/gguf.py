@@ -322,6 +322,12 @@ def write_gguf(model, tokenizer, tokenizer_dir: str | Path, out_file: str | Path
         info.notes.append("rows not a whole number of 256-value K blocks, stored as llama.cpp's quantiser does: "
                           + ", ".join(f"{n} tensors {t}" for t, n in sorted(fallbacks.items())))
     report(f"Writing {out_file.name}", 0.9)
+    write_atomically(writer, out_file)
+    return info
+
+
+def write_atomically(writer, out_file: Path) -> None:
+    """Write a filled GGUFWriter to ``out_file`` through a temporary name, so no half file is ever left there."""
     out_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_file.with_name(f".{out_file.name}.tmp-{os.getpid()}")
     try:
@@ -332,7 +338,6 @@ def write_gguf(model, tokenizer, tokenizer_dir: str | Path, out_file: str | Path
         os.replace(tmp, out_file)
     finally:
         tmp.unlink(missing_ok=True)
-    return info
 
 
 def _header(path: str | Path) -> tuple[dict, list[int]]:

@@ -33,12 +33,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from lora_tui.core.export.gguf import GGUFExportError, gguf_family
+from lora_tui.core.export.gguf import GGUFExportError, gguf_family, write_atomically
 
 BASES_FOLDER = "gguf-bases"
 
@@ -204,16 +203,7 @@ def write_adapter_gguf(run: str | Path, out: str | Path | None = None, *, base_t
     for name, data in _lora_tensors(source.adapter_dir, family, config, peft_config, names):
         writer.add_tensor(name, data.astype("float16"))  # as llama.cpp's convert_lora_to_gguf.py writes by default
         info.tensors += 1
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        writer.write_header_to_file(path=tmp)
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomically(writer, target)
     text = modelfile_text(format_for(tokenizer, "auto"), source=str(base_file), adapter=f"./{target.name}")
     modelfile.write_text(text, encoding="utf-8")
     if source.run is not None:
