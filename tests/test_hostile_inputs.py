@@ -313,3 +313,88 @@ def test_validate_of_a_file_whose_read_fails_is_one_line(tmp_path):
     result = _cli("validate", str(data), timeout=120)
     line = _one_line(result)  # before the fix: an OSError (EIO) traceback
     assert result.returncode == 2 and "cannot be read" in line and "Fix:" in line
+
+
+# ----------------------------------------------------------------------------- issue 25 item 11: zeroed blocks
+def _csv(n: int, start: int = 0) -> bytes:
+    return "".join(f"q{i},a{i}\n" for i in range(start, start + n)).encode()
+
+
+def test_a_nul_block_before_a_csv_header_keeps_the_rows_and_is_not_echoed(tmp_path):
+    """Issue 25 item 11: a NUL block before a CSV header gave 0 valid of 303 and echoed 3,072 NULs."""
+    path = tmp_path / "zeroed.csv"
+    path.write_bytes(b"\x00" * 3072 + b"instruction,output\n" + _csv(303))
+    result = _cli("validate", str(path))
+    assert "303 read, 303 valid" in result.stdout, result.stdout[-2000:]
+    assert "\x00" not in result.stdout + result.stderr and "3072 NUL bytes" in result.stdout
+
+
+def test_a_nul_block_inside_a_csv_never_merges_rows_silently(tmp_path):
+    """Issue 25 item 11: a zeroed block inside a CSV merged lines into one row that was never trained, unsaid."""
+    from lora_tui.core.data import load_examples
+
+    body = _csv(303)
+    hole = body.index(b"q150,")
+    holed = tmp_path / "holed.csv"  # a 4 KiB block zeroed over rows 150-..., as a crash leaves it
+    holed.write_bytes(b"instruction,output\n" + body[:hole + 3] + b"\x00" * 4096 + body[hole + 3 + 64:])
+    loaded = load_examples(holed)
+    errors = [f for f in loaded.findings if f.severity == "error"]
+    assert [f.code for f in errors] == ["nul_bytes"] and errors[0].line == 152, loaded.findings
+    assert len(loaded.examples) == loaded.rows - 1 and all("\x00" not in str(e.messages) for e in loaded.examples)
+    padded = tmp_path / "padded.csv"  # the block between two whole lines: ignored, every row read
+    padded.write_bytes(b"instruction,output\n" + body[:hole] + b"\x00" * 3072 + body[hole:])
+    loaded = load_examples(padded)
+    assert len(loaded.examples) == 303 and [f.severity for f in loaded.findings] == ["warning"]
+
+
+def test_a_nul_block_between_json_array_elements_keeps_the_valid_row(tmp_path):
+    """Issue 25 item 11: inside a .json array a valid row after a zeroed block was called malformed."""
+    from lora_tui.core.data import load_examples
+
+    text = json.dumps([{"instruction": f"q{i}", "output": f"a{i}"} for i in range(10)], indent=1)
+    cut = text.index("{", text.index('"a4"'))
+    path = tmp_path / "rows.json"
+    path.write_text(text[:cut] + "\x00" * 100 + text[cut:])
+    loaded = load_examples(path)
+    assert len(loaded.examples) == 10, loaded.findings
+    assert [(f.line, f.severity, f.code) for f in loaded.findings] == [(6, "warning", "nul_bytes")]
+
+
+@pytest.mark.parametrize("where", ["/", "../..", "home"])
+def test_a_data_folder_that_is_a_whole_disk_is_refused_at_once(tmp_path, where):
+    """Issue 25 items 6 and 8: `data.train=/` passed the pre-check and the trainer walked the file system (2.2 GB,
+    a PermissionError traceback); `../..` was recursed as a local folder (still running at 120 s)."""
+    cwd = tmp_path / "a" / "b"
+    cwd.mkdir(parents=True)
+    value = {"/": "/", "../..": "../..", "home": str(tmp_path)}[where]
+    env = {**os.environ, "HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "lora_tui", "train", f"data.train={value}", "--run-dir", "run",
+                             "--detach"], capture_output=True, text=True, timeout=120, cwd=cwd, env=env)
+    assert result.returncode == 2 and "not a dataset" in _one_line(result), result.stdout + result.stderr
+    assert not (cwd / "run").exists()
+
+
+def test_a_folder_with_more_entries_than_a_dataset_is_refused(tmp_path, monkeypatch):
+    from lora_tui.core.data import DataError
+    from lora_tui.core.data import folders
+    from lora_tui.core.data.readers import open_path
+
+    monkeypatch.setattr(folders, "MAX_FOLDER_ENTRIES", 50)
+    for i in range(60):
+        (tmp_path / f"{i}.log").write_text("x")
+    (tmp_path / "a.txt").write_text("hello there")
+    with pytest.raises(DataError, match="more than 50 files and folders"):
+        open_path(tmp_path)
+
+
+def test_a_hub_id_without_the_offline_setting_is_one_line_without_retries(tmp_path):
+    """Issue 25 item 8: with no network and no offline setting, 24-28 s (58 s here under load) and 11 lines of
+    `Retrying in 8s` came before the one-line message; a short reachability check comes first now."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+                                                            "HF_DATASETS_OFFLINE")}
+    env["HF_HOME"] = str(tmp_path / "hf")  # nothing cached
+    result = subprocess.run([sys.executable, "-m", "lora_tui", "train", "data.train=no-such-org/no-such-data",
+                             "--run-dir", str(tmp_path / "run"), "--detach"], capture_output=True, text=True,
+                            timeout=300, env=env)
+    assert result.returncode == 2 and "Retrying" not in result.stderr, result.stderr
+    assert "no-such-org/no-such-data" in _one_line(result) and not (tmp_path / "run").exists()

@@ -30,6 +30,32 @@ def read_hf_disk(p: Path) -> ReadResult:
     return result
 
 
+MAX_FOLDER_ENTRIES = 100_000  # files and folders looked at under a dataset folder; more is not a dataset
+
+
+def txt_files(root: Path) -> list[Path]:
+    """The .txt files under a dataset folder, in order. Folders behind symlinks are not followed, unreadable
+    ones are passed over, and the walk is bounded: `data.train=/` walked the whole file system (2.2 GB, then a
+    PermissionError traceback) and `../..` ran for minutes; the root, the home folder and any folder with more
+    than MAX_FOLDER_ENTRIES entries are refused in one line instead."""
+    import os
+
+    where = root.resolve()
+    if where == Path(where.anchor) or where == Path.home().resolve():
+        what = "the root folder" if where == Path(where.anchor) else "your home folder"
+        raise DataError(f"{root}: is {what}, not a dataset. Fix: point data.train at your dataset file, or at the "
+                        "folder that holds only its .txt files.")
+    found, seen = [], 0
+    for folder, subfolders, files in os.walk(root):  # followlinks=False; errors (permissions) are skipped
+        seen += len(subfolders) + len(files)
+        if seen > MAX_FOLDER_ENTRIES:
+            raise DataError(f"{root}: holds more than {MAX_FOLDER_ENTRIES:,} files and folders, so it is not a dataset "
+                            "folder. Fix: point data.train at your dataset file, or at the folder of its .txt files.")
+        subfolders.sort()
+        found += [Path(folder) / name for name in files if name.lower().endswith(".txt")]
+    return sorted(found)
+
+
 def read_txt_files(root: Path, files: list[Path], tokenizer, max_seq_len: int, container: str) -> ReadResult:
     """Each .txt file is cut into chunks that fit max_seq_len tokens; a chunk becomes a {"text": ...} row.
 

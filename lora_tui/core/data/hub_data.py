@@ -162,14 +162,16 @@ def _read(source: str, subset: str | None, split: str | None, container: str, in
 
 def _load_split(source: str, subset: str | None, split: str | None, label: str):
     """(Dataset, split name, notes): the one call of ``datasets.load_dataset``. Raises DataError or _Unreachable."""
+    unreachable = None if _offline() or Path(source).exists() else hub_unreachable()
     try:
         import datasets
         from datasets.exceptions import DatasetNotFoundError
 
         datasets.logging.set_verbosity_error()  # its "Using the latest cached version" warning is not ours to print
-        loaded = datasets.load_dataset(source, name=subset or None, split=split or None)
+        with _offline_mode(unreachable is not None):  # no network: its cached copy, without 5 retries (24-58 s)
+            loaded = datasets.load_dataset(source, name=subset or None, split=split or None)
     except ConnectionError:  # offline mode or no network, and datasets has no cached copy
-        raise _Unreachable("offline mode is on" if _offline() else "the Hub cannot be reached") from None
+        raise _Unreachable("offline mode is on" if _offline() else unreachable or "the Hub cannot be reached") from None
     except DatasetNotFoundError as exc:
         raise DataError(f"{label}: no such local file or folder, and no dataset of that id on the Hub "
                         f"({_first_line(exc)}). Fix: check the path or the id; for a private or gated dataset, "
@@ -201,6 +203,52 @@ def _first_line(exc: Exception) -> str:
 def _offline() -> bool:
     return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
                for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+REACH_TIMEOUT_S = 3.0
+
+
+def hub_unreachable(timeout: float = REACH_TIMEOUT_S) -> str | None:
+    """Why the Hub cannot be reached from here, found in at most ``timeout`` seconds (a DNS look-up and a TCP
+    connection to its host, or to the HTTPS proxy when one is set); None when it answers. Without this, a
+    machine with no network and no offline setting waited through huggingface_hub's five retries (24-58 s,
+    11 lines of "Retrying in 8s") before the one-line refusal."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    url = urlparse(proxy if proxy else constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" or not proxy else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__).lower()
+        return f"the Hub cannot be reached ({host}:{port}: {reason} within {timeout:g} s)"
+    return None
+
+
+class _offline_mode:
+    """While on: datasets and huggingface_hub act as with HF_HUB_OFFLINE=1 (cached copies only, no retries).
+    They read these module flags at call time."""
+
+    def __init__(self, on: bool) -> None:
+        self.on, self.saved = on, []
+
+    def __enter__(self):
+        if self.on:
+            import datasets.config
+            from huggingface_hub import constants
+
+            for module in (datasets.config, constants):
+                self.saved.append((module, module.HF_HUB_OFFLINE))
+                module.HF_HUB_OFFLINE = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for module, value in self.saved:
+            module.HF_HUB_OFFLINE = value
 
 
 def _offline_message(spec: HubSpec, why: str) -> str:

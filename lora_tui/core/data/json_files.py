@@ -159,7 +159,7 @@ def _find_key_array(text: str, start: int, key: str) -> int:
     return start
 
 
-_NEXT_OBJECT = re.compile(r"\}\s*,\s*(?=\{)")
+_NEXT_OBJECT = re.compile(r"\}[\s\x00]*,[\s\x00]*(?=\{)")
 
 
 def _scan_array(text: str, start: int, bad: list[Finding]) -> ReadResult:
@@ -178,6 +178,21 @@ def _scan_array(text: str, start: int, bad: list[Finding]) -> ReadResult:
         return line
 
     n = len(text)
+
+    def skip(pos: int) -> int:
+        """Past whitespace and any zeroed block between elements (a crash or a full disk leaves one): the block
+        is noted and the rows around it read (it made the next valid row "malformed")."""
+        while True:
+            pos = skip_ws(text, pos)
+            if pos >= n or text[pos] != "\x00":
+                return pos
+            end = pos
+            while end < n and text[end] == "\x00":
+                end += 1
+            result.findings.append(nul_block(result.rows_total + 1, end - pos, spoiled=False))
+            pos = end
+
+    i = skip(i)
     closed = i < n and text[i] == "]"
     while i < n and text[i] != "]":
         element_line = line_at(i)
@@ -185,7 +200,7 @@ def _scan_array(text: str, start: int, bad: list[Finding]) -> ReadResult:
         row = result.rows_total
         try:
             value, end = decoder.raw_decode(text, i)
-            j = skip_ws(text, end)
+            j = skip(end)
             if j < n and text[j] not in ",]":
                 raise json.JSONDecodeError("Expecting ',' delimiter", text, j)
         except RecursionError:
@@ -216,7 +231,7 @@ def _scan_array(text: str, start: int, bad: list[Finding]) -> ReadResult:
                 result.rows.append(RawRow(row, value))
         else:
             result.findings.append(not_an_object(row, value))
-        i = skip_ws(text, j + 1) if j < n and text[j] == "," else j
+        i = skip(j + 1) if j < n and text[j] == "," else j
         closed = j < n and text[j] == "]"
     if i >= n and not closed:  # ran off the end: no closing bracket
         result.findings.append(Finding(None, "error", f"the JSON array is not closed (no final ']' by file line "

@@ -22,8 +22,8 @@ import os
 from pathlib import Path
 
 from .bounds import MAX_JSON_ARRAY_BYTES, MAX_LINE_BYTES, capped_lines, check_regular, open_regular, sniff_encoding, too_long
-from .folders import read_hf_disk, read_txt_files
-from .json_files import iter_jsonl, read_json
+from .folders import read_hf_disk, read_txt_files, txt_files
+from .json_files import iter_jsonl, nul_block, read_json
 from .records import DataError, Finding
 from .rows import ARROW_BATCH_ROWS, RawRow, ReadResult, arrow_rows, undecodable
 
@@ -52,8 +52,9 @@ def open_path(path: str | Path, *, tokenizer=None, max_seq_len: int = 1024) -> R
     if p.is_dir():
         if (p / "dataset_info.json").exists() or (p / "dataset_dict.json").exists() or (p / "state.json").exists():
             return read_hf_disk(p)
-        if any(p.rglob("*.txt")):
-            return read_txt_files(p, sorted(p.rglob("*.txt")), tokenizer, max_seq_len, container="txt-folder")
+        files = txt_files(p)  # bounded: the root folder or a whole disk is refused, not walked
+        if files:
+            return read_txt_files(p, files, tokenizer, max_seq_len, container="txt-folder")
         raise DataError(f"{p}: this folder holds no .txt files and is not a `datasets` save_to_disk folder. "
                         f"Fix: point at a dataset file ({SUPPORTED}).")
     suffix = p.suffix.lower()
@@ -128,6 +129,12 @@ def read_csv_stream(p: Path, fh, encoding: str, bom: int, delimiter: str = ",") 
                 except UnicodeDecodeError as exc:
                     faults.append(undecodable(line, exc.start, number))
                     line = line.decode("utf-8", errors="replace")
+            if "\x00" in line:  # a zeroed block (a crash, a full disk): around a line ignored, inside it spoils it
+                body = line.rstrip("\r\n")
+                nuls, body = body.count("\x00"), body.strip("\x00")
+                spoiled = "\x00" in body or not body.strip()
+                faults.append(nul_block(number, nuls, spoiled=spoiled))
+                line = "\n" if spoiled else body + "\n"
             yield line
         fh.close()
 
@@ -137,6 +144,9 @@ def read_csv_stream(p: Path, fh, encoding: str, bom: int, delimiter: str = ",") 
         header = next(reader)
     except (StopIteration, csv.Error) as exc:
         raise DataError(f"{p}: no CSV header row could be read ({exc}). Fix: the first line must name the columns.") from None
+    if any(f.severity == "error" for f in faults):  # the header line itself is spoiled: no column names
+        raise DataError(f"{p}: line 1, the header, {faults[0].message.split(': row skipped')[0]}. "
+                        f"Fix: {faults[0].fix}.")
     header = [h.strip() for h in header]
     if len(set(header)) != len(header):
         raise DataError(f"{p}: the header repeats a column name ({', '.join(header)}). Fix: give each column a unique name.")
@@ -164,7 +174,7 @@ def _csv_rows(reader, header: list[str], faults: list[Finding], result: ReadResu
             previous_end = reader.line_num
             continue
         previous_end = reader.line_num
-        spoiled = bool(faults)  # a line of this row was undecodable or too long: already reported
+        spoiled = any(f.severity == "error" for f in faults)  # a line of this row was undecodable, too long, zeroed
         yield from faults
         faults.clear()
         if spoiled:  # read and not valid (a line over the limit reaches the csv reader as an empty line)
