@@ -32,6 +32,7 @@ from lora_tui.core.export.llamacpp import LlamaCppModel, llamacpp_missing, llama
 from lora_tui.core.model.models import load_base_model
 from lora_tui.core.run.adapters import find_adapter
 from lora_tui.core.safe_read import UnsafeFile, read_bounded
+from lora_tui.core.export.preference_check import PreferenceKept, check_preferences, held_out_items
 from lora_tui.core.export.gain import THRESHOLDS, Judgement, judge, verdict_rows  # noqa: F401  (THRESHOLDS: public here too)
 from lora_tui.core.export.scoring import score_rows
 
@@ -74,6 +75,7 @@ class RoundTrip:
     base_loglik: float | None = None
     gguf_type: str | None = None  # the GGUF weight type; None for a merged folder
     judgement: Judgement | None = None  # what the artefact keeps of the fine-tune (export.gain)
+    preference: PreferenceKept | None = None  # dpo / kto runs: does it still prefer the chosen answers
 
     @property
     def delta(self) -> float | None:
@@ -107,7 +109,8 @@ class RoundTrip:
 
     @property
     def ok(self) -> bool:
-        return self.judgement is not None and self.judgement.ok and self.template_same and self.eos_ok and not self.problems
+        return self.judgement is not None and self.judgement.ok and self.template_same and self.eos_ok and \
+            not self.problems and (self.preference is None or self.preference.ok)
 
     def summary(self) -> str:
         return (f"Verdict: {self.verdict_words}. Template {'same' if self.template_same else 'DIFFERENT'}; "
@@ -139,6 +142,7 @@ class RoundTrip:
         return {"artefact": self.artefact, "kind": self.kind, "runtime": self.runtime, "verdict": self.verdict,
                 "verdict_words": self.verdict_words, "ok": self.ok, "notes": self.notes, "gguf_type": self.gguf_type,
                 "judgement": self.judgement.to_dict() if self.judgement else None,
+                "preference": self.preference.to_dict() if self.preference else None,
                 "delta_loglik": self.delta, "reference_loglik": self.reference_loglik,
                 "artefact_loglik": self.artefact_loglik, "base_loglik": self.base_loglik,
                 "scored_tokens": self.scored_tokens, "agreement": self.agreement,
@@ -354,6 +358,10 @@ def verify_export(run, artefact: str | Path, *, gguf_file: str | None = None, ch
             result.problems.append("The artefact's log-likelihood is not finite (broken weights).")
     else:
         result.problems.append("No held-out rows with answers to score: the fine-tune's gain was not measured.")
+    items = held_out_items(source, ref_tok, n_rows)
+    if items:  # a dpo / kto run: the preference itself, on its held-out pairs (export.preference_check)
+        report("Check: scoring held-out preference pairs", 0.95)
+        result.preference = check_preferences(ref, art, items, llamacpp=cpp_runtime)
     if cpp_runtime:
         art.close()
     report("Check done", 1.0)

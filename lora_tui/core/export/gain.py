@@ -193,6 +193,8 @@ def verdict_rows(check: dict) -> list[tuple[str, str]]:
                  ("Gain kept", kept_text(j)),
                  ("KL from adapter", f"mean {j['kl_mean']:.4f}, 99th pct {j['kl_p99']:.3f}; {_band_text(j['gguf_type'], 0)}"),
                  ("Same top token", f"{j['same_top']:.1%}; {_band_text(j['gguf_type'], 1)}")]
+    if check.get("preference"):  # dpo / kto runs (export.preference_check)
+        rows.append(("Preference kept", check["preference"]["words"]))
     rows.append(("Chat template", ("same" if check.get("template_same") else "DIFFERENT")
                  + (" (same token ids)" if check.get("tokens_same") else " (token ids differ)")))
     stops = ", ".join(check.get("artefact_stops") or []) or "nothing"

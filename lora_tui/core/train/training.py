@@ -365,7 +365,7 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     exact_resume.seed_the_sampler(trainer, config.training.seed)  # kill -9 + --resume: the same batches
     # TRL's preference trainers score with their own fused head (its mean logits feed their metrics).
     if preferring or not engine.install_lean_head(trainer.model, engine.CPU_VOCAB_TILE if device == "cpu" else engine.CUDA_VOCAB_TILE):
-        choice.kernels = [k for k in choice.kernels if k != "lean_head"] + ["trl_fused_head"]
+        choice.kernels = [k for k in choice.kernels if k not in ("lean_head", "trl_fused_head")] + ["trl_fused_head"]
     if config.model.load_in != "16bit" and precision != "bf16":
         # TRL casts a quantized model's adapters to bf16 (the QLoRA paper's GPU recipe). On CPU, where
         # bf16 ran ~15x slower, and under fp16 mixed precision (fp16 grads cannot be unscaled), keep fp32.
