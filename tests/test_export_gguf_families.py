@@ -27,7 +27,7 @@ from lora_tui.core.model.tiny import TINY_FAMILIES
 ROOT = Path(__file__).resolve().parents[1]
 HAS_LLAMACPP = importlib.util.find_spec("xllamacpp") is not None and importlib.util.find_spec("libgguf") is not None
 NOT_WRITTEN = {"qwen3_5": "Qwen3.5 (hybrid linear attention)", "gemma4": "Gemma 4"}
-WRITTEN = [f for f in TINY_FAMILIES if f not in NOT_WRITTEN]
+WRITTEN = [f for f in TINY_FAMILIES if f not in NOT_WRITTEN] + ["phi4_mini"]
 CHECKED = ("gemma3", "qwen3_moe", "phi3")
 # f16 in llama.cpp against float32 PyTorch: the same next token almost everywhere (a layout bug gives < 60 %)
 F16_SAME_TOP = 0.95
@@ -42,6 +42,13 @@ F16_DELTA = {"gpt_oss": 0.05}
 PUBLISHED = {"qwen3_moe": {"norm_topk_prob": True},
              "smollm3": {"num_hidden_layers": 4, "no_rope_layer_interval": 4, "no_rope_layers": [1, 1, 1, 0],
                          "layer_types": ["full_attention"] * 4}}
+# Phi-4-mini: the matrix's Phi-3 classes with Phi-4-mini's rope (LongRoPE from 4096 to 131072 positions, 3/4 of
+# each head rotated) and tied embeddings; its factors drawn at random so that a lost one shows
+VARIANTS = {"phi4_mini": ("phi3", {
+    "tie_word_embeddings": True, "max_position_embeddings": 131072, "original_max_position_embeddings": 4096,
+    "rope_parameters": {"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+                        "original_max_position_embeddings": 4096,
+                        "short_factor": [1.0, 1.3, 2.1, 0.8, 1.7, 3.0], "long_factor": [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]}})}
 
 
 def sensitive_tiny(family: str, out: Path, tokenizer_dir: Path) -> Path:
@@ -53,9 +60,10 @@ def sensitive_tiny(family: str, out: Path, tokenizer_dir: Path) -> Path:
 
     from lora_tui.core.model.tiny import family_tokenizer, tiny_config
 
+    family, published = VARIANTS.get(family, (family, PUBLISHED.get(family, {})))
     tokenizer = family_tokenizer(family, tokenizer_dir)
     config = tiny_config(family, tokenizer)
-    for key, value in PUBLISHED.get(family, {}).items():
+    for key, value in published.items():
         setattr(config, key, value)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config).float()

@@ -299,6 +299,8 @@ def write_gguf(model, tokenizer, tokenizer_dir: str | Path, out_file: str | Path
     if (rope.get("rope_type") or rope.get("type")) == "llama3":
         writer.add_tensor(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight",
                           _llama3_rope_factors(rope, _rope(config)[0], head_dim))
+    for extra_name, extra_data in family.extra(config) if family.extra else []:
+        writer.add_tensor(extra_name, extra_data)
     for gguf_name, data in _gguf_tensors(model, family, gguf.get_tensor_name_map(arch, n_layer), tied):
         if kquant and not keeps_f32(gguf_name, data.ndim):
             name_of_type = kquant_type_name(gguf_name, data.shape[-1], gguf_type, n_layer, tied=tied,

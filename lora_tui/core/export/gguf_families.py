@@ -34,6 +34,7 @@ class Family:
     tensors: Callable | None = None  # (hf_name, numpy array, config) -> [(hf-like name, array)] or None
     refuse: Callable | None = None  # (config) -> reason or None
     ropes: tuple[str, ...] = ("default", "linear", "llama3")  # rope scalings written for this family
+    extra: Callable | None = None  # (config) -> [(llama.cpp tensor name, float32 array)] not in the state dict
 
     def reason(self, config) -> str | None:
         """Why this config cannot be written as this family (None: it can)."""
@@ -140,6 +141,35 @@ def _gpt_oss_hparams(writer, config) -> None:
     writer.add_sliding_window(int(config.sliding_window))
 
 
+def _longrope(config) -> dict | None:
+    rope = _rope_params(config)
+    return rope if (rope.get("rope_type") or rope.get("type")) in ("longrope", "su") else None
+
+
+def _phi3_hparams(writer, config) -> None:
+    import math
+
+    # llama.cpp's phi3 applies a sliding window when this is above 0 (Phi-3-mini-4k: 2047; Phi-4-mini: none)
+    writer.add_sliding_window(int(getattr(config, "sliding_window", None) or 0))
+    rope = _longrope(config)
+    if rope:  # Phi-3-128k / Phi-4-mini: per-frequency factors, and attention scaled for the longer context
+        orig = int(rope.get("original_max_position_embeddings") or config.original_max_position_embeddings)
+        scale = config.max_position_embeddings / orig
+        writer.add_rope_scaling_orig_ctx_len(orig)
+        writer.add_rope_scaling_attn_factors(math.sqrt(1 + math.log(scale) / math.log(orig)) if scale > 1 else 1.0)
+
+
+def _phi3_extra(config):
+    """LongRoPE's short and long per-frequency factors, as llama.cpp's rope_factors_short / _long."""
+    import numpy as np
+
+    rope = _longrope(config)
+    if not rope:
+        return []
+    return [("rope_factors_long.weight", np.asarray(rope["long_factor"], dtype=np.float32)),
+            ("rope_factors_short.weight", np.asarray(rope["short_factor"], dtype=np.float32))]
+
+
 def _ministral3_hparams(writer, config) -> None:
     rope = _rope_params(config)
     _yarn(writer, config)
@@ -230,7 +260,8 @@ FAMILIES: dict[str, Family] = {
     "Gemma2ForCausalLM": Family("gemma2", "Gemma 2", norm_offset=1.0, hparams=_gemma2_hparams, refuse=_gemma2_refuse),
     "Gemma3ForCausalLM": Family("gemma3", "Gemma 3 (text)", norm_offset=1.0, hparams=_gemma3_hparams),
     "SmolLM3ForCausalLM": Family("smollm3", "SmolLM3", rope="norm", refuse=_smollm3_refuse),
-    "Phi3ForCausalLM": Family("phi3", "Phi-3 / Phi-4-mini"),
+    "Phi3ForCausalLM": Family("phi3", "Phi-3 / Phi-4-mini", hparams=_phi3_hparams, extra=_phi3_extra,
+                              ropes=("default", "longrope", "su")),
     "Olmo2ForCausalLM": Family("olmo2", "OLMo 2"),
     "Olmo3ForCausalLM": Family("olmo2", "OLMo 3", hparams=_olmo3_hparams),
     "GraniteForCausalLM": Family("granite", "Granite 3.x", rope="norm", hparams=_granite_hparams),
