@@ -124,3 +124,41 @@ def test_the_model_screen_claims_only_the_matrix_families():
     assert steps_cell("qwen3_5_text") == "no GGUF" and "GGUF: GGUF export does not write" in steps_line("qwen3_5_text")
     assert steps_cell("llama") == "all 8"
     assert steps_cell("bert") == "untested" and "no step is proven" in steps_line("bert")
+
+
+@pytest.mark.parametrize("key", ["llama", "gpt_oss"])
+def test_qlora_after_an_evaluation_keeps_its_gradients(key, tiny_family, train_file):
+    """An evaluation before training (the default: a held-out share) ran the 4-bit layers in eval mode, and
+    bitsandbytes repacked them for AVX512-BF16 inference for good: layer 0's LoRA gradients were then wrong
+    (Llama) or the step failed (gpt-oss, biased projections). The trainer's model keeps training layouts."""
+    import torch
+    from peft import get_peft_model
+
+    from lora_tui.core.config import Config, apply_overrides
+    from lora_tui.core.train.setup import load_base_for_lora, lora_config
+
+    config = apply_overrides(Config(), [f"model.name={tiny_family(key)}", f"data.train={train_file}",
+                                        "model.load_in=4bit", "lora.dropout=0", "lora.targets=qv", "lora.r=4"])
+    ids = torch.randint(5, 1000, (2, 16), generator=torch.Generator().manual_seed(0))
+
+    def layer0_grads(evaluate_first: bool):
+        torch.manual_seed(0)
+        base, available = load_base_for_lora(config, "cpu", "fp32")
+        packs = any(getattr(m, "support_avx512bf16_for_cpu", None) is not None for m in base.modules())
+        model = get_peft_model(base, lora_config(config, available)[0])
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(param, std=0.1)  # so that gradients reach lora_A
+        if evaluate_first:
+            model.eval()
+            with torch.no_grad():
+                model(input_ids=ids)
+        model.train()
+        model(input_ids=ids, labels=ids).loss.backward()
+        grads = [p.grad for n, p in model.named_parameters() if "layers.0." in n and "lora_A" in n]
+        return packs, grads
+
+    packs, fresh = layer0_grads(False)
+    _, after_eval = layer0_grads(True)
+    assert packs, "bitsandbytes' Linear4bit has no support_avx512bf16_for_cpu: the repacking this guards is gone"
+    assert all(g is not None for g in after_eval) and all(torch.allclose(a, b) for a, b in zip(fresh, after_eval))

@@ -36,12 +36,24 @@ def load_base_for_lora(config: Config, device: str, precision: str, choice=None)
     model = (distributed.fsdp_base_loader() or load_base_model)(m.name, load_in=m.load_in, precision=precision, double_quant=m.double_quant,
                             device=device, trust_remote_code=m.trust_remote_code, revision=m.revision)
     prepare_model(model, choice)  # attention implementation
+    _no_cpu_inference_packing(model)
     if m.load_in != "16bit" and distributed.strategy() != "fsdp":  # FSDP needs one dtype per flat param
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=choice.gradient_checkpointing)
     available = linear_layer_names(model)
     model.lora_tui_linear_layers = available  # in the started event: a resume checks lora.targets without the model
     return model, available
+
+
+def _no_cpu_inference_packing(model) -> None:
+    """bitsandbytes 0.50 repacks a 4-bit layer's weight for AVX512-BF16 inference the first time it runs in eval
+    mode on such a CPU (an evaluation before training), and its later training forwards go through that
+    inference kernel: no gradient reaches the layers below (layer 0's LoRA gradients were wrong, measured on the
+    tiny Llama) and a layer with a bias fails (gpt-oss: 'a view of a leaf Variable ... in-place operation').
+    Training keeps the trainable layout; only inference is the slower for it."""
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
 
 
 def lora_config(config: Config, available, experts: list[str] | tuple = ()):
