@@ -51,13 +51,10 @@ class FakeChatSession:
     device = "cuda"
     source = FakeSource()
 
-    def stream(self, messages, *, use_adapter=True, adapter=None, settings=None, should_stop=None):
+    def stream(self, messages, *, use_adapter=True, adapter=None, settings=None, should_stop=None, prompt_format=None):
         answer = ADAPTER_ANSWER if use_adapter and adapter != "base" else BASE_ANSWER
         for word in answer.split(" "):
             yield word + " "
-
-    def compare(self, messages, *, settings=None, sides=None):
-        return ADAPTER_ANSWER, BASE_ANSWER
 
 
 class FixedBackend(Backend):

@@ -63,6 +63,30 @@ def test_interactive_commands(fake_run, session):
     assert "Traceback" not in result.stderr
 
 
+def test_each_answerer_keeps_its_own_conversation(fake_run, session):
+    """Issue 24 item 4: `/adapter` switches to the other answerer's own conversation (your turns and its own
+    answers), never one holding the other's answers. (The tiny random base answers newlines whatever it reads,
+    so the adapter is the side whose answer shows which history it read.) /both asks the last prompt again,
+    each side from its own conversation."""
+    script = "/adapter off\nhello\n/adapter on\nhello\n/both\n/quit\n"
+    result = lora_tui("chat", fake_run, "--greedy", "--max-new-tokens", 6, stdin=script)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+
+    def turn(text):
+        return {"role": "user", "content": text}
+
+    base = session.reply([turn("hello")], use_adapter=False, settings=greedy(6))
+    own = session.reply([turn("hello")], settings=greedy(6))
+    shared = session.reply([turn("hello"), {"role": "assistant", "content": base}, turn("hello")], settings=greedy(6))
+    assert own != shared  # else this test could not tell the two histories apart
+    assert f"base> {base}\n" in out and f"adapter> {shared}\n" not in out
+    assert "Answers now come from the base model alone. It continues its own conversation (0 answers so far)" in out
+    assert "Answers now come from the adapter. It continues its own conversation (0 answers so far)" in out
+    assert out.count(f"adapter> {own}\n") == 2  # the turn, then /both's first side
+    assert f"adapter> {own}\nbase>    {base}\n" in out  # /both: each side's own answer to "hello", asked again
+
+
 @pytest.mark.parametrize("case", ["missing run", "no adapter", "bad temperature"])
 def test_errors_are_one_line_and_exit_2(case, tmp_path, tiny_model_dir):
     run = tmp_path / "nope"

@@ -97,7 +97,7 @@ def test_chat_screen_adds_a_run_on_the_same_base_and_ctrl_t_switches(tmp_path, t
             chat.query_one("#prompt", Input).value = "Tell me a story"
             await pilot.press("ctrl+r")
             await until(pilot, lambda: not chat._busy, timeout=120, what="the comparison")
-            assert answers["run-a"] in str(chat.query_one("#compare-adapter").render())
-            assert answers["run-b"] in str(chat.query_one("#compare-base").render())
+            assert answers["run-a"] in str(chat.query_one("#compare-left").render())
+            assert answers["run-b"] in str(chat.query_one("#compare-right").render())
 
     asyncio.run(go())

@@ -114,7 +114,7 @@ def test_whole_flow_by_keyboard(tiny_model_dir, tmp_path):
             await pilot.press("ctrl+r")
             await until(pilot, lambda: not chat._busy, timeout=120, what="base vs adapter")
             assert chat.query_one("#compare").display
-            assert "Q: How do I read a map scale?" in str(chat.query_one("#compare-base").render())
+            assert "Q: How do I read a map scale?" in str(chat.query_one("#compare-right").render())
             # 7. Export: zip the adapter.
             await pilot.press("ctrl+n")
             assert app.current_mode == "export"

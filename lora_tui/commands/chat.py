@@ -1,6 +1,7 @@
 """`lora-tui chat RUN [RUN ...]`: streaming multi-turn chat in the terminal (plain input/print, no
 Textual), or one answer for scripts with --prompt. Several runs load their adapters on one base;
---adapter picks which answers, --both / --compare put two answers side by side. All model work is
+--adapter picks which answers, --both / --compare put two answers side by side. Each answerer keeps its
+own conversation (core.chat.conversations): /adapter switches to another's, never hands it one's answers. All model work is
 lora_tui.core.chat.session; this module only reads lines, prints pieces, and turns ChatError into one line
 and exit code 2.
 """
@@ -13,13 +14,15 @@ import sys
 from lora_tui.core.run.adapters import AdapterError
 from lora_tui.core.chat.session import BASE, ChatError, ChatSession, GenerationSettings
 from lora_tui.core.chat.adapters import resolve_adapters
+from lora_tui.core.chat.conversations import Conversations, stream_sides
 
 HELP = """Commands:
   /adapter on|off     answer with the adapter, or with the base model alone
   /adapter NAME       answer with another loaded adapter (by run name), or 'base'; /adapter alone lists them
+                      (each answerer has its own conversation: your turns and its own answers, never another's)
   /both               answer your last prompt again with the adapter and the base model, one after the other
   /compare A B        answer your last prompt again with two loaded adapters (or one and base), same seed
-  /reset              forget the conversation (the system message stays)
+  /reset              forget every conversation (the system message stays)
   /system TEXT        set the system message (/system alone removes it)
   /settings [k=v ...] show or change temperature, top_p, top_k, max_new_tokens, greedy, repetition_penalty, seed
   /help               this list
@@ -129,8 +132,8 @@ def run(args) -> int:
         sides = None
         if args.compare is not None:
             sides = tuple(_pick(part.strip(), names) for part in args.compare.split(","))
-            if len(sides) != 2 or sides[0] == sides[1]:
-                raise ValueError(f"--compare takes two different names, A,B (loaded: {', '.join(names + [BASE])}).")
+            if len(sides) < 2 or len(set(sides)) != len(sides):  # e.g. sft,dpo,base: a DPO run beside its start
+                raise ValueError(f"--compare takes two or more different names, A,B[,C] (loaded: {', '.join(names + [BASE])}).")
             if args.prompt is None:
                 raise ValueError("--compare needs --prompt; in a chat, /compare A B answers your last prompt both ways.")
     except AdapterError as exc:
@@ -157,8 +160,8 @@ def _answer_once(session: ChatSession, messages: list[dict], args, settings: Gen
                 return _error("--both needs an adapter; this run has none loaded.")
             sides = (who if who != BASE else session.default_adapter, BASE)
         if sides:
-            first, second = session.compare(messages, settings=settings, sides=sides)
-            print(f"[{_label(sides[0], session.names)}]\n{first}\n\n[{_label(sides[1], session.names)}]\n{second}")
+            starts = [("" if i == 0 else "\n\n") + f"[{_label(side, session.names)}]\n" for i, side in enumerate(sides)]
+            _print_sides(session, [(side, messages) for side in sides], settings, starts)
         else:
             _print_stream(session.stream(messages, adapter=who, settings=settings))
     except ChatError as exc:
@@ -170,8 +173,8 @@ def _prefix(who: str, names: list[str]) -> str:
     return "base> " if who == BASE else ("adapter> " if len(names) == 1 else f"{who}> ")
 
 
-def _switch(session: ChatSession, rest: str, who: str, last: str | None) -> str:
-    """The answerer after `/adapter REST`; prints what changed."""
+def _switch(session: ChatSession, rest: str, who: str, last: str | None, histories: Conversations) -> str:
+    """The answerer after `/adapter REST`; prints what changed, and whose conversation it continues."""
     names = session.names
     if not rest:
         print(f"Answering: {_label(who, names) if who == BASE or len(names) > 1 else 'the adapter'}. "
@@ -188,10 +191,13 @@ def _switch(session: ChatSession, rest: str, who: str, last: str | None) -> str:
         except ValueError as exc:
             print(f"Not changed: {exc}")
             return who
+    turns = histories.turns(who)
+    own = f"It continues its own conversation ({turns} answer{'s' if turns != 1 else ''} so far); " \
+          "it never sees another's answers."
     if who == BASE:
-        print("Answers now come from the base model alone.")
+        print(f"Answers now come from the base model alone. {own}")
     else:
-        print("Answers now come from the adapter." if len(names) == 1 else f"Answers now come from {who}.")
+        print(("Answers now come from the adapter. " if len(names) == 1 else f"Answers now come from {who}. ") + own)
     return who
 
 
@@ -207,7 +213,7 @@ def _repl(session: ChatSession, system: list[dict], settings: GenerationSettings
         where = source.adapter_dir if source and source.adapter_dir else "no adapter"
     print(f"Chatting with {source.base_model if source else 'the model'} + {where}"
           + (f" ({source.note})" if source and source.note else "") + ". /help for commands.")
-    history: list[dict] = []
+    histories = Conversations()
     last = who if who != BASE else None
     while True:
         try:
@@ -225,11 +231,11 @@ def _repl(session: ChatSession, system: list[dict], settings: GenerationSettings
             if command == "/help":
                 print(HELP)
             elif command == "/adapter":
-                who = _switch(session, rest, who, last)
+                who = _switch(session, rest, who, last, histories)
                 last = who if who != BASE else last
             elif command == "/reset":
-                history = []
-                print("Conversation cleared.")
+                histories.clear()
+                print("Conversation cleared. Every answerer starts afresh.")
             elif command == "/system":
                 system = [{"role": "system", "content": rest}] if rest else []
                 print(f"System message {'set' if rest else 'removed'}.")
@@ -240,7 +246,7 @@ def _repl(session: ChatSession, system: list[dict], settings: GenerationSettings
                 except ValueError as exc:
                     print(f"Not changed: {exc}")
             elif command == "/both":
-                _both(session, system, history, settings, (last or session.default_adapter, BASE))
+                _both(session, system, histories, who, settings, (last or session.default_adapter, BASE))
             elif command == "/compare":
                 try:
                     sides = tuple(_pick(name, session.names) for name in rest.replace(",", " ").split())
@@ -250,10 +256,11 @@ def _repl(session: ChatSession, system: list[dict], settings: GenerationSettings
                 except ValueError as exc:
                     print(f"Not compared: {exc}")
                     continue
-                _both(session, system, history, settings, sides)
+                _both(session, system, histories, who, settings, sides)
             else:
                 print(f"Unknown command {command}. /help lists them.")
             continue
+        history = histories.of(who)
         history.append({"role": "user", "content": line})
         print(_prefix(who, session.names), end="", flush=True)
         try:
@@ -265,26 +272,40 @@ def _repl(session: ChatSession, system: list[dict], settings: GenerationSettings
         history.append({"role": "assistant", "content": answer})
 
 
-def _both(session: ChatSession, system: list[dict], history: list[dict], settings: GenerationSettings,
-          sides: tuple[str | None, str]) -> None:
+def _both(session: ChatSession, system: list[dict], histories: Conversations, who: str,
+          settings: GenerationSettings, sides: tuple[str | None, str]) -> None:
+    """Answer the last prompt of ``who``'s conversation again by both ``sides``, each from its own conversation."""
     if not session.has_adapter:
         print("No adapter is loaded, so there is nothing to compare.")
         return
-    last_user = max((i for i, m in enumerate(history) if m["role"] == "user"), default=None)
-    if last_user is None:
+    prompt = histories.last_prompt(who)
+    if prompt is None:
         print("Ask something first; /both and /compare answer your last prompt again, two ways.")
         return
-    messages = system + history[:last_user + 1]
-    if settings.seed is None and not settings.greedy:  # one seed for both, so only the adapters differ
-        import random
-
-        settings = dataclasses.replace(settings, seed=random.randrange(2**31))
     width = max(len(_prefix(side, session.names)) for side in sides)
-    partner = {sides[0]: sides[1], sides[1]: sides[0]}
+    starts = [("" if i == 0 else "\n") + _prefix(side, session.names).ljust(width) for i, side in enumerate(sides)]
     try:
-        for side in sides:
-            print(_prefix(side, session.names).ljust(width), end="", flush=True)
-            fmt = partner[side] if side == BASE and partner[side] != BASE else None
-            _print_stream(session.stream(messages, adapter=side, settings=settings, prompt_format=fmt))
+        _print_sides(session, [(side, system + histories.asking(side, prompt)) for side in sides], settings, starts)
     except ChatError as exc:
         print(f"\n{exc}")
+
+
+def _print_sides(session: ChatSession, requests: list[tuple[str, list[dict]]], settings: GenerationSettings,
+                 starts: list[str]) -> None:
+    """Stream each side's answer as it comes, ``starts[i]`` printed where side i begins (an empty answer's too)."""
+    shown = -1
+
+    def reach(index: int) -> None:
+        nonlocal shown
+        while shown < index:
+            shown += 1
+            print(starts[shown], end="", flush=True)
+
+    try:
+        for index, piece in stream_sides(session, requests, settings=settings):
+            reach(index)
+            print(piece, end="", flush=True)
+        reach(len(requests) - 1)
+    except KeyboardInterrupt:
+        print(" [stopped]", end="")
+    print(flush=True)

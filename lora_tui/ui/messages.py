@@ -118,23 +118,18 @@ class AdapterAdded(Message):
 
 @dataclass
 class ReplyProgress(Message):
-    """A streaming reply: the whole text so far (so a newer one can replace an older one)."""
+    """A streaming reply: the whole text so far (so a newer one can replace an older one). ``side``: which
+    pane of a comparison (0 left, 1 right); None for a turn of the conversation."""
 
     reply_id: int
     text: str
     done: bool = False
     error: str | None = None
+    side: int | None = None
 
     def can_replace(self, message: Message) -> bool:
-        return isinstance(message, ReplyProgress) and message.reply_id == self.reply_id and not message.done
-
-
-@dataclass
-class CompareReady(Message):
-    prompt: str
-    adapter_text: str | None
-    base_text: str | None
-    error: str | None = None
+        return (isinstance(message, ReplyProgress) and message.reply_id == self.reply_id
+                and message.side == self.side and not message.done)
 
 
 @dataclass

@@ -3,7 +3,7 @@
 ``resolve_adapters`` turns the runs given to ``lora-tui chat RUN_A RUN_B ...`` into named
 ``AdapterSource``s and refuses, in one line, runs whose base models differ (one chat loads one
 base). Names are the run directory names, made unique; "base" is kept for the base model alone.
-``runs_sharing_base`` lists the finished runs of a folder that could join a chat.
+``runs_sharing_base`` lists the runs of a folder whose adapter could join a chat.
 
 Must not import torch / transformers / peft, print, or import textual: the CLI checks the runs
 with it before torch loads, and the wizard imports it at start-up.
@@ -101,11 +101,12 @@ def resolve_adapters(runs: list[str | Path], *, require_adapter: bool = True
 
 
 def runs_sharing_base(folder: str | Path, like: AdapterSource, exclude: list[Path] = ()) -> list[tuple[str, Path]]:
-    """(name, path) of the finished runs in ``folder`` whose adapter fits the base ``like`` was loaded on."""
+    """(name, path) of the runs in ``folder`` with a final adapter (finished, or stopped: a stop saves it)
+    that fits the base ``like`` was loaded on; a run training, dead or failed has none to trust."""
     skip = {Path(p).resolve() for p in exclude}
     found = []
     for summary in list_runs(folder):
-        if summary.state != "finished" or Path(summary.path).resolve() in skip:
+        if summary.state not in ("finished", "stopped") or Path(summary.path).resolve() in skip:
             continue
         try:
             source = find_adapter(summary.path, allow_checkpoint=False)

@@ -15,7 +15,6 @@ values, ``ChatError`` and the ``on_progress`` / ``should_stop`` callables.
 
 from __future__ import annotations
 
-import random
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,17 +274,14 @@ class ChatSession:
 
     def compare(self, messages: list[dict], *, settings: GenerationSettings | None = None,
                 sides: tuple[str, str] | None = None) -> tuple[str, str]:
-        """Two answers to the same prompt, by ``sides`` (adapter names or BASE; default: the first adapter and
-        the base model). Sampled answers share one seed, so only the adapters differ; the base writes its
-        prompt in the other side's training format."""
-        import dataclasses
+        """Two answers to the same messages, by ``sides`` (adapter names or BASE; default: the first adapter and
+        the base model), as ``stream_sides`` writes them (one seed; the base in the other side's format)."""
+        from lora_tui.core.chat.conversations import stream_sides
 
-        settings = settings or GenerationSettings()
         left, right = sides or (self.answerer(), BASE)
         left, right = self.answerer(left), self.answerer(right)
-        if settings.seed is None and not settings.greedy:
-            settings = dataclasses.replace(settings, seed=random.randrange(2**31))
-        partner = {left: right, right: left}
-        return tuple(self.reply(messages, adapter=side, settings=settings,
-                                prompt_format=partner[side] if side == BASE and partner[side] != BASE else None)
-                     for side in (left, right))
+        texts = ["", ""]
+        for index, piece in stream_sides(self, [(left, messages), (right, messages)],
+                                         settings=settings or GenerationSettings()):
+            texts[index] += piece
+        return texts[0], texts[1]

@@ -1,9 +1,10 @@
 """Step 6, Chat: talk to the freshly trained adapter. Replies stream in as they are
 generated; the conversation is multi-turn; temperature, top-p, top-k and length
 are editable; ctrl+t switches who answers (each loaded adapter, then the base model
-alone); and ctrl+r puts two answers to the same prompt side by side (the one answering
-and the one chosen with ctrl+g, the base model by default). ctrl+o adds another
-finished run trained on the same base model; its adapter loads beside the others.
+alone), and each answerer keeps its own conversation (core.chat.conversations): the
+header names who answers and the view shows its conversation, never another's answers.
+ctrl+r puts two answers side by side (screens/chat_compare.py); ctrl+o adds another
+finished or stopped run trained on the same base model (screens/chat_adapters.py).
 
 An optional system message (the CLI's ``--system``) goes first in every request.
 The model loads and generates in thread workers through ``lora_tui.core.chat.session``;
@@ -22,9 +23,11 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Checkbox, Input, Label, Static
 from textual.worker import Worker
 
+from lora_tui.core.chat.conversations import Conversations
 from lora_tui.ui.errors import plain_error
-from lora_tui.ui.messages import ChatReady, CompareReady, ReplyProgress, WorkProgress
-from lora_tui.ui.screens.chat_adapters import BASE, ChatAdapters
+from lora_tui.ui.messages import ChatReady, ReplyProgress, WorkProgress
+from lora_tui.ui.screens.chat_adapters import BASE
+from lora_tui.ui.screens.chat_compare import SIDES, ChatCompare
 from lora_tui.ui.widgets.chat_bubble import ChatBubble
 from lora_tui.ui.widgets.tick import Tick
 from lora_tui.ui.workers import failure, thread_worker
@@ -38,7 +41,7 @@ SETTINGS = (  # (field of GenerationSettings, label, type, lowest, highest)
 DEFAULTS = {"temperature": "0.3", "top_p": "0.9", "top_k": "40", "max_new_tokens": "256"}
 
 
-class ChatScreen(ChatAdapters):
+class ChatScreen(ChatCompare):
     STEP = "chat"
     BINDINGS = [
         Binding("ctrl+t", "toggle_adapter", "Adapter"),
@@ -51,11 +54,18 @@ class ChatScreen(ChatAdapters):
 
     def __init__(self) -> None:
         super().__init__()
-        self.messages: list[dict] = []
+        self.conversations = Conversations()  # each answerer's own: the base never reads an adapter's answers
         self._reply_id = 0
         self._stop = threading.Event()
         self._bubble: ChatBubble | None = None
         self._streamed = ""  # the current reply's text so far, kept when its worker fails
+        self._reply_who = BASE  # who writes the current reply
+        self._shown_who: str | None = None  # whose conversation the view shows
+
+    @property
+    def messages(self) -> list[dict]:
+        """The conversation of the one answering now (your turns and its own answers)."""
+        return self.conversations.of(self.answering)
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="chat-body", classes="body"):
@@ -73,13 +83,10 @@ class ChatScreen(ChatAdapters):
                             id="system", compact=True)
             yield VerticalScroll(id="conversation")
             with Horizontal(id="compare"):
-                with VerticalScroll(classes="compare-side"):
-                    yield Label("With the adapter", classes="compare-title")
-                    yield Static(id="compare-adapter")
-                with VerticalScroll(classes="compare-side"):
-                    yield Label("Base model alone", classes="compare-title")
-                    yield Static(id="compare-base")
-            yield Input(placeholder="Type a message, Enter to send (ctrl+r: base vs adapter)", id="prompt")
+                for side in SIDES:
+                    with VerticalScroll(classes="compare-side", id=f"compare-{side}-pane"):
+                        yield Static(id=f"compare-{side}")
+            yield Input(placeholder="Type a message, Enter to send (ctrl+r: both answer, side by side)", id="prompt")
 
     def on_mount(self) -> None:
         self.query_one("#compare").display = False
@@ -96,7 +103,8 @@ class ChatScreen(ChatAdapters):
         if self._loaded_for != str(run.path):
             self._loaded_for = str(run.path)
             self.session = None
-            self.messages.clear()
+            self.conversations.clear()
+            self._shown_who, self.last_prompt = None, ""
             self.query_one("#conversation").remove_children()
             header.update(f"Loading the model and the adapter of {run.name}…")
             self._load(run)
@@ -117,7 +125,7 @@ class ChatScreen(ChatAdapters):
     @on(WorkProgress)
     def _loading(self, message: WorkProgress) -> None:
         if message.source == "chat" and self.session is None:
-            self.query_one("#chat-header", Static).update(f"Loading: {message.text}…")
+            self.query_one("#chat-header", Static).update(f"{message.text}…")
 
     @on(ChatReady)
     def _ready(self, message: ChatReady) -> None:
@@ -129,25 +137,62 @@ class ChatScreen(ChatAdapters):
             self._loaded_for = None  # try again next time the step is shown
             return
         self.session = message.session
-        self._show_header()
         names = self.adapter_names()
         self.answering = getattr(self.session, "default_adapter", None) or (names[0] if names else BASE)
         self.partner = BASE if self.answering != BASE else (names[0] if names else BASE)
-        self._addable = []
+        self._addable = None
         self._show_adapters()
         run = self.state.run
         if run is not None:
             self._find_runs(self.session, str(run.path.parent), message.path)
 
     def _show_header(self) -> None:
+        """Who answers now, on which base model: the header follows ctrl+t."""
+        if self.session is None:
+            return
         source = getattr(self.session, "source", None)
-        names = self.adapter_names()
-        where = f"{len(names)} adapters" if len(names) > 1 else getattr(source, "adapter_dir", None) or "no adapter"
+        base = f"{getattr(source, 'base_model', '?')} ({self.session.device})"
+        if self.answering == BASE:
+            who = [("the base model alone", "bold"), (f", {base}, no adapter", "dim")]
+        else:
+            adapter = self.session.adapters.get(self.answering) if hasattr(self.session, "adapters") else source
+            folder = getattr(adapter, "adapter_dir", None) or "?"
+            name = "the adapter " if len(self.adapter_names()) == 1 else f"{self.answering}, "
+            who = [(f"{name}{folder}", "bold"), (f" on {base}", "dim")]
         note = getattr(source, "note", "")
         self.query_one("#chat-header", Static).update(Text.assemble(
-            ("Chatting with ", ""), (f"{where}", "bold"),
-            (f" on {getattr(source, 'base_model', '?')} ({self.session.device})", "dim"),
-            (f"  {note}" if note else "", "yellow")))
+            ("Chatting with ", ""), *who, (f"  {note}" if note else "", "yellow")))
+
+    def _show_adapters(self) -> None:
+        super()._show_adapters()
+        self._show_header()
+        self._show_conversation()
+
+    def _show_conversation(self) -> None:
+        """The one answering now: its own conversation, titled so; the others' wait unchanged."""
+        view = self.query_one("#conversation", VerticalScroll)
+        turns = self.conversations.turns(self.answering)
+        view.border_title = f"{self.answer_title(self.answering)}: its own conversation, {turns} " \
+                            f"answer{'' if turns == 1 else 's'}"
+        other = self.adapter_names() and self._cycle(self.answering)
+        view.border_subtitle = f"ctrl+t: the {self.answer_title(other).lower()}'s" if other else ""
+        if self._shown_who == self.answering:
+            return
+        self._shown_who = self.answering
+        view.remove_children()
+        bubbles = [ChatBubble("You" if m["role"] == "user" else self.answer_title(self.answering), m["content"],
+                              m["role"] if m["role"] == "user" else "assistant") for m in self.messages]
+        elsewhere = {who: self.conversations.turns(who) for who in self.adapter_names() + [BASE] if who != self.answering}
+        if not bubbles and any(elsewhere.values()):  # a fresh conversation beside another's: say why it is empty
+            told = ", ".join(f"{self.answer_title(who).lower()}'s {n} answer{'' if n == 1 else 's'}"
+                             for who, n in elsewhere.items() if n)
+            bubbles.append(Static(f"A conversation of its own: the {self.answer_title(self.answering).lower()} does "
+                                  f"not see the {told}.", classes="hint conversation-hint"))
+        if self._busy and self._reply_who == self.answering and self._bubble is not None:
+            self._bubble = ChatBubble(self._bubble.who, self._streamed or "…", "assistant")
+            bubbles.append(self._bubble)
+        view.mount_all(bubbles)
+        view.scroll_end(animate=False)
 
     # --- settings -----------------------------------------------------------------------------
     def settings(self):
@@ -183,6 +228,12 @@ class ChatScreen(ChatAdapters):
             return "Still answering (esc stops it)."
         return None
 
+    def _start(self) -> int:
+        self._reply_id += 1
+        self._busy = True
+        self._stop.clear()
+        return self._reply_id
+
     @on(Input.Submitted, "#prompt")
     def _send(self, event: Input.Submitted) -> None:
         prompt = event.value.strip()
@@ -197,18 +248,17 @@ class ChatScreen(ChatAdapters):
         event.input.value = ""
         self.query_one("#compare").display = False
         self.query_one("#conversation").display = True
-        who = self.answering
+        who = self._reply_who = self.answering
+        self.last_prompt = prompt
         self.messages.append({"role": "user", "content": prompt})
         conversation = self.query_one("#conversation", VerticalScroll)
+        conversation.query(".conversation-hint").remove()
         conversation.mount(ChatBubble("You", prompt, "user"))
         self._bubble = ChatBubble(self.answer_title(who), "…", "assistant")
         conversation.mount(self._bubble)
         conversation.scroll_end(animate=False)
-        self._reply_id += 1
         self._streamed = ""
-        self._busy = True
-        self._stop.clear()
-        self._stream(self._reply_id, self.system_messages() + self.messages, who, settings)
+        self._stream(self._start(), self.system_messages() + self.messages, who, settings)
 
     @thread_worker("reply")
     def _stream(self, reply_id: int, messages: list[dict], who: str, settings) -> None:
@@ -220,7 +270,12 @@ class ChatScreen(ChatAdapters):
 
     @on(ReplyProgress)
     def _progress(self, message: ReplyProgress) -> None:
-        if message.reply_id != self._reply_id or self._bubble is None:
+        if message.reply_id != self._reply_id:
+            return
+        if message.side is not None:
+            self._compare_progress(message)
+            return
+        if self._bubble is None:
             return
         self._streamed = message.text
         note = ""
@@ -230,11 +285,14 @@ class ChatScreen(ChatAdapters):
                 note = f"✗ {message.error}"
             elif self._stop.is_set():
                 note = "(stopped)"
+            conversation = self.conversations.of(self._reply_who)
             if message.text and not message.error:
-                self.messages.append({"role": "assistant", "content": message.text})
-            elif self.messages and self.messages[-1]["role"] == "user":
-                self.messages.pop()  # no answer: the question may be asked again
-        self._bubble.set_text(message.text or ("" if message.done else "…"), note)
+                conversation.append({"role": "assistant", "content": message.text})
+            elif conversation and conversation[-1]["role"] == "user":
+                conversation.pop()  # no answer: the question may be asked again
+            self._show_conversation()
+        if self._bubble.is_attached:  # else its answerer's conversation is not the one shown
+            self._bubble.set_text(message.text or ("" if message.done else "…"), note)
         self.query_one("#conversation", VerticalScroll).scroll_end(animate=False)
 
     def action_stop(self) -> None:
@@ -245,55 +303,16 @@ class ChatScreen(ChatAdapters):
         if self._busy:
             self.notify("Still answering (esc stops it).", timeout=4)
             return
-        self.messages.clear()
-        self.query_one("#conversation").remove_children()
+        self.conversations.clear()
+        self.last_prompt = ""
+        self._shown_who = None
+        self._show_conversation()
         self.query_one("#compare").display = False
-
-    # --- two answers side by side -------------------------------------------------------------------
-    def action_compare(self) -> None:
-        reason = self._can_talk()
-        if reason is None and not self.adapter_names():
-            reason = "No adapter loaded: nothing to compare with."
-        settings = self.settings() if reason is None else None
-        if reason or settings is None:
-            if reason:
-                self.notify(reason, timeout=4)
-            return
-        prompt_input = self.query_one("#prompt", Input)
-        prompt = prompt_input.value.strip()
-        history = list(self.messages)
-        if prompt:
-            history.append({"role": "user", "content": prompt})
-        elif history and history[-1]["role"] == "assistant":
-            history.pop()  # answer the last question again, both ways
-            prompt = history[-1]["content"] if history else ""
-        elif history:
-            prompt = history[-1]["content"]
-        if not prompt:
-            self.notify(f"Type a prompt first; ctrl+r answers it with {self.answering} and with {self.partner}.",
-                        timeout=5)
-            return
-        prompt_input.value = ""
-        self.query_one("#conversation").display = bool(self.messages)  # room for the answers
-        self.query_one("#compare").display = True
-        sides = (self.answering, self.partner)
-        titles = self.query(".compare-title").results(Label)
-        for label, who in zip(titles, sides):
-            label.update("Base model alone" if who == BASE else
-                         "With the adapter" if len(self.adapter_names()) == 1 else f"With {who}")
-        self.query_one("#compare-adapter", Static).update(Text("…generating", style="dim"))
-        self.query_one("#compare-base", Static).update(Text("…waits for the first answer", style="dim"))
-        self._busy = True
-        self._compare(prompt, self.system_messages() + history, settings, sides)
-
-    @thread_worker("reply")
-    def _compare(self, prompt: str, history: list[dict], settings, sides: tuple[str, str]) -> None:
-        adapter_text, base_text = self.session.compare(history, settings=settings, sides=sides)
-        self.post_message(CompareReady(prompt, adapter_text, base_text))
+        self.query_one("#conversation").display = True
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """The loading and answering workers that raised: the error where their result would show.
-        (ChatAdapters' handler, called too, takes the adapter workers.)"""
+        (ChatAdapters' and ChatCompare's handlers, called too, take the adapter and compare workers.)"""
         failed = failure(event)
         if failed is None:
             return
@@ -304,20 +323,6 @@ class ChatScreen(ChatAdapters):
             reply_id = call["reply_id"]
             text = self._streamed if reply_id == self._reply_id else ""
             self.post_message(ReplyProgress(reply_id, text, done=True, error=error))
-        elif failed.name == "_compare":
-            self.post_message(CompareReady(call["prompt"], None, None, error=error))
-
-    @on(CompareReady)
-    def _compared(self, message: CompareReady) -> None:
-        self._busy = False
-        if message.error:
-            self.query_one("#compare-adapter", Static).update(Text(f"✗ {message.error}", style="red"))
-            self.query_one("#compare-base", Static).update("")
-            return
-        self.query_one("#compare-adapter", Static).update(Text.assemble(("Q: ", "bold"), message.prompt, "\n\n",
-                                                                        message.adapter_text or ""))
-        self.query_one("#compare-base", Static).update(Text.assemble(("Q: ", "bold"), message.prompt, "\n\n",
-                                                                     message.base_text or ""))
 
     def next_refusal(self) -> str | None:
         if self.state.run is None:

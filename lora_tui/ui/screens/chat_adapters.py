@@ -1,6 +1,7 @@
 """The Chat step's choice of who answers: the loaded adapters and the base model (ctrl+t cycles,
-ctrl+g picks the other side of a comparison), and the finished runs trained on the same base
-model that can join the chat (ctrl+o, the AddRun picker). ChatScreen (screens/chat.py) builds on
+ctrl+g picks the other side of a comparison), and the finished or stopped runs with an adapter,
+trained on the same base model, that can join the chat (ctrl+o, the AddRun picker; it says so when
+there is none). ChatScreen (screens/chat.py) builds on
 this; the widgets it touches (#use-adapter, #chat-adapters, #chat-header) are composed there.
 Workers only call the backend and post messages; the handlers own the widgets.
 """
@@ -35,7 +36,7 @@ class AddRun(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label("Add a run's adapter to this chat", classes="dialog-title")
-            yield Static(f"Finished runs trained on {self.base}. Enter adds one; esc cancels.", classes="hint")
+            yield Static(f"Runs with an adapter trained on {self.base}. Enter adds one; esc cancels.", classes="hint")
             yield OptionList(*(Option(Text.assemble(name, ("  " + str(path), "dim")), id=str(path))
                                for name, path in self.runs), id="add-run-list")
 
@@ -55,7 +56,7 @@ class ChatAdapters(WizardScreen):
         self.answering: str = BASE  # a loaded adapter's name, or BASE
         self.partner: str = BASE  # the other side of ctrl+r
         self._last_adapter: str | None = None  # what the tick turns back on
-        self._addable: list = []  # (name, path) of finished runs on this base, not loaded
+        self._addable: list | None = None  # (name, path) of runs on this base not loaded; None: still looking
 
     def _show_header(self) -> None:  # ChatScreen says what is loaded
         pass
@@ -97,8 +98,6 @@ class ChatAdapters(WizardScreen):
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action == "compare_with":
             return len(self.adapter_names()) > 1
-        if action == "add_run":
-            return bool(self._addable)
         return True
 
     def _cycle(self, current: str, skip: str | None = None) -> str:
@@ -139,10 +138,19 @@ class ChatAdapters(WizardScreen):
             self._show_adapters()
 
     def action_add_run(self) -> None:
-        if not self._addable or self.session is None:
+        if self.session is None:
+            self.notify("The model is still loading; ctrl+o lists the runs that can join once it is ready.", timeout=5)
             return
         base = getattr(getattr(self.session, "source", None), "base_model", "this base model")
-        self.app.push_screen(AddRun(self._addable, base), self._add_chosen)
+        if self._addable is None:
+            self.notify("Still looking for runs trained on the same base model…", timeout=4)
+        elif not self._addable:
+            run = self.state.run
+            folder = run.path.parent if run is not None else "the runs folder"
+            self.notify(f"No other finished or stopped run in {folder} has an adapter trained on {base} "
+                        "(same quantisation). Train one, then ctrl+o adds it here.", timeout=8)
+        else:
+            self.app.push_screen(AddRun(self._addable, base), self._add_chosen)
 
     def _add_chosen(self, path: str | None) -> None:
         if path and self.session is not None:
