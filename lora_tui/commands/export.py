@@ -13,7 +13,8 @@ import sys
 
 from pathlib import Path
 
-from lora_tui.core.run.adapters import AdapterError, find_adapter
+from lora_tui.core.run.adapters import AdapterError, find_adapter, missing_final_adapter
+from lora_tui.core.run.runs import STATES_DONE, RunDirectory, quoted
 from lora_tui.core.export.artefacts import export_summary, merge_adapter
 from lora_tui.core.export.formats import DEFAULT_GGUF_TYPE, EXPORT_FORMATS
 from lora_tui.core.units import human_size
@@ -105,7 +106,11 @@ def _export(args) -> int:
     print(f"Run:         {summary['run'] or summary['name']} ({summary['state']})")
     print(f"Base model:  {summary['base_model']}")
     if not summary["adapter"]:
-        print("Adapter:     not saved yet. It appears when the run finishes or is stopped.")
+        run_dir = RunDirectory(summary["run"]) if summary["run"] else None
+        if run_dir is not None and run_dir.state() in STATES_DONE + ("dead",):  # it will not appear any more
+            print(f"Adapter:     missing. {missing_final_adapter(run_dir)}")
+        else:
+            print("Adapter:     not saved yet. It appears when the run finishes or is stopped.")
         return 0
     print(f"Adapter:     {summary['adapter']}  ({human_size(summary['adapter_bytes'])}: "
           f"{', '.join(summary['adapter_files'])})")
@@ -116,17 +121,17 @@ def _export(args) -> int:
     elif summary["zip"]:
         print(f"Zip:         {summary['zip']}  ({human_size(summary['zip_bytes'])})")
     else:
-        print(f"Zip:         none yet (lora-tui export {args.run} --zip)")
+        print(f"Zip:         none yet (lora-tui export {quoted(args.run)} --zip)")
     for merged in summary["merged"]:
         verdict = f", check: {merged['check']['verdict']}" if merged.get("check") else ""
         print(f"Merged:      {merged['path']}  ({human_size(merged['bytes'])}, {merged['dtype']}{verdict})")
     if not summary["merged"]:
-        print(f"Merged:      none yet (lora-tui merge {args.run} OUT)")
+        print(f"Merged:      none yet (lora-tui merge {quoted(args.run)} OUT)")
     for item in summary["gguf"]:
         verdict = f", check: {item['check']['verdict']}" if item.get("check") else ""
         print(f"GGUF:        {item['path']}  ({human_size(item['bytes'])}, {item['type']}{verdict})")
     if not summary["gguf"]:
-        print(f"GGUF:        none yet (lora-tui export {args.run} --gguf [--gguf-type {DEFAULT_GGUF_TYPE}])")
+        print(f"GGUF:        none yet (lora-tui export {quoted(args.run)} --gguf [--gguf-type {DEFAULT_GGUF_TYPE}])")
     for item in summary.get("gguf_adapter") or []:
         verdict = f", check: {item['check']['verdict']}" if item.get("check") else ""
         print(f"LoRA GGUF:   {item['path']}  ({human_size(item['bytes'])}, on {item['type']} base {item['base']}{verdict})")
@@ -136,18 +141,27 @@ def _export(args) -> int:
         print(f"Written:     {info.path}  ({human_size(info.path.stat().st_size)}, LoRA adapter)")
         print(f"  base:      {info.base_path}  ({human_size(info.base_path.stat().st_size)}, {info.base_type}, "
               f"{'reused: written for an earlier adapter of this base' if info.base_reused else 'written once, shared by every adapter of this base'})")
-        print(f"  llama.cpp: llama-cli -m {info.base_path} --lora {info.path}")
-        print(f"  Ollama:    cd {info.path.parent} && ollama create {info.path.stem.lower()} -f {info.modelfile.name}")
+        print(f"  llama.cpp: llama-cli -m {quoted(info.base_path)} --lora {quoted(info.path)}")
+        print(f"  Ollama:    {ollama_create(info.path.parent, info.path.stem, info.modelfile.name)}")
     for fmt, path in written:
         if fmt.name == "gguf":
             modelfile = path.with_name(f"Modelfile-{_option(args, fmt)}")
             print(f"Written:     {path}  ({human_size(path.stat().st_size)})")
-            print(f"  llama.cpp: llama-cli -m {path}")
-            print(f"  Ollama:    cd {path.parent} && ollama create {path.stem.lower()} -f {modelfile.name}")
+            print(f"  llama.cpp: llama-cli -m {quoted(path)}")
+            print(f"  Ollama:    {ollama_create(path.parent, path.stem, modelfile.name)}")
         if fmt.check:
             artefact, gguf_file, lora = fmt.check_target(path)
             status = max(status, check_export("export", args, artefact, gguf_file, lora=lora))
     return status
+
+
+def ollama_create(folder: Path, name: str, modelfile: str) -> str:
+    """The `cd FOLDER && ollama create NAME -f MODELFILE` line, safe to paste: every path shell-quoted, and the
+    model name as Ollama takes one (letters, digits, `.`, `_`, `-`, starting with a letter or digit)."""
+    import re
+
+    model = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).lstrip("-._") or "my-model"
+    return f"cd {quoted(folder)} && ollama create {model} -f {quoted(modelfile)}"
 
 
 def _merge(args) -> int:
@@ -161,7 +175,7 @@ def _merge(args) -> int:
         return _error("merge", str(exc))
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"Merged model: {out} ({human_size(size)})")
-    print(f"  transformers: AutoModelForCausalLM.from_pretrained(\"{out}\")")
-    print(f"  Ollama:       cd {out} && ollama create {out.name.lower()} -f Modelfile")
-    print(f"  GGUF:         lora-tui export {args.run} --gguf (or see {out / 'README.md'})")
+    print(f"  transformers: AutoModelForCausalLM.from_pretrained({str(out)!r})")
+    print(f"  Ollama:       {ollama_create(out, out.name, 'Modelfile')}")
+    print(f"  GGUF:         lora-tui export {quoted(args.run)} --gguf (or see {quoted(out / 'README.md')})")
     return check_export("merge", args, out)

@@ -11,6 +11,11 @@ from lora_tui.core.paths import runs_dir
 from lora_tui.core.run.runs import RunDirectory, RunError, list_runs, quoted
 
 
+def printable(text: str) -> str:
+    """A name as one table cell: a newline or other control character in a run's name shows as `?`."""
+    return "".join(c if c.isprintable() else "?" for c in str(text))
+
+
 def _list(args) -> int:
     runs = list_runs(args.dir)
     if args.json:
@@ -27,7 +32,8 @@ def _list(args) -> int:
         when = datetime.fromtimestamp(r.updated).strftime("%Y-%m-%d %H:%M") if r.updated else "-"
         accuracy = f" (eval reward acc {100 * r.eval_reward_accuracy:.0f}%)" \
             if isinstance(r.eval_reward_accuracy, (int, float)) else ""
-        print(f"{r.name[:32]:32} {r.state:9} {r.method[:6]:6} {step:>11} {loss:>8} {ev:>8}  {when:16}  {r.model or '-'}{accuracy}")
+        print(f"{printable(r.name)[:32]:32} {r.state:9} {r.method[:6]:6} {step:>11} {loss:>8} {ev:>8}  {when:16}  "
+              f"{printable(r.model or '-')}{accuracy}")
     return 0
 
 

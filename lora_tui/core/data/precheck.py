@@ -9,6 +9,7 @@ needs the model's tokenizer; ``validate`` and the trainer do it) and never write
 
 from __future__ import annotations
 
+import shlex
 from itertools import islice
 
 from lora_tui.core.safe_read import clip
@@ -54,5 +55,5 @@ def check_trainable_prefix(path, *, subset: str | None = None, method: str = "sf
     why = f" ({f'line {first.line}: ' if first and first.line is not None else ''}{clip(first.message, 160)})" if first else ""
     if first is not None and "training.method" in (first.fix or ""):  # rows for another method: say which
         raise DataError(f"{path}: no usable row in {looked}{why}. Fix: {first.fix}.")
-    raise DataError(f"{path}: no usable row in {looked}{why}. Fix: `lora-tui validate {path}` lists every "
+    raise DataError(f"{path}: no usable row in {looked}{why}. Fix: `lora-tui validate {shlex.quote(str(path))}` lists every "
                     "problem; point data.train at your dataset file.")

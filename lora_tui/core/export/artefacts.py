@@ -54,12 +54,18 @@ def _size(path: Path) -> int:
 
 def _export_name(source) -> str:
     """The run's name; an adapter folder given by path that is not the run's final adapter/ (a checkpoint)
-    adds its own name, so its exports never take the final adapter's file names."""
+    adds its own name, so its exports never take the final adapter's file names. As a file name: letters,
+    digits, `.`, `_`, `-` only, never a leading `-` (a run named with a newline put a line into the Modelfile;
+    one named `-rf` gave hints that read as options)."""
     if source.run is None:
-        return source.adapter_dir.name
-    if source.adapter_dir is not None and source.adapter_dir.resolve() != source.run.adapter_dir.resolve():
-        return f"{source.run.name}-{source.adapter_dir.name}"
-    return source.run.name
+        name = source.adapter_dir.name
+    elif source.adapter_dir is not None and source.adapter_dir.resolve() != source.run.adapter_dir.resolve():
+        name = f"{source.run.name}-{source.adapter_dir.name}"
+    else:
+        name = source.run.name
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).lstrip("-.") or "adapter"
 
 
 def default_zip_path(source) -> Path:
@@ -68,6 +74,32 @@ def default_zip_path(source) -> Path:
     return source.adapter_dir.with_name(f"{source.adapter_dir.name}.zip")
 
 
+def _disk_full_is_an_export_error(write):
+    """A full disk while an export is written: one line (where, how much is free, the fix), not a traceback;
+    the writers already remove their partial files."""
+    import functools
+
+    @functools.wraps(write)
+    def guarded(run, out=None, *args, **kwargs):
+        try:
+            return write(run, out, *args, **kwargs)
+        except Exception as exc:
+            from lora_tui.core.disk import free_bytes, is_disk_full
+
+            if isinstance(exc, AdapterError) or not is_disk_full(exc):
+                raise
+            where = Path(str(out)).expanduser() if out else Path(str(run)).expanduser()
+            folder = next((p for p in (where, *where.parents) if p.is_dir()), Path("."))
+            try:
+                free = f", {free_bytes(folder) / 2**20:,.0f} MiB free at {folder}"
+            except OSError:
+                free = ""
+            raise ExportError(f"disk full while writing {where}{free}; nothing half-written was kept. Fix: free space "
+                              "there, or write to a disk with room (--out, or merge's OUT).") from None
+    return guarded
+
+
+@_disk_full_is_an_export_error
 def zip_adapter(run: str | Path, out: str | Path | None = None, *, overwrite: bool = False) -> Path:
     """Zip the adapter folder; default <run>/<run-name>-adapter.zip. Returns the zip's path."""
     source = _final_adapter(run)
@@ -222,6 +254,7 @@ def load_merged(source, dtype: str = "float32", on_progress: Progress | None = N
     return model, tokenizer, base_path
 
 
+@_disk_full_is_an_export_error
 def merge_adapter(run: str | Path, out: str | Path, *, dtype: str = "auto", overwrite: bool = False,
                   on_progress: Progress | None = None) -> Path:
     """Write base + adapter as one model folder; returns it."""
@@ -295,6 +328,7 @@ def default_gguf_path(source, gguf_type: str) -> Path:
     return folder / f"{name}-{gguf_type}.gguf"
 
 
+@_disk_full_is_an_export_error
 def export_gguf(run: str | Path, out: str | Path | None = None, *, gguf_type: str = DEFAULT_GGUF_TYPE, overwrite: bool = False,
                 on_progress: Progress | None = None) -> Path:
     """Merge the adapter and write one GGUF file (tokenizer, chat template, EOS inside) plus a Modelfile."""
@@ -309,10 +343,13 @@ def export_gguf(run: str | Path, out: str | Path | None = None, *, gguf_type: st
     if target.is_dir() or not target.suffix:
         target = target / default_gguf_path(source, gguf_type).name
     target = target.resolve()
-    if target.exists() and not overwrite:
-        raise ExportError(f"{target} already exists. Fix: pass --overwrite to replace it, or --out to write elsewhere.")
-    if target.exists() and not _is_gguf(target):  # --overwrite replaces a GGUF file, never another one
-        raise ExportError(f"{target} is not a GGUF file: it was not touched. Fix: --out a new file name (.gguf).")
+    if any(ord(c) < 32 or ord(c) == 127 for c in target.name):  # it is named on the Modelfile's FROM line
+        raise ExportError(f"{target.name!r} holds a control character (a newline?), which a Modelfile cannot name. "
+                          "Fix: --out a plain file name (.gguf).")
+    modelfile = target.with_name(f"Modelfile-{gguf_type}")
+    # Every file the export writes follows the rule, not only the GGUF (Modelfile-q8_0 was replaced silently).
+    _may_replace(target, overwrite, _is_gguf, "a GGUF file", "--out a new file name (.gguf)")
+    _may_replace(modelfile, overwrite, _is_our_modelfile, "a Modelfile lora-tui wrote", "--out another folder")
 
     try:
         gguf_architecture(load_model_config(source.base_model, source.trust_remote_code, source.revision))
@@ -332,13 +369,40 @@ def export_gguf(run: str | Path, out: str | Path | None = None, *, gguf_type: st
                               eos_token_id=learned_end_token(tokenizer, source.template), on_progress=on_progress)
         except GGUFExportError as exc:
             raise ExportError(str(exc)) from None
-    modelfile = target.with_name(f"Modelfile-{gguf_type}")
-    modelfile.write_text(modelfile_text(format_for(tokenizer, "auto"), source=f"./{target.name}"), encoding="utf-8")
+    _write_replacing(modelfile, modelfile_text(format_for(tokenizer, "auto"), source=f"./{target.name}"))
     _write_gguf_card(target.parent, source, info)
     if source.run is not None:
         _record_export(source.run, "gguf", {"path": str(target), "type": gguf_type, "modelfile": str(modelfile),
                                              "eos": info.eos_token, "notes": info.notes})
     return target
+
+
+def _may_replace(path: Path, overwrite: bool, ours: Callable[[Path], bool], what: str, fix: str) -> None:
+    """The no-overwrite rule for one file an export writes: absent, or --overwrite and a file of ours."""
+    if not os.path.lexists(path):
+        return
+    if not overwrite:
+        raise ExportError(f"{path} already exists. Fix: pass --overwrite to replace it, or --out to write elsewhere.")
+    if path.is_symlink() or not path.is_file() or not ours(path):  # what lora-tui wrote, never another file
+        raise ExportError(f"{path} is not {what}: it was not touched. Fix: {fix}.")
+
+
+def _is_our_modelfile(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(40).startswith(b"# Ollama Modelfile written by lora-tui")
+    except OSError:
+        return False
+
+
+def _write_replacing(path: Path, text: str) -> None:
+    """Write a small text file through a temporary name: a full disk leaves the old one, never half a new one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _is_gguf(path: Path) -> bool:

@@ -38,11 +38,29 @@ def _is_adapter_dir(path: Path) -> bool:
     return (path / "adapter_config.json").is_file()
 
 
-def _base_from_adapter_config(adapter_dir: Path) -> str:
+ADAPTER_CONFIG_BYTES = 2**20  # a PEFT adapter_config.json is a few KiB
+
+
+def read_adapter_config(adapter_dir: Path) -> dict:
+    """adapter_config.json as a dict, read to at most ADAPTER_CONFIG_BYTES (PEFT reads it whole: a 1 GB file
+    took 2.5 GB and ended in "'peft_type'"); AdapterError (one line) when it is not a PEFT adapter's config."""
+    from lora_tui.core.safe_read import clip, read_bounded
+
+    path = adapter_dir / "adapter_config.json"
     try:
-        data = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise AdapterError(f"{adapter_dir / 'adapter_config.json'} cannot be read ({exc}). Fix: re-save the adapter.") from None
+        data = json.loads(read_bounded(path, ADAPTER_CONFIG_BYTES, "an adapter_config.json", "re-save the adapter"))
+    except OSError as exc:  # UnsafeFile: the message names the path, the reason and the fix
+        raise AdapterError(str(exc)) from None
+    except (ValueError, RecursionError) as exc:
+        raise AdapterError(f"{path} cannot be read ({clip(str(exc))}). Fix: re-save the adapter.") from None
+    if not isinstance(data, dict) or not isinstance(data.get("peft_type"), str):
+        raise AdapterError(f"{path} is not a PEFT adapter's config (no peft_type). Fix: re-save the adapter, or "
+                           "point at the run directory.")
+    return data
+
+
+def _base_from_adapter_config(adapter_dir: Path) -> str:
+    data = read_adapter_config(adapter_dir)
     base = data.get("base_model_name_or_path")
     if not base:
         raise AdapterError(f"{adapter_dir / 'adapter_config.json'} does not name its base model "
@@ -58,7 +76,7 @@ def _run_owning(adapter_dir: Path) -> RunDirectory | None:
     return None
 
 
-def _missing_final_adapter(run_dir: RunDirectory) -> str:
+def missing_final_adapter(run_dir: RunDirectory) -> str:
     """What is missing in a run that has ended without a usable adapter/ (deleted, or killed before saving)."""
     state = run_dir.state()
     where = run_dir.adapter_dir
@@ -99,7 +117,7 @@ def find_adapter(run: str | Path, *, require_adapter: bool = True, allow_checkpo
         if _is_adapter_dir(run_dir.adapter_dir):
             adapter_dir = run_dir.adapter_dir
         elif _final_adapter_expected(run_dir, require_adapter, allow_checkpoint):
-            raise AdapterError(_missing_final_adapter(run_dir))
+            raise AdapterError(missing_final_adapter(run_dir))
         else:
             checkpoints = run_dir.complete_checkpoints() if allow_checkpoint else []
             checkpoint = next((c for c in reversed(checkpoints) if _is_adapter_dir(c)), None)
@@ -116,5 +134,7 @@ def find_adapter(run: str | Path, *, require_adapter: bool = True, allow_checkpo
         config = load_config(run_dir.config_path)
     except ConfigError as exc:
         raise AdapterError(str(exc)) from None
+    if adapter_dir is not None:
+        read_adapter_config(adapter_dir)  # before PEFT reads it whole
     return AdapterSource(adapter_dir, run_dir, config.model.name, config.model.load_in, config.model.double_quant,
                          config.model.trust_remote_code, config.model.revision, config.data.template, note)

@@ -88,7 +88,7 @@ def start_run(config: Config, run_dir: str | os.PathLike | None = None, *, overw
         run_claim.clear_for_start(run, overwrite)
         save_config(_absolute_data(config), run.config_path,
                     header=f"lora-tui run '{path.name}', created {datetime.now():%Y-%m-%d %H:%M:%S}.\n"
-                           f"Reproduce with: lora-tui train {run.config_path} --run-dir NEW_DIR")
+                           f"Reproduce with: lora-tui train {quoted(run.config_path)} --run-dir NEW_DIR")
         run.write_status("created")
         _spawn(run, resume=False, lock=lock, node_args=node_args)
     except OSError as exc:  # a full disk or a read-only folder: one line, and nothing half-written is kept

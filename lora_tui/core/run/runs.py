@@ -36,8 +36,10 @@ CHECKPOINT_MARKER = "lora_tui_complete"
 
 
 def quoted(path: str | os.PathLike) -> str:
-    """A path as it must be typed in a shell command we print (spaces, quotes, `$`...)."""
-    return shlex.quote(str(path))
+    """A path as it must be typed in a shell command we print (spaces, quotes, `$`...); one that starts with `-`
+    gets `./` in front, so it is never read as an option (a run named `-rf`)."""
+    text = str(path)
+    return shlex.quote("./" + text if text.startswith("-") else text)
 
 
 RUN_MARKER = "lora_tui_run"  # written first into every run directory: what makes a folder a run

@@ -53,7 +53,7 @@ def build_datasets(config: Config, tokenizer):
             return preference.build_datasets(config, tokenizer)
         return _build_datasets(config, tokenizer)
     except DataError as exc:
-        raise TrainingFailure(str(exc), f"Run `lora-tui validate {config.data.train}` to see every problem.") from None
+        raise TrainingFailure(str(exc), f"Run `lora-tui validate {shlex.quote(str(config.data.train))}` to see every problem.") from None
 
 
 def _build_datasets(config: Config, tokenizer):
@@ -75,7 +75,7 @@ def _build_datasets(config: Config, tokenizer):
     else:  # training data given alone: its own held-out rows (core.config.set_training_data)
         train_rows, eval_rows = hold_out(train_rows, config.data.val_fraction, config.training.seed)
     if not train_rows:
-        raise TrainingFailure(f"{config.data.train} has no valid rows.", f"Run `lora-tui validate {config.data.train}`.")
+        raise TrainingFailure(f"{config.data.train} has no valid rows.", f"Run `lora-tui validate {shlex.quote(str(config.data.train))}`.")
     formatter = ChatFormatter(tokenizer, template=config.data.template, train_on_prompt=config.data.train_on_prompt)
 
     def encode(rows):
