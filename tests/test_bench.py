@@ -120,9 +120,9 @@ def test_hardware_screen_b_runs_the_bench_in_a_worker_and_shows_its_table(monkey
     calls = []
 
     class BenchBackend(FixedBackend):
-        def bench(self, config, on_arm=None):
+        def bench(self, config, on_arm=None, on_progress=None):
             calls.append(config)
-            return run_bench(config, steps=2, arms=("ours",), device="cpu", on_arm=on_arm)
+            return run_bench(config, steps=2, arms=("ours",), device="cpu", on_arm=on_arm, on_progress=on_progress)
 
     monkeypatch.chdir(REPO)
     state = snapshot_state(model__name=str(tiny_model_dir), data__max_seq_len=64)

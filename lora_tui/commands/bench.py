@@ -8,6 +8,40 @@ import sys
 EXIT_BAD_INPUT = 2
 
 
+class _ArmLine:
+    """Which arm runs and what it does ("  ours: step 3/12, 45s"): one line rewritten on a terminal, elsewhere
+    a line when the step changes, at most every QUIET_S seconds (an arm takes minutes on a CPU)."""
+
+    QUIET_S = 15.0
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled, self.tty = enabled, sys.stdout.isatty()
+        self.shown, self.printed, self.what, self.arm = "", 0.0, "", ""
+
+    def show(self, arm: str, text: str) -> None:  # called from the bench's watcher thread
+        import shutil
+        import time
+
+        if not self.enabled:
+            return
+        line = f"  {arm}: {text}"
+        if self.tty:
+            line = line[:max(20, shutil.get_terminal_size().columns - 1)]
+            print("\r\033[K" + line, end="", flush=True)
+            self.shown = line
+            return
+        what = f"{arm}: {text.rsplit(', ', 1)[0]}"  # without its clock
+        now = time.monotonic()
+        if arm != self.arm or (what != self.what and now - self.printed >= self.QUIET_S):
+            print(line, flush=True)
+            self.arm, self.what, self.printed = arm, what, now
+
+    def clear(self) -> None:
+        if self.tty and self.shown:
+            print("\r\033[K", end="", flush=True)
+            self.shown = ""
+
+
 def run(args) -> int:
     from lora_tui.commands.train import build_config, split_positionals
     from lora_tui.core.bench.runner import BenchError, run_bench, summary_lines, table_rows
@@ -20,7 +54,10 @@ def run(args) -> int:
         config = build_config(args)
         arms = [a.strip() for a in args.arms.split(",") if a.strip()]
 
+        live = _ArmLine(enabled=not args.json)
+
         def shown(arm) -> None:
+            live.clear()
             if not args.json:
                 what = f"failed: {arm.error.strip().splitlines()[-1][:120]}" if arm.error else \
                     f"{arm.tokens_per_s:,.0f} tokens/s" if arm.tokens_per_s else "no figure"
@@ -30,7 +67,7 @@ def run(args) -> int:
             print(f"Timing {args.steps} optimiser steps per arm ({', '.join(arms)}) on {config.model.name}, "
                   f"{config.data.train}; each arm loads the model in its own process.", flush=True)
         report = run_bench(config, steps=args.steps, arms=arms, device=args.device, batch=args.batch,
-                           peak_tflops=args.peak_tflops, timeout=args.timeout, on_arm=shown)
+                           peak_tflops=args.peak_tflops, timeout=args.timeout, on_arm=shown, on_progress=live.show)
     except (BenchError, ConfigError) as exc:
         print(f"lora-tui bench: {str(exc).strip()}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -81,11 +81,13 @@ class Backend:
 
         return choose_batch(config, hardware, longest=longest)
 
-    def bench(self, config: Config, on_arm: Callable[[Any], None] | None = None):
-        """`lora-tui bench` on this plan: lora-tui's trainer against plain TRL, each arm in its own process."""
+    def bench(self, config: Config, on_arm: Callable[[Any], None] | None = None,
+              on_progress: Callable[[str, str], None] | None = None):
+        """`lora-tui bench` on this plan: lora-tui's trainer against plain TRL, each arm in its own process;
+        ``on_progress(arm, text)`` every second: which step the running arm is on."""
         from lora_tui.core.bench.runner import run_bench
 
-        return run_bench(config, on_arm=on_arm)
+        return run_bench(config, on_arm=on_arm, on_progress=on_progress)
 
     def catalogue(self, config: Config, hardware, longest: int | None = None) -> list[tuple[str, int | None, int | None, str | None]]:
         """(name, parameters, bytes needed with the current plan, verdict) for each catalogue model; rows no

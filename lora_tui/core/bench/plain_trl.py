@@ -10,7 +10,8 @@ checkpointing, micro-batch 8, ...) unless the mode asks for more: "defaults", "p
 packing), "padding_free", "fp32" (fp32, no checkpointing). quant "4bit" loads the base in NF4 (QLoRA,
 CUDA only); "none" loads it in bf16 on a GPU (16-bit LoRA), as the checkpoint is on a CPU.
 
-Prints one line ``RESULT {json}``: tokens (non-padding, between the first and the last optimiser
+Writes "step/max_steps" to ``<out>/progress`` after each optimiser step (`bench` shows it) and prints
+one line ``RESULT {json}``: tokens (non-padding, between the first and the last optimiser
 step), seconds, tokens_per_s, the settings TRL used, and max_memory_reserved on CUDA. Nothing here
 is imported by the wizard; torch and TRL are imported inside main().
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 MODES = ("defaults", "packing", "padding_free", "fp32")
 
@@ -60,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
 
         def on_step_end(self, args, state, control, **kw):
             self.marks.append((time.monotonic(), state.num_input_tokens_seen))
+            progress.write_text(f"{state.global_step}/{state.max_steps}", encoding="utf-8")  # what `bench` shows
 
+    progress = Path(spec["out"]) / "progress"  # core.bench.runner.PROGRESS_FILE
+    progress.parent.mkdir(parents=True, exist_ok=True)
     cuda = torch.cuda.is_available()
     load: dict = {}
     if spec.get("quant") == "4bit":

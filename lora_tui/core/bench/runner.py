@@ -20,11 +20,14 @@ Core module: no printing, no textual; torch never imported here (the children im
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -268,8 +271,10 @@ def run_plain(name: str, config: Config, data: Path, steps: int, batch: int | No
 def run_bench(config: Config, *, steps: int = DEFAULT_STEPS, arms: list[str] | tuple[str, ...] = DEFAULT_ARMS,
               device: str = "auto", batch: int | None = None, peak_tflops: float | None = None,
               timeout: float | None = None, work_dir: str | os.PathLike | None = None,
-              on_arm: Callable[[ArmResult], None] | None = None) -> BenchReport:
-    """Run each arm in turn (one process each) and compare them. BenchError for bad input, before any arm runs."""
+              on_arm: Callable[[ArmResult], None] | None = None,
+              on_progress: Callable[[str, str], None] | None = None) -> BenchReport:
+    """Run each arm in turn (one process each) and compare them. BenchError for bad input, before any arm runs.
+    ``on_progress(arm, text)``: every second while an arm runs, what it is doing ("step 3/12, 45s")."""
     from lora_tui.core.machine.hardware import device_for, probe_hardware
 
     arms = list(arms)
@@ -297,10 +302,11 @@ def run_bench(config: Config, *, steps: int = DEFAULT_STEPS, arms: list[str] | t
         work = Path(tmp)
         data = trl_data(ours, work / "trl_data.jsonl") if any(a != "ours" for a in arms) else None
         for name in arms:
-            if name == "ours":
-                result = run_ours(ours, work, env, timeout)
-            else:
-                result = run_plain(name, ours, data, steps, batch, work, env, timeout)
+            with _watching(name, work, on_progress):  # which arm, which step, how long: said every second
+                if name == "ours":
+                    result = run_ours(ours, work, env, timeout)
+                else:
+                    result = run_plain(name, ours, data, steps, batch, work, env, timeout)
             if used == "cuda":
                 result.mfu = mfu(result.tokens_per_s, report.flops_per_token, peak)
             report.arms[name] = result
@@ -308,6 +314,58 @@ def run_bench(config: Config, *, steps: int = DEFAULT_STEPS, arms: list[str] | t
                 on_arm(result)
     report.ratios = compute_ratios(report.arms)
     return report
+
+
+PROGRESS_FILE = "progress"  # core.bench.plain_trl writes "step/max_steps" there after each optimiser step
+
+
+def arm_doing(name: str, work: Path) -> str:
+    """What an arm is doing now, read from its folder: ours from its run's events (its phases, the evaluation,
+    the step), a plain TRL arm from the step file its script writes."""
+    if name == "ours":
+        from lora_tui.core.run.history import RunHistory
+        from lora_tui.core.run.runs import RunDirectory
+
+        run = RunDirectory(work / name)
+        if not run.events_path.exists():
+            return "starting"
+        history = RunHistory.of(run)
+        if history.last_step:
+            return f"step {history.step}/{history.max_steps or '?'}"
+        if history.progress:  # a start-up phase, an evaluation
+            return str(history.progress.get("message") or "starting")
+        return "waiting for step 1" if history.started else "starting"
+    try:
+        done = (work / name / PROGRESS_FILE).read_text(encoding="utf-8").strip()
+    except OSError:
+        done = ""
+    return f"step {done}" if done else "loading the model and data"
+
+
+@contextlib.contextmanager
+def _watching(name: str, work: Path, on_progress: Callable[[str, str], None] | None, every: float = 1.0):
+    """While an arm runs: every ``every`` seconds, ``on_progress(arm, "step 3/12, 45s")`` from a thread."""
+    if on_progress is None:
+        yield
+        return
+    from lora_tui.core.units import human_duration
+
+    stop, began = threading.Event(), time.monotonic()
+
+    def loop() -> None:
+        while not stop.wait(every):
+            try:
+                on_progress(name, f"{arm_doing(name, work)}, {human_duration(time.monotonic() - began)}")
+            except Exception:  # a progress line must never end a bench
+                pass
+
+    thread = threading.Thread(target=loop, name=f"bench-{name}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
 
 
 def table_rows(report: BenchReport) -> list[tuple[str, str, str, str]]:

@@ -227,7 +227,10 @@ class HardwareScreen(WizardScreen):
             figure = "failed" if arm.error else f"{arm.tokens_per_s:,.0f} tokens/s" if arm.tokens_per_s else "no figure"
             self.post_message(WorkProgress("bench", f"{arm.label}: {figure}"))
 
-        self.post_message(BenchDone(self.backend.bench(config, on_arm=arm_done)))
+        def doing(arm: str, text: str) -> None:  # the running arm and its step, every second
+            self.post_message(WorkProgress("bench-live", f"{arm}: {text}"))
+
+        self.post_message(BenchDone(self.backend.bench(config, on_arm=arm_done, on_progress=doing)))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """BenchError (bad plan, no data) and the unforeseen alike: shown, not raised."""
@@ -237,9 +240,11 @@ class HardwareScreen(WizardScreen):
 
     @on(WorkProgress)
     def _bench_progress(self, message: WorkProgress) -> None:
-        if message.source == "bench" and self._benching:
-            self._bench_lines.append(message.text)
-            self.query_one("#bench", Static).update(Text("Bench running…\n" + "\n".join(self._bench_lines)))
+        if message.source in ("bench", "bench-live") and self._benching:
+            if message.source == "bench":  # an arm's result; the next arm's line comes with its progress
+                self._bench_lines.append(message.text)
+            live = [message.text] if message.source == "bench-live" else []
+            self.query_one("#bench", Static).update(Text("Bench running…\n" + "\n".join(self._bench_lines + live)))
 
     @on(BenchDone)
     def _bench_done(self, message: BenchDone) -> None:
