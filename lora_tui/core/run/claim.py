@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lora_tui.core.run.runs import (LOCK_FD_ENV, RunDirectory, RunError, RunLocked, is_run_directory, is_run_entry,
-                                    quoted, write_run_marker)
+                                    open_lock_file, quoted, write_run_marker)
+from lora_tui.core.run.checkpoints import choose_checkpoint
+from lora_tui.core.run.trainer_process import supervisor_pid, trainer_processes
 
 STOP_GRACE_S = 120.0  # `lora-tui stop` waits this long for a graceful stop, then kills the trainer (SIGKILL)
 
@@ -31,12 +33,15 @@ STOP_GRACE_S = 120.0  # `lora-tui stop` waits this long for a graceful stop, the
 def claim(run: RunDirectory, what: str = "start"):
     """The run's lock file, flock-ed by this process; RunLocked when another process holds it."""
     run.path.mkdir(parents=True, exist_ok=True)
-    fh = open(run.lock_path, "a+")
+    fh = open_lock_file(run.lock_path)
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        live = trainer_processes(run.path)  # the lock file deleted or replaced under a live trainer
     except OSError:
+        live = None
+    if live is None or live:
         fh.close()
-        pid = _holder_pid(run)
+        pid = live[0].pid if live else _holder_pid(run)
         raise RunLocked(f"{run.path} is held by another trainer or launch{f' (pid {pid})' if pid else ''}: this "
                         f"{what} was refused so that only one writer uses the directory. Fix: `lora-tui attach "
                         f"{quoted(run.path)}` to follow the other one, or choose another --run-dir.") from None
@@ -110,19 +115,25 @@ class ResumePlan:
 
 def plan_resume(run: RunDirectory, config) -> ResumePlan:
     """Which checkpoint a resume uses and what that means; RunError when it cannot be done honestly."""
-    checkpoint = run.last_checkpoint()
+    choice = choose_checkpoint(run)  # the trainer makes the same choice
+    checkpoint, damaged = choice.checkpoint, (" " + choice.note() if choice.passed_over else "")
     reached = _reached_step(run)
     if checkpoint is None:
         if (run.adapter_dir / "adapter_config.json").is_file():
             raise RunError(f"{run.path} has no complete checkpoint to resume from (training.save_steps=0, or it "
-                           "ended before the first one); resuming would train from step 0 and replace its adapter/. "
+                           f"ended before the first one); resuming would train from step 0 and replace its adapter/.{damaged} "
                            f"Fix: keep this run and start a new one (`lora-tui train {quoted(run.config_path)} --run-dir NEW_DIR`).")
+        if choice.passed_over:
+            newest = choice.passed_over[0][0]
+            raise RunError(f"{run.path}: {choice.note()} No other checkpoint is usable, so a resume would train from "
+                           f"step 0. Fix: restore {newest.name}, or remove it (`rm -r {quoted(newest)}`) to train again "
+                           "from step 0, or start a new run.")
         return ResumePlan(None, 0, f"No complete checkpoint in {run.path}: training starts again from step 0"
                                    + (f" ({_steps(1, reached)} trained again)." if reached else "."))
     step = _step_of(checkpoint)
     _check_adapter_shape(run, checkpoint, config)
     again = f"; {_steps(step + 1, reached)} trained again" if reached > step else ""
-    return ResumePlan(checkpoint, step, f"Resuming {run.path} from {checkpoint.name} (step {step}){again}.")
+    return ResumePlan(checkpoint, step, f"Resuming {run.path} from {checkpoint.name} (step {step}){again}.{damaged}")
 
 
 def _steps(first: int, last: int) -> str:
@@ -194,8 +205,14 @@ def _targets_now(run: RunDirectory, setting: str) -> list[str] | None:
 
 
 def _holder_pid(run: RunDirectory) -> int | None:
+    """The trainer's pid: the live process training this folder, else what the lock file or status says."""
+    live = supervisor_pid(run.path)
+    if live:
+        return live
+    from lora_tui.core.safe_read import read_bounded
+
     try:
-        text = run.lock_path.read_text().strip()
+        text = read_bounded(run.lock_path, 64).strip()  # a FIFO or /dev/zero there never blocks or fills memory
         return int(text) if text else run.read_status().get("pid")
     except (OSError, ValueError):
         return run.read_status().get("pid")

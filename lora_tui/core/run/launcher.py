@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from lora_tui.core.run import claim as run_claim
+from lora_tui.core.run.checkpoints import training_done
 from lora_tui.core.config import Config, save_config
 from lora_tui.core.model.embedded import is_embedded
 from lora_tui.core.paths import resolve_data_path, runs_dir
@@ -172,7 +173,7 @@ def resume_run(run_dir: str | os.PathLike) -> RunDirectory:
         raise RunError(f"A trainer is already running in {run.path}. Fix: `lora-tui attach {quoted(run.path)}`.")
     lock = run_claim.claim(run, "resume")  # of two resumes at the same instant, one wins here
     try:
-        if run.state() == "finished":
+        if run.state() == "finished" or training_done(run):  # also when its finished line is torn, status garbage
             raise RunError(f"{run.path} already finished; its adapter is in {run.adapter_dir}. "
                            "Fix: start a new run, or raise training.max_steps/epochs in a copy of its config.")
         try:

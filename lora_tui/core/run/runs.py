@@ -342,13 +342,23 @@ class RunDirectory:
         """Hold an exclusive flock for the trainer's lifetime (released by the OS on any exit, even kill -9)."""
         import fcntl
 
-        fh = _inherited_lock(self.lock_path) or open(self.lock_path, "a+")
+        from lora_tui.core.run.trainer_process import describe, trainer_processes
+
+        inherited = _inherited_lock(self.lock_path)
+        fh = inherited or open_lock_file(self.lock_path)
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # The launcher already looked for a live trainer under its claim; else look now (a deleted lock file)
+            others = [] if inherited else trainer_processes(self.path)
         except OSError:
+            others = []
             fh.close()
-            pid = self.read_status().get("pid")
-            raise RunLocked(f"A trainer (pid {pid}) is already running in {self.path}. "
+            fh = None
+        if fh is None or others:
+            if fh is not None:
+                fh.close()
+            who = describe(others) or f"pid {self.read_status().get('pid')}"
+            raise RunLocked(f"A trainer ({who}) is already running in {self.path}. "
                             f"Fix: `lora-tui attach {quoted(self.path)}` to follow it, or `lora-tui stop {quoted(self.path)}`.") from None
         fh.seek(0)
         fh.truncate()
@@ -358,17 +368,22 @@ class RunDirectory:
         return fh
 
     def is_locked(self) -> bool:
+        """Whether a trainer is at work here: its flock on trainer.lock, else (the lock file deleted or replaced
+        under it) a live trainer process for this folder (core.run.trainer_process)."""
         import fcntl
 
-        if not self.lock_path.exists():
-            return False
-        with open(self.lock_path, "a+") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                return True
-            fcntl.flock(fh, fcntl.LOCK_UN)
-            return False
+        from lora_tui.core.run.trainer_process import trainer_processes
+
+        try:
+            with _open_run_file(self.lock_path) as fh:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except OSError:
+                    return True
+                fcntl.flock(fh, fcntl.LOCK_UN)
+        except OSError:  # no lock file, or not a regular one: the process table answers
+            pass
+        return bool(trainer_processes(self.path, exclude_own_family=False))
 
     # --- stop ----------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -455,6 +470,26 @@ def _ends_torn(path: Path) -> bool:
             fh.seek(0, os.SEEK_END)
             if fh.tell() == 0:
                 return False
+def open_lock_file(path: Path):
+    """The run's lock file, opened for flock; RunError (one line) when it is not a regular file (a FIFO there
+    would block open(), a folder cannot be locked)."""
+    import stat
+
+    try:
+        kind = os.lstat(path).st_mode
+    except FileNotFoundError:
+        kind = None
+    except OSError as exc:
+        raise RunError(f"cannot read {path}: {exc.strerror or exc}. Fix: check the folder's permissions.") from None
+    if kind is not None and not stat.S_ISREG(kind):
+        from lora_tui.core.safe_read import KINDS
+
+        what = "a folder" if stat.S_ISDIR(kind) else KINDS.get(stat.S_IFMT(kind), "not a regular file")
+        raise RunError(f"{path} is {what}, not the run's lock file, so no trainer can own the run safely; nothing "
+                       f"was started. Fix: `rm {quoted(path)}` (the trainer recreates it), then run the command again.")
+    return open(path, "a+")
+
+
             fh.seek(-1, os.SEEK_END)
             return fh.read(1) != b"\n"
     except OSError:

@@ -6,6 +6,11 @@ that moment with a different RNG state (no evaluation before training, checkpoin
 saw other batches than the uninterrupted run and its adapter differed (max abs diff ~0.02 on the
 tiny test model). Seeding the sampler per epoch makes kill -9 + --resume bit-identical
 (tests/test_reliability_training.py). torch / transformers are imported inside the function.
+
+``train_from`` is the resume itself. A checkpoint saved at the run's last step (a kill after the final
+checkpoint, before the adapter was saved) leaves nothing to train, but transformers' loop takes one
+optimiser step before it first looks at max_steps: "step 5/4", an adapter that differs from the
+uninterrupted run's. Such a checkpoint's weights are loaded instead, and no step is trained.
 """
 
 from __future__ import annotations
@@ -41,3 +46,27 @@ def seed_the_sampler(trainer, seed: int) -> None:
         return sampler
 
     trainer._get_train_sampler = seeded
+
+
+def train_from(trainer, checkpoint):
+    """``trainer.train`` resumed from ``checkpoint`` (a Path, or None: from scratch); returns its TrainOutput, or
+    None when the checkpoint is at the last step: then only its adapter weights and trainer state are loaded."""
+    from lora_tui.core.run.checkpoints import reached_end
+
+    if checkpoint is None or not reached_end(checkpoint):
+        return trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    from peft import set_peft_model_state_dict
+    from transformers import TrainerState
+
+    weights = checkpoint / "adapter_model.safetensors"
+    if weights.is_file():
+        from safetensors.torch import load_file
+
+        state = load_file(str(weights))
+    else:  # adapter_model.bin (older peft): tensors only, never pickled objects
+        import torch
+
+        state = torch.load(checkpoint / "adapter_model.bin", map_location="cpu", weights_only=True)
+    set_peft_model_state_dict(trainer.model, state)
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    return None

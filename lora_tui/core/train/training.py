@@ -23,6 +23,7 @@ from pathlib import Path
 from lora_tui.core.train import distributed, exact_resume, run_guard, run_progress
 from lora_tui.core.train.setup import TrainingFailure, build_model, data_sha256, trainer_arguments  # noqa: F401 (tests)
 from lora_tui.core.config import Config, load_config
+from lora_tui.core.run.checkpoints import choose_checkpoint
 from lora_tui.core.run.runs import CHECKPOINT_MARKER, RunDirectory, file_sha256
 
 OOM_FIX = ("Fixes, most effective first: load the base in 4-bit (model.load_in=4bit), turn on gradient "
@@ -309,7 +310,10 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
         raise TrainingFailure(problem)
     device, bf16_ok = pick_device()
     torch.manual_seed(config.training.seed)
-    checkpoint = run.last_checkpoint() if resume else None
+    chosen = choose_checkpoint(run) if resume else None  # the launcher's choice; damaged ones are passed over
+    checkpoint = chosen.checkpoint if chosen else None
+    if chosen and chosen.passed_over:
+        run.append_event("log", level="warning", message=chosen.note())
     if resume and checkpoint is None and run.checkpoints_dir.exists():
         run.append_event("log", level="warning", message="No complete checkpoint found: starting from step 0.")
 
@@ -405,7 +409,7 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
         trainer.evaluate()
     callback.eval_phase = "during"
     run.write_status("running", message="training")
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    result = exact_resume.train_from(trainer, checkpoint)  # a checkpoint at the last step: no step past the end
     step = trainer.state.global_step
     stopped = distributed.agree_to_stop(stop_flag.is_set() or run.stop_requested())
 
