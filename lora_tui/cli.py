@@ -8,6 +8,7 @@ wizard). Imports are lazy so ``lora-tui --help`` and the wizard start fast.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -53,6 +54,19 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
                 or action.default in (None, argparse.SUPPRESS)):
             return text
         return text + " (default: %(default)s)"
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a number of seconds, 0 or more (nan, inf and negatives are refused, not acted on)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, 0 or more, not '{text[:40]}'")
+    return value
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -117,7 +131,7 @@ def _add_runs(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("stop", help="stop a run gracefully: checkpoint, save the adapter, state 'stopped'")
     p.add_argument("run", help="run directory, or its name under $LORA_TUI_RUNS (else ./runs)").complete = DIRECTORY
-    p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the trainer to finish stopping; after that it is killed (SIGKILL, no adapter saved)")
+    p.add_argument("--wait", type=seconds, default=120.0, help="seconds to wait for the trainer to finish stopping; after that it is killed (SIGKILL, no adapter saved)")
 
 
 def _add_chat(sub: argparse._SubParsersAction) -> None:
@@ -317,6 +331,15 @@ def apply_top_level_options(parser: argparse.ArgumentParser, args: argparse.Name
 
 
 def main(argv: list[str] | None = None) -> int:
+def name_too_long(exc: OSError) -> str:
+    """One line for ENAMETOOLONG (a value typed as a path with a component over the file system's 255 bytes)."""
+    path = str(exc.filename or "")
+    longest = max(path.split("/"), key=lambda part: len(part.encode(errors="replace")), default="")
+    shown = f"'{longest[:40]}...' ({len(longest.encode(errors='replace'))} bytes)" if longest else "a name"
+    return (f"{shown} is too long for a file or folder name (the limit is 255 bytes per name), so it cannot be a "
+            "path here. Fix: shorten that name, or check the value (a missing `=` or quote can glue words together).")
+
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.print_completion:
@@ -336,3 +359,8 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's exit flush must not fail again
         return 141
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        print(f"lora-tui {args.command or 'wizard'}: {name_too_long(exc)}", file=sys.stderr)
+        return 2

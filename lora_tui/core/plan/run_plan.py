@@ -186,7 +186,77 @@ def plan_env(plan: RunPlan) -> dict:
     return {ENV_PLAN: json.dumps(plan.to_dict())}
 
 
+class PlanError(ValueError):
+    """LORA_TUI_PLAN holds no plan a rank can train with; the message is one line with the fix."""
+
+
+KERNEL_NAMES = ("lean_head", "trl_fused_head", "liger")
+PLAN_ENV_BYTES = 64 * 1024  # a plan is a few hundred bytes
+
+
 def plan_from_env() -> RunPlan | None:
-    """The supervisor's plan, in a rank it launched (None: a single-process run)."""
+    """The supervisor's plan, in a rank it launched (None: a single-process run). Checked like a config
+    (``check_plan``): garbage there is a PlanError, never a traceback or a batch of -3 x 0."""
     text = os.environ.get(ENV_PLAN, "")
-    return RunPlan.from_dict(json.loads(text)) if text else None
+    return check_plan(text) if text else None
+
+
+def check_plan(text: str) -> RunPlan:
+    """A RunPlan from its JSON (``plan_env``); PlanError naming the first wrong value."""
+    from lora_tui.core.config import ATTENTION_CHOICES, BATCHING_CHOICES, PRECISION_CHOICES, ConfigError, check_value
+    from lora_tui.core.safe_read import clip
+
+    def fail(reason: str) -> PlanError:
+        return PlanError(f"{ENV_PLAN} (the plan the launcher hands to each rank) {reason}. Fix: unset {ENV_PLAN}; "
+                         "it is set by lora-tui for its own ranks, the config's training settings are the place to "
+                         "choose a batch.")
+
+    if len(text) > PLAN_ENV_BYTES:
+        raise fail(f"is {len(text):,} characters long, not a plan")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise fail(f"is not JSON ('{clip(text, 40)}')") from None
+    if not isinstance(data, dict):
+        raise fail(f"is not a JSON object ('{clip(text, 40)}')")
+    try:  # the values a config holds are checked by the config's own rules
+        for section, key, name in (("training", "micro_batch", "micro_batch"), ("training", "grad_accum", "grad_accum"),
+                                   ("training", "tokens_per_batch", "tokens_per_batch"),
+                                   ("training", "gradient_checkpointing", "gradient_checkpointing"),
+                                   ("data", "max_seq_len", "max_seq_len")):
+            if name in data:
+                data[name] = check_value(section, key, data[name]) if not isinstance(data[name], str) else \
+                    _not_text(section, key, data[name])
+    except ConfigError as exc:
+        raise fail(f"holds a bad value: {str(exc).rstrip('.')}") from None
+    if data.get("micro_batch") is None or data.get("grad_accum") is None:
+        raise fail("has no micro_batch and grad_accum")
+    choices = {"device": ("cpu", "cuda"), "precision": PRECISION_CHOICES[1:], "attention": ATTENTION_CHOICES[1:],
+               "batching": BATCHING_CHOICES[1:]}
+    for name, allowed in choices.items():
+        if name in data and data[name] not in allowed:
+            raise fail(f"sets {name} to '{clip(data[name], 40)}', not one of {', '.join(allowed)}")
+    kernels = data.get("kernels", [])
+    if not isinstance(kernels, list) or not set(map(str, kernels)) <= set(KERNEL_NAMES) or \
+            not all(isinstance(k, str) for k in kernels):
+        raise fail(f"sets kernels to '{clip(kernels, 40)}', not a list of {', '.join(KERNEL_NAMES)}")
+    for name in ("world_size", "longest"):
+        value = data.get(name)
+        if value is not None and (type(value) is not int or not 0 < value <= 2**31):
+            raise fail(f"sets {name} to '{clip(value, 40)}', not a positive whole number")
+    capability = data.get("capability")
+    if capability is not None and (not isinstance(capability, list) or len(capability) != 2
+                                   or not all(type(c) is int for c in capability)):
+        raise fail(f"sets capability to '{clip(capability, 40)}', not [major, minor]")
+    reasons = data.get("reasons", {})
+    if not isinstance(reasons, dict) or not all(isinstance(v, str) for v in reasons.values()):
+        raise fail("sets reasons to something that is not a table of words")
+    return RunPlan.from_dict(data)
+
+
+def _not_text(section: str, key: str, value: str):
+    """A plan holds numbers, not the words a config accepts ('auto'): a string is refused as it stands."""
+    from lora_tui.core.config import ConfigError
+    from lora_tui.core.safe_read import clip
+
+    raise ConfigError(f"{section}.{key} must be a number, not '{clip(value, 40)}'")

@@ -102,12 +102,24 @@ def start_run(config: Config, run_dir: str | os.PathLike | None = None, *, overw
     return run
 
 
+def _check_plan_env() -> None:
+    """A LORA_TUI_PLAN in the user's environment would have overridden the config's batch, silently (4096 rows:
+    5.7 GB, 8.5 min for 2 steps): it is refused, whatever it holds."""
+    from lora_tui.core.plan.run_plan import ENV_PLAN
+
+    if os.environ.get(ENV_PLAN):
+        raise RunError(f"{ENV_PLAN} is set in your environment: it is the plan lora-tui hands to the ranks of its own "
+                       f"multi-device runs, never a setting. Fix: `unset {ENV_PLAN}`, and choose the batch with "
+                       "training.micro_batch / training.grad_accum.")
+
+
 def _check_startable(config: Config) -> None:
     """Settings and data that would fail (or hang) the trainer, refused before anything is written."""
     from lora_tui.core.data import DataError
     from lora_tui.core.data.bounds import check_regular
     from lora_tui.core.data.precheck import check_trainable_prefix
 
+    _check_plan_env()
     if config.training.max_steps == 0:
         raise RunError("training.max_steps=0 would train nothing. Fix: a positive number of steps, or -1 to train "
                        "for training.epochs epochs.")
@@ -166,6 +178,7 @@ def resume_run(run_dir: str | os.PathLike) -> RunDirectory:
     from lora_tui.core.config import ConfigError, load_config
 
     run = RunDirectory.find(run_dir)
+    _check_plan_env()
     deadline = time.monotonic() + 15  # a trainer that has just written its end may still be exiting
     while run.is_locked() and run.read_status().get("state") in STATES_DONE and time.monotonic() < deadline:
         time.sleep(0.1)

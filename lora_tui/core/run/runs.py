@@ -387,17 +387,24 @@ class RunDirectory:
 
     # --- stop ----------------------------------------------------------------------
     def request_stop(self) -> None:
-        self.stop_path.write_text(str(time.time()))
+        """Written atomically (a new file renamed over the name): a FIFO or a link to /dev/zero put there is
+        replaced, never opened (opening a FIFO for writing blocks until someone reads it)."""
+        _write_atomic(self.stop_path, str(time.time()))
 
     def clear_stale_stop(self) -> None:
         """Forget a stop request made before this trainer was launched (the launcher records when);
-        one made during start-up, before the trainer held its lock, is kept and honoured."""
+        one made during start-up, before the trainer held its lock, is kept and honoured. What is not a
+        small regular file (a FIFO, /dev/zero, garbage) is no request anyone made: it is removed."""
+        from lora_tui.core.safe_read import read_bounded
+
+        if not os.path.lexists(self.stop_path):
+            return
         launched = self.read_status().get("launched")
         try:
-            requested = float(self.stop_path.read_text() or 0)
+            requested = float(read_bounded(self.stop_path, 64) or 0)
         except (OSError, ValueError):
-            return
-        if launched is None or requested < float(launched):
+            requested = None
+        if requested is None or launched is None or requested < float(launched):
             self.stop_path.unlink(missing_ok=True)
 
     def stop_requested(self) -> bool:

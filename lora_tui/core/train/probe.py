@@ -27,7 +27,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 
-from lora_tui.core.train.probe_cache import cache_key, cached, store
+from lora_tui.core.train.probe_cache import cache_key, lookup, store
 from lora_tui.core.train.probe_trainer import (LigerPatch, Untouched, apply, checkpointing_on, estimate, lengths_of, measure,
                                                memory_budget, rows_for)
 from lora_tui.core.train.probe_types import TIMED_STEPS, WARMUP_STEPS, Candidate, Measurement
@@ -193,7 +193,9 @@ def settle(trainer, config, choice, device: str, *, hardware=None, lengths: list
     walks = walks_for(config, choice, device, hardware, longest, liger=liger_patch is not None)
     facts = _device_facts(device)
     key = cache_key(config, device, facts, model_path, lengths, choice, walks)
-    hit = cached(key)
+    hit, problem = lookup(key)
+    if problem:  # a damaged cache is a miss, said in plain words; the store below rewrites it
+        say(f"probe: {problem}: ignored" + ("" if hit else "; measuring again"))
     if hit is not None:
         chosen = _from_facts(hit)
         apply(trainer, chosen, liger_patch)

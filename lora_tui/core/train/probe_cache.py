@@ -1,7 +1,11 @@
 """The probe's cache: what a measurement depends on, and the results kept per key (core/train/probe.py).
 
 One JSON file, ``cache_dir()/probe.json``, written atomically and bounded to the newest entries; a
-damaged or unwritable file is a miss, never an error. Must not import torch or textual.
+damaged or unwritable file is a miss, never an error. It is read to at most CACHE_BYTES and never
+opened when it is not a regular file (a FIFO there blocked the trainer in "loading" forever,
+/dev/zero or a 1 GB file filled memory); an entry of the wrong shape (a list, wrong types) is
+ignored with a plain reason, and the next store rewrites the file without it. Must not import
+torch or textual.
 """
 
 from __future__ import annotations
@@ -13,8 +17,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from lora_tui.core.train.probe_types import Candidate, Measurement
+
 CACHE_VERSION = 1
 CACHE_ENTRIES = 64  # the cache file keeps the newest entries only (bounded size)
+CACHE_BYTES = 4 * 2**20  # 64 entries of a few KiB each; a bigger file is not one we wrote
 
 
 def cache_path() -> Path:
@@ -36,9 +43,11 @@ def _versions() -> dict:
 
 
 def _model_config_hash(model_path: str) -> str:
+    from lora_tui.core.safe_read import read_bounded
+
     config = Path(model_path) / "config.json"
     try:
-        text = config.read_text(encoding="utf-8")
+        text = read_bounded(config, CACHE_BYTES).decode("utf-8")
         data = json.loads(text)
         data.pop("_name_or_path", None)
         data.pop("transformers_version", None)
@@ -64,29 +73,75 @@ def cache_key(config, device: str, device_facts: dict, model_path: str, lengths:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def _read_cache() -> dict:
+def _read_cache() -> tuple[dict, str | None]:
+    """(the cache's valid entries by key, why the file or some entries were not used: None when all were)."""
+    from lora_tui.core.safe_read import read_bounded
+
+    path = cache_path()
+    if not os.path.lexists(path):
+        return {}, None
     try:
-        data = json.loads(cache_path().read_text(encoding="utf-8"))
-        return data if isinstance(data, dict) and data.get("version") == CACHE_VERSION else {}
-    except (OSError, ValueError):
-        return {}
+        data = json.loads(read_bounded(path, CACHE_BYTES, "the probe cache"))
+    except OSError as exc:  # UnsafeFile: a FIFO, a device, over CACHE_BYTES, unreadable
+        return {}, f"the probe cache was not read ({str(exc).split(': ', 1)[-1].split('. Fix')[0]})"
+    except (ValueError, RecursionError):
+        return {}, f"the probe cache {path} is not JSON"
+    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
+        return {}, None if isinstance(data, dict) else f"the probe cache {path} is not a JSON object"
+    entries = data.get("entries")
+    if not isinstance(entries, dict):
+        return {}, f"the probe cache {path} holds no table of entries"
+    good = {k: v for k, v in entries.items() if entry_problem(v) is None}
+    bad = len(entries) - len(good)
+    return good, f"{bad} damaged entr{'y' if bad == 1 else 'ies'} in the probe cache {path}" if bad else None
+
+
+def entry_problem(entry) -> str | None:
+    """Why a cache entry cannot be used (wrong shape or types), in a few words; None when it can."""
+    if not isinstance(entry, dict) or not _plan_ok(entry.get("chosen")):
+        return "its chosen plan is missing or has wrong values"
+    measurements = entry.get("measurements", [])
+    if not isinstance(measurements, list) or not all(
+            isinstance(m, dict) and _plan_ok(m.get("candidate")) and set(m) <= set(Measurement.__dataclass_fields__)
+            for m in measurements):
+        return "its measurements are not plans with figures"
+    if not isinstance(entry.get("reason", ""), str) or type(entry.get("time", 0)) not in (int, float):
+        return "its reason or time has the wrong type"
+    return None
+
+
+def _plan_ok(plan) -> bool:
+    """A Candidate's fields (plus its label), each of the right type."""
+    def count(value) -> bool:
+        return type(value) is int and 0 < value < 2**31
+
+    return (isinstance(plan, dict) and set(plan) <= set(Candidate.__dataclass_fields__) | {"label"}
+            and count(plan.get("micro_batch")) and count(plan.get("grad_accum"))
+            and type(plan.get("gradient_checkpointing")) is bool and type(plan.get("liger", False)) is bool
+            and (plan.get("tokens_per_batch") is None or count(plan.get("tokens_per_batch"))))
+
+
+def lookup(key: str) -> tuple[dict | None, str | None]:
+    """(the entry for ``key`` or None, why the cache, or this key's entry, was not usable: None when it was)."""
+    entries, problem = _read_cache()
+    return entries.get(key), problem
 
 
 def cached(key: str) -> dict | None:
-    return (_read_cache().get("entries") or {}).get(key)
+    return lookup(key)[0]
 
 
 def store(key: str, facts: dict) -> None:
-    """Keep this result (``ProbeResult.facts()``) (atomic write; the newest CACHE_ENTRIES only). A cache that cannot be written is no error."""
-    data = _read_cache()
-    entries = data.get("entries") or {}
+    """Keep this result (``ProbeResult.facts()``) (atomic write; the newest CACHE_ENTRIES only; damaged entries
+    and a damaged file are dropped). A cache that cannot be written is no error."""
+    entries, _ = _read_cache()
     entries[key] = {"time": time.time(), **facts}
     newest = sorted(entries.items(), key=lambda kv: kv[1].get("time", 0))[-CACHE_ENTRIES:]
     path = cache_path()
+    tmp = path.with_name(f".probe.json.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".probe.json.tmp-{os.getpid()}")
         tmp.write_text(json.dumps({"version": CACHE_VERSION, "entries": dict(newest)}, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # a FIFO or a link to /dev/zero at the path is replaced, never opened
     except OSError:
-        pass
+        tmp.unlink(missing_ok=True)

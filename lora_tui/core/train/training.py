@@ -472,9 +472,12 @@ def plan_for_run(run: RunDirectory, config: Config, hardware, device: str, resum
     device's facts, keeping the first start's batch on resume. The config is not changed."""
     from lora_tui.core.plan.engine_choice import DeviceFacts, engine_fields
     from lora_tui.core.plan.memory_plan import batch_for_run
-    from lora_tui.core.plan.run_plan import plan_from_env, plan_run
+    from lora_tui.core.plan.run_plan import PlanError, plan_from_env, plan_run
 
-    given = plan_from_env()
+    try:  # only a rank the supervisor launched takes its plan; anyone else's LORA_TUI_PLAN is no setting
+        given = plan_from_env() if distributed.is_worker() else None
+    except PlanError as exc:
+        raise TrainingFailure(str(exc)) from None
     if given is not None:
         given.reasons = {**given.reasons, "micro_batch": "chosen by the launcher for every rank"}
         return given
