@@ -470,13 +470,6 @@ def _open_run_file(path: Path):
         raise FileNotFoundError(errno.ENOENT, str(exc)) from None
 
 
-def _ends_torn(path: Path) -> bool:
-    """Whether the file's last byte is not a newline (a line cut short by a crash or a full disk)."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            if fh.tell() == 0:
-                return False
 def open_lock_file(path: Path):
     """The run's lock file, opened for flock; RunError (one line) when it is not a regular file (a FIFO there
     would block open(), a folder cannot be locked)."""
@@ -497,6 +490,13 @@ def open_lock_file(path: Path):
     return open(path, "a+")
 
 
+def _ends_torn(path: Path) -> bool:
+    """Whether the file's last byte is not a newline (a line cut short by a crash or a full disk)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() == 0:
+                return False
             fh.seek(-1, os.SEEK_END)
             return fh.read(1) != b"\n"
     except OSError:
