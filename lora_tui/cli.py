@@ -330,7 +330,6 @@ def apply_top_level_options(parser: argparse.ArgumentParser, args: argparse.Name
         setattr(args, target, value)
 
 
-def main(argv: list[str] | None = None) -> int:
 def name_too_long(exc: OSError) -> str:
     """One line for ENAMETOOLONG (a value typed as a path with a component over the file system's 255 bytes)."""
     path = str(exc.filename or "")
@@ -340,6 +339,7 @@ def name_too_long(exc: OSError) -> str:
             "path here. Fix: shorten that name, or check the value (a missing `=` or quote can glue words together).")
 
 
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.print_completion:
