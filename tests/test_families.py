@@ -162,3 +162,16 @@ def test_qlora_after_an_evaluation_keeps_its_gradients(key, tiny_family, train_f
     _, after_eval = layer0_grads(True)
     assert packs, "bitsandbytes' Linear4bit has no support_avx512bf16_for_cpu: the repacking this guards is gone"
     assert all(g is not None for g in after_eval) and all(torch.allclose(a, b) for a, b in zip(fresh, after_eval))
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_the_estimate_knows_which_loss_head_the_trainer_takes(key, tiny_family):
+    """The lean head is not installed for MoE and scaled logits (Granite): TRL's own head then scores in
+    32768-wide tiles, +166 MiB on the tiny models' measured peaks; the estimate must count those tiles."""
+    from transformers import AutoModelForCausalLM
+
+    from lora_tui.core.model.catalogue import model_dims
+    from lora_tui.core.train.engine import install_lean_head
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_family(key))
+    assert model_dims(str(tiny_family(key))).lean_head == install_lean_head(model, 8192)

@@ -60,6 +60,7 @@ class ModelDims:
     per_layer_embedding_params: int = 0  # Gemma 3n / 4: the per-layer embedding table (a lookup, never a matmul)
     linear_attention_layers: int = 0  # hybrid models (Qwen3.5): Gated DeltaNet layers, a fixed-size state each
     exact_linear_params: int | None = None  # nn.Linear weights of all decoder layers, from model/layout.py
+    lean_head: bool = True  # the trainer's lean LM head applies (core/train/engine.py: not MoE, logits unscaled)
     stored_dtype: str = "bfloat16"
     checkpoint_bytes: int | None = None  # size of the weights on disk, when a local directory says so
     notes: tuple[str, ...] = field(default=())
@@ -197,6 +198,9 @@ def dims_from_config(cfg: dict, name: str, **extra) -> ModelDims:
         experts=experts,
         experts_per_token=int(_first(cfg, "num_experts_per_tok", default=1) or 1) if experts > 1 else 1,
         stored_dtype=str(_first(cfg, "torch_dtype", "dtype", default="bfloat16")),
+        # engine.install_lean_head keeps TRL's own head (32768-wide tiles) for MoE and scaled logits (Granite)
+        lean_head=experts <= 1 and all(cfg.get(k) is None for k in ("logit_scale", "output_multiplier",
+                                                                    "lm_head_multiplier", "logits_scaling")),
         notes=tuple(notes),
         **extra,
     )

@@ -327,7 +327,7 @@ def estimate_memory(plan: MemoryPlan) -> MemoryEstimate:
     per_layer = _layer_bytes(d, targets, w, plan)
     head_saved = 4 * d.hidden + 4 + d.hidden * w.stream + 16  # final norm, head input, log Z, entropy
     compute = DTYPE_BYTES[plan.compute_dtype()]
-    vocab_tile = LEAN_VOCAB_TILE[plan.device] if plan.loss_head == "lean" else HEAD_VOCAB_TILE
+    vocab_tile = LEAN_VOCAB_TILE[plan.device] if plan.loss_head == "lean" and d.lean_head else HEAD_VOCAB_TILE
     if plan.loss_head == "full":
         head_saved += d.vocab * (compute + 4)  # logits and fp32 log-softmax
         head_temp = tokens * d.vocab * 8
