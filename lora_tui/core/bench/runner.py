@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
-import subprocess
+import shlex
 import sys
 import tempfile
 import threading
@@ -32,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from lora_tui.core.bench import arm_process
 from lora_tui.core.config import Config, ConfigError, apply_overrides, save_config
 
 ARMS = {"ours": "lora-tui train (its defaults)", "trl": "(a) plain TRL, its defaults",
@@ -40,9 +42,6 @@ DEFAULT_ARMS = ("ours", "trl", "trl_packing")
 DEFAULT_STEPS = 12
 # Dense bf16 TFLOP/s by GPU name: H200 measured (~790 of the 989 published); others published.
 PEAK_TFLOPS = {"H200": 790.0, "H100": 790.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
-MEASURE = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
-           "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
-
 
 class BenchError(ValueError):
     """Bad input for a bench (model, data, arm, steps): the message says what and how to fix it."""
@@ -128,17 +127,6 @@ def compute_ratios(arms: dict[str, ArmResult]) -> dict[str, float]:
     return out
 
 
-def _measured(cmd: list[str], env: dict, timeout: float | None) -> tuple[str, int]:
-    """Run ``cmd`` as a grandchild; (its stdout, its max RSS in bytes). RuntimeError with the output's tail."""
-    result = subprocess.run([sys.executable, "-c", MEASURE, *cmd], capture_output=True, text=True, env=env,
-                            timeout=timeout)
-    if result.returncode != 0:
-        tail = (result.stderr.strip() or result.stdout.strip()).splitlines()[-12:]
-        raise RuntimeError("\n".join(tail) or f"exit status {result.returncode}")
-    rss_kb = int(next(l for l in result.stdout.splitlines() if l.startswith("MAXRSS_KB")).split()[1])
-    return result.stdout, rss_kb * 1024
-
-
 def child_env(device: str) -> dict:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     root = str(Path(__file__).resolve().parents[3])  # the children import this same lora_tui
@@ -171,6 +159,10 @@ def check_inputs(config: Config, steps: int, arms: list[str]) -> None:
     unknown = [a for a in arms if a not in ARMS]
     if unknown or not arms:
         raise BenchError(f"--arms {','.join(arms)}: choose from {', '.join(ARMS)}.")
+    twice = sorted({a for a in arms if arms.count(a) > 1})
+    if twice:
+        raise BenchError(f"--arms {','.join(arms)}: {', '.join(twice)} named twice; each arm runs once. "
+                         f"Fix: --arms {','.join(dict.fromkeys(arms))}.")
     try:
         _check_startable(config)
     except RunError as exc:
@@ -178,6 +170,19 @@ def check_inputs(config: Config, steps: int, arms: list[str]) -> None:
     check = check_model_source(config.model.name, trust_remote_code=config.model.trust_remote_code)
     if not check.ok:
         raise BenchError(check.message)
+
+
+def check_numbers(*, batch: int | None = None, peak_tflops: float | None = None, timeout: float | None = None) -> None:
+    """BenchError (one line) for a number no bench can use: nan, infinite, zero or negative."""
+    for flag, value, fix in (("--batch", batch, "--batch 4, or leave it out (each arm its default)"),
+                             ("--peak-tflops", peak_tflops, "the GPU's dense bf16 TFLOP/s, e.g. --peak-tflops 790"),
+                             ("--timeout", timeout, "seconds each arm may run, e.g. --timeout 1800, or leave it out")):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise BenchError(f"{flag} {value}: must be a number above 0. Fix: {fix}.")
+        if flag == "--batch" and int(value) != value:
+            raise BenchError(f"--batch {value}: must be a whole number of rows. Fix: {fix}.")
 
 
 def trl_data(config: Config, out: Path) -> Path:
@@ -191,7 +196,7 @@ def trl_data(config: Config, out: Path) -> Path:
     except DataError as exc:
         raise BenchError(str(exc)) from None
     if not loaded.examples:
-        raise BenchError(f"{config.data.train}: no row can be trained. Fix: `lora-tui validate {config.data.train}`.")
+        raise BenchError(f"{config.data.train}: no row can be trained. Fix: `lora-tui validate {shlex.quote(str(config.data.train))}`.")
     with open(out, "w", encoding="utf-8") as f:
         for ex in loaded.examples:
             f.write(json.dumps({"messages": ex.messages} if ex.messages else {"text": ex.text}) + "\n")
@@ -215,7 +220,7 @@ def run_ours(config: Config, work: Path, env: dict, timeout: float | None, name:
     run.path.mkdir(parents=True)
     save_config(config, run.config_path)
     try:
-        _, rss = _measured([sys.executable, "-m", "lora_tui.core.trainer_main", str(run.path)], env, timeout)
+        _, rss = arm_process.measured([sys.executable, "-m", "lora_tui.core.trainer_main", str(run.path)], env, timeout)
     except Exception as exc:
         rss = None
         arm.error = str(exc)[-800:]
@@ -257,7 +262,7 @@ def run_plain(name: str, config: Config, data: Path, steps: int, batch: int | No
             "lora": {"r": config.lora.r, "alpha": config.lora.alpha, "dropout": config.lora.dropout,
                      "targets": _trl_targets(config)}}
     try:
-        out, rss = _measured([sys.executable, "-m", "lora_tui.core.bench.plain_trl", json.dumps(spec)], env, timeout)
+        out, rss = arm_process.measured([sys.executable, "-m", "lora_tui.core.bench.plain_trl", json.dumps(spec)], env, timeout)
         figures = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:])
     except Exception as exc:
         arm.error = str(exc)[-800:]
@@ -280,6 +285,7 @@ def run_bench(config: Config, *, steps: int = DEFAULT_STEPS, arms: list[str] | t
     arms = list(arms)
     if device not in ("auto", "cpu", "cuda"):
         raise BenchError(f"--device {device}: one of auto, cpu, cuda.")
+    check_numbers(batch=batch, peak_tflops=peak_tflops, timeout=timeout)
     hardware = probe_hardware(check_libraries=False)
     if device == "cuda" and not hardware.gpus:
         raise BenchError(f"--device cuda: no NVIDIA GPU here ({hardware.nvml_error or 'none found'}). Fix: --device cpu.")
@@ -298,7 +304,7 @@ def run_bench(config: Config, *, steps: int = DEFAULT_STEPS, arms: list[str] | t
                          peak_measure="torch.cuda.max_memory_reserved" if used == "cuda" else "max RSS",
                          flops_per_token=flops_per_token(config.model.name), peak_tflops=peak, arms={})
     env = child_env(used)
-    with tempfile.TemporaryDirectory(prefix="lora-tui-bench-", dir=work_dir) as tmp:
+    with arm_process.sigterm_ends_the_bench(), tempfile.TemporaryDirectory(prefix="lora-tui-bench-", dir=work_dir) as tmp:
         work = Path(tmp)
         data = trl_data(ours, work / "trl_data.jsonl") if any(a != "ours" for a in arms) else None
         for name in arms:
