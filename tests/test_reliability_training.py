@@ -104,7 +104,9 @@ def test_full_disk_fails_plainly_and_resume_works_after_freeing_space(tiny_model
     assert "MB needed" in failed["reason"] and "MB free at" in failed["reason"] and "--resume" in failed["fix"]
     assert run.read_status()["state"] == "failed"
     assert not [p for p in run.path.iterdir() if p.name.startswith(".")], list(run.path.iterdir())
-    assert any(e.get("code") == "disk_space" for e in run.read_events()), "the wizard/attach were warned first"
+    # Issue 25 item 11: refused before step 1 (it trained up to the first checkpoint after the warning: 118 s lost)
+    assert "checkpoint-4, the next save, so training was not started" in failed["reason"], failed["reason"]
+    assert not any(e["type"] == "step" for e in run.read_events())
 
     subprocess.run(["mount", "-o", "remount,size=100m", str(small_disk)], check=True)
     assert "starts again from step 0" in resume_run(run.path).resume_note

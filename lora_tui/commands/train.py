@@ -40,8 +40,10 @@ def build_config(args) -> Config:
 def _ask_on_interrupt(run) -> str:
     from lora_tui.core.run.launcher import stop_run
 
-    if not sys.stdin.isatty():
+    if not sys.stdin.isatty():  # no terminal to ask on (a script, nohup, CI): stop, and say so
         stop_run(run)
+        print("\nSIGINT (Ctrl-C) without a terminal to ask on: stopping the run gracefully (checkpoint + adapter); "
+              "following it until it stops.", flush=True)
         return "stop"
     while True:
         try:

@@ -65,10 +65,13 @@ def space_callback(run: RunDirectory):
             _sized(model)
             no_saves = str(getattr(args.save_strategy, "value", args.save_strategy)) == "no"
             self.what = "adapter" if no_saves else "checkpoint"  # the next thing written
-            short = _guard.shortfall("adapter") if no_saves and _guard is not None else None
-            if short:  # the adapter is the only save: training every step and keeping nothing helps no one
+            short = _guard.shortfall(self.what) if _guard is not None else None
+            if short and no_saves:  # the adapter is the only save: training every step and keeping nothing helps no one
                 raise DiskFull(*short, _guard.path, "the final adapter (training.save_steps=0: nothing is saved "
                                                     "before it), so training was not started")
+            if short:  # the next checkpoint cannot fit: steps trained up to it would be lost (3 steps, 118 s)
+                step = (state.global_step // args.save_steps + 1) * args.save_steps
+                raise DiskFull(*short, _guard.path, f"checkpoint-{step}, the next save, so training was not started")
             return self._check(state, control, saving=False)
 
         def on_step_end(self, args, state, control, **kw):
