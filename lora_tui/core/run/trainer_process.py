@@ -35,12 +35,15 @@ def trainer_processes(run_path: str | os.PathLike, exclude_own_family: bool = Tr
         target = os.stat(run_path)
     except OSError:
         return []
-    family = _own_family(psutil) if exclude_own_family else set()
     found = []
-    for proc in psutil.process_iter(["pid", "cmdline", "create_time", "status"]):
-        info = proc.info
+    for pid in _candidates(psutil):
+        try:
+            proc = psutil.Process(pid)
+            info = proc.as_dict(["pid", "cmdline", "create_time", "status"])
+        except psutil.Error:
+            continue
         argv = info.get("cmdline") or []
-        if TRAINER_MODULE not in argv or info["pid"] in family or info.get("status") == psutil.STATUS_ZOMBIE:
+        if TRAINER_MODULE not in argv or info.get("status") == psutil.STATUS_ZOMBIE:
             continue
         folder = _run_argument(argv)
         if folder is None:
@@ -56,7 +59,28 @@ def trainer_processes(run_path: str | os.PathLike, exclude_own_family: bool = Tr
         except OSError:
             continue
         found.append(TrainerProcess(info["pid"], info.get("create_time") or 0.0, "--worker" in argv))
+    if found and exclude_own_family:  # looked up only when there is something to leave out (psutil: ~20 ms)
+        family = _own_family(psutil)
+        found = [p for p in found if p.pid not in family]
     return sorted(found, key=lambda p: (p.worker, p.started))
+
+
+def _candidates(psutil) -> list[int]:
+    """Pids whose command line mentions the trainer module: read straight from /proc/PID/cmdline on Linux
+    (a few ms for hundreds of processes; psutil's full walk took ~60 ms here), psutil's list elsewhere."""
+    marker = TRAINER_MODULE.encode()
+    if not os.path.isdir("/proc/self"):
+        return psutil.pids()
+    pids = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
+                    if marker in fh.read():
+                        pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
 
 
 def supervisor_pid(run_path: str | os.PathLike) -> int | None:
