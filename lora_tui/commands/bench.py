@@ -9,37 +9,21 @@ EXIT_BAD_INPUT = 2
 
 
 class _ArmLine:
-    """Which arm runs and what it does ("  ours: step 3/12, 45s"): one line rewritten on a terminal, elsewhere
-    a line when the step changes, at most every QUIET_S seconds (an arm takes minutes on a CPU)."""
-
-    QUIET_S = 15.0
+    """Which arm runs and what it does ("  ours: step 3/12, 45s"), as a LiveLine: a log gets a line per arm
+    and per new step (at most every 15 s); an arm takes minutes on a CPU."""
 
     def __init__(self, enabled: bool) -> None:
-        self.enabled, self.tty = enabled, sys.stdout.isatty()
-        self.shown, self.printed, self.what, self.arm = "", 0.0, "", ""
+        from lora_tui.commands.progress import LiveLine
+
+        self.enabled, self.line, self.arm = enabled, LiveLine(), None
 
     def show(self, arm: str, text: str) -> None:  # called from the bench's watcher thread
-        import shutil
-        import time
-
-        if not self.enabled:
-            return
-        line = f"  {arm}: {text}"
-        if self.tty:
-            line = line[:max(20, shutil.get_terminal_size().columns - 1)]
-            print("\r\033[K" + line, end="", flush=True)
-            self.shown = line
-            return
-        what = f"{arm}: {text.rsplit(', ', 1)[0]}"  # without its clock
-        now = time.monotonic()
-        if arm != self.arm or (what != self.what and now - self.printed >= self.QUIET_S):
-            print(line, flush=True)
-            self.arm, self.what, self.printed = arm, what, now
+        if self.enabled:
+            self.line.show(f"  {arm}: {text}", key=(arm, text.rsplit(", ", 1)[0]), now_too=arm != self.arm)
+            self.arm = arm
 
     def clear(self) -> None:
-        if self.tty and self.shown:
-            print("\r\033[K", end="", flush=True)
-            self.shown = ""
+        self.line.end()
 
 
 def run(args) -> int:

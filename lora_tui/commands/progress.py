@@ -118,6 +118,41 @@ def follow(run: RunDirectory, live: bool = True, out=sys.stdout, history: RunHis
 QUIET_PROGRESS_S = 15.0  # not a terminal (a log file): an evaluation's progress at most every this many seconds
 
 
+class LiveLine:
+    """One status line that moves while a command waits (`stop`, `bench`): rewritten in place on a terminal
+    (cut to its width); elsewhere printed when its ``key`` changes, at most every QUIET_PROGRESS_S seconds
+    (``now_too``: at once, e.g. another bench arm), so a log gets a line now and then, not one a second."""
+
+    def __init__(self, out=None) -> None:
+        self.out = out or sys.stdout
+        self.tty = self.out.isatty()
+        self.shown, self.key, self.printed = "", None, None
+
+    def show(self, text: str, key: object = None, now_too: bool = False) -> None:
+        import shutil
+
+        if self.tty:
+            text = text[:max(20, shutil.get_terminal_size().columns - 1)]
+            if text != self.shown:
+                self.out.write("\r\033[K" + text)
+                self.out.flush()
+                self.shown = text
+            return
+        key = text if key is None else key
+        now = time.monotonic()
+        if self.printed is None or now_too or (key != self.key and now - self.printed >= QUIET_PROGRESS_S):
+            self.out.write(text + "\n")
+            self.out.flush()
+            self.key, self.printed = key, now
+
+    def end(self) -> None:
+        """Leave the terminal's line (the next output starts on a line of its own)."""
+        if self.tty and self.shown:
+            self.out.write("\r\033[K")
+            self.out.flush()
+            self.shown = ""
+
+
 def _worth_a_line(event: dict, printed: dict) -> bool:
     """Off a terminal, every start-up phase, and an evaluation's first batch, last batch and one every
     QUIET_PROGRESS_S seconds: a log shows an evaluation moving without a line every two seconds."""

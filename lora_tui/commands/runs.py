@@ -6,7 +6,7 @@ import json
 import sys
 from datetime import datetime
 
-from lora_tui.commands.progress import follow
+from lora_tui.commands.progress import LiveLine, follow
 from lora_tui.core.paths import runs_dir
 from lora_tui.core.run.runs import RunDirectory, RunError, list_runs, quoted
 
@@ -38,36 +38,22 @@ def _list(args) -> int:
 
 
 class _StopClock:
-    """While `stop` waits: what the trainer is doing and the time against the grace period. On a terminal
-    one line ticking (cut to its width); elsewhere a line every QUIET_S seconds."""
-
-    QUIET_S = 15.0
+    """While `stop` waits: what the trainer is doing and the time against the grace period (a LiveLine)."""
 
     def __init__(self, run_dir: RunDirectory, limit: float) -> None:
-        self.run, self.limit, self.tty = run_dir, limit, sys.stdout.isatty()
-        self.shown, self.printed = "", None
+        self.run, self.limit, self.line = run_dir, limit, LiveLine()
 
     def __call__(self, waited: float) -> None:
-        import shutil
-
         from lora_tui.core.units import human_duration
 
         status = self.run.read_status()
         doing = status.get("message") or ""
         if doing in ("", "stop requested", "training", "loading"):
             doing = f"training, at step {status.get('step') or 0}/{status.get('max_steps') or '?'}"
-        line = f"waiting for it: {doing}; {human_duration(waited)} of {human_duration(self.limit)}"
-        if self.tty:
-            line = line[:max(20, shutil.get_terminal_size().columns - 1)]
-            if line != self.shown:
-                print("\r\033[K" + line, end="", flush=True)
-                self.shown = line
-        elif self.printed is None or waited - self.printed >= self.QUIET_S:
-            print(line, flush=True)
-            self.printed = waited
+        self.line.show(f"waiting for it: {doing}; {human_duration(waited)} of {human_duration(self.limit)}")
 
     def done(self) -> None:
-        if self.tty and self.shown:
+        if self.line.shown:  # the last word stays on screen: the state line follows below it
             print(flush=True)
 
 
