@@ -35,8 +35,16 @@ def run(args) -> int:
         config_path, overrides = split_positionals(args)
         args.config = config_path
         args.overrides = overrides + ([f"model.name={args.model}"] if args.model else [])
+        method = getattr(args, "method", None)
+        if method:  # --method dpo: the sample pairs unless data.train is given
+            given = any(o.startswith("data.train=") for o in args.overrides) or args.config
+            args.overrides = ([] if given or method == "sft" else
+                              ["data.train=sample_data/preference.jsonl", "data.validation="]) + args.overrides \
+                + [f"training.method={method}"]
         config = build_config(args)
         arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+        if config.training.method != "sft" and args.arms == "ours,trl,trl_packing":  # the default: TRL's DPO packs nothing
+            arms.remove("trl_packing")
 
         live = _ArmLine(enabled=not args.json)
 

@@ -159,6 +159,9 @@ def check_inputs(config: Config, steps: int, arms: list[str]) -> None:
     unknown = [a for a in arms if a not in ARMS]
     if unknown or not arms:
         raise BenchError(f"--arms {','.join(arms)}: choose from {', '.join(ARMS)}.")
+    if config.training.method != "sft" and "trl_packing" in arms:
+        raise BenchError(f"--arms {','.join(arms)}: TRL 1.16's {config.training.method.upper()} trainer has no packing. "
+                         "Fix: --arms ours,trl.")
     twice = sorted({a for a in arms if arms.count(a) > 1})
     if twice:
         raise BenchError(f"--arms {','.join(arms)}: {', '.join(twice)} named twice; each arm runs once. "
@@ -186,10 +189,20 @@ def check_numbers(*, batch: int | None = None, peak_tflops: float | None = None,
 
 
 def trl_data(config: Config, out: Path) -> Path:
-    """The user's rows as the JSONL a plain TRL script reads ({"messages"} or {"text"}), as lora-tui reads them."""
+    """The user's rows as the JSONL a plain TRL script reads ({"messages"} or {"text"}; dpo / kto: TRL's
+    conversational preference rows, core.bench.plain_trl_dpo), as lora-tui reads them."""
     from lora_tui.core.data import DataError
     from lora_tui.core.data.load import load_examples
 
+    if config.training.method != "sft":
+        from lora_tui.core.bench.plain_trl_dpo import preference_rows
+
+        try:
+            rows = preference_rows(config)
+        except DataError as exc:
+            raise BenchError(str(exc)) from None
+        out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        return out
     try:
         loaded = load_examples(config.data.train, max_seq_len=config.data.max_seq_len,
                                subset=getattr(config.data, "subset", None))  # a hub dataset's config name
@@ -261,8 +274,12 @@ def run_plain(name: str, config: Config, data: Path, steps: int, batch: int | No
             "quant": "4bit" if config.model.load_in == "4bit" else "none",
             "lora": {"r": config.lora.r, "alpha": config.lora.alpha, "dropout": config.lora.dropout,
                      "targets": _trl_targets(config)}}
+    script = "lora_tui.core.bench.plain_trl"
+    if config.training.method != "sft":  # TRL's DPOTrainer / KTOTrainer with its defaults
+        script = "lora_tui.core.bench.plain_trl_dpo"
+        spec.update(method=config.training.method, beta=config.training.beta)
     try:
-        out, rss = arm_process.measured([sys.executable, "-m", "lora_tui.core.bench.plain_trl", json.dumps(spec)], env, timeout)
+        out, rss = arm_process.measured([sys.executable, "-m", script, json.dumps(spec)], env, timeout)
         figures = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:])
     except Exception as exc:
         arm.error = str(exc)[-800:]
@@ -283,6 +300,8 @@ def run_bench(config: Config, *, steps: int = DEFAULT_STEPS, arms: list[str] | t
     from lora_tui.core.machine.hardware import device_for, probe_hardware
 
     arms = list(arms)
+    if config.training.method != "sft" and tuple(arms) == DEFAULT_ARMS:  # TRL's DPO / KTO: no packed arm
+        arms = [a for a in arms if a != "trl_packing"]
     if device not in ("auto", "cpu", "cuda"):
         raise BenchError(f"--device {device}: one of auto, cpu, cuda.")
     check_numbers(batch=batch, peak_tflops=peak_tflops, timeout=timeout)

@@ -101,10 +101,10 @@ def preference_rows(step: dict, last_eval: dict, before: dict) -> list[tuple[str
     rows = [("margin", number(step.get("reward_margin"), 3)), ("reward acc", pct(step.get("reward_accuracy")))]
     if last_eval.get("reward_accuracy") is not None:
         was = f" (before {pct(before.get('reward_accuracy'))})" if before and before is not last_eval else ""
-        rows.append(("  eval acc", pct(last_eval.get("reward_accuracy")) + was))
+        rows.append(("eval acc", pct(last_eval.get("reward_accuracy")) + was))
     chosen, rejected = step.get("logp_chosen"), step.get("logp_rejected")
-    if chosen is not None or rejected is not None:
-        rows.append(("logp c/r", f"{number(chosen, 1)} / {number(rejected, 1)}"))
+    if chosen is not None and rejected is not None:
+        rows.append(("logp c/r", f"{chosen:.1f} / {rejected:.1f}"))
     return rows
 
 
