@@ -36,6 +36,9 @@ def _fake_run(tmp_path: Path, hello_data: Path, *, state="stopped", step=8, chec
         ckpt.mkdir(parents=True)
         (ckpt / "adapter_config.json").write_text(json.dumps({"r": r, "lora_alpha": Config().lora.alpha,
                                                                   "base_model_name_or_path": "x"}))
+        (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": n, "max_steps": 8}))
+        (ckpt / "adapter_model.safetensors").write_bytes(b"")  # a checkpoint's files, as checkpoints.py checks them
+        (ckpt / "optimizer.pt").write_bytes(b"")
         (ckpt / CHECKPOINT_MARKER).write_text(str(n))
     if adapter:
         run.adapter_dir.mkdir()
