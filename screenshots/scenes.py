@@ -20,15 +20,17 @@ DEMO_RUN = f"{SCENE_FILES}/runs/capn-lora-demo"
 
 
 async def settle(pilot, condition: Callable[[], bool] = lambda: True, what: str = "the screen",
-                 timeout: float = 60.0) -> None:
+                 timeout: float = 60.0, endless: tuple[str, ...] = ()) -> None:
     """Wait until ``condition`` holds and no worker is left to run (a live run's follower never ends),
-    then until the screen has handled what the workers posted and repainted. Fails naming ``what``
+    then until the screen has handled what the workers posted and repainted (``endless``: names of workers
+    that wait for work and never end, such as a DirectoryTree's loader). Fails naming ``what``
     when that does not happen within ``timeout``: a scene must never be taken half-drawn."""
     app = pilot.app
     app.animation_level = "none"  # tab underlines and scrolls land at once, not mid-animation
 
     def working() -> list[str]:
-        return [w.name or w.group for w in app.workers if not w.is_finished and w.group != "follow"]
+        return [w.name or w.group for w in app.workers
+                if not w.is_finished and w.group != "follow" and w.name not in endless]
 
     await until(pilot, lambda: condition() and not working(), timeout, what=f"{what}, with every worker done",
                 details=lambda: f"condition holds: {bool(condition())}; workers still running: {working()}")
@@ -108,6 +110,22 @@ async def _chat(pilot, compare: bool = False) -> None:
     await settle(pilot, lambda: not app.screen._busy, "the answer")
 
 
+async def _chat_base(pilot) -> None:
+    """After an adapter turn, ctrl+t: the base model answers, in its own conversation (empty), and says so."""
+    app = pilot.app
+    await _chat(pilot)
+    await pilot.press("ctrl+t")
+    await settle(pilot, lambda: app.screen.answering == "base", "the base model answering")
+
+
+async def _file_picker(pilot) -> None:
+    app = pilot.app
+    await _dataset(pilot)
+    await pilot.press("ctrl+o")
+    await settle(pilot, lambda: type(app.screen).__name__ == "FilePicker"
+                 and bool(app.screen.query_one("#tree").root.children), "the file browser", endless=("_loader",))
+
+
 async def _export(pilot) -> None:
     app = pilot.app
     await _training(pilot)
@@ -122,9 +140,11 @@ SCENES: dict[str, tuple[Callable, Callable[..., Awaitable[None]]]] = {
     "dataset": (_model_app, _dataset),
     "dataset_findings": (_model_app, lambda pilot: _dataset(pilot, "tab-findings")),
     "dataset_lengths": (_model_app, lambda pilot: _dataset(pilot, "tab-lengths")),
+    "file_picker": (_model_app, _file_picker),
     "parameters": (_model_app, _parameters),
     "training": (_run_app, _training),
     "chat": (_run_app, _chat),
     "chat_compare": (_run_app, lambda pilot: _chat(pilot, compare=True)),
+    "chat_base": (_run_app, _chat_base),
     "export": (_run_app, _export),
 }

@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from textual.geometry import Region
 
 from tests.conftest import REPO
 from screenshots.fixed import FixedBackend, snapshot_state
 from screenshots.make_demo_run import write_demo_run
+from tests.support.ui import shown
 from tests.support.wait import until
 
 pytestmark = pytest.mark.timeout(120)
@@ -18,12 +18,6 @@ pytestmark = pytest.mark.timeout(120)
 
 def _run(coro) -> None:
     asyncio.run(coro)
-
-
-def shown(widget) -> list[str]:
-    """What the widget really puts on screen, line by line (after wrapping and cropping)."""
-    strips = widget.render_lines(Region(0, 0, widget.outer_size.width, widget.outer_size.height))
-    return [strip.text.rstrip() for strip in strips]
 
 
 @pytest.fixture
@@ -89,13 +83,10 @@ class _RecordingSession:
         self.inner = ChatSession(None, tokenizer, has_adapter=True)
         self.has_adapter, self.device, self.source, self.prompts = True, "cpu", None, []
 
-    def stream(self, messages, *, use_adapter=True, adapter=None, settings=None, should_stop=None):
+    def stream(self, messages, *, use_adapter=True, adapter=None, settings=None, should_stop=None, prompt_format=None):
         ids = self.inner.encode(messages)["input_ids"][0]
         self.prompts.append(self.inner.tokenizer.decode(ids))
         yield "Aye."
-
-    def compare(self, messages, *, settings=None, sides=None):
-        return next(self.stream(messages)), "Yes."
 
 
 def test_chat_system_message_reaches_the_models_prompt(monkeypatch, embedded_tokenizer):

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(300)
 
 SIZES = {"80x24": (80, 24), "120x40": (120, 40)}
 MAIN = ["model", "hardware", "dataset", "parameters", "training", "chat", "export"]
-EXTRA = ["hardware_fixes", "dataset_findings", "dataset_lengths", "chat_compare"]
+EXTRA = ["hardware_fixes", "dataset_findings", "dataset_lengths", "file_picker", "chat_compare", "chat_base"]
 
 
 @pytest.fixture(autouse=True)

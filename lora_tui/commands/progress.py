@@ -46,13 +46,18 @@ def describe(event: dict, history: RunHistory | None = None) -> str | None:
         return f"{event.get('level', 'info')}: {event.get('message')}"
     if kind == "finished":
         return (f"finished at step {event.get('step')} in {human_duration(event.get('runtime_s'))}: train loss "
-                f"{event.get('train_loss')}, eval loss {event.get('eval_loss')}\nadapter: {event.get('adapter')}")
+                f"{_four(event.get('train_loss'))}, eval loss {_four(event.get('eval_loss'))}\nadapter: {event.get('adapter')}")
     if kind == "stopped":
         return f"stopped at step {event.get('step')} ({event.get('reason')})\nadapter: {event.get('adapter')}"
     if kind == "failed":
         fix = f"\n  fix: {event['fix']}" if event.get("fix") else ""
         return f"FAILED: {event.get('reason')}{fix}\n  log: {event.get('log')}"
     return None
+
+
+def _four(value) -> str:
+    """A loss as the step lines show it (4 decimals), not the 16 digits a float prints."""
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
 
 
 NO_TRAINER_WAIT_S = 10.0  # attach gives up when no trainer holds the run (and nothing new arrives) this long

@@ -201,8 +201,14 @@ class Backend:
         return [r for r in list_runs(runs_dir) if r.state in STATES_ACTIVE]
 
     def start_run(self, config: Config):
-        from lora_tui.core.run.launcher import start_run
+        from lora_tui.core.run.launcher import plan_run_dir, start_run
+        from lora_tui.core.run.runs import RunError, is_run_directory, quoted
 
+        path = plan_run_dir(config)
+        if is_run_directory(path):  # said in the wizard's words: the CLI's --run-dir / --overwrite do not apply here
+            raise RunError(f"{quoted(path)} already holds a run named {path.name}. Fix: give output.run_name another "
+                           "name (in the form above), or open that run on the Training step to watch it or chat "
+                           "with it.")
         return start_run(config)
 
     def stop_run(self, run, wait: float = 0.0) -> str:

@@ -49,7 +49,7 @@ class DatasetView:
         report = self.report
         if not report.valid_rows:
             return (f"{self.path} has no valid row ({report.rows} rows read). "
-                    "Fix the errors listed below, or pick another file.")
+                    "Fix the errors listed on the Dataset step's Findings tab, or pick another file.")
         if getattr(report, "trained_tokens", None) == 0:
             return ("Every label is masked: no token of any row would be trained. "
                     "Fix: check that rows have an answer (assistant/output/completion), "

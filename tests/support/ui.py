@@ -33,3 +33,41 @@ def export_screen(tmp_path, backend, size: tuple[int, int] = (120, 40)):
     answering every core call; yields the pilot (``pilot.app.screen`` is the Export screen)."""
     path = write_demo_run(tmp_path / "demo-run", last_step=10, finished=True)
     return wizard_at("export", size, run=str(path), backend=backend)
+
+
+def shown(widget) -> list[str]:
+    """What the widget really puts on screen, line by line (after wrapping and cropping)."""
+    from textual.geometry import Region
+
+    strips = widget.render_lines(Region(0, 0, widget.outer_size.width, widget.outer_size.height))
+    return [strip.text.rstrip() for strip in strips]
+
+
+def words(lines) -> str:
+    """Lines (or a text) as one string of single-spaced words: what a reader reads, whatever the wrapping."""
+    return " ".join(" ".join(lines if isinstance(lines, list) else [lines]).split())
+
+
+def on_screen(widget, region=None) -> list[str]:
+    """What the terminal shows where ``widget`` is (or in ``region`` of the screen), its children and anything
+    over it included, line by line. (Textual has no public call for a screen's text; its compositor's
+    render_strips is what it paints.)"""
+    region = region or widget.region
+    strips = widget.screen._compositor.render_strips()
+    return [strip.crop(region.x, region.right).text.rstrip() for strip in strips[region.y:region.bottom]]
+
+
+async def read_all(pilot, box) -> list[str]:
+    """Every line a reader sees in the scrollable ``box`` by scrolling it down a page at a time (never sideways),
+    in order, each once."""
+    rows: dict[int, str] = {}
+    box.scroll_to(y=0, animate=False)
+    await pilot.pause()
+    while True:
+        view = box.scrollable_content_region
+        for offset, line in enumerate(on_screen(box, view)):
+            rows[round(box.scroll_y) + offset] = line
+        if box.scroll_y >= box.max_scroll_y:
+            return [rows[i] for i in sorted(rows)]
+        box.scroll_to(y=min(box.scroll_y + view.height, box.max_scroll_y), animate=False)
+        await pilot.pause()

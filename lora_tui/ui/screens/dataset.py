@@ -1,8 +1,10 @@
 """Step 3, Dataset: pick a file, see its detected format, rows rendered exactly as
 the model will see them (trained tokens highlighted), the validation findings
-grouped with their line numbers, the token-length histogram with the truncation
-cut, and the validation split. Moving on is refused, with the reason, when no
-row is valid or every label is masked.
+grouped with their line numbers and fixes (wrapped, never cut), the token-length
+histogram with the truncation cut, and the validation split; ctrl+t goes from tab
+to tab wherever the focus is. Moving on is refused, with the reason, when no row
+is valid or every label is masked; rows with errors are skipped, and the verdict
+says how many.
 
 Validation runs in a thread worker (it loads the tokenizer); the screen only draws.
 """
@@ -16,7 +18,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Input, Label, Static, TabbedContent, TabPane, Tree
+from textual.widgets import Input, Label, Static, TabbedContent, TabPane
 from textual.worker import Worker
 
 from lora_tui.core.config import set_training_data
@@ -24,14 +26,16 @@ from lora_tui.ui.errors import plain_error
 from lora_tui.ui.messages import DatasetChecked, WorkProgress
 from lora_tui.ui.screens.base import WizardScreen
 from lora_tui.ui.screens.dialogs import FilePicker
-from lora_tui.ui.widgets.dataset_views import finding_label, group_findings, group_label, histogram_text, \
-    preference_lengths_text, preference_preview_text, preview_text
+from lora_tui.ui.widgets.dataset_views import findings_text, histogram_text, preference_lengths_text, \
+    preference_preview_text, preview_text
 from lora_tui.ui.workers import failure, thread_worker
 
 
 class DatasetScreen(WizardScreen):
     STEP = "dataset"
-    BINDINGS = [Binding("ctrl+o", "browse", "Browse"), Binding("ctrl+r", "revalidate", "Re-check")]
+    BINDINGS = [Binding("ctrl+o", "browse", "Browse"), Binding("ctrl+r", "revalidate", "Re-check"),
+                Binding("ctrl+t", "next_tab", "Next tab")]
+    TABS = ("tab-preview", "tab-findings", "tab-lengths")
 
     def __init__(self) -> None:
         super().__init__()
@@ -50,13 +54,16 @@ class DatasetScreen(WizardScreen):
                     with VerticalScroll():
                         yield Static(id="preview")
                 with TabPane("Findings", id="tab-findings"):
-                    yield Tree("findings", id="findings")
+                    with VerticalScroll(id="findings"):
+                        yield Static(id="findings-text")
                 with TabPane("Lengths", id="tab-lengths"):
                     with VerticalScroll():
                         yield Static(id="histogram")
 
-    def on_mount(self) -> None:
-        self.query_one("#findings", Tree).show_root = False
+    def action_next_tab(self) -> None:
+        tabs = self.query_one("#data-tabs", TabbedContent)
+        tabs.active = self.TABS[(self.TABS.index(tabs.active) + 1) % len(self.TABS)] if tabs.active in self.TABS \
+            else self.TABS[0]
 
     # --- state -------------------------------------------------------------------------------
     def sync_from_state(self) -> None:
@@ -121,7 +128,7 @@ class DatasetScreen(WizardScreen):
         self.query_one("#data-verdict", Static).update(Text(f"✗ {error}", style="bold red"))
         self.query_one("#preview", Static).update("")
         self.query_one("#histogram", Static).update("")
-        self.query_one("#findings", Tree).clear()
+        self.query_one("#findings-text", Static).update("")
 
     def _show(self, view) -> None:
         report = view.report
@@ -139,8 +146,14 @@ class DatasetScreen(WizardScreen):
         self.query_one("#data-summary", Static).update(summary)
         refusal = view.refusal()
         verdict = self.query_one("#data-verdict", Static)
+        skipped = report.rows - report.valid_rows
         if refusal:
             verdict.update(Text(f"✗ Cannot train on this: {refusal}", style="bold red"))
+            if report.findings:
+                self.query_one("#data-tabs", TabbedContent).active = "tab-findings"  # what the message points at
+        elif skipped > 0:  # trains, but not on every row: say so, not a green "ready"
+            verdict.update(Text(f"! {report.valid_rows} usable, {skipped} skipped (errors: Findings, ctrl+t). "
+                                "ctrl+n: parameters", style="bold yellow"))
         else:
             verdict.update(Text("✓ Ready to train. ctrl+n: parameters", style="bold green"))
         from lora_tui.core.data.records import row_unit
@@ -154,18 +167,7 @@ class DatasetScreen(WizardScreen):
         else:
             self.query_one("#preview", Static).update(preview_text(view.preview, unit))
             self.query_one("#histogram", Static).update(histogram_text(report.token_stats))
-        tree = self.query_one("#findings", Tree)
-        tree.clear()
-        if not report.findings:
-            tree.root.add_leaf(Text("No problems found.", style="green"))
-        expand = len(report.findings) <= 30  # few findings: show every message at once
-        for (severity, _), items in group_findings(report.findings).items():
-            node = tree.root.add(group_label(severity, items, unit), expand=expand)
-            for finding in items[:200]:
-                node.add_leaf(finding_label(finding, unit))
-            if len(items) > 200:
-                node.add_leaf(Text(f"… {len(items) - 200} more (lora-tui validate lists them all)", style="dim"))
-        tree.root.expand()
+        self.query_one("#findings-text", Static).update(findings_text(report.findings, unit))
 
     # --- choosing a file -----------------------------------------------------------------------
     @on(Input.Submitted, "#data-path")

@@ -124,7 +124,9 @@ class FilePicker(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog picker"):
-            yield Label("Choose a dataset (Enter on a file; ctrl+u: parent folder)", classes="dialog-title")
+            yield Label("Choose a dataset", classes="dialog-title")
+            yield Static("Arrows move, Enter opens a folder or picks a file, ctrl+u: parent folder, esc cancels.",
+                         classes="hint")
             yield DatasetTree(self.start if self.start.is_dir() else Path("."), id="tree")
             yield Input(self.current, id="typed", placeholder="or type a path and press Enter", compact=True)
 

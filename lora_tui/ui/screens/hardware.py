@@ -41,7 +41,9 @@ def _libraries(report) -> str:
 class HardwareScreen(WizardScreen):
     STEP = "hardware"
     BINDINGS = [Binding("f", "apply_fix", "Apply fix"), Binding("r", "reprobe", "Re-probe"),
-                Binding("b", "bench", "Bench vs TRL")]
+                Binding("b", "bench", "Bench vs TRL"),
+                # Enter applies the highlighted fix wherever the focus is (coming back with ctrl+b, say).
+                Binding("enter", "apply_fix", "Apply fix", show=False)]
 
     def __init__(self) -> None:
         super().__init__()
@@ -62,6 +64,9 @@ class HardwareScreen(WizardScreen):
         self._show_plan()
         self.app.request_judgement()
         self._probe_libraries_once()
+        fixes = self.query_one("#fixes", OptionList)
+        if fixes.display:
+            fixes.focus()  # the list Enter works on, also after coming back with ctrl+b
 
     def _probe_libraries_once(self) -> None:
         report = self.state.hardware

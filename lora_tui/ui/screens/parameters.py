@@ -1,4 +1,4 @@
-"""Step 4, Parameters: every Config field with its one-line help, presets, target
+"""Step 4, Parameters: every Config field with its help, presets, target
 modules from the model's actual linear layers, the memory estimate and verdict as
 values change, save / load YAML, the equivalent `lora-tui train` command, and the
 key that starts training.
@@ -64,7 +64,7 @@ class ParametersScreen(WizardScreen):
                 yield Label("Preset ", classes="field-name")
                 yield Select([(PRESET_LABELS[p], p) for p in PRESETS] + [("custom", CUSTOM)], value=CUSTOM,
                              allow_blank=False, compact=True, id="preset")
-                yield Static(id="preset-help", classes="field-help")
+            yield Static(id="preset-help")  # below the choice, the full width: 2 lines at 80 columns, not 4
             # Not a Tab stop itself: Tab goes field to field, and the focused field scrolls into view.
             with VerticalScroll(id="form", can_focus=False):
                 for section in FORM_ORDER:
@@ -87,7 +87,6 @@ class ParametersScreen(WizardScreen):
                 yield Static(id="memory-line")
                 yield Static(id="engine-line")
                 yield Static(id="batch-line")
-                yield Static(id="focus-help", classes="hint")
                 yield Static(id="command-line")
 
     # --- showing state ------------------------------------------------------------------------
@@ -122,7 +121,7 @@ class ParametersScreen(WizardScreen):
         with select.prevent(Select.Changed):
             select.value = preset
         help_text = PRESET_HELP.get(preset, "Your own mix of values; pick a preset to start from one.")
-        self.query_one("#preset-help", Static).update(Text(help_text, no_wrap=True, overflow="ellipsis"))
+        self.query_one("#preset-help", Static).update(Text(help_text))
 
     def _show_targets(self) -> None:
         layers = self.state.layers_for_model()
@@ -176,7 +175,7 @@ class ParametersScreen(WizardScreen):
             attention, batching, _ = engine_fields(self.state.config, facts)
             kernels, _ = choose_kernels(t.kernels, facts.device, liger=facts.liger)
         except Exception as exc:  # an engine choice must never break the form
-            line.update(Text(f"Engine: not decided ({exc})", style="yellow", no_wrap=True, overflow="ellipsis"))
+            line.update(Text(f"Engine: not decided ({exc})", style="yellow"))
             return
         judgement = self.app.current_judgement()
         batch = judgement.batch if judgement is not None else None  # decided with the estimate, off the UI thread
@@ -184,8 +183,7 @@ class ParametersScreen(WizardScreen):
         why = batch.reasons.get("gradient_checkpointing", "") if batch is not None else ""
         line.update(Text.assemble(("Engine: ", "dim"), (batching, "bold"), (" · ", "dim"), (attention, "bold"),
                                   (" · ", "dim"), ("+".join(kernels), "bold"), (" · checkpointing ", "dim"),
-                                  (ckpt, "bold"), (f" ({why.split(': ', 1)[-1]})" if why else "", "dim"),
-                                  no_wrap=True, overflow="ellipsis"))
+                                  (ckpt, "bold"), (f" ({why.split(': ', 1)[-1]})" if why else "", "dim")))
         if batch is None:
             batch_line.update(Text("Batch: deciding…", style="dim"))
             return
@@ -195,24 +193,13 @@ class ParametersScreen(WizardScreen):
         per_step = f" = {tokens * batch.grad_accum} tokens per step" if tokens else f" = {batch.effective} rows per step"
         batch_line.update(Text.assemble(("Batch: ", "dim"), ("auto → " if t.micro_batch is None else "", "dim"),
                                         (size, "bold"), (per_step, ""),
-                                        (f" ({why.removeprefix('auto: ')})" if t.micro_batch is None else "", "dim"),
-                                        no_wrap=True, overflow="ellipsis"))
+                                        (f" ({why.removeprefix('auto: ')})" if t.micro_batch is None else "", "dim")))
 
     def _show_command(self) -> None:
         config = self.state.config
         path = self._saved[0] if self._saved and self._saved[1] == config.to_dict() else None
         command = train_command(config, path)
         self.query_one("#command-line", Static).update(Text.assemble(("$ ", "dim"), (command, "bold")))
-
-    def on_descendant_focus(self, event) -> None:
-        node = event.widget
-        while node is not None and not isinstance(node, FieldRow):
-            node = node.parent
-        help_line = self.query_one("#focus-help", Static)
-        if node is None:
-            help_line.update("")
-        else:
-            help_line.update(Text.assemble((node.dotted + ": ", "bold"), node.error or node.help))
 
     # --- editing ------------------------------------------------------------------------------
     @on(FieldRow.Edited)
@@ -237,7 +224,6 @@ class ParametersScreen(WizardScreen):
                 resolve_target_modules(checked, self.state.layers_for_model())
         except (ConfigError, Exception) as exc:  # ModelSourceError for unknown module names
             row.set_error(str(exc))
-            self._focus_help(row)
             return
         row.set_error(None)
         if getattr(getattr(config, row.section), row.key) != checked:
@@ -247,11 +233,6 @@ class ParametersScreen(WizardScreen):
             else:
                 setattr(getattr(config, row.section), row.key, checked)
             self.config_changed(row.dotted)
-        self._focus_help(row)
-
-    def _focus_help(self, row: FieldRow) -> None:
-        self.query_one("#focus-help", Static).update(Text.assemble((row.dotted + ": ", "bold"),
-                                                                   (row.error, "red") if row.error else row.help))
 
     def config_changed(self, dotted: str = "") -> None:
         if dotted.startswith("model."):

@@ -53,13 +53,32 @@ def read_log_tail(path: Path, lines: int = LOG_LINES, max_bytes: int = 16384) ->
 
 
 def memory_estimate_text(started: dict, peak: int | None) -> Text:
-    """"estimated X GiB, peak so far Y GiB" for the side panel (two rows of its 33 cells); empty without an estimate."""
+    """"estimated X GiB, peak so far Y GiB" for the side panel, on rows of their own below the system panel
+    (whose last row ends in a bar); empty without an estimate."""
     estimate = (started.get("memory_estimate") or {}).get("total_bytes")
     text = Text()
     if estimate:
-        text.append(f"estimated {gib(estimate)},\n", style="dim")
+        text.append(f"\nestimated {gib(estimate)},\n", style="dim")
         text.append("peak so far " + (gib(peak) if peak else "…"))
     return text
+
+
+def epoch_text(step: dict, started: dict, total: int | None) -> str:
+    """'epoch 0.32/3'; on a run that max_steps ends before its epochs, 'epoch 0.32' (a total of 3 would mislead)."""
+    epoch, epochs, done = step["epoch"], started.get("epochs"), step.get("step")
+    capped = bool(total and done and epochs and epoch / done * total < epochs - 0.01)
+    return f"epoch {epoch:.2f}" + (f"/{epochs:g}" if epochs and not capped else "")
+
+
+def planned_steps(run) -> int | None:
+    """The run's training.max_steps from its config.yaml (when set), for the header before the trainer says it."""
+    from lora_tui.core.config import ConfigError, load_config
+
+    try:
+        steps = load_config(run.config_path).training.max_steps
+    except (ConfigError, OSError):
+        return None
+    return steps if steps and steps > 0 else None
 
 
 def memory_peak(events: list[dict], peak: int | None) -> int | None:
@@ -88,6 +107,7 @@ class TrainingScreen(WizardScreen):
         self.run_state = "missing"
         self._following: str | None = None
         self._memory_peak: int | None = None
+        self._planned: tuple[str, int | None] | None = None  # (run path, its config's max_steps)
         self._since = time.monotonic()  # when following began: the clock of a trainer still starting
 
     @on(events.Mount)
@@ -186,6 +206,8 @@ class TrainingScreen(WizardScreen):
             return
         plot_changed = self.history.add(message.events)
         self._memory_peak = memory_peak(message.events, self._memory_peak)
+        if message.state != self.run_state:
+            self.call_later(self.refresh_bindings)  # Stop / Detach come and go with the trainer
         self.run_state = message.state
         if message.log_tail is not None:
             lines = [readable_log_line(line) for line in message.log_tail]
@@ -214,15 +236,18 @@ class TrainingScreen(WizardScreen):
                 header.append(f"  batch {size} x {started.get('grad_accum', '?')}"
                               + (", checkpointing" if started.get("gradient_checkpointing") else ""), style="dim")
         header.append("\n")
-        total = h.max_steps
+        if h.max_steps is None and (self._planned is None or self._planned[0] != str(run.path)):
+            self._planned = (str(run.path), planned_steps(run))  # read once per run, not at every tick
+        total = h.max_steps or (self._planned[1] if self._planned else None)
         # Most wanted first: on a narrow terminal the end of the line is what gets cut.
         header.append(f"step {h.step}/{total or '?'}")
         elapsed, eta = h.live_step(time.monotonic() if self.run_state in ACTIVE else None)  # ticking while active
+        if h.finished and h.finished.get("runtime_s") is not None:
+            elapsed = h.finished["runtime_s"]  # the figure "Finished in" gives: the final eval and the save included
         if self.run_state in ACTIVE and eta is not None:
             header.append(f"  ETA {duration(eta)}", style="bold")
         if step.get("epoch") is not None:
-            epochs = started.get("epochs")
-            header.append(f"  epoch {step['epoch']:.2f}" + (f"/{epochs:g}" if epochs else ""))
+            header.append(f"  {epoch_text(step, started, total)}")
         if elapsed is not None:
             header.append(f"  elapsed {duration(elapsed)}")
         if started.get("num_train_rows") is not None:
@@ -273,6 +298,12 @@ class TrainingScreen(WizardScreen):
         return text
 
     # --- keys ------------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        """Stop and Detach are offered only while a trainer is at work (a finished run has neither)."""
+        if action in ("stop", "detach"):
+            return self.state.run is not None and self.run_state in ACTIVE
+        return True
+
     def action_stop(self) -> None:
         run = self.state.run
         if run is None or self.run_state not in ACTIVE:

@@ -113,7 +113,27 @@ def finding_label(finding, unit: str = "line") -> Text:
     text = Text(f"{where(finding, unit)}: ", style="bold")
     text.append(finding.message)
     if finding.fix:
-        text.append(f"  fix: {finding.fix}", style="green")
+        text.append(f"\n    fix: {finding.fix}", style="green")
+    return text
+
+
+def findings_text(findings, unit: str = "line", per_group: int = 200) -> Text:
+    """Every finding, grouped (errors first), each with its fix on its own line: one text that wraps at any
+    width, so nothing needs sideways scrolling at 80 columns."""
+    text = Text()
+    if not findings:
+        text.append("No problems found.", style="green")
+        return text
+    for (severity, _), items in group_findings(findings).items():
+        text.append_text(group_label(severity, items, unit))
+        text.append("\n")
+        for finding in items[:per_group]:
+            text.append("  ")
+            text.append_text(finding_label(finding, unit))
+            text.append("\n")
+        if len(items) > per_group:
+            text.append(f"  … {len(items) - per_group} more (lora-tui validate lists them all)\n", style="dim")
+    text.rstrip()
     return text
 
 

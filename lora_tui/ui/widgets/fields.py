@@ -1,4 +1,5 @@
-"""One row of the parameters form: name, editor, one-line help (or the reason a value is refused).
+"""One row of the parameters form: name, editor, and the help (or the reason a value is refused), wrapped
+beside the editor so none of it is cut at 80 columns.
 
 The editor matches the field's type: a Select for choices, a Checkbox for
 booleans, an Input for numbers and text. A row never changes the Config by
@@ -32,7 +33,7 @@ def display_value(value: Any) -> str:
 
 
 class FieldRow(Horizontal):
-    """``section.key``: label, editor and help on one line."""
+    """``section.key``: label and editor on the first line, the help wrapped beside them."""
 
     @dataclass
     class Edited(Message):
@@ -66,7 +67,7 @@ class FieldRow(Horizontal):
         else:
             yield Input(self._text(self.initial), compact=True, classes="field-editor",
                         select_on_focus=False)
-        yield Static(Text(self.help, no_wrap=True, overflow="ellipsis"), classes="field-help")
+        yield Static(Text(self.help), classes="field-help")
 
     def _text(self, value: Any) -> str:
         """A field whose None means auto (training.micro_batch) shows the word."""
@@ -94,14 +95,16 @@ class FieldRow(Horizontal):
         self.set_class(error is not None, "-invalid")
         help_widget = self.query_one(".field-help", Static)
         if error:
-            help_widget.update(Text("✗ " + error, style="bold red", no_wrap=True, overflow="ellipsis"))
+            help_widget.update(Text("✗ " + error, style="bold red"))
+        elif self.note:
+            help_widget.update(Text.assemble((self.note, "bold"), "\n", self.help))
         else:
-            help_widget.update(Text(self.note or self.help, no_wrap=True, overflow="ellipsis"))
+            help_widget.update(Text(self.help))
 
     note: str | None = None
 
     def set_note(self, note: str | None) -> None:
-        """Replace the help with a live note (e.g. which layers 'qv' resolves to)."""
+        """A live note above the help (e.g. which layers 'qv' resolves to)."""
         self.note = note
         if self.error is None:
             self.set_error(None)
