@@ -349,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
         print(shtab.complete(parser, shell=args.print_completion))
         return 0
     apply_top_level_options(parser, args)
+    from lora_tui.core.machine.library_noise import drop_library_noise
+
+    drop_library_noise()  # bitsandbytes' two import-time lines in doctor, chat, merge, the wizard
     module = importlib.import_module(command_module(args.command))
     try:
         return int(module.run(args) or 0)

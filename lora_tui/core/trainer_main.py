@@ -23,7 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--master", default=None)
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from lora_tui.core.machine.library_noise import drop_library_noise
 
+    drop_library_noise()  # bitsandbytes' two import-time lines at the top of train.log
     from lora_tui.core.run.runs import RunDirectory, RunLocked
     from lora_tui.core.train.training import run_training
 
