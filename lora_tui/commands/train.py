@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -37,6 +38,32 @@ def build_config(args) -> Config:
     return apply_overrides(config, overrides)
 
 
+def _one_key(prompt: str) -> str:
+    """One key press, no Enter needed: the terminal reads keys one by one (cbreak) for that key only, and is put
+    back as it was. Ctrl-C and Ctrl-D count as 'd'. Without termios (Windows) a line is read instead."""
+    try:
+        import termios
+        import tty
+    except ImportError:
+        try:
+            return input(prompt).strip().lower()[:1]
+        except (EOFError, KeyboardInterrupt):
+            return "d"
+    print(prompt, end="", flush=True)
+    fd = sys.stdin.fileno()
+    before = termios.tcgetattr(fd)
+    try:
+        tty.setcbreak(fd)
+        key = os.read(fd, 1).decode("utf-8", errors="replace")
+    except KeyboardInterrupt:
+        key = "d"
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, before)
+    key = "d" if key in ("", "\x04") else key
+    print(key if key.isprintable() else "")
+    return key.strip().lower()
+
+
 def _ask_on_interrupt(run) -> str:
     from lora_tui.core.run.launcher import stop_run
 
@@ -46,10 +73,8 @@ def _ask_on_interrupt(run) -> str:
               "following it until it stops.", flush=True)
         return "stop"
     while True:
-        try:
-            answer = input(f"\nTraining continues in the background. [s]top it, [d]etach, or [c]ontinue watching? ").strip().lower()
-        except (EOFError, KeyboardInterrupt):
-            answer = "d"
+        answer = _one_key("\nTraining continues in the background. [s]top it, [d]etach (Enter), or [c]ontinue "
+                          "watching? ")
         if answer.startswith("s"):
             stop_run(run)
             print("Stopping: saving a checkpoint and the adapter...")
