@@ -4,8 +4,7 @@ merged model, the adapter.
 A GGUF estimate counts each weight tensor's values (shapes from the base model's safetensors headers;
 nothing is loaded) at the bits of the GGML type the writer will give that tensor (the writer's own
 rules: ``gguf._tensor_type`` and ``gguf_kquant.kquant_type_name``, so the fall-backs of rows that are
-not whole blocks are counted), plus the tokenizer that the file carries (about the size of
-tokenizer.json). On the embedded model the estimate is within 2 % of the written files.
+not whole blocks are counted), plus the vocabulary the file carries (tokens and merges as GGUF strings).
 
 Must not: load a model or import torch, print, or write files.
 """
@@ -66,8 +65,7 @@ def gguf_sizes(base_model: str, *, trust_remote_code: bool = False, revision: st
     n_kv = getattr(config, "num_key_value_heads", None) or n_head
     tied = bool(getattr(config, "tie_word_embeddings", False))
     names = gguf.get_tensor_name_map(arch, n_layer)
-    tokenizer = folder / "tokenizer.json"
-    extra = tokenizer.stat().st_size if tokenizer.is_file() else 0
+    extra = _vocabulary_bytes(folder / "tokenizer.json")
     sizes = {}
     for gguf_type in GGUF_TYPES:
         total = extra
@@ -87,6 +85,24 @@ def gguf_sizes(base_model: str, *, trust_remote_code: bool = False, revision: st
             total += values * block_bytes // block
         sizes[gguf_type] = total
     return sizes
+
+
+def _vocabulary_bytes(tokenizer_json: Path) -> int:
+    """What the file's vocabulary takes: each token and BPE merge as a GGUF string (8-byte length + UTF-8), a
+    4-byte type per token and, for SentencePiece, a 4-byte score (the other keys and tensor infos: a few KiB)."""
+    import json
+
+    try:
+        data = json.loads(tokenizer_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 0
+    model = data.get("model") or {}
+    vocab = model.get("vocab") or {}
+    tokens = list(vocab) if isinstance(vocab, dict) else [v[0] for v in vocab]
+    tokens += [t.get("content", "") for t in data.get("added_tokens") or [] if t.get("content") not in vocab]
+    merges = [" ".join(m) if isinstance(m, list) else m for m in model.get("merges") or []]
+    score = 0 if model.get("type") == "BPE" and not model.get("byte_fallback") else 4  # scores: SentencePiece only
+    return sum(8 + len(t.encode()) + 4 + score for t in tokens) + sum(8 + len(m.encode()) for m in merges) + 16384
 
 
 def adapter_values(adapter_dir: str | Path) -> int:

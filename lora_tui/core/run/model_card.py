@@ -18,7 +18,7 @@ from lora_tui.core.config import ConfigError, load_config
 from lora_tui.core.model.embedded import EMBEDDED_HUB_ID, is_embedded
 from lora_tui.core.run.history import RunHistory
 from lora_tui.core.run.runs import RunDirectory, RunError, file_sha256
-from lora_tui.core.units import gib
+from lora_tui.core.units import gib, human_size
 EMBEDDED_LICENSE = "apache-2.0"
 MISSING = "not recorded"
 
@@ -194,7 +194,7 @@ def _exports_section(run: RunDirectory) -> list[str]:
             columns = (item.get("check") or {}).get("columns") or {}
             kind_shown = f"LoRA on the {item.get('type')} base" if kind == "gguf_adapter" else \
                 item.get("type") or item.get("dtype") or kind
-            rows.append(f"| `{path.name}` | {kind_shown} | {gib(size, 2)} | "
+            rows.append(f"| `{path.name}` | {kind_shown} | {human_size(size)} | "
                         + " | ".join(columns.get(c, "not checked") for c in EXPORT_COLUMNS) + " |")
     if not rows:
         return []
