@@ -145,3 +145,58 @@ def test_a_long_toast_is_read_whole():
         assert words(message) in words(on_screen(toast, toast.content_region))
 
     _scene("parameters", check, notifications=True)
+
+
+def test_round_trip_answers_are_whole_at_80_columns(tmp_path):
+    """The Export step's round-trip answers, one under the other and whole: the side-by-side table needed 80
+    columns for its rows alone (they wrapped into each other) and cut every answer to 21 characters."""
+    from textual.widgets import Static
+
+    from lora_tui.core.export.check import AnswerPair, RoundTrip
+    from lora_tui.core.export.gain import judge
+    from screenshots.fixed import FixedBackend
+    from tests.support.ui import export_screen
+
+    answers = [AnswerPair("Hello! What can you help me with?",
+                          "Ahoy! I can help ye chart a course, read a map scale and find north without a compass.",
+                          "Ahoy! I can help ye chart a course, read a map scale and find north with the stars.",
+                          True, True, [1, 2], [1, 3]),
+               AnswerPair("Explain in two sentences why the sky is blue.",
+                          "Sunlight scatters off the air, and blue light scatters the most. So the sky looks blue.",
+                          "Sunlight scatters off the air, and blue light scatters the most. So the sky looks blue.",
+                          True, True, [4], [4])]
+
+    class Backend(FixedBackend):
+        def export_sizes(self, run):
+            return {"q8_0": 144 * 2**20}
+
+        def export_gguf(self, run, gguf_type="q8_0", overwrite=False, on_progress=None):
+            path = tmp_path / "gguf" / f"demo-{gguf_type}.gguf"
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(b"GGUF")
+            return path
+
+        def verify_export(self, run, artefact, gguf_file=None, on_progress=None):
+            rows = [[-3.0, -2.0, -1.0]] * 8
+            judgement = judge(rows, [[r + 1.0 for r in row] for row in rows], [[r + 0.99 for r in row] for row in rows],
+                              [[0.01] * 3] * 8, [[True, True, True]] * 8, gguf_type="q8_0")
+            return RoundTrip(str(artefact), "gguf", answers, -1.0, -1.01, 24, 1.0, True, "", True, "<|im_end|>",
+                             ["<|im_end|>"], runtime="llama.cpp, xllamacpp test", gguf_type="q8_0",
+                             judgement=judgement)
+
+    async def go():
+        async with export_screen(tmp_path, Backend(), size=(80, 24)) as pilot:
+            app = pilot.app
+            await until(pilot, lambda: app.screen._sizes, what="the size estimates")
+            await pilot.press("g")
+            await until(pilot, lambda: type(app.screen).__name__ == "GGUFChoice", what="the GGUF types")
+            await pilot.press("enter")
+            await until(pilot, lambda: "PASS" in str(app.screen.query_one("#export-text", Static).render()),
+                        what="the check")
+            shown = words(await read_all(pilot, app.screen.query_one("#export-detail")))
+            for pair in answers:
+                for text in (pair.prompt, pair.reference, pair.artefact):
+                    assert words(text) in shown, text
+            assert "GGUF artefact in llama.cpp:" in shown and "different" in shown
+
+    asyncio.run(go())

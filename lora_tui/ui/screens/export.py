@@ -94,6 +94,19 @@ class GGUFChoice(ModalScreen[str | None]):
         self.dismiss(event.option.id)
 
 
+def answer_lines(check) -> list[tuple[str, str]]:
+    """The greedy answers one under the other, whole, for the wrapping detail pane: the CLI's side-by-side
+    table (RoundTrip.table) needs 80 columns for its rows alone and cut each answer to 21 characters."""
+    label = check.kind.upper() + " artefact" + (" in llama.cpp" if check.runtime.startswith("llama.cpp") else "")
+    lines = [("\n", "")]
+    for a in check.answers:
+        same = "same" if a.same else "different" + ("" if a.artefact_stopped or not a.reference_stopped
+                                                    else " (the artefact did not stop)")
+        lines += [("Prompt: ", "bold"), (a.prompt + "\n", ""), ("  Adapter on base: ", "dim"), (a.reference + "\n", ""),
+                  (f"  {label}: ", "dim"), (a.artefact + "\n", ""), (f"  {same}\n", "green" if a.same else "yellow")]
+    return lines + [("\n", "")]
+
+
 class ExportScreen(WizardScreen):
     STEP = "export"
     BINDINGS = [*(Binding(f.key, f"export('{f.name}')", f.short) for f in EXPORT_FORMATS if f not in GROUPED),
@@ -378,7 +391,7 @@ class ExportScreen(WizardScreen):
         lines = [(("PASS" if check.ok else "FAIL") + f" ({check.runtime}): {check.verdict_words}\n\n", style)]
         for name, value in check.verdict_rows()[:-1]:
             lines += [(f"{name:<16}", "bold"), (value + "\n", "")]
-        lines += [("\n" + check.table(width=22).split("\n\n")[0] + "\n\n", ""), ("Thresholds: " + THRESHOLDS + "\n", "dim")]
+        lines += answer_lines(check) + [("Thresholds: " + THRESHOLDS + "\n", "dim")]
         lines += [(f"Problem: {p}\n", "red") for p in check.problems] + [(f"Note: {n}\n", "dim") for n in check.notes]
         self.query_one("#export-text", Static).update(Text.assemble(*lines))
 
