@@ -2,7 +2,7 @@
 (``tests/test_import_layers.py`` fails on any cycle; the README's "Code map" has the same table):
 
 - base modules ``units``, ``paths``, ``disk``, ``safe_read``: the standard library only.
-- ``machine/``: GPUs (NVML), CPU and RAM (psutil), GPU links, installed kernel libraries.
+- ``machine/``: GPUs (NVML), CPU and RAM (psutil), GPU links, installed kernel libraries, their import noise.
 - ``model/``: the embedded default, the catalogue of shapes, hub ids and local paths.
 - ``config``: the run configuration, presets, overrides, choice names, ``train_command``.
 - ``data/``: read, detect, normalise, template, validate a dataset.
