@@ -10,9 +10,8 @@ import asyncio
 
 import pytest
 
-from screenshots.scenes import SCENES
 from tests.conftest import REPO
-from tests.support.ui import on_screen, read_all, words
+from tests.support.ui import on_screen, read_all, run_scene, words
 from tests.support.wait import until
 
 pytestmark = pytest.mark.timeout(300)
@@ -21,18 +20,6 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture(autouse=True)
 def _repo_cwd(monkeypatch, embedded_model_dir):
     monkeypatch.chdir(REPO)  # the scenes use paths relative to the repository
-
-
-def _scene(name: str, check, size=(80, 24), notifications: bool = False) -> None:
-    make, drive = SCENES[name]
-
-    async def go():
-        app = make()
-        async with app.run_test(size=size, notifications=notifications) as pilot:
-            await drive(pilot)
-            await check(pilot, app)
-
-    asyncio.run(go())
 
 
 def test_findings_fixes_are_read_without_scrolling_sideways():
@@ -45,7 +32,7 @@ def test_findings_fixes_are_read_without_scrolling_sideways():
             if finding.fix:
                 assert words(f"fix: {finding.fix}") in shown, finding.fix
 
-    _scene("dataset_findings", check)
+    run_scene("dataset_findings", check)
 
 
 def test_every_parameters_help_line_is_whole():
@@ -64,7 +51,7 @@ def test_every_parameters_help_line_is_whole():
             widget = app.screen.query_one(line)
             assert words(str(widget.render())) == words(on_screen(widget)), line
 
-    _scene("parameters", check)
+    run_scene("parameters", check)
 
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)])
@@ -75,7 +62,7 @@ def test_hardware_memory_breakdown_is_whole(size):
         for name, value in verdict.estimate.breakdown.items():
             assert f"{name.replace('_', ' ')} {value / 1024 ** 3:.2f}" in shown, name
 
-    _scene("hardware", check, size)
+    run_scene("hardware", check, size)
 
 
 def test_training_estimate_is_on_its_own_line(tmp_path, monkeypatch):
@@ -127,7 +114,7 @@ def test_compare_panes_take_the_conversations_room():
         for pane in panes:
             assert "Q: And the compass?" in words(on_screen(pane))
 
-    _scene("chat", check)
+    run_scene("chat", check)
 
 
 def test_a_long_toast_is_read_whole():
@@ -144,7 +131,7 @@ def test_a_long_toast_is_read_whole():
         assert toast.region.right <= 80 and toast.region.bottom <= 24, toast.region
         assert words(message) in words(on_screen(toast, toast.content_region))
 
-    _scene("parameters", check, notifications=True)
+    run_scene("parameters", check, notifications=True)
 
 
 def test_round_trip_answers_are_whole_at_80_columns(tmp_path):

@@ -6,30 +6,15 @@ terminal.)"""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from textual.widgets import Footer, Input, TabbedContent
 
-from screenshots.scenes import SCENES
 from tests.conftest import REPO
 from tests.support.chat import make_fake_run
-from tests.support.ui import on_screen, words
+from tests.support.ui import on_screen, run_scene, words
 from tests.support.wait import until
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def _scene(name: str, check, size=(80, 24)) -> None:
-    make, drive = SCENES[name]
-
-    async def go():
-        app = make()
-        async with app.run_test(size=size) as pilot:
-            await drive(pilot)
-            await check(pilot, app)
-
-    asyncio.run(go())
 
 
 def test_ctrl_t_goes_from_tab_to_tab_on_the_dataset_step(monkeypatch, embedded_model_dir):
@@ -48,7 +33,7 @@ def test_ctrl_t_goes_from_tab_to_tab_on_the_dataset_step(monkeypatch, embedded_m
         assert screen.query_one("#data-path", Input).has_focus  # the typing goes on where it was
         assert "Next tab" in words(on_screen(screen.query_one(Footer)))
 
-    _scene("dataset", check)
+    run_scene("dataset", check)
 
 
 def test_enter_applies_a_hardware_fix_after_coming_back(monkeypatch, embedded_model_dir):
@@ -65,7 +50,7 @@ def test_enter_applies_a_hardware_fix_after_coming_back(monkeypatch, embedded_mo
         await pilot.press("enter")
         await until(pilot, lambda: app.state.config.to_dict() != before, 10, what="the fix to be applied")
 
-    _scene("hardware_fixes", check)
+    run_scene("hardware_fixes", check)
 
 
 def test_the_file_browser_says_esc_cancels_and_it_does(monkeypatch, embedded_model_dir):
@@ -83,7 +68,7 @@ def test_the_file_browser_says_esc_cancels_and_it_does(monkeypatch, embedded_mod
         await until(pilot, lambda: not isinstance(app.screen, FilePicker), what="the browser to close")
         assert app.state.config.data.train == before
 
-    _scene("dataset", check)
+    run_scene("dataset", check)
 
 
 def test_chat_ctrl_o_says_when_no_run_can_join(monkeypatch):
@@ -98,7 +83,7 @@ def test_chat_ctrl_o_says_when_no_run_can_join(monkeypatch):
         await pilot.pause()
         assert said and "No other finished or stopped run" in said[-1], said
 
-    _scene("chat", check)
+    run_scene("chat", check)
 
 
 def test_stopped_runs_with_an_adapter_can_join_a_chat(tmp_path, tiny_model_dir):

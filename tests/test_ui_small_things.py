@@ -14,9 +14,8 @@ from textual.widgets import Footer, TabbedContent
 
 from screenshots.fixed import FakeChatSession, FixedBackend, snapshot_state
 from screenshots.make_demo_run import write_demo_run
-from screenshots.scenes import SCENES
 from tests.conftest import REPO
-from tests.support.ui import on_screen, words
+from tests.support.ui import on_screen, run_scene, words
 from tests.support.wait import until
 
 pytestmark = pytest.mark.timeout(300)
@@ -24,18 +23,6 @@ pytestmark = pytest.mark.timeout(300)
 
 def _run(coro) -> None:
     asyncio.run(coro)
-
-
-def _scene(name: str, check, size=(80, 24)) -> None:
-    make, drive = SCENES[name]
-
-    async def go():
-        app = make()
-        async with app.run_test(size=size) as pilot:
-            await drive(pilot)
-            await check(pilot, app)
-
-    _run(go())
 
 
 def test_a_file_with_errors_is_not_a_green_ready(monkeypatch, embedded_model_dir):
@@ -48,7 +35,7 @@ def test_a_file_with_errors_is_not_a_green_ready(monkeypatch, embedded_model_dir
         assert f"{report.valid_rows} usable, {report.rows - report.valid_rows} skipped" in verdict
         assert "Ready to train" not in verdict
 
-    _scene("dataset", check)
+    run_scene("dataset", check)
 
 
 def test_no_valid_row_points_at_the_findings_tab_and_shows_it(tmp_path, monkeypatch, embedded_model_dir):
@@ -140,7 +127,7 @@ def test_a_finished_runs_footer_offers_no_stop_or_detach(monkeypatch):
         footer = words(on_screen(app.screen.query_one(Footer)))
         assert "Chat" in footer and "Stop" not in footer and "Detach" not in footer
 
-    _scene("training", check)
+    run_scene("training", check)
 
 
 def test_train_prints_losses_rounded():

@@ -71,3 +71,21 @@ async def read_all(pilot, box) -> list[str]:
             return [rows[i] for i in sorted(rows)]
         box.scroll_to(y=min(box.scroll_y + view.height, box.max_scroll_y), animate=False)
         await pilot.pause()
+
+
+def run_scene(name: str, check, size: tuple[int, int] = (80, 24), notifications: bool = False) -> None:
+    """Drive the wizard to scene ``name`` of screenshots/scenes.py under a pilot, then ``await check(pilot, app)``.
+    The scenes use paths relative to the repository: the caller makes it the working directory."""
+    import asyncio
+
+    from screenshots.scenes import SCENES
+
+    make, drive = SCENES[name]
+
+    async def go():
+        app = make()
+        async with app.run_test(size=size, notifications=notifications) as pilot:
+            await drive(pilot)
+            await check(pilot, app)
+
+    asyncio.run(go())
