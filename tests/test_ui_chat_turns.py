@@ -159,3 +159,42 @@ def test_each_answerer_has_its_own_conversation_and_the_header_names_it(monkeypa
             assert "after its 1 earlier answer" in chat.query_one("#compare-right-pane").border_subtitle
 
     asyncio.run(go())
+
+
+def test_switching_while_a_reply_streams_keeps_it_with_its_answerer(monkeypatch):
+    monkeypatch.chdir(REPO)
+    session = Recording()
+
+    def bubbles(chat) -> list[str]:
+        return [str(b.render()) for b in chat.query_one("#conversation").query(ChatBubble)]
+
+    async def go():
+        async with _chat_app(session).run_test(size=(80, 24)) as pilot:
+            chat = await _open_chat(pilot, session)
+            session.hold.set()
+            chat.query_one("#prompt", Input).value = "Hello"
+            chat.query_one("#prompt", Input).focus()
+            await pilot.press("enter")
+            await until(pilot, lambda: any("Ahoy!" in b for b in bubbles(chat)), 20, what="the first word")
+            await pilot.press("ctrl+t")  # the base's conversation: the adapter's reply is not in it
+            assert chat.answering == "base" and bubbles(chat) == []
+            await pilot.press("ctrl+t")  # back: the reply still streams into the adapter's conversation
+            assert chat.answering == "adapter" and len(bubbles(chat)) == 2
+            session.release.set()
+            await until(pilot, lambda: not chat._busy, 20, what="the reply")
+            await pilot.pause()
+            assert chat.conversations.of("adapter")[-1] == {"role": "assistant", "content": PIRATE}
+            assert chat.conversations.of("base") == [] and PIRATE in bubbles(chat)[-1]
+            # A comparison running while the answerer changes adds no reply to any conversation.
+            session.hold.set()
+            session.release.clear()
+            chat.query_one("#prompt", Input).value = "Where is the map?"
+            await pilot.press("ctrl+r")
+            await until(pilot, lambda: "Ahoy!" in _pane(chat, 0), 20, what="the comparison")
+            await pilot.press("ctrl+t", "ctrl+t")  # to the base and back: the adapter's conversation rebuilt
+            assert chat.answering == "adapter" and len(bubbles(chat)) == 2  # no reply bubble for the comparison
+            session.release.set()
+            await until(pilot, lambda: not chat._busy, 20, what="the comparison's end")
+            assert chat.conversations.of("base") == [] and len(chat.conversations.of("adapter")) == 2
+
+    asyncio.run(go())

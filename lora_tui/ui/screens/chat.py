@@ -60,6 +60,7 @@ class ChatScreen(ChatCompare):
         self._bubble: ChatBubble | None = None
         self._streamed = ""  # the current reply's text so far, kept when its worker fails
         self._reply_who = BASE  # who writes the current reply
+        self._replying = False  # a turn of a conversation is being written (not a comparison)
         self._shown_who: str | None = None  # whose conversation the view shows
 
     @property
@@ -188,7 +189,7 @@ class ChatScreen(ChatCompare):
                              for who, n in elsewhere.items() if n)
             bubbles.append(Static(f"A conversation of its own: the {self.answer_title(self.answering).lower()} does "
                                   f"not see the {told}.", classes="hint conversation-hint"))
-        if self._busy and self._reply_who == self.answering and self._bubble is not None:
+        if self._replying and self._reply_who == self.answering and self._bubble is not None:
             self._bubble = ChatBubble(self._bubble.who, self._streamed or "…", "assistant")
             bubbles.append(self._bubble)
         view.mount_all(bubbles)
@@ -257,7 +258,7 @@ class ChatScreen(ChatCompare):
         self._bubble = ChatBubble(self.answer_title(who), "…", "assistant")
         conversation.mount(self._bubble)
         conversation.scroll_end(animate=False)
-        self._streamed = ""
+        self._streamed, self._replying = "", True
         self._stream(self._start(), self.system_messages() + self.messages, who, settings)
 
     @thread_worker("reply")
@@ -280,7 +281,7 @@ class ChatScreen(ChatCompare):
         self._streamed = message.text
         note = ""
         if message.done:
-            self._busy = False
+            self._busy = self._replying = False
             if message.error:
                 note = f"✗ {message.error}"
             elif self._stop.is_set():
