@@ -44,6 +44,10 @@ def test_dataset_step_previews_pairs_as_scored(monkeypatch, embedded_model_dir):
             for key in ("method", "beta", "loss_type", "init_adapter"):
                 row = app.screen.query_one(f"#field-training-{key}")
                 assert row.help == field_help("training", key) and "\n" not in row.help and len(row.help) < 160
+            editor = app.screen.query_one("#field-training-init_adapter").editor  # the SFT run to start from
+            editor.focus()
+            await pilot.press(*"runs/sft", "tab")
+            await until(pilot, lambda: state.config.training.init_adapter == "runs/sft", what="the typed adapter")
 
     asyncio.run(go())
 
