@@ -18,6 +18,10 @@ Sections (each prints PASS/FAIL/SKIP lines with a figure, then a table at the en
   runs     issue 16: --overwrite on folders that are not runs, merge/zip --overwrite, a garbage
            status.json on a finished run, changed lora.targets on --resume, no room for the adapter,
            absurd step counts, Ctrl-C/SIGTERM history, a torn events line, quoted hints
+  turn4    issue 25 (and 24 item 10), in benchmarks/torture_turn4.py: a look-alike folder and --overwrite,
+           trainer.lock removed mid-run, the Modelfile beside --out, kill -9 after the final checkpoint,
+           a torn finished run, FIFOs as stop request and probe cache, /dev/zero and 1 GB files, bench
+           and its processes, hub ids with no network, 300-byte names, full disks, pasted hints, NUL blocks
 
 Slow (minutes) and heavy: run it under the shared lock. Not part of pytest.
 """
@@ -607,11 +611,11 @@ def section_runs(model: Path, data: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 kill trials, a 0.2 GB big file")
-    parser.add_argument("--only", nargs="*", default=None, help="sections: kill disk race corrupt hostile inputs runs")
+    parser.add_argument("--only", nargs="*", default=None, help="sections: kill disk race corrupt hostile inputs runs turn4")
     parser.add_argument("--big-gb", type=float, default=1.0, help="size of the big validate file (default 1 GB)")
     args = parser.parse_args()
     os.environ.update(ENV)
-    sections = args.only or ["kill", "disk", "race", "corrupt", "hostile", "inputs", "runs"]
+    sections = args.only or ["kill", "disk", "race", "corrupt", "hostile", "inputs", "runs", "turn4"]
     print(f"scratch: {ROOT}; load before: {os.getloadavg()}", flush=True)
     model, data = tiny_model(), train_data()
     if "kill" in sections:
@@ -628,6 +632,10 @@ def main() -> int:
         section_inputs(model, data)
     if "runs" in sections:
         section_runs(model, data)
+    if "turn4" in sections:
+        import torture_turn4
+
+        torture_turn4.section(sys.modules[__name__], model, data)
     print(f"\nload after: {os.getloadavg()}\n\n| test | result | figure |\n|---|---|---|")
     for test, result, figure in RESULTS:
         print(f"| {test} | {result} | {figure} |")
