@@ -198,3 +198,30 @@ def test_switching_while_a_reply_streams_keeps_it_with_its_answerer(monkeypatch)
             assert chat.conversations.of("base") == [] and len(chat.conversations.of("adapter")) == 2
 
     asyncio.run(go())
+
+
+def test_a_comparison_that_fails_keeps_what_was_written(monkeypatch):
+    monkeypatch.chdir(REPO)
+
+    class Failing(Recording):
+        def stream(self, messages, **kw):
+            for i, piece in enumerate(super().stream(messages, **kw)):
+                yield piece
+                if kw.get("adapter") == "base" and i == 1:
+                    raise KeyError("logits")
+
+    session = Failing()
+
+    async def go():
+        async with _chat_app(session).run_test(size=(80, 24)) as pilot:
+            chat = await _open_chat(pilot, session)
+            chat.query_one("#prompt", Input).value = "How do I read a map scale?"
+            await pilot.press("ctrl+r")
+            await until(pilot, lambda: not chat._busy, 20, what="the comparison")
+            await pilot.pause()
+            assert PIRATE in _pane(chat, 0)
+            right = " ".join(_pane(chat, 1).split())
+            assert "Compare the" in right and "✗ KeyError: 'logits'" in right, right
+            assert chat.app.is_running
+
+    asyncio.run(go())

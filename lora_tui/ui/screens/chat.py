@@ -14,6 +14,7 @@ streaming replies arrive as ``ReplyProgress`` messages that replace each other.
 from __future__ import annotations
 
 import threading
+import time
 
 from rich.text import Text
 from textual import on
@@ -27,7 +28,7 @@ from lora_tui.core.chat.conversations import Conversations
 from lora_tui.ui.errors import plain_error
 from lora_tui.ui.messages import ChatReady, ReplyProgress, WorkProgress
 from lora_tui.ui.screens.chat_adapters import BASE
-from lora_tui.ui.screens.chat_compare import SIDES, ChatCompare
+from lora_tui.ui.screens.chat_compare import PAINT_EVERY_S, SIDES, ChatCompare
 from lora_tui.ui.widgets.chat_bubble import ChatBubble
 from lora_tui.ui.widgets.tick import Tick
 from lora_tui.ui.workers import failure, thread_worker
@@ -58,7 +59,7 @@ class ChatScreen(ChatCompare):
         self._reply_id = 0
         self._stop = threading.Event()
         self._bubble: ChatBubble | None = None
-        self._streamed = ""  # the current reply's text so far, kept when its worker fails
+        self._streamed = ""  # the current reply's text so far (set by its worker), kept when the worker fails
         self._reply_who = BASE  # who writes the current reply
         self._replying = False  # a turn of a conversation is being written (not a comparison)
         self._shown_who: str | None = None  # whose conversation the view shows
@@ -263,10 +264,13 @@ class ChatScreen(ChatCompare):
 
     @thread_worker("reply")
     def _stream(self, reply_id: int, messages: list[dict], who: str, settings) -> None:
-        text = ""
+        text, painted = "", 0.0
         for piece in self.session.stream(messages, adapter=who, settings=settings, should_stop=self._stop.is_set):
             text += piece
-            self.post_message(ReplyProgress(reply_id, text))
+            self._streamed = text  # all that was written, painted or not: a failure keeps it (a str, no widget)
+            if time.monotonic() - painted >= PAINT_EVERY_S:
+                painted = time.monotonic()
+                self.post_message(ReplyProgress(reply_id, text))
         self.post_message(ReplyProgress(reply_id, text, done=True))
 
     @on(ReplyProgress)
@@ -278,7 +282,6 @@ class ChatScreen(ChatCompare):
             return
         if self._bubble is None:
             return
-        self._streamed = message.text
         note = ""
         if message.done:
             self._busy = self._replying = False

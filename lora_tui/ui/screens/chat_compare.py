@@ -11,6 +11,8 @@ The worker only calls the core and posts ReplyProgress (with ``side``); the hand
 
 from __future__ import annotations
 
+import time
+
 from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Input, Static
@@ -22,6 +24,9 @@ from lora_tui.ui.screens.chat_adapters import BASE, ChatAdapters
 from lora_tui.ui.workers import failure, thread_worker
 
 SIDES = ("left", "right")  # the one answering, and its partner
+# A streaming answer is repainted at most this often: ten times a second reads as live, and the UI thread does
+# not take the cores from the model once per token (the screen repaints the whole pane each time).
+PAINT_EVERY_S = 0.1
 
 
 class ChatCompare(ChatAdapters):
@@ -32,6 +37,7 @@ class ChatCompare(ChatAdapters):
         self._compare_prompt = ""
         self._compare_texts = ["", ""]
         self._compare_side = 0  # the side being written
+        self._compare_sofar: list[str] = []  # the worker's texts so far
         self.last_prompt = ""  # the last prompt sent or compared: an empty ctrl+r asks it again
 
     def action_compare(self) -> None:
@@ -70,19 +76,23 @@ class ChatCompare(ChatAdapters):
     def _compare(self, reply_id: int, requests: list, settings) -> None:
         from lora_tui.core.chat.conversations import stream_sides
 
-        texts, current = [""] * len(requests), 0
+        texts, current, painted = [""] * len(requests), 0, 0.0
+        self._compare_sofar = texts  # all that was written, painted or not: a failure keeps it (a str list, no widget)
         for index, piece in stream_sides(self.session, requests, settings=settings, should_stop=self._stop.is_set):
             if index != current:
                 self.post_message(ReplyProgress(reply_id, texts[current], done=True, side=current))
-                current = index
+                current, painted = index, 0.0
             texts[index] += piece
-            self.post_message(ReplyProgress(reply_id, texts[index], side=index))
+            if time.monotonic() - painted >= PAINT_EVERY_S:
+                painted = time.monotonic()
+                self.post_message(ReplyProgress(reply_id, texts[index], side=index))
         for index in range(current, len(requests)):
             self.post_message(ReplyProgress(reply_id, texts[index], done=True, side=index))
 
     def _compare_progress(self, message: ReplyProgress) -> None:
         side = message.side
         if message.error:
+            self._compare_texts[side] = self._compare_sofar[side] if side < len(self._compare_sofar) else ""
             self._show_side(side, f"✗ {message.error}")
             for later in range(side + 1, len(SIDES)):
                 self._show_side(later, "(not asked)")
