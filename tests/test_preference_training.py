@@ -111,7 +111,7 @@ def test_dpo_run_records_preference_metrics_like_any_run(dpo_run):
     assert started["training_method"] == "dpo" and started["method"] == "LoRA"
     assert started["preference"] == {"beta": 0.1, "loss_type": "sigmoid",
                                      "reference": "the base model, the adapter switched off (no second copy)"}
-    assert started["kernels"] == ["trl_fused_head"] and started["batching"] == "grouped"
+    assert started["kernels"] == ["lean_head"] and started["batching"] == "grouped"
     assert "TRL 1.16" in started["engine_reasons"]["batching"]
     steps = [e for e in events if e["type"] == "step"]
     assert [e["step"] for e in steps] == list(range(1, 7))
@@ -257,3 +257,40 @@ def test_export_check_measures_the_preference_kept(dpo_run, tmp_path):
     assert pref.adapter_margin > 0 and abs(pref.kept - 1) < 0.01 and pref.ok
     rows = dict(verdict_rows(result.to_dict()))
     assert "prefers the chosen answer on" in rows["Preference kept"]
+
+
+def test_the_lean_head_scores_dpo_exactly_as_trls_head(tiny_model_dir, pairs, tmp_path):
+    """The lean head (answers' tokens only, narrower vocabulary tiles on CPU) gives TRL's DPO loss, gradients and
+    every logged metric of TRL's own fused head on the same batch."""
+    import torch
+
+    from lora_tui.core.model.models import load_tokenizer
+    from lora_tui.core.plan.run_plan import choose_engine
+    from lora_tui.core.run.runs import RunDirectory
+    from lora_tui.core.train import engine, preference
+
+    config = tiny_config(tiny_model_dir, pairs, "training.method=dpo", "data.validation=", "training.save_steps=0")
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    train_ds, _, facts = preference.build_datasets(config, tokenizer)
+    batch = None
+    results = []
+    for lean in (False, True):
+        trainer, _ = preference.trainer_for_run(config, RunDirectory(tmp_path / str(lean)), "cpu", "fp32",
+                                                choose_engine(config, "cpu"), tokenizer, train_ds, None, [], facts)
+        with torch.no_grad():
+            for name, param in trainer.model.named_parameters():
+                if "lora_B" in name:
+                    param.copy_(torch.full_like(param, 0.01))
+        if lean:
+            assert engine.install_lean_head(trainer.model, 256, exact_metrics=True)  # tiles of 256 columns
+        batch = batch or trainer.data_collator([train_ds[i] for i in range(4)])
+        loss = trainer.compute_loss(trainer.model, batch)
+        loss.backward()
+        grads = {k: p.grad.clone() for k, p in trainer.model.named_parameters() if p.grad is not None}
+        metrics = {k: v[-1] for k, v in trainer._metrics["train"].items()}
+        results.append((loss.detach(), grads, metrics))
+    (loss_a, grads_a, metrics_a), (loss_b, grads_b, metrics_b) = results
+    assert torch.allclose(loss_a, loss_b, atol=1e-5) and grads_a.keys() == grads_b.keys()
+    assert all(torch.allclose(grads_a[k], grads_b[k], atol=1e-5) for k in grads_a)
+    assert metrics_a.keys() == metrics_b.keys() and "logits/chosen" in metrics_a and "rewards/margins" in metrics_a
+    assert all(abs(metrics_a[k] - metrics_b[k]) < 1e-4 * max(1, abs(metrics_a[k])) for k in metrics_a), (metrics_a, metrics_b)

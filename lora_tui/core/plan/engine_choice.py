@@ -83,11 +83,10 @@ def choose_batching(wanted: str, device: str, attention: str) -> tuple[str, str]
 
 
 def choose_kernels(wanted: str, device: str, liger: bool | None = None, method: str = "sft") -> tuple[list[str], str]:
-    """``liger``: liger-kernel is installed (DeviceFacts), detected when not given. ``method`` dpo / kto: TRL's
-    preference trainers score with their own fused head (its mean logits feed their metrics), and TRL 1.16
-    deprecates Liger there: neither the lean head nor Liger."""
+    """``liger``: liger-kernel is installed (DeviceFacts), detected when not given. ``method`` dpo / kto: the lean
+    head with exact metrics at the answers' tokens (core/train/engine.py); TRL 1.16 deprecates Liger there."""
     if method != "sft":
-        return ["trl_fused_head"], f"{method}: TRL's fused LM head (chunked log-probabilities); no Liger"
+        return ["lean_head"], f"{method}: the lean head scores the answers' tokens only; no Liger (TRL 1.16's {method.upper()} trainer deprecates it)"
     kernels = ["lean_head"]
     if wanted == "none":
         return kernels, "Liger off (set in the config)"

@@ -258,7 +258,7 @@ REFERENCE_PASS_LAYERS = 1.0
 
 def _preference_parts(plan: MemoryPlan, tokens: int, per_layer: int, head_temp: int, adapter_bytes: int) -> dict:
     """What dpo / kto add to an SFT step of the same rows (dpo's doubled rows are already in ``tokens``)."""
-    parts = {"reference_pass": int(tokens * per_layer * REFERENCE_PASS_LAYERS + head_temp)}
+    parts = {"reference_pass": int(tokens * per_layer * REFERENCE_PASS_LAYERS)}  # its head tiles reuse the policy's
     if plan.reference_adapter:  # TRL's frozen copy of the starting adapter (its weights only)
         parts["reference_adapter"] = adapter_bytes
     return parts

@@ -114,11 +114,11 @@ def plan_from_config(config: Config, hardware=None, model: str | None = None, de
 
 
 def _method_fields(config: Config) -> dict:
-    """dpo / kto: their rows, reference pass and TRL's own fused head (core/train/preference.py)."""
+    """dpo / kto: both answers of each row and the reference pass (core/train/preference.py)."""
     method = config.training.method
     if method == "sft":
         return {}
-    return {"method": method, "loss_head": "chunked", "reference_adapter": bool(config.training.init_adapter)}
+    return {"method": method, "reference_adapter": bool(config.training.init_adapter)}
 
 
 def _uses_liger(config: Config, device: str) -> bool:

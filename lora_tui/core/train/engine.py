@@ -73,9 +73,13 @@ def _plain_logits_model(config) -> bool:
                                                                "lm_head_multiplier", "logits_scaling"))
 
 
-def install_lean_head(model, vocab_tile: int, metric_sample: int = METRIC_SAMPLE) -> bool:
+def install_lean_head(model, vocab_tile: int, metric_sample: int = METRIC_SAMPLE, exact_metrics: bool = False) -> bool:
     """Replace TRL's fused LM head on ``model`` (a PEFT model or a plain one, after SFTTrainer patched it)
-    with the lean one. Returns False (TRL's head stays) for models whose logits are scaled or MoE."""
+    with the lean one. Returns False (TRL's head stays) for models whose logits are scaled or MoE.
+
+    ``exact_metrics`` (TRL's DPO / KTO trainers, which log from them and need ``is_top1`` as booleans): entropy,
+    mean logits and top-1 come from the same chunked kernel at every labelled position, as TRL's head gives them
+    (the same values: TRL's head zeroes the unlabelled positions too), instead of from a sample."""
     import functools
     import types
 
@@ -104,15 +108,22 @@ def install_lean_head(model, vocab_tile: int, metric_sample: int = METRIC_SAMPLE
         mask = labels != -100
         hidden = hidden.to(head.weight.device)[mask]  # only labelled positions are scored
         targets = labels[mask]
-        log_probs = ChunkedLogProbFunction.apply(hidden, head.weight, head.bias, targets, 1.0, vocab_tile,
-                                                 softcap, 1.0, ("log_probs",))[0]
+        outputs = ("log_probs", "entropy", "mean_logits", "is_top1") if exact_metrics else ("log_probs",)
+        scored = ChunkedLogProbFunction.apply(hidden, head.weight, head.bias, targets, 1.0, vocab_tile,
+                                              softcap, 1.0, outputs)
+        log_probs = scored[0]
         denominator = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
-        entropy, is_top1 = _sampled_metrics(hidden.detach(), targets, head, mask, softcap, metric_sample)
+        mean_logits = None
+        if exact_metrics:
+            entropy, mean_logits, is_top1 = (x.new_zeros(mask.shape).masked_scatter(mask, x) for x in
+                                             (scored[1].detach(), scored[3], scored[4]))
+        else:
+            entropy, is_top1 = _sampled_metrics(hidden.detach(), targets, head, mask, softcap, metric_sample)
         return FusedCausalLMOutput(
             loss=-log_probs.sum() / denominator,
             # masked_scatter keeps an all-masked micro-batch connected to the graph (a differentiable zero)
             log_probs=log_probs.new_zeros(mask.shape).masked_scatter(mask, log_probs),
-            entropy=entropy, is_top1=is_top1, label_mask=mask)
+            entropy=entropy, mean_logits=mean_logits, is_top1=is_top1, label_mask=mask)
 
     base.forward = types.MethodType(lean_forward, base)
     return True

@@ -367,8 +367,9 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
         trainer = SFTTrainer(model=model, args=sft_config(config, run, device, precision, eval_ds is not None, choice),
                              train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer, callbacks=callbacks)
     exact_resume.seed_the_sampler(trainer, config.training.seed)  # kill -9 + --resume: the same batches
-    # TRL's preference trainers score with their own fused head (its mean logits feed their metrics).
-    if preferring or not engine.install_lean_head(trainer.model, engine.CPU_VOCAB_TILE if device == "cpu" else engine.CUDA_VOCAB_TILE):
+    # dpo / kto: their metrics read exact entropy, mean logits and top-1 at the answers' tokens (exact_metrics).
+    if not engine.install_lean_head(trainer.model, engine.CPU_VOCAB_TILE if device == "cpu" else engine.CUDA_VOCAB_TILE,
+                                    exact_metrics=preferring):
         choice.kernels = [k for k in choice.kernels if k not in ("lean_head", "trl_fused_head")] + ["trl_fused_head"]
     if config.model.load_in != "16bit" and precision != "bf16":
         # TRL casts a quantized model's adapters to bf16 (the QLoRA paper's GPU recipe). On CPU, where
