@@ -18,7 +18,7 @@ import pytest
 
 from lora_tui.core.config import save_config
 from lora_tui.core.run.runs import RunDirectory, write_run_marker
-from tests.support.training import no_model_config
+from tests.support.training import no_model_config, stubborn_trainer
 
 LONG = "z" * 300
 
@@ -99,21 +99,6 @@ def test_a_hostile_probe_cache_is_a_miss_said_plainly_and_rewritten(tmp_path, ki
 
 
 # ------------------------------------------------------------------ items 5, 6: the stop request
-def _stubborn_trainer(run: RunDirectory):
-    """A process that holds the run's lock and ignores SIGTERM: stop must escalate, never hang."""
-    code = textwrap.dedent(f"""
-        import fcntl, os, signal, time
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        fh = open({str(run.lock_path)!r}, "a+"); fcntl.flock(fh, fcntl.LOCK_EX); fh.write(str(os.getpid())); fh.flush()
-        print("locked", flush=True)
-        time.sleep(600)
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
-    assert proc.stdout.readline().strip() == "locked"
-    run.write_status("running", pid=proc.pid)
-    return proc
-
-
 @pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
 def test_stop_with_a_hostile_stop_request_file_returns(tmp_path, hello_data, kind):
     """Issue 25 items 5 and 6: a FIFO as stop_requested made `stop --wait 30` hang forever; /dev/zero there
@@ -121,7 +106,7 @@ def test_stop_with_a_hostile_stop_request_file_returns(tmp_path, hello_data, kin
     run = RunDirectory(tmp_path / "run")
     run.path.mkdir()
     save_config(no_model_config(hello_data), run.config_path)
-    proc = _stubborn_trainer(run)
+    proc = stubborn_trainer(run)
     try:
         if kind == "fifo":
             os.mkfifo(run.stop_path)
@@ -215,7 +200,7 @@ def test_stop_wait_nan_or_negative_is_refused_and_kills_nothing(tmp_path, hello_
     run = RunDirectory(tmp_path / "run")
     run.path.mkdir()
     save_config(no_model_config(hello_data), run.config_path)
-    proc = _stubborn_trainer(run)
+    proc = stubborn_trainer(run)
     try:
         result = _cli("stop", run.path, "--wait", wait)
         assert result.returncode == 2 and "--wait" in result.stderr and "seconds" in result.stderr, result.stderr

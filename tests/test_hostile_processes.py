@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -193,13 +194,36 @@ def test_sigint_without_a_terminal_says_why_the_run_stops(tiny_model_dir, train_
 
 
 def _arm_processes(marker: str) -> list:
+    """The live (not zombie) processes whose command line holds ``marker``, each with ``.line`` its command line."""
     import psutil
 
     found = []
     for proc in psutil.process_iter(["cmdline", "status"]):
-        if marker in " ".join(proc.info["cmdline"] or []) and proc.info["status"] != psutil.STATUS_ZOMBIE:
+        line = " ".join(proc.info["cmdline"] or [])
+        if marker in line and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            proc.line = line
             found.append(proc)
     return found
+
+
+def _bench_stepping(work: Path) -> bool:
+    """Whether the ours arm's trainer (in the bench's temporary folder under ``work``) has logged a step."""
+    return any(b'"type": "step"' in events.read_bytes() for events in work.glob("lora-tui-bench-*/ours/events.jsonl"))
+
+
+def _when_removed(work: Path, bench):
+    """A thread that notes the arm processes still alive at the moment the bench's temporary folder is removed."""
+    import threading
+
+    def watch() -> None:
+        deadline = time.monotonic() + 600
+        while list(work.glob("lora-tui-bench-*")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        thread.left = _arm_processes(str(work))
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "timeout"])
@@ -216,20 +240,25 @@ def test_bench_leaves_no_process_running(tiny_model_dir, train_file, tmp_path, h
     try:
         from tests.support.wait import wait_until
 
-        wait_until(lambda: any("trainer_main" in " ".join(p.cmdline()) for p in _arm_processes(str(work))), 240,
-                   what="the ours arm's trainer")
+        wait_until(lambda: list(work.glob("lora-tui-bench-*/ours")), 300, what="the ours arm's folder")
+        if how != "timeout":  # training, not loading: a trainer given SIGINT stopped gracefully after the bench left
+            wait_until(lambda: _bench_stepping(work), 300, what="the ours arm's first step")
+        at_removal = _when_removed(work, bench)  # who still runs the moment the temporary folder goes
         if how == "ctrl-c":  # a terminal sends SIGINT to its whole foreground process group
             os.killpg(bench.pid, signal.SIGINT)
         elif how == "sigterm":
             bench.send_signal(signal.SIGTERM)
         out, _ = bench.communicate(timeout=300)
+        at_removal.join(30)
     finally:
         if bench.poll() is None:
             os.killpg(bench.pid, signal.SIGKILL)
+    assert not getattr(at_removal, "left", []), \
+        f"running in the deleted temp folder: {[p.line[:120] for p in at_removal.left]}"
     left = _arm_processes(str(work))
     for proc in left:  # never leave them to the next test
         proc.kill()
-    assert not left, f"still running after the bench ended: {[' '.join(p.cmdline())[:120] for p in left]}"
+    assert not left, f"still running after the bench ended: {[p.line[:120] for p in left]}"
     assert not list(work.glob("lora-tui-bench-*")), "the temporary folder was left"
     if how == "timeout":
         assert bench.returncode == 1 and "--timeout 25" in out, out[-2000:]

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from lora_tui.core.run import launcher
 from lora_tui.core.run.adapters import AdapterError, find_adapter
 from lora_tui.core.config import Config, load_config, save_config
 from lora_tui.core.run.runs import CHECKPOINT_MARKER, RunDirectory, RunError
-from tests.support.training import no_model_config
+from tests.support.training import no_model_config, stubborn_trainer
 from tests.support.wait import wait_until
 
 
@@ -213,16 +212,7 @@ def test_stop_kills_a_trainer_that_ignores_it(tmp_path, hello_data):
     run = RunDirectory(tmp_path / "stuck")
     run.path.mkdir()
     save_config(no_model_config(hello_data), run.config_path)
-    stubborn = textwrap.dedent(f"""
-        import fcntl, os, signal, sys, time
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        fh = open({str(run.lock_path)!r}, "a+"); fcntl.flock(fh, fcntl.LOCK_EX); fh.write(str(os.getpid())); fh.flush()
-        print("locked", flush=True)
-        time.sleep(600)
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", stubborn], stdout=subprocess.PIPE, text=True, start_new_session=True)
-    assert proc.stdout.readline().strip() == "locked"
-    run.write_status("running", pid=proc.pid)
+    proc = stubborn_trainer(run)
     state = launcher.stop_run(run, wait=1.0, kill_after_wait=True)
     assert proc.wait(20) == -signal.SIGKILL
     assert "killed it (SIGKILL)" in run.kill_note and state == "stopped"

@@ -68,3 +68,23 @@ def wait_done(run: RunDirectory, timeout: float = 240) -> str:
 
     return wait_until(ended, timeout, interval=0.3, what="the run to end",
                       details=lambda: f"log:\n{run.log_path.read_text()[-3000:]}")
+
+
+def stubborn_trainer(run: RunDirectory):
+    """A process that holds the run's lock (flock, its pid in the lock file, status "running") and ignores
+    SIGTERM: what `stop` must escalate against, never hang on. The caller kills it."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import fcntl, os, signal, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        fh = open({str(run.lock_path)!r}, "a+"); fcntl.flock(fh, fcntl.LOCK_EX); fh.write(str(os.getpid())); fh.flush()
+        print("locked", flush=True)
+        time.sleep(600)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert proc.stdout.readline().strip() == "locked"
+    run.write_status("running", pid=proc.pid)
+    return proc
