@@ -25,6 +25,7 @@ from lora_tui.core.run.runs import RunDirectory
 TRAINER_STATE = "trainer_state.json"
 TRAINER_STATE_BYTES = 64 * 2**20  # its log history grows with the run; a long run's is a few MiB
 WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+FSDP_WEIGHTS = "pytorch_model_fsdp"  # a sharded FSDP save (SHARDED_STATE_DICT): a folder or a .bin per rank
 
 
 @dataclass
@@ -56,10 +57,11 @@ def checkpoint_problem(checkpoint: Path) -> str | None:
     step = state.get("global_step")
     if not isinstance(step, int) or isinstance(step, bool) or str(step) != checkpoint.name.split("-", 1)[-1]:
         return f"{TRAINER_STATE} says step {str(step)[:20]}, the folder says {checkpoint.name}"
-    if not any((checkpoint / name).is_file() for name in WEIGHTS):
+    names = [entry.name for entry in checkpoint.iterdir()]
+    if not any(name in WEIGHTS or name.startswith(FSDP_WEIGHTS) for name in names):
         return "no adapter weights"
-    if not (checkpoint / "optimizer.pt").is_file():
-        return "no optimizer state"
+    if not any(name.startswith("optimizer") or name.endswith("-optimizer.pt") for name in names):
+        return "no optimizer state"  # optimizer.pt; FSDP: optimizer.bin or optimizer_0/; XLA: rankN-of-M-optimizer.pt
     return None
 
 

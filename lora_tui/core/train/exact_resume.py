@@ -51,22 +51,22 @@ def seed_the_sampler(trainer, seed: int) -> None:
 def train_from(trainer, checkpoint):
     """``trainer.train`` resumed from ``checkpoint`` (a Path, or None: from scratch); returns its TrainOutput, or
     None when the checkpoint is at the last step: then only its adapter weights and trainer state are loaded."""
-    from lora_tui.core.run.checkpoints import reached_end
+    from lora_tui.core.run.checkpoints import WEIGHTS, reached_end
 
-    if checkpoint is None or not reached_end(checkpoint):
+    saved = next((checkpoint / name for name in WEIGHTS if (checkpoint / name).is_file()), None) if checkpoint else None
+    if saved is None or not reached_end(checkpoint):  # (a sharded FSDP save has no adapter file: transformers loads it)
         return trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     from peft import set_peft_model_state_dict
     from transformers import TrainerState
 
-    weights = checkpoint / "adapter_model.safetensors"
-    if weights.is_file():
+    if saved.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state = load_file(str(weights))
+        state = load_file(str(saved))
     else:  # adapter_model.bin (older peft): tensors only, never pickled objects
         import torch
 
-        state = torch.load(checkpoint / "adapter_model.bin", map_location="cpu", weights_only=True)
+        state = torch.load(saved, map_location="cpu", weights_only=True)
     set_peft_model_state_dict(trainer.model, state)
     trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
     return None
