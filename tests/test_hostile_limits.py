@@ -207,3 +207,14 @@ def test_stop_wait_nan_or_negative_is_refused_and_kills_nothing(tmp_path, hello_
         assert proc.poll() is None, "the trainer was killed"
     finally:
         proc.kill()
+
+
+def test_a_lock_file_that_is_a_fifo_is_named_with_the_fix(tmp_path, hello_data):
+    """Issue 25 item 9: a FIFO as trainer.lock got "not seekable ... check permissions and free space"."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    os.mkfifo(run_dir / "trainer.lock")
+    result = _cli("train", f"data.train={hello_data}", "data.validation=", "--run-dir", run_dir, "--detach", timeout=60)
+    message = _one_line(result)
+    assert result.returncode == 2 and "trainer.lock is a FIFO" in message and "Fix: `rm" in message, message
+    assert "free space" not in message and sorted(p.name for p in run_dir.iterdir()) == ["trainer.lock"]
