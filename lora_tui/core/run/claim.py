@@ -161,10 +161,15 @@ SHAPE_KEYS = {"r": "r", "alpha": "lora_alpha", "use_rslora": "use_rslora", "use_
 
 
 def _check_adapter_shape(run: RunDirectory, checkpoint: Path, config) -> None:
+    from lora_tui.core.run.adapters import ADAPTER_CONFIG_BYTES
+    from lora_tui.core.safe_read import read_bounded
+
     try:
-        saved = json.loads((checkpoint / "adapter_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        saved = json.loads(read_bounded(checkpoint / "adapter_config.json", ADAPTER_CONFIG_BYTES))
+    except (OSError, ValueError, RecursionError):
         return  # no readable adapter config: the trainer's own error will say so
+    if not isinstance(saved, dict):
+        return
     for setting, key in SHAPE_KEYS.items():
         now, then = getattr(config.lora, setting, None), saved.get(key)
         if then is None or now is None or (bool(now) if isinstance(then, bool) else now) == then:
