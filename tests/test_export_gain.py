@@ -171,7 +171,8 @@ def test_the_lora_gguf_on_its_base_is_checked_the_same_way(taught_run, capsys):
 
     assert main(["export", str(taught_run), "--gguf-adapter"]) == 0
     out = capsys.readouterr().out
-    assert "LoRA adapter" in out and "PASS: keeps" in out and "Ran in:      llama.cpp" in out, out
+    assert "LoRA adapter" in out and "Ran in:      llama.cpp" in out, out
+    assert "Verdict          PASS: identical to the adapter" in out and "keeps 100 %" in out, out  # f16 base + LoRA
     assert f"LoRA GGUF:   {taught_run / 'gguf' / (taught_run.name + '-lora.gguf')}" in out
     card = (taught_run / "adapter" / "README.md").read_text()
     assert f"`{taught_run.name}-lora.gguf` | LoRA on the f16 base |" in card and "| keeps |" in card, card[-1500:]
