@@ -4,7 +4,9 @@ would write by hand, with one measuring callback. Run as its own process (fresh 
     python -m lora_tui.core.bench.plain_trl SPEC_JSON
 
 SPEC_JSON holds model, data (a JSONL of {"messages"} or {"text"} rows), steps, max_len,
-learning_rate, lora {r, alpha, dropout, targets}, out, mode, quant and optionally batch. Only
+learning_rate, lora {r, alpha, dropout, targets}, out, mode, quant and optionally batch; with method
+"dpo" / "kto" (and beta) the script is TRL's DPOTrainer / KTOTrainer instead, on TRL's conversational
+preference rows (core.bench.preference_data), in mode "defaults" (TRL 1.16's DPO has no packing). Only
 those are set; every other training setting is TRL's own default (bf16 autocast on a GPU, gradient
 checkpointing, micro-batch 8, ...) unless the mode asks for more: "defaults", "packing" (TRL's bfd
 packing), "padding_free", "fp32" (fp32, no checkpointing). quant "4bit" loads the base in NF4 (QLoRA,
@@ -81,8 +83,16 @@ def main(argv: list[str] | None = None) -> int:
     model = AutoModelForCausalLM.from_pretrained(spec["model"], **load)
     lora = spec.get("lora", {})
     clock = Clock()
-    config = SFTConfig(**trl_arguments(spec, cuda))
-    trainer = SFTTrainer(
+    method = spec.get("method", "sft")
+    if method == "sft":
+        config = SFTConfig(**trl_arguments(spec, cuda))
+        trainer_class = SFTTrainer
+    else:  # the plain DPOTrainer / KTOTrainer a user would write, TRL's defaults but beta
+        from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
+
+        config_class, trainer_class = (KTOConfig, KTOTrainer) if method == "kto" else (DPOConfig, DPOTrainer)
+        config = config_class(**trl_arguments(spec, cuda), beta=float(spec.get("beta", 0.1)))
+    trainer = trainer_class(
         model=model, args=config, processing_class=tokenizer, callbacks=[clock],
         train_dataset=load_dataset("json", data_files=spec["data"], split="train"),
         peft_config=LoraConfig(r=int(lora.get("r", 16)), lora_alpha=int(lora.get("alpha", 32)),
@@ -98,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
               "steps": len(clock.marks), "device": "cuda" if cuda else "cpu",
               "settings": {"micro_batch": config.per_device_train_batch_size,
                            "gradient_checkpointing": bool(config.gradient_checkpointing), "bf16": bool(config.bf16),
-                           "packing": bool(config.packing), "padding_free": bool(config.padding_free),
-                           "quant": spec.get("quant", "none")}}
+                           "packing": bool(getattr(config, "packing", False)), "padding_free": bool(config.padding_free)
+                           if hasattr(config, "padding_free") else False, "quant": spec.get("quant", "none"),
+                           **({"method": method, "loss_type": config.loss_type} if method != "sft" else {})}}
     if cuda:
         result["max_reserved"] = torch.cuda.max_memory_reserved()
     print("RESULT", json.dumps(result), flush=True)

@@ -190,12 +190,12 @@ def check_numbers(*, batch: int | None = None, peak_tflops: float | None = None,
 
 def trl_data(config: Config, out: Path) -> Path:
     """The user's rows as the JSONL a plain TRL script reads ({"messages"} or {"text"}; dpo / kto: TRL's
-    conversational preference rows, core.bench.plain_trl_dpo), as lora-tui reads them."""
+    conversational preference rows, core.bench.preference_data), as lora-tui reads them."""
     from lora_tui.core.data import DataError
     from lora_tui.core.data.load import load_examples
 
     if config.training.method != "sft":
-        from lora_tui.core.bench.plain_trl_dpo import preference_rows
+        from lora_tui.core.bench.preference_data import preference_rows
 
         try:
             rows = preference_rows(config)
@@ -274,12 +274,10 @@ def run_plain(name: str, config: Config, data: Path, steps: int, batch: int | No
             "quant": "4bit" if config.model.load_in == "4bit" else "none",
             "lora": {"r": config.lora.r, "alpha": config.lora.alpha, "dropout": config.lora.dropout,
                      "targets": _trl_targets(config)}}
-    script = "lora_tui.core.bench.plain_trl"
     if config.training.method != "sft":  # TRL's DPOTrainer / KTOTrainer with its defaults
-        script = "lora_tui.core.bench.plain_trl_dpo"
         spec.update(method=config.training.method, beta=config.training.beta)
     try:
-        out, rss = arm_process.measured([sys.executable, "-m", script, json.dumps(spec)], env, timeout)
+        out, rss = arm_process.measured([sys.executable, "-m", "lora_tui.core.bench.plain_trl", json.dumps(spec)], env, timeout)
         figures = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:])
     except Exception as exc:
         arm.error = str(exc)[-800:]
