@@ -140,7 +140,7 @@ def test_every_option_of_every_command_has_help_with_its_default():
 
 def test_help_output_shows_defaults(capsys):
     for argv, expected in ((["chat", "--help"], "(default: 0.3)"), (["stop", "--help"], "(default: 120.0)"),
-                           (["validate", "--help"], "(default: 1024)")):
+                           (["validate", "--help"], "(default: 512)")):
         with pytest.raises(SystemExit):
             main(argv)
         assert expected in " ".join(capsys.readouterr().out.split())
