@@ -99,3 +99,47 @@ def snapshot_state(**config_changes):
         section, key = dotted.split("__")
         setattr(getattr(config, section), key, value)
     return WizardState(config=config)
+
+
+class ExportBackend(FixedBackend):
+    """FixedBackend with canned GGUF exports for the Export screen's scenes and Pilot tests: no model is merged,
+    written or run here (tests/test_export_gain.py and tests/test_export_gguf*.py do that for real). Sizes are
+    the embedded model's estimates (core/export/sizes.py: SmolLM2-135M, the sample run's adapter); the check
+    says the file keeps 96 % of a 1 nat/token gain and moves KL 0.03, what a q4_k_m normally does."""
+
+    MIB = 2 ** 20
+    SIZES = {"f16": 258.3, "q8_0": 138.1, "q6_k": 132.0, "q5_k_m": 102.3, "q4_k_m": 100.6, "q4_0": 87.5,
+             "gguf_adapter": 9.3}
+    BASE_FILE = Path("~/.cache/lora_tui/gguf-bases/SmolLM2-135M-Instruct-f16.gguf")
+
+    def __init__(self, out: Path | None = None, gpu: bool = True) -> None:
+        super().__init__(gpu)
+        self.out = Path(out) if out else Path("runs/capn-lora-demo")
+        self.written: list[tuple[str, str | None, bool]] = []  # (format, option, overwrite) of each write
+
+    def export_sizes(self, run) -> dict:
+        return {name: int(mib * self.MIB) for name, mib in self.SIZES.items()}
+
+    def write_export(self, run, name, option=None, overwrite=False, on_progress=None):
+        from types import SimpleNamespace
+
+        self.written.append((name, option, overwrite))
+        folder = self.out / "gguf"
+        if name == "gguf_adapter":  # gguf_adapter.write_adapter_gguf's info: the LoRA file on its shared base file
+            return SimpleNamespace(path=folder / "capn-lora-demo-lora.gguf", base_path=self.BASE_FILE,
+                                   modelfile=folder / "Modelfile-lora")
+        return folder / f"capn-lora-demo-{option}.gguf"
+
+    def verify_export(self, run, artefact, gguf_file=None, on_progress=None, lora=None):
+        from lora_tui.core.export.check import AnswerPair, RoundTrip
+        from lora_tui.core.export.gain import judge
+
+        gguf_type = self.written[-1][1] or "f16" if self.written else "f16"
+        rows = [[-3.0, -2.0, -1.0]] * 8  # the fine-tune's gain is 1 nat/token; the file keeps 96 % of it
+        judgement = judge(rows, [[r + 1.0 for r in row] for row in rows], [[r + 0.96 for r in row] for row in rows],
+                          [[0.03] * 3] * 8, [[True, True, False]] * 8, gguf_type=gguf_type)
+        answer = "Ahoy! A map scale tells you how far one step on paper goes on the ground. — Cap'n LoRA"
+        return RoundTrip(str(lora or artefact), "gguf", [AnswerPair("How do I read a map scale?", answer, answer,
+                                                                    reference_ids=[1], artefact_ids=[1])],
+                         -1.0, -1.04, 24, 0.667, True, "", True, "<|im_end|>", ["<|im_end|>"],
+                         runtime="llama.cpp, xllamacpp (canned)", gguf_type=gguf_type, judgement=judgement)

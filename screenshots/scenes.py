@@ -133,6 +133,34 @@ async def _export(pilot) -> None:
     await settle(pilot, lambda: app.current_mode == "export" and bool(app.screen._summary_data), "the export summary")
 
 
+def _export_app():
+    """The demo run with canned GGUF exports (screenshots/fixed.py ExportBackend): the chooser and the verdict."""
+    from lora_tui.ui.app import make_app
+    from screenshots.fixed import ExportBackend
+
+    return make_app(run=DEMO_RUN, state=snapshot_state(), backend=ExportBackend())
+
+
+async def _export_gguf_types(pilot) -> None:
+    """g: every GGUF type and the LoRA GGUF, each with its size before writing."""
+    app = pilot.app
+    await _export(pilot)
+    await settle(pilot, lambda: bool(app.screen._sizes), "the size estimates")
+    await pilot.press("g")
+    await settle(pilot, lambda: type(app.screen).__name__ == "GGUFChoice", "the GGUF types with their sizes")
+
+
+async def _export_verdict(pilot) -> None:
+    """q4_k_m written and checked: the verdict table (gain kept, KL, same top token, template, stop token)."""
+    from textual.widgets import Static
+
+    app = pilot.app
+    await _export_gguf_types(pilot)
+    await pilot.press("down", "down", "down", "enter")
+    await settle(pilot, lambda: type(app.screen).__name__ == "ExportScreen" and not app.screen._busy
+                 and "PASS" in str(app.screen.query_one("#export-text", Static).render()), "the verdict table")
+
+
 SCENES: dict[str, tuple[Callable, Callable[..., Awaitable[None]]]] = {
     "model": (_model_app, _model),
     "hardware": (_model_app, _hardware),
@@ -147,4 +175,6 @@ SCENES: dict[str, tuple[Callable, Callable[..., Awaitable[None]]]] = {
     "chat_compare": (_run_app, lambda pilot: _chat(pilot, compare=True)),
     "chat_base": (_run_app, _chat_base),
     "export": (_run_app, _export),
+    "export_gguf_types": (_export_app, _export_gguf_types),
+    "export_verdict": (_export_app, _export_verdict),
 }

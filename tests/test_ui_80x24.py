@@ -157,8 +157,8 @@ def test_round_trip_answers_are_whole_at_80_columns(tmp_path):
         def export_sizes(self, run):
             return {"q8_0": 144 * 2**20}
 
-        def export_gguf(self, run, gguf_type="q8_0", overwrite=False, on_progress=None):
-            path = tmp_path / "gguf" / f"demo-{gguf_type}.gguf"
+        def write_export(self, run, name, option=None, overwrite=False, on_progress=None):
+            path = tmp_path / "gguf" / f"demo-{option}.gguf"
             path.parent.mkdir(exist_ok=True)
             path.write_bytes(b"GGUF")
             return path

@@ -7,39 +7,26 @@ import asyncio
 
 import pytest
 
-from screenshots.fixed import FixedBackend
+from screenshots.fixed import ExportBackend
 from tests.support.ui import export_screen
 from tests.support.wait import until
 
 pytestmark = pytest.mark.timeout(300)
 
 
-class HubBackend(FixedBackend):
+class HubBackend(ExportBackend):
     def __init__(self, tmp_path) -> None:
-        super().__init__()
-        self.tmp_path, self.pushed = tmp_path, []
+        super().__init__(out=tmp_path)
+        self.tmp_path, self.pushed, self.checked = tmp_path, [], []
 
-    def export_sizes(self, run):
-        return {"f16": 270 * 2**20, "q8_0": 144 * 2**20, "q6_k": 138 * 2**20, "q5_k_m": 113 * 2**20,
-                "q4_k_m": 105 * 2**20, "q4_0": 92 * 2**20, "gguf_adapter": 9 * 2**20}
+    def export_summary(self, run) -> dict:
+        lora = self.tmp_path / "gguf" / "capn-lora-demo-lora.gguf"  # recorded once it has been written
+        return {**super().export_summary(run),
+                **({"gguf_adapter": [{"path": str(lora), "bytes": 9 * 2**20}]} if self.written else {})}
 
-    def export_gguf(self, run, gguf_type="q8_0", overwrite=False, on_progress=None):
-        self.written = gguf_type
-        path = self.tmp_path / "gguf" / f"demo-{gguf_type}.gguf"
-        path.parent.mkdir(exist_ok=True)
-        path.write_bytes(b"GGUF")
-        return path
-
-    def verify_export(self, run, artefact, gguf_file=None, on_progress=None):
-        from lora_tui.core.export.check import AnswerPair, RoundTrip
-        from lora_tui.core.export.gain import judge
-
-        rows = [[-3.0, -2.0, -1.0]] * 8  # the fine-tune's gain is 1 nat/token; the file keeps 96 % of it
-        judgement = judge(rows, [[r + 1.0 for r in row] for row in rows], [[r + 0.96 for r in row] for row in rows],
-                          [[0.03] * 3] * 8, [[True, True, False]] * 8, gguf_type=self.written)
-        return RoundTrip(str(artefact), "gguf", [AnswerPair("Hi?", "Ahoy!", "Ahoy!", True, True, [1], [1])],
-                         -1.0, -1.04, 24, 0.667, True, "", True, "<|im_end|>", ["<|im_end|>"],
-                         runtime="llama.cpp, xllamacpp test", gguf_type=self.written, judgement=judgement)
+    def verify_export(self, run, artefact, gguf_file=None, on_progress=None, lora=None):
+        self.checked.append((str(artefact), gguf_file, str(lora) if lora else None))
+        return super().verify_export(run, artefact, gguf_file, on_progress, lora)
 
     def upload_plan(self, run, repo_id, kind="adapter"):
         from lora_tui.core.export.hub import UploadPlan
@@ -68,13 +55,13 @@ def test_gguf_button_shows_the_check_and_push_asks_first(tmp_path):
             await until(pilot, lambda: type(app.screen).__name__ == "GGUFChoice", what="the GGUF types")
             listed = app.screen.query_one(OptionList)
             shown = [str(listed.get_option_at_index(i).prompt) for i in range(listed.option_count)]
-            assert [s.split()[0] for s in shown] == [*GGUF_TYPES, "lora"] and "~105.0 MiB" in shown[4], shown
-            assert "the adapter alone" in shown[-1] and "~9.0 MiB" in shown[-1]  # the LoRA GGUF, on the f16 base
+            assert [s.split()[0] for s in shown] == [*GGUF_TYPES, "lora"] and "~100.6 MiB" in shown[4], shown
+            assert "the adapter alone" in shown[-1] and "~9.3 MiB" in shown[-1]  # the LoRA GGUF, on the f16 base
             assert listed.highlighted == 1 and "default" in shown[1]
             await pilot.press("down", "down", "down", "enter")  # q4_k_m
             text = lambda: str(app.screen.query_one("#export-text", Static).render())  # noqa: E731
             await until(pilot, lambda: "PASS" in text(), what="the verdict table")
-            assert backend.written == "q4_k_m"
+            assert backend.written == [("gguf", "q4_k_m", False)]
             for shown in ("keeps 96 % (96-96 %) of what training taught; moves as much as a q4_k_m normally does",
                           "Gain kept", "KL from adapter", "Same top token", "Chat template", "Stop token",
                           "GGUF artefact in llama.cpp"):
@@ -93,5 +80,46 @@ def test_gguf_button_shows_the_check_and_push_asks_first(tmp_path):
                 await until(pilot, lambda: "nothing was sent" in result() if answer == "escape" else "Uploaded" in result(),
                             what="the push outcome")
             assert backend.pushed == ["me/demo"]
+
+    asyncio.run(scenario())
+
+
+def test_the_lora_gguf_is_written_by_the_table_and_checked_applied_on_its_base(tmp_path):
+    """The chooser's last row: the LoRA GGUF goes through formats.py's writer like every type, its check runs with
+    the adapter applied on the shared f16 base file (lora=), and once recorded it asks before writing it again."""
+    from textual.widgets import Static
+
+    backend = HubBackend(tmp_path)
+    lora = tmp_path / "gguf" / "capn-lora-demo-lora.gguf"
+
+    async def scenario():
+        async with export_screen(tmp_path, backend) as pilot:
+            app = pilot.app
+            screen = app.screen
+            await until(pilot, lambda: screen._sizes, what="the size estimates")
+            text = lambda: str(screen.query_one("#export-text", Static).render())  # noqa: E731
+            result = lambda: str(screen.query_one("#export-result", Static).render())  # noqa: E731
+            await pilot.press("g")
+            await until(pilot, lambda: type(app.screen).__name__ == "GGUFChoice", what="the GGUF types")
+            await pilot.press("end", "enter")
+            await until(pilot, lambda: "PASS" in text() and not screen._busy, what="the LoRA GGUF's verdict")
+            base = backend.BASE_FILE
+            assert backend.written == [("gguf_adapter", None, False)]
+            assert backend.checked == [(str(base.parent), base.name, str(lora))]
+            assert "Gain kept" in text() and "Stop token" in text(), text()
+            assert f"✓ GGUF lora: {lora}" in result() and "ollama create my-model -f Modelfile-lora" in result(), result()
+            await until(pilot, lambda: screen._summary_data.get("gguf_adapter"), what="the recorded LoRA GGUF")
+            for answer in ("escape", "y"):
+                await pilot.press("g")
+                await until(pilot, lambda: type(app.screen).__name__ == "GGUFChoice", what="the GGUF types")
+                await pilot.press("end", "enter")
+                await until(pilot, lambda: getattr(app.screen, "title_text", "") == "Replace the LoRA GGUF?",
+                            what="the replace question")
+                await pilot.press(answer)
+                await until(pilot, lambda: app.screen is screen, what="the export screen")
+                if answer == "escape":
+                    assert not screen._busy and len(backend.written) == 1  # no: nothing written
+            await until(pilot, lambda: len(backend.checked) == 2 and not screen._busy, what="the second check")
+            assert backend.written == [("gguf_adapter", None, False), ("gguf_adapter", None, True)]
 
     asyncio.run(scenario())

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.timeout(300)
 
 SIZES = {"80x24": (80, 24), "120x40": (120, 40)}
 MAIN = ["model", "hardware", "dataset", "parameters", "training", "chat", "export"]
-EXTRA = ["hardware_fixes", "dataset_findings", "dataset_lengths", "file_picker", "chat_compare", "chat_base"]
+EXTRA = ["hardware_fixes", "dataset_findings", "dataset_lengths", "file_picker", "chat_compare", "chat_base",
+         "export_gguf_types", "export_verdict"]
 
 
 @pytest.fixture(autouse=True)

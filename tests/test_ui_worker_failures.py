@@ -146,8 +146,8 @@ class Recorded(FixedBackend):
         self.calls.append(("zip", overwrite))
         return self.tmp_path / "adapter.zip"
 
-    def export_gguf(self, run, gguf_type="q8_0", overwrite=False, on_progress=None):
-        self.calls.append(("gguf", overwrite))
+    def write_export(self, run, name, option=None, overwrite=False, on_progress=None):
+        self.calls.append((name, overwrite))
         raise RuntimeError("llama.cpp's converter is missing (fix: pip install gguf)")
 
 
@@ -163,10 +163,11 @@ def test_export_asks_before_replacing_and_no_leaves_everything(tmp_path):
             screen = app.screen
             await until(pilot, lambda: screen._summary_data.get("zip"), what="the summary")
             result = lambda: str(screen.query_one("#export-result", Static).render())  # noqa: E731
-            for key, name, title, done in (("z", "zip", "Replace the zip?", "✓ Zipped"),
-                                           ("g", "gguf", "Replace the GGUF?", "✗ llama.cpp's converter is missing")):
+            for keys, name, title, done in ((("z",), "zip", "Replace the zip?", "✓ Zipped"),
+                                            (("g", "enter"), "gguf", "Replace the GGUF?",  # the chooser: q8_0
+                                             "✗ llama.cpp's converter is missing")):
                 for answer in ("escape", "y"):
-                    await pilot.press(key)
+                    await pilot.press(*keys)
                     await until(pilot, lambda: getattr(app.screen, "title_text", "") == title, what=title)
                     await pilot.press(answer)
                     await until(pilot, lambda: app.screen is screen, what="the export screen again")

@@ -263,13 +263,6 @@ class Backend:
         with _MODEL_LOCK:
             return merge_adapter(run.path, out, dtype=dtype, overwrite=overwrite, on_progress=on_progress)
 
-    def export_gguf(self, run, gguf_type: str | None = None, overwrite: bool = False, on_progress: Progress | None = None):
-        from lora_tui.core.export.formats import export_format
-
-        warm_imports()
-        with _MODEL_LOCK:
-            return export_format("gguf").write(run.path, option=gguf_type, overwrite=overwrite, on_progress=on_progress)
-
     def export_sizes(self, run) -> dict:
         """Estimated bytes of each GGUF type of the run's base model, before anything is written."""
         from lora_tui.core.config import load_config

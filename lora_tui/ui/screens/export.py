@@ -286,10 +286,11 @@ class ExportScreen(WizardScreen):
         check = self._check(run, result, None, progress)
         self.post_message(ExportDone("merge", result, details={"out": out, "check": check}))
 
-    def _check(self, run, artefact, gguf_file, progress):
+    def _check(self, run, artefact, gguf_file, progress, lora=None):
         """The round-trip check; its failure to run is reported, never raised over the written export."""
         try:
-            return self.backend.verify_export(run, artefact, gguf_file=gguf_file, on_progress=progress)
+            return self.backend.verify_export(run, artefact, gguf_file=gguf_file, on_progress=progress,
+                                              **({"lora": lora} if lora else {}))
         except Exception as exc:
             return plain_error(exc)
 
@@ -299,42 +300,33 @@ class ExportScreen(WizardScreen):
         written = {g.get("type") for g in self._summary_data.get("gguf") or []}
         written |= {f.name for f in GROUPED if self._summary_data.get(f.name)}
 
-        def chosen(gguf_type: str | None) -> None:
-            if not gguf_type:
+        def chosen(choice: str | None) -> None:
+            if not choice:
                 return
-            if gguf_type in {f.name for f in GROUPED}:
-                existing = self._summary_data.get(gguf_type) or []
-                ask = Confirm("Replace the LoRA GGUF?", f"{existing[0]['path']} exists. Write it again?",
-                              yes="Replace") if existing else None
-                self._export(self._grouped, self.state.run, gguf_type, bool(existing), ask=ask,
-                             working="LoRA GGUF: writing the adapter (and the base once)…")
-                return
-            existing = [g for g in self._summary_data.get("gguf") or [] if g.get("type") == gguf_type]
-            ask = Confirm("Replace the GGUF?", f"{existing[0]['path']} exists. Write it again?", yes="Replace") \
+            # a GGUF type of the merged model, or a format of its own offered here (the LoRA GGUF)
+            name, option = (choice, None) if choice in {f.name for f in GROUPED} else ("gguf", choice)
+            existing = [g for g in self._summary_data.get(name) or [] if option is None or g.get("type") == option]
+            what = "the LoRA GGUF" if option is None else "the GGUF"
+            ask = Confirm(f"Replace {what}?", f"{existing[0]['path']} exists. Write it again?", yes="Replace") \
                 if existing else None
-            self._export(self._gguf, self.state.run, gguf_type, bool(existing), ask=ask,
-                         working=f"GGUF {gguf_type}: loading and merging…")
+            working = "LoRA GGUF: writing the adapter (and the base once)…" if option is None else \
+                f"GGUF {option}: loading and merging…"
+            self._export(self._gguf, self.state.run, name, option, bool(existing), ask=ask, working=working)
 
         self.app.push_screen(GGUFChoice(self._sizes, written), chosen)
 
     @thread_worker("export")
-    def _gguf(self, run, gguf_type: str, overwrite: bool) -> None:
+    def _gguf(self, run, name: str, option: str | None, overwrite: bool) -> None:
+        """Any GGUF of the table (formats.py): its writer, then its check on what was written (a LoRA GGUF is
+        checked applied on its base file, in llama.cpp)."""
         progress = lambda text, fraction: self.post_message(WorkProgress("gguf", text, fraction))  # noqa: E731
-        path = self.backend.export_gguf(run, gguf_type, overwrite=overwrite, on_progress=progress)
-        check = self._check(run, path.parent, path.name, progress)
-        self.post_message(ExportDone("gguf", path, details={"check": check, "type": gguf_type}))
-
-    @thread_worker("export")
-    def _grouped(self, run, name: str, overwrite: bool) -> None:
-        progress = lambda text, fraction: self.post_message(WorkProgress("gguf", text, fraction))  # noqa: E731
-        info = self.backend.write_export(run, name, overwrite=overwrite, on_progress=progress)
-        artefact, gguf_file, lora = export_format(name).check_target(info)
-        try:
-            check = self.backend.verify_export(run, artefact, gguf_file=gguf_file, on_progress=progress, lora=lora)
-        except Exception as exc:
-            check = plain_error(exc)
-        self.post_message(ExportDone("gguf", info.path, details={"check": check, "type": "lora",
-                                                                 "modelfile": info.modelfile.name}))
+        written = self.backend.write_export(run, name, option=option, overwrite=overwrite, on_progress=progress)
+        artefact, gguf_file, lora = export_format(name).check_target(written)
+        check = self._check(run, artefact, gguf_file, progress, lora=lora)
+        path = getattr(written, "path", written)
+        modelfile = getattr(written, "modelfile", None)
+        self.post_message(ExportDone("gguf", path, details={"check": check, "type": option or "lora",
+                                                            "modelfile": modelfile.name if modelfile else None}))
 
     def action_push(self) -> None:
         if self._refuse():
@@ -368,7 +360,6 @@ class ExportScreen(WizardScreen):
         self.post_message(ExportDone("push", self.backend.push(plan)))
 
     FAILED_AS = {"_summary": "summary", "_estimate": "sizes", "_zip": "zip", "_merge": "merge", "_gguf": "gguf",
-                 "_grouped": "gguf",
                  "_push_plan": "push", "_push": "push"}  # worker -> the ExportDone its failure reads as
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
