@@ -257,8 +257,9 @@ def _cpu_points(matrix, model_dir: str, label: str = "SmolLM2-135M (embedded)") 
     for quant, r, batch, seq, gc, *mode in matrix:
         batching = mode[0] if mode else "grouped"
         dtype = mode[1] if len(mode) > 1 else "float32"
+        # batch_shapes=1: the child's rows are all one length, so every micro-batch has the same matmul shapes
         plan = MemoryPlan(dims, quant=quant, r=r, batch=batch, seq_len=seq, grad_checkpointing=gc, device="cpu",
-                          batching=batching, dtype=dtype)
+                          batching=batching, dtype=dtype, batch_shapes=1)
         est = estimate_memory(plan)
         spec = {"path": model_dir, "tokenizer": model_dir, "device": "cpu", "dtype": dtype, "quant": quant,
                 "r": r, "batch": batch, "seq_len": seq, "gc": gc, "targets": dims.target_modules("all-linear"),

@@ -167,7 +167,9 @@ def test_cpu_load_peak_when_the_checkpoint_is_converted():
     from lora_tui.core.plan.memory import CPU_IMPORTS_BYTES
 
     dims = dataclasses.replace(TINY, stored_dtype="float32", checkpoint_bytes=400 * 1024**2)
-    bf16 = estimate_memory(MemoryPlan(dims, device="cpu", dtype="bfloat16", seq_len=16, batch=1))
+    # batch_shapes=1: the measured run's rows were all one length (a long run of varied rows peaks in training,
+    # oneDNN's kernel cache full: memory.ONEDNN_CACHE_KERNELS)
+    bf16 = estimate_memory(MemoryPlan(dims, device="cpu", dtype="bfloat16", seq_len=16, batch=1, batch_shapes=1))
     assert bf16.total_bytes == CPU_IMPORTS_BYTES + 400 * 1024**2 + bf16.breakdown["base_weights"]
     assert "mapped_checkpoint" in bf16.breakdown
     fp32 = estimate_memory(MemoryPlan(dims, device="cpu", dtype="float32", seq_len=16, batch=1))
@@ -408,3 +410,28 @@ def test_plan_counts_liger_where_the_run_uses_it(monkeypatch):
     assert plan_from_config(config, gpu, device="cuda").liger
     assert not plan_from_config(apply_overrides(config.copy(), ["training.kernels=none"]), gpu, device="cuda").liger
     assert not plan_from_config(config, gpu, device="cpu").liger
+
+
+def test_cpu_bf16_counts_onednn_kernels_per_new_batch_shape_up_to_its_caches():
+    """CPU bf16 matmuls go through oneDNN, which keeps a compiled kernel per new matmul shape (memory.ONEDNN_*):
+    the term grows with the run's distinct micro-batch shapes until the caches are full; fp32 (MKL) and CUDA
+    keep none. The figures were measured (benchmarks/family_matrix.py: a tiny Llama's bf16 run grew ~20 MiB a
+    micro-batch, flat in fp32 or with the caches at one kernel); the arithmetic is checked here."""
+    from lora_tui.core.config import Config, apply_overrides
+    from lora_tui.core.plan import memory
+    from lora_tui.core.plan.memory_plan import plan_from_config
+
+    def kernels(**changes):
+        plan = MemoryPlan("SmolLM2-135M", device="cpu", batch=4, seq_len=128, **{"dtype": "bfloat16", **changes})
+        return estimate_memory(plan).breakdown.get("kernel_cache", 0)
+
+    one, ten = kernels(batch_shapes=1), kernels(batch_shapes=10)
+    assert 0 < one and ten == 10 * one
+    assert kernels() == kernels(batch_shapes=10_000) == memory.ONEDNN_CACHE_KERNELS * memory.ONEDNN_KERNEL_BYTES
+    assert kernels(dtype="float32") == 0
+    assert "kernel_cache" not in estimate_memory(MemoryPlan("SmolLM2-135M", device="cuda")).breakdown
+    # a run of max_steps takes max_steps x its micro-batches per step; a run of epochs is a long run
+    config = apply_overrides(Config(), ["model.name=SmolLM2-135M", "training.max_steps=6", "training.micro_batch=4",
+                                        "training.grad_accum=2", "training.gradient_checkpointing=off"])
+    assert plan_from_config(config, None, device="cpu").batch_shapes == 12
+    assert plan_from_config(apply_overrides(config, ["training.max_steps=-1"]), None, device="cpu").batch_shapes is None

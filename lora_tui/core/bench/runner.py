@@ -43,6 +43,7 @@ DEFAULT_STEPS = 12
 # Dense bf16 TFLOP/s by GPU name: H200 measured (~790 of the 989 published); others published.
 PEAK_TFLOPS = {"H200": 790.0, "H100": 790.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
 
+
 class BenchError(ValueError):
     """Bad input for a bench (model, data, arm, steps): the message says what and how to fix it."""
 

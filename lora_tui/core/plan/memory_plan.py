@@ -110,7 +110,18 @@ def plan_from_config(config: Config, hardware=None, model: str | None = None, de
         **_memory_engine(engine),
         liger=_uses_liger(config, device),
         **_method_fields(config),
+        batch_shapes=_run_micro_batches(config, batch["batch"], batching == "token_budget"),
     )
+
+
+def _run_micro_batches(config: Config, batch: int, budget: bool) -> int | None:
+    """Micro-batches a run of ``training.max_steps`` takes (each brings new matmul shapes: memory.batch_shapes);
+    None for a run of epochs, whose length depends on the data (the estimate then assumes a long run)."""
+    t = config.training
+    if t.max_steps <= 0:
+        return None
+    per_step = t.grad_accum if budget else -(-(t.micro_batch or AUTO_BASE) * t.grad_accum // max(1, batch))
+    return t.max_steps * max(1, per_step)
 
 
 def _method_fields(config: Config) -> dict:
