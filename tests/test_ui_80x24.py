@@ -125,8 +125,9 @@ def test_a_long_toast_is_read_whole():
 
     async def check(pilot, app):
         app.notify(message, title="Training not started", severity="error", timeout=30)
-        await until(pilot, lambda: app.screen.query("Toast"), what="the toast")
-        await pilot.pause(0.3)
+        await until(pilot, lambda: app.screen.query("Toast") and app.screen.query_one("Toast").region.area,
+                    what="the toast laid out")
+        await pilot.wait_for_scheduled_animations()
         toast = app.screen.query_one("Toast")
         assert toast.region.right <= 80 and toast.region.bottom <= 24, toast.region
         assert words(message) in words(on_screen(toast, toast.content_region))

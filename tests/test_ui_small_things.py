@@ -14,6 +14,7 @@ from textual.widgets import Footer, TabbedContent
 
 from screenshots.fixed import FakeChatSession, FixedBackend, snapshot_state
 from screenshots.make_demo_run import write_demo_run
+from screenshots.scenes import settle
 from tests.conftest import REPO
 from tests.support.ui import on_screen, run_scene, words
 from tests.support.wait import until
@@ -148,8 +149,9 @@ def _training_header(tmp_path, change, check) -> None:
     async def go():
         app = make_app(run=str(run), state=snapshot_state(), backend=FixedBackend())
         async with app.run_test(size=(80, 24)) as pilot:
-            await until(pilot, lambda: app.current_mode == "training" and app.screen.run_state != "missing")
-            await pilot.pause(0.3)
+            # the run read, every worker but the run's follower done, and what they posted painted
+            await settle(pilot, lambda: app.current_mode == "training" and app.screen.run_state != "missing",
+                         "the Training step's header for the changed run")
             check(app, words(on_screen(app.screen.query_one("#run-header"))),
                   words(on_screen(app.screen.query_one("#outcome"))))
 
