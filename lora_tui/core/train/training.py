@@ -10,6 +10,7 @@ reads the stop request from it. Heavy libraries are imported inside functions.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shlex
@@ -20,11 +21,29 @@ import threading
 import time
 from pathlib import Path
 
-from lora_tui.core.train import distributed, exact_resume, run_guard, run_progress
-from lora_tui.core.train.setup import TrainingFailure, build_model, data_sha256, trainer_arguments  # noqa: F401 (tests)
+# lora_tui's own modules load no heavy library (none imports torch, transformers, trl, peft or datasets at its
+# top), so they are imported here. Those libraries are imported inside the functions that use them: trainer_main
+# imports this module before engine.prefer_huge_pages() has run (it must run before torch loads), and the wizard's
+# data_lengths imports it to measure rows (torch stays out of the wizard's first paint).
 from lora_tui.core.config import Config, load_config
+from lora_tui.core.data import ChatFormatter, DataError, load_examples
+from lora_tui.core.data.load import hold_out, skipped_summary, validation_line
+from lora_tui.core.data.records import row_unit
+from lora_tui.core.export.hub import make_adapter_portable
+from lora_tui.core.machine import hardware as machine  # probe_hardware read through the module: patchable in tests
+from lora_tui.core.model.models import ModelSourceError, load_tokenizer, resolve_model_path
+from lora_tui.core.plan import memory_record
+from lora_tui.core.plan.engine_choice import DeviceFacts, engine_fields
+from lora_tui.core.plan.family_rules import family_problem
+from lora_tui.core.plan.memory_plan import batch_for_run
+from lora_tui.core.plan.run_plan import PlanError, choose_engine, plan_from_env, plan_run
 from lora_tui.core.run.checkpoints import choose_checkpoint
+from lora_tui.core.run.claim import targets_changed
+from lora_tui.core.run.model_card import write_model_card
 from lora_tui.core.run.runs import CHECKPOINT_MARKER, RunDirectory, file_sha256
+from lora_tui.core.train import distributed, engine, exact_resume, preference, probe, run_guard, run_progress
+from lora_tui.core.train.setup import TrainingFailure, build_model, data_sha256, trainer_arguments  # noqa: F401 (tests)
+from lora_tui.core.train.tracking import missing_trackers
 
 OOM_FIX = ("Fixes, most effective first: load the base in 4-bit (model.load_in=4bit), turn on gradient "
            "checkpointing (training.gradient_checkpointing=true), lower training.micro_batch and raise "
@@ -45,12 +64,8 @@ def pick_device() -> tuple[str, bool]:
 
 def build_datasets(config: Config, tokenizer):
     """Tokenised train / eval datasets with explicit labels, plus facts for the started event."""
-    from lora_tui.core.data import DataError
-
     try:
         if config.training.method != "sft":  # dpo / kto: token ids of prompts and answers
-            from lora_tui.core.train import preference
-
             return preference.build_datasets(config, tokenizer)
         return _build_datasets(config, tokenizer)
     except DataError as exc:
@@ -59,10 +74,6 @@ def build_datasets(config: Config, tokenizer):
 
 def _build_datasets(config: Config, tokenizer):
     from datasets import Dataset
-
-    from lora_tui.core.data import ChatFormatter, load_examples
-    from lora_tui.core.data.load import hold_out, skipped_summary, validation_line
-    from lora_tui.core.data.records import row_unit
 
     max_len = config.data.max_seq_len
     subset = config.data.subset
@@ -113,19 +124,14 @@ def _build_datasets(config: Config, tokenizer):
 def sft_config(config: Config, run: RunDirectory, device: str, precision: str, has_eval: bool, choice=None):
     from trl import SFTConfig
 
-    from lora_tui.core.plan.run_plan import choose_engine
-    from lora_tui.core.train.engine import sft_engine_kwargs
-
     choice = choice or choose_engine(config, device)
     kwargs = trainer_arguments(config, run, device, precision, has_eval, choice)
-    kwargs.update(sft_engine_kwargs(choice, config.data.max_seq_len))  # batching mode, Liger kernels
+    kwargs.update(engine.sft_engine_kwargs(choice, config.data.max_seq_len))  # batching mode, Liger kernels
     return SFTConfig(**kwargs)
 
 
 def _make_callback(run: RunDirectory, stop_flag: threading.Event, config: Config):
     from transformers import TrainerCallback
-
-    from lora_tui.core.train.preference import metric_fields
 
     class RunEvents(TrainerCallback):
         """Turns trainer progress into run-directory events; turns a stop request into a graceful stop."""
@@ -165,13 +171,13 @@ def _make_callback(run: RunDirectory, stop_flag: threading.Event, config: Config
                               loss=logs.get("loss"), lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
                               tokens_per_s=round(rate, 2) if rate else None, tokens_seen=tokens,
                               elapsed_s=round(elapsed, 2), eta_s=round(eta, 1) if eta is not None else None,
-                              **metric_fields(logs))  # dpo / kto: reward margin, accuracy, log-probabilities
+                              **preference.metric_fields(logs))  # dpo / kto: reward margin, accuracy, log-probabilities
                 run.append_event("step", **fields)
                 run.write_status("running", **{k: fields[k] for k in ("step", "max_steps", "epoch", "loss", "tokens_per_s", "eta_s")})
             if "eval_loss" in logs:
                 loss = logs["eval_loss"]
                 run.append_event("eval", step=state.global_step, phase=self.eval_phase, eval_loss=loss, perplexity=_ppl(loss),
-                                 **metric_fields(logs, "eval_"))
+                                 **preference.metric_fields(logs, "eval_"))
                 run.write_status(run.read_status().get("state", "running"), eval_loss=loss,
                                  **({"eval_reward_accuracy": logs["eval_rewards/accuracies"]}
                                     if logs.get("eval_rewards/accuracies") is not None else {}))
@@ -213,9 +219,7 @@ def _ppl(loss: float | None) -> float | None:
 
 def _start_system_sampler(run: RunDirectory, stop: threading.Event, interval: float = 5.0) -> threading.Thread:
     def loop() -> None:
-        from lora_tui.core.machine.hardware import SystemSampler
-
-        sampler = SystemSampler(os.getpid())
+        sampler = machine.SystemSampler(os.getpid())
         while not stop.wait(interval):
             try:
                 run.append_event("system", **sampler.sample())
@@ -236,8 +240,6 @@ def save_adapter(model, tokenizer, run: RunDirectory) -> Path:
         trained = ["default"] if "ref" in (getattr(model, "peft_config", None) or {}) else None
         model.save_pretrained(tmp, safe_serialization=True, selected_adapters=trained)
         tokenizer.save_pretrained(tmp)
-        from lora_tui.core.export.hub import make_adapter_portable  # hub id, not this machine's cache path
-
         make_adapter_portable(tmp, load_config(run.config_path).model.name)
     except BaseException:  # e.g. disk full: no half adapter folder left behind
         shutil.rmtree(tmp, ignore_errors=True)
@@ -261,9 +263,7 @@ def run_training(run: RunDirectory, resume: bool = False) -> str:
         run_guard.start(run)  # space reserve: the last words are written even on a full disk
     sampler_stop = threading.Event()
     run.write_status("starting", pid=distributed.owner_pid(), message="loading")
-    from lora_tui.core.train.engine import prefer_huge_pages
-
-    prefer_huge_pages()  # before torch is imported
+    engine.prefer_huge_pages()  # before torch is imported
     try:
         return _train(run, resume, stop_flag, sampler_stop)
     except TrainingFailure as exc:
@@ -285,8 +285,6 @@ def _explain(exc: BaseException) -> tuple[str, str]:
     text = f"{type(exc).__name__}: {exc}"
     if "out of memory" in text.lower() or type(exc).__name__ == "OutOfMemoryError":
         return "Out of memory.", OOM_FIX
-    from lora_tui.core.model.models import ModelSourceError
-
     if isinstance(exc, ModelSourceError):
         return str(exc), ""
     first = text.splitlines()[0][:500]
@@ -297,15 +295,9 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     import torch
     from trl import SFTTrainer
 
-    from lora_tui.core.model.models import load_tokenizer
-
     config = load_config(run.config_path)
-    from lora_tui.core.train.tracking import missing_trackers
-
     if missing := missing_trackers(config.training.report_to):  # before minutes of loading, not at step 1
         raise TrainingFailure(missing[0])
-    from lora_tui.core.plan.family_rules import family_problem
-
     if problem := family_problem(config):  # config.yaml edited after the launch refused it: the same line
         raise TrainingFailure(problem)
     device, bf16_ok = pick_device()
@@ -317,17 +309,13 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     if resume and checkpoint is None and run.checkpoints_dir.exists():
         run.append_event("log", level="warning", message="No complete checkpoint found: starting from step 0.")
 
-    from lora_tui.core.train import engine
-    from lora_tui.core.plan import memory_record
-    from lora_tui.core.machine.hardware import probe_hardware
-
     run_progress.phase(run, "reading the data")  # the silences before step 1 say what they are (issue 24)
     tokenizer = load_tokenizer(config.model.name, config.model.trust_remote_code, config.model.revision)
     train_ds, eval_ds, data_facts = build_datasets(config, tokenizer)
     # The plan's rows are no longer than the data's longest (short data: no needless checkpointing); estimate
     # and the wizard measure the same (core/train/data_lengths.py).
     longest = longest_row(train_ds, eval_ds)
-    hardware = probe_hardware()
+    hardware = machine.probe_hardware()
     capability = torch.cuda.get_device_capability(0) if device == "cuda" else None
     # The run plan: decided once (a resume keeps the first start's batches; every rank takes the supervisor's)
     choice = plan_for_run(run, config, hardware, device, resume, longest, capability, bf16_ok)
@@ -340,10 +328,6 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
                                                        lengths=train_ds["length"])  # padding-free: the heaviest draw
     if data_facts["train"].get("skipped"):
         run.append_event("log", level="warning", message=f"{config.data.train}: {data_facts['train']['skipped']}")
-    from lora_tui.core.train import probe
-
-    from lora_tui.core.train import preference
-
     preferring = config.training.method != "sft"  # dpo / kto: TRL's preference trainers (core/train/preference.py)
     # training.probe: Liger is left to the probe (patched in only where it pays), see core/train/probe.py
     liger_deferred = not preferring and probe.defer_liger(config, choice, device, distributed.world_size())
@@ -378,8 +362,6 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
             if param.requires_grad:
                 param.data = param.data.float()
     method = {"16bit": "LoRA", "8bit": "LoRA-8bit", "4bit": "QLoRA"}[config.model.load_in]
-    from lora_tui.core.model.models import resolve_model_path
-
     # The memory-for-speed choices measured on this model and data before step 1 (core/train/probe.py).
     probed = None if preferring else probe.for_run(  # dpo / kto: the estimate decides
         run, trainer, config, choice, device, resume=resume, hardware=hardware, train_dataset=train_ds,
@@ -438,10 +420,6 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
 
 def _check_checkpoint_targets(run: RunDirectory, checkpoint: Path, config: Config, targets: list[str]) -> None:
     """A resume whose lora.targets changed would fail inside the optimizer's load_state_dict: say which setting."""
-    import json
-
-    from lora_tui.core.run.claim import targets_changed
-
     try:
         saved = json.loads((checkpoint / "adapter_config.json").read_text(encoding="utf-8")).get("target_modules")
     except (OSError, ValueError):
@@ -459,8 +437,6 @@ def _planned_steps(trainer, train_ds) -> int:
 
 
 def _write_card(run: RunDirectory) -> None:
-    from lora_tui.core.run.model_card import write_model_card
-
     try:
         write_model_card(run)
     except Exception as exc:  # a card problem must not lose a finished adapter
@@ -471,10 +447,6 @@ def plan_for_run(run: RunDirectory, config: Config, hardware, device: str, resum
                  longest: int | None = None, capability=None, bf16_ok: bool | None = None, world_size: int | None = None):
     """The run's plan (core.run_plan): the supervisor's in a rank it launched, else decided here from this
     device's facts, keeping the first start's batch on resume. The config is not changed."""
-    from lora_tui.core.plan.engine_choice import DeviceFacts, engine_fields
-    from lora_tui.core.plan.memory_plan import batch_for_run
-    from lora_tui.core.plan.run_plan import PlanError, plan_from_env, plan_run
-
     try:  # only a rank the supervisor launched takes its plan; anyone else's LORA_TUI_PLAN is no setting
         given = plan_from_env() if distributed.is_worker() else None
     except PlanError as exc:
