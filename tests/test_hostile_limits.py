@@ -146,6 +146,33 @@ def test_a_1_gb_adapter_config_is_refused_without_reading_it(tmp_path, tiny_mode
     assert "Traceback" not in stderr and mib < 1024, f"peak RSS {mib:.0f} MiB"
 
 
+@pytest.mark.parametrize("content", ["1 GB", "a list"])
+def test_a_checkpoints_adapter_config_is_read_bounded_before_a_resume(tmp_path, hello_data, content):
+    """Issue 25 item 6: the resume's shape check (claim.plan_resume) read the checkpoint's adapter_config.json whole
+    (1 GB: about 2 GiB of memory before it gave up) and called .get on any JSON there (a list: AttributeError)."""
+    from lora_tui.core.run.runs import CHECKPOINT_MARKER
+
+    run = RunDirectory(tmp_path / "run")
+    run.path.mkdir()
+    save_config(no_model_config(hello_data), run.config_path)
+    checkpoint = run.checkpoints_dir / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / CHECKPOINT_MARKER).write_text("2")
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 2, "max_steps": 8}))
+    (checkpoint / "adapter_model.safetensors").write_bytes(b"")
+    (checkpoint / "optimizer.pt").write_bytes(b"")
+    with open(checkpoint / "adapter_config.json", "wb") as fh:
+        if content == "a list":
+            fh.write(b"[1, 2]")
+        else:
+            fh.write(b'{"r": 8, "pad": "')
+            fh.truncate(2**30)
+    out, mib = _python(f"from lora_tui.core.config import load_config; from lora_tui.core.run.claim import plan_resume; "
+                       f"from lora_tui.core.run.runs import RunDirectory; run = RunDirectory({str(run.path)!r}); "
+                       f"print(plan_resume(run, load_config(run.config_path)).step)")
+    assert out.strip() == "2" and mib < 400, (out, f"peak RSS {mib:.0f} MiB")
+
+
 # ------------------------------------------------------------------ item 6 / 24.10: LORA_TUI_PLAN
 @pytest.mark.parametrize("plan", ['{"micro_batch": 4096}', "{not json", '[1, 2]'])
 def test_lora_tui_plan_in_the_environment_is_refused_before_a_run(tmp_path, hello_data, plan):
