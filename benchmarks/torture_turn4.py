@@ -36,13 +36,15 @@ def _py(t, code: str, timeout: float = 120, env: dict | None = None) -> tuple[in
 
 
 def _timed_env(t, cmd, env, timeout):
-    saved = dict(os.environ)
-    os.environ.update(env)
+    """t.timed with ``env`` added: torture.py's children get t.ENV (not os.environ), so the variables go there
+    (set in os.environ they never reached the child: the probe-cache rows wrote the user's own cache)."""
+    saved = dict(t.ENV)
+    t.ENV.update(env)
     try:
         return t.timed(cmd, timeout=timeout)
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
+        t.ENV.clear()
+        t.ENV.update(saved)
 
 
 def _tree(path: Path) -> dict:
@@ -239,6 +241,12 @@ def _left(marker: str) -> list[tuple[int, str]]:
     return [(pid, cmd) for pid, cmd in found if marker in cmd]
 
 
+def _sigint_default() -> None:
+    """In the child: SIGINT as a terminal's Ctrl-C finds it. Started from a background job (nohup ... &), the
+    torture inherits SIGINT ignored, and so would the bench: Ctrl-C would then never reach it (the row hung 600 s)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def bench_processes(t, model, data):
     for how in ("Ctrl-C", "SIGTERM", "--timeout 30"):
         work = t.ROOT / f"bench-{how.split()[0].strip('-')}"
@@ -247,7 +255,7 @@ def bench_processes(t, model, data):
                "data.max_seq_len=64", "--arms", "ours", "--steps", "100000", "--device", "cpu"]
         cmd += ["--timeout", "30"] if how.startswith("--") else []
         bench = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                 env={**t.ENV, "TMPDIR": str(work)}, start_new_session=True)
+                                 env={**t.ENV, "TMPDIR": str(work)}, start_new_session=True, preexec_fn=_sigint_default)
         deadline = time.monotonic() + 240
         while not any("trainer_main" in cmd for _, cmd in _left(str(work))) and time.monotonic() < deadline:
             time.sleep(0.5)

@@ -236,7 +236,10 @@ def test_bench_leaves_no_process_running(tiny_model_dir, train_file, tmp_path, h
            "data.max_seq_len=64", "--arms", "ours", "--steps", "100000", "--device", "cpu"]
     cmd += ["--timeout", "25"] if how == "timeout" else []
     bench = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env={**os.environ, "TMPDIR": str(work)}, start_new_session=True)
+                             env={**os.environ, "TMPDIR": str(work)}, start_new_session=True,
+                             # SIGINT as a terminal's Ctrl-C finds the bench, even when pytest runs as a background
+                             # job (which inherits SIGINT ignored: the bench would never see the Ctrl-C)
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         from tests.support.wait import wait_until
 
