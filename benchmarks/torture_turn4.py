@@ -418,7 +418,7 @@ def smaller(t, model, data):
     run_dir = t.ROOT / "sigint"
     proc = subprocess.Popen([sys.executable, "-m", "lora_tui", "train", *map(str, t.overrides(model, data, 4000, 0)),
                              "--run-dir", str(run_dir)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=t.ENV)
+                            stderr=subprocess.STDOUT, text=True, env=t.ENV, preexec_fn=_sigint_default)
     time.sleep(20)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=300)

@@ -185,7 +185,8 @@ def test_sigint_without_a_terminal_says_why_the_run_stops(tiny_model_dir, train_
                              f"data.train={train_file}", "data.validation=", "data.max_seq_len=64",
                              "training.max_steps=4000", "training.save_steps=0", "training.eval_steps=0",
                              "--run-dir", str(run.path)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in the bench test
     wait_run(lambda: any(e["type"] == "step" for e in run.read_events()), run, what="the first step")
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=300)
