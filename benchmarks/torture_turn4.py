@@ -243,7 +243,7 @@ def _left(marker: str) -> list[tuple[int, str]]:
 
 def _sigint_default() -> None:
     """In the child: SIGINT as a terminal's Ctrl-C finds it. Started from a background job (nohup ... &), the
-    torture inherits SIGINT ignored, and so would the bench: Ctrl-C would then never reach it (the row hung 600 s)."""
+    torture inherits SIGINT ignored, and so would the bench or train: the SIGINT rows hung (the bench's 458 s)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
