@@ -173,7 +173,7 @@ def test_a_run_with_auto_records_its_batch_and_keeps_the_effective_batch(tiny_mo
     # the recorded estimate plans rows as long as the data's longest (a few tokens here), not max_seq_len
     assert started["memory_estimate"]["seq_len"] < 256
     card = (run.path / "adapter" / "README.md").read_text()
-    assert f"| Batch | {started['micro_batch']} x {started['grad_accum']} accumulation = 8 (micro-batch auto) |" in card
+    assert f"| Batch | {started['micro_batch']} x {started['grad_accum']} = 8 rows per step (micro-batch auto) |" in card
     assert (f"| Engine | {started['batching']} batching, {started['attention']} attention, "
             f"kernels {'+'.join(started['kernels'])}, gradient checkpointing ") in card
 
@@ -187,6 +187,6 @@ def test_headless_progress_prints_the_batch_and_why():
                "batching": "grouped", "attention": "sdpa", "kernels": ["lean_head"],
                "engine_reasons": {"micro_batch": "auto: 4 rows need 5.2 GiB; 8 would need 9.4, over 25% of 22 GiB free"}}
     text = describe(started)
-    assert "batch 4 x 4 (auto: 4 rows need 5.2 GiB; 8 would need 9.4" in text and "checkpointing off" in text
+    assert "batch 4 x 4 = 16 rows per step (auto: 4 rows need 5.2 GiB; 8 would need 9.4" in text and "checkpointing off" in text
     older = {k: v for k, v in started.items() if k not in ("micro_batch", "grad_accum")}  # runs from before auto
     assert "batch" not in describe(older)

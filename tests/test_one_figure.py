@@ -43,8 +43,8 @@ def trainers_plan(config: Config, tmp_path):
     train_ds, eval_ds, _ = build_datasets(config, tokenizer)
     longest = max([*train_ds["length"], *(eval_ds["length"] if eval_ds is not None else [])])
     choice = plan_for_run(RunDirectory(tmp_path / "run"), config, cpu_report(), "cpu", False, longest, None, False)
-    facts = memory_record.memory_estimate_facts(choice.applied_to(config), cpu_report(), "cpu", longest,
-                                                lengths=train_ds["length"])
+    facts = memory_record.memory_estimate_facts(config, cpu_report(), "cpu", longest, lengths=train_ds["length"],
+                                                run_plan=choice)
     return choice, facts, longest
 
 

@@ -57,7 +57,7 @@ def test_wizard_and_trainer_make_equal_plans_for_the_same_facts(flash3, monkeypa
     assert (wizard_batch.micro_batch, wizard_batch.grad_accum, wizard_batch.gradient_checkpointing,
             wizard_batch.tokens_per_batch) == (plan.micro_batch, plan.grad_accum, plan.gradient_checkpointing,
                                                plan.tokens_per_batch)
-    assert Backend().memory_plan(config, hw, longest=longest) == plan_from_config(plan.applied_to(config), hw, longest=longest)
+    assert Backend().memory_plan(config, hw, longest=longest) == plan.memory_plan(config, hw)
     assert plan.batching == "token_budget" and plan.precision == "bf16" and plan.tokens_per_batch
 
 
@@ -69,7 +69,8 @@ def test_the_trainer_takes_the_batch_from_the_plan_not_from_the_config(tmp_path)
     from lora_tui.core.train.training import sft_config
 
     config = apply_overrides(Config(), ["training.micro_batch=auto", "training.grad_accum=2"])
-    plan = plan_run(config, DeviceFacts(), batch=None).replace(micro_batch=3, grad_accum=5)
+    plan = plan_run(config, DeviceFacts(), batch=None)
+    plan = plan.replace(batch=plan.batch.replace(micro_batch=3, grad_accum=5))
     args = sft_config(config, RunDirectory(tmp_path / "run"), "cpu", "fp32", False, plan)
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (3, 5)
     assert config.training.micro_batch is None and config.training.grad_accum == 2
@@ -124,9 +125,9 @@ def test_token_budget_is_the_cuda_default_and_cpu_keeps_grouped():
     assert cuda.batching == "token_budget" and cuda.micro_batch == 1
     assert cuda.tokens_per_step == 16 * 512, "auto keeps the effective batch: 4 x grad_accum rows of max_seq_len"
     assert cuda.tokens_per_batch % 512 == 0 and cuda.tokens_per_batch > 512
-    assert "tokens per step" in cuda.batch_line()
+    assert "tokens per step" in cuda.batch.describe()
     cpu = plan_run(Config(), DeviceFacts())
-    assert cpu.batching == "grouped" and cpu.tokens_per_batch is None and "rows per step" in cpu.batch_line()
+    assert cpu.batching == "grouped" and cpu.tokens_per_batch is None and "rows per step" in cpu.batch.describe()
     fixed = plan_run(apply_overrides(Config(), ["training.tokens_per_batch=3000"]), DeviceFacts.from_hardware(h200(), "cuda"), h200())
     assert fixed.tokens_per_batch == 3000 and fixed.tokens_per_step == 3000 * fixed.grad_accum
 

@@ -129,7 +129,7 @@ def test_the_batch_is_stated_in_tokens(tokens):
         assert plan.tokens_per_batch == 3000
     else:  # auto: the effective batch of 4 x grad_accum rows of max_seq_len, split to fit
         assert plan.tokens_per_batch % 256 == 0 and plan.tokens_per_step == 4 * 2 * 256
-    assert plan.batch_line() == f"{plan.tokens_per_batch} tokens x {plan.grad_accum} = {plan.tokens_per_step} tokens per step"
+    assert plan.batch.describe() == f"{plan.tokens_per_batch} tokens x {plan.grad_accum} = {plan.tokens_per_step} tokens per step"
     assert plan.tokens_per_step == plan.tokens_per_batch * plan.grad_accum
 
 

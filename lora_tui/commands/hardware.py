@@ -222,12 +222,9 @@ def _print_estimate(dims, plan, targets, verdict, config=None, report=None, leng
         from lora_tui.core.plan.memory_plan import choose_batch
 
         batch = choose_batch(config, report, plan.device, longest=lengths.longest if lengths else None)
-        if auto_micro and batch.tokens_per_batch:
-            print(f"  token budget: {batch.tokens_per_batch} tokens x {batch.grad_accum} accumulation = "
-                  f"{batch.tokens_per_batch * batch.grad_accum} tokens per step, rows packed whole; {batch.reasons['micro_batch']}")
-        elif auto_micro:
-            print(f"  micro-batch: {batch.micro_batch} x {batch.grad_accum} accumulation = {batch.effective} rows per step; "
-                  f"{batch.reasons['micro_batch']}")
+        if auto_micro:  # '8 x 4 = 32 rows per step' or '4096 tokens x 4 = 16384 tokens per step' (core/plan/batch.py)
+            print(f"  {'token budget' if batch.tokens_per_batch else 'micro-batch'}: {batch.describe()}"
+                  f"{', rows packed whole' if batch.tokens_per_batch else ''}; {batch.reasons['micro_batch']}")
         if auto_ckpt:
             print(f"  checkpointing {batch.reasons['gradient_checkpointing']}")
     print()

@@ -215,10 +215,9 @@ def _engine_line(started: dict) -> str:
     reasons = started.get("engine_reasons") or {}
     why = reasons.get("micro_batch", "")
     ckpt = "on" if started.get("gradient_checkpointing") else "off"
-    from lora_tui.core.plan.run_plan import batch_text
+    from lora_tui.core.plan.batch import Batch
 
-    size = batch_text(started) if started.get("tokens_per_batch") else f"{started['micro_batch']} x {started.get('grad_accum')}"
-    return (f"\n         batch {size}"
+    return (f"\n         batch {Batch.from_record(started).describe()}"
             + (f" ({why})" if why and why != "set in the config" else "")
             + f"; checkpointing {ckpt}; {started.get('batching')}, {started.get('attention')}, "
             + "+".join(started.get("kernels") or []))

@@ -48,7 +48,7 @@ class PlanJudged(Message):
     verdict: Any  # lora_tui.core.plan.memory.FitVerdict | None
     estimate: Any = None  # lora_tui.core.plan.memory.MemoryEstimate | None
     error: str | None = None
-    batch: Any = None  # lora_tui.core.plan.memory_plan.BatchChoice: micro-batch and checkpointing with auto resolved
+    batch: Any = None  # lora_tui.core.plan.batch.Batch: micro-batch and checkpointing with auto resolved
 
 
 @dataclass

@@ -34,10 +34,10 @@ change a Config except through ``apply_overrides``.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
 
 from lora_tui.core import config as config_rules  # cpu_has_bf16 read through the module: one answer, patchable in tests
 from lora_tui.core.config import Config, _cli_value, apply_overrides, effective_precision
+from lora_tui.core.plan.batch import Batch
 from lora_tui.core.plan.engine_choice import DeviceFacts, choose_kernels, engine_fields
 from lora_tui.core.model.models import split_experts
 from lora_tui.core.plan.memory import ATTENTION, BATCHING, MemoryPlan, estimate_memory
@@ -70,7 +70,7 @@ def _get(config: Config, dotted: str):
 
 
 def plan_from_config(config: Config, hardware=None, model: str | None = None, device: str | None = None,
-                     longest: int | None = None, engine: dict | None = None):
+                     longest: int | None = None, engine: dict | None = None, batch: Batch | None = None):
     """The MemoryPlan of the run this Config would start, on this hardware (GPU 0 when there is one,
     like the trainer), optionally for another model (the wizard's catalogue table) or forced onto
     ``device`` ("cpu" / "cuda", as `lora-tui estimate --device` does).
@@ -82,19 +82,22 @@ def plan_from_config(config: Config, hardware=None, model: str | None = None, de
 
     ``engine``: {"attention", "batching"} as the run plan resolved them (core/plan/run_plan.py); else resolved here
     from the same device facts (compute capability, installed kernels) the trainer uses.
+
+    ``batch``: the batch to estimate (a run's, or one a choice weighs); else the config's, auto decided here.
     """
     device = device or ("cuda" if hardware is not None and hardware.gpus else "cpu")
     engine = engine or _engine_fields(config, device, hardware)
     batching = engine["batching"]
-    batch = _batch_fields(_for_model(config, model), hardware, device, longest, engine)
+    batch = batch or _batch(_for_model(config, model), hardware, device, longest, engine)
     seq_len = planned_seq_len(config, batching, longest)
-    tokens = batch.pop("tokens", None)
+    sizes = {"batch": batch.micro_batch, "grad_checkpointing": batch.gradient_checkpointing}
     if batching == "token_budget":
         # One padding-free row of the budget's tokens. Auto: micro-batch rows of max_seq_len, which the
         # estimator multiplies out itself, so a fix on the max length or the micro-batch means what it says.
-        explicit = config.training.tokens_per_batch
-        batch["batch"] = max(1, int(explicit or tokens or batch["batch"] * seq_len) // seq_len)
-        batch["tokens_per_batch"] = int(explicit) if explicit else None
+        # A budget that is not whole rows (the config's, a probe's) is estimated at its own count of tokens.
+        tokens = int(config.training.tokens_per_batch or batch.tokens_per_batch or batch.micro_batch * seq_len)
+        sizes["batch"] = max(1, tokens // seq_len)
+        sizes["tokens_per_batch"] = tokens if config.training.tokens_per_batch or tokens % seq_len else None
     return MemoryPlan(
         model=model or config.model.name,
         quant=QUANT_FOR_LOAD[config.model.load_in],
@@ -103,25 +106,24 @@ def plan_from_config(config: Config, hardware=None, model: str | None = None, de
         targets=split_experts(config.lora.targets)[0],
         lora_experts=split_experts(config.lora.targets)[1],  # "all-linear,experts": every MoE expert too
         seq_len=seq_len,
-        **batch,
+        **sizes,
         device=device,
         **_precision_fields(config, device),
         dropout=config.lora.dropout,
         **_memory_engine(engine),
         liger=_uses_liger(config, device),
         **_method_fields(config),
-        batch_shapes=_run_micro_batches(config, batch["batch"], batching == "token_budget"),
+        batch_shapes=_run_micro_batches(config, batch),
     )
 
 
-def _run_micro_batches(config: Config, batch: int, budget: bool) -> int | None:
+def _run_micro_batches(config: Config, batch: Batch) -> int | None:
     """Micro-batches a run of ``training.max_steps`` takes (each brings new matmul shapes: memory.batch_shapes);
     None for a run of epochs, whose length depends on the data (the estimate then assumes a long run)."""
     t = config.training
     if t.max_steps <= 0:
         return None
-    per_step = t.grad_accum if budget else -(-(t.micro_batch or AUTO_BASE) * t.grad_accum // max(1, batch))
-    return t.max_steps * max(1, per_step)
+    return t.max_steps * max(1, batch.grad_accum)
 
 
 def _method_fields(config: Config) -> dict:
@@ -178,14 +180,13 @@ def _for_model(config: Config, model: str | None) -> Config:
     return other
 
 
-def _batch_fields(config: Config, hardware, device: str, longest: int | None = None, engine: dict | None = None) -> dict:
-    """Micro-batch and checkpointing, with auto (None) resolved the way the trainer resolves them."""
+def _batch(config: Config, hardware, device: str, longest: int | None = None, engine: dict | None = None) -> Batch:
+    """The config's batch, with auto (None) resolved the way the trainer resolves it."""
     t = config.training
     fixed = t.micro_batch is not None or (engine or {}).get("batching") == "token_budget" and t.tokens_per_batch
     if fixed and t.gradient_checkpointing is not None:
-        return {"batch": t.micro_batch or 1, "grad_checkpointing": bool(t.gradient_checkpointing)}
-    batch = choose_batch(config, hardware, device, longest=longest, engine=engine)
-    return {"batch": batch.micro_batch, "grad_checkpointing": batch.gradient_checkpointing, "tokens": batch.tokens_per_batch}
+        return Batch(t.micro_batch or 1, t.grad_accum, bool(t.gradient_checkpointing))
+    return choose_batch(config, hardware, device, longest=longest, engine=engine)
 
 
 def plan_inputs(config: Config) -> tuple:
@@ -271,19 +272,6 @@ def _micro_cap(config, device: str, engine: dict) -> int:
     return cap
 
 
-@dataclass
-class BatchChoice:
-    micro_batch: int
-    grad_accum: int
-    gradient_checkpointing: bool
-    reasons: dict[str, str] = field(default_factory=dict)  # "micro_batch", "gradient_checkpointing"
-    tokens_per_batch: int | None = None  # batching=token_budget: tokens per micro-batch (micro_batch rows of max_seq_len)
-
-    @property
-    def effective(self) -> int:
-        return self.micro_batch * self.grad_accum
-
-
 def effective_batch(config) -> int:
     """Rows per optimiser step (per device) the config asks for."""
     t = config.training
@@ -295,7 +283,7 @@ def _divisors_down(n: int, cap: int) -> list[int]:
 
 
 def choose_batch(config, hardware=None, device: str | None = None, world_size: int = 1,
-                 longest: int | None = None, engine: dict | None = None) -> BatchChoice:
+                 longest: int | None = None, engine: dict | None = None) -> Batch:
     """Micro-batch, accumulation and checkpointing for ``config`` on this hardware; explicit values win.
 
     ``world_size`` processes sharing one machine's RAM (CPU gloo runs) each get their share of it.
@@ -312,7 +300,7 @@ def _engine(config, hardware, device: str | None) -> dict:
     return _engine_fields(config, device, hardware)
 
 
-def _with_tokens(choice: BatchChoice, config, engine: dict) -> BatchChoice:
+def _with_tokens(choice: Batch, config, engine: dict) -> Batch:
     """A token budget's micro-batch: one packed row of micro_batch x max_seq_len tokens (or the config's)."""
     if engine.get("batching") != "token_budget":
         return choice
@@ -323,17 +311,16 @@ def _with_tokens(choice: BatchChoice, config, engine: dict) -> BatchChoice:
         reasons["micro_batch"] = "token budget set in the config"
     elif t.micro_batch is None:
         reasons["micro_batch"] = reasons.get("micro_batch", "").replace(" rows", f" rows of {config.data.max_seq_len} tokens")
-    return BatchChoice(1, choice.grad_accum, choice.gradient_checkpointing, reasons, tokens)
+    return Batch(1, choice.grad_accum, choice.gradient_checkpointing, tokens, reasons)
 
 
-def _choose_batch(config, hardware, device, world_size, longest, engine) -> BatchChoice:
+def _choose_batch(config, hardware, device, world_size, longest, engine) -> Batch:
     t = config.training
     device = device or ("cuda" if hardware is not None and getattr(hardware, "gpus", None) else "cpu")
     engine = engine or _engine(config, hardware, device)
-    if engine.get("batching") == "token_budget" and t.tokens_per_batch:  # the budget is the user's: one packed row
-        config = config.copy()
-        config.training.micro_batch = 1
-        t = config.training
+    # the user's micro-batch; a token budget set in the config is the user's too: one packed row
+    user_micro = 1 if engine.get("batching") == "token_budget" and t.tokens_per_batch else t.micro_batch
+    total = effective_batch(config)
     available = _available(hardware, device)
     if device == "cpu" and world_size > 1:
         available //= world_size
@@ -345,34 +332,34 @@ def _choose_batch(config, hardware, device, world_size, longest, engine) -> Batc
 
     @functools.cache  # the choice asks for the same plan more than once (fit, reason, next size up)
     def need(micro: int, checkpointing: bool) -> int:
-        trial = config.copy()
-        trial.training.micro_batch, trial.training.gradient_checkpointing = micro, checkpointing
-        return estimate_memory(plan_from_config(trial, hardware, device=device, longest=longest, engine=engine)).total_bytes
+        accum = t.grad_accum if user_micro is not None else total // micro
+        batch = Batch(micro, accum, checkpointing)
+        return estimate_memory(plan_from_config(config, hardware, device=device, longest=longest, engine=engine,
+                                                batch=batch)).total_bytes
 
     def fits(micro: int, checkpointing: bool) -> bool:
         return bool(available) and need(micro, checkpointing) <= budget
 
     wanted_ckpt = t.gradient_checkpointing
-    if t.micro_batch is not None:  # the user's micro-batch: only checkpointing may be auto
+    if user_micro is not None:  # the user's micro-batch: only checkpointing may be auto
         if wanted_ckpt is not None:
-            return BatchChoice(t.micro_batch, t.grad_accum, bool(wanted_ckpt),
-                               {"micro_batch": "set in the config", "gradient_checkpointing": "set in the config"})
+            return Batch(user_micro, t.grad_accum, bool(wanted_ckpt),
+                         reasons={"micro_batch": "set in the config", "gradient_checkpointing": "set in the config"})
         try:
-            without = need(t.micro_batch, False)
+            without = need(user_micro, False)
         except Exception as exc:  # unknown model dims: keep the faster default
-            return BatchChoice(t.micro_batch, t.grad_accum, False, {"micro_batch": "set in the config",
-                               "gradient_checkpointing": f"off: no estimate ({str(exc)[:80]})"})
+            return Batch(user_micro, t.grad_accum, False, reasons={"micro_batch": "set in the config",
+                         "gradient_checkpointing": f"off: no estimate ({str(exc)[:80]})"})
         on = bool(available) and without > budget
-        return BatchChoice(t.micro_batch, t.grad_accum, on, {
+        return Batch(user_micro, t.grad_accum, on, reasons={
             "micro_batch": "set in the config",
             "gradient_checkpointing": f"{'on' if on else 'off'}: {without / GiB:.1f} GiB without it, "
                                       f"{'over' if on else 'within'} {where}"})
 
-    total = effective_batch(config)
     candidates = _divisors_down(total, _micro_cap(config, device, engine))
 
-    def choice(micro: int, checkpointing: bool, why_micro: str, why_ckpt: str) -> BatchChoice:
-        return BatchChoice(micro, total // micro, checkpointing, {"micro_batch": why_micro, "gradient_checkpointing": why_ckpt})
+    def choice(micro: int, checkpointing: bool, why_micro: str, why_ckpt: str) -> Batch:
+        return Batch(micro, total // micro, checkpointing, reasons={"micro_batch": why_micro, "gradient_checkpointing": why_ckpt})
 
     try:
         options = [False, True] if wanted_ckpt is None else [bool(wanted_ckpt)]
@@ -415,7 +402,7 @@ def _choose_batch(config, hardware, device, world_size, longest, engine) -> Batc
 
 
 def batch_candidates(config, hardware=None, device: str | None = None, world_size: int = 1,
-                     longest: int | None = None, engine: dict | None = None) -> list[BatchChoice]:
+                     longest: int | None = None, engine: dict | None = None) -> list[Batch]:
     """Every split of the config's effective batch (and checkpointing, where auto) that the estimate says
     fits with margin, largest micro-batch first: what a measuring probe may choose among."""
     t = config.training
@@ -429,23 +416,21 @@ def batch_candidates(config, hardware=None, device: str | None = None, world_siz
     out = []
     for micro in micros:
         for checkpointing in ([bool(t.gradient_checkpointing)] if t.gradient_checkpointing is not None else [False, True]):
-            trial = config.copy()
-            trial.training.micro_batch, trial.training.gradient_checkpointing = micro, checkpointing
-            if not fixed:
-                trial.training.grad_accum = total // micro
+            batch = Batch(micro, t.grad_accum if fixed else total // micro, checkpointing)
             try:
-                need = estimate_memory(plan_from_config(trial, hardware, device=device, longest=longest, engine=engine)).total_bytes
+                need = estimate_memory(plan_from_config(config, hardware, device=device, longest=longest, engine=engine,
+                                                        batch=batch)).total_bytes
             except Exception:
                 continue
             if available and need <= budget:
                 why = f"candidate: {need / 2**30:.1f} GiB estimated"
-                out.append(_with_tokens(BatchChoice(micro, trial.training.grad_accum, checkpointing,
-                                                    {"micro_batch": why, "gradient_checkpointing": why}), config, engine))
+                out.append(_with_tokens(batch.replace(reasons={"micro_batch": why, "gradient_checkpointing": why}),
+                                        config, engine))
     return out
 
 
 def batch_for_run(run, config, hardware=None, device: str | None = None, world_size: int = 1,
-                  resume: bool = False, longest: int | None = None, engine: dict | None = None) -> BatchChoice:
+                  resume: bool = False, longest: int | None = None, engine: dict | None = None) -> Batch:
     """The batch a run trains with: the run's first start's (resume), or a fresh choice. (A multi-rank
     run's ranks take the supervisor's whole plan instead: core.run_plan.plan_from_env.)
 
@@ -458,8 +443,10 @@ def batch_for_run(run, config, hardware=None, device: str | None = None, world_s
         first = next((e for e in run.read_events() if e.get("type") == "started" and e.get("micro_batch")), None)
         if first is not None:
             kept = "kept from the run's first start (resume: the same batches)"
-            return BatchChoice(int(first["micro_batch"]), int(first.get("grad_accum") or t.grad_accum),
-                               bool(first.get("gradient_checkpointing")) if t.gradient_checkpointing is None else bool(t.gradient_checkpointing),
-                               {"micro_batch": kept, "gradient_checkpointing": kept if t.gradient_checkpointing is None else "set in the config"},
-                               first.get("tokens_per_batch"))
+            batch = Batch.from_record({"grad_accum": t.grad_accum, **first, "batching": "token_budget"},
+                                      {"micro_batch": kept, "gradient_checkpointing": kept})
+            if t.gradient_checkpointing is None:
+                return batch
+            return batch.replace(gradient_checkpointing=bool(t.gradient_checkpointing),
+                                 reasons={**batch.reasons, "gradient_checkpointing": "set in the config"})
     return choose_batch(config, hardware, device, world_size, longest, engine)

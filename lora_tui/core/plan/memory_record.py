@@ -18,16 +18,21 @@ from lora_tui.core.plan.memory import estimate_memory, heaviest_concatenation
 from lora_tui.core.plan.memory_plan import plan_from_config
 
 def memory_estimate_facts(config, hardware, device: str, longest: int | None = None,
-                          lengths: list[int] | None = None, micro_batches: int | None = None) -> dict | None:
+                          lengths: list[int] | None = None, micro_batches: int | None = None,
+                          run_plan=None) -> dict | None:
     """The pre-run estimate (total and breakdown) of the plan the trainer runs; None when unknown.
     ``longest``: the data's longest tokenized row (the plan's rows are no longer than that). ``lengths`` and
     ``micro_batches`` (the run's count): padding-free micro-batches are estimated at the heaviest the run is
-    likely to draw (memory.heaviest_concatenation), not at micro-batch x longest."""
+    likely to draw (memory.heaviest_concatenation), not at micro-batch x longest. ``run_plan``: the run's
+    ``RunPlan`` (its engine and batch), else the config's own, auto resolved here."""
     try:
-        plan = plan_from_config(config, hardware, device=device, longest=longest)
-        if lengths and plan.batching == "padding_free" and config.training.batching == "padding_free" and plan.batch > 1:
+        plan = run_plan.memory_plan(config, hardware) if run_plan else plan_from_config(config, hardware, device=device,
+                                                                                        longest=longest)
+        batching = run_plan.batching if run_plan else config.training.batching
+        if lengths and plan.batching == "padding_free" and batching == "padding_free" and plan.batch > 1:
             t = config.training
-            draws = micro_batches or (t.max_steps * t.grad_accum if t.max_steps > 0
+            accum = run_plan.grad_accum if run_plan else t.grad_accum
+            draws = micro_batches or (t.max_steps * accum if t.max_steps > 0
                                       else int(t.epochs * len(lengths) / plan.batch) + 1)
             heaviest = heaviest_concatenation(list(lengths), plan.batch, draws, config.data.max_seq_len, config.training.seed)
             if heaviest:

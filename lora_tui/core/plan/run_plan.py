@@ -21,8 +21,9 @@ import os
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from lora_tui.core.config import effective_precision
+from lora_tui.core.plan.batch import Batch
 from lora_tui.core.plan.engine_choice import DeviceFacts, choose_kernels, engine_fields
-from lora_tui.core.plan.memory_plan import batch_candidates, choose_batch
+from lora_tui.core.plan.memory_plan import batch_candidates, choose_batch, plan_from_config
 
 ENV_PLAN = "LORA_TUI_PLAN"  # the supervisor's RunPlan as JSON: every rank trains with the same one
 
@@ -36,15 +37,18 @@ class RunPlan:
     attention: str = "sdpa"
     batching: str = "grouped"  # "grouped" | "padding_free" | "packed" | "token_budget"
     kernels: list[str] = field(default_factory=lambda: ["lean_head"])
-    micro_batch: int = 4  # rows per micro-batch; token_budget: 1 packed row of up to tokens_per_batch tokens
-    grad_accum: int = 4
-    gradient_checkpointing: bool = False
-    tokens_per_batch: int | None = None  # token_budget only: tokens per micro-batch
+    batch: Batch = Batch(4, 4, False)  # as decided (memory_plan.choose_batch), carried unchanged to the trainer
     max_seq_len: int = 512
     longest: int | None = None  # the data's longest tokenized row, when known
     world_size: int = 1
     capability: tuple[int, int] | None = None
     reasons: dict[str, str] = field(default_factory=dict)
+
+    # The batch's fields, read where a plan is read as a whole (the trainer's arguments, the events).
+    micro_batch = property(lambda self: self.batch.micro_batch)
+    grad_accum = property(lambda self: self.batch.grad_accum)
+    gradient_checkpointing = property(lambda self: self.batch.gradient_checkpointing)
+    tokens_per_batch = property(lambda self: self.batch.tokens_per_batch)
 
     @property
     def rows_per_step(self) -> int | None:
@@ -59,56 +63,39 @@ class RunPlan:
         rows = self.longest if self.longest and self.batching != "packed" else self.max_seq_len
         return self.micro_batch * self.grad_accum * min(rows, self.max_seq_len)
 
-    def batch_line(self) -> str:
-        """The batch in the user's words: '8 x 4 = 32 rows per step' or '4096 tokens x 4 = 16384 tokens per step'."""
-        return batch_text(self.to_dict())
-
     def to_dict(self) -> dict:
+        """The plan as the started event and LORA_TUI_PLAN hold it: the batch's fields flat, as before it was a value."""
         out = asdict(self)
+        del out["batch"]
+        out.update(self.batch.record())
         out["capability"] = list(self.capability) if self.capability else None
         out["tokens_per_step"] = self.tokens_per_step
         return out
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunPlan":
-        names = {f.name for f in fields(cls)}
+        names = {f.name for f in fields(cls)} - {"batch"}
         values = {k: v for k, v in data.items() if k in names}
         if values.get("capability"):
             values["capability"] = tuple(values["capability"])
-        return cls(**values)
+        batch = Batch.from_record(data, reasons={k: v for k, v in (data.get("reasons") or {}).items()
+                                                 if k in ("micro_batch", "gradient_checkpointing")})
+        return cls(**values, **({"batch": batch} if batch is not None else {}))
 
     def replace(self, **changes) -> "RunPlan":
         return replace(self, **changes)
 
-    def applied_to(self, config):
-        """A copy of ``config`` with every choice of this plan written in (no auto left), for what takes a
-        Config (the memory estimate of the planned run). ``config`` itself is not changed."""
-        out = config.copy()
-        t = out.training
-        t.micro_batch, t.grad_accum, t.gradient_checkpointing = self.micro_batch, self.grad_accum, self.gradient_checkpointing
-        t.attention, t.batching = self.attention, self.batching  # precision: the plan's is effective_precision(config)
-        t.kernels = "liger" if "liger" in self.kernels else "none"
-        if self.batching == "token_budget" and self.tokens_per_batch:
-            rows, rest = divmod(self.tokens_per_batch, out.data.max_seq_len)
-            if t.tokens_per_batch is None and rows and not rest:  # auto's form: micro-batch rows of max_seq_len
-                t.micro_batch = rows
-            else:
-                t.tokens_per_batch = self.tokens_per_batch
-        return out
-
-
-def batch_text(started: dict) -> str:
-    """The batch of a ``started`` event (or ``RunPlan.to_dict()``) in the user's words, '' when not recorded:
-    '8 x 4 = 32 rows per step', or with a token budget '4096 tokens x 4 = 16384 tokens per step'."""
-    micro, accum, tokens = started.get("micro_batch"), started.get("grad_accum") or 1, started.get("tokens_per_batch")
-    if tokens and started.get("batching") == "token_budget":
-        return f"{tokens} tokens x {accum} = {tokens * accum} tokens per step"
-    return f"{micro} x {accum} = {micro * accum} rows per step" if micro else ""
+    def memory_plan(self, config, hardware=None):
+        """The estimator's plan of this run: ``config`` with this plan's engine and batch (no copied config).
+        Precision: the plan's is effective_precision(config), which the estimator resolves the same way."""
+        plan = plan_from_config(config, hardware, device=self.device, longest=self.longest,
+                                engine={"attention": self.attention, "batching": self.batching}, batch=self.batch)
+        return plan.replace(liger="liger" in self.kernels)
 
 
 def plan_run(config, facts: DeviceFacts, hardware=None, longest: int | None = None, batch=None) -> RunPlan:
     """The run's plan. ``hardware``: the report the memory estimate reads (free memory); ``longest``: the
-    data's longest tokenized row when known; ``batch``: an ``memory_plan.BatchChoice`` already made
+    data's longest tokenized row when known; ``batch``: a ``Batch`` already made
     (a resumed run's, the supervisor's), else it is chosen here."""
     attention, batching, reasons = engine_fields(config, facts)
     kernels, why_kernels = choose_kernels(config.training.kernels, facts.device, liger=facts.liger,
@@ -117,11 +104,10 @@ def plan_run(config, facts: DeviceFacts, hardware=None, longest: int | None = No
     if batch is None:
         batch = choose_batch(config, hardware, facts.device, facts.world_size, longest,
                              engine={"attention": attention, "batching": batching})
-    tokens = getattr(batch, "tokens_per_batch", None) if batching == "token_budget" else None
+    if batching != "token_budget" and batch.tokens_per_batch:
+        batch = batch.replace(tokens_per_batch=None)
     return RunPlan(device=facts.device, precision=precision, attention=attention, batching=batching, kernels=kernels,
-                   micro_batch=batch.micro_batch, grad_accum=batch.grad_accum,
-                   gradient_checkpointing=batch.gradient_checkpointing, tokens_per_batch=tokens,
-                   max_seq_len=config.data.max_seq_len, longest=longest, world_size=facts.world_size,
+                   batch=batch, max_seq_len=config.data.max_seq_len, longest=longest, world_size=facts.world_size,
                    capability=facts.capability,
                    reasons={**reasons, "kernels": why_kernels, **batch.reasons})
 
@@ -130,7 +116,7 @@ def choose_engine(config, device: str, hardware=None, capability: tuple[int, int
                   world_size: int = 1, batch=None, longest: int | None = None):
     """Resolve every ``auto`` engine setting of ``config`` for ``device`` ("cpu" | "cuda"): the run plan
     (``plan_run``) for the facts read from ``hardware``. ``batch``: the run's
-    ``memory_plan.BatchChoice`` when already made (the trainer's, see batch_for_run)."""
+    ``Batch`` when already made (the trainer's, see batch_for_run)."""
     facts = DeviceFacts.from_hardware(hardware, device, world_size, capability)
     return plan_run(config, facts, hardware, longest, batch)
 
@@ -154,7 +140,7 @@ def candidate_plans(config, facts: DeviceFacts, hardware=None, longest: int | No
             plan = plan_run(config, facts, hardware, longest, batch=batch).replace(kernels=list(kernels))
             if _key(plan) not in seen:
                 seen.add(_key(plan))
-                plan.reasons["candidate"] = (f"{plan.batch_line()}, checkpointing {'on' if plan.gradient_checkpointing else 'off'}"
+                plan.reasons["candidate"] = (f"{plan.batch.describe()}, checkpointing {'on' if plan.gradient_checkpointing else 'off'}"
                                              f", kernels {'+'.join(plan.kernels)}")
                 out.append(plan)
     return out

@@ -297,11 +297,13 @@ def _batch_row(tr, started: dict) -> str:
     if micro is None:
         return f"| Batch | auto, {4 * accum} rows per step (decided when training starts) |"
     auto = " (micro-batch auto)" if tr.micro_batch is None else ""
-    if started.get("batching") == "token_budget" and started.get("tokens_per_batch"):
-        from lora_tui.core.plan.run_plan import batch_text
+    from lora_tui.core.plan.batch import Batch
 
-        return f"| Batch | {batch_text(started)}, rows packed whole{auto.replace('micro-batch', 'token budget')} |"
-    return f"| Batch | {micro} x {accum} accumulation = {micro * accum}{auto} |"
+    batch = Batch.from_record({"micro_batch": micro, "grad_accum": accum, "batching": started.get("batching"),
+                               "tokens_per_batch": started.get("tokens_per_batch")})
+    if batch.tokens_per_batch:
+        return f"| Batch | {batch.describe()}, rows packed whole{auto.replace('micro-batch', 'token budget')} |"
+    return f"| Batch | {batch.describe()}{auto} |"
 
 
 def _memory(run: RunDirectory, history) -> dict:

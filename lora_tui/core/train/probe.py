@@ -319,14 +319,15 @@ def for_run(run, trainer, config, choice, device: str, *, resume: bool, hardware
             result = ProbeResult(pick, reason=f"probe failed ({type(exc).__name__}: {str(exc)[:160]}): the estimate's plan")
             run.append_event("log", level="warning", message=result.reason)
     c = result.chosen
-    choice.micro_batch, choice.grad_accum, choice.gradient_checkpointing = c.micro_batch, c.grad_accum, c.gradient_checkpointing
-    if c.tokens_per_batch and hasattr(choice, "tokens_per_batch"):
-        choice.tokens_per_batch = c.tokens_per_batch
     if liger_deferred:
         choice.kernels = [k for k in choice.kernels if k != "liger"] + (["liger"] if c.liger else [])
         choice.reasons["kernels"] = f"probe: Liger {'on' if c.liger else 'off'} ({result.reason})"
     why = f"probe: {result.reason}" + (" (cached)" if result.cached and "first start" not in result.reason else "")
     for name in ("micro_batch", "gradient_checkpointing"):
         choice.reasons[name] = why
+    choice.batch = choice.batch.replace(micro_batch=c.micro_batch, grad_accum=c.grad_accum,
+                                        gradient_checkpointing=c.gradient_checkpointing,
+                                        tokens_per_batch=c.tokens_per_batch or choice.batch.tokens_per_batch,
+                                        reasons={"micro_batch": why, "gradient_checkpointing": why})
     run.append_event("log", level="info", message=f"probe chose {c.label()}: {result.reason}")
     return result.facts()

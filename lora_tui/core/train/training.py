@@ -324,7 +324,7 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     # RSS low without it, and a fixed 256 KiB threshold (mallopt) cut peak RSS 3.64 -> 2.11 GiB on a
     # checkpointed 8 x 512 step but cost 43% more CPU time (102.9 vs 71.9 s, measured with huge pages on).
     allocator_tuned = False
-    memory_facts = memory_record.memory_estimate_facts(choice.applied_to(config), hardware, device, longest,
+    memory_facts = memory_record.memory_estimate_facts(config, hardware, device, longest, run_plan=choice,
                                                        lengths=train_ds["length"])  # padding-free: the heaviest draw
     if data_facts["train"].get("skipped"):
         run.append_event("log", level="warning", message=f"{config.data.train}: {data_facts['train']['skipped']}")

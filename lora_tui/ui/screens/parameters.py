@@ -188,11 +188,9 @@ class ParametersScreen(WizardScreen):
             batch_line.update(Text("Batch: deciding…", style="dim"))
             return
         why = batch.reasons.get("micro_batch", "")
-        tokens = getattr(batch, "tokens_per_batch", None)
-        size = f"{tokens} tokens x {batch.grad_accum}" if tokens else f"{batch.micro_batch} x {batch.grad_accum}"
-        per_step = f" = {tokens * batch.grad_accum} tokens per step" if tokens else f" = {batch.effective} rows per step"
+        size, per_step = batch.describe().split(" = ")  # '8 x 4', '32 rows per step' (core/plan/batch.py)
         batch_line.update(Text.assemble(("Batch: ", "dim"), ("auto → " if t.micro_batch is None else "", "dim"),
-                                        (size, "bold"), (per_step, ""),
+                                        (size, "bold"), (f" = {per_step}", ""),
                                         (f" ({why.removeprefix('auto: ')})" if t.micro_batch is None else "", "dim")))
 
     def _show_command(self) -> None:

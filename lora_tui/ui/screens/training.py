@@ -22,6 +22,7 @@ from textual.widgets import DataTable, Label, ProgressBar, Static
 from textual.worker import get_current_worker
 
 from lora_tui.ui.messages import RunUpdate
+from lora_tui.core.plan.batch import Batch
 from lora_tui.core.run.history import RunHistory
 from lora_tui.core.run.runs import STATES_ACTIVE, STATES_DONE, quoted
 from lora_tui.ui.screens.base import WizardScreen
@@ -230,10 +231,9 @@ class TrainingScreen(WizardScreen):
                           f"{started.get('precision', '')}  ")
             header.append(f"{count(started.get('trainable_params'))} of {count(started.get('total_params'))} "
                           "params trained", style="dim")
-            if started.get("micro_batch"):  # what micro_batch / checkpointing auto chose for this run
-                tokens = started.get("tokens_per_batch") if started.get("batching") == "token_budget" else None
-                size = f"{tokens} tokens" if tokens else started["micro_batch"]
-                header.append(f"  batch {size} x {started.get('grad_accum', '?')}"
+            if batch := Batch.from_record(started):  # what micro_batch / checkpointing auto chose for this run
+                size = batch.describe().split(" = ")[0]  # '8 x 2' or '4096 tokens x 4': the header is one line
+                header.append(f"  batch {size}"
                               + (", checkpointing" if started.get("gradient_checkpointing") else ""), style="dim")
         header.append("\n")
         if h.max_steps is None and (self._planned is None or self._planned[0] != str(run.path)):
