@@ -138,9 +138,10 @@ def test_the_token_budget_is_shown_in_tokens_where_the_batch_is_shown():
 
     from lora_tui.commands.progress import _engine_line
     from lora_tui.core.run.model_card import _batch_row
+    from lora_tui.core.run.started import Started
 
-    started = {"micro_batch": 1, "grad_accum": 4, "tokens_per_batch": 4096, "batching": "token_budget",
-               "attention": "sdpa", "kernels": ["lean_head"], "engine_reasons": {"micro_batch": "auto: fits"}}
+    started = Started.from_event({"micro_batch": 1, "grad_accum": 4, "tokens_per_batch": 4096, "batching": "token_budget",
+                                  "attention": "sdpa", "kernels": ["lean_head"], "engine_reasons": {"micro_batch": "auto: fits"}})
     assert "batch 4096 tokens x 4 = 16384 tokens per step (auto: fits)" in _engine_line(started)
     row = _batch_row(SimpleNamespace(micro_batch=None, grad_accum=4), started)
     assert "4096 tokens x 4 = 16384 tokens per step" in row and "token budget auto" in row

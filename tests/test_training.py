@@ -18,6 +18,7 @@ import pytest
 from lora_tui.core.config import load_config
 from lora_tui.core.run.launcher import resume_run, start_run, stop_run, wait_until_started
 from lora_tui.core.run.runs import RunDirectory, RunError, RunLocked
+from lora_tui.core.run.started import Started
 from tests.support.training import tiny_config, wait_done
 from tests.support.wait import wait_until
 
@@ -86,6 +87,8 @@ def test_events_complete_and_ordered(finished_run):
     assert kinds[-1] == "finished" and "started" in kinds
     started = next(e for e in events if e["type"] == "started")
     assert started["trainable_params"] < started["total_params"] and started["max_steps"] == 6
+    # every key the trainer writes has its field in the typed record the readers use (core/run/started.py)
+    assert Started.from_event(started).extra == {}, sorted(Started.from_event(started).extra)
     assert started["data"]["train"]["sha256"] and started["data"]["train"]["rows"] == 24
     steps = [e for e in events if e["type"] == "step"]
     assert [e["step"] for e in steps] == list(range(1, 7))

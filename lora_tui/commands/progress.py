@@ -7,6 +7,7 @@ import time
 
 from lora_tui.core.run.history import RunHistory, progress_text
 from lora_tui.core.run.runs import STATES_DONE, RunDirectory, quoted
+from lora_tui.core.run.started import Started
 from lora_tui.core.units import human_duration
 
 
@@ -21,12 +22,14 @@ def describe(event: dict, history: RunHistory | None = None) -> str | None:
     ``history`` (the fold so far) fills in what an event leaves out, such as the step total."""
     kind = event.get("type")
     if kind == "started":
-        return (f"started: {event.get('method')}{_objective(event)} on {event.get('model')} ({event.get('device')}, {event.get('precision')}), "
-                f"{event.get('num_train_rows')} train / {event.get('num_eval_rows')} eval rows, "
-                f"{event.get('max_steps')} steps\n         trainable params: {event.get('trainable_params', 0):,} of "
-                f"{event.get('total_params', 0):,} ({100 * event.get('trainable_params', 0) / max(event.get('total_params', 1), 1):.3f}%)"
-                f", targets: {', '.join(event.get('target_modules') or [])}" + _engine_line(event)
-                + (f"\n         validation: {line}" if (line := (event.get("data") or {}).get("validation_line")) else ""))
+        s = Started.from_event(event)
+        trainable, total = s.trainable_params or 0, s.total_params or 0
+        return (f"started: {s.method}{_objective(s)} on {s.model} ({s.device}, {s.precision}), "
+                f"{s.num_train_rows} train / {s.num_eval_rows} eval rows, "
+                f"{s.max_steps} steps\n         trainable params: {trainable:,} of "
+                f"{total:,} ({100 * trainable / max(total, 1):.3f}%)"
+                f", targets: {', '.join(s.target_modules or [])}" + _engine_line(s)
+                + (f"\n         validation: {line}" if (line := (s.data or {}).get("validation_line")) else ""))
     if kind == "step":
         tps = event.get("tokens_per_s")
         total = event.get("max_steps") or (history.max_steps if history else None)
@@ -186,12 +189,12 @@ def _live_line(history: RunHistory, since: float) -> str | None:
     return None
 
 
-def _objective(started: dict) -> str:
+def _objective(started: Started) -> str:
     """' DPO (beta 0.1, sigmoid; reference: ...)' for a preference run, '' for sft."""
-    method, pref = started.get("training_method"), started.get("preference") or {}
+    method, pref = started.training_method, started.preference or {}
     if not method or method == "sft":
         return ""
-    start = f", from {started['init_adapter']}" if started.get("init_adapter") else ""
+    start = f", from {started.init_adapter}" if started.init_adapter else ""
     return (f" {method.upper()} (beta {pref.get('beta')}, {pref.get('loss_type')} loss{start}; "
             f"reference: {pref.get('reference')})")
 
@@ -208,17 +211,14 @@ def _rewards(event: dict) -> str:
     return "  " + " ".join(p for p in parts if p)
 
 
-def _engine_line(started: dict) -> str:
+def _engine_line(started: Started) -> str:
     """How the step runs, with what micro_batch / checkpointing auto decided and why."""
-    if not started.get("micro_batch"):
+    if (batch := started.batch) is None:
         return ""
-    reasons = started.get("engine_reasons") or {}
-    why = reasons.get("micro_batch", "")
-    ckpt = "on" if started.get("gradient_checkpointing") else "off"
-    from lora_tui.core.plan.batch import Batch
-
-    return (f"\n         batch {Batch.from_record(started).describe()}"
+    why = batch.reasons.get("micro_batch", "")
+    ckpt = "on" if batch.gradient_checkpointing else "off"
+    return (f"\n         batch {batch.describe()}"
             + (f" ({why})" if why and why != "set in the config" else "")
-            + f"; checkpointing {ckpt}; {started.get('batching')}, {started.get('attention')}, "
-            + "+".join(started.get("kernels") or []))
+            + f"; checkpointing {ckpt}; {started.batching}, {started.attention}, "
+            + "+".join(started.kernels or []))
 

@@ -35,6 +35,7 @@ from typing import Callable
 
 from lora_tui.core.bench import arm_process
 from lora_tui.core.config import Config, ConfigError, apply_overrides, save_config
+from lora_tui.core.run.started import Started
 
 ARMS = {"ours": "lora-tui train (its defaults)", "trl": "(a) plain TRL, its defaults",
         "trl_packing": "(b) plain TRL + packing"}
@@ -243,17 +244,19 @@ def run_ours(config: Config, work: Path, env: dict, timeout: float | None, name:
     if failed:
         arm.error = str(failed.get("reason") or failed.get("error") or "failed")[-800:]
     steps = [e for e in events if e["type"] == "step"]
-    started = next((e for e in events if e["type"] == "started"), {})
+    started = Started.from_event(next((e for e in events if e["type"] == "started"), {}))
     memory = next((e for e in reversed(events) if e["type"] == "memory"), {})
-    arm.settings = {k: started.get(k) for k in ("device", "precision", "load_in", "batching", "attention", "kernels",
-                                                 "gradient_checkpointing", "micro_batch", "grad_accum")}
+    arm.settings = {"device": started.device, "precision": started.precision, "load_in": started.load_in,
+                    "batching": started.batching, "attention": started.attention, "kernels": started.kernels,
+                    "gradient_checkpointing": started.gradient_checkpointing, "micro_batch": started.micro_batch,
+                    "grad_accum": started.grad_accum}
     if arm.error is None and len(steps) < 2:
         arm.error = f"{len(steps)} optimiser step(s) logged; two are needed to time one"
     if arm.error is None:
         first, last = steps[0], steps[-1]
         arm.tokens, arm.seconds = last["tokens_seen"] - first["tokens_seen"], last["elapsed_s"] - first["elapsed_s"]
         arm.tokens_per_s = arm.tokens / arm.seconds if arm.seconds > 0 else None
-        cuda = str(started.get("device", "")).startswith("cuda")
+        cuda = str(started.device or "").startswith("cuda")
         arm.peak_bytes = memory.get("memory_peak_bytes") if cuda else rss
         arm.estimate_bytes = memory.get("memory_estimate_bytes")
         arm.estimate_error_pct = memory.get("memory_error_pct")

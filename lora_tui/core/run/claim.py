@@ -25,6 +25,7 @@ from pathlib import Path
 from lora_tui.core.run.runs import (LOCK_FD_ENV, RunDirectory, RunError, RunLocked, is_run_directory, is_run_entry,
                                     open_lock_file, quoted, write_run_marker)
 from lora_tui.core.run.checkpoints import choose_checkpoint
+from lora_tui.core.run.started import Started
 from lora_tui.core.run.trainer_process import supervisor_pid, trainer_processes
 
 STOP_GRACE_S = 120.0  # `lora-tui stop` waits this long for a graceful stop, then kills the trainer (SIGKILL)
@@ -199,8 +200,8 @@ def _targets_now(run: RunDirectory, setting: str) -> list[str] | None:
     setting = setting.strip()
     if setting not in ("qv", "attention", "all-linear"):
         return [part.strip() for part in setting.split(",") if part.strip()]
-    layers = next((e.get("linear_layers") for e in run.read_events() if e.get("type") == "started"
-                   and isinstance(e.get("linear_layers"), list)), None)
+    starts = (Started.from_event(e) for e in run.read_events() if e.get("type") == "started")
+    layers = next((s.linear_layers for s in starts if isinstance(s.linear_layers, list)), None)
     if layers is None:
         return None
     try:

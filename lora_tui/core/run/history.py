@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from lora_tui.core.run.started import Started
 from lora_tui.core.units import human_duration
 
 OUTCOMES = ("finished", "failed", "stopped")
@@ -20,7 +21,7 @@ OUTCOMES = ("finished", "failed", "stopped")
 
 @dataclass
 class RunHistory:
-    started: dict | None = None
+    started: Started | None = None  # the latest start's record (a resume starts again)
     last_step: dict | None = None
     steps: list[int] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
@@ -69,7 +70,7 @@ class RunHistory:
             if kind in ("started", "step", "eval") or kind in OUTCOMES:
                 self.progress = None  # what it was doing is over (a phase, an evaluation)
             if kind == "started":
-                self.started = event
+                self.started = Started.from_event(event)
                 self.outcome = None  # a resumed run starts again
             elif kind == "progress":
                 self.progress = event
@@ -113,7 +114,7 @@ class RunHistory:
 
     @property
     def max_steps(self) -> int | None:
-        value = (self.last_step or {}).get("max_steps") or (self.started or {}).get("max_steps")
+        value = (self.last_step or {}).get("max_steps") or (self.started.max_steps if self.started else None)
         return int(value) if value else None
 
     @property
@@ -133,7 +134,7 @@ class RunHistory:
     @property
     def method(self) -> str:
         """sft | dpo | kto: what the run trains (runs from before training.method are sft)."""
-        return str((self.started or {}).get("training_method") or "sft")
+        return str((self.started and self.started.training_method) or "sft")
 
     def _since(self, kind: str, now: float | None) -> float:
         """Seconds since the latest ``kind`` event was folded in (``now``: time.monotonic(); None: none).

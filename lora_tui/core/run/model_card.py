@@ -16,8 +16,10 @@ from pathlib import Path
 
 from lora_tui.core.config import ConfigError, load_config
 from lora_tui.core.model.embedded import EMBEDDED_HUB_ID, is_embedded
+from lora_tui.core.plan.batch import Batch
 from lora_tui.core.run.history import RunHistory
 from lora_tui.core.run.runs import RunDirectory, RunError, file_sha256
+from lora_tui.core.run.started import Started
 from lora_tui.core.units import gib, human_size
 EMBEDDED_LICENSE = "apache-2.0"
 MISSING = "not recorded"
@@ -65,7 +67,7 @@ def render_model_card(run: str | Path | RunDirectory) -> str:
     except ConfigError as exc:
         raise RunError(str(exc)) from None
     history = RunHistory.of(run)
-    started = history.started or {}
+    started = history.started or Started()
     finished, stopped = history.finished, history.stopped
     before, after = history.eval_before, history.eval_after
     last_step = history.last_step or {}
@@ -74,8 +76,8 @@ def render_model_card(run: str | Path | RunDirectory) -> str:
     base_id = hub_base_model(m.name)
     saved = _adapter_config(run)  # what the adapter really holds wins over the plan in config.yaml
     base_label = EMBEDDED_HUB_ID + " (embedded copy)" if is_embedded(m.name) else m.name
-    method = started.get("method") or {"4bit": "QLoRA", "8bit": "LoRA-8bit"}.get(m.load_in, "LoRA")
-    recorded = started.get("data") or {}
+    method = started.method or {"4bit": "QLoRA", "8bit": "LoRA-8bit"}.get(m.load_in, "LoRA")
+    recorded = started.data or {}
     memory = _memory(run, history)
     card_data = _card_data(run, base_id, method, is_embedded(m.name), recorded, before, finished or after, memory,
                            objective=history.method)
@@ -85,12 +87,12 @@ def render_model_card(run: str | Path | RunDirectory) -> str:
     r, alpha = saved.get("r", lo.r), saved.get("lora_alpha", lo.alpha)
     dropout = saved.get("lora_dropout", lo.dropout)
     rslora, dora = saved.get("use_rslora", lo.use_rslora), saved.get("use_dora", lo.use_dora)
-    targets = started.get("target_modules") or saved.get("target_modules") or lo.targets
+    targets = started.target_modules or saved.get("target_modules") or lo.targets
     targets = ", ".join(sorted(targets)) if isinstance(targets, (list, tuple, set)) else str(targets)
-    trainable, total = started.get("trainable_params"), started.get("total_params")
+    trainable, total = started.trainable_params, started.total_params
     params = (f"{trainable:,} of {total:,} ({100 * trainable / total:.3f}%)" if trainable and total else MISSING)
     steps_done = (finished or stopped or {}).get("step", last_step.get("step"))
-    max_steps = started.get("max_steps", tr.max_steps if tr.max_steps > 0 else None)
+    max_steps = started.max_steps if started.max_steps is not None else tr.max_steps if tr.max_steps > 0 else None
     epochs_planned = f"{tr.epochs:g}" if tr.max_steps <= 0 else f"max_steps {tr.max_steps}"
     epoch_done = last_step.get("epoch")
     outcome = ("finished" if finished else f"stopped at step {stopped.get('step')} ({stopped.get('reason', 'by request')})"
@@ -113,7 +115,7 @@ def render_model_card(run: str | Path | RunDirectory) -> str:
              f"| Learning rate | {tr.learning_rate:g} ({tr.scheduler}, warm-up {tr.warmup_ratio:g}, weight decay {tr.weight_decay:g}) |",
              _batch_row(tr, started),
              f"| Max sequence length | {data.max_seq_len} |",
-             f"| Precision / device | {started.get('precision', MISSING)} / {started.get('device', MISSING)} |",
+             f"| Precision / device | {started.precision or MISSING} / {started.device or MISSING} |",
              _engine_row(started),
              *_probe_row(started),
              f"| Seed | {tr.seed} |", ""]
@@ -123,7 +125,7 @@ def render_model_card(run: str | Path | RunDirectory) -> str:
         info = recorded.get(split) or {}
         if split == "validation" and not data.validation:  # rows held out of train, or none: the run said which
             said = recorded.get("validation_line") or f"held out from train ({data.val_fraction:g})"
-            lines.append(f"| {split} | {said} | {_num(started.get('num_eval_rows'))} | - |")
+            lines.append(f"| {split} | {said} | {_num(started.num_eval_rows)} | - |")
             continue
         path = info.get("path") or path
         if info.get("dataset"):  # a hub id (or a snapshot folder): the id and the revision datasets resolved
@@ -147,7 +149,7 @@ def render_model_card(run: str | Path | RunDirectory) -> str:
 
     lines += _exports_section(run)
 
-    command = started.get("command")
+    command = started.command
     lines += ["## Reproduce", "", "```bash"]
     if command:
         lines.append(command)
@@ -155,7 +157,7 @@ def render_model_card(run: str | Path | RunDirectory) -> str:
         lines += ["# from the config saved with this run:", f"lora-tui train {run.config_path} --run-dir runs/{run.name}-again"]
     lines += ["```", ""]
 
-    base_path = started.get("model_path") or m.name
+    base_path = started.model_path or m.name
     lines += ["## Use", "", "With plain PEFT:", "", "```python",
               "from peft import PeftModel", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
               f'base = AutoModelForCausalLM.from_pretrained("{base_id or base_path}")'
@@ -230,10 +232,10 @@ def _hub_datasets(recorded: dict) -> list[str]:
     return ids
 
 
-def _objective_row(started: dict) -> list[str]:
+def _objective_row(started: Started) -> list[str]:
     """dpo / kto: what was optimised, against which reference, from which adapter (the started event)."""
-    objective, pref = started.get("training_method"), started.get("preference") or {}
-    start = f"; started from the adapter `{started['init_adapter']}`" if started.get("init_adapter") else ""
+    objective, pref = started.training_method, started.preference or {}
+    start = f"; started from the adapter `{started.init_adapter}`" if started.init_adapter else ""
     if not objective or objective == "sft":
         return [f"| Objective | SFT{start} |"] if start else []
     weights = (pref.get("kto") or {}).get("weights")
@@ -264,18 +266,18 @@ def _gib(value) -> str:
     return gib(value, 2) if isinstance(value, (int, float)) and value else MISSING
 
 
-def _engine_row(started: dict) -> str:
+def _engine_row(started: Started) -> str:
     """Batching, attention, kernels and checkpointing the run trained with (the `started` event)."""
-    if not started.get("batching"):
+    if not started.batching:
         return f"| Engine | {MISSING} |"
-    ckpt = "on" if started.get("gradient_checkpointing") else "off"
-    return (f"| Engine | {started['batching']} batching, {started.get('attention', MISSING)} attention, "
-            f"kernels {'+'.join(started.get('kernels') or []) or 'none'}, gradient checkpointing {ckpt} |")
+    ckpt = "on" if started.gradient_checkpointing else "off"
+    return (f"| Engine | {started.batching} batching, {started.attention or MISSING} attention, "
+            f"kernels {'+'.join(started.kernels or []) or 'none'}, gradient checkpointing {ckpt} |")
 
 
-def _probe_row(started: dict) -> list[str]:
+def _probe_row(started: Started) -> list[str]:
     """What the probe measured before step 1 (core/train/probe.py): each plan's tokens/s and peak, and the choice."""
-    probe = started.get("probe")
+    probe = started.probe
     if not probe or not probe.get("chosen"):
         return []
     figures = []
@@ -291,16 +293,13 @@ def _probe_row(started: dict) -> list[str]:
             + (f"; {'; '.join(figures)}" if figures else "") + " |"]
 
 
-def _batch_row(tr, started: dict) -> str:
+def _batch_row(tr, started: Started) -> str:
     """Micro-batch x accumulation as the run trained (micro_batch auto is resolved when the run starts)."""
-    micro, accum = started.get("micro_batch") or tr.micro_batch, started.get("grad_accum") or tr.grad_accum
-    if micro is None:
-        return f"| Batch | auto, {4 * accum} rows per step (decided when training starts) |"
+    batch = started.batch
+    if batch is None and tr.micro_batch is None:
+        return f"| Batch | auto, {4 * tr.grad_accum} rows per step (decided when training starts) |"
+    batch = batch or Batch(tr.micro_batch, tr.grad_accum, bool(tr.gradient_checkpointing))  # a run from before the record
     auto = " (micro-batch auto)" if tr.micro_batch is None else ""
-    from lora_tui.core.plan.batch import Batch
-
-    batch = Batch.from_record({"micro_batch": micro, "grad_accum": accum, "batching": started.get("batching"),
-                               "tokens_per_batch": started.get("tokens_per_batch")})
     if batch.tokens_per_batch:
         return f"| Batch | {batch.describe()}, rows packed whole{auto.replace('micro-batch', 'token budget')} |"
     return f"| Batch | {batch.describe()}{auto} |"
@@ -310,9 +309,9 @@ def _memory(run: RunDirectory, history) -> dict:
     """The memory estimate and measured peak the trainer recorded (events, else status.json); {} when none."""
     event = history.memory or {}
     status = run.read_status() or {}
-    started = history.started or {}
+    started = history.started or Started()
     estimate = event.get("memory_estimate_bytes") or status.get("memory_estimate_bytes") or \
-        (started.get("memory_estimate") or {}).get("comparable_bytes")
+        (started.memory_estimate or {}).get("comparable_bytes")
     return {"estimate": estimate, "peak": event.get("memory_peak_bytes") or status.get("memory_peak_bytes"),
             "error_pct": event.get("memory_error_pct", status.get("memory_error_pct")),
             "measure": event.get("memory_measure") or status.get("memory_measure")}

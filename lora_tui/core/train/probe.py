@@ -27,6 +27,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 
+from lora_tui.core.run.started import Started
 from lora_tui.core.train.probe_cache import cache_key, lookup, store
 from lora_tui.core.train.probe_trainer import (LigerPatch, Untouched, apply, checkpointing_on, estimate, lengths_of, measure,
                                                memory_budget, rows_for)
@@ -301,11 +302,12 @@ def for_run(run, trainer, config, choice, device: str, *, resume: bool, hardware
         print(line, flush=True)
         run.write_status("starting", message=line)
 
-    first = next((e for e in run.read_events() if e.get("type") == "started" and e.get("probe")), None) if resume else None
+    starts = (Started.from_event(e) for e in run.read_events() if e.get("type") == "started") if resume else ()
+    first = next((s.probe for s in starts if s.probe), None)
     if first is not None:  # resume: the first start's plan, so the batches (and the adapter) are the same
-        chosen = _from_facts(first["probe"])
+        chosen = _from_facts(first)
         apply(trainer, chosen, patch)
-        result = ProbeResult(chosen, cached=True, key=first["probe"].get("key", ""),
+        result = ProbeResult(chosen, cached=True, key=first.get("key", ""),
                              reason="kept from the run's first start (resume: the same batches)")
         say(f"probe: {chosen.label()} ({result.reason})")
     else:

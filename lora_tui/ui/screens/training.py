@@ -22,7 +22,7 @@ from textual.widgets import DataTable, Label, ProgressBar, Static
 from textual.worker import get_current_worker
 
 from lora_tui.ui.messages import RunUpdate
-from lora_tui.core.plan.batch import Batch
+from lora_tui.core.run.started import Started
 from lora_tui.core.run.history import RunHistory
 from lora_tui.core.run.runs import STATES_ACTIVE, STATES_DONE, quoted
 from lora_tui.ui.screens.base import WizardScreen
@@ -53,10 +53,10 @@ def read_log_tail(path: Path, lines: int = LOG_LINES, max_bytes: int = 16384) ->
     return [line for line in out if line.strip()][-lines:]
 
 
-def memory_estimate_text(started: dict, peak: int | None) -> Text:
+def memory_estimate_text(started: Started, peak: int | None) -> Text:
     """"estimated X GiB, peak so far Y GiB" for the side panel, on rows of their own below the system panel
     (whose last row ends in a bar); empty without an estimate."""
-    estimate = (started.get("memory_estimate") or {}).get("total_bytes")
+    estimate = (started.memory_estimate or {}).get("total_bytes")
     text = Text()
     if estimate:
         text.append(f"\nestimated {gib(estimate)},\n", style="dim")
@@ -64,9 +64,9 @@ def memory_estimate_text(started: dict, peak: int | None) -> Text:
     return text
 
 
-def epoch_text(step: dict, started: dict, total: int | None) -> str:
+def epoch_text(step: dict, started: Started, total: int | None) -> str:
     """'epoch 0.32/3'; on a run that max_steps ends before its epochs, 'epoch 0.32' (a total of 3 would mislead)."""
-    epoch, epochs, done = step["epoch"], started.get("epochs"), step.get("step")
+    epoch, epochs, done = step["epoch"], started.epochs, step.get("step")
     capped = bool(total and done and epochs and epoch / done * total < epochs - 0.01)
     return f"epoch {epoch:.2f}" + (f"/{epochs:g}" if epochs and not capped else "")
 
@@ -221,20 +221,18 @@ class TrainingScreen(WizardScreen):
     # --- drawing -------------------------------------------------------------------------------
     def _render_all(self, plot: bool = False) -> None:
         h, run = self.history, self.state.run
-        started = h.started or {}
+        started = h.started or Started()
         step = h.last_step or {}
         header = Text(no_wrap=True, overflow="ellipsis")
         header.append(f"{run.name} ", style="bold")
         header.append(f"{self.run_state}", style=STATE_STYLE.get(self.run_state, ""))
-        if started:
-            header.append(f"  {started.get('method', '')} on {started.get('device', '?')} "
-                          f"{started.get('precision', '')}  ")
-            header.append(f"{count(started.get('trainable_params'))} of {count(started.get('total_params'))} "
+        if h.started is not None:
+            header.append(f"  {started.method or ''} on {started.device or '?'} {started.precision or ''}  ")
+            header.append(f"{count(started.trainable_params)} of {count(started.total_params)} "
                           "params trained", style="dim")
-            if batch := Batch.from_record(started):  # what micro_batch / checkpointing auto chose for this run
+            if batch := started.batch:  # what micro_batch / checkpointing auto chose for this run
                 size = batch.describe().split(" = ")[0]  # '8 x 2' or '4096 tokens x 4': the header is one line
-                header.append(f"  batch {size}"
-                              + (", checkpointing" if started.get("gradient_checkpointing") else ""), style="dim")
+                header.append(f"  batch {size}" + (", checkpointing" if batch.gradient_checkpointing else ""), style="dim")
         header.append("\n")
         if h.max_steps is None and (self._planned is None or self._planned[0] != str(run.path)):
             self._planned = (str(run.path), planned_steps(run))  # read once per run, not at every tick
@@ -250,8 +248,8 @@ class TrainingScreen(WizardScreen):
             header.append(f"  {epoch_text(step, started, total)}")
         if elapsed is not None:
             header.append(f"  elapsed {duration(elapsed)}")
-        if started.get("num_train_rows") is not None:
-            header.append(f"  {started['num_train_rows']} train / {started.get('num_eval_rows') or 0} eval rows",
+        if started.num_train_rows is not None:
+            header.append(f"  {started.num_train_rows} train / {started.num_eval_rows or 0} eval rows",
                           style="dim")
         self.query_one("#run-header", Static).update(header)
         progress = self.query_one("#progress", ProgressBar)
