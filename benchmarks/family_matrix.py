@@ -118,12 +118,12 @@ def step_estimate(fam: Family) -> str:
     from transformers import AutoModelForCausalLM
 
     from lora_tui.core.model.catalogue import model_dims
-    from lora_tui.core.plan.memory import MemoryPlan, estimate_memory
+    from lora_tui.core.plan.memory import Workload, estimate_memory
 
     built = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(fam.model).parameters())
     dims = model_dims(str(fam.model))
     assert dims.params == built, f"estimate counts {dims.params:,} parameters, the built model has {built:,}"
-    total = estimate_memory(MemoryPlan(model=dims, device="cpu", seq_len=64, batch=4, r=4)).total_bytes
+    total = estimate_memory(Workload(model=dims, device="cpu", seq_len=64, batch=4, r=4)).total_bytes
     return f"{built:,} parameters exact; estimate {total / 2**20:.0f} MiB"
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lora_tui.core.plan.memory import CUDA_CONTEXT_BYTES, MemoryPlan, estimate_memory  # noqa: E402
+from lora_tui.core.plan.memory import CUDA_CONTEXT_BYTES, Workload, estimate_memory  # noqa: E402
 from lora_tui.core.units import GiB, MiB  # noqa: E402
 
 STEPS = 3  # AdamW states exist from step 2 on, so the peak is reached by then
@@ -258,7 +258,7 @@ def _cpu_points(matrix, model_dir: str, label: str = "SmolLM2-135M (embedded)") 
         batching = mode[0] if mode else "grouped"
         dtype = mode[1] if len(mode) > 1 else "float32"
         # batch_shapes=1: the child's rows are all one length, so every micro-batch has the same matmul shapes
-        plan = MemoryPlan(dims, quant=quant, r=r, batch=batch, seq_len=seq, grad_checkpointing=gc, device="cpu",
+        plan = Workload(dims, quant=quant, r=r, batch=batch, seq_len=seq, grad_checkpointing=gc, device="cpu",
                           batching=batching, dtype=dtype, batch_shapes=1)
         est = estimate_memory(plan)
         spec = {"path": model_dir, "tokenizer": model_dir, "device": "cpu", "dtype": dtype, "quant": quant,
@@ -284,7 +284,7 @@ def _gpu_points(matrix, tokenizer: str) -> list[dict]:
                 built[name] = os.path.join(tmp, name)
                 _build(name, built[name], tokenizer)
             dims = CATALOGUE[name]
-            plan = MemoryPlan(dims, quant=quant, r=r, batch=batch, seq_len=seq, grad_checkpointing=gc, device="cuda")
+            plan = Workload(dims, quant=quant, r=r, batch=batch, seq_len=seq, grad_checkpointing=gc, device="cuda")
             est = estimate_memory(plan)
             spec = {"path": built[name], "tokenizer": tokenizer, "device": "cuda", "dtype": "bfloat16", "quant": quant,
                     "r": r, "batch": batch, "seq_len": seq, "gc": gc, "targets": dims.target_modules("all-linear")}
@@ -311,7 +311,7 @@ def _engine_gpu_points(matrix, tokenizer: str, out: str | None) -> list[dict]:
                     _build(name, built[name], tokenizer)
                 dims = CATALOGUE[name]
                 budget = batching == "token_budget"
-                plan = MemoryPlan(dims, quant=quant, r=r, batch=1 if budget else batch, seq_len=batch * seq if budget else seq,
+                plan = Workload(dims, quant=quant, r=r, batch=1 if budget else batch, seq_len=batch * seq if budget else seq,
                                   grad_checkpointing=gc, device="cuda", batching="padding_free" if budget else batching,
                                   attention="sdpa", liger=liger)
                 est = estimate_memory(plan)
@@ -359,15 +359,15 @@ def _anchors() -> None:
 
     print("\nSanity anchors (published figures; our estimate for the same setting):")
     llama = "Llama-2-7B"  # LLaMA-1-7B has the same dimensions
-    weights = estimate_memory(MemoryPlan(llama, quant="4bit", batch=1, seq_len=512)).breakdown["base_weights"]
+    weights = estimate_memory(Workload(llama, quant="4bit", batch=1, seq_len=512)).breakdown["base_weights"]
     saved, memory.KBIT_UPCASTS_TO_FP32 = memory.KBIT_UPCASTS_TO_FP32, False
-    weights16 = estimate_memory(MemoryPlan(llama, quant="4bit", batch=1, seq_len=512)).breakdown["base_weights"]
+    weights16 = estimate_memory(Workload(llama, quant="4bit", batch=1, seq_len=512)).breakdown["base_weights"]
     memory.KBIT_UPCASTS_TO_FP32 = saved
     print(f"  LLaMA-7B 4-bit base weights: QLoRA paper 5,048 MB; ours {weights16 / 1e6:,.0f} MB with 16-bit embeddings, "
           f"{weights / 1e6:,.0f} MB after prepare_model_for_kbit_training's fp32 upcast")
     for name, billions in (("Llama-2-7B", 7), ("Llama-3.1-8B", 8), ("Qwen2.5-1.5B", 1.5)):
-        q = estimate_memory(MemoryPlan(name, quant="4bit", batch=1, seq_len=512, grad_checkpointing=True)).total_bytes
-        l16 = estimate_memory(MemoryPlan(name, quant="none", batch=1, seq_len=512, grad_checkpointing=True)).total_bytes
+        q = estimate_memory(Workload(name, quant="4bit", batch=1, seq_len=512, grad_checkpointing=True)).total_bytes
+        l16 = estimate_memory(Workload(name, quant="none", batch=1, seq_len=512, grad_checkpointing=True)).total_bytes
         print(f"  {name}: LLaMA-Factory QLoRA-4bit ~{billions / 2:g} GB, ours {q / 1e9:.1f} GB; "
               f"LoRA-16bit ~{2 * billions:g} GB, ours {l16 / 1e9:.1f} GB  (batch 1, 512 tokens, checkpointing)")
 

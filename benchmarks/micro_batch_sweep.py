@@ -29,13 +29,13 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]  # run from a checkout
 from train_vs_trl import GIB, REPO, ours  # noqa: E402  (same trainer arm, same measuring)
-from lora_tui.core.plan.memory_plan import AUTO_BASE  # noqa: E402
+from lora_tui.core.plan.workload import AUTO_BASE  # noqa: E402
 
 
 def arm(model: str, data: Path, args, tmp: Path, micro: str) -> dict:
     from lora_tui.core.run.runs import RunDirectory
 
-    # auto keeps an effective batch of AUTO_BASE x grad_accum rows (lora_tui.core.plan.memory_plan)
+    # auto keeps an effective batch of AUTO_BASE x grad_accum rows (lora_tui.core.plan.workload)
     accum = str(max(1, args.effective_batch // (AUTO_BASE if micro == "auto" else int(micro))))
     extra = [f"training.micro_batch={micro}", f"training.grad_accum={accum}"] + args.set
     bench_args = argparse.Namespace(max_len=args.max_len, steps=args.steps, batch=micro, device="cpu", set=[])

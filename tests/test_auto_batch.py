@@ -14,8 +14,8 @@ import pytest
 
 from lora_tui.core.config import Config, ConfigError, apply_overrides, config_to_yaml, load_config
 from lora_tui.core.plan.memory import estimate_memory
-from lora_tui.core.plan.memory_plan import (AUTO_BASE, CHECKPOINT_SHARE, MICRO_BATCH_CAP, batch_for_run, choose_batch,
-                                           effective_batch, fix_overrides, plan_from_config)
+from lora_tui.core.plan.workload import (AUTO_BASE, CHECKPOINT_SHARE, MICRO_BATCH_CAP, batch_for_run, choose_batch,
+                                           effective_batch, fix_overrides, workload_of)
 from lora_tui.core.plan.run_plan import ENV_PLAN
 from tests.support.wait import wait_until
 
@@ -29,7 +29,7 @@ def _ram(gib: float):
 def _need(config, micro, checkpointing, hardware) -> int:
     trial = apply_overrides(config.copy(), [f"training.micro_batch={micro}",
                                             f"training.gradient_checkpointing={str(checkpointing).lower()}"])
-    return estimate_memory(plan_from_config(trial, hardware, device="cpu")).total_bytes
+    return estimate_memory(workload_of(trial, hardware, device="cpu")).total_bytes
 
 
 @pytest.mark.parametrize("ram_gib", [4, 8, 16, 64, 1024])
@@ -84,10 +84,10 @@ def test_short_data_is_planned_at_its_longest_row():
     short = choose_batch(config, hardware, "cpu", longest=80)
     assert worst.gradient_checkpointing is True and short.gradient_checkpointing is False, (worst, short)
     assert "rows up to 80 tokens" in short.reasons["micro_batch"]
-    assert plan_from_config(config, hardware, device="cpu", longest=80).seq_len == 80
-    assert plan_from_config(config, hardware, device="cpu", longest=5000).seq_len == 1024
+    assert workload_of(config, hardware, device="cpu", longest=80).seq_len == 80
+    assert workload_of(config, hardware, device="cpu", longest=5000).seq_len == 1024
     packed = apply_overrides(config.copy(), ["training.batching=packed"])
-    assert plan_from_config(packed, hardware, device="cpu", longest=80).seq_len == 1024
+    assert workload_of(packed, hardware, device="cpu", longest=80).seq_len == 1024
 
 
 def test_explicit_values_win():

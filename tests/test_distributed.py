@@ -139,10 +139,10 @@ def test_rank_helpers_follow_the_launcher_environment(monkeypatch, tmp_path):
 
 
 def test_per_gpu_memory_per_strategy():
-    from lora_tui.core.plan.memory import MemoryPlan
+    from lora_tui.core.plan.memory import Workload
     from lora_tui.core.plan.strategies import describe, per_gpu_bytes
 
-    plan = MemoryPlan(model="Llama-3.1-8B", quant="none", r=16, seq_len=1024, batch=1, grad_checkpointing=True)
+    plan = Workload(model="Llama-3.1-8B", quant="none", r=16, seq_len=1024, batch=1, grad_checkpointing=True)
     one, two, four = (per_gpu_bytes(plan, n) for n in (1, 2, 4))
     assert one["ddp"] == one["single"] == one["fsdp"]
     assert two["ddp"] > two["single"] > two["fsdp"] > four["fsdp"]

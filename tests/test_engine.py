@@ -120,7 +120,7 @@ def test_auto_choices_cpu():
 def test_checkpointing_auto_follows_the_estimate():
     from types import SimpleNamespace
 
-    from lora_tui.core.plan.memory_plan import choose_batch
+    from lora_tui.core.plan.workload import choose_batch
 
     def choose_checkpointing(config, hardware, device):  # checkpointing=auto is decided with the batch
         batch = choose_batch(config, hardware, device)

@@ -11,7 +11,7 @@ import pytest
 
 from lora_tui.core.model.catalogue import ModelDims
 from lora_tui.core.machine.hardware import GPUInfo, HardwareReport
-from lora_tui.core.plan.memory import MemoryPlan, estimate_memory, judge_fit
+from lora_tui.core.plan.memory import Workload, estimate_memory, judge_fit
 
 GiB = 1024**3
 
@@ -26,7 +26,7 @@ def test_tiny_parameter_count_by_hand():
 
 
 def test_tiny_lora_and_weights_by_hand():
-    est = estimate_memory(MemoryPlan(TINY, r=2, targets="all-linear", device="cpu", seq_len=10, batch=1))
+    est = estimate_memory(Workload(TINY, r=2, targets="all-linear", device="cpu", seq_len=10, batch=1))
     # LoRA r=2 per layer: q 2*(8+8)=32, k 2*(8+4)=24, v 24, o 32, gate/up/down 3*2*(8+16)=144 -> 256; x2 layers
     assert est.breakdown["lora_weights"] == 512 * 4  # fp32 adapters
     assert est.breakdown["lora_gradients"] == 512 * 4
@@ -36,17 +36,17 @@ def test_tiny_lora_and_weights_by_hand():
 
 
 def test_tiny_4bit_weights_by_hand():
-    est = estimate_memory(MemoryPlan(TINY, quant="4bit", double_quant=True, device="cuda"))
+    est = estimate_memory(Workload(TINY, quant="4bit", double_quant=True, device="cuda"))
     linear = 2 * 576
     nf4_dq = int(linear * (0.5 + 1 / 64 + 4 / (64 * 256)))  # 4 bits + 8-bit absmax per 64 + fp32 per 256 blocks
     assert est.breakdown["base_weights"] == nf4_dq + (1448 - linear) * 4  # the rest upcast to fp32 by peft
-    plain = estimate_memory(MemoryPlan(TINY, quant="4bit", double_quant=False, device="cuda")).breakdown["base_weights"]
+    plain = estimate_memory(Workload(TINY, quant="4bit", double_quant=False, device="cuda")).breakdown["base_weights"]
     assert plain == int(linear * (0.5 + 4 / 64)) + (1448 - linear) * 4
 
 
 def test_tiny_activations_by_hand():
     # fp32 on CPU, no dropout (inputs shared), batch 1 (no padding mask, native GQA), r=2, all-linear.
-    plan = MemoryPlan(TINY, r=2, targets="all-linear", device="cpu", seq_len=10, batch=1, dropout=0.0)
+    plan = Workload(TINY, r=2, targets="all-linear", device="cpu", seq_len=10, batch=1, dropout=0.0)
     per_layer = (
         2 * (4 * 8 + 4)  # two RMSNorms: fp32 input + 1/rms
         + (2 * 8 + 2 * 4) * 4 + 4 * 2  # attention: q, out (8 each), k, v (4 each), log-sum-exp per head
@@ -112,7 +112,7 @@ def test_activation_count_matches_autograd(dropout, targets, batch):
                           intermediate=48, vocab=64, tied_embeddings=True) for n in (1, 2))
     module_names = one.target_modules(targets)
     measured = _saved_bytes_per_layer(cfg, r, dropout, module_names, batch, seq)
-    plans = [MemoryPlan(d, r=r, targets=targets, device="cpu", seq_len=seq, batch=batch, dropout=dropout) for d in (one, two)]
+    plans = [Workload(d, r=r, targets=targets, device="cpu", seq_len=seq, batch=batch, dropout=dropout) for d in (one, two)]
     estimated = (estimate_memory(plans[1]).breakdown["activations"] - estimate_memory(plans[0]).breakdown["activations"]) / (batch * seq)
     assert estimated == pytest.approx(measured, rel=0.02)
 
@@ -137,7 +137,7 @@ def test_cpu_bf16_activation_count_matches_autograd(dropout, targets, batch):
     def layer_bytes(seq: int, measure: bool) -> float:  # bytes one more layer keeps at this length
         if measure:
             return _saved_bytes_per_layer(cfg, r, dropout, module_names, batch, seq, bf16=True) * batch * seq
-        plans = [MemoryPlan(d, r=r, targets=targets, device="cpu", seq_len=seq, batch=batch, dropout=dropout,
+        plans = [Workload(d, r=r, targets=targets, device="cpu", seq_len=seq, batch=batch, dropout=dropout,
                             dtype="bfloat16") for d in (one, two)]
         return estimate_memory(plans[1]).breakdown["activations"] - estimate_memory(plans[0]).breakdown["activations"]
 
@@ -148,16 +148,16 @@ def test_cpu_bf16_activation_count_matches_autograd(dropout, targets, batch):
 
 
 def test_cpu_bf16_plan_by_hand():
-    fp32 = estimate_memory(MemoryPlan(TINY, r=2, device="cpu", seq_len=10, batch=1)).breakdown
-    bf16 = estimate_memory(MemoryPlan(TINY, r=2, device="cpu", seq_len=10, batch=1, dtype="bfloat16")).breakdown
+    fp32 = estimate_memory(Workload(TINY, r=2, device="cpu", seq_len=10, batch=1)).breakdown
+    bf16 = estimate_memory(Workload(TINY, r=2, device="cpu", seq_len=10, batch=1, dtype="bfloat16")).breakdown
     assert bf16["base_weights"] == 1448 * 2  # the trainer loads the weights in bf16
     assert bf16["lora_weights"] == 512 * 4 + 512 * 2  # fp32 adapters + autocast's bf16 copy of them
     assert bf16["optimizer_states"] == fp32["optimizer_states"] == 2 * 512 * 4
     assert bf16["activations"] < fp32["activations"]
     # 4-bit on CPU: the trainer casts TRL's bf16 adapters back to fp32 unless the run is bf16
-    q4 = estimate_memory(MemoryPlan(TINY, quant="4bit", r=2, device="cpu", seq_len=10, batch=1)).breakdown
+    q4 = estimate_memory(Workload(TINY, quant="4bit", r=2, device="cpu", seq_len=10, batch=1)).breakdown
     assert q4["lora_weights"] == 512 * 4
-    q4_bf16 = estimate_memory(MemoryPlan(TINY, quant="4bit", r=2, device="cpu", seq_len=10, batch=1, dtype="bfloat16"))
+    q4_bf16 = estimate_memory(Workload(TINY, quant="4bit", r=2, device="cpu", seq_len=10, batch=1, dtype="bfloat16"))
     assert q4_bf16.breakdown["lora_weights"] == 512 * 2
 
 
@@ -169,10 +169,10 @@ def test_cpu_load_peak_when_the_checkpoint_is_converted():
     dims = dataclasses.replace(TINY, stored_dtype="float32", checkpoint_bytes=400 * 1024**2)
     # batch_shapes=1: the measured run's rows were all one length (a long run of varied rows peaks in training,
     # oneDNN's kernel cache full: memory.ONEDNN_CACHE_KERNELS)
-    bf16 = estimate_memory(MemoryPlan(dims, device="cpu", dtype="bfloat16", seq_len=16, batch=1, batch_shapes=1))
+    bf16 = estimate_memory(Workload(dims, device="cpu", dtype="bfloat16", seq_len=16, batch=1, batch_shapes=1))
     assert bf16.total_bytes == CPU_IMPORTS_BYTES + 400 * 1024**2 + bf16.breakdown["base_weights"]
     assert "mapped_checkpoint" in bf16.breakdown
-    fp32 = estimate_memory(MemoryPlan(dims, device="cpu", dtype="float32", seq_len=16, batch=1))
+    fp32 = estimate_memory(Workload(dims, device="cpu", dtype="float32", seq_len=16, batch=1))
     assert "mapped_checkpoint" not in fp32.breakdown  # no conversion: the weights are the mapped file
 
 
@@ -182,7 +182,7 @@ def test_cpu_allocator_share_follows_tensor_size_and_churn():
     from lora_tui.core.plan import memory
 
     def share(**changes):
-        plan = MemoryPlan("SmolLM2-135M", device="cpu", r=8, **changes)
+        plan = Workload("SmolLM2-135M", device="cpu", r=8, **changes)
         full = estimate_memory(plan.replace(grad_checkpointing=False)).breakdown["activations"]
         return estimate_memory(plan).breakdown["allocator_overhead"] / full
 
@@ -200,16 +200,16 @@ def test_cpu_allocator_share_follows_tensor_size_and_churn():
 @pytest.mark.parametrize("precision", ["auto", "fp32", "bf16", "fp16"])
 @pytest.mark.parametrize("native_bf16", [True, False])
 def test_cpu_plan_dtype_is_the_trainers_precision(monkeypatch, load_in, precision, native_bf16):
-    """plan_from_config on CPU trains in the dtype core.config.effective_precision gives the trainer."""
+    """workload_of on CPU trains in the dtype core.config.effective_precision gives the trainer."""
     from lora_tui.core import config as config_module
     from lora_tui.core.config import Config, effective_precision
-    from lora_tui.core.plan.memory_plan import plan_from_config
+    from lora_tui.core.plan.workload import workload_of
 
     monkeypatch.setattr(config_module, "cpu_has_bf16", lambda: native_bf16)
     config = Config()
     config.model.load_in, config.training.precision = load_in, precision
     config.training.micro_batch, config.training.gradient_checkpointing = 2, False
-    plan = plan_from_config(config, device="cpu")
+    plan = workload_of(config, device="cpu")
     trainer = {"fp32": "float32", "bf16": "bfloat16"}[effective_precision(config, "cpu")]
     assert plan.compute_dtype() == trainer
     assert trainer == ("bfloat16" if precision == "bf16" or (precision == "auto" and native_bf16 and load_in == "16bit")
@@ -222,7 +222,7 @@ def test_cpu_plan_dtype_is_the_trainers_precision(monkeypatch, load_in, precisio
         assert plan.replace(quant="none" if other == "16bit" else other).compute_dtype() == want
 
 def test_estimate_grows_with_batch_length_rank_and_shrinks_with_checkpointing():
-    base = MemoryPlan("Llama-3.2-1B", batch=4, seq_len=1024, r=16)
+    base = Workload("Llama-3.2-1B", batch=4, seq_len=1024, r=16)
     total = estimate_memory(base).total_bytes
     assert estimate_memory(base.replace(batch=8)).total_bytes > total
     assert estimate_memory(base.replace(seq_len=2048)).total_bytes > total
@@ -235,7 +235,7 @@ def test_estimate_grows_with_batch_length_rank_and_shrinks_with_checkpointing():
 
 
 def test_full_logits_dominate_for_large_vocabularies():
-    plan = MemoryPlan("Qwen2.5-0.5B", batch=8, seq_len=2048, grad_checkpointing=True)
+    plan = Workload("Qwen2.5-0.5B", batch=8, seq_len=2048, grad_checkpointing=True)
     chunked = estimate_memory(plan)
     full = estimate_memory(plan.replace(loss_head="full"))
     logits = 8 * 2048 * 151936 * 2  # one bf16 copy of the logits alone
@@ -244,8 +244,8 @@ def test_full_logits_dominate_for_large_vocabularies():
 
 
 def test_gpu_parts_and_cpu_parts():
-    gpu = estimate_memory(MemoryPlan("SmolLM2-360M", device="cuda"))
-    cpu = estimate_memory(MemoryPlan("SmolLM2-360M", device="cpu"))
+    gpu = estimate_memory(Workload("SmolLM2-360M", device="cuda"))
+    cpu = estimate_memory(Workload("SmolLM2-360M", device="cpu"))
     assert "cuda_context" in gpu.breakdown and "process" not in gpu.breakdown
     assert "process" in cpu.breakdown and "cuda_context" not in cpu.breakdown
     assert cpu.breakdown["base_weights"] == 2 * gpu.breakdown["base_weights"]  # fp32 vs bf16
@@ -253,9 +253,9 @@ def test_gpu_parts_and_cpu_parts():
 
 def test_bad_plan_is_a_clear_error():
     with pytest.raises(ValueError, match="quant"):
-        estimate_memory(MemoryPlan(TINY, quant="3bit"))
+        estimate_memory(Workload(TINY, quant="3bit"))
     with pytest.raises(ValueError, match="not linear layers"):
-        estimate_memory(MemoryPlan(TINY, targets="q_proj,wq"))
+        estimate_memory(Workload(TINY, targets="q_proj,wq"))
 
 
 def _gpu_report(free: int, bf16: bool = True) -> HardwareReport:
@@ -265,7 +265,7 @@ def _gpu_report(free: int, bf16: bool = True) -> HardwareReport:
 
 
 def test_verdict_thresholds():
-    plan = MemoryPlan("Qwen2.5-1.5B", batch=4, seq_len=1024)
+    plan = Workload("Qwen2.5-1.5B", batch=4, seq_len=1024)
     total = estimate_memory(plan).total_bytes
     assert judge_fit(plan, _gpu_report(int(total / 0.5))).verdict == "fits"
     assert judge_fit(plan, _gpu_report(int(total / 0.95))).verdict == "tight"
@@ -275,7 +275,7 @@ def test_verdict_thresholds():
 
 
 def test_fixes_lower_the_estimate_and_are_ranked():
-    plan = MemoryPlan("Llama-3.1-8B", batch=2, seq_len=1024)
+    plan = Workload("Llama-3.1-8B", batch=2, seq_len=1024)
     verdict = judge_fit(plan, _gpu_report(16 * GiB))
     assert verdict.verdict == "wont_fit" and verdict.fixes
     singles = [f for f in verdict.fixes if not f.title.startswith("Combine")]
@@ -285,14 +285,14 @@ def test_fixes_lower_the_estimate_and_are_ranked():
     for fix in verdict.fixes:
         assert fix.new_total_bytes < verdict.estimate.total_bytes
         assert fix.new_total_bytes == estimate_memory(plan.replace(**fix.changes)).total_bytes
-        assert set(fix.changes) <= {f.name for f in dataclasses.fields(MemoryPlan)}
+        assert set(fix.changes) <= {f.name for f in dataclasses.fields(Workload)}
     assert any(f.verdict == "fits" for f in verdict.fixes)  # a combination at least
 
 
 def test_4bit_is_no_fix_when_fp32_activations_outweigh_the_saved_weights():
     # peft's prepare_model_for_kbit_training upcasts norms and embeddings to fp32, so a QLoRA run's
     # residual stream and MLP activations are fp32: at long sequences without checkpointing 4-bit costs more.
-    plan = MemoryPlan("Llama-3.1-8B", batch=8, seq_len=2048)
+    plan = Workload("Llama-3.1-8B", batch=8, seq_len=2048)
     assert estimate_memory(plan.replace(quant="4bit")).total_bytes > estimate_memory(plan).total_bytes
     verdict = judge_fit(plan, _gpu_report(24 * GiB))
     assert all("quant" not in f.changes for f in verdict.fixes if not f.title.startswith("Combine"))
@@ -301,14 +301,14 @@ def test_4bit_is_no_fix_when_fp32_activations_outweigh_the_saved_weights():
 def test_cpu_judged_against_ram_and_missing_gpu_is_named():
     cpu_only = HardwareReport(gpus=[], cpu_count=2, ram_total=16 * GiB, ram_available=12 * GiB,
                               nvml_error="the NVIDIA driver is not loaded")
-    on_cpu = judge_fit(MemoryPlan("embedded", device="cpu", batch=1, seq_len=256), cpu_only)
+    on_cpu = judge_fit(Workload("embedded", device="cpu", batch=1, seq_len=256), cpu_only)
     assert on_cpu.available_bytes == 12 * GiB and on_cpu.verdict == "fits"
-    on_gpu = judge_fit(MemoryPlan("embedded", device="cuda"), cpu_only)
+    on_gpu = judge_fit(Workload("embedded", device="cuda"), cpu_only)
     assert on_gpu.verdict == "wont_fit" and "driver is not loaded" in " ".join(on_gpu.notes)
 
 
 def test_fp16_gpu_is_noted():
-    verdict = judge_fit(MemoryPlan("SmolLM2-135M", batch=1, seq_len=256), _gpu_report(8 * GiB, bf16=False))
+    verdict = judge_fit(Workload("SmolLM2-135M", batch=1, seq_len=256), _gpu_report(8 * GiB, bf16=False))
     assert any("fp16" in note for note in verdict.notes)
 
 
@@ -319,7 +319,7 @@ _H200 = HardwareReport(gpus=[GPUInfo(index=0, name="H200", memory_total=141 * Gi
 def test_liger_saves_act_gate_and_the_norms_fp32_copy_by_hand():
     # bf16 16-bit LoRA on CUDA, no dropout: stream 2 bytes. Liger's SwiGLU saves gate and up (not act(gate)):
     # one [tokens x intermediate] tensor less per layer; its RMSNorm keeps its bf16 input, not an fp32 copy.
-    plan = MemoryPlan(TINY, r=2, targets="all-linear", device="cuda", seq_len=10, batch=1, dropout=0.0)
+    plan = Workload(TINY, r=2, targets="all-linear", device="cuda", seq_len=10, batch=1, dropout=0.0)
     plain, liger = estimate_memory(plan), estimate_memory(plan.replace(liger=True))
     per_layer = 16 * 2 + 2 * (4 - 2) * 8  # act(gate) in bf16, and two norms' fp32 copies become bf16
     assert plain.breakdown["activations"] - liger.breakdown["activations"] == 10 * 2 * per_layer
@@ -340,19 +340,19 @@ H200_POINTS = [("Qwen2.5-1.5B", 8, 1024, False, True, 35.98), ("Qwen2.5-1.5B", 8
 
 @pytest.mark.parametrize("model,batch,seq,ckpt,liger,measured", H200_POINTS)
 def test_estimate_meets_the_goal_on_the_measured_h200_points(model, batch, seq, ckpt, liger, measured):
-    plan = MemoryPlan(model, quant="4bit", r=16, batch=batch, seq_len=seq, grad_checkpointing=ckpt, liger=liger)
+    plan = Workload(model, quant="4bit", r=16, batch=batch, seq_len=seq, grad_checkpointing=ckpt, liger=liger)
     est = estimate_memory(plan)
     comparable = (est.total_bytes - est.breakdown["cuda_context"]) / GiB  # what max_memory_reserved sees
     assert -0.05 <= (comparable - measured) / measured <= 0.10 or abs(comparable - measured) <= 0.5
 
 
 def test_concatenated_batches_are_estimated_at_their_tokens():
-    base = MemoryPlan("Qwen2.5-1.5B", quant="4bit", batch=8, seq_len=1024, batching="padding_free")
+    base = Workload("Qwen2.5-1.5B", quant="4bit", batch=8, seq_len=1024, batching="padding_free")
     known = estimate_memory(base.replace(tokens_per_batch=2000))
     assert known.total_bytes == estimate_memory(base.replace(batch=1, seq_len=2000)).total_bytes
     assert known.total_bytes < 0.4 * estimate_memory(base).total_bytes  # 8 x 1024 was the bound, not the run
     # a token budget is exact: one row of the budget's tokens
-    budget = MemoryPlan("Qwen2.5-1.5B", quant="4bit", batch=1, seq_len=4096, batching="padding_free")
+    budget = Workload("Qwen2.5-1.5B", quant="4bit", batch=1, seq_len=4096, batching="padding_free")
     assert estimate_memory(budget).total_bytes == estimate_memory(budget.replace(batch=4, seq_len=1024)).total_bytes
 
 
@@ -389,7 +389,7 @@ def test_gpu_fixed_costs_outside_and_inside_the_reserved_counter():
     from lora_tui.core.config import Config, apply_overrides
     from lora_tui.core.plan.memory import CUDA_CONTEXT_BYTES, CUDA_WORKSPACE_BYTES
 
-    est = estimate_memory(MemoryPlan("SmolLM2-360M", device="cuda"))
+    est = estimate_memory(Workload("SmolLM2-360M", device="cuda"))
     assert est.breakdown["cuda_context"] == CUDA_CONTEXT_BYTES and est.breakdown["cuda_workspaces"] == CUDA_WORKSPACE_BYTES
     config = apply_overrides(Config(), ["model.name=SmolLM2-360M", "training.micro_batch=4",
                                         "training.gradient_checkpointing=off"])
@@ -402,14 +402,14 @@ def test_gpu_fixed_costs_outside_and_inside_the_reserved_counter():
 def test_plan_counts_liger_where_the_run_uses_it(monkeypatch):
     from lora_tui.core.machine import kernels
     from lora_tui.core.config import Config, apply_overrides
-    from lora_tui.core.plan.memory_plan import plan_from_config
+    from lora_tui.core.plan.workload import workload_of
 
     monkeypatch.setattr(kernels, "liger_available", lambda: True)  # liger-kernel cannot be installed without CUDA here
     gpu = _H200
     config = apply_overrides(Config(), ["model.name=Qwen2.5-1.5B", "training.micro_batch=4", "training.gradient_checkpointing=off"])
-    assert plan_from_config(config, gpu, device="cuda").liger
-    assert not plan_from_config(apply_overrides(config.copy(), ["training.kernels=none"]), gpu, device="cuda").liger
-    assert not plan_from_config(config, gpu, device="cpu").liger
+    assert workload_of(config, gpu, device="cuda").liger
+    assert not workload_of(apply_overrides(config.copy(), ["training.kernels=none"]), gpu, device="cuda").liger
+    assert not workload_of(config, gpu, device="cpu").liger
 
 
 def test_cpu_bf16_counts_onednn_kernels_per_new_batch_shape_up_to_its_caches():
@@ -419,19 +419,19 @@ def test_cpu_bf16_counts_onednn_kernels_per_new_batch_shape_up_to_its_caches():
     micro-batch, flat in fp32 or with the caches at one kernel); the arithmetic is checked here."""
     from lora_tui.core.config import Config, apply_overrides
     from lora_tui.core.plan import memory
-    from lora_tui.core.plan.memory_plan import plan_from_config
+    from lora_tui.core.plan.workload import workload_of
 
     def kernels(**changes):
-        plan = MemoryPlan("SmolLM2-135M", device="cpu", batch=4, seq_len=128, **{"dtype": "bfloat16", **changes})
+        plan = Workload("SmolLM2-135M", device="cpu", batch=4, seq_len=128, **{"dtype": "bfloat16", **changes})
         return estimate_memory(plan).breakdown.get("kernel_cache", 0)
 
     one, ten = kernels(batch_shapes=1), kernels(batch_shapes=10)
     assert 0 < one and ten == 10 * one
     assert kernels() == kernels(batch_shapes=10_000) == memory.ONEDNN_CACHE_KERNELS * memory.ONEDNN_KERNEL_BYTES
     assert kernels(dtype="float32") == 0
-    assert "kernel_cache" not in estimate_memory(MemoryPlan("SmolLM2-135M", device="cuda")).breakdown
+    assert "kernel_cache" not in estimate_memory(Workload("SmolLM2-135M", device="cuda")).breakdown
     # a run of max_steps takes max_steps x its micro-batches per step; a run of epochs is a long run
     config = apply_overrides(Config(), ["model.name=SmolLM2-135M", "training.max_steps=6", "training.micro_batch=4",
                                         "training.grad_accum=2", "training.gradient_checkpointing=off"])
-    assert plan_from_config(config, None, device="cpu").batch_shapes == 12
-    assert plan_from_config(apply_overrides(config, ["training.max_steps=-1"]), None, device="cpu").batch_shapes is None
+    assert workload_of(config, None, device="cpu").batch_shapes == 12
+    assert workload_of(apply_overrides(config, ["training.max_steps=-1"]), None, device="cpu").batch_shapes is None

@@ -37,12 +37,12 @@ def trainers_plan(config: Config, tmp_path):
     from lora_tui.core.model.models import load_tokenizer
     from lora_tui.core.plan import memory_record
     from lora_tui.core.run.runs import RunDirectory
-    from lora_tui.core.train.training import build_datasets, plan_for_run
+    from lora_tui.core.train.training import build_datasets, run_plan_of
 
     tokenizer = load_tokenizer(config.model.name)
     train_ds, eval_ds, _ = build_datasets(config, tokenizer)
     longest = max([*train_ds["length"], *(eval_ds["length"] if eval_ds is not None else [])])
-    choice = plan_for_run(RunDirectory(tmp_path / "run"), config, cpu_report(), "cpu", False, longest, None, False)
+    choice = run_plan_of(RunDirectory(tmp_path / "run"), config, cpu_report(), "cpu", False, longest, None, False)
     facts = memory_record.memory_estimate_facts(config, cpu_report(), "cpu", longest, lengths=train_ds["length"],
                                                 run_plan=choice)
     return choice, facts, longest

@@ -14,10 +14,10 @@ from lora_tui.core.config import Config, apply_overrides
 PACKAGE = Path(__file__).resolve().parent.parent / "lora_tui"
 
 
-# --- the memory plan and its fixes -------------------------------------------------------------
+# --- the workload and its fixes -- -------------------------------------------------------------
 def test_fix_becomes_overrides_that_keep_the_effective_batch():
     from lora_tui.core.plan.memory import Fix
-    from lora_tui.core.plan.memory_plan import apply_fix, fix_overrides
+    from lora_tui.core.plan.workload import apply_fix, fix_overrides
 
     config = Config()
     config.training.micro_batch, config.training.grad_accum = 8, 3  # effective 24
@@ -32,7 +32,7 @@ def test_fix_becomes_overrides_that_keep_the_effective_batch():
 
 def test_fix_is_all_or_nothing():
     from lora_tui.core.config import ConfigError
-    from lora_tui.core.plan.memory_plan import apply_fix
+    from lora_tui.core.plan.workload import apply_fix
 
     config = Config()
     with pytest.raises(ConfigError):
@@ -42,12 +42,12 @@ def test_fix_is_all_or_nothing():
 
 def test_plan_round_trips_through_overrides():
     """A fix applied as overrides gives the plan the fix describes (same vocabulary both ways)."""
-    from lora_tui.core.plan.memory_plan import fix_overrides, plan_from_config
+    from lora_tui.core.plan.workload import fix_overrides, workload_of
 
     config = Config()
     changes = {"quant": "8bit", "r": 4, "grad_checkpointing": True, "batch": 1}
-    planned = plan_from_config(config).replace(**changes)
-    applied = plan_from_config(apply_overrides(config.copy(), fix_overrides(config, changes)))
+    planned = workload_of(config).replace(**changes)
+    applied = workload_of(apply_overrides(config.copy(), fix_overrides(config, changes)))
     assert applied == planned
 
 
@@ -199,7 +199,7 @@ def test_the_training_formats_helpers_live_with_training(name):
                                         ("liger_available", "machine/kernels.py"),
                                         ("kernel_libraries", "machine/kernels.py"),
                                         ("choose_kernels", "plan/engine_choice.py"),
-                                        ("choose_batch", "plan/memory_plan.py"), ("PLAN_FIELDS", "plan/memory_plan.py")])
+                                        ("choose_batch", "plan/workload.py"), ("PLAN_FIELDS", "plan/workload.py")])
 def test_names_moved_down_to_break_cycles_have_one_home(name, home):
     assert _homes(name) == [f"lora_tui/core/{home}"]
 
@@ -222,9 +222,9 @@ def test_binary_units_have_one_home():
 
 
 def test_estimate_shorthands_use_the_plan_vocabulary():
-    """`estimate --batch 2` sets the key memory_plan.PLAN_FIELDS names for 'batch': one mapping, not two."""
+    """`estimate --batch 2` sets the key workload.PLAN_FIELDS names for 'batch': one mapping, not two."""
     from lora_tui.commands.hardware import SHORTHANDS
-    from lora_tui.core.plan.memory_plan import PLAN_FIELDS
+    from lora_tui.core.plan.workload import PLAN_FIELDS
 
     assert set(SHORTHANDS) <= set(PLAN_FIELDS)
-    assert _homes("PLAN_FIELDS") == ["lora_tui/core/plan/memory_plan.py"]
+    assert _homes("PLAN_FIELDS") == ["lora_tui/core/plan/workload.py"]

@@ -36,12 +36,12 @@ def _setup(tiny_model_dir, tmp_path, tokens: int):
 
     from lora_tui.core.train.engine import install_lean_head
     from lora_tui.core.model.models import load_tokenizer
-    from lora_tui.core.plan.run_plan import DeviceFacts, plan_run
+    from lora_tui.core.plan.run_plan import DeviceFacts, decide_run_plan
     from lora_tui.core.run.runs import RunDirectory
     from lora_tui.core.train.training import build_datasets, build_model, sft_config
 
     config = _config(tiny_model_dir, _data(tmp_path), f"training.tokens_per_batch={tokens}")
-    plan = plan_run(config, DeviceFacts())
+    plan = decide_run_plan(config, DeviceFacts())
     assert plan.batching == "token_budget" and plan.tokens_per_batch == tokens and plan.micro_batch == 1
     tokenizer = load_tokenizer(str(tiny_model_dir))
     train_ds, _, _ = build_datasets(config, tokenizer)
@@ -120,11 +120,11 @@ def test_token_budget_trains_lora_only(tiny_model_dir, tmp_path):
 
 @pytest.mark.parametrize("tokens", [None, 3000], ids=["auto", "set"])
 def test_the_batch_is_stated_in_tokens(tokens):
-    from lora_tui.core.plan.run_plan import DeviceFacts, plan_run
+    from lora_tui.core.plan.run_plan import DeviceFacts, decide_run_plan
 
     config = apply_overrides(Config(), ["training.batching=token_budget", "data.max_seq_len=256", "training.grad_accum=2",
                                         *([f"training.tokens_per_batch={tokens}"] if tokens else [])])
-    plan = plan_run(config, DeviceFacts())
+    plan = decide_run_plan(config, DeviceFacts())
     if tokens:
         assert plan.tokens_per_batch == 3000
     else:  # auto: the effective batch of 4 x grad_accum rows of max_seq_len, split to fit

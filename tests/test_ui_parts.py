@@ -9,7 +9,7 @@ import pytest
 
 from lora_tui.core.config import Config, apply_overrides, apply_preset
 from lora_tui.core.config import config_overrides, matching_preset, train_command
-from lora_tui.core.plan.memory_plan import plan_from_config
+from lora_tui.core.plan.workload import workload_of
 from lora_tui.core.run.history import RunHistory
 from screenshots.make_demo_run import MAX_STEPS, demo_events
 
@@ -80,22 +80,22 @@ def test_matching_preset():
     assert matching_preset(config) is None
 
 
-def test_memory_plan_follows_the_config():
+def test_the_workload_follows_the_config():
     from screenshots.fixed import fixed_hardware
 
     config = _changed_config()
     config.training.micro_batch = 2
     config.training.gradient_checkpointing = True
-    plan = plan_from_config(config, fixed_hardware(gpu=True))
+    plan = workload_of(config, fixed_hardware(gpu=True))
     assert (plan.quant, plan.r, plan.targets, plan.batch, plan.grad_checkpointing, plan.device) == \
         ("4bit", 64, "q_proj,v_proj", 2, True, "cuda")
     assert plan.seq_len == config.data.max_seq_len
-    cpu_plan = plan_from_config(config, fixed_hardware(gpu=False), model="Qwen/Qwen2.5-0.5B")
+    cpu_plan = workload_of(config, fixed_hardware(gpu=False), model="Qwen/Qwen2.5-0.5B")
     assert cpu_plan.device == "cpu" and cpu_plan.model == "Qwen/Qwen2.5-0.5B"
 
 
 def test_a_memory_fix_lands_in_the_config():
-    from lora_tui.core.plan.memory_plan import apply_fix
+    from lora_tui.core.plan.workload import apply_fix
 
     config = Config()
     config.training.micro_batch, config.training.grad_accum = 16, 2

@@ -1,7 +1,7 @@
 """`lora-tui doctor` (hardware report) and `lora-tui estimate` (memory estimate,
 fit verdict and ranked fixes): printing only; the work is in lora_tui.core.machine.hardware
 and lora_tui.core.plan.memory; the config -> plan -> fix-as-overrides translation is
-lora_tui.core.plan.memory_plan's. Foreseeable mistakes (unknown model, bad targets, a bad
+lora_tui.core.plan.workload's. Foreseeable mistakes (unknown model, bad targets, a bad
 config key) print one line and exit 2, never a traceback; a plan that will not fit exits 1.
 """
 
@@ -100,8 +100,8 @@ def _topology_lines(report) -> list[str]:
 
 
 # ---------------------------------------------------------------- estimate
-# Shorthand flags, named after the memory plan's fields: `estimate --batch 2` is `estimate training.micro_batch=2`
-# (the config key each sets is memory_plan.PLAN_FIELDS[flag], one vocabulary).
+# Shorthand flags, named after the workload's fields: `estimate --batch 2` is `estimate training.micro_batch=2`
+# (the config key each sets is workload.PLAN_FIELDS[flag], one vocabulary).
 SHORTHANDS = ("model", "quant", "r", "targets", "seq_len", "batch", "grad_checkpointing")
 EXIT_FITS, EXIT_WONT_FIT, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -121,7 +121,7 @@ def _device(choice: str, report) -> tuple[str, int]:
 
 def _shorthand_overrides(args) -> list[str]:
     from lora_tui.core.config import _cli_value
-    from lora_tui.core.plan.memory_plan import LOAD_FOR_QUANT, PLAN_FIELDS
+    from lora_tui.core.plan.workload import LOAD_FOR_QUANT, PLAN_FIELDS
 
     out = []
     for attr in SHORTHANDS:
@@ -136,7 +136,7 @@ def estimate(args) -> int:
     from lora_tui.core.config import ConfigError, train_command
     from lora_tui.core.machine.hardware import probe_hardware
     from lora_tui.core.plan.memory import judge_fit
-    from lora_tui.core.plan.memory_plan import fix_overrides, plan_from_config
+    from lora_tui.core.plan.workload import fix_overrides, workload_of
 
     report = probe_hardware(check_libraries=False)
     try:
@@ -144,9 +144,9 @@ def estimate(args) -> int:
         args.config, args.overrides = config_path, overrides + _shorthand_overrides(args)
         config = build_config(args)
         device, index = _device(args.device, report)
-        plan_from_config(config, report, device=device)  # a wrong model or value: one line, before the data is read
+        workload_of(config, report, device=device)  # a wrong model or value: one line, before the data is read
         lengths = _data_lengths(config)  # the trainer plans rows as long as the data's longest: so does this
-        plan = plan_from_config(config, report, device=device, longest=lengths.longest)
+        plan = workload_of(config, report, device=device, longest=lengths.longest)
         dims = plan.dims()
         targets = dims.target_modules(plan.targets)
         verdict = judge_fit(plan, report, device_index=index)
@@ -219,7 +219,7 @@ def _print_estimate(dims, plan, targets, verdict, config=None, report=None, leng
     if lengths is not None and config is not None:
         print(f"  {lengths.rows_text(config.data.max_seq_len)}")
     if t is not None and (auto_micro or auto_ckpt):
-        from lora_tui.core.plan.memory_plan import choose_batch
+        from lora_tui.core.plan.workload import choose_batch
 
         batch = choose_batch(config, report, plan.device, longest=lengths.longest if lengths else None)
         if auto_micro:  # '8 x 4 = 32 rows per step' or '4096 tokens x 4 = 16384 tokens per step' (core/plan/batch.py)

@@ -178,9 +178,9 @@ class LoraTuiApp(App[int]):
                     "or: lora-tui --run runs/NAME", title="A run is training", timeout=12)
 
     def plan_key(self) -> tuple:
-        from lora_tui.core.plan.memory_plan import plan_inputs
+        from lora_tui.core.plan.workload import estimate_inputs
 
-        return (*plan_inputs(self.state.config), id(self.state.hardware), self.state.longest_row())
+        return (*estimate_inputs(self.state.config), id(self.state.hardware), self.state.longest_row())
 
     def request_judgement(self) -> None:
         """Re-estimate memory for the current plan, debounced so typing does not queue estimates. The plan

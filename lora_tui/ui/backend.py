@@ -5,7 +5,7 @@ most of them import torch / transformers on first use. Keeping them together
 lets tests substitute fixed answers where a screen must look the same on every
 machine (a fixed HardwareReport for snapshots), while the pilot tests use the
 real thing. No widget code here, and no training logic: only core calls and the
-small glue that hands a Config to the core (core.memory_plan makes it a memory plan).
+small glue that hands a Config to the core (core/plan/workload.py makes it the estimate's workload).
 """
 
 from __future__ import annotations
@@ -62,22 +62,22 @@ class Backend:
 
         return probe_hardware(check_libraries=check_libraries)
 
-    def memory_plan(self, config: Config, hardware, model: str | None = None, longest: int | None = None):
-        from lora_tui.core.plan.memory_plan import plan_from_config
+    def workload(self, config: Config, hardware, model: str | None = None, longest: int | None = None):
+        from lora_tui.core.plan.workload import workload_of
 
-        return plan_from_config(config, hardware, model=model, longest=longest)
+        return workload_of(config, hardware, model=model, longest=longest)
 
     def judge(self, config: Config, hardware, longest: int | None = None) -> tuple[Any, Any]:
         """(estimate, verdict) for the current plan on this hardware; rows no longer than ``longest`` when known."""
         from lora_tui.core.plan.memory import judge_fit
 
-        plan = self.memory_plan(config, hardware, longest=longest)
+        plan = self.workload(config, hardware, longest=longest)
         verdict = judge_fit(plan, hardware)
         return verdict.estimate, verdict
 
     def batch(self, config: Config, hardware, longest: int | None = None):
         """Micro-batch, accumulation and checkpointing the run would use (auto resolved), with the reasons."""
-        from lora_tui.core.plan.memory_plan import choose_batch
+        from lora_tui.core.plan.workload import choose_batch
 
         return choose_batch(config, hardware, longest=longest)
 
@@ -102,7 +102,7 @@ class Backend:
         entries += [(dims.hub_id or name, dims) for name, dims in CATALOGUE.items()]
         for name, dims in entries:
             try:
-                verdict = judge_fit(self.memory_plan(config, hardware, model=name, longest=longest), hardware)
+                verdict = judge_fit(self.workload(config, hardware, model=name, longest=longest), hardware)
                 rows.append((name, dims.params, verdict.estimate.total_bytes, verdict.verdict))
             except Exception:  # one odd entry must not hide the rest of the table
                 rows.append((name, dims.params, None, None))

@@ -2,9 +2,9 @@
 
 ``Batch`` holds what trades memory for speed at an equal effective batch: rows per micro-batch, gradient
 accumulation, tokens per micro-batch (batching=token_budget: one packed row of up to that many tokens) and
-activation checkpointing, with why each was chosen. ``memory_plan.choose_batch`` decides it once (or a
+activation checkpointing, with why each was chosen. ``workload.choose_batch`` decides it once (or a
 resumed run reads its first start's back with ``from_record``), the run plan carries it unchanged
-(``RunPlan.batch``), the estimator takes it beside the config (``memory_plan.plan_from_config(..., batch=)``)
+(``RunPlan.batch``), the estimator takes it beside the config (``workload.workload_of(..., batch=)``)
 and ``describe()`` is the one way a batch is written for people.
 
 Must not import torch or textual (the wizard imports it at start-up); holds no Config.

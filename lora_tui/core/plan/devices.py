@@ -17,7 +17,7 @@ from pathlib import Path
 
 from lora_tui.core.config import MAX_CONFIG_BYTES, DistributedError, parse_devices
 from lora_tui.core.machine import hardware as machine_hardware
-from lora_tui.core.plan.memory_plan import plan_from_config
+from lora_tui.core.plan.workload import workload_of
 from lora_tui.core.plan.strategies import describe, per_gpu_bytes
 from lora_tui.core.safe_read import UnsafeFile, read_yaml
 from lora_tui.core.units import gib
@@ -140,7 +140,7 @@ def _per_gpu_figures(config, hardware, plan: DevicePlan) -> tuple[dict, int | No
         if hardware is None:
             hardware = machine_hardware.probe_hardware(check_libraries=False)
         gpus = [g for g in hardware.gpus if plan.gpu_ids is None or g.index in plan.gpu_ids]
-        figures = per_gpu_bytes(plan_from_config(config, hardware), plan.world_size)
+        figures = per_gpu_bytes(workload_of(config, hardware), plan.world_size)
         return figures, min((int(g.memory_free) for g in gpus), default=None)
     except Exception:  # an estimate we cannot make must not block training: DDP is the safe default
         return {}, None
@@ -240,7 +240,7 @@ def strategy_line(config, report) -> str:
     return line
 
 
-def per_gpu_summary(config, report, memory_plan) -> dict | None:
+def per_gpu_summary(config, report, workload) -> dict | None:
     """For `estimate`: per-GPU bytes of each strategy and the one a run would take, when the
     config would use more than one GPU here; None for one device."""
     try:
@@ -250,6 +250,6 @@ def per_gpu_summary(config, report, memory_plan) -> dict | None:
         plan = plan_devices(config, gpu_count=len(report.gpus), hardware=report)
     except DistributedError as exc:
         return {"error": str(exc)}
-    figures = per_gpu_bytes(memory_plan, plan.world_size)
+    figures = per_gpu_bytes(workload, plan.world_size)
     return {"world_size": plan.world_size, "ddp_bytes": figures["ddp"], "fsdp_bytes": figures["fsdp"],
             "strategy": plan.strategy, "reason": plan.reason}

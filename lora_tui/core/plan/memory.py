@@ -84,8 +84,8 @@ FITS_BELOW = 0.90  # estimate / available under this: "fits"; up to 1.0: "tight"
 
 
 @dataclass
-class MemoryPlan:
-    """A planned run, in the terms the estimate needs (see MemoryPlan.dims for the model)."""
+class Workload:
+    """A planned run, in the terms the estimate needs (see Workload.dims for the model)."""
 
     model: str | ModelDims
     quant: str = "none"  # "none" | "8bit" | "4bit"
@@ -127,7 +127,7 @@ class MemoryPlan:
             return "bfloat16" if self.cpu_native_bf16 and self.quant == "none" else "float32"
         return "bfloat16"
 
-    def replace(self, **changes) -> "MemoryPlan":
+    def replace(self, **changes) -> "Workload":
         return dataclasses.replace(self, **changes)
 
     def check(self) -> None:
@@ -166,7 +166,7 @@ class MemoryEstimate:
 @dataclass
 class Fix:
     title: str
-    changes: dict  # MemoryPlan field -> new value
+    changes: dict  # Workload field -> new value
     new_total_bytes: int
     verdict: str
 
@@ -201,7 +201,7 @@ class _Widths:
     shared: bool  # adapted layers may share their input tensor instead of copying it
 
 
-def _widths(plan: MemoryPlan) -> _Widths:
+def _widths(plan: Workload) -> _Widths:
     compute = DTYPE_BYTES[plan.compute_dtype()]
     quantized = plan.quant != "none"
     # peft keeps a 16-bit model's adapters in fp32. TRL casts a quantized model's adapters to bf16, and the
@@ -222,7 +222,7 @@ def _widths(plan: MemoryPlan) -> _Widths:
     return _Widths(stream, attention, lora_in, mask_bytes, adapter, shared)
 
 
-def _layer_bytes(d: ModelDims, targets: list[str], w: _Widths, plan: MemoryPlan) -> int:
+def _layer_bytes(d: ModelDims, targets: list[str], w: _Widths, plan: Workload) -> int:
     """Bytes autograd saves per token in one decoder layer (no checkpointing)."""
     h, hq, i = d.hidden, d.q_dim, d.intermediate
     moe = d.experts_per_token
@@ -269,7 +269,7 @@ def _layer_bytes(d: ModelDims, targets: list[str], w: _Widths, plan: MemoryPlan)
 REFERENCE_PASS_LAYERS = 1.0
 
 
-def _preference_parts(plan: MemoryPlan, tokens: int, per_layer: int, head_temp: int, adapter_bytes: int) -> dict:
+def _preference_parts(plan: Workload, tokens: int, per_layer: int, head_temp: int, adapter_bytes: int) -> dict:
     """What dpo / kto add to an SFT step of the same rows (dpo's doubled rows are already in ``tokens``)."""
     parts = {"reference_pass": int(tokens * per_layer * REFERENCE_PASS_LAYERS)}  # its head tiles reuse the policy's
     if plan.reference_adapter:  # TRL's frozen copy of the starting adapter (its weights only)
@@ -277,7 +277,7 @@ def _preference_parts(plan: MemoryPlan, tokens: int, per_layer: int, head_temp: 
     return parts
 
 
-def _kernel_cache(d: ModelDims, targets: list[str], plan: MemoryPlan, tokens: int, vocab_tile: int) -> int:
+def _kernel_cache(d: ModelDims, targets: list[str], plan: Workload, tokens: int, vocab_tile: int) -> int:
     """Bytes of oneDNN kernels a CPU bf16 run caches: those one new micro-batch shape compiles, times the shapes, at
     most the caches' capacity. Counted from the kernels oneDNN logged (ONEDNN_VERBOSE=profile_create) on the tiny
     models: each distinct frozen linear shape runs forward and input-gradient, each distinct LoRA A / B shape forward,
@@ -304,7 +304,7 @@ def _lora_params(d: ModelDims, targets: list[str], r: int, experts: bool = False
     return d.layers * per_layer
 
 
-def _base_weights(d: ModelDims, plan: MemoryPlan) -> int:
+def _base_weights(d: ModelDims, plan: Workload) -> int:
     """Bytes of the loaded base model: quantized linear layers plus what stays unquantized."""
     compute = DTYPE_BYTES[plan.compute_dtype()]
     linear = d.layers * d.linear_params_per_layer
@@ -321,7 +321,7 @@ def _base_weights(d: ModelDims, plan: MemoryPlan) -> int:
     return int(quantized + rest * kept)
 
 
-def estimate_memory(plan: MemoryPlan) -> MemoryEstimate:
+def estimate_memory(plan: Workload) -> MemoryEstimate:
     """Peak memory of one training run with this plan: total and its named parts."""
     plan.check()
     d = plan.dims()
@@ -456,7 +456,7 @@ def _verdict(total: int, available: int) -> str:
     return "fits" if total <= FITS_BELOW * available else "tight"
 
 
-def _ladder(plan: MemoryPlan, d: ModelDims) -> list[tuple[str, list[tuple[object, str]]]]:
+def _ladder(plan: Workload, d: ModelDims) -> list[tuple[str, list[tuple[object, str]]]]:
     """Each knob with its candidate values, mildest first, and how to describe each."""
     knobs: list[tuple[str, list[tuple[object, str]]]] = []
     if plan.quant != "4bit":
@@ -484,7 +484,7 @@ def _ladder(plan: MemoryPlan, d: ModelDims) -> list[tuple[str, list[tuple[object
     return [(k, v) for k, v in knobs if v]
 
 
-def _single_fixes(plan: MemoryPlan, total: int, available: int) -> list[Fix]:
+def _single_fixes(plan: Workload, total: int, available: int) -> list[Fix]:
     """One fix per knob: its mildest value that fits, else its strongest; only those that lower the estimate."""
     fixes = []
     for knob, values in _ladder(plan, plan.dims()):
@@ -499,7 +499,7 @@ def _single_fixes(plan: MemoryPlan, total: int, available: int) -> list[Fix]:
     return sorted(fixes, key=lambda f: f.new_total_bytes)
 
 
-def _fixes(plan: MemoryPlan, total: int, available: int) -> list[Fix]:
+def _fixes(plan: Workload, total: int, available: int) -> list[Fix]:
     fixes = _single_fixes(plan, total, available)
     if not fixes or any(f.verdict == "fits" for f in fixes):
         return fixes
@@ -523,7 +523,7 @@ def _fixes(plan: MemoryPlan, total: int, available: int) -> list[Fix]:
     return fixes
 
 
-def judge_fit(plan: MemoryPlan, hardware=None, device_index: int = 0) -> FitVerdict:
+def judge_fit(plan: Workload, hardware=None, device_index: int = 0) -> FitVerdict:
     """Compare the estimate with the chosen device's free memory; add ranked fixes when it does not fit."""
     if hardware is None:
         from lora_tui.core.machine.hardware import probe_hardware

@@ -1,6 +1,6 @@
 """Closed-loop memory: the estimate a run starts with, the peak it reaches, and the error between them.
 
-(``training.gradient_checkpointing=auto`` is decided with ``micro_batch=auto`` in ``memory_plan.choose_batch``.)
+(``training.gradient_checkpointing=auto`` is decided with ``micro_batch=auto`` in ``workload.choose_batch``.)
 ``memory_estimate_facts`` is the estimate recorded in the ``started`` event; ``make_memory_callback``
 measures the peak as training goes (``torch.cuda.max_memory_reserved`` on GPU, peak RSS on CPU),
 keeps ``status.json`` current (the Training screen's "estimated X GiB, peak so far Y GiB") and
@@ -15,7 +15,7 @@ from __future__ import annotations
 import resource
 
 from lora_tui.core.plan.memory import estimate_memory, heaviest_concatenation
-from lora_tui.core.plan.memory_plan import plan_from_config
+from lora_tui.core.plan.workload import workload_of
 
 def memory_estimate_facts(config, hardware, device: str, longest: int | None = None,
                           lengths: list[int] | None = None, micro_batches: int | None = None,
@@ -26,7 +26,7 @@ def memory_estimate_facts(config, hardware, device: str, longest: int | None = N
     likely to draw (memory.heaviest_concatenation), not at micro-batch x longest. ``run_plan``: the run's
     ``RunPlan`` (its engine and batch), else the config's own, auto resolved here."""
     try:
-        plan = run_plan.memory_plan(config, hardware) if run_plan else plan_from_config(config, hardware, device=device,
+        plan = run_plan.workload(config, hardware) if run_plan else workload_of(config, hardware, device=device,
                                                                                         longest=longest)
         batching = run_plan.batching if run_plan else config.training.batching
         if lengths and plan.batching == "padding_free" and batching == "padding_free" and plan.batch > 1:

@@ -1,6 +1,6 @@
 """One run plan: precision, attention, batching, kernels, batch and checkpointing, decided once.
 
-``plan_run(config, facts, ...)`` turns a Config and the device's facts (``DeviceFacts``: device,
+``decide_run_plan(config, facts, ...)`` turns a Config and the device's facts (``DeviceFacts``: device,
 compute capability, bf16, installed kernels, world size) into a ``RunPlan``. The same function, fed
 the same facts, is what ``lora-tui estimate``, the wizard, the trainer and every rank use, so they
 cannot disagree: the trainer records the plan in its ``started`` event, the multi-rank supervisor
@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from lora_tui.core.config import effective_precision
 from lora_tui.core.plan.batch import Batch
 from lora_tui.core.plan.engine_choice import DeviceFacts, choose_kernels, engine_fields
-from lora_tui.core.plan.memory_plan import batch_candidates, choose_batch, plan_from_config
+from lora_tui.core.plan.workload import batch_candidates, choose_batch, workload_of
 
 ENV_PLAN = "LORA_TUI_PLAN"  # the supervisor's RunPlan as JSON: every rank trains with the same one
 
@@ -37,7 +37,7 @@ class RunPlan:
     attention: str = "sdpa"
     batching: str = "grouped"  # "grouped" | "padding_free" | "packed" | "token_budget"
     kernels: list[str] = field(default_factory=lambda: ["lean_head"])
-    batch: Batch = Batch(4, 4, False)  # as decided (memory_plan.choose_batch), carried unchanged to the trainer
+    batch: Batch = Batch(4, 4, False)  # as decided (workload.choose_batch), carried unchanged to the trainer
     max_seq_len: int = 512
     longest: int | None = None  # the data's longest tokenized row, when known
     world_size: int = 1
@@ -85,15 +85,15 @@ class RunPlan:
     def replace(self, **changes) -> "RunPlan":
         return replace(self, **changes)
 
-    def memory_plan(self, config, hardware=None):
+    def workload(self, config, hardware=None):
         """The estimator's plan of this run: ``config`` with this plan's engine and batch (no copied config).
         Precision: the plan's is effective_precision(config), which the estimator resolves the same way."""
-        plan = plan_from_config(config, hardware, device=self.device, longest=self.longest,
+        plan = workload_of(config, hardware, device=self.device, longest=self.longest,
                                 engine={"attention": self.attention, "batching": self.batching}, batch=self.batch)
         return plan.replace(liger="liger" in self.kernels)
 
 
-def plan_run(config, facts: DeviceFacts, hardware=None, longest: int | None = None, batch=None) -> RunPlan:
+def decide_run_plan(config, facts: DeviceFacts, hardware=None, longest: int | None = None, batch=None) -> RunPlan:
     """The run's plan. ``hardware``: the report the memory estimate reads (free memory); ``longest``: the
     data's longest tokenized row when known; ``batch``: a ``Batch`` already made
     (a resumed run's, the supervisor's), else it is chosen here."""
@@ -115,10 +115,10 @@ def plan_run(config, facts: DeviceFacts, hardware=None, longest: int | None = No
 def choose_engine(config, device: str, hardware=None, capability: tuple[int, int] | None = None,
                   world_size: int = 1, batch=None, longest: int | None = None):
     """Resolve every ``auto`` engine setting of ``config`` for ``device`` ("cpu" | "cuda"): the run plan
-    (``plan_run``) for the facts read from ``hardware``. ``batch``: the run's
+    (``decide_run_plan``) for the facts read from ``hardware``. ``batch``: the run's
     ``Batch`` when already made (the trainer's, see batch_for_run)."""
     facts = DeviceFacts.from_hardware(hardware, device, world_size, capability)
-    return plan_run(config, facts, hardware, longest, batch)
+    return decide_run_plan(config, facts, hardware, longest, batch)
 
 
 def candidate_plans(config, facts: DeviceFacts, hardware=None, longest: int | None = None) -> list[RunPlan]:
@@ -127,7 +127,7 @@ def candidate_plans(config, facts: DeviceFacts, hardware=None, longest: int | No
     Varies what is on ``auto`` in the config: the micro-batch / token budget (each divisor of the effective
     batch that the estimate says fits), checkpointing, and Liger kernels where installed. Each plan's
     ``reasons['candidate']`` says what it varies."""
-    first = plan_run(config, facts, hardware, longest)
+    first = decide_run_plan(config, facts, hardware, longest)
     out = [first]
     seen = {_key(first)}
     t = config.training
@@ -137,7 +137,7 @@ def candidate_plans(config, facts: DeviceFacts, hardware=None, longest: int | No
     for batch in batch_candidates(config, hardware, facts.device, facts.world_size, longest,
                                   engine={"attention": first.attention, "batching": first.batching}):
         for kernels in kernel_options:
-            plan = plan_run(config, facts, hardware, longest, batch=batch).replace(kernels=list(kernels))
+            plan = decide_run_plan(config, facts, hardware, longest, batch=batch).replace(kernels=list(kernels))
             if _key(plan) not in seen:
                 seen.add(_key(plan))
                 plan.reasons["candidate"] = (f"{plan.batch.describe()}, checkpointing {'on' if plan.gradient_checkpointing else 'off'}"

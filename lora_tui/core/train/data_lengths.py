@@ -1,6 +1,6 @@
-"""The data's longest row, as the trainer tokenizes it: the data input of every memory plan.
+"""The data's longest row, as the trainer tokenizes it: the data input of every workload the estimate sizes.
 
-The trainer plans rows no longer than its data's longest tokenized row (core/plan/memory_plan.py:
+The trainer plans rows no longer than its data's longest tokenized row (core/plan/workload.py:
 short data needs no checkpointing). Whoever else shows a plan for the same config -- `lora-tui
 estimate`, the wizard's Model, Hardware and Parameters steps -- must feed the plan the same figure,
 or the same config shows two estimates (5.2 GiB at rows of max_seq_len, 2.7 GiB at the data's).

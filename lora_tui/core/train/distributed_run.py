@@ -25,7 +25,7 @@ from lora_tui.core.plan.run_plan import plan_env
 from lora_tui.core.run.runs import LOCK_FD_ENV, STATES_DONE, RunDirectory, quoted
 from lora_tui.core.train import distributed
 from lora_tui.core.train.data_lengths import measure_data
-from lora_tui.core.train.training import plan_for_run
+from lora_tui.core.train.training import run_plan_of
 
 
 def supervise(run: RunDirectory, plan: devices.DevicePlan, config, resume: bool) -> str:
@@ -62,7 +62,7 @@ def _batch_env(run: RunDirectory, plan, config, resume: bool) -> dict:
     hardware = probe_hardware(check_libraries=False)
     device = "cpu" if plan.cpu else "cuda"
     world = plan.processes if plan.cpu else 1  # CPU ranks share this machine's RAM
-    return plan_env(plan_for_run(run, config, hardware, device, resume, measure_data(config).longest, world_size=world))
+    return plan_env(run_plan_of(run, config, hardware, device, resume, measure_data(config).longest, world_size=world))
 
 
 def settle(run: RunDirectory, code: int, plan, log_start: int = 0) -> str:

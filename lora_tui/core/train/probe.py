@@ -111,7 +111,7 @@ def candidates(config, choice, device: str, liger: bool | None = None) -> list[C
     micro-batch / budget ladder x checkpointing x Liger, for what the config leaves to auto. ``liger``: True
     when the probe decides Liger; else the engine's choice stays. Used when ``run_plan.candidate_plans``
     is not there to ask."""
-    from lora_tui.core.plan.memory_plan import AUTO_BASE, MICRO_BATCH_CAP
+    from lora_tui.core.plan.workload import AUTO_BASE, MICRO_BATCH_CAP
 
     t = config.training
     tokens = getattr(choice, "tokens_per_batch", None) if getattr(choice, "batching", "") == "token_budget" else None

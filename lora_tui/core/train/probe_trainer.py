@@ -196,14 +196,14 @@ def memory_budget(device: str) -> int | None:
 
 
 def estimate(config, hardware, device: str, candidate: Candidate, longest: int | None) -> int | None:
-    """The estimate of ``config`` trained with the candidate's batch (memory_plan.plan_from_config's ``batch``)."""
+    """The estimate of ``config`` trained with the candidate's batch (workload.workload_of's ``batch``)."""
     from lora_tui.core.plan.batch import Batch
     from lora_tui.core.plan.memory import estimate_memory
-    from lora_tui.core.plan.memory_plan import plan_from_config
+    from lora_tui.core.plan.workload import workload_of
 
     batch = Batch(candidate.micro_batch, candidate.grad_accum, candidate.gradient_checkpointing, candidate.tokens_per_batch)
     try:
-        plan = plan_from_config(config, hardware, device=device, longest=longest, batch=batch)
+        plan = workload_of(config, hardware, device=device, longest=longest, batch=batch)
         if candidate.liger and hasattr(plan, "liger"):
             plan = plan.replace(liger=True)
         return estimate_memory(plan).total_bytes

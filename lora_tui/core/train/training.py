@@ -35,8 +35,8 @@ from lora_tui.core.model.models import ModelSourceError, load_tokenizer, resolve
 from lora_tui.core.plan import memory_record
 from lora_tui.core.plan.engine_choice import DeviceFacts, engine_fields
 from lora_tui.core.plan.family_rules import family_problem
-from lora_tui.core.plan.memory_plan import batch_for_run
-from lora_tui.core.plan.run_plan import PlanError, choose_engine, plan_from_env, plan_run
+from lora_tui.core.plan.workload import batch_for_run
+from lora_tui.core.plan.run_plan import PlanError, choose_engine, plan_from_env, decide_run_plan
 from lora_tui.core.run.checkpoints import choose_checkpoint
 from lora_tui.core.run.claim import targets_changed
 from lora_tui.core.run.model_card import write_model_card
@@ -318,7 +318,7 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     hardware = machine.probe_hardware()
     capability = torch.cuda.get_device_capability(0) if device == "cuda" else None
     # The run plan: decided once (a resume keeps the first start's batches; every rank takes the supervisor's)
-    choice = plan_for_run(run, config, hardware, device, resume, longest, capability, bf16_ok)
+    choice = run_plan_of(run, config, hardware, device, resume, longest, capability, bf16_ok)
     precision = choice.precision  # core.config.effective_precision for this device's facts
     # glibc's mmap threshold stays as it is: with huge pages (engine.prefer_huge_pages) checkpointing keeps
     # RSS low without it, and a fixed 256 KiB threshold (mallopt) cut peak RSS 3.64 -> 2.11 GiB on a
@@ -443,7 +443,7 @@ def _write_card(run: RunDirectory) -> None:
         run.append_event("log", level="warning", message=f"Model card not written: {exc}")
 
 
-def plan_for_run(run: RunDirectory, config: Config, hardware, device: str, resume: bool = False,
+def run_plan_of(run: RunDirectory, config: Config, hardware, device: str, resume: bool = False,
                  longest: int | None = None, capability=None, bf16_ok: bool | None = None, world_size: int | None = None):
     """The run's plan (core.run_plan): the supervisor's in a rank it launched, else decided here from this
     device's facts, keeping the first start's batch on resume. The config is not changed."""
@@ -458,7 +458,7 @@ def plan_for_run(run: RunDirectory, config: Config, hardware, device: str, resum
     attention, batching, _ = engine_fields(config, facts)
     batch = batch_for_run(run, config, hardware, device, facts.world_size, resume=resume, longest=longest,
                           engine={"attention": attention, "batching": batching})
-    return plan_run(config, facts, hardware, longest, batch)
+    return decide_run_plan(config, facts, hardware, longest, batch)
 
 
 def longest_row(train_ds, eval_ds) -> int:

@@ -3,7 +3,7 @@ driver, CUDA and bf16 support; CPU and RAM; the memory verdict for the current
 plan with its breakdown, and the ranked fixes — Enter (or f) applies one.
 
 The probe and the estimate run in the app's workers; this screen only draws
-them. A chosen fix is applied by ``core.memory_plan.apply_fix`` as the same
+them. A chosen fix is applied by ``core.workload.apply_fix`` as the same
 ``section.key=value`` overrides that `lora-tui estimate` prints. ``b`` runs `lora-tui bench`
 (core.bench) on the current plan in a worker and shows its table here.
 """
@@ -203,7 +203,7 @@ class HardwareScreen(WizardScreen):
         self._apply(option_list.highlighted)
 
     def _apply(self, index: int) -> None:
-        from lora_tui.core.plan.memory_plan import apply_fix
+        from lora_tui.core.plan.workload import apply_fix
 
         fix = self._fixes[index]
         try:

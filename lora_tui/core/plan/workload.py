@@ -1,16 +1,16 @@
-"""The memory plan of a run: the one place that translates a Config into the
-estimator's ``MemoryPlan`` and a memory fix back into ``section.key=value`` overrides.
+"""The workload of a run (what the memory estimate sizes): the one place that translates a Config into the
+estimator's ``Workload`` and a memory fix back into ``section.key=value`` overrides.
 
 The wizard's Hardware step and ``lora-tui estimate`` both go through here, so a fix
 means the same thing on screen and on the command line, and what the CLI prints is
 exactly what the wizard applies (through ``core.config.apply_overrides``).
 
-To teach it a new knob: add the MemoryPlan field -> config key to ``PLAN_FIELDS``, read
-it in ``plan_from_config``, and (when the plan's value differs from the config's) add a
+To teach it a new knob: add the Workload field -> config key to ``PLAN_FIELDS``, read
+it in ``workload_of``, and (when the workload's value differs from the config's) add a
 case to ``_config_value``.
 
 The batch auto picks lives here too (``choose_batch``: ``training.micro_batch=auto`` and
-``training.gradient_checkpointing=auto``, decided together from the estimate): it estimates plans
+``training.gradient_checkpointing=auto``, decided together from the estimate): it estimates workloads
 translated here, and the translation of an auto config asks it for the batch, so the two are one module.
 
 The effective batch (rows per optimiser step) is what the learning depends on; the micro-batch only
@@ -40,10 +40,10 @@ from lora_tui.core.config import Config, _cli_value, apply_overrides, effective_
 from lora_tui.core.plan.batch import Batch
 from lora_tui.core.plan.engine_choice import DeviceFacts, choose_kernels, engine_fields
 from lora_tui.core.model.models import split_experts
-from lora_tui.core.plan.memory import ATTENTION, BATCHING, MemoryPlan, estimate_memory
+from lora_tui.core.plan.memory import ATTENTION, BATCHING, Workload, estimate_memory
 from lora_tui.core.units import GiB
 
-# MemoryPlan field -> the Config key that holds it (one vocabulary: the config's).
+# Workload field -> the Config key that holds it (one vocabulary: the config's).
 PLAN_FIELDS = {
     "model": "model.name",
     "quant": "model.load_in",
@@ -69,9 +69,9 @@ def _get(config: Config, dotted: str):
     return getattr(getattr(config, section), key)
 
 
-def plan_from_config(config: Config, hardware=None, model: str | None = None, device: str | None = None,
+def workload_of(config: Config, hardware=None, model: str | None = None, device: str | None = None,
                      longest: int | None = None, engine: dict | None = None, batch: Batch | None = None):
-    """The MemoryPlan of the run this Config would start, on this hardware (GPU 0 when there is one,
+    """The Workload of the run this Config would start, on this hardware (GPU 0 when there is one,
     like the trainer), optionally for another model (the wizard's catalogue table) or forced onto
     ``device`` ("cpu" / "cuda", as `lora-tui estimate --device` does).
 
@@ -98,7 +98,7 @@ def plan_from_config(config: Config, hardware=None, model: str | None = None, de
         tokens = int(config.training.tokens_per_batch or batch.tokens_per_batch or batch.micro_batch * seq_len)
         sizes["batch"] = max(1, tokens // seq_len)
         sizes["tokens_per_batch"] = tokens if config.training.tokens_per_batch or tokens % seq_len else None
-    return MemoryPlan(
+    return Workload(
         model=model or config.model.name,
         quant=QUANT_FOR_LOAD[config.model.load_in],
         double_quant=config.model.double_quant,
@@ -189,7 +189,7 @@ def _batch(config: Config, hardware, device: str, longest: int | None = None, en
     return choose_batch(config, hardware, device, longest=longest, engine=engine)
 
 
-def plan_inputs(config: Config) -> tuple:
+def estimate_inputs(config: Config) -> tuple:
     """Every config value the plan depends on: a key that changes exactly when the estimate may."""
     return tuple(_get(config, dotted) for dotted in (*PLAN_FIELDS.values(), *EXTRA_KEYS))
 
@@ -206,7 +206,7 @@ def _config_value(plan_field: str, value):
 def fix_overrides(config: Config, changes) -> list[str]:
     """A fix as the ``section.key=value`` overrides that apply it to ``config``.
 
-    ``changes`` is a ``memory.Fix``, its MemoryPlan-field dict, or overrides already.
+    ``changes`` is a ``memory.Fix``, its Workload-field dict, or overrides already.
     A smaller micro-batch also raises gradient accumulation so the effective batch
     (micro_batch x grad_accum) stays at least what it was.
     """
@@ -334,7 +334,7 @@ def _choose_batch(config, hardware, device, world_size, longest, engine) -> Batc
     def need(micro: int, checkpointing: bool) -> int:
         accum = t.grad_accum if user_micro is not None else total // micro
         batch = Batch(micro, accum, checkpointing)
-        return estimate_memory(plan_from_config(config, hardware, device=device, longest=longest, engine=engine,
+        return estimate_memory(workload_of(config, hardware, device=device, longest=longest, engine=engine,
                                                 batch=batch)).total_bytes
 
     def fits(micro: int, checkpointing: bool) -> bool:
@@ -418,7 +418,7 @@ def batch_candidates(config, hardware=None, device: str | None = None, world_siz
         for checkpointing in ([bool(t.gradient_checkpointing)] if t.gradient_checkpointing is not None else [False, True]):
             batch = Batch(micro, t.grad_accum if fixed else total // micro, checkpointing)
             try:
-                need = estimate_memory(plan_from_config(config, hardware, device=device, longest=longest, engine=engine,
+                need = estimate_memory(workload_of(config, hardware, device=device, longest=longest, engine=engine,
                                                         batch=batch)).total_bytes
             except Exception:
                 continue
