@@ -91,11 +91,11 @@ class ModelScreen(WizardScreen):
 
     def refresh_catalogue(self) -> None:
         c = self.state.config
-        where = "the GPU" if self.state.hardware is not None and self.state.hardware.gpus else "RAM"
+        where = "GPU memory" if self.state.hardware is not None and self.state.hardware.gpus else "RAM"
         self.query_one("#plan-hint", Static).update(
             f"Needs: peak memory with the current plan ({c.model.load_in} base, r {c.lora.r}, micro-batch "
             f"{'auto' if c.training.micro_batch is None else c.training.micro_batch} x "
-            f"{c.data.max_seq_len} tokens); Fits: against free {where}.")
+            f"{c.data.max_seq_len} tokens); Fits: in free {where}.")
         key = self.app.plan_key()[1:]  # the plan without the model name
         if self.state.hardware is None or self.state.lengths() is None or key == self._catalogue_key:
             return  # (no figure before the data's lengths are read: it would not be the one the run uses)
