@@ -202,3 +202,17 @@ def test_the_model_card_carries_each_checks_measured_columns(tmp_path, tiny_mode
     row = next(line for line in card.splitlines() if line.startswith("| `fake-run-q4_k_m.gguf`"))
     assert f"| q4_k_m | 1.0 MiB | {round(j.kept * 100)} % (" in row and "| 0.0500 / 0.050 | 100.0% | same |" in row, row
     assert row.endswith("| <|im_end|> stops | keeps |"), row
+
+
+def test_a_file_failed_on_a_lower_bound_of_its_move_says_why():
+    """The KL from llama.cpp's listed tokens is a lower bound; when it is already past what judge fails a file on, the
+    words say so (they said "how far it moves cannot be told" beside FAIL, the embedded swapped q8_0 above)."""
+    base, adapter, artefact = _rows(3, 1.0)  # too few rows to judge the gain: judged by the move
+    limit = BROKEN_FACTOR * BANDS["q8_0"]["small"][0]
+    kls = [np.full(len(b), limit * 20) for b in base]
+    j = judge(base, adapter, artefact, kls, [np.zeros(len(b), bool) for b in base], gguf_type="q8_0",
+              rest_mass=[np.full(len(b), 0.8) for b in base])
+    assert j.verdict == "abnormal" and not j.ok and "likely broken" in j.words and "at least 4.00" in j.words, j.words
+    j = judge(base, adapter, artefact, [k / 100 for k in kls], [np.ones(len(b), bool) for b in base],
+              gguf_type="q8_0", rest_mass=[np.full(len(b), 0.8) for b in base])
+    assert j.ok and "cannot be told" in j.words, j.words  # a small lower bound says nothing

@@ -114,13 +114,16 @@ def share_text(kept: float, low: float, high: float) -> str:
 
 def band_words(gguf_type: str, kl_mean: float, rest_mass: float = 0.0) -> str:
     """How the move compares with what the type normally does, in words."""
-    if rest_mass > REST_LIMIT:
-        return (f"how far it moves cannot be told from llama.cpp's listed tokens (they hold only "
-                f"{pct(1 - rest_mass)} of the adapter's probability)")
     band = BANDS.get(gguf_type, BANDS["f16"])
     small = band["small"][0]
     large = band["large"][0]
     name = gguf_type if gguf_type in BANDS else "f16"
+    if rest_mass > REST_LIMIT:
+        if kl_mean > BROKEN_FACTOR * small:  # a lower bound already past the limit: what judge fails a file on
+            return (f"moves far more than a {name} should (KL at least {kl_mean:.2f} nats/token, from llama.cpp's "
+                    "listed tokens): the file is likely broken")
+        return (f"how far it moves cannot be told from llama.cpp's listed tokens (they hold only "
+                f"{pct(1 - rest_mass)} of the adapter's probability)")
     if kl_mean <= max(large, 1e-4) and name == "f16":
         return "moves no more than rounding to 16 bits"
     if kl_mean <= small:
