@@ -1,8 +1,8 @@
-"""The GGUF family matrix (issue 23 item 4): every family's tiny model (the family matrix's, lora_tui/core/model/tiny.py, made sensitive as in
-tests/test_export_gguf_families.py) with a small
-LoRA adapter, exported as f16, q8_0 and q4_k_m and put through the product's round-trip check in llama.cpp
-(``verify_export``: greedy answers, held-out rows scored under base, adapter and artefact, template, stop token),
-plus the adapter alone as a LoRA GGUF on the shared base (``write_adapter_gguf``). Prints one row per family.
+"""The GGUF family matrix (issue 23 item 4): every family's tiny model (the family matrix's,
+lora_tui/core/model/tiny.py, made sensitive as tests/support/gguf_runs.py makes it) with a small LoRA adapter,
+exported as f16, q8_0 and q4_k_m and put through the product's round-trip check in llama.cpp (``verify_export``:
+greedy answers, held-out rows scored under base, adapter and artefact, template, stop token), plus the adapter
+alone as a LoRA GGUF on the shared base (``write_adapter_gguf``). Prints one row per family.
 
     flock /tmp/lora_tui_heavy.lock python benchmarks/gguf_families.py [family ...] [--rows N]
 
@@ -29,7 +29,7 @@ def main() -> None:
     from lora_tui.core.export.gguf_adapter import write_adapter_gguf
     from lora_tui.core.model.embedded import ensure_embedded_model
     from lora_tui.core.model.tiny import TINY_FAMILIES, build_tiny
-    from tests.test_export_gguf_families import make_run
+    from tests.support.gguf_runs import make_run
 
     parser = argparse.ArgumentParser()
     parser.add_argument("families", nargs="*", default=list(TINY_FAMILIES))

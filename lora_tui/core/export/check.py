@@ -264,13 +264,14 @@ def verify_export(run, artefact: str | Path, *, gguf_file: str | None = None, ch
                            trust_remote_code=source.trust_remote_code, revision=source.revision)
     ref = PeftModel.from_pretrained(base, str(source.adapter_dir)).eval()
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-    art_tok = AutoTokenizer.from_pretrained(artefact, **kwargs)  # the file's template and vocabulary, as written
+    art_tok = None  # in llama.cpp the file's template and vocabulary are llama.cpp's own (art.render / tokenize)
     if cpp_runtime:
         report("Check: loading the GGUF file in llama.cpp", 0.3)
         result.runtime = f"llama.cpp, {llamacpp_version()}"
         art = LlamaCppModel(artefact / gguf_file, n_ctx=max(2048, 512 + max_new_tokens + 64), lora=lora)
     else:
         report("Check: loading the artefact back" + (" (transformers, gguf_file=)" if gguf_file else ""), 0.3)
+        art_tok = AutoTokenizer.from_pretrained(artefact, **kwargs)  # the file's template and vocabulary, as written
         art = AutoModelForCausalLM.from_pretrained(artefact, dtype=torch.float32, **kwargs).eval()
         if gguf_file:
             result.notes.append("the GGUF file ran in transformers' GGUF loader (weights dequantised to float32), "
@@ -281,8 +282,7 @@ def verify_export(run, artefact: str | Path, *, gguf_file: str | None = None, ch
     result.learned_eos = ref_tok.convert_ids_to_tokens(end_id) if end_id is not None else None
     if cpp_runtime:  # what llama.cpp itself ends a completion on, among the tokens that could matter
         facts = read_gguf_facts(artefact / gguf_file)
-        candidates = {i for i in (end_id, facts["eos_token_id"], facts["eot_token_id"], art_tok.eos_token_id)
-                      if isinstance(i, int)}
+        candidates = {i for i in (end_id, facts["eos_token_id"], facts["eot_token_id"]) if isinstance(i, int)}
         probe = ref_tok("Hello", add_special_tokens=False)["input_ids"] or [0]
         stops = sorted(i for i in candidates if art.stops_on(i, probe))
     else:
@@ -293,19 +293,23 @@ def verify_export(run, artefact: str | Path, *, gguf_file: str | None = None, ch
     result.artefact_stops = [ref_tok.convert_ids_to_tokens(i) for i in stops if i < len(ref_tok)]
 
     conversation = held_out[0].messages if held_out else (prompts[0] + [{"role": "assistant", "content": "OK."}])
-    expected = ref_tok.apply_chat_template(conversation, tokenize=False)
+    # a whole answered turn and the next reply's header, as a runtime renders a chat (llama.cpp renders a conversation
+    # ending in an answer as an answer to continue, so the probe ends with a question)
+    conversation = conversation + [{"role": "user", "content": "Thank you."}]
+    expected = ref_tok.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
     art_template = None
-    if not getattr(art_tok, "chat_template", None):
+    if not (facts["chat_template"] if cpp_runtime else getattr(art_tok, "chat_template", None)):
         result.template_note = "the artefact has no chat template"
         result.problems.append("The artefact carries no chat template: runtimes will guess a format.")
         art_template = ref_tok.chat_template  # still compare the weights, with the training format
     else:
-        got = art_tok.apply_chat_template(conversation, tokenize=False)
+        got = art.render(conversation) if cpp_runtime else \
+            art_tok.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
         result.template_same = got == expected
         if not result.template_same:
             result.template_note = f"training renders {expected[:120]!r}, the artefact renders {got[:120]!r}"
-    result.tokens_same = (ref_tok(expected, add_special_tokens=False)["input_ids"]
-                          == art_tok(expected, add_special_tokens=False)["input_ids"])
+    file_ids = art.tokenize(expected) if cpp_runtime else art_tok(expected, add_special_tokens=False)["input_ids"]
+    result.tokens_same = ref_tok(expected, add_special_tokens=False)["input_ids"] == file_ids
 
     report("Check: greedy answers", 0.5)
     ref_stops = end_of_turn_ids(ref_tok, ref)

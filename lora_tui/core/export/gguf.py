@@ -20,6 +20,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 from lora_tui.core.export.choices import GGUF_TYPES
@@ -50,30 +51,39 @@ def supported_families() -> str:
     return ", ".join(dict.fromkeys(f.label for f in FAMILIES.values()))
 
 
-def _config_of(config):
-    """A transformers config, or a model_type / architecture name given alone."""
+def gguf_config(config):
+    """The config a GGUF is written from: a transformers config (a composite's language model), or a model_type /
+    architecture name given alone."""
     if isinstance(config, str):
-        from types import SimpleNamespace
-
         named_class = config[:1].isupper()  # "Qwen3ForCausalLM" is a class, "qwen3" a model_type
         return SimpleNamespace(architectures=[config] if named_class else [], model_type="" if named_class else config)
-    return getattr(config, "text_config", None) if _multimodal(config) else config
+    return getattr(config, "text_config", None) if _composite(config) else config
 
 
-def _multimodal(config) -> bool:
+def _composite(config) -> bool:
     classes = " ".join(getattr(config, "architectures", None) or [])
     return "ForConditionalGeneration" in classes and getattr(config, "text_config", None) is not None
 
 
+def _multimodal(config) -> bool:
+    """A composite model trained whole, whose vision part a GGUF would lose; not one whose causal-LM class in
+    transformers is its language model alone (Qwen3.5: that is what the product trains, merges and writes)."""
+    from lora_tui.core.export.gguf_families import MODEL_TYPES
+
+    return _composite(config) and getattr(config, "model_type", "") not in MODEL_TYPES
+
+
 def gguf_family(config):
     """The ``Family`` the export writes this config as, or GGUFExportError with one line saying why not."""
-    from lora_tui.core.export.gguf_families import FAMILIES, MODEL_TYPES, NOT_YET
+    from lora_tui.core.export.gguf_families import FAMILIES, MODEL_TYPES, MULTIMODAL_TYPES, NOT_YET
 
+    if isinstance(config, str) and config in MULTIMODAL_TYPES:  # a model type alone (the Model screen's Steps)
+        config = SimpleNamespace(architectures=[MULTIMODAL_TYPES[config]], text_config=True, model_type=config)
     if not isinstance(config, str) and _multimodal(config):
         shown = ", ".join(config.architectures)
         raise GGUFExportError(f"GGUF export writes text models; {shown} is multimodal (its vision tower would be "
                               f"lost). {INSTEAD}")
-    config = _config_of(config)
+    config = gguf_config(config)
     classes = list(getattr(config, "architectures", None) or [])
     model_type = getattr(config, "model_type", "") or ""
     for name in classes + [MODEL_TYPES.get(model_type, "")]:
@@ -104,6 +114,15 @@ def gguf_support(config) -> tuple[bool, str]:
     except GGUFExportError as exc:
         return False, str(exc)
     return True, f"GGUF export writes {family.label} as llama.cpp's '{family.arch}' architecture."
+
+
+def config_value(config, name: str):
+    """``config.<name>`` (None when absent), or the first layer's where transformers keeps the value per layer and
+    refuses a global read (Gemma 4's head_dim and KV heads; the family's hparams write each layer's own)."""
+    try:
+        return getattr(config, name, None)
+    except RuntimeError:  # transformers' AmbiguousGlobalPerLayerAttributeError
+        return getattr(config.per_layer_config[0], name, None)
 
 
 def _rope(config) -> tuple[float, dict]:
@@ -149,8 +168,9 @@ def _permute(weights, n_head: int, n_head_kv: int):
 
 def keeps_f32(gguf_name: str, ndim: int) -> bool:
     """Tensors llama.cpp's quantiser leaves as they are: vectors, biases (gpt-oss's expert biases are 2-D),
-    the MoE router, rope factors."""
-    return ndim < 2 or not gguf_name.endswith(".weight") or "ffn_gate_inp" in gguf_name or "rope_" in gguf_name
+    the MoE router, rope factors, and the linear-attention conv kernels (llama.cpp's ssm_conv reads F32 only)."""
+    return ndim < 2 or not gguf_name.endswith(".weight") or any(
+        part in gguf_name for part in ("ffn_gate_inp", "rope_", "ssm_conv1d"))
 
 
 def _tensor_type(gguf_name: str, data, gguf_type: str):
@@ -169,31 +189,40 @@ def _tensor_type(gguf_name: str, data, gguf_type: str):
 
 
 def _write_hparams(writer, config, family) -> tuple[dict, int]:
-    """The metadata every family shares, then the family's own; returns (rope parameters, head dim)."""
+    """The family's own metadata, then what every family shares where the family did not say otherwise (Gemma 4:
+    the full-attention layers' head size and rope dimensions); returns (rope parameters, head dim)."""
     import gguf
 
+    if family.hparams:
+        family.hparams(writer, config)
+    written = set().union(*writer.kv_data)
+    arch = writer.arch
+
+    def common(key: str, add, value) -> None:
+        if key.format(arch=arch) not in written:
+            add(value)
+
     n_head = config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_head
+    head_dim = config_value(config, "head_dim") or config.hidden_size // n_head
     theta, rope = _rope(config)
     rope_type = rope.get("rope_type") or rope.get("type") or "default"
     partial = rope.get("partial_rotary_factor", getattr(config, "partial_rotary_factor", None) or 1.0)
-    writer.add_context_length(int(getattr(config, "max_position_embeddings", 2048)))
-    writer.add_embedding_length(config.hidden_size)
-    writer.add_block_count(config.num_hidden_layers)
-    writer.add_feed_forward_length(config.intermediate_size)
-    writer.add_head_count(n_head)
-    writer.add_head_count_kv(getattr(config, "num_key_value_heads", None) or n_head)
-    writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
-    writer.add_rope_freq_base(theta)
-    writer.add_rope_dimension_count(int(head_dim * partial))
+    keys = gguf.Keys
+    common(keys.LLM.CONTEXT_LENGTH, writer.add_context_length, int(getattr(config, "max_position_embeddings", 2048)))
+    common(keys.LLM.EMBEDDING_LENGTH, writer.add_embedding_length, config.hidden_size)
+    common(keys.LLM.BLOCK_COUNT, writer.add_block_count, config.num_hidden_layers)
+    common(keys.LLM.FEED_FORWARD_LENGTH, writer.add_feed_forward_length, config.intermediate_size)
+    common(keys.Attention.HEAD_COUNT, writer.add_head_count, n_head)
+    common(keys.Attention.HEAD_COUNT_KV, writer.add_head_count_kv, config_value(config, "num_key_value_heads") or n_head)
+    common(keys.Attention.LAYERNORM_RMS_EPS, writer.add_layer_norm_rms_eps, float(config.rms_norm_eps))
+    common(keys.Rope.FREQ_BASE, writer.add_rope_freq_base, theta)
+    common(keys.Rope.DIMENSION_COUNT, writer.add_rope_dimension_count, int(head_dim * partial))
     if head_dim != config.hidden_size // n_head:
-        writer.add_key_length(head_dim)
-        writer.add_value_length(head_dim)
+        common(keys.Attention.KEY_LENGTH, writer.add_key_length, head_dim)
+        common(keys.Attention.VALUE_LENGTH, writer.add_value_length, head_dim)
     if rope_type == "linear":
         writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         writer.add_rope_scaling_factor(float(rope.get("factor", 1.0)))
-    if family.hparams:
-        family.hparams(writer, config)
     return rope, head_dim
 
 
@@ -201,7 +230,7 @@ def _gguf_tensors(model, family, names, tied: bool):
     """(llama.cpp name, float32 array) for each weight, after the family's reshaping, norm offset and rope layout."""
     config = model.config
     n_head = config.num_attention_heads
-    n_kv = getattr(config, "num_key_value_heads", None) or n_head
+    n_kv = config_value(config, "num_key_value_heads") or n_head
     for hf_name, tensor in model.state_dict().items():
         if (tied and hf_name == "lm_head.weight") or "rotary_emb" in hf_name:
             continue
@@ -212,8 +241,8 @@ def _gguf_tensors(model, family, names, tied: bool):
             if gguf_name is None:
                 raise GGUFExportError(f"no GGUF name for tensor '{piece_name}' of {family.label} "
                                       f"({family.arch}). {INSTEAD}")
-            if not gguf_name.endswith((".weight", ".bias")):
-                gguf_name += ".weight"  # parameters without a suffix (attention sinks, fused experts)
+            if not gguf_name.endswith((".weight", ".bias")) and gguf_name.split(".")[-1] not in family.bare:
+                gguf_name += ".weight"  # parameters without a suffix (attention sinks, fused experts, layer scalars)
             if family.norm_offset and piece_name.endswith("norm.weight"):
                 piece = piece + family.norm_offset
             if family.rope == "norm" and piece_name.endswith("q_proj.weight"):
@@ -232,7 +261,7 @@ def write_gguf(model, tokenizer, tokenizer_dir: str | Path, out_file: str | Path
     import gguf
     from gguf.quants import quantize
 
-    from lora_tui.core.export.gguf_vocab import VocabError, pre_tokenizer_name, read_vocab
+    from lora_tui.core.export.gguf_vocab import VocabError, merges_of, pre_tokenizer_name, read_vocab, space_prefix
     from lora_tui.core.export.gguf_kquant import KQUANT_TYPES, is_70b, kquant_missing, kquant_type_name, quantize_rows
 
     report = on_progress or (lambda message, fraction: None)
@@ -249,7 +278,7 @@ def write_gguf(model, tokenizer, tokenizer_dir: str | Path, out_file: str | Path
     if not (tokenizer_dir / "tokenizer.json").is_file():
         raise GGUFExportError(f"{tokenizer_dir} has no tokenizer.json (a fast tokenizer is needed for GGUF).")
     n_head, n_layer = config.num_attention_heads, config.num_hidden_layers
-    n_kv = getattr(config, "num_key_value_heads", None) or n_head
+    n_kv = config_value(config, "num_key_value_heads") or n_head
     vocab_size = model.get_input_embeddings().weight.shape[0]
     decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
     special_ids = {i for i, t in decoder.items() if getattr(t, "special", False)}
@@ -264,7 +293,8 @@ def write_gguf(model, tokenizer, tokenizer_dir: str | Path, out_file: str | Path
         info.notes.append("SentencePiece scores derived from token order (pip install sentencepiece, with the base "
                           "model's tokenizer.model present, writes the exact ones)")
     if pre == "default" and kind == "gpt2":
-        info.notes.append("pre-tokenizer not recognised: written as 'default' (GPT-2 splitting)")
+        info.notes.append("pre-tokenizer not recognised: written as llama.cpp's 'default', whose splitting may differ "
+                          "from the tokenizer's (the round-trip check compares llama.cpp's tokens with training's)")
     if _rope(config)[1].get("truncate") is False:
         info.notes.append("llama.cpp rounds YaRN's correction range, this model (truncate: false) does not: a few "
                           "rope dimensions differ slightly in llama.cpp")
@@ -283,7 +313,11 @@ def write_gguf(model, tokenizer, tokenizer_dir: str | Path, out_file: str | Path
     writer.add_token_types(types)
     if kind == "llama":
         writer.add_token_scores(scores)
-    special = gguf.SpecialVocab(tokenizer_dir, load_merges=True, n_vocab=len(tokens))
+        writer.add_add_space_prefix(space_prefix(tok_json))
+    merges = merges_of(tok_json)
+    special = gguf.SpecialVocab(tokenizer_dir, load_merges=merges is None, n_vocab=len(tokens))
+    if merges is not None:
+        special.merges = merges
     if eos_token_id is not None:
         special.special_token_ids["eos"] = int(eos_token_id)  # the end token training taught
     special.add_to_gguf(writer, quiet=True)

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from lora_tui.core.export.gguf import GGUFExportError, gguf_family, write_atomically
+from lora_tui.core.export.gguf import GGUFExportError, gguf_config, gguf_family, write_atomically
 
 BASES_FOLDER = "gguf-bases"
 
@@ -84,6 +84,24 @@ def adapter_refusal(peft_config: dict) -> str | None:
     return None
 
 
+def _not_applied(family, adapter_dir: Path) -> str | None:
+    """Why llama.cpp would leave part of this adapter out (a module its graph multiplies without LoRA: Gemma 4's
+    per_layer_model_projection, in every all-linear adapter), read from the adapter's tensor names alone."""
+    if not family.no_lora:
+        return None
+    from safetensors import safe_open
+
+    adapted = set()
+    for path in sorted(adapter_dir.glob("adapter_model*.safetensors")):
+        with safe_open(str(path), "np") as weights:
+            adapted |= {key.split(".lora_A.")[0].rsplit(".", 1)[-1] for key in weights.keys() if ".lora_A." in key}
+    missed = sorted(adapted & set(family.no_lora))
+    if not missed:
+        return None
+    return (f"llama.cpp's {family.arch} applies no LoRA to {', '.join(missed)}, which it adapts (train with "
+            f"lora.targets naming the other layers for a LoRA GGUF)")
+
+
 def _base_key(source, base_path: str, gguf_type: str, template: str | None, eos: int | None) -> str:
     """What makes two adapters' base files the same file."""
     folder = Path(base_path)
@@ -108,7 +126,7 @@ def _lora_tensors(adapter_dir: Path, family, config, peft_config: dict, names):
 
     from safetensors.numpy import load_file
 
-    from lora_tui.core.export.gguf import _permute
+    from lora_tui.core.export.gguf import _permute, config_value
 
     files = sorted(adapter_dir.glob("adapter_model*.safetensors"))
     if not files:
@@ -118,7 +136,7 @@ def _lora_tensors(adapter_dir: Path, family, config, peft_config: dict, names):
         weights.update(load_file(str(path)))
     alpha, alpha_pattern = float(peft_config.get("lora_alpha", 8)), peft_config.get("alpha_pattern") or {}
     n_head = config.num_attention_heads
-    n_kv = getattr(config, "num_key_value_heads", None) or n_head
+    n_kv = config_value(config, "num_key_value_heads") or n_head
     for key in sorted(weights):
         if ".lora_A." not in key:
             if ".lora_B." not in key:
@@ -136,6 +154,8 @@ def _lora_tensors(adapter_dir: Path, family, config, peft_config: dict, names):
         a_i = float(next((v for k, v in alpha_pattern.items() if module.endswith(k) or short == k), alpha))
         scale = a_i / (math.sqrt(r_i) if peft_config.get("use_rslora") else r_i)
         b = b.astype("float32") * (scale * r_i / alpha)
+        if family.lora:  # the family's own layout of the base weights (Qwen3.5's value heads)
+            a, b = family.lora(module, a, b, config)
         if family.rope == "norm" and module.endswith("q_proj"):
             b = _permute(b, n_head, n_head)
         elif family.rope == "norm" and module.endswith("k_proj"):
@@ -174,7 +194,8 @@ def write_adapter_gguf(run: str | Path, out: str | Path | None = None, *, base_t
     try:  # everything that can refuse does so before any weights are loaded
         config = load_model_config(source.base_model, source.trust_remote_code, source.revision)
         family = gguf_family(config)
-        why = adapter_refusal(peft_config)
+        config = gguf_config(config)  # a composite trained as its language model (Qwen3.5): that model's config
+        why = adapter_refusal(peft_config) or _not_applied(family, source.adapter_dir)
         if why:
             raise GGUFExportError(f"The adapter cannot be written as a llama.cpp LoRA GGUF: {why}. Fix: export the "
                                   "merged model instead (lora-tui export RUN --gguf).")

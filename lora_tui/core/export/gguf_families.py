@@ -12,7 +12,10 @@ the written file in llama.cpp (tests/test_export_gguf_families.py):
 - ``tensors``: tensors that are not one-to-one (MoE experts stacked as 3-D, gpt-oss's interleaved
   gate/up, attention sinks);
 - ``refuse``: a config this llama.cpp would load but compute differently (a hard-coded layer pattern or
-  scale that the model does not follow): one line saying why, before any loading.
+  scale that the model does not follow): one line saying why, before any loading;
+- ``bare``: tensors llama.cpp names without a ``.weight`` suffix (Qwen3.5's ``ssm_a``).
+
+Qwen3.5 (hybrid linear attention) and Gemma 4 have their own module, ``gguf_hybrid``.
 
 A family that is not here gets one line from ``gguf_support`` naming what works instead.
 Must not: import torch, gguf or numpy at module top, print, or write files.
@@ -22,6 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
+
+from lora_tui.core.export import gguf_hybrid
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,9 @@ class Family:
     refuse: Callable | None = None  # (config) -> reason or None
     ropes: tuple[str, ...] = ("default", "linear", "llama3")  # rope scalings written for this family
     extra: Callable | None = None  # (config) -> [(llama.cpp tensor name, float32 array)] not in the state dict
+    bare: tuple[str, ...] = ()  # llama.cpp tensor names (after "blk.N.") that take no ".weight" suffix
+    lora: Callable | None = None  # (module, lora_A, lora_B, config) -> (A, B) in the base file's layout
+    no_lora: tuple[str, ...] = ()  # modules llama.cpp multiplies without applying a LoRA adapter's product
 
     def reason(self, config) -> str | None:
         """Why this config cannot be written as this family (None: it can)."""
@@ -267,13 +275,23 @@ FAMILIES: dict[str, Family] = {
     "GraniteForCausalLM": Family("granite", "Granite 3.x", rope="norm", hparams=_granite_hparams),
     "GptOssForCausalLM": Family("gpt-oss", "gpt-oss", hparams=_gpt_oss_hparams, tensors=_gpt_oss_tensors,
                                 refuse=_gpt_oss_refuse, ropes=("yarn",)),
+    "Qwen3_5ForCausalLM": Family("qwen35", "Qwen3.5 (hybrid linear attention)", hparams=gguf_hybrid.qwen35_hparams,
+                                 tensors=gguf_hybrid.qwen35_tensors, refuse=gguf_hybrid.qwen35_refuse,
+                                 ropes=("default",), bare=("ssm_a",), lora=gguf_hybrid.qwen35_lora),
+    "Gemma4ForCausalLM": Family("gemma4", "Gemma 4 (text)", hparams=gguf_hybrid.gemma4_hparams,
+                                extra=gguf_hybrid.gemma4_extra, refuse=gguf_hybrid.gemma4_refuse,
+                                ropes=("default", "proportional"), no_lora=("per_layer_model_projection",)),
 }
 # model_type -> architecture class, for configs that do not list their architectures
 MODEL_TYPES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "ministral": "MinistralForCausalLM",
                "ministral3": "Ministral3ForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
                "qwen3_moe": "Qwen3MoeForCausalLM", "gemma2": "Gemma2ForCausalLM", "gemma3_text": "Gemma3ForCausalLM",
                "smollm3": "SmolLM3ForCausalLM", "phi3": "Phi3ForCausalLM", "olmo2": "Olmo2ForCausalLM",
-               "olmo3": "Olmo3ForCausalLM", "granite": "GraniteForCausalLM", "gpt_oss": "GptOssForCausalLM"}
+               "olmo3": "Olmo3ForCausalLM", "granite": "GraniteForCausalLM", "gpt_oss": "GptOssForCausalLM",
+               "qwen3_5_text": "Qwen3_5ForCausalLM", "gemma4_text": "Gemma4ForCausalLM",
+               # composite, but transformers' causal-LM class for it is the language model alone: what is trained
+               "qwen3_5": "Qwen3_5ForCausalLM"}
+# Composite model types trained whole (transformers' causal-LM class keeps the vision tower), which a GGUF would lose.
+MULTIMODAL_TYPES = {"gemma3": "Gemma3ForConditionalGeneration", "gemma4": "Gemma4ForConditionalGeneration"}
 # Families llama.cpp loads whose tensors the export does not write yet: said plainly, with what works instead.
-NOT_YET = {"Qwen3_5ForCausalLM": "Qwen3.5 (hybrid linear attention)", "qwen3_5_text": "Qwen3.5 (hybrid linear attention)",
-           "Gemma4ForCausalLM": "Gemma 4", "gemma4_text": "Gemma 4"}
+NOT_YET: dict[str, str] = {}

@@ -108,6 +108,29 @@ class LlamaCppModel:
             listed.append(([int(x["id"]) for x in item["top_logprobs"]], [float(x["logprob"]) for x in item["top_logprobs"]]))
         return logps, tops, listed
 
+    def _post(self, path: str, body: dict) -> dict:
+        """One of llama-server's own endpoints, which the in-process server also serves on localhost (never
+        through a proxy)."""
+        import json
+        import urllib.request
+
+        request = urllib.request.Request(self.server.listening_address + path, data=json.dumps(body).encode("utf-8"),
+                                         headers={"Content-Type": "application/json"})
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(request, timeout=120) as response:
+            return json.loads(response.read())
+
+    def render(self, messages: list[dict]) -> str:
+        """``messages`` rendered by the file's chat template in llama.cpp's own Jinja, the reply's header appended
+        (llama-server's /apply-template: what a chat request to it feeds the model)."""
+        return str(self._post("/apply-template", {"messages": messages})["prompt"])
+
+    def tokenize(self, text: str) -> list[int]:
+        """llama.cpp's token ids for ``text`` with the file's vocabulary, special tokens in the text parsed, nothing
+        added (llama-server's /tokenize)."""
+        out = self._post("/tokenize", {"content": text, "add_special": False, "parse_special": True})
+        return [int(t) for t in out["tokens"]]
+
     def stops_on(self, token_id: int, prompt: list[int]) -> bool:
         """Whether llama.cpp ends a completion on ``token_id`` (one of its end-of-generation tokens)."""
         out = self._complete({"prompt": prompt, "max_tokens": 2, "n_probs": 1, "temperature": 0.0,
