@@ -137,6 +137,23 @@ def tiny_family(tmp_path_factory, tokenizer_dir):
     return get
 
 
+@pytest.fixture(scope="session")
+def gguf_run(tmp_path_factory, tokenizer_dir):
+    """``gguf_run(key)``: a finished fake run on the family's tiny model made sensitive to layout errors, with a
+    small LoRA adapter on every linear layer (tests/support/gguf_runs.py), built once per session for the GGUF
+    family and adapter tests."""
+    from tests.support.gguf_runs import make_run
+
+    built: dict[str, Path] = {}
+
+    def get(key: str) -> Path:
+        if key not in built:
+            built[key] = make_run(tmp_path_factory.mktemp(f"gguf-{key}"), key, tokenizer_dir)
+        return built[key]
+
+    return get
+
+
 @pytest.fixture(scope="module")
 def data_files(tmp_path_factory) -> tuple[Path, Path]:
     """A tiny chat training set and its validation split (tests/support/training.py)."""
@@ -154,11 +171,15 @@ def train_file(data_files) -> Path:
 @pytest.fixture(scope="module")
 def embedded_run(tmp_path_factory, embedded_model_dir):
     """A finished fake run on the embedded model with a small non-zero adapter (the GGUF export tests)."""
+    import torch
+
     from lora_tui.core.config import load_config, save_config
     from tests.support.chat import make_adapter, make_fake_run
 
     run = Path(make_fake_run(tmp_path_factory.mktemp("emb-gguf"), embedded_model_dir, name="emb", with_adapter=False))
-    make_adapter(embedded_model_dir, run / "adapter", scale=0.02)
+    with torch.random.fork_rng():  # PEFT draws lora_A from the global generator: the same adapter every session
+        torch.manual_seed(0)  # (unseeded, its q4_k_m check's held-out score moved from session to session, to -0.16)
+        make_adapter(embedded_model_dir, run / "adapter", scale=0.02)
     config = load_config(run / "config.yaml")
     config.model.name = "embedded"
     config.data.train, config.data.validation = str(REPO / "sample_data/train.jsonl"), str(REPO / "sample_data/valid.jsonl")

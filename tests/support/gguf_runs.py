@@ -1,7 +1,8 @@
 """Helpers (no tests) for the GGUF tests: the family matrix's tiny models made sensitive to layout errors, a finished
 fake run with a LoRA adapter on one, the merged model's reference log-probabilities, and llama.cpp's next-token
-choices against them. tests/conftest.py builds each run once per session (``gguf_run``); the family, adapter and
-K-quant GGUF tests and benchmarks/gguf_families.py share them."""
+choices against them. tests/conftest.py builds each run once per session (``gguf_run``); the family and adapter
+GGUF tests share them (the K-quant tests their reference and llama.cpp comparison, benchmarks/gguf_families.py
+the runs)."""
 
 from __future__ import annotations
 
