@@ -121,7 +121,8 @@ def test_the_model_screen_claims_only_the_matrix_families():
             assert list(rows) == list(STEPS)
             assert rows["GGUF"] == gguf_support(model_type)[0]
             assert all(ok for step, ok in rows.items() if step != "GGUF")
-    assert steps_cell("qwen3_5_text") == "no GGUF" and "GGUF: GGUF export does not write" in steps_line("qwen3_5_text")
+    assert steps_cell("qwen3_5_text") == steps_cell("qwen3_5") == steps_cell("gemma4_text") == "all 8"
+    assert steps_cell("gemma4") == "no GGUF" and "multimodal" in steps_line("gemma4")  # trained with its vision tower
     assert steps_cell("llama") == "all 8"
     assert steps_cell("bert") == "untested" and "no step is proven" in steps_line("bert")
 
