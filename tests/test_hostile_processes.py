@@ -100,8 +100,9 @@ def test_kill_9_after_the_final_checkpoint_resumes_to_the_same_adapter(tiny_mode
     a, b = _tensors(whole.adapter_dir), _tensors(killed.adapter_dir)
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a), "resumed adapter differs"
     ends = [e for e in killed.read_events() if e["type"] == "finished"]
-    assert ends[-1]["step"] == 4 and ends[-1]["train_loss"] == whole.read_events()[-1]["train_loss"] or \
-        [e for e in whole.read_events() if e["type"] == "finished"][-1]["train_loss"] == ends[-1]["train_loss"]
+    whole_end = [e for e in whole.read_events() if e["type"] == "finished"][-1]
+    # compared by type, not as the file's last line: the system sampler may write one sample after "finished"
+    assert ends[-1]["step"] == 4 and ends[-1]["train_loss"] == whole_end["train_loss"], (ends[-1], whole_end)
 
 
 @pytest.mark.parametrize("damage", ["torn finished line", "no events"])
