@@ -91,7 +91,6 @@ def add_run(root: Path, base: Path, name: str, lora, *, scale: float, seed: int)
     from tests.support.chat import make_fake_run
 
     run = Path(make_fake_run(root, base, name=name, with_adapter=False))
-    torch.manual_seed(seed)  # PEFT draws lora_A from the global generator: the same adapter every session
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), lora)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
