@@ -204,6 +204,22 @@ def test_the_model_card_carries_each_checks_measured_columns(tmp_path, tiny_mode
     assert row.endswith("| <|im_end|> stops | keeps |"), row
 
 
+def test_swapped_tensors_in_a_real_model_fail(embedded_run, tmp_path):
+    """ffn_gate / ffn_up swapped in every layer (a fused gate_up split in the wrong order), in the embedded model's
+    q8_0, in llama.cpp. On the tiny models the fault leaves the fine-tune's gain in place (README: 96-97 % kept), on a
+    real model it does not. The fixture's adapter is small and random, so the gain is within noise and the file is
+    judged by how far it moves against what a q8_0 normally moves a small model: far more, likely broken."""
+    from lora_tui.core.export.check import verify_export
+    from tests.support.broken_gguf import write_broken_gguf
+
+    path = write_broken_gguf(embedded_run, tmp_path / "swapped.gguf", "swapped")
+    result = verify_export(embedded_run, path.parent, gguf_file=path.name, n_prompts=1, n_rows=4, max_new_tokens=8,
+                           runtime="llama.cpp")
+    assert result.template_same and result.eos_ok, result.table()  # only the weights are wrong
+    assert result.verdict == "abnormal" and not result.ok and "likely broken" in result.verdict_words, result.table()
+    assert result.judgement.kl_mean > BROKEN_FACTOR * BANDS["q8_0"]["small"][0]
+
+
 def test_a_file_failed_on_a_lower_bound_of_its_move_says_why():
     """The KL from llama.cpp's listed tokens is a lower bound; when it is already past what judge fails a file on, the
     words say so (they said "how far it moves cannot be told" beside FAIL, the embedded swapped q8_0 above)."""
