@@ -29,7 +29,7 @@ def main() -> None:
     from lora_tui.core.export.gguf_adapter import write_adapter_gguf
     from lora_tui.core.model.embedded import ensure_embedded_model
     from lora_tui.core.model.tiny import TINY_FAMILIES, build_tiny
-    from tests.support.gguf_runs import make_run
+    from tests.support.gguf_runs import attention_mlp_run, make_run
 
     parser = argparse.ArgumentParser()
     parser.add_argument("families", nargs="*", default=list(TINY_FAMILIES))
@@ -57,7 +57,7 @@ def main() -> None:
                 try:
                     info, note = write_adapter_gguf(run), ""
                 except ExportError as exc:  # an all-linear adapter llama.cpp would apply in part (Gemma 4)
-                    run, note = attention_and_mlp_run(root / family, run), f"refused ({str(exc).split(': ')[1][:60]}...); "
+                    run, note = attention_mlp_run(root / family, run), f"refused ({str(exc).split(': ')[1][:60]}...); "
                     info = write_adapter_gguf(run)
                     note += "attention + MLP adapter: "
                 result = verify_export(run, info.base_path.parent, gguf_file=info.base_path.name, lora=info.path,
@@ -71,19 +71,6 @@ def main() -> None:
                          f"{(judged.same_top if judged else result.agreement or 0):.0%}"
                          f"{f', KL {judged.kl_mean:.4f}' if judged else ''} ({time.time() - start:.0f} s)")
         print(f"| {family} | {gguf_family(config).arch} | {' | '.join(cells)} |", flush=True)
-
-
-def attention_and_mlp_run(root: Path, run: Path) -> Path:
-    """A second run on ``run``'s base whose adapter covers attention and the MLP only."""
-    from peft import LoraConfig
-
-    from lora_tui.core.config import load_config
-    from tests.support.gguf_runs import add_run
-
-    base = Path(load_config(run / "config.yaml").model.name)
-    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    return add_run(root, base, "attention-mlp-run", LoraConfig(r=4, lora_alpha=8, target_modules=targets,
-                                                                task_type="CAUSAL_LM"), scale=0.05, seed=2)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.gguf_runs import add_run, llamacpp_against, merged_reference
+from tests.support.gguf_runs import add_run, attention_mlp_run, llamacpp_against, merged_reference
 
 HAS_LLAMACPP = importlib.util.find_spec("xllamacpp") is not None
 needs_llamacpp = pytest.mark.skipif(not HAS_LLAMACPP, reason='needs llama.cpp: pip install "lora-tui[llamacpp]"')
@@ -126,6 +126,20 @@ def test_qwen3_5_lora_gguf_takes_the_value_head_order_of_its_base(gguf_run, cach
     same, delta = llamacpp_against(merged_reference(run), info.base_path, lora=info.path)
     print(f"\nQwen3.5 base + LoRA GGUF: same next token {same:.0%}, mean |Δ log p| {delta:.4f}")
     assert same >= 0.95 and delta < 0.02, (same, delta)
+
+
+@needs_llamacpp
+def test_a_gemma4_adapter_on_attention_and_mlp_is_applied_by_llama_cpp(gguf_run, cache, tmp_path):
+    """The Gemma 4 adapter llama.cpp can apply whole (attention and MLP, not the per-layer projection): base +
+    LoRA GGUF answers like the merged model, on the shared base file."""
+    from lora_tui.core.export.gguf_adapter import write_adapter_gguf
+
+    run = attention_mlp_run(tmp_path, gguf_run("gemma4"))
+    info = write_adapter_gguf(run)
+    same, delta = llamacpp_against(merged_reference(run), info.base_path, lora=info.path)
+    alone, _ = llamacpp_against(merged_reference(run), info.base_path)
+    print(f"\nGemma 4 base + LoRA GGUF: same next token {same:.0%}, mean |Δ log p| {delta:.4f}; base alone {alone:.0%}")
+    assert same >= 0.95 and delta < 0.02 and alone < same, (same, delta, alone)
 
 
 def test_a_gemma4_adapter_on_its_per_layer_projection_is_refused_before_loading(gguf_run, monkeypatch, capsys):

@@ -107,6 +107,19 @@ def add_run(root: Path, base: Path, name: str, lora, *, scale: float, seed: int)
     return run
 
 
+def attention_mlp_run(root: Path, run: Path) -> Path:
+    """A second finished run on ``run``'s base whose adapter covers attention and the MLP only (the layers every
+    llama.cpp architecture applies a LoRA to; Gemma 4's all-linear adapter also takes its per-layer projection)."""
+    from peft import LoraConfig
+
+    from lora_tui.core.config import load_config
+
+    base = Path(load_config(run / "config.yaml").model.name)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    return add_run(root, base, "attention-mlp-run", LoraConfig(r=4, lora_alpha=8, target_modules=targets,
+                                                                task_type="CAUSAL_LM"), scale=0.05, seed=2)
+
+
 CONVERSATION = [{"role": "user", "content": "Why is the sky blue? Then count 1 2 3 and name three colours."},
                 {"role": "assistant", "content": "Sunlight scatters off the air, blue most: 1, 2, 3; red, green, blue."}]
 
