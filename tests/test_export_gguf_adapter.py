@@ -5,6 +5,7 @@ llama.cpp itself applying the adapter on the base answering like the merged mode
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,16 @@ def test_a_gemma4_adapter_on_its_per_layer_projection_is_refused_before_loading(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "per_layer_model_projection" in err[0] and "--gguf" in err[0], err
 
+
+
+def test_the_shared_base_file_name_is_safe_for_every_system_and_ollama():
+    """The embedded model's id 'embedded:SmolLM2-...' put a colon in the shared base GGUF's folder and file name
+    (invalid on Windows, and read as a name:tag by an Ollama FROM line); ids with slashes or spaces likewise."""
+    from types import SimpleNamespace
+
+    from lora_tui.core.export.gguf_adapter import base_gguf_path
+
+    for base in ("embedded:SmolLM2-135M-Instruct", "Qwen/Qwen3-0.6B", "/models/my model:v2/"):
+        path = base_gguf_path(SimpleNamespace(base_model=base, revision=None), "/nonexistent", "f16", None, None)
+        for part in (path.parent.name, path.name):
+            assert re.fullmatch(r"[A-Za-z0-9._-]+", part), part

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -115,7 +116,8 @@ def _base_key(source, base_path: str, gguf_type: str, template: str | None, eos:
 def base_gguf_path(source, base_path: str, gguf_type: str, template: str | None, eos: int | None) -> Path:
     from lora_tui.core.paths import cache_dir
 
-    name = Path(str(source.base_model).rstrip("/")).name or "base"
+    # a file name every system and Ollama's FROM line take ("embedded:SmolLM2-..." kept its colon before)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(source.base_model).rstrip("/")).name).strip("-.") or "base"
     key = _base_key(source, base_path, gguf_type, template, eos)
     return cache_dir() / BASES_FOLDER / f"{name}-{key}" / f"{name}-{gguf_type}.gguf"
 
