@@ -351,12 +351,22 @@ def prepare(key: str, root: Path, tokenizer_dir: Path | None = None) -> Family:
     return Family(key, model, work, REPO / "sample_data" / "train.jsonl", REPO / "sample_data" / "valid.jsonl")
 
 
-def memory_error(fam: Family) -> str:
+def memory_goal(fam: Family) -> bool | None:
+    """The estimate's goal on the LoRA run's measured CPU peak (benchmarks/memory_accuracy.py's): within
+    max(10 %, 0.5 GiB) and never more than 5 % under. None when the run recorded no peak."""
     memory = fam.facts.get("memory")
-    if not memory or not memory.get("memory_peak_bytes"):
-        return "-"
+    if not memory or not memory.get("memory_peak_bytes") or not memory.get("memory_estimate_bytes"):
+        return None
     est, peak = memory["memory_estimate_bytes"], memory["memory_peak_bytes"]
-    goal = abs(est - peak) <= max(0.10 * peak, 0.5 * 2**30) and est >= 0.95 * peak
+    return abs(est - peak) <= max(0.10 * peak, 0.5 * 2**30) and est >= 0.95 * peak
+
+
+def memory_error(fam: Family) -> str:
+    goal = memory_goal(fam)
+    if goal is None:
+        return "-"
+    memory = fam.facts["memory"]
+    est, peak = memory["memory_estimate_bytes"], memory["memory_peak_bytes"]
     return f"{est / 2**20:.0f} / {peak / 2**20:.0f} MiB ({memory['memory_error_pct']:+.1f} %, goal {'ok' if goal else 'MISSED'})"
 
 

@@ -48,6 +48,8 @@ def test_a_family_goes_through_the_flow(key, prepared):
     fam = prepared(key)
     for step in ("estimate", "train", "chat", "adapters"):
         _ok(fam, step)
+        if step == "train":  # the run's memory event: the estimate it started with against its measured peak RSS
+            assert matrix().memory_goal(fam), f"{key}: estimate missed its goal: {matrix().memory_error(fam)}"
     _ok(fam, "merge", full_check=False)
     _ok(fam, "modelfile")
 
