@@ -11,12 +11,12 @@ import sys
 import pytest
 
 from tests.conftest import SAMPLE_DATA
+from tests.support.chat import greedy_answers
 
 pytestmark = pytest.mark.slow
 
 
 def test_embedded_model_learns_the_sample_behaviour(tmp_path, embedded_model_dir):
-    from lora_tui.core.chat.session import ChatSession, GenerationSettings
 
     run_dir = tmp_path / "e2e"
     cmd = [sys.executable, "-m", "lora_tui", "train",
@@ -32,11 +32,7 @@ def test_embedded_model_learns_the_sample_behaviour(tmp_path, embedded_model_dir
     train_prompts = (SAMPLE_DATA / "train.jsonl").read_text()
     assert not any(f'"{p}"' in train_prompts for p in prompts), "held-out prompts must not be training rows"
 
-    session = ChatSession.from_run(run_dir, device="cpu")
-    greedy = GenerationSettings(greedy=True, max_new_tokens=64)
-    tuned = [session.reply([{"role": "user", "content": p}], use_adapter=True, settings=greedy) for p in prompts]
-    base = [session.reply([{"role": "user", "content": p}], use_adapter=False, settings=greedy) for p in prompts]
-    report = "\n".join(f"{p!r}\n  adapter: {t!r}\n  base:    {b!r}" for p, t, b in zip(prompts, tuned, base))
+    tuned, base, report = greedy_answers(run_dir, prompts, max_new_tokens=64)
 
     opened = sum(t.strip().startswith("Ahoy!") for t in tuned)
     signed = sum("Cap'n LoRA" in t for t in tuned)

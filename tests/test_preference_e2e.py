@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from tests.conftest import SAMPLE_DATA
+from tests.support.chat import greedy_answers
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +22,6 @@ STEPS, MICRO_BATCH, LEARNING_RATE = 16, 4, "1e-3"
 
 
 def test_embedded_model_learns_the_sample_preference(tmp_path, embedded_model_dir):
-    from lora_tui.core.chat.session import ChatSession, GenerationSettings
     from lora_tui.core.run.runs import RunDirectory
 
     valid = tmp_path / "valid.jsonl"
@@ -45,11 +45,7 @@ def test_embedded_model_learns_the_sample_preference(tmp_path, embedded_model_di
     prompts = [p for p in (SAMPLE_DATA / "heldout_prompts.txt").read_text().splitlines() if p.strip()][:10]
     pairs = [json.loads(line)["prompt"] for line in (SAMPLE_DATA / "preference.jsonl").read_text().splitlines()]
     assert not set(prompts) & set(pairs), "held-out prompts must not be training pairs"
-    session = ChatSession.from_run(run_dir, device="cpu")
-    greedy = GenerationSettings(greedy=True, max_new_tokens=40)
-    tuned = [session.reply([{"role": "user", "content": p}], use_adapter=True, settings=greedy) for p in prompts]
-    base = [session.reply([{"role": "user", "content": p}], use_adapter=False, settings=greedy) for p in prompts]
-    report = "\n".join(f"{p!r}\n  adapter: {t!r}\n  base:    {b!r}" for p, t, b in zip(prompts, tuned, base))
+    tuned, base, report = greedy_answers(run_dir, prompts, max_new_tokens=40)
     opened = sum(t.strip().startswith("Ahoy") for t in tuned)
     assert sum(b.strip().startswith("Ahoy") for b in base) == 0, report
     assert opened >= 7, f"only {opened}/10 adapter answers open with 'Ahoy'\n{report}"

@@ -61,3 +61,16 @@ def make_fake_run(root: Path, base_dir: Path, *, name: str = "fake-run", load_in
                          perplexity=5.75, runtime_s=12.5)
         run.write_status("finished", step=12, max_steps=12)
     return run.path
+
+
+def greedy_answers(run_dir: Path, prompts: list[str], max_new_tokens: int) -> tuple[list[str], list[str], str]:
+    """The run's greedy answers to ``prompts`` with its adapter and with the base alone (one model loaded), and a
+    report of all three side by side for an assertion message (the embedded end-to-end tests)."""
+    from lora_tui.core.chat.session import ChatSession, GenerationSettings
+
+    session = ChatSession.from_run(run_dir, device="cpu")
+    greedy = GenerationSettings(greedy=True, max_new_tokens=max_new_tokens)
+    tuned = [session.reply([{"role": "user", "content": p}], use_adapter=True, settings=greedy) for p in prompts]
+    base = [session.reply([{"role": "user", "content": p}], use_adapter=False, settings=greedy) for p in prompts]
+    report = "\n".join(f"{p!r}\n  adapter: {t!r}\n  base:    {b!r}" for p, t, b in zip(prompts, tuned, base))
+    return tuned, base, report
