@@ -60,9 +60,10 @@ def test_tiny_activations_by_hand():
 
 
 def _saved_bytes_per_layer(tmp_config: dict, r: int, dropout: float, targets, batch: int, seq: int,
-                           bf16: bool = False) -> float:
+                           bf16: bool = False, trl_dropout_off: bool = False) -> float:
     """Bytes autograd keeps per token for one more decoder layer (2-layer minus 1-layer model).
-    bf16: as the trainer runs precision bf16 on a CPU: bf16 weights, peft's fp32 adapters, CPU autocast."""
+    bf16: as the trainer runs precision bf16 on a CPU: bf16 weights, peft's fp32 adapters, CPU autocast.
+    trl_dropout_off: TRL's preference trainers' disable_dropout applied to the peft model (every dropout p=0)."""
     import contextlib
 
     import torch
@@ -76,6 +77,10 @@ def _saved_bytes_per_layer(tmp_config: dict, r: int, dropout: float, targets, ba
         if bf16:
             model = model.to(torch.bfloat16)
         model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=dropout, target_modules=targets))
+        if trl_dropout_off:
+            from trl.trainer.utils import disable_dropout_in_model
+
+            disable_dropout_in_model(model)
         model.train()
         params = {p.untyped_storage().data_ptr() for p in model.parameters()}
         seen: dict[int, int] = {}
@@ -435,3 +440,56 @@ def test_cpu_bf16_counts_onednn_kernels_per_new_batch_shape_up_to_its_caches():
                                         "training.grad_accum=2", "training.gradient_checkpointing=off"])
     assert workload_of(config, None, device="cpu").batch_shapes == 12
     assert workload_of(apply_overrides(config, ["training.max_steps=-1"]), None, device="cpu").batch_shapes is None
+
+
+@pytest.mark.parametrize("method, rows", [("dpo", 1), ("dpo", 2), ("kto", 2)])
+def test_preference_activations_are_what_autograd_saves_with_trls_dropout_off(method, rows, tmp_path):
+    """dpo / kto train through TRL's DPOConfig / KTOConfig, whose disable_dropout (on by default, left on by
+    core/train/preference.py) sets every dropout to p=0, LoRA's too: a step saves no dropout noise whatever
+    lora.dropout says (the embedded model's dpo micro-batch 8 bf16 peaked at 2.46 GiB with lora.dropout 0.05 and
+    2.47 GiB with 0; the estimate that counted the noise said 3.99). dpo's forward runs both answers of each row
+    (2 x rows), kto's one answer a row (its KL forward saves nothing: no gradients). CPU bf16, two lengths."""
+    from types import SimpleNamespace
+
+    from lora_tui.core.config import Config, apply_overrides
+    from lora_tui.core.train.preference import preference_arguments
+
+    config = apply_overrides(Config(), [f"training.method={method}", "lora.dropout=0.05"])
+    common = {"output_dir": str(tmp_path), "use_cpu": True, "bf16": False}  # the rest as setup.trainer_arguments
+    assert preference_arguments(config, common, SimpleNamespace(batching="grouped"), {}).disable_dropout
+    cfg = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2,
+               max_position_embeddings=64, tie_word_embeddings=True)
+    r, short, long = 4, 16, 32
+    one, two = (ModelDims(name="t", model_type="llama", hidden=32, layers=n, heads=4, kv_heads=2, head_dim=8,
+                          intermediate=48, vocab=64, tied_embeddings=True) for n in (1, 2))
+    forward_rows = 2 * rows if method == "dpo" else rows
+
+    def layer_bytes(seq: int, measure: bool, plan_method: str = method) -> float:  # one more layer, this length
+        if measure:
+            return forward_rows * seq * _saved_bytes_per_layer(cfg, r, 0.05, one.target_modules("all-linear"),
+                                                               forward_rows, seq, bf16=True, trl_dropout_off=True)
+        plans = [Workload(d, r=r, device="cpu", seq_len=seq, batch=rows, dropout=0.05, dtype="bfloat16",
+                          method=plan_method) for d in (one, two)]
+        return estimate_memory(plans[1]).breakdown["activations"] - estimate_memory(plans[0]).breakdown["activations"]
+
+    tokens = forward_rows * (long - short)
+    measured = (layer_bytes(long, True) - layer_bytes(short, True)) / tokens
+    estimated = (layer_bytes(long, False) - layer_bytes(short, False)) / tokens
+    assert estimated == pytest.approx(measured, rel=0.02)
+    # SFT keeps LoRA's dropout, and its fp32 noise per adapted input: more bytes at the same rows
+    sft = (layer_bytes(long, False, "sft") - layer_bytes(short, False, "sft")) / (rows * (long - short))
+    assert sft > estimated * 1.2
+
+
+def test_preference_load_peak_counts_the_rows_tokenized_before_the_load():
+    """dpo / kto tokenize the rows into datasets before TRL's trainer loads the model: RSS before the load was 608
+    and 611 MiB (dpo on the embedded model, sample pairs) against SFT's 530 MiB of libraries, so a small dpo run
+    converting the fp32 checkpoint to bf16 peaks at that + the file + the bf16 weights (1.349 GiB measured)."""
+    from lora_tui.core.plan.memory import CPU_IMPORTS_BYTES, CPU_PREFERENCE_LOAD_BYTES
+
+    dims = dataclasses.replace(TINY, stored_dtype="float32", checkpoint_bytes=400 * 1024**2)
+    plans = {m: Workload(dims, device="cpu", dtype="bfloat16", seq_len=16, batch=1, batch_shapes=1, method=m)
+             for m in ("sft", "dpo", "kto")}
+    sft, dpo, kto = (estimate_memory(plans[m]) for m in ("sft", "dpo", "kto"))
+    assert sft.total_bytes == CPU_IMPORTS_BYTES + 400 * 1024**2 + sft.breakdown["base_weights"]
+    assert dpo.total_bytes == kto.total_bytes == CPU_PREFERENCE_LOAD_BYTES + 400 * 1024**2 + dpo.breakdown["base_weights"]

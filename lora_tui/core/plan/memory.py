@@ -29,6 +29,9 @@ DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 # (530 MiB measured) plus trainer, tokenizer and data.
 CPU_PROCESS_BYTES = 610 * MiB
 CPU_IMPORTS_BYTES = 530 * MiB  # the same process while the model loads (libraries only, measured)
+# dpo / kto: the process while the model loads, the preference rows already tokenized into datasets (TRL's trainer is
+# built around the loaded model). Measured before the load: 608 and 611 MiB (dpo, embedded model, sample pairs).
+CPU_PREFERENCE_LOAD_BYTES = 610 * MiB
 # Without Triton, TRL's chunked log-prob runs each [tokens x 32768] fp32 tile through a
 # dozen temporaries: this many tile-sized buffers at the peak.
 CPU_HEAD_TILE_COPIES = 7.5
@@ -324,6 +327,11 @@ def _base_weights(d: ModelDims, plan: Workload) -> int:
 def estimate_memory(plan: Workload) -> MemoryEstimate:
     """Peak memory of one training run with this plan: total and its named parts."""
     plan.check()
+    if plan.method != "sft":
+        # TRL's DPOConfig / KTOConfig disable dropout (disable_dropout, on by default; core/train/preference.py keeps
+        # it): every nn.Dropout, LoRA's too, runs at p=0 and saves no noise tensor, whatever lora.dropout says.
+        # Measured: dpo micro-batch 8 bf16 peaked at 2.46 GiB with lora.dropout 0.05 and 2.47 GiB with 0.
+        plan = plan.replace(dropout=0.0)
     d = plan.dims()
     targets = d.target_modules(plan.targets)
     w = _widths(plan)
@@ -404,7 +412,8 @@ def estimate_memory(plan: Workload) -> MemoryEstimate:
         # Loading converts the checkpoint's dtype (an fp32 file trained in bf16): the memory-mapped file stays
         # resident beside the converted weights until the load ends. A small run peaks there, not in training
         # (bf16, batch 1 x 128: 1309 MiB measured = libraries + 513 MiB file + 257 MiB bf16 weights).
-        loading = CPU_IMPORTS_BYTES + (d.checkpoint_bytes or d.params * DTYPE_BYTES[d.stored_dtype]) + parts["base_weights"]
+        imports = CPU_IMPORTS_BYTES if plan.method == "sft" else CPU_PREFERENCE_LOAD_BYTES
+        loading = imports + (d.checkpoint_bytes or d.params * DTYPE_BYTES[d.stored_dtype]) + parts["base_weights"]
         if loading > sum(parts.values()):
             parts["mapped_checkpoint"] = loading - sum(parts.values())  # the peak is the load's
             notes.append("This run peaks while the checkpoint is converted to the training dtype.")
