@@ -170,7 +170,7 @@ def test_cli_refuses_runs_on_different_bases(tmp_path, runs, tiny_model_dir):
 
 @pytest.mark.parametrize("flags, says", [(["--adapter", "run-c"], "no adapter named 'run-c'"),
                                          (["--compare", "run-a,run-c"], "no adapter named 'run-c'"),
-                                         (["--compare", "run-a,run-a"], "two different names")])
+                                         (["--compare", "run-a,run-a"], "two or more different names")])
 def test_cli_refuses_unknown_names(runs, flags, says):
     _, a, b = runs
     line = one_error_line(lora_tui("chat", a, b, "--prompt", "hi", *flags))
