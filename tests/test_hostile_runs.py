@@ -400,7 +400,9 @@ def test_history_is_printed_once_after_ctrl_c_or_sigterm(tiny_model_dir, train_f
                              f"data.train={train_file}", "data.validation=", "data.max_seq_len=64",
                              "training.max_steps=400", "training.save_steps=0", "training.eval_steps=0",
                              "--run-dir", str(run_dir)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True,
+                            # a suite started in the background hands its children SIGINT ignored: as a terminal would
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     run = RunDirectory(run_dir)
     _until(lambda: sum(e["type"] == "step" for e in run.read_events()) >= 2, run)
     proc.send_signal(getattr(signal, sig))
