@@ -3,7 +3,7 @@
 Each point is a real run of lora-tui's trainer (``python -m lora_tui.core.trainer_main``, a fresh process)
 on the embedded model and sample_data/preference.jsonl, 3 optimiser steps, no evaluation or checkpoint; the
 trainer itself records its estimate (core/plan/memory.py, counted before step 1) and its peak RSS
-(``ru_maxrss``) in its ``memory`` event, as benchmarks/memory_accuracy.py compares them for SFT. Prints a
+(VmHWM, core/plan/memory_record.peak_rss) in its ``memory`` event, as benchmarks/memory_accuracy.py compares them for SFT. Prints a
 table and whether the goal holds: within +10 % of measured (or 0.5 GiB, whichever is larger) and never more
 than 5 % under.
 

@@ -6,6 +6,8 @@ on this machine)."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 
@@ -493,3 +495,20 @@ def test_preference_load_peak_counts_the_rows_tokenized_before_the_load():
     sft, dpo, kto = (estimate_memory(plans[m]) for m in ("sft", "dpo", "kto"))
     assert sft.total_bytes == CPU_IMPORTS_BYTES + 400 * 1024**2 + sft.breakdown["base_weights"]
     assert dpo.total_bytes == kto.total_bytes == CPU_PREFERENCE_LOAD_BYTES + 400 * 1024**2 + dpo.breakdown["base_weights"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM and ru_maxrss carried over exec are Linux's")
+def test_a_trainers_peak_is_its_own_not_the_peak_of_the_process_that_started_it():
+    """The trainer's `memory` event compares the estimate with the trainer's peak RSS. Linux carries ru_maxrss over
+    exec from the forking process, so a trainer started from a big process (the test runner at 2.2 GiB; the wizard
+    with a model loaded for chat) reported that process's peak: every family of tests/test_families.py read
+    2265 MiB in the full suite and 800 MiB alone. peak_rss reads the trainer's own high-water mark."""
+    big = bytearray(600 * 2**20)
+    big[:: 4096] = b"\x01" * len(big[:: 4096])  # touched: resident
+    code = ("import resource; from lora_tui.core.plan.memory_record import peak_rss; "
+            "print(peak_rss(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    own, inherited = int(out[0]), int(out[1])
+    assert inherited >= 600 * 2**20  # the trap: the child's ru_maxrss counts the parent's 600 MiB
+    assert own < 200 * 2**20, own
+    del big

@@ -13,6 +13,7 @@ must never take a run down: every measurement failure is swallowed.
 from __future__ import annotations
 
 import resource
+import sys
 
 from lora_tui.core.plan.memory import estimate_memory, heaviest_concatenation
 from lora_tui.core.plan.workload import workload_of
@@ -47,7 +48,7 @@ def memory_estimate_facts(config, hardware, device: str, longest: int | None = N
 
 
 def measured_peak(device: str) -> int:
-    """Peak so far: torch.cuda.max_memory_reserved on GPU, peak RSS (ru_maxrss) on CPU, in bytes."""
+    """Peak so far: torch.cuda.max_memory_reserved on GPU, this process's peak RSS on CPU, in bytes."""
     if device == "cuda":
         try:
             import torch
@@ -55,7 +56,22 @@ def measured_peak(device: str) -> int:
             return int(torch.cuda.max_memory_reserved())
         except Exception:
             return 0
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    return peak_rss()
+
+
+def peak_rss() -> int:
+    """This process's own peak RSS in bytes: Linux's VmHWM, the high-water mark of the address space exec gave it.
+    Not ru_maxrss, which Linux carries over exec from the process that forked it: a trainer started from a 2.2 GiB
+    process (the test runner; the wizard with a model loaded for chat) reported 2265 MiB whatever it used."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
 
 
 def error_pct(estimate: int | None, peak: int | None) -> float | None:
