@@ -3,7 +3,7 @@
 Each point runs in a fresh Python process that trains a few steps the way
 ``lora_tui.core.train.training`` does (transformers load, bitsandbytes for 4-bit plus
 peft's prepare_model_for_kbit_training, peft LoRA, TRL SFTTrainer, AdamW) and
-reports its peak: RSS (``ru_maxrss``) on CPU; on CUDA, ``max_memory_reserved`` and
+reports its peak: RSS (VmHWM, its own) on CPU; on CUDA, ``max_memory_reserved`` and
 the NVML per-process peak. The parent never imports torch, so its own memory does
 not leak into a child's figure. Prints a table and whether the goal holds: within
 10% of measured (or 0.5 GiB, whichever is larger) and never more than 5% under.
@@ -90,7 +90,6 @@ GPU_MATRIX = [  # catalogue models with random weights: (model, quant, r, batch,
 
 # ---------------------------------------------------------------- child side
 def _child(spec: dict) -> None:
-    import resource
     import threading
 
     import psutil
@@ -175,7 +174,9 @@ def _child(spec: dict) -> None:
     started = time.monotonic()
     trainer.train()
     result["train_seconds"] = round(time.monotonic() - started, 1)
-    result["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    from lora_tui.core.plan.memory_record import peak_rss
+
+    result["peak_rss"] = peak_rss()  # the child's own (ru_maxrss would carry the parent's over exec)
     if cuda:
         torch.cuda.synchronize()
         time.sleep(0.05)
@@ -413,7 +414,7 @@ def main() -> int:
     rows: list[dict] = []
     if not args.gpu_only:
         print(f"CPU: SmolLM2-135M (fp32 checkpoint) trained in fp32 or bf16, {STEPS} training steps per point, "
-              "peak RSS (ru_maxrss) of a fresh process")
+              "peak RSS (VmHWM) of a fresh process")
         rows += _cpu_points(QUICK if args.quick else CPU_MATRIX, model_dir)
         if not args.quick:
             with tempfile.TemporaryDirectory(prefix="mem-bench-shallow-") as tmp:
