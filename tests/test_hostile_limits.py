@@ -78,10 +78,14 @@ def test_a_hostile_probe_cache_is_a_miss_said_plainly_and_rewritten(tmp_path, ki
     elif kind == "a list":
         path.write_text("[1, 2, 3]")
     elif kind == "wrong types":
-        path.write_text(json.dumps({"version": 1, "entries": {"k": {"chosen": {"micro_batch": "4", "grad_accum": 1}},
+        from lora_tui.core.train.probe_cache import CACHE_VERSION
+
+        path.write_text(json.dumps({"version": CACHE_VERSION, "entries": {"k": {"chosen": {"micro_batch": "4", "grad_accum": 1}},
                                                               "j": [1]}}))
     else:
-        path.write_text(json.dumps({"version": 1, "entries": 5}))
+        from lora_tui.core.train.probe_cache import CACHE_VERSION
+
+        path.write_text(json.dumps({"version": CACHE_VERSION, "entries": 5}))
     code = textwrap.dedent("""
         from lora_tui.core.train import probe_cache
         hit, problem = probe_cache.lookup("k")

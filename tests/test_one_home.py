@@ -190,7 +190,7 @@ def test_the_training_formats_helpers_live_with_training(name):
 
 
 @pytest.mark.parametrize("name, home", [("EMBEDDED_HUB_ID", "model/embedded.py"), ("portable_base", "model/hub_ids.py"),
-                                        ("local_base", "model/hub_ids.py"), ("Candidate", "train/probe_types.py"),
+                                        ("local_base", "model/hub_ids.py"), ("plan_record", "train/probe_types.py"),
                                         ("Measurement", "train/probe_types.py"),
                                         ("parse_devices", "config.py"), ("DistributedError", "config.py"),
                                         ("normalise_report_to", "config.py"), ("TRACKERS", "config.py"),

@@ -16,12 +16,14 @@ import pytest
 
 from lora_tui.core.train import probe, probe_cache
 from lora_tui.core.config import Config, apply_overrides
-from lora_tui.core.train.probe import Candidate, Measurement, choose, heavier_pays, walk_stops
+from lora_tui.core.plan.batch import Batch
+from lora_tui.core.plan.run_plan import RunPlan
+from lora_tui.core.train.probe import Measurement, choose, heavier_pays, walk_stops
 from tests.support.wait import wait_until
 
 
 def _m(tps, peak, over=False, micro=4, ckpt=False):
-    return Measurement(Candidate(micro, 16 // micro, ckpt), tokens_per_s=tps, peak_bytes=peak, over=over)
+    return Measurement(Batch(micro, 16 // micro, ckpt), tokens_per_s=tps, peak_bytes=peak, over=over)
 
 
 # ------------------------------------------------------------------ the rule (injected measurements: pure function)
@@ -43,8 +45,8 @@ def test_over_budget_plans_never_win_and_the_comparison_chains():
 
 
 def test_weight_is_the_measured_peak_else_the_estimate():
-    ckpt = Measurement(Candidate(8, 2, True), tokens_per_s=900.0, estimate_bytes=5)
-    plain = Measurement(Candidate(4, 4, False), tokens_per_s=1000.0, estimate_bytes=9)
+    ckpt = Measurement(Batch(8, 2, True), tokens_per_s=900.0, estimate_bytes=5)
+    plain = Measurement(Batch(4, 4, False), tokens_per_s=1000.0, estimate_bytes=9)
     assert choose([plain, ckpt]) is plain  # heavier by estimate and 11% faster
     plain.tokens_per_s = 920.0
     assert choose([plain, ckpt]) is ckpt  # 2% faster: the lighter, checkpointed plan stays
@@ -66,39 +68,55 @@ def test_probe_setting_defaults_to_cuda_only():
 
 
 def test_walks_are_lightest_first_and_keep_the_effective_batch():
-    from types import SimpleNamespace
-
     config = apply_overrides(Config(), ["training.grad_accum=4"])  # micro_batch and checkpointing auto
-    choice = SimpleNamespace(micro_batch=8, grad_accum=2, gradient_checkpointing=False, kernels=["lean_head"],
-                             batching="grouped", tokens_per_batch=None)
+    choice = RunPlan(device="cuda", batching="grouped", kernels=["lean_head"], batch=Batch(8, 2, False))
     found = probe.candidates(config, choice, "cuda")
-    assert {c.micro_batch * c.grad_accum for c in found} == {16}
-    assert {c.gradient_checkpointing for c in found} == {True, False}
-    assert Candidate(8, 2, False) in found
+    assert all(isinstance(p, RunPlan) for p in found)  # candidates are run plans: what the trainer is built with
+    assert {p.batch.effective for p in found} == {16}
+    assert {p.gradient_checkpointing for p in found} == {True, False}
+    assert Batch(8, 2, False) in [p.batch for p in found]
     liger = probe.candidates(config, choice, "cuda", liger=True)
-    assert {c.liger for c in liger} == {True, False} and len(liger) == 2 * len(found)
-    budget = SimpleNamespace(micro_batch=1, grad_accum=4, gradient_checkpointing=False, kernels=["lean_head"],
-                             batching="token_budget", tokens_per_batch=2048)
+    assert {"liger" in p.kernels for p in liger} == {True, False} and len(liger) == 2 * len(found)
+    budget = RunPlan(device="cuda", batching="token_budget", kernels=["lean_head"], batch=Batch(1, 4, False, 2048))
     tokens = probe.candidates(apply_overrides(Config(), ["data.max_seq_len=512"]), budget, "cuda")
-    assert {c.tokens_per_batch * c.grad_accum for c in tokens} == {8192}
-    assert min(c.tokens_per_batch for c in tokens) >= 512 and all(c.micro_batch == 1 for c in tokens)
+    assert {p.tokens_per_batch * p.grad_accum for p in tokens} == {8192}
+    assert min(p.tokens_per_batch for p in tokens) >= 512 and all(p.micro_batch == 1 for p in tokens)
+    walks = probe.walks_for(config, choice, "cuda")
+    assert [p.batch for p in walks[0]] == sorted((p.batch for p in walks[0]), key=lambda b: b.micro_batch)
+    assert walks[0][0].gradient_checkpointing  # checkpointing on (lighter) walks first
+    assert choice.batch in [p.batch for walk in walks for p in walk]  # the engine's choice is always measured
+
+
+def test_a_plan_record_reads_back_as_the_same_batch_and_liger():
+    from lora_tui.core.train.probe_types import plan_from_record, plan_record
+
+    for batch, liger in ((Batch(4, 2, True), False), (Batch(1, 8, False, 4096), True)):
+        record = plan_record(batch, liger)
+        assert plan_from_record(record) == (batch, liger)
+        assert record["label"].startswith(batch.describe())
+    # a record written before issue 27 (the Candidate's fields and label) still reads: an old run resumes
+    old = {"micro_batch": 4, "grad_accum": 2, "gradient_checkpointing": False, "liger": False, "tokens_per_batch": None,
+           "label": "4 rows x 2, checkpointing off"}
+    assert plan_from_record(old) == (Batch(4, 2, False), False)
 
 
 # ------------------------------------------------------------------ the cache
 def test_cache_round_trip_is_keyed_by_what_the_measurement_depends_on(tmp_path, monkeypatch):
     monkeypatch.setenv("LORA_TUI_CACHE", str(tmp_path))
-    from types import SimpleNamespace
+    from lora_tui.core.train.probe_types import plan_record
 
     config = Config()
-    choice = SimpleNamespace(micro_batch=4, grad_accum=4, gradient_checkpointing=False, kernels=["lean_head"],
-                             batching="grouped", attention="sdpa")
+    choice = RunPlan(device="cuda", batching="grouped", attention="sdpa", kernels=["lean_head"], batch=Batch(4, 4, False))
     gpu = {"name": "NVIDIA H200", "total_memory": 150 * 2**30}
-    walks = [[Candidate(4, 4, False)]]
+    walks = [[plan_record(Batch(4, 4, False))]]
     key = probe_cache.cache_key(config, "cuda", gpu, "/no/such/model", [100, 50], choice, walks)
     assert probe_cache.cached(key) is None
-    result = probe.ProbeResult(Candidate(4, 4, False), [Measurement(Candidate(4, 4, False), 123.0, 2**30)], reason="r")
+    result = probe.ProbeResult(Batch(4, 4, False), measurements=[Measurement(Batch(4, 4, False), False, 123.0, 2**30)],
+                               reason="r")
     probe_cache.store(key, result.facts())
-    assert probe_cache.cached(key)["chosen"]["micro_batch"] == 4
+    hit = probe_cache.cached(key)
+    assert hit["chosen"]["micro_batch"] == 4
+    assert [Measurement.from_dict(m) for m in hit["measurements"]] == result.measurements
     other_gpu = probe_cache.cache_key(config, "cuda", {**gpu, "total_memory": 80 * 2**30}, "/no/such/model", [100, 50], choice, walks)
     other_rows = probe_cache.cache_key(config, "cuda", gpu, "/no/such/model", [400, 50], choice, walks)
     other_lora = probe_cache.cache_key(apply_overrides(Config(), ["lora.r=64"]), "cuda", gpu, "/no/such/model", [100, 50], choice, walks)
@@ -274,3 +292,69 @@ def test_probe_with_token_budgets_then_kill_9_and_resume_is_bit_identical(tiny_m
     if starts[0]["probe"]["chosen"] == chosen:  # the same plan chosen: the same adapter, bit for bit
         a, b = _adapter(whole), _adapter(killed)
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_probe_measures_before_the_runs_trainer_exists_and_leaves_the_model_as_it_was(tiny_model_dir, train_file,
+                                                                                          tmp_path, monkeypatch):
+    """In process, on the tiny model: every plan is timed on a throwaway trainer built by the run's builder
+    for that plan (no trainer is changed after it is built); the choice lands in the run plan as one Batch;
+    the model (adapter weights, forward patches, hooks, checkpointing, RNG) is as it was before the probe."""
+    import torch
+
+    from lora_tui.core.machine import hardware as machine
+    from lora_tui.core.model.models import load_tokenizer
+    from lora_tui.core.run.runs import RunDirectory
+    from lora_tui.core.train import training
+
+    monkeypatch.setenv("LORA_TUI_CACHE", str(tmp_path / "cache"))
+    config = _config(tiny_model_dir, train_file, "training.probe=on")
+    run = RunDirectory(tmp_path / "run")
+    run.path.mkdir()
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    train_ds, _, _ = training.build_datasets(config, tokenizer)
+    choice = training.run_plan_of(run, config, machine.probe_hardware(), "cpu", longest=max(train_ds["length"]))
+    model, _ = training.build_model(config, "cpu", "fp32", choice)
+    weights = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    forwards = {n for n, m in model.named_modules() if "forward" in vars(m)}
+    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    rng = torch.get_rng_state()
+
+    built = []
+
+    def build(plan, rows, eval_rows=None, callbacks=None):
+        trainer = training.sft_trainer(config, run, "cpu", "fp32", model, tokenizer, plan, rows, eval_rows, callbacks)
+        built.append((plan.batch, trainer.args.per_device_train_batch_size, trainer.args.gradient_accumulation_steps,
+                      len(rows)))
+        return trainer
+
+    facts = probe.for_run(run, config, choice, "cpu", model=model, build_trainer=build, train_dataset=train_ds, resume=False)
+    measured = [Measurement.from_dict(m) for m in facts["measurements"]]
+    assert len(built) == len(measured) >= 2
+    # each throwaway trainer was built with its plan's batch, on that plan's heaviest rows only
+    for (batch, micro, accum, rows), m in zip(built, measured):
+        assert batch == m.batch and (micro, accum) == (batch.micro_batch, batch.grad_accum) and rows == batch.micro_batch
+    chosen, _ = probe.plan_from_record(facts["chosen"])
+    assert choice.batch == chosen and "probe" in choice.batch.reasons["micro_batch"]  # one value in the run plan
+    assert all(torch.equal(p, weights[n]) for n, p in model.named_parameters() if p.requires_grad)
+    assert all(p.grad is None for p in model.parameters())
+    assert {n for n, m in model.named_modules() if "forward" in vars(m)} == forwards
+    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == hooks
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert probe.checkpointing_on(model) == chosen.gradient_checkpointing  # as the run's trainer will train it
+
+
+def test_the_probe_reads_no_private_attribute_of_a_trainer():
+    """Issue 27: the probe changed a built trainer through TRL's private ``_train_batch_size`` and
+    ``_prepare_dataset``. It now builds a trainer per plan and uses only its public calls."""
+    import ast
+
+    import lora_tui.core.train.probe as probe_module
+
+    folder = Path(probe_module.__file__).parent
+    private = []
+    for name in ("probe.py", "probe_trainer.py", "probe_types.py", "probe_cache.py"):
+        for node in ast.walk(ast.parse((folder / name).read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                    and isinstance(node.value, ast.Name) and node.value.id in ("trainer", "t", "args")):
+                private.append(f"{name}:{node.lineno} {node.value.id}.{node.attr}")
+    assert private == []

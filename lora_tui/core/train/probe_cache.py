@@ -14,12 +14,11 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict
 from pathlib import Path
 
-from lora_tui.core.train.probe_types import Candidate, Measurement
+from lora_tui.core.train.probe_types import FIGURES, PLAN_KEYS
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: measured on a throwaway trainer before the run's is built (issue 27)
 CACHE_ENTRIES = 64  # the cache file keeps the newest entries only (bounded size)
 CACHE_BYTES = 4 * 2**20  # 64 entries of a few KiB each; a bigger file is not one we wrote
 
@@ -59,7 +58,7 @@ def _model_config_hash(model_path: str) -> str:
 
 def cache_key(config, device: str, device_facts: dict, model_path: str, lengths: list[int], choice, walks) -> str:
     """What the measurement depends on: the device, the model's shapes, the rows' shape, LoRA, libraries,
-    and the candidates asked about."""
+    and the plans asked about (``walks``: lists of ``probe_types.plan_record``)."""
     longest = sorted(lengths, reverse=True)[:64]
     parts = {
         "v": CACHE_VERSION, "device": device, "gpu": device_facts, "model": _model_config_hash(model_path),
@@ -68,7 +67,7 @@ def cache_key(config, device: str, device_facts: dict, model_path: str, lengths:
         "lora": [config.lora.r, config.lora.targets, config.lora.dropout, config.lora.use_dora, config.lora.use_rslora],
         "precision": config.training.precision, "batching": choice.batching, "attention": choice.attention,
         "kernels": [k for k in choice.kernels if k != "liger"], "libraries": _versions(),
-        "candidates": [[asdict(c) for c in walk] for walk in walks],
+        "candidates": walks,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
@@ -102,7 +101,7 @@ def entry_problem(entry) -> str | None:
         return "its chosen plan is missing or has wrong values"
     measurements = entry.get("measurements", [])
     if not isinstance(measurements, list) or not all(
-            isinstance(m, dict) and _plan_ok(m.get("candidate")) and set(m) <= set(Measurement.__dataclass_fields__)
+            isinstance(m, dict) and _plan_ok(m.get("candidate")) and set(m) <= FIGURES
             for m in measurements):
         return "its measurements are not plans with figures"
     if not isinstance(entry.get("reason", ""), str) or type(entry.get("time", 0)) not in (int, float):
@@ -111,11 +110,11 @@ def entry_problem(entry) -> str | None:
 
 
 def _plan_ok(plan) -> bool:
-    """A Candidate's fields (plus its label), each of the right type."""
+    """A ``probe_types.plan_record``: its keys, each of the right type."""
     def count(value) -> bool:
         return type(value) is int and 0 < value < 2**31
 
-    return (isinstance(plan, dict) and set(plan) <= set(Candidate.__dataclass_fields__) | {"label"}
+    return (isinstance(plan, dict) and set(plan) <= PLAN_KEYS
             and count(plan.get("micro_batch")) and count(plan.get("grad_accum"))
             and type(plan.get("gradient_checkpointing")) is bool and type(plan.get("liger", False)) is bool
             and (plan.get("tokens_per_batch") is None or count(plan.get("tokens_per_batch"))))

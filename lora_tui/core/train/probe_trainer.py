@@ -1,57 +1,75 @@
-"""The probe's hands on the real trainer (core/train/probe.py decides, this module measures and applies).
+"""The probe's hands (core/train/probe.py decides, this module measures).
 
-Times a candidate plan's training steps with the trainer's own ``training_step`` on its heaviest
-micro-batch, switches checkpointing / batch sizes / token budgets (TRL re-packing) / Liger on the built
-trainer, and puts back everything a probe step could change (RNG states, gradients, TRL's metrics).
+Each plan is measured on a throwaway trainer built for it by the run's own builder (the same call that
+builds the run's trainer afterwards, so collator, loss head, autocast and backward are the run's), on the
+rows of its heaviest micro-batch, with the trainer's public ``get_train_dataloader`` and ``training_step``.
+``Untouched`` puts back everything a throwaway trainer and its steps could change on the shared model
+(RNG states, the adapter's weights and dtypes, gradients, forward patches and hooks, checkpointing), so the
+run's trainer, built after the probe with the chosen plan, starts exactly as without a probe.
 torch / transformers are imported inside functions; must not import textual.
 """
 
 from __future__ import annotations
 
-import copy
+import gc
 import random
 import time
 
-from lora_tui.core.train.probe_types import MEMORY_SHARE, TIMED_STEPS, WARMUP_STEPS, Candidate, Measurement
+from lora_tui.core.train.probe_types import MEMORY_SHARE, TIMED_STEPS, WARMUP_STEPS, Measurement
 
 
 class Untouched:
-    """Everything a probe step could change, put back afterwards: RNGs, gradients, TRL's metrics."""
+    """The model and RNG state before the probe, put back after each throwaway trainer (``restore``).
 
-    def __init__(self, trainer) -> None:
+    A trainer being built patches the model it is given: TRL's fused LM head and our lean head replace the
+    instance's ``forward``, TRL hooks the input embeddings for checkpointing, and casts a quantized model's
+    adapter to bf16 (which the run's trainer does again, once, from the untouched fp32 weights)."""
+
+    def __init__(self, model) -> None:
         import numpy as np
         import torch
 
-        self.trainer = trainer
+        self.model = model
         self.torch_rng = torch.get_rng_state()
         self.cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
         self.py_rng = random.getstate()
         self.np_rng = np.random.get_state()
-        self.metrics = copy.deepcopy(getattr(trainer, "_metrics", None))
-        self.tokens = getattr(trainer, "_total_train_tokens", None)
-        self.had_accum = "current_gradient_accumulation_steps" in vars(trainer)
-        self.accum = getattr(trainer, "current_gradient_accumulation_steps", None)
+        self.training = model.training
+        self.checkpointing = checkpointing_on(model)
+        self.modules = list(model.modules())
+        self.forwards = [vars(m).get("forward") for m in self.modules]
+        # torch keeps a module's hooks in these dicts and offers no public listing of them
+        self.hooks = [(set(m._forward_hooks), set(m._forward_pre_hooks)) for m in self.modules]
+        self.weights = {p: p.data.clone() for p in model.parameters() if p.requires_grad}
+
+    def restore_model(self) -> None:
+        for module, forward, (hooks, pre_hooks) in zip(self.modules, self.forwards, self.hooks):
+            if forward is None:
+                vars(module).pop("forward", None)
+            else:
+                module.forward = forward
+            for key in [k for k in module._forward_hooks if k not in hooks]:
+                del module._forward_hooks[key]
+            for key in [k for k in module._forward_pre_hooks if k not in pre_hooks]:
+                del module._forward_pre_hooks[key]
+        for param in self.model.parameters():
+            param.grad = None
+        for param, saved in self.weights.items():
+            param.data = saved.clone()
+        if checkpointing_on(self.model) != self.checkpointing:
+            set_checkpointing(self.model, self.checkpointing)
+        self.model.train(self.training)
 
     def restore(self) -> None:
         import numpy as np
         import torch
 
-        t = self.trainer
-        for param in t.model.parameters():
-            param.grad = None
+        self.restore_model()
         torch.set_rng_state(self.torch_rng)
         if self.cuda_rng is not None:
             torch.cuda.set_rng_state_all(self.cuda_rng)
         random.setstate(self.py_rng)
         np.random.set_state(self.np_rng)
-        if self.metrics is not None:
-            t._metrics = self.metrics
-        if self.tokens is not None:
-            t._total_train_tokens = self.tokens
-        if self.had_accum:
-            t.current_gradient_accumulation_steps = self.accum
-        else:
-            vars(t).pop("current_gradient_accumulation_steps", None)
 
 
 class LigerPatch:
@@ -124,21 +142,30 @@ def lengths_of(dataset) -> list[int]:
     return [len(ids) for ids in dataset["input_ids"]]
 
 
-def rows_for(trainer, candidate: Candidate) -> list[dict]:
-    """The candidate's heaviest micro-batch: its longest rows (the grouped sampler runs the longest batch
-    first, too); with a token budget, the fullest packed row. Columns as the trainer's dataloader keeps them."""
-    ds = trainer.train_dataset
-    lengths = lengths_of(ds)
+def heaviest_rows(dataset, plan) -> list[int]:
+    """Indices of the rows that make ``plan``'s heaviest micro-batch: its longest rows (the grouped sampler
+    runs the longest batch first, too); packed (a token budget, or packing), the longest rows up to the
+    micro-batch's tokens and the shortest ones that fill the bins' gaps, so its fullest micro-batch is as
+    full as the whole data's."""
+    lengths = lengths_of(dataset)
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    picked = [order[k % len(order)] for k in range(candidate.micro_batch)]
-    rows = [dict(ds[i]) for i in picked]
-    try:
-        used = set(trainer._signature_columns or []) | {"labels", "seq_lengths", "completion_mask", "assistant_masks"}
-        if trainer._signature_columns:
-            rows = [{k: v for k, v in row.items() if k in used} for row in rows]
-    except AttributeError:
-        pass
-    return [{k: v for k, v in row.items() if k != "length"} for row in rows]
+    budget = (plan.tokens_per_batch if plan.batching == "token_budget" else
+              plan.micro_batch * plan.max_seq_len if plan.batching == "packed" else None)
+    if not budget:
+        return [order[k % len(order)] for k in range(plan.micro_batch)]
+    picked, tokens = [], 0
+    for i in order:
+        if tokens >= budget:
+            break
+        picked.append(i)
+        tokens += lengths[i]
+    fillers, tokens = [], 0
+    for i in reversed(order[len(picked):]):
+        if tokens >= budget:
+            break
+        fillers.append(i)
+        tokens += lengths[i]
+    return picked + fillers
 
 
 def _tokens_in(batch) -> int:
@@ -147,21 +174,35 @@ def _tokens_in(batch) -> int:
     return int(batch["input_ids"].numel())
 
 
-def measure(trainer, candidate: Candidate, rows: list[dict], device: str, budget: int | None) -> Measurement:
+def fullest_batch(trainer) -> dict:
+    """The micro-batch with the most tokens among those the trainer's own dataloader makes of its rows."""
+    return max(trainer.get_train_dataloader(), key=_tokens_in)
+
+
+def measure(build_trainer, plan, dataset, device: str, budget: int | None, untouched: Untouched,
+            liger=None) -> Measurement:
+    """Time ``plan`` on a throwaway trainer ``build_trainer(plan, rows)`` built on its heaviest rows: one
+    warm-up and TIMED_STEPS training steps; on CUDA its peak reserved memory. The model is put back after."""
     import torch
 
-    m = Measurement(candidate)
-    batch = trainer.data_collator(rows)
-    labels = batch.get("labels")
-    items = int((labels[:, 1:] != -100).sum()) if labels is not None else None
-    tokens = _tokens_in(batch)
+    m = Measurement(plan.batch, "liger" in plan.kernels)
     cuda = device == "cuda"
+    trainer = None
     try:
+        trainer = build_trainer(plan, dataset.select(heaviest_rows(dataset, plan)))
+        if checkpointing_on(trainer.model) != plan.gradient_checkpointing:  # a trainer turns it on in train()
+            set_checkpointing(trainer.model, plan.gradient_checkpointing)
+        if liger is not None:  # a trainer applies Liger in train(); patched here, undone after the probe
+            (liger.enable if m.liger else liger.disable)()
+        batch = fullest_batch(trainer)
+        labels = batch.get("labels")
+        items = int((labels[:, 1:] != -100).sum()) if labels is not None else None
+        tokens = _tokens_in(batch)
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-        trainer.current_gradient_accumulation_steps = candidate.grad_accum
+        trainer.current_gradient_accumulation_steps = plan.grad_accum  # what train() sets before each step
         times = []
         for step in range(WARMUP_STEPS + TIMED_STEPS):
             started = time.perf_counter()
@@ -179,8 +220,9 @@ def measure(trainer, candidate: Candidate, rows: list[dict], device: str, budget
     except Exception as exc:  # a plan that cannot run here (a kernel, a shape) is not taken; the run goes on
         m.over, m.note = True, f"failed: {type(exc).__name__}: {str(exc)[:120]}"
     finally:
-        for param in trainer.model.parameters():
-            param.grad = None
+        del trainer
+        untouched.restore_model()
+        gc.collect()
         if cuda:
             torch.cuda.empty_cache()
     return m
@@ -195,45 +237,11 @@ def memory_budget(device: str) -> int | None:
     return int(MEMORY_SHARE * (free + torch.cuda.memory_reserved()))
 
 
-def estimate(config, hardware, device: str, candidate: Candidate, longest: int | None) -> int | None:
-    """The estimate of ``config`` trained with the candidate's batch (workload.workload_of's ``batch``)."""
-    from lora_tui.core.plan.batch import Batch
+def estimate(config, hardware, plan) -> int | None:
+    """The memory estimate of ``config`` trained with ``plan`` (its batch and kernels: ``RunPlan.workload``)."""
     from lora_tui.core.plan.memory import estimate_memory
-    from lora_tui.core.plan.workload import workload_of
 
-    batch = Batch(candidate.micro_batch, candidate.grad_accum, candidate.gradient_checkpointing, candidate.tokens_per_batch)
     try:
-        plan = workload_of(config, hardware, device=device, longest=longest, batch=batch)
-        if candidate.liger and hasattr(plan, "liger"):
-            plan = plan.replace(liger=True)
-        return estimate_memory(plan).total_bytes
+        return estimate_memory(plan.workload(config, hardware)).total_bytes
     except Exception:
         return None
-
-
-def _repack(trainer, tokens: int) -> None:
-    """Token budgets are TRL packing bins (engine.sft_engine_kwargs): re-pack the unpacked rows into bins of
-    ``tokens``, the way SFTTrainer packed them when it was built."""
-    source = getattr(trainer, "_probe_unpacked", None)
-    if source is None:
-        return
-    trainer.args.max_length = tokens
-    trainer.train_dataset = trainer._prepare_dataset(source, trainer.processing_class, trainer.args, True, None, "train")
-
-
-def apply(trainer, candidate: Candidate, liger: LigerPatch | None = None) -> None:
-    """Make the built trainer run ``candidate``: batch sizes, accumulation, checkpointing, Liger."""
-    args = trainer.args
-    if candidate.tokens_per_batch and getattr(args, "packing", False) and args.max_length != candidate.tokens_per_batch:
-        _repack(trainer, candidate.tokens_per_batch)
-    args.per_device_train_batch_size = candidate.micro_batch
-    trainer._train_batch_size = args.train_batch_size
-    args.gradient_accumulation_steps = candidate.grad_accum
-    name = "activation_checkpointing" if hasattr(args, "activation_checkpointing") else "gradient_checkpointing"
-    setattr(args, name, candidate.gradient_checkpointing)
-    setattr(args, f"{name}_kwargs", {"use_reentrant": False} if candidate.gradient_checkpointing else None)
-    if checkpointing_on(trainer.model) != candidate.gradient_checkpointing:
-        set_checkpointing(trainer.model, candidate.gradient_checkpointing)
-    if liger is not None:
-        (liger.enable if candidate.liger else liger.disable)()
-        args.use_liger_kernel = candidate.liger

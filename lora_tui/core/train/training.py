@@ -1,8 +1,9 @@
 """The training recipe: one readable function, ``run_training(run)``, executed in
 the detached trainer process (see ``lora_tui.core.trainer_main``).
 
-setup (config, device, tokenizer, data, model + LoRA) -> eval before -> train with
-TRL's SFTTrainer -> eval after -> save adapter + model card -> final event.
+setup (config, device, tokenizer, data, run plan, model + LoRA) -> the probe (its batch into the run
+plan; core/train/probe.py) -> TRL's SFTTrainer built with the plan -> eval before -> train -> eval after
+-> save adapter + model card -> final event.
 
 It talks back only through the run directory (events.jsonl, status.json) and
 reads the stop request from it. Heavy libraries are imported inside functions.
@@ -128,6 +129,31 @@ def sft_config(config: Config, run: RunDirectory, device: str, precision: str, h
     kwargs = trainer_arguments(config, run, device, precision, has_eval, choice)
     kwargs.update(engine.sft_engine_kwargs(choice, config.data.max_seq_len))  # batching mode, Liger kernels
     return SFTConfig(**kwargs)
+
+
+def sft_trainer(config: Config, run: RunDirectory, device: str, precision: str, model, tokenizer, plan, train_ds,
+                eval_ds=None, callbacks=None):
+    """The SFTTrainer for ``model`` trained with ``plan`` (a RunPlan): the run's, and the probe's throwaway ones."""
+    from trl import SFTTrainer
+
+    trainer = SFTTrainer(model=model, args=sft_config(config, run, device, precision, eval_ds is not None, plan),
+                         train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer, callbacks=callbacks)
+    finish_trainer(trainer, config, device, precision, plan)
+    return trainer
+
+
+def finish_trainer(trainer, config: Config, device: str, precision: str, plan, exact_metrics: bool = False) -> None:
+    """What every trainer of a run gets once built: the lean LM head, and fp32 adapters where bf16 would not do."""
+    # dpo / kto: their metrics read exact entropy, mean logits and top-1 at the answers' tokens (exact_metrics).
+    if not engine.install_lean_head(trainer.model, engine.CPU_VOCAB_TILE if device == "cpu" else engine.CUDA_VOCAB_TILE,
+                                    exact_metrics=exact_metrics):
+        plan.kernels = [k for k in plan.kernels if k not in ("lean_head", "trl_fused_head")] + ["trl_fused_head"]
+    if config.model.load_in != "16bit" and precision != "bf16":
+        # TRL casts a quantized model's adapters to bf16 (the QLoRA paper's GPU recipe). On CPU, where
+        # bf16 ran ~15x slower, and under fp16 mixed precision (fp16 grads cannot be unscaled), keep fp32.
+        for param in trainer.model.parameters():
+            if param.requires_grad:
+                param.data = param.data.float()
 
 
 def _make_callback(run: RunDirectory, stop_flag: threading.Event, config: Config):
@@ -293,7 +319,6 @@ def _explain(exc: BaseException) -> tuple[str, str]:
 
 def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_stop: threading.Event) -> str:
     import torch
-    from trl import SFTTrainer
 
     config = load_config(run.config_path)
     if missing := missing_trackers(config.training.report_to):  # before minutes of loading, not at step 1
@@ -329,8 +354,6 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     if data_facts["train"].get("skipped"):
         run.append_event("log", level="warning", message=f"{config.data.train}: {data_facts['train']['skipped']}")
     preferring = config.training.method != "sft"  # dpo / kto: TRL's preference trainers (core/train/preference.py)
-    # training.probe: Liger is left to the probe (patched in only where it pays), see core/train/probe.py
-    liger_deferred = not preferring and probe.defer_liger(config, choice, device, distributed.world_size())
     callbacks = [_make_callback(run, stop_flag, config), memory_record.make_memory_callback(run, memory_facts, device),
                  run_guard.space_callback(run)]
     callbacks.append(run_progress.eval_progress(run, callbacks[0]))  # evaluation batches, as they go
@@ -339,6 +362,7 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
         trainer, targets = preference.trainer_for_run(config, run, device, precision, choice, tokenizer, train_ds,
                                                       eval_ds, callbacks, data_facts)
         model = trainer.model
+        finish_trainer(trainer, config, device, precision, choice, exact_metrics=True)
     else:
         model, targets = build_model(config, device, precision, choice)
     if checkpoint is not None:
@@ -346,26 +370,19 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     trainable, total = model.get_nb_trainable_parameters()
     quantized = sum(1 for m in model.modules() if type(m).__module__.startswith("bitsandbytes"))
     print(f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}", flush=True)
-
-    if not preferring:
-        trainer = SFTTrainer(model=model, args=sft_config(config, run, device, precision, eval_ds is not None, choice),
-                             train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer, callbacks=callbacks)
-    exact_resume.seed_the_sampler(trainer, config.training.seed)  # kill -9 + --resume: the same batches
-    # dpo / kto: their metrics read exact entropy, mean logits and top-1 at the answers' tokens (exact_metrics).
-    if not engine.install_lean_head(trainer.model, engine.CPU_VOCAB_TILE if device == "cpu" else engine.CUDA_VOCAB_TILE,
-                                    exact_metrics=preferring):
-        choice.kernels = [k for k in choice.kernels if k not in ("lean_head", "trl_fused_head")] + ["trl_fused_head"]
-    if config.model.load_in != "16bit" and precision != "bf16":
-        # TRL casts a quantized model's adapters to bf16 (the QLoRA paper's GPU recipe). On CPU, where
-        # bf16 ran ~15x slower, and under fp16 mixed precision (fp16 grads cannot be unscaled), keep fp32.
-        for param in trainer.model.parameters():
-            if param.requires_grad:
-                param.data = param.data.float()
     method = {"16bit": "LoRA", "8bit": "LoRA-8bit", "4bit": "QLoRA"}[config.model.load_in]
-    # The memory-for-speed choices measured on this model and data before step 1 (core/train/probe.py).
-    probed = None if preferring else probe.for_run(  # dpo / kto: the estimate decides
-        run, trainer, config, choice, device, resume=resume, hardware=hardware, train_dataset=train_ds,
-        model_path=resolve_model_path(config.model.name), liger_deferred=liger_deferred, world_size=distributed.world_size())
+    probed = None
+    if not preferring:
+        def build(plan, rows, eval_rows=None, with_callbacks=None):
+            return sft_trainer(config, run, device, precision, model, tokenizer, plan, rows, eval_rows, with_callbacks)
+
+        # The memory-for-speed choices measured on this model and data, on throwaway trainers, before the
+        # run's trainer is built with the chosen batch (core/train/probe.py). dpo / kto: the estimate decides.
+        probed = probe.for_run(run, config, choice, device, model=model, build_trainer=build, train_dataset=train_ds,
+                               resume=resume, hardware=hardware, model_path=resolve_model_path(config.model.name),
+                               world_size=distributed.world_size())
+        trainer = build(choice, train_ds, eval_ds, callbacks)
+    exact_resume.seed_the_sampler(trainer, config.training.seed)  # kill -9 + --resume: the same batches
 
     run.append_event(
         "started", model=config.model.name, model_path=resolve_model_path(config.model.name), method=method,
