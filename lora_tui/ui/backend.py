@@ -191,7 +191,8 @@ class Backend:
 
         with _MODEL_LOCK:
             resolve_model_path(config.model.name)
-        return measure_data(config, tokenizer=self.tokenizer(config))
+        # the tokenizer loads only when no figure is kept for this data (core/train/data_lengths_cache.py)
+        return measure_data(config, tokenizer_loader=lambda: self.tokenizer(config))
 
     # --- runs -----------------------------------------------------------------------------
     def active_runs(self, runs_dir: str) -> list:
