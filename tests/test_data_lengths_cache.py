@@ -89,7 +89,7 @@ def test_second_measure_is_a_hit_with_the_same_figure(setup, monkeypatch):
 
 
 @pytest.mark.parametrize("change", ["data", "data_same_size_and_mtime", "validation", "no_validation",
-                                    "val_fraction", "max_seq_len", "template", "train_on_prompt", "tokenizer"])
+                                    "val_fraction", "seed", "max_seq_len", "template", "train_on_prompt", "tokenizer"])
 def test_a_change_reads_the_data_again(setup, change):
     from lora_tui.core.train.data_lengths import measure_data
 
@@ -114,6 +114,11 @@ def test_a_change_reads_the_data_again(setup, change):
         measure_data(config)
         reads.pop()
         config = apply_overrides(config, ["data.val_fraction=0.1"])
+    elif change == "seed":  # another held-out split (the same longest here: train and eval both count)
+        config = apply_overrides(config, ["data.validation=", "training.seed=1"])
+        measure_data(config)
+        reads.pop()
+        config = apply_overrides(config, ["training.seed=2"])
     elif change == "max_seq_len":
         config = apply_overrides(config, [f"data.max_seq_len={before - 5}"])
     elif change == "template":
@@ -180,11 +185,28 @@ def test_a_planted_figure_is_what_comes_back(setup):
 
 
 def test_the_trainers_figure_is_kept_for_estimate(setup):
-    from lora_tui.core.train.data_lengths import measure_data, remember_measured
+    from lora_tui.core.train.data_lengths import measure_data
+    from lora_tui.core.train.data_lengths_cache import keep_measured
 
     _, config, _, reads = setup
-    remember_measured(config, 41)  # what training._train measured for this config
+    keep_measured(config, 41)  # what training._train measured for this config
     assert measure_data(config).longest == 41 and reads == []
+
+
+def test_the_runs_config_and_the_users_share_a_figure(setup, monkeypatch):
+    """The trainer reads the run's config.yaml, which the launcher wrote with absolute data and model paths;
+    `estimate` reads the user's relative ones: both name the same files, so one figure serves both."""
+    from lora_tui.core.run.launcher import _absolute_data
+    from lora_tui.core.train.data_lengths import measure_data
+    from lora_tui.core.train.data_lengths_cache import keep_measured
+
+    tmp_path, config, _, reads = setup
+    monkeypatch.chdir(tmp_path)
+    users = apply_overrides(config, ["model.name=model", "data.train=train.jsonl", "data.validation=valid.jsonl"])
+    runs = _absolute_data(users)
+    assert runs.data.train != users.data.train and runs.model.name != users.model.name
+    keep_measured(runs, 41)
+    assert measure_data(users).longest == 41 and reads == []
 
 
 def test_failures_are_not_kept(setup):

@@ -66,10 +66,3 @@ def measure_data(config, tokenizer=None, tokenizer_loader=None) -> DataLengths:
     keep(key or lengths_key(config), longest)  # no key before: the embedded model was converted just now
     return DataLengths(longest)
 
-
-def remember_measured(config, longest: int) -> None:
-    """Keep the trainer's own measurement (``training.longest_row`` of the datasets it built for ``config``),
-    so the next `lora-tui estimate` or wizard shows it without reading the data again. Never raises."""
-    from lora_tui.core.train.data_lengths_cache import keep, lengths_key
-
-    keep(lengths_key(config), longest)

@@ -135,8 +135,9 @@ def lengths_key(config) -> str | None:
         parts = {  # train and validation by their resolved source: a run's config.yaml holds them absolute
             "v": LENGTHS_VERSION, "versions": _versions(), "data": data,
             "train": train, "validation": validation,
-            "model": [str(config.model.name), config.model.revision, config.model.trust_remote_code,
-                      str(tokenizer_dir.resolve()), tokenizer_files],
+            # the tokenizer by its folder and files ('embedded' and its long name are one model)
+            "model": [config.model.revision, config.model.trust_remote_code, str(tokenizer_dir.resolve()),
+                      tokenizer_files],
             "method": config.training.method, "seed": config.training.seed,
         }
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
@@ -191,3 +192,9 @@ def keep(key: str | None, longest: int) -> None:
     except OSError:
         if tmp:
             Path(tmp).unlink(missing_ok=True)
+
+
+def keep_measured(config, longest: int) -> None:
+    """Keep the trainer's own figure (``training.longest_row`` of the datasets it built for ``config``), so the
+    next `lora-tui estimate` or wizard shows it without reading the data again. Never raises."""
+    keep(lengths_key(config), longest)
