@@ -277,3 +277,18 @@ def test_a_hit_imports_no_heavy_library(setup, monkeypatch):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300,
                          env={**os.environ, "LORA_TUI_CACHE": str(home)})
     assert out.stdout.split() == [str(longest), "[]"], out.stderr[-2000:]
+
+
+def test_the_wizard_reads_the_kept_figure_without_its_tokenizer(setup, monkeypatch):
+    """The wizard's Model and Hardware steps show a plan before the Dataset step has loaded the tokenizer."""
+    from lora_tui.ui.backend import Backend
+
+    _, config, _, reads = setup
+    backend = Backend()
+    assert backend.data_lengths(config).longest == measured(config) and reads == [512]
+
+    def refuse(self, config):
+        raise AssertionError("the wizard loaded the tokenizer on a hit")
+
+    monkeypatch.setattr(Backend, "tokenizer", refuse)
+    assert Backend().data_lengths(config.copy()).longest == measured(config) and reads == [512]
