@@ -292,3 +292,23 @@ def test_the_wizard_reads_the_kept_figure_without_its_tokenizer(setup, monkeypat
 
     monkeypatch.setattr(Backend, "tokenizer", refuse)
     assert Backend().data_lengths(config.copy()).longest == measured(config) and reads == [512]
+
+
+def test_a_real_run_keeps_its_figure_for_the_next_estimate(setup, tiny_model_dir, monkeypatch):
+    """The detached trainer (training._train) keeps the longest row it measured; `estimate` of the same
+    config then reads it without tokenizing the data again."""
+    from lora_tui.core.run.launcher import start_run
+    from lora_tui.core.train.data_lengths import measure_data
+    from tests.support.wait import wait_until
+
+    tmp_path, config, cache, reads = setup
+    monkeypatch.setenv("LORA_TUI_CACHE", str(cache.parent))  # the trainer's cache_dir(): the same file
+    config = apply_overrides(config, [f"model.name={tiny_model_dir}", "data.max_seq_len=64", "training.max_steps=1",
+                                      "training.eval_steps=0", "training.save_steps=0", "lora.r=4"])
+    assert not cache.exists()
+    run = start_run(config, tmp_path / "run")
+    wait_until(lambda: run.state() in ("finished", "failed", "dead"), 300, interval=0.3, what="the run to end",
+               details=lambda: run.log_path.read_text()[-3000:])
+    assert run.state() == "finished", run.log_path.read_text()[-3000:]
+    assert cache.exists()
+    assert measure_data(config).longest == measured(config) and reads == []  # kept by the trainer, not re-read

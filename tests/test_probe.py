@@ -307,13 +307,15 @@ def test_the_probe_measures_before_the_runs_trainer_exists_and_leaves_the_model_
     from lora_tui.core.train import training
 
     monkeypatch.setenv("LORA_TUI_CACHE", str(tmp_path / "cache"))
-    config = _config(tiny_model_dir, train_file, "training.probe=on")
+    # checkpointing on in every plan: each throwaway trainer hooks the embeddings (TRL, for checkpointing with PEFT)
+    config = _config(tiny_model_dir, train_file, "training.probe=on", "training.gradient_checkpointing=true")
     run = RunDirectory(tmp_path / "run")
     run.path.mkdir()
     tokenizer = load_tokenizer(str(tiny_model_dir))
     train_ds, _, _ = training.build_datasets(config, tokenizer)
     choice = training.run_plan_of(run, config, machine.probe_hardware(), "cpu", longest=max(train_ds["length"]))
     model, _ = training.build_model(config, "cpu", "fp32", choice)
+    probe.set_checkpointing(model, True)  # as the run's trainer will train it: the probe must add nothing to that
     weights = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     forwards = {n for n, m in model.named_modules() if "forward" in vars(m)}
     hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())

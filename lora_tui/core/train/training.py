@@ -43,6 +43,7 @@ from lora_tui.core.run.claim import targets_changed
 from lora_tui.core.run.model_card import write_model_card
 from lora_tui.core.run.runs import CHECKPOINT_MARKER, RunDirectory, file_sha256
 from lora_tui.core.train import distributed, engine, exact_resume, preference, probe, run_guard, run_progress
+from lora_tui.core.train.data_lengths_cache import keep_measured
 from lora_tui.core.train.setup import TrainingFailure, build_model, data_sha256, trainer_arguments  # noqa: F401 (tests)
 from lora_tui.core.train.tracking import missing_trackers
 
@@ -340,6 +341,7 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     # The plan's rows are no longer than the data's longest (short data: no needless checkpointing); estimate
     # and the wizard measure the same (core/train/data_lengths.py).
     longest = longest_row(train_ds, eval_ds)
+    keep_measured(config, longest)  # the next `estimate` / wizard shows this figure without reading the data
     hardware = machine.probe_hardware()
     capability = torch.cuda.get_device_capability(0) if device == "cuda" else None
     # The run plan: decided once (a resume keeps the first start's batches; every rank takes the supervisor's)
@@ -349,16 +351,20 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
     # RSS low without it, and a fixed 256 KiB threshold (mallopt) cut peak RSS 3.64 -> 2.11 GiB on a
     # checkpointed 8 x 512 step but cost 43% more CPU time (102.9 vs 71.9 s, measured with huge pages on).
     allocator_tuned = False
-    memory_facts = memory_record.memory_estimate_facts(config, hardware, device, longest, run_plan=choice,
-                                                       lengths=train_ds["length"])  # padding-free: the heaviest draw
     if data_facts["train"].get("skipped"):
         run.append_event("log", level="warning", message=f"{config.data.train}: {data_facts['train']['skipped']}")
     preferring = config.training.method != "sft"  # dpo / kto: TRL's preference trainers (core/train/preference.py)
-    callbacks = [_make_callback(run, stop_flag, config), memory_record.make_memory_callback(run, memory_facts, device),
+
+    def estimate_and_callbacks():  # for the plan the trainer is built with (after the probe, when it ran)
+        facts = memory_record.memory_estimate_facts(config, hardware, device, longest, run_plan=choice,
+                                                    lengths=train_ds["length"])  # padding-free: the heaviest draw
+        found = [_make_callback(run, stop_flag, config), memory_record.make_memory_callback(run, facts, device),
                  run_guard.space_callback(run)]
-    callbacks.append(run_progress.eval_progress(run, callbacks[0]))  # evaluation batches, as they go
+        return facts, [*found, run_progress.eval_progress(run, found[0])]  # evaluation batches, as they go
+
     run_progress.phase(run, "loading the model")
     if preferring:
+        memory_facts, callbacks = estimate_and_callbacks()
         trainer, targets = preference.trainer_for_run(config, run, device, precision, choice, tokenizer, train_ds,
                                                       eval_ds, callbacks, data_facts)
         model = trainer.model
@@ -381,6 +387,7 @@ def _train(run: RunDirectory, resume: bool, stop_flag: threading.Event, sampler_
         probed = probe.for_run(run, config, choice, device, model=model, build_trainer=build, train_dataset=train_ds,
                                resume=resume, hardware=hardware, model_path=resolve_model_path(config.model.name),
                                world_size=distributed.world_size())
+        memory_facts, callbacks = estimate_and_callbacks()
         trainer = build(choice, train_ds, eval_ds, callbacks)
     exact_resume.seed_the_sampler(trainer, config.training.seed)  # kill -9 + --resume: the same batches
 
