@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -83,7 +82,7 @@ def test_panels_attach_and_runs_show_the_preference_metrics(tmp_path, monkeypatc
     panel = str(now_panel(RunHistory.of(run)))
     assert "margin    0.42" in panel and "reward acc75%" in panel  # labels are 10 cells wide
     assert "eval acc  94% (before 0%)" in panel and "logp c/r  -41.2 / -55.0" in panel
-    follow(run, live=False, out=sys.stdout)  # follow's default stream is the one at its import (another test's)
+    follow(run, live=False)  # sys.stdout as it is now (capsys's), not as it was when progress was imported
     out = capsys.readouterr().out
     assert "LoRA DPO (beta 0.1, sigmoid loss; reference: the base model" in out
     assert "margin 0.420 acc 75% logp -41.2/-55.0" in out and "eval (after) at step 2: loss 0.5500  margin 0.800 acc 94%" in out

@@ -57,6 +57,20 @@ def test_attach_output_uses_the_fold_for_missing_totals(tmp_path):
     assert f"step 1/{MAX_STEPS} " in out.getvalue()  # the total comes from the started event
 
 
+def test_follow_writes_to_stdout_as_it_is_at_the_call(tmp_path, monkeypatch):
+    """`follow`'s stream defaults to sys.stdout when called (a redirected CLI, pytest's capture), not the one
+    bound when commands/progress.py was first imported."""
+    import sys
+
+    from lora_tui.commands.progress import follow
+
+    run = RunDirectory(write_demo_run(tmp_path / "demo"))
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    assert follow(run, live=False) == "finished"
+    assert f"step 1/{MAX_STEPS} " in out.getvalue()
+
+
 def test_memory_events_are_folded_for_the_card():
     history = RunHistory()
     history.add([{"seq": 1, "type": "memory", "memory_peak_bytes": 5 * 2**30},

@@ -66,10 +66,12 @@ def _four(value) -> str:
 NO_TRAINER_WAIT_S = 10.0  # attach gives up when no trainer holds the run (and nothing new arrives) this long
 
 
-def follow(run: RunDirectory, live: bool = True, out=sys.stdout, history: RunHistory | None = None) -> str:
+def follow(run: RunDirectory, live: bool = True, out=None, history: RunHistory | None = None) -> str:
     """Print the run's history, then (live) new events until it ends. Returns the final state.
     On a terminal, step lines overwrite each other; elsewhere each is printed. Given the ``history`` of an
-    earlier call (following again after Ctrl-C or SIGTERM), only what came since is printed."""
+    earlier call (following again after Ctrl-C or SIGTERM), only what came since is printed. ``out``: the
+    stream written to, sys.stdout as it is at the call (not at import: pytest's capsys, a redirected CLI)."""
+    out = out if out is not None else sys.stdout
     tty = out.isatty()
     history, pending_step = history if history is not None else RunHistory(), False
     no_trainer_since = None
