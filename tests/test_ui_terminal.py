@@ -61,7 +61,7 @@ def test_readme_run_command_opens_the_wizard(tmp_path, embedded_model_dir):
 @pytest.mark.timeout(600)  # a real trainer starts: slower than the wizard alone on a busy machine
 def test_train_ctrl_c_takes_one_key(tmp_path, tiny_model_dir, train_file):
     """Issue 24 item 8: in a terminal, Ctrl-C during a foreground `lora-tui train` asks stop / detach / continue,
-    and the letter alone answers (no Enter)."""
+    and the letter alone answers (no Enter); an arrow key is no answer and is asked about once, in one line."""
     from lora_tui.core.run.runs import RunDirectory
 
     session = f"lora-tui-train-{os.getpid()}"
@@ -76,6 +76,9 @@ def test_train_ctrl_c_takes_one_key(tmp_path, tiny_model_dir, train_file):
         _wait_for(session, "step 2/400", timeout=240)
         subprocess.run(["tmux", "send-keys", "-t", session, "C-c"], check=True)
         _wait_for(session, "[s]top it, [d]etach (Enter), or [c]ontinue watching?", timeout=30)
+        subprocess.run(["tmux", "send-keys", "-t", session, "Up"], check=True)  # an arrow: 3 bytes, no answer
+        screen = _wait_for(session, "Press s, d (or Enter) or c:", timeout=30)
+        assert screen.count("[c]ontinue watching?") == 1, screen  # asked again once, briefly (was: 3 full copies)
         subprocess.run(["tmux", "send-keys", "-t", session, "s"], check=True)  # the letter, no Enter
         _wait_for(session, "Stopping: saving a checkpoint and the adapter", timeout=30)
         screen = _wait_for(session, "train exit status", timeout=240)

@@ -54,13 +54,13 @@ def _one_key(prompt: str) -> str:
     before = termios.tcgetattr(fd)
     try:
         tty.setcbreak(fd)
-        key = os.read(fd, 1).decode("utf-8", errors="replace")
+        typed = os.read(fd, 64).decode("utf-8", errors="replace")  # a whole key: an arrow is 3 bytes (ESC [ A)
     except KeyboardInterrupt:
-        key = "d"
+        typed = "d"
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, before)
-    key = "d" if key in ("", "\x04") else key
-    print(key if key.isprintable() else "")
+    key = "d" if typed in ("", "\x04") else "?" if typed.startswith("\x1b") else typed[:1]
+    print(key if key.isprintable() and key != "?" else "")
     return key.strip().lower()
 
 
@@ -72,9 +72,10 @@ def _ask_on_interrupt(run) -> str:
         print("\nSIGINT (Ctrl-C) without a terminal to ask on: stopping the run gracefully (checkpoint + adapter); "
               "following it until it stops.", flush=True)
         return "stop"
+    question = "\nTraining continues in the background. [s]top it, [d]etach (Enter), or [c]ontinue watching? "
     while True:
-        answer = _one_key("\nTraining continues in the background. [s]top it, [d]etach (Enter), or [c]ontinue "
-                          "watching? ")
+        answer = _one_key(question)
+        question = "Press s, d (or Enter) or c: "  # another key (an arrow, a letter): asked again in one short line
         if answer.startswith("s"):
             stop_run(run)
             print("Stopping: saving a checkpoint and the adapter...")
