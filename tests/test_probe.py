@@ -68,23 +68,32 @@ def test_probe_setting_defaults_to_cuda_only():
 
 
 def test_walks_are_lightest_first_and_keep_the_effective_batch():
-    config = apply_overrides(Config(), ["training.grad_accum=4"])  # micro_batch and checkpointing auto
-    choice = RunPlan(device="cuda", batching="grouped", kernels=["lean_head"], batch=Batch(8, 2, False))
-    found = probe.candidates(config, choice, "cuda")
-    assert all(isinstance(p, RunPlan) for p in found)  # candidates are run plans: what the trainer is built with
-    assert {p.batch.effective for p in found} == {16}
-    assert {p.gradient_checkpointing for p in found} == {True, False}
-    assert Batch(8, 2, False) in [p.batch for p in found]
-    liger = probe.candidates(config, choice, "cuda", liger=True)
-    assert {"liger" in p.kernels for p in liger} == {True, False} and len(liger) == 2 * len(found)
-    budget = RunPlan(device="cuda", batching="token_budget", kernels=["lean_head"], batch=Batch(1, 4, False, 2048))
-    tokens = probe.candidates(apply_overrides(Config(), ["data.max_seq_len=512"]), budget, "cuda")
-    assert {p.tokens_per_batch * p.grad_accum for p in tokens} == {8192}
-    assert min(p.tokens_per_batch for p in tokens) >= 512 and all(p.micro_batch == 1 for p in tokens)
-    walks = probe.walks_for(config, choice, "cuda")
-    assert [p.batch for p in walks[0]] == sorted((p.batch for p in walks[0]), key=lambda b: b.micro_batch)
-    assert walks[0][0].gradient_checkpointing  # checkpointing on (lighter) walks first
-    assert choice.batch in [p.batch for walk in walks for p in walk]  # the engine's choice is always measured
+    """The candidates are the run plan's (run_plan.candidate_plans), walked lightest first per (Liger,
+    checkpointing) setting; the engine's choice is always among them."""
+    from lora_tui.core.plan.engine_choice import DeviceFacts
+    from lora_tui.core.plan.run_plan import decide_run_plan
+    from tests.test_run_plan import h200
+
+    hw = h200()
+    for overrides, batching in ((["training.batching=grouped", "training.grad_accum=4"], "grouped"),
+                                (["data.max_seq_len=512"], "token_budget")):
+        config = apply_overrides(Config(), overrides)  # micro-batch / budget and checkpointing auto
+        choice = decide_run_plan(config, DeviceFacts.from_hardware(hw, "cuda"), hw)
+        assert choice.batching == batching
+        walks = probe.walks_for(config, choice, "cuda", hw)
+        plans = [p for walk in walks for p in walk]
+        assert all(isinstance(p, RunPlan) for p in plans) and len(plans) > 1  # what the trainer is built with
+        assert {p.tokens_per_step for p in plans} == {choice.tokens_per_step}  # the effective batch is kept
+        assert choice.batch in [p.batch for p in plans]  # the engine's choice is always measured
+        for walk in walks:
+            assert len({(p.gradient_checkpointing, "liger" in p.kernels) for p in walk}) == 1
+            sizes = [(p.tokens_per_batch or 0, p.micro_batch) for p in walk]
+            assert sizes == sorted(sizes)  # lightest first
+        assert [w[0].gradient_checkpointing for w in walks] == sorted((w[0].gradient_checkpointing for w in walks),
+                                                                      reverse=True)  # checkpointing on first
+        both = probe.walks_for(config, choice, "cuda", hw, liger=True)  # the probe decides Liger: both settings
+        assert sum(map(len, both)) == 2 * len({p.batch for p in plans})
+        assert {"liger" in p.kernels for walk in both for p in walk} == {True, False}
 
 
 def test_a_plan_record_reads_back_as_the_same_batch_and_liger():

@@ -102,20 +102,16 @@ def test_every_rank_gets_the_supervisors_plan_chosen_at_the_datas_longest_row(tm
     assert plan_from_env().to_dict() == plan.to_dict()  # what each rank reads back
 
 
-def test_candidate_plans_keep_the_effective_batch_and_choose_plan_prefers_the_lighter():
-    from lora_tui.core.plan.run_plan import DeviceFacts, candidate_plans, choose_plan
+def test_candidate_plans_keep_the_effective_batch():
+    """What the probe chooses among (core/train/probe.py measures them; its `choose` is the one rule)."""
+    from lora_tui.core.plan.run_plan import DeviceFacts, candidate_plans
 
     config, hw = apply_overrides(Config(), ["data.max_seq_len=512"]), h200()
     facts = DeviceFacts.from_hardware(hw, "cuda")
     plans = candidate_plans(config, facts, hw)
     assert len(plans) > 1 and all(p.batching == "token_budget" for p in plans)
     assert {p.tokens_per_step for p in plans} == {plans[0].tokens_per_step}
-    assert choose_plan(plans) is plans[0]
-    light, heavy = len(plans) - 1, 0
-    measured = {light: {"tokens_per_s": 1000, "peak_bytes": 1 * GiB}, heavy: {"tokens_per_s": 1030, "peak_bytes": 9 * GiB}}
-    assert choose_plan(plans, measured) is plans[light], "3 % faster does not buy 9x the memory"
-    measured[heavy]["tokens_per_s"] = 2000
-    assert choose_plan(plans, measured) is plans[heavy]
+    assert len({p.tokens_per_batch for p in plans}) > 1  # budgets that trade memory for speed
 
 
 def test_token_budget_is_the_cuda_default_and_cpu_keeps_grouped():

@@ -8,7 +8,7 @@ hands its plan to every rank (``plan_env`` / ``plan_from_env``), and a resumed r
 start's batch.
 
 ``candidate_plans`` lists the plans a measuring probe may choose among (same effective batch, other
-memory / speed trades); ``choose_plan`` takes the probe's measurements (or none: the estimate's pick).
+memory / speed trades); the probe (core/train/probe.py: ``choose``) picks one by measurement.
 
 The plan is the choice; the Config is what the user asked for. Nothing here changes a Config.
 Must not import torch, transformers or textual (the wizard imports it at start-up).
@@ -149,23 +149,6 @@ def candidate_plans(config, facts: DeviceFacts, hardware=None, longest: int | No
 def _key(plan: RunPlan) -> tuple:
     return (plan.micro_batch, plan.grad_accum, plan.tokens_per_batch, plan.gradient_checkpointing, tuple(plan.kernels),
             plan.attention, plan.batching)
-
-
-def choose_plan(candidates: list[RunPlan], measured: dict[int, dict] | None = None) -> RunPlan:
-    """The plan to train with. ``measured``: candidate index -> {"tokens_per_s": ..., "peak_bytes": ...}
-    from a probe. A heavier plan must be measurably faster (>= 5 %) than the lightest one measured, else
-    the lighter one is taken. Without measurements: the estimate's pick (the first candidate)."""
-    if not measured:
-        return candidates[0]
-    ok = {i: m for i, m in measured.items() if m.get("tokens_per_s")}
-    if not ok:
-        return candidates[0]
-    by_memory = sorted(ok, key=lambda i: ok[i].get("peak_bytes") or 0)
-    best = by_memory[0]
-    for i in by_memory[1:]:
-        if ok[i]["tokens_per_s"] >= 1.05 * ok[best]["tokens_per_s"]:
-            best = i
-    return candidates[best]
 
 
 def plan_env(plan: RunPlan) -> dict:

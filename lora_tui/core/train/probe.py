@@ -110,47 +110,9 @@ def probes_liger(config, device: str) -> bool:
     return device == "cuda" and getattr(config.training, "kernels", "auto") == "auto" and liger_available()
 
 
-def sizes(total: int, cap: int, smallest: int = 1) -> list[int]:
-    """Divisors of ``total`` from ``smallest`` up to ``cap``: micro-batches that keep the effective batch."""
-    return [m for m in range(max(1, smallest), min(total, cap) + 1) if total % m == 0]
-
-
 def with_plan(choice, batch: Batch, liger: bool):
     """``choice`` (a RunPlan) with ``batch`` and Liger on or off: one of the probe's candidates."""
     return choice.replace(batch=batch, kernels=[k for k in choice.kernels if k != "liger"] + (["liger"] if liger else []))
-
-
-def candidates(config, choice, device: str, liger: bool | None = None) -> list:
-    """Candidate plans (RunPlans) with the engine's effective batch kept (rows, or tokens with a token
-    budget): the micro-batch / budget ladder x checkpointing x Liger, for what the config leaves to auto.
-    ``liger``: True when the probe decides Liger; else the engine's choice stays. Used when
-    ``run_plan.candidate_plans`` is not there to ask."""
-    from lora_tui.core.plan.workload import AUTO_BASE, MICRO_BATCH_CAP
-
-    t = config.training
-    tokens = choice.tokens_per_batch if choice.batching == "token_budget" else None
-    sizes_: list[tuple[int, int, int | None]] = []  # (micro_batch, grad_accum, tokens_per_batch)
-    if tokens:
-        per_step = tokens * choice.grad_accum
-        if getattr(t, "tokens_per_batch", None) is None:  # budgets from a quarter of the estimate's up
-            budgets = {tokens * 2**k for k in range(-2, 4)} | {tokens}
-            budgets = {b for b in budgets if per_step % b == 0 and config.data.max_seq_len <= b <= per_step}
-        else:
-            budgets = {tokens}
-        sizes_ = [(1, per_step // b, b) for b in sorted(budgets or {tokens})]
-    else:
-        total = choice.micro_batch * choice.grad_accum
-        if t.micro_batch is None:
-            # From a quarter of the estimate's choice up: smaller steps waste a GPU; powers of two and the whole batch.
-            floor = max(1, min(choice.micro_batch, AUTO_BASE) // 4, choice.micro_batch // 4)
-            ladder = [m for m in sizes(total, MICRO_BATCH_CAP.get(device, 8), floor)
-                      if m & (m - 1) == 0 or m in (total, choice.micro_batch)] or [choice.micro_batch]
-        else:
-            ladder = [choice.micro_batch]
-        sizes_ = [(m, total // m, None) for m in sorted(set(ladder) | {choice.micro_batch})]
-    ckpts = [True, False] if t.gradient_checkpointing is None else [bool(t.gradient_checkpointing)]
-    ligers = [True, False] if liger else [bool(liger is None and "liger" in choice.kernels)]
-    return [with_plan(choice, Batch(m, a, c, b), lig) for lig in ligers for c in ckpts for m, a, b in sizes_]
 
 
 def _key(plan) -> tuple:
@@ -160,28 +122,19 @@ def _key(plan) -> tuple:
 def walks_for(config, choice, device: str, hardware=None, longest: int | None = None,
               liger: bool | None = None) -> list[list]:
     """The candidates in walks: one per (checkpointing, Liger) setting, each lightest first (growing
-    micro-batch or token budget). The run plan's own candidates (``run_plan.candidate_plans``) when it
-    offers them, else ``candidates``; the engine's choice is always among them."""
-    found = []
-    try:
-        from lora_tui.core.plan.engine_choice import DeviceFacts
-        from lora_tui.core.plan.run_plan import candidate_plans
+    micro-batch or token budget). The candidates are the run plan's (``run_plan.candidate_plans``: every
+    split of the effective batch the estimate says fits, from ``workload.batch_candidates``); the engine's
+    choice is always among them. ``liger``: True when the probe decides Liger (both settings of each)."""
+    from lora_tui.core.plan.engine_choice import DeviceFacts
+    from lora_tui.core.plan.run_plan import candidate_plans
 
-        facts = DeviceFacts.from_hardware(hardware, device, choice.world_size, choice.capability)
-        found = [with_plan(choice, plan.batch, "liger" in plan.kernels)
-                 for plan in candidate_plans(config, facts, hardware, longest)]
-    except Exception:  # no run plan module (or it refused): our own ladder
-        found = []
-    if not found:
-        found = candidates(config, choice, device, liger)
-    engine_liger = "liger" in choice.kernels
-    if liger:  # the probe decides Liger: both settings of every plan
-        found = [with_plan(choice, p.batch, on) for p in found for on in (True, False)]
-        engine_liger = True
-    else:
-        found = [with_plan(choice, p.batch, engine_liger) for p in found]
+    facts = DeviceFacts.from_hardware(hardware, device, choice.world_size, choice.capability)
+    found = candidate_plans(config, facts, hardware, longest)
+    engine_liger = bool(liger) or "liger" in choice.kernels
+    settings = (True, False) if liger else (engine_liger,)
     walks: dict[tuple, dict] = {}
-    for plan in [with_plan(choice, choice.batch, engine_liger), *found]:
+    for plan in [with_plan(choice, choice.batch, engine_liger),
+                 *(with_plan(choice, p.batch, on) for p in found for on in settings)]:
         walks.setdefault(("liger" in plan.kernels, plan.gradient_checkpointing), {}).setdefault(_key(plan), plan)
     size = lambda p: (p.tokens_per_batch or 0, p.micro_batch)  # noqa: E731
     # Checkpointing on (lighter) before off; without Liger before with (it is patched in once).
