@@ -369,3 +369,22 @@ def test_the_probe_reads_no_private_attribute_of_a_trainer():
                     and isinstance(node.value, ast.Name) and node.value.id in ("trainer", "t", "args")):
                 private.append(f"{name}:{node.lineno} {node.value.id}.{node.attr}")
     assert private == []
+
+
+@pytest.mark.gpu
+def test_cuda_probe_measures_peaks_within_the_budget_and_the_run_trains_its_choice(tiny_model_dir, train_file, tmp_path,
+                                                                                    monkeypatch):
+    """On a GPU (the default, training.probe=auto): each plan's peak reserved memory is measured against the
+    budget, the run trains the chosen batch, and the run's recorded peak is its own plan's."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    run, started = _train(_config(tiny_model_dir, train_file, "training.probe=auto", "training.batching=token_budget",
+                                  "training.micro_batch=auto"), tmp_path / "gpu", tmp_path / "cache", monkeypatch)
+    facts = started["probe"]
+    assert started["device"] == "cuda" and facts and facts["budget_bytes"] > 0
+    measured = [m for m in facts["measurements"] if not m["over"]]
+    assert measured and all(m["peak_bytes"] and m["peak_bytes"] <= facts["budget_bytes"] for m in measured)
+    chosen = facts["chosen"]
+    assert (started["micro_batch"], started["grad_accum"], started["tokens_per_batch"]) == \
+        (chosen["micro_batch"], chosen["grad_accum"], chosen["tokens_per_batch"])
