@@ -444,6 +444,60 @@ def test_cpu_bf16_counts_onednn_kernels_per_new_batch_shape_up_to_its_caches():
     assert workload_of(apply_overrides(config, ["training.max_steps=-1"]), None, device="cpu").batch_shapes is None
 
 
+def test_cpu_bf16_kernel_cache_counts_gemma4s_own_layer_shapes():
+    """Gemma 4's full-attention layers have their own head size (per_layer_config) and every layer has per-layer-input
+    projections that peft's all-linear adapts: more distinct matmul shapes than a Llama-like layer. oneDNN logged
+    (ONEDNN_VERBOSE=profile_create) 42 kernels a micro-batch for the family matrix's tiny Gemma 4 and 31 for Gemma 3;
+    counted as Gemma 3 the estimate was 5.1 % under the measured peak (806 / 849 MiB)."""
+    from lora_tui.core.model.catalogue import dims_from_config
+    from lora_tui.core.plan.memory import ONEDNN_KERNEL_BYTES
+
+    # the tiny Gemma 4 of the family matrix (lora_tui/core/model/tiny.py), as its config.json says
+    cfg = {"model_type": "gemma4_text", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+           "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 128, "vocab_size": 49154,
+           "layer_types": ["sliding_attention", "full_attention"], "per_layer_config": {"1": {"head_dim": 32}},
+           "hidden_size_per_layer_input": 16, "vocab_size_per_layer_input": 49154, "tie_word_embeddings": True}
+    gemma4 = dims_from_config(cfg, "g4")
+    like_gemma3 = dims_from_config({**cfg, "per_layer_config": {}, "hidden_size_per_layer_input": 0}, "g3")
+    assert gemma4.head_dims == (16, 32) and like_gemma3.head_dims == (16,) and like_gemma3.other_linear == ()
+    assert set(gemma4.other_linear) == {("q_proj", 64, 128), ("k_proj", 64, 64), ("v_proj", 64, 64), ("o_proj", 128, 64),
+                                        ("per_layer_input_gate", 64, 16), ("per_layer_projection", 16, 64),
+                                        ("per_layer_model_projection", 64, 32)}
+
+    def kernels(dims, targets="all-linear"):
+        plan = Workload(dims, device="cpu", dtype="bfloat16", batch=4, seq_len=56, r=4, targets=targets, batch_shapes=1)
+        return estimate_memory(plan).breakdown["kernel_cache"] // ONEDNN_KERNEL_BYTES
+
+    # frozen shapes 4 -> 6 (64x16, 16x64; the full-attention layer's fall on the MLP's and q's): 2 kernels each;
+    # LoRA in / out widths 2 + 3 -> 3 + 4 (16 both ways): 3 each; attention 6 per head size
+    assert kernels(like_gemma3) == 2 * 4 + 3 * 5 + 2 + 6 == 31
+    assert kernels(gemma4) == 2 * 6 + 3 * 7 + 2 + 2 * 6 == 47
+    # attention targets leave the per-layer-input projections' LoRA alone; the full-attention layer's q_proj and
+    # o_proj still bring LoRA widths 128 out and 128 in
+    assert kernels(gemma4, "attention") - kernels(like_gemma3, "attention") == 2 * 2 + 3 * 2 + 6
+
+
+@pytest.mark.parametrize("k_eq_v", [False, True])
+def test_a_published_gemma4_config_gets_its_full_attention_head_size(k_eq_v):
+    """Gemma 4's config.json as published says global_head_dim (and num_global_key_value_heads), not
+    per_layer_config: the estimate reads it as transformers' Gemma4TextConfig does (parameters, shapes, head sizes)."""
+    from transformers import Gemma4TextConfig
+
+    from lora_tui.core.model.catalogue import dims_from_config
+
+    extra = {"attention_k_eq_v": True, "num_global_key_value_heads": 1} if k_eq_v else {}
+    saved = Gemma4TextConfig(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                             head_dim=16, global_head_dim=32, intermediate_size=128, vocab_size=1000,
+                             layer_types=["sliding_attention", "full_attention"] * 2, hidden_size_per_layer_input=16,
+                             vocab_size_per_layer_input=1000, **extra).to_dict()
+    assert saved["per_layer_config"]["1"]["head_dim"] == 32
+    published = {**{k: v for k, v in saved.items() if k != "per_layer_config"}, "global_head_dim": 32, **extra}
+    ours, theirs = dims_from_config(published, "published"), dims_from_config(saved, "saved")
+    assert (ours.params, ours.other_linear, ours.head_dims) == (theirs.params, theirs.other_linear, theirs.head_dims)
+    assert ours.head_dims == (16, 32) and ("q_proj", 64, 128) in ours.other_linear
+    assert (("v_proj", 64, 64) in ours.other_linear) != k_eq_v  # K = V in the full-attention layers: no v_proj
+
+
 @pytest.mark.parametrize("method, rows", [("dpo", 1), ("dpo", 2), ("kto", 2)])
 def test_preference_activations_are_what_autograd_saves_with_trls_dropout_off(method, rows, tmp_path):
     """dpo / kto train through TRL's DPOConfig / KTOConfig, whose disable_dropout (on by default, left on by

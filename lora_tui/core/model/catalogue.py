@@ -60,6 +60,11 @@ class ModelDims:
     per_layer_embedding_params: int = 0  # Gemma 3n / 4: the per-layer embedding table (a lookup, never a matmul)
     linear_attention_layers: int = 0  # hybrid models (Qwen3.5): Gated DeltaNet layers, a fixed-size state each
     exact_linear_params: int | None = None  # nn.Linear weights of all decoder layers, from model/layout.py
+    # (module, in, out) of linear layers linear_modules leaves out (layout.Layout.other_linear: Gemma 4's own head
+    # size in its full-attention layers, per-layer-input projections), and every distinct head size: the CPU bf16
+    # estimate counts a oneDNN kernel per distinct matmul shape (plan/memory.py _kernel_cache)
+    other_linear: tuple[tuple[str, int, int], ...] = ()
+    head_dims: tuple[int, ...] = ()
     lean_head: bool = True  # the trainer's lean LM head applies (core/train/engine.py: not MoE, logits unscaled)
     stored_dtype: str = "bfloat16"
     checkpoint_bytes: int | None = None  # size of the weights on disk, when a local directory says so
@@ -169,7 +174,8 @@ def dims_from_config(cfg: dict, name: str, **extra) -> ModelDims:
     if parts is not None:
         extra = {"params": parts.total, "expert_params": parts.experts, "active_expert_params": parts.active_experts,
                  "per_layer_embedding_params": parts.per_layer_embedding,
-                 "linear_attention_layers": parts.linear_attention_layers, "exact_linear_params": parts.linear, **extra}
+                 "linear_attention_layers": parts.linear_attention_layers, "exact_linear_params": parts.linear,
+                 "other_linear": parts.other_linear, "head_dims": parts.head_dims, **extra}
     width = _first(cfg, "moe_intermediate_size") if experts > 1 and model_type != "gpt_oss" else None
     if parts is not None and parts.experts:
         notes.append(f"{experts} experts ({parts.experts / 1e9:.2f} B parameters) are all resident, "

@@ -35,6 +35,11 @@ class Layout:
     linear: int  # nn.Linear weights of the decoder layers (what LoRA wraps and bitsandbytes quantizes)
     linear_attention_layers: int = 0
     attention_layers: int = 0
+    # Distinct (module, in, out) of the linear layers a Llama-like layer's shapes leave out: the attention
+    # projections of layers with their own head size (per_layer_config: Gemma 4's full-attention layers) and the
+    # per-layer-input projections (Gemma 3n / 4). CPU bf16 compiles a oneDNN kernel per distinct matmul shape.
+    other_linear: tuple[tuple[str, int, int], ...] = ()
+    head_dims: tuple[int, ...] = ()  # distinct head sizes of the softmax-attention layers
 
     @property
     def rest(self) -> int:
@@ -54,15 +59,31 @@ def _layer_types(cfg: dict, layers: int) -> list[str]:
     return list(types) if types and len(types) == layers else ["full_attention"] * layers
 
 
-def _attention(cfg: dict, t: str, layer: int, h: int, heads: int, kv: int, hd: int) -> tuple[int, int]:
-    """(linear weights, other parameters) of one layer's attention."""
+def _override(cfg: dict, t: str, layer: int) -> dict:
+    """A layer's own attention settings: transformers' per_layer_config (Gemma 4's full-attention layers). A Gemma 4
+    config.json without one (as published) says global_head_dim / num_global_key_value_heads, which
+    Gemma4TextConfig turns into it the same way."""
+    if "per_layer_config" not in cfg and cfg["model_type"] in ("gemma4", "gemma4_text"):
+        if t != "full_attention":
+            return {}
+        own = {"head_dim": cfg.get("global_head_dim", 512)}
+        if cfg.get("attention_k_eq_v") and cfg.get("num_global_key_value_heads") is not None:
+            own["num_key_value_heads"] = cfg["num_global_key_value_heads"]
+        return own
+    per_layer = cfg.get("per_layer_config") or {}
+    return per_layer.get(str(layer)) or per_layer.get(layer) or {}
+
+
+def _attention(cfg: dict, t: str, h: int, heads: int, kv: int, hd: int) -> tuple[dict[str, tuple[int, int]], int]:
+    """(in, out) of each linear projection of one softmax-attention layer with these head settings, and its
+    other parameters."""
     mt = cfg["model_type"]
-    override = (cfg.get("per_layer_config") or {}).get(str(layer)) or {}
-    hd = int(override.get("head_dim", hd))
-    kv = int(override.get("num_key_value_heads", kv))
     q, k = heads * hd, kv * hd
+    shapes = {"q_proj": (h, q * (2 if mt in _GATED_QUERY else 1)), "k_proj": (h, k)}
     v = 0 if (cfg.get("attention_k_eq_v") and t == "full_attention") else k
-    linear = h * q * (2 if mt in _GATED_QUERY else 1) + h * k + h * v + q * h
+    if v:
+        shapes["v_proj"] = (h, v)
+    shapes["o_proj"] = (q, h)
     other = 0
     if mt in _QKV_BIAS_ONLY:
         other += q + k + v
@@ -74,7 +95,7 @@ def _attention(cfg: dict, t: str, layer: int, h: int, heads: int, kv: int, hd: i
         other += q + k
     if mt == "gpt_oss":
         other += heads  # attention sinks
-    return linear, other
+    return shapes, other
 
 
 def _linear_attention(cfg: dict, h: int) -> tuple[int, int]:
@@ -119,12 +140,20 @@ def layout(cfg: dict) -> Layout:
     norms = 4 if mt in _FOUR_NORMS else 2
     linear = experts = active = other = 0
     n_linear_attention = 0
+    shapes: dict[tuple[str, int, int], None] = {}  # other_linear, in first-seen order
+    head_dims: set[int] = set()
     for layer, t in enumerate(_layer_types(cfg, layers)):
         if t in _LINEAR_ATTENTION:
             n_linear_attention += 1
             lin, oth = _linear_attention(cfg, h)
         else:
-            lin, oth = _attention(cfg, t, layer, h, heads, kv, hd)
+            override = _override(cfg, t, layer)
+            own_hd = int(override.get("head_dim", hd))
+            own, oth = _attention(cfg, t, h, heads, int(override.get("num_key_value_heads", kv)), own_hd)
+            lin = sum(a * b for a, b in own.values())
+            head_dims.add(own_hd)
+            usual = _attention(cfg, t, h, heads, kv, hd)[0]  # the shapes without this layer's own head settings
+            shapes.update({(n, a, b): None for n, (a, b) in own.items() if usual.get(n) != (a, b)})
         dense, ex, act, router = _mlp(cfg, layer, h, i)
         linear += lin + dense
         experts, active = experts + ex, active + act
@@ -135,8 +164,11 @@ def layout(cfg: dict) -> Layout:
         ple = int(cfg.get("vocab_size_per_layer_input") or vocab) * layers * ple_dim
         linear += layers * 2 * h * ple_dim + h * layers * ple_dim  # per-layer gate and projection; model projection
         other += layers * h + ple_dim  # post_per_layer_input_norm; per_layer_projection_norm
+        shapes.update({("per_layer_input_gate", h, ple_dim): None, ("per_layer_projection", ple_dim, h): None,
+                       ("per_layer_model_projection", h, layers * ple_dim): None})
     embedding, head = vocab * h, 0 if tied else vocab * h
     total = embedding + head + ple + experts + linear + other + h  # + the final norm
     return Layout(total=total, embedding=embedding, head=head, per_layer_embedding=ple, experts=experts,
                   active_experts=active, linear=linear, linear_attention_layers=n_linear_attention,
-                  attention_layers=layers - n_linear_attention)
+                  attention_layers=layers - n_linear_attention, other_linear=tuple(shapes),
+                  head_dims=tuple(sorted(head_dims)))

@@ -68,7 +68,8 @@ LEAN_VOCAB_TILE = {"cpu": 8192, "cuda": 32768}
 # bf16 run grew 621 -> 1085 MiB over 30 micro-batches; 701 MiB with both caches at 1 kernel, 705 MiB in fp32.
 ONEDNN_KERNEL_BYTES = int(0.7 * MiB)
 ONEDNN_CACHE_KERNELS = 1024
-ONEDNN_ATTENTION_KERNELS = 6  # the attention's blocked matmuls (sdpa's CPU kernel, or eager's bmm) for a new length
+ONEDNN_ATTENTION_KERNELS = 6  # the attention's blocked matmuls (sdpa's CPU kernel, or eager's bmm) for a new length,
+# per distinct head size (measured: 6 for Gemma 3's one head size; 4 + 4 for Gemma 4's two, unscaled: no scale variants)
 BATCHING = ("grouped", "padding_free", "packed")
 ATTENTION = ("sdpa", "eager", "flash")
 # GPU: the CUDA context and kernels (~0.5 GiB, seen by NVML, never by torch.cuda.max_memory_reserved: the
@@ -284,15 +285,24 @@ def _kernel_cache(d: ModelDims, targets: list[str], plan: Workload, tokens: int,
     """Bytes of oneDNN kernels a CPU bf16 run caches: those one new micro-batch shape compiles, times the shapes, at
     most the caches' capacity. Counted from the kernels oneDNN logged (ONEDNN_VERBOSE=profile_create) on the tiny
     models: each distinct frozen linear shape runs forward and input-gradient, each distinct LoRA A / B shape forward,
-    input- and weight-gradient, the head one per distinct tile width, each MoE expert its own token count per layer."""
+    input- and weight-gradient, the head one per distinct tile width, the attention's blocked matmuls per distinct
+    head size, each MoE expert its own token count per layer. The shapes include the layers ``linear_modules`` leaves
+    out (``d.other_linear``): Gemma 4's full-attention layers with their own head size and its per-layer-input
+    projections, which peft's all-linear adapts too (its tiny model logged 42 kernels a micro-batch, 31 counted
+    without them)."""
     if plan.device != "cpu" or plan.compute_dtype() != "bfloat16":
         return 0
     modules = d.linear_modules
-    base = 0 if plan.quant != "none" else 2 * len(set(modules.values()))  # 4/8-bit layers run bitsandbytes' own code
-    lora = 3 * (len({modules[t][0] for t in targets}) + len({modules[t][1] for t in targets}))
+    frozen = set(modules.values()) | {(a, b) for _, a, b in d.other_linear}
+    everything = plan.targets == "all-linear"  # every nn.Linear but the head, the extra ones too
+    adapted = [modules[t] for t in targets] + [(a, b) for n, a, b in d.other_linear
+                                               if n in targets or (everything and n not in modules)]
+    base = 0 if plan.quant != "none" else 2 * len(frozen)  # 4/8-bit layers run bitsandbytes' own code
+    lora = 3 * (len({a for a, _ in adapted}) + len({b for _, b in adapted}))
     widths = {min(vocab_tile, d.vocab), d.vocab % vocab_tile} - {0} if plan.loss_head != "full" else {d.vocab}
     experts = 4 * min(d.experts, tokens * d.experts_per_token) * d.layers if d.experts > 1 else 0
-    per_shape = base + lora + len(widths) + ONEDNN_ATTENTION_KERNELS + experts
+    attention = ONEDNN_ATTENTION_KERNELS * max(1, len(d.head_dims))
+    per_shape = base + lora + len(widths) + attention + experts
     kernels = min(ONEDNN_CACHE_KERNELS, per_shape * (plan.batch_shapes or ONEDNN_CACHE_KERNELS))
     return kernels * ONEDNN_KERNEL_BYTES
 
