@@ -35,6 +35,8 @@ def test_bench_runs_every_arm_and_reports_ratios_from_them(tiny_model_dir, tmp_p
         assert arm["tokens"] > 0 and arm["seconds"] > 0 and arm["peak_bytes"] > 2**20
         assert arm["tokens_per_s"] == pytest.approx(arm["tokens"] / arm["seconds"])
         assert arm["mfu"] is None  # MFU is a GPU figure
+        assert len(arm["step_tokens_per_s"]) == 1  # 2 optimiser steps (packed: max(2, 2 // 2)): one timed
+        assert arm["step_tokens_per_s"][0] == pytest.approx(arm["tokens_per_s"], rel=0.01)
     assert arms["ours"]["settings"]["device"] == "cpu" and arms["trl"]["settings"]["gradient_checkpointing"] is True
     assert arms["trl_packing"]["settings"]["packing"] is True
     assert arms["ours"]["estimate_bytes"] > 0 and arms["ours"]["estimate_error_pct"] is not None
@@ -58,6 +60,26 @@ def test_ratios_come_from_measured_arms_only():
     arms["trl_packing"] = ArmResult("trl_packing", "b", tokens_per_s=600.0, peak_bytes=50)
     assert compute_ratios(arms)["tokens_per_s_vs_faster_trl"] == 0.5
     assert compute_ratios({"trl": arms["trl"]}) == {}
+
+
+def test_a_stalled_step_is_said_under_the_table():
+    """The first dpo bench (x0.68) hung on one step: ours' step 2 ran at 31 tokens/s, its others at 144 and 225
+    (re-runs: x1.66 to x2.62). The summary says so; steady arms and two timed steps say nothing."""
+    from lora_tui.core.bench.runner import ArmResult, BenchReport, compute_ratios, step_rates, summary_lines
+
+    marks = [(36.84, 2008), (95.86, 3859), (108.12, 5626), (115.45, 7279)]  # ours' step events in that run
+    assert step_rates(marks) == [31.36, 144.13, 225.51]
+    arms = {"ours": ArmResult("ours", "lora-tui train", tokens_per_s=67.1, step_tokens_per_s=step_rates(marks)),
+            "trl": ArmResult("trl", "(a) plain TRL", tokens_per_s=100.1, step_tokens_per_s=[95.0, 104.0, 101.0])}
+    report = BenchReport("embedded", "pairs", "cpu", 4, "max RSS", None, None, arms)
+    report.ratios = compute_ratios(arms)
+    uneven = [line for line in summary_lines(report) if "uneven" in line]
+    assert uneven == ["lora-tui train: step 2 ran at 31 tokens/s, x0.22 of its median step (144): uneven (another "
+                      "process, a stall?); rerun with more --steps before reading the ratio"]
+    arms["ours"].step_tokens_per_s = [219.8, 217.3, 200.6]  # the re-run with the TRL arm first
+    assert not [line for line in summary_lines(report) if "uneven" in line]
+    arms["ours"].step_tokens_per_s = [31.4, 225.5]  # two timed steps: no median to stand out from
+    assert not [line for line in summary_lines(report) if "uneven" in line]
 
 
 def test_flops_per_token_is_4n_of_the_multiplied_weights():

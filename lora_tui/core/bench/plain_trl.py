@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
+    from lora_tui.core.bench.runner import step_rates
+
     class Clock(TrainerCallback):
         def __init__(self):
             self.marks: list[tuple[float, int]] = []
@@ -106,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     (t0, n0), (t1, n1) = clock.marks[0], clock.marks[-1]
     result = {"tokens": int(n1 - n0), "seconds": t1 - t0, "tokens_per_s": (n1 - n0) / (t1 - t0),
               "steps": len(clock.marks), "device": "cuda" if cuda else "cpu",
+              "step_tokens_per_s": step_rates(clock.marks),  # core.bench.runner.uneven_lines reads them
               "settings": {"micro_batch": config.per_device_train_batch_size,
                            "gradient_checkpointing": bool(config.gradient_checkpointing), "bf16": bool(config.bf16),
                            "packing": bool(getattr(config, "packing", False)), "padding_free": bool(config.padding_free)

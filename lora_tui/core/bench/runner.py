@@ -62,6 +62,7 @@ class ArmResult:
     estimate_error_pct: float | None = None
     estimate_measured_bytes: int | None = None  # the peak the trainer judged its estimate against
     settings: dict = field(default_factory=dict)
+    step_tokens_per_s: list[float] = field(default_factory=list)  # each timed step's own rate (uneven_lines)
     error: str | None = None
 
 
@@ -256,6 +257,7 @@ def run_ours(config: Config, work: Path, env: dict, timeout: float | None, name:
         first, last = steps[0], steps[-1]
         arm.tokens, arm.seconds = last["tokens_seen"] - first["tokens_seen"], last["elapsed_s"] - first["elapsed_s"]
         arm.tokens_per_s = arm.tokens / arm.seconds if arm.seconds > 0 else None
+        arm.step_tokens_per_s = step_rates([(e["elapsed_s"], e["tokens_seen"]) for e in steps])
         cuda = str(started.device or "").startswith("cuda")
         arm.peak_bytes = memory.get("memory_peak_bytes") if cuda else rss
         arm.estimate_bytes = memory.get("memory_estimate_bytes")
@@ -289,7 +291,35 @@ def run_plain(name: str, config: Config, data: Path, steps: int, batch: int | No
     arm.tokens, arm.seconds, arm.tokens_per_s = figures["tokens"], figures["seconds"], figures["tokens_per_s"]
     arm.peak_bytes = figures.get("max_reserved") if figures.get("device") == "cuda" else rss
     arm.settings = {"device": figures.get("device"), **figures.get("settings", {})}
+    arm.step_tokens_per_s = figures.get("step_tokens_per_s", [])
     return arm
+
+
+UNEVEN = 2.0  # a timed step at under half its arm's median rate: said under the table
+
+
+def step_rates(marks: list[tuple[float, int]]) -> list[float]:
+    """Each timed step's tokens/s from (time, tokens seen) at the end of every optimiser step."""
+    return [round((n1 - n0) / (t1 - t0), 2) for (t0, n0), (t1, n1) in zip(marks, marks[1:]) if t1 > t0]
+
+
+def uneven_lines(report: BenchReport) -> list[str]:
+    """One line per arm whose slowest timed step ran at under 1/UNEVEN of its median step: its tokens/s then
+    hang on one step (another process, a stall), as the first dpo bench's x0.68 did (ours' step 2 at 31
+    tokens/s, its other steps 144 and 225)."""
+    import statistics
+
+    lines = []
+    for arm in report.arms.values():
+        rates = arm.step_tokens_per_s
+        if arm.error or len(rates) < 3:  # the median of two steps is their mean: no outlier to tell
+            continue
+        median, slowest = statistics.median(rates), min(rates)
+        if slowest * UNEVEN < median:
+            lines.append(f"{arm.label}: step {rates.index(slowest) + 2} ran at {slowest:,.0f} tokens/s, "
+                         f"x{slowest / median:.2f} of its median step ({median:,.0f}): uneven (another process, "
+                         "a stall?); rerun with more --steps before reading the ratio")
+    return lines
 
 
 def run_bench(config: Config, *, steps: int = DEFAULT_STEPS, arms: list[str] | tuple[str, ...] = DEFAULT_ARMS,
@@ -417,6 +447,7 @@ def summary_lines(report: BenchReport) -> list[str]:
             lines.append(f"ours / {label}: tokens/s x{r[f'tokens_per_s_vs_{other}']:.2f}{peak}")
     if "tokens_per_s_vs_faster_trl" in r:
         lines.append(f"ours / the faster TRL arm: tokens/s x{r['tokens_per_s_vs_faster_trl']:.2f}")
+    lines += uneven_lines(report)
     ours = report.arms.get("ours")
     if ours and ours.estimate_bytes:
         measured = (f" vs measured {ours.estimate_measured_bytes / 2**30:.2f} GiB ({ours.estimate_error_pct:+.1f} %)"
