@@ -225,7 +225,9 @@ def test_the_cache_keeps_the_newest_entries_only(setup, monkeypatch):
     from lora_tui.core.train import data_lengths_cache as dlc
 
     _, _, cache, _ = setup
-    monkeypatch.setattr(dlc, "LENGTHS_ENTRIES", 4)
+    from dataclasses import replace
+
+    monkeypatch.setattr(dlc, "CACHE", replace(dlc.CACHE, max_entries=4))  # LENGTHS_ENTRIES, as the cache holds it
     for n in range(1, 11):
         dlc.keep(f"key{n}", n)
     entries = json.loads(cache.read_text())["entries"]

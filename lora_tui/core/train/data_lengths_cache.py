@@ -6,9 +6,9 @@ Measuring means loading the tokenizer (importing transformers and torch), the da
 `estimate`. A cached figure costs a few ``stat`` calls and one small read.
 
 One JSON file, ``cache_dir()/data_lengths.json``: ``{"version": 1, "entries": {key: {"longest": n,
-"time": t}}}``, the newest LENGTHS_ENTRIES only, written atomically (a temporary file renamed over it)
-and read with ``safe_read.read_bounded`` to at most LENGTHS_BYTES: a damaged, huge or special file (a
-FIFO, /dev/zero) or an entry of the wrong shape is a miss, never an error or a hang. The key is
+"time": t}}}``, kept by core/keyed_cache.py as the probe's cache is: the newest LENGTHS_ENTRIES only,
+written atomically, read to at most LENGTHS_BYTES; a damaged, huge or special file (a FIFO, /dev/zero)
+or an entry of the wrong shape is a miss, never an error or a hang. The key is
 everything the figure depends on (``lengths_key``); what cannot be fingerprinted cheaply (a hub dataset,
 a folder of more than FOLDER_FILES files, a hub model not in the local cache) has no key and is
 measured every time. Must not import torch, transformers, datasets or textual.
@@ -19,9 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-import time
 from pathlib import Path
+
+from lora_tui.core.keyed_cache import KeyedCache
 
 LENGTHS_VERSION = 1  # bump when what a figure means changes (how rows are built or counted)
 LENGTHS_ENTRIES = 256  # the newest entries only: the file stays a few tens of KiB
@@ -145,53 +145,27 @@ def lengths_key(config) -> str | None:
         return None
 
 
-def _entries() -> dict:
-    """The cache's valid entries by key; {} for a missing, damaged, huge or special file."""
-    from lora_tui.core.safe_read import read_bounded
-
-    path = lengths_path()
-    if not os.path.lexists(path):
-        return {}
-    try:
-        data = json.loads(read_bounded(path, LENGTHS_BYTES, "the data lengths cache"))
-    except (OSError, ValueError, RecursionError):  # UnsafeFile (a FIFO, a device, over the limit), not JSON
-        return {}
-    entries = data.get("entries") if isinstance(data, dict) and data.get("version") == LENGTHS_VERSION else None
-    if not isinstance(entries, dict):
-        return {}
-    return {k: v for k, v in entries.items() if _entry_ok(v)}
+def _entry_problem(entry) -> str | None:
+    ok = (isinstance(entry, dict) and type(entry.get("longest")) is int and 0 < entry["longest"] < 2**31
+          and type(entry.get("time", 0)) in (int, float))
+    return None if ok else "not a row length"
 
 
-def _entry_ok(entry) -> bool:
-    return (isinstance(entry, dict) and type(entry.get("longest")) is int and 0 < entry["longest"] < 2**31
-            and type(entry.get("time", 0)) in (int, float))
+CACHE = KeyedCache("the data lengths cache", lambda: lengths_path(), LENGTHS_VERSION, LENGTHS_ENTRIES, LENGTHS_BYTES,
+                   _entry_problem)
 
 
 def recall(key: str | None) -> int | None:
-    """The longest row kept for ``key``, or None."""
-    entry = _entries().get(key) if key else None
+    """The longest row kept for ``key``, or None (a damaged cache is a miss)."""
+    entry = CACHE.get(key)
     return entry["longest"] if entry else None
 
 
 def keep(key: str | None, longest: int) -> None:
-    """Keep ``longest`` for ``key`` (atomic write; the newest LENGTHS_ENTRIES; damaged entries dropped).
-    A cache that cannot be written is no error."""
-    if not key or type(longest) is not int or longest <= 0:
-        return
-    entries = _entries()
-    entries[key] = {"longest": longest, "time": time.time()}
-    newest = dict(sorted(entries.items(), key=lambda kv: kv[1].get("time", 0))[-LENGTHS_ENTRIES:])
-    path = lengths_path()
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".data_lengths.json.", dir=path.parent)  # one per writer (threads too)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"version": LENGTHS_VERSION, "entries": newest}, fh, indent=1)
-        os.replace(tmp, path)  # a FIFO or a link to /dev/zero at the path is replaced, never opened
-    except OSError:
-        if tmp:
-            Path(tmp).unlink(missing_ok=True)
+    """Keep ``longest`` for ``key`` (core/keyed_cache.py: atomic, the newest LENGTHS_ENTRIES, damaged entries
+    dropped). A cache that cannot be written is no error."""
+    if key and type(longest) is int and longest > 0:
+        CACHE.store(key, {"longest": longest})
 
 
 def keep_measured(config, longest: int) -> None:

@@ -1,10 +1,10 @@
 """The probe's cache: what a measurement depends on, and the results kept per key (core/train/probe.py).
 
-One JSON file, ``cache_dir()/probe.json``, written atomically and bounded to the newest entries; a
-damaged or unwritable file is a miss, never an error. It is read to at most CACHE_BYTES and never
-opened when it is not a regular file (a FIFO there blocked the trainer in "loading" forever,
-/dev/zero or a 1 GB file filled memory); an entry of the wrong shape (a list, wrong types) is
-ignored with a plain reason, and the next store rewrites the file without it. Must not import
+One JSON file, ``cache_dir()/probe.json``, kept by core/keyed_cache.py: written atomically and bounded
+to the newest entries; a damaged or unwritable file is a miss, never an error. It is read to at most
+CACHE_BYTES and never opened when it is not a regular file (a FIFO there blocked the trainer in
+"loading" forever, /dev/zero or a 1 GB file filled memory); an entry of the wrong shape (a list, wrong
+types) is ignored with a plain reason, and the next store rewrites the file without it. Must not import
 torch or textual.
 """
 
@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import time
 from pathlib import Path
 
+from lora_tui.core.keyed_cache import KeyedCache
 from lora_tui.core.train.probe_types import FIGURES, PLAN_KEYS
 
 CACHE_VERSION = 2  # 2: measured on a throwaway trainer before the run's is built (issue 27)
@@ -74,25 +73,7 @@ def cache_key(config, device: str, device_facts: dict, model_path: str, lengths:
 
 def _read_cache() -> tuple[dict, str | None]:
     """(the cache's valid entries by key, why the file or some entries were not used: None when all were)."""
-    from lora_tui.core.safe_read import read_bounded
-
-    path = cache_path()
-    if not os.path.lexists(path):
-        return {}, None
-    try:
-        data = json.loads(read_bounded(path, CACHE_BYTES, "the probe cache"))
-    except OSError as exc:  # UnsafeFile: a FIFO, a device, over CACHE_BYTES, unreadable
-        return {}, f"the probe cache was not read ({str(exc).split(': ', 1)[-1].split('. Fix')[0]})"
-    except (ValueError, RecursionError):
-        return {}, f"the probe cache {path} is not JSON"
-    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
-        return {}, None if isinstance(data, dict) else f"the probe cache {path} is not a JSON object"
-    entries = data.get("entries")
-    if not isinstance(entries, dict):
-        return {}, f"the probe cache {path} holds no table of entries"
-    good = {k: v for k, v in entries.items() if entry_problem(v) is None}
-    bad = len(entries) - len(good)
-    return good, f"{bad} damaged entr{'y' if bad == 1 else 'ies'} in the probe cache {path}" if bad else None
+    return CACHE.read()
 
 
 def entry_problem(entry) -> str | None:
@@ -131,16 +112,9 @@ def cached(key: str) -> dict | None:
 
 
 def store(key: str, facts: dict) -> None:
-    """Keep this result (``ProbeResult.facts()``) (atomic write; the newest CACHE_ENTRIES only; damaged entries
-    and a damaged file are dropped). A cache that cannot be written is no error."""
-    entries, _ = _read_cache()
-    entries[key] = {"time": time.time(), **facts}
-    newest = sorted(entries.items(), key=lambda kv: kv[1].get("time", 0))[-CACHE_ENTRIES:]
-    path = cache_path()
-    tmp = path.with_name(f".probe.json.tmp-{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"version": CACHE_VERSION, "entries": dict(newest)}, indent=1), encoding="utf-8")
-        os.replace(tmp, path)  # a FIFO or a link to /dev/zero at the path is replaced, never opened
-    except OSError:
-        tmp.unlink(missing_ok=True)
+    """Keep this result (``ProbeResult.facts()``) (keyed_cache: atomic, the newest CACHE_ENTRIES only, damaged
+    entries and a damaged file dropped). A cache that cannot be written is no error."""
+    CACHE.store(key, facts)
+
+
+CACHE = KeyedCache("the probe cache", cache_path, CACHE_VERSION, CACHE_ENTRIES, CACHE_BYTES, entry_problem)
